@@ -1,0 +1,109 @@
+//! Where the vault's objects live. Every backend is a flat key → bytes store with the
+//! same few verbs; it stores opaque bytes and knows nothing about keys or formats.
+//! Cross-cutting behaviour (request metering, fault injection, later retries) lives in
+//! decorators over [`ObjectStore`], never inside one backend.
+
+#[cfg(test)]
+mod conformance;
+pub mod counting;
+pub mod fault;
+pub mod local;
+pub mod memory;
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use counting::{CountingStore, RequestCounts};
+pub use fault::FaultStore;
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+
+use crate::config::BackendConfig;
+
+/// Errors any store can return. `NotFound` and `AlreadyExists` are modelled because
+/// callers act on them; everything else is opaque with a `temporary` flag that a retry
+/// decorator can trust.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    #[error("object {key} does not exist")]
+    NotFound { key: String },
+    #[error("object {key} already exists")]
+    AlreadyExists { key: String },
+    #[error("{message}")]
+    Io {
+        message: String,
+        temporary: bool,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl BackendError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BackendError::NotFound { .. })
+    }
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Io {
+                temporary: true,
+                ..
+            }
+        )
+    }
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// The four verbs of the original sketch, plus what a real store offers cheaply:
+/// ranged reads, create-only writes and listing one level deep.
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// Stores `data` under `key`, replacing what is there; atomic for readers.
+    fn put(&self, key: &str, data: &[u8]) -> BackendResult<()>;
+    /// Stores `data` only if `key` does not exist yet.
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> BackendResult<()>;
+    /// Stores the contents of a local file, without holding it all in memory where the
+    /// backend allows.
+    fn put_file(&self, key: &str, path: &Path) -> BackendResult<()> {
+        let data = std::fs::read(path).map_err(|e| BackendError::Io {
+            message: format!("cannot read {}: {e}", path.display()),
+            temporary: false,
+            source: e,
+        })?;
+        self.put(key, &data)
+    }
+    fn get(&self, key: &str) -> BackendResult<Vec<u8>>;
+    /// Bytes `range` of the object; shorter than asked if the object ends first.
+    fn get_range(&self, key: &str, range: Range<u64>) -> BackendResult<Vec<u8>>;
+    /// Every key under `prefix` that sorts after `start_after`, in order.
+    fn list(&self, prefix: &str, start_after: Option<&str>) -> BackendResult<Vec<String>>;
+    /// The "folders" one level below `prefix` (which ends in `/`), each ending in `/`.
+    fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>>;
+    fn delete(&self, key: &str) -> BackendResult<()>;
+    /// A short description for `status`: kind and location, never credentials.
+    fn describe(&self) -> String;
+}
+
+pub type SharedStore = Arc<dyn ObjectStore>;
+
+/// Opens the store a config names.
+pub fn open(config: &BackendConfig) -> BackendResult<SharedStore> {
+    match config {
+        BackendConfig::Local { path } => Ok(Arc::new(LocalStore::open(path)?)),
+    }
+}
+
+/// Opens the store a config names and checks that this device can write to it.
+pub fn open_for_setup(config: &BackendConfig) -> BackendResult<SharedStore> {
+    match config {
+        BackendConfig::Local { path } => {
+            let store = LocalStore::open(path)?;
+            store.check_writable()?;
+            Ok(Arc::new(store))
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! One function per command: open, call, print.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ghostie_fs::backend;
+use ghostie_fs::config::{filename_safe, valid_prefix, BackendConfig, Home};
+use ghostie_fs::folder::{self, Keep};
+use ghostie_fs::sync::{setup_vault, SetupOutcome, SetupRequest, Vault};
+
+use super::errors::{CliError, EXIT_DAMAGED, EXIT_FAILURE};
+use super::passphrase::CliPassphrase;
+use super::progress::BarProgress;
+use super::{Cli, Command, ConflictAction, SetupArgs};
+
+type CmdResult = Result<u8, CliError>;
+
+fn home_of(cli: &Cli) -> Result<Home, CliError> {
+    if let Some(h) = &cli.home {
+        return Ok(Home::new(h));
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => Ok(Home::new(PathBuf::from(h).join(".ghostie"))),
+        None => Err(CliError::new(
+            EXIT_FAILURE,
+            "No home folder: pass --home or set GHOSTIE_HOME.",
+        )),
+    }
+}
+
+fn passphrase(cli: &Cli) -> CliPassphrase {
+    CliPassphrase {
+        file: cli.passphrase_file.clone(),
+        new_file: None,
+        changing: false,
+    }
+}
+
+fn open_vault(cli: &Cli, home: Home) -> Result<Vault, CliError> {
+    Ok(Vault::open(home, Box::new(passphrase(cli)))?)
+}
+
+/// Prints unless --quiet.
+macro_rules! say {
+    ($cli:expr, $($arg:tt)*) => {
+        if !$cli.quiet {
+            println!($($arg)*);
+        }
+    };
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+pub fn run(cli: Cli) -> CmdResult {
+    let home = home_of(&cli)?;
+    match &cli.command {
+        Command::Setup(args) => setup(&cli, home, args),
+        Command::Push(a) => push(&cli, home, a.json),
+        Command::Pull(a) => pull(&cli, home, a.json),
+        Command::Sync(a) => {
+            let code = pull(&cli, home.clone(), a.json)?;
+            let pushed = push(&cli, home, a.json)?;
+            Ok(code.max(pushed))
+        }
+        Command::Status(a) => status(&cli, home, a.json),
+        Command::Conflict(c) => match &c.action {
+            None => conflict_list(&cli, home, c.json),
+            Some(ConflictAction::List { json }) => conflict_list(&cli, home, *json || c.json),
+            Some(ConflictAction::Resolve { path, keep }) => {
+                conflict_resolve(&cli, home, path, keep)
+            }
+        },
+        Command::Devices(a) => devices(&cli, home, a.json),
+        Command::Passwd(a) => passwd(&cli, home, a.new_passphrase_file.clone()),
+        Command::Verify => verify(&cli, home),
+        Command::BenchSeal { file } => bench_seal(file),
+    }
+}
+
+fn setup(cli: &Cli, home: Home, args: &SetupArgs) -> CmdResult {
+    let backend = match args.backend.as_str() {
+        "local" => {
+            let Some(path) = &args.path else {
+                return Err(CliError::new(
+                    EXIT_FAILURE,
+                    "The local backend needs --path DIR, the vault folder.",
+                ));
+            };
+            let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            BackendConfig::Local { path: abs }
+        }
+        other => {
+            return Err(CliError::new(
+                EXIT_FAILURE,
+                format!("Unknown backend '{other}' (this version supports: local)."),
+            ))
+        }
+    };
+    if !valid_prefix(&args.prefix) {
+        return Err(CliError::new(
+            EXIT_FAILURE,
+            format!("The prefix '{}' is not a valid key prefix.", args.prefix),
+        ));
+    }
+    let raw_name = match &args.device {
+        Some(n) => n.clone(),
+        None => gethostname::gethostname().to_string_lossy().into_owned(),
+    };
+    let device_name = filename_safe(&raw_name);
+    let store = backend::open_for_setup(&backend)?;
+    let req = SetupRequest {
+        home: home.clone(),
+        backend: backend.clone(),
+        prefix: args.prefix.clone(),
+        device_name: device_name.clone(),
+        force: args.force,
+    };
+    let outcome = setup_vault(&req, Arc::clone(&store), &passphrase(cli))?;
+    let place = store.describe();
+    match outcome {
+        SetupOutcome::Created => say!(cli, "✅ Cloud sync configured! Created a new vault in {place} for device '{device_name}'"),
+        SetupOutcome::Joined { devices } => say!(
+            cli,
+            "✅ Cloud sync configured! Joined the vault in {place} as '{device_name}' ({devices} devices)"
+        ),
+    }
+    say!(cli, "   Memories folder: {}", home.memories().display());
+    Ok(0)
+}
+
+fn push(cli: &Cli, home: Home, json: bool) -> CmdResult {
+    let mut vault = open_vault(cli, home)?;
+    let progress = BarProgress::new(cli.quiet || json);
+    let started = Instant::now();
+    let r = folder::push(&mut vault, &progress)?;
+    if json {
+        print_json(&serde_json::json!({
+            "uploaded": r.uploaded,
+            "recorded": r.scan.versions,
+            "hashed": r.scan.hashed,
+            "bytes_read": r.scan.bytes_read,
+            "sealed": r.scan.sealed,
+            "packs": r.packs,
+            "bytes_uploaded": r.bytes,
+            "seconds": started.elapsed().as_secs_f64(),
+        }));
+    } else {
+        say!(cli, "✅ Uploaded {} memories", r.uploaded);
+    }
+    Ok(0)
+}
+
+fn pull(cli: &Cli, home: Home, json: bool) -> CmdResult {
+    let mut vault = open_vault(cli, home)?;
+    let progress = BarProgress::new(cli.quiet || json);
+    let r = folder::pull(&mut vault, &progress)?;
+    if json {
+        print_json(&serde_json::json!({
+            "downloaded": r.downloaded,
+            "recorded": r.recorded,
+            "conflicts": r.conflicts,
+            "damaged": r.damaged,
+        }));
+    } else {
+        say!(cli, "✅ Downloaded {} memories", r.downloaded);
+        if r.conflicts > 0 {
+            say!(cli, "⚠️ {} conflicts found", r.conflicts);
+            say!(cli, "Run 'ghostie-fs conflict' to resolve");
+        }
+    }
+    for d in &r.damaged {
+        eprintln!("❌ damaged: {d}");
+    }
+    if r.damaged.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!(
+            "❌ {} damaged items were not written; everything else is in sync.",
+            r.damaged.len()
+        );
+        Ok(EXIT_DAMAGED)
+    }
+}
+
+fn status(cli: &Cli, home: Home, json: bool) -> CmdResult {
+    let mut vault = open_vault(cli, home)?;
+    let s = folder::status(&mut vault)?;
+    if json {
+        print_json(
+            &serde_json::to_value(&s).map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?,
+        );
+        return Ok(0);
+    }
+    println!("🔗 SYNC STATUS:");
+    println!("   Backend: {}", s.backend);
+    println!("   Device ID: {}", s.device_id);
+    println!("   Device Name: {}", s.device_name);
+    println!(
+        "   Last Sync: {}",
+        s.last_sync.as_deref().unwrap_or("never")
+    );
+    println!("   Local Memories: {}", s.local_count);
+    println!("   Cloud Memories: {}", s.cloud_count);
+    println!("   Conflicts: {}", s.conflict_count);
+    println!("   Pending: {}", s.pending);
+    println!("   Known Devices: {}", s.known_devices.join(", "));
+    Ok(0)
+}
+
+fn conflict_list(cli: &Cli, home: Home, json: bool) -> CmdResult {
+    let vault = open_vault(cli, home)?;
+    let list = folder::conflicts(&vault)?;
+    if json {
+        print_json(
+            &serde_json::to_value(&list).map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?,
+        );
+        return Ok(0);
+    }
+    if list.is_empty() {
+        say!(cli, "✅ No conflicts");
+        return Ok(0);
+    }
+    for c in &list {
+        println!("{}  (shown: {})", c.path, c.shown_device);
+        for s in &c.siblings {
+            println!("    {}  (from {})", s.path, s.device);
+        }
+    }
+    say!(cli, "Resolve with: ghostie-fs conflict resolve PATH --keep DEVICE|all, or rm/mv the sibling files");
+    Ok(0)
+}
+
+fn conflict_resolve(cli: &Cli, home: Home, path: &str, keep: &str) -> CmdResult {
+    let mut vault = open_vault(cli, home)?;
+    let keep = if keep == "all" {
+        Keep::All
+    } else {
+        Keep::Device(keep.to_owned())
+    };
+    let path = path.trim_start_matches("./").trim_end_matches('/');
+    let progress = BarProgress::new(cli.quiet);
+    folder::resolve(&mut vault, path, &keep, &progress)?;
+    say!(cli, "✅ Resolved {path}");
+    Ok(0)
+}
+
+fn devices(cli: &Cli, home: Home, json: bool) -> CmdResult {
+    let mut vault = open_vault(cli, home)?;
+    // Learn names and activity of devices that joined since the last pull.
+    let refreshed = vault.poll(&ghostie_fs::sync::NoProgress).is_ok();
+    let me = vault.device().clone();
+    let rows = vault
+        .index()
+        .devices()
+        .map_err(ghostie_fs::sync::SyncError::from)?;
+    let list: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "name": d.name.clone().unwrap_or_else(|| "(unknown)".into()),
+                "id": d.id.to_string(),
+                "last_activity": d.last_activity_ms.map(folder::format_time),
+                "this_device": d.id == me,
+                "problem": d.problem,
+            })
+        })
+        .collect();
+    if json {
+        print_json(&serde_json::Value::Array(list));
+        return Ok(0);
+    }
+    for d in &list {
+        println!(
+            "{}{}  {}  last activity: {}",
+            d["name"].as_str().unwrap_or_default(),
+            if d["this_device"].as_bool() == Some(true) {
+                " (this device)"
+            } else {
+                ""
+            },
+            d["id"].as_str().unwrap_or_default(),
+            d["last_activity"].as_str().unwrap_or("never"),
+        );
+    }
+    if !refreshed {
+        eprintln!("⚠️ the backend did not answer; this list may be out of date");
+    }
+    Ok(0)
+}
+
+fn passwd(cli: &Cli, home: Home, new_file: Option<PathBuf>) -> CmdResult {
+    let source = CliPassphrase {
+        file: cli.passphrase_file.clone(),
+        new_file,
+        changing: true,
+    };
+    let mut vault = Vault::open(home, Box::new(source))?;
+    vault.change_passphrase()?;
+    say!(
+        cli,
+        "✅ Passphrase changed; other devices will ask for the new one at their next unlock"
+    );
+    Ok(0)
+}
+
+fn verify(cli: &Cli, home: Home) -> CmdResult {
+    let mut vault = open_vault(cli, home)?;
+    let progress = BarProgress::new(cli.quiet);
+    let damaged = vault.verify(&progress)?;
+    if damaged.is_empty() {
+        say!(cli, "✅ Every object checked out");
+        return Ok(0);
+    }
+    for d in &damaged {
+        eprintln!("❌ damaged: {d}");
+    }
+    eprintln!("❌ {} damaged items found.", damaged.len());
+    Ok(EXIT_DAMAGED)
+}
+
+fn bench_seal(file: &PathBuf) -> CmdResult {
+    use ghostie_fs::crypto::{MasterKey, SubKeys};
+    use ghostie_fs::model::DeviceId;
+    use ghostie_fs::store::PackCache;
+    use ghostie_fs::sync::pack::PackWriter;
+    let fail = |e: std::io::Error| CliError::new(EXIT_FAILURE, format!("Benchmark failed: {e}."));
+    let dir = std::env::temp_dir().join(format!("ghostie-bench-seal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let keys = SubKeys::derive(&MasterKey::random());
+    let cache = PackCache::new(&dir);
+    let size = std::fs::metadata(file).map_err(fail)?.len();
+    let started = Instant::now();
+    let mut w = PackWriter::new(&keys, &cache, DeviceId::random());
+    let input = std::fs::File::open(file).map_err(fail)?;
+    w.add(input, size).map_err(fail)?;
+    w.finish().map_err(fail)?;
+    let secs = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "sealed {size} bytes in {secs:.3} s: {:.1} MB/s",
+        size as f64 / secs / 1e6
+    );
+    Ok(0)
+}

@@ -1,0 +1,108 @@
+//! The one sentence a user reads when a command fails, and the exit code scripts read.
+//!
+//! Exit codes (documented in the README):
+//! 0 success (a pull that found conflicts included), 1 failure, 2 bad usage,
+//! 3 damaged data found (pull and verify), 4 not set up, 5 wrong passphrase.
+
+use ghostie_fs::backend::BackendError;
+use ghostie_fs::config::ConfigError;
+use ghostie_fs::store::IndexError;
+use ghostie_fs::sync::SyncError;
+
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_DAMAGED: u8 = 3;
+pub const EXIT_NOT_SET_UP: u8 = 4;
+pub const EXIT_WRONG_PASSPHRASE: u8 = 5;
+
+/// A failure on its way to the user.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub sentence: String,
+}
+
+impl CliError {
+    pub fn new(code: u8, sentence: impl Into<String>) -> Self {
+        Self {
+            code,
+            sentence: sentence.into(),
+        }
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+fn end(s: String) -> String {
+    let s = capitalise(s.trim());
+    if s.ends_with('.') || s.ends_with('?') || s.ends_with('!') {
+        s
+    } else {
+        s + "."
+    }
+}
+
+impl From<SyncError> for CliError {
+    fn from(e: SyncError) -> Self {
+        let (code, text) = match &e {
+            SyncError::Config(ConfigError::NotSetUp) => {
+                return CliError::new(EXIT_NOT_SET_UP, "Run 'ghostie-fs setup' first");
+            }
+            SyncError::Config(ConfigError::Corrupt { path, reason }) => (
+                EXIT_FAILURE,
+                format!("the settings file {} is damaged ({reason}); fix it or run 'ghostie-fs setup --force'", path.display()),
+            ),
+            SyncError::Index(IndexError::Missing { path }) => (
+                EXIT_FAILURE,
+                format!("the local index {} is missing; run 'ghostie-fs setup --force' to rebuild this device", path.display()),
+            ),
+            SyncError::Index(IndexError::Corrupt { path, reason }) => (
+                EXIT_FAILURE,
+                format!(
+                    "the local index {} is damaged ({reason}); run 'ghostie-fs setup --force' to rebuild this device",
+                    path.display()
+                ),
+            ),
+            SyncError::WrongPassphrase => (EXIT_WRONG_PASSPHRASE, "wrong passphrase; nothing was changed".to_owned()),
+            SyncError::Backend(BackendError::Invalid(m)) => (EXIT_FAILURE, m.clone()),
+            SyncError::Backend(b) => (EXIT_FAILURE, format!("the backend failed: {b}")),
+            SyncError::Damaged(m) => (EXIT_DAMAGED, format!("damaged data in the vault: {m}")),
+            other => (EXIT_FAILURE, other.to_string()),
+        };
+        CliError::new(code, end(text))
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        SyncError::Config(e).into()
+    }
+}
+
+impl From<BackendError> for CliError {
+    fn from(e: BackendError) -> Self {
+        SyncError::Backend(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentences() {
+        let e: CliError = SyncError::Config(ConfigError::NotSetUp).into();
+        assert_eq!(
+            (e.code, e.sentence.as_str()),
+            (EXIT_NOT_SET_UP, "Run 'ghostie-fs setup' first")
+        );
+        let e: CliError = SyncError::WrongPassphrase.into();
+        assert_eq!(e.sentence, "Wrong passphrase; nothing was changed.");
+        assert_eq!(e.code, EXIT_WRONG_PASSPHRASE);
+    }
+}

@@ -1,0 +1,143 @@
+//! Argument parsing and the commands. No logic of their own: each command opens the
+//! vault, calls a front-end, and prints the result.
+
+mod commands;
+mod errors;
+mod passphrase;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Keeps an assistant's memories the same on every device, end-to-end encrypted,
+/// through a storage provider you already have.
+#[derive(Debug, Parser)]
+#[command(name = "ghostie-fs", version, about, long_about = None)]
+#[command(
+    after_help = "Passphrase: --passphrase-file FILE, else $GHOSTIE_PASSPHRASE, else a prompt.\n\
+Exit codes: 0 ok, 1 failure, 2 bad usage, 3 damaged data found, 4 not set up, 5 wrong passphrase."
+)]
+pub struct Cli {
+    /// The device's home: settings, keys, index and the memories folder.
+    #[arg(long, global = true, env = "GHOSTIE_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Read the passphrase from this file (first line).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a vault, or join an existing one, and set this device up.
+    Setup(SetupArgs),
+    /// Upload local changes of the memories folder.
+    Push(JsonArg),
+    /// Download what other devices changed; local changes not yet pushed are kept.
+    Pull(JsonArg),
+    /// Pull, then push.
+    Sync(JsonArg),
+    /// Show this device's sync state.
+    Status(JsonArg),
+    /// List conflicts, or resolve one.
+    Conflict(ConflictArgs),
+    /// List the devices of the vault.
+    Devices(JsonArg),
+    /// Change the vault's passphrase (on every device).
+    Passwd(PasswdArgs),
+    /// Fetch and check every object the vault's namespace points to.
+    Verify,
+    /// Measure sealing throughput of one file (benchmarks).
+    #[command(hide = true)]
+    BenchSeal { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Where the vault lives: local (a folder).
+    #[arg(long, value_name = "KIND")]
+    pub backend: String,
+    /// The vault folder (local backend). It must exist.
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<PathBuf>,
+    /// This device's name, unique in the vault [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub device: Option<String>,
+    /// The vault's root prefix inside the backend.
+    #[arg(long, default_value = ghostie_fs::config::DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// Set up again a home that is already set up.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConflictArgs {
+    #[command(subcommand)]
+    pub action: Option<ConflictAction>,
+    /// Print JSON (for the list).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConflictAction {
+    /// List paths in conflict (the default).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep one device's version at PATH, or keep them all as separate files.
+    Resolve {
+        /// The path in conflict, relative to the memories folder.
+        path: String,
+        /// A device name, or `all`.
+        #[arg(long, value_name = "DEVICE|all")]
+        keep: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// Read the new passphrase from this file.
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.quiet);
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("❌ {}", e.sentence);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "error" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GHOSTIE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}

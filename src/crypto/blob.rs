@@ -1,0 +1,255 @@
+//! Sealing and opening blobs: one version's content cut into 64 KiB chunks, each sealed
+//! with AES-256-GCM under the blob's own key, with a fresh random nonce, and with
+//! `format version || blob id || chunk index || last-chunk flag` as associated data.
+//! So any byte range can be checked without the rest, and truncation (the last flag),
+//! reordering (the index) and swapping chunks, blobs or objects (the blob id, bound
+//! into both key and associated data) all fail the tag check.
+
+use std::io::{self, Read, Write};
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use super::keys::SubKeys;
+use super::layout::{chunk_count, chunk_plain_len, CHUNK_SIZE, NONCE_LEN, TAG_LEN};
+use super::CryptoError;
+use crate::model::{BlobId, ContentHash};
+
+pub const BLOB_FORMAT: u8 = 1;
+
+/// Every pack object starts with this: magic and format version, then blobs.
+pub const PACK_HEADER: [u8; 8] = *b"GHPK\x01\0\0\0";
+
+fn chunk_aad(blob: &BlobId, index: u64, last: bool) -> [u8; 26] {
+    let mut aad = [0u8; 26];
+    aad[0] = BLOB_FORMAT;
+    aad[1..17].copy_from_slice(&blob.0);
+    aad[17..25].copy_from_slice(&index.to_le_bytes());
+    aad[25] = u8::from(last);
+    aad
+}
+
+fn cipher_for(keys: &SubKeys, blob: &BlobId) -> Aes256Gcm {
+    let key = keys.blob_key(blob);
+    Aes256Gcm::new((&key.0).into())
+}
+
+/// What sealing one blob produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedBlob {
+    pub plain_len: u64,
+    pub sealed_len: u64,
+    pub sha256: ContentHash,
+}
+
+/// Fills `buf` as far as the reader allows; a short count means end of input.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Seals everything `input` yields as blob `blob`, writing the blob to `out`.
+pub fn seal_blob(
+    keys: &SubKeys,
+    blob: BlobId,
+    mut input: impl Read,
+    out: &mut impl Write,
+) -> io::Result<SealedBlob> {
+    let cipher = cipher_for(keys, &blob);
+    let mut hasher = Sha256::new();
+    out.write_all(&blob.0)?;
+    let mut sealed_len = blob.0.len() as u64;
+    let mut plain_len = 0u64;
+    let mut current = vec![0u8; CHUNK_SIZE as usize];
+    let mut next = vec![0u8; CHUNK_SIZE as usize];
+    let mut cur_len = read_full(&mut input, &mut current)?;
+    let mut index = 0u64;
+    loop {
+        // Reading one chunk ahead is how the last chunk knows it is last.
+        let next_len = if cur_len == CHUNK_SIZE as usize {
+            read_full(&mut input, &mut next)?
+        } else {
+            0
+        };
+        let last = next_len == 0;
+        let chunk = &mut current[..cur_len];
+        hasher.update(&*chunk);
+        let mut nonce = [0u8; NONCE_LEN as usize];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let aad = chunk_aad(&blob, index, last);
+        let tag = cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, chunk)
+            .map_err(|_| io::Error::other("chunk too large to seal"))?;
+        out.write_all(&nonce)?;
+        out.write_all(chunk)?;
+        out.write_all(&tag)?;
+        sealed_len += NONCE_LEN + cur_len as u64 + TAG_LEN;
+        plain_len += cur_len as u64;
+        if last {
+            break;
+        }
+        std::mem::swap(&mut current, &mut next);
+        cur_len = next_len;
+        index += 1;
+    }
+    Ok(SealedBlob {
+        plain_len,
+        sealed_len,
+        sha256: ContentHash(hasher.finalize().into()),
+    })
+}
+
+/// Opens consecutive chunks starting at `first_chunk` from `sealed` (which begins at
+/// that chunk's nonce) and returns their plaintext. `plain_len` is the blob's full
+/// plaintext size, which fixes every chunk's length and which one is last.
+pub fn open_chunks(
+    keys: &SubKeys,
+    blob: &BlobId,
+    plain_len: u64,
+    first_chunk: u64,
+    sealed: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let cipher = cipher_for(keys, blob);
+    let total_chunks = chunk_count(plain_len);
+    let mut out = Vec::with_capacity(sealed.len());
+    let mut pos = 0usize;
+    let mut index = first_chunk;
+    while pos < sealed.len() {
+        if index >= total_chunks {
+            return Err(CryptoError::Damaged("blob is longer than recorded".into()));
+        }
+        let len = chunk_plain_len(plain_len, index) as usize;
+        let need = NONCE_LEN as usize + len + TAG_LEN as usize;
+        if sealed.len() - pos < need {
+            return Err(CryptoError::Damaged(format!(
+                "chunk {index} is truncated ({} of {need} bytes)",
+                sealed.len() - pos
+            )));
+        }
+        let nonce = &sealed[pos..pos + NONCE_LEN as usize];
+        let body_start = pos + NONCE_LEN as usize;
+        let tag = &sealed[body_start + len..body_start + len + TAG_LEN as usize];
+        let start = out.len();
+        out.extend_from_slice(&sealed[body_start..body_start + len]);
+        let aad = chunk_aad(blob, index, index + 1 == total_chunks);
+        cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                &aad,
+                &mut out[start..],
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| CryptoError::Damaged(format!("chunk {index} failed authentication")))?;
+        pos += need;
+        index += 1;
+    }
+    Ok(out)
+}
+
+/// Opens a whole blob (header included) and checks its plaintext hash.
+pub fn open_blob(
+    keys: &SubKeys,
+    blob: &BlobId,
+    plain_len: u64,
+    expected: &ContentHash,
+    sealed: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    if sealed.len() < 16 || sealed[..16] != blob.0 {
+        return Err(CryptoError::Damaged(
+            "blob id does not match the log".into(),
+        ));
+    }
+    let body = &sealed[16..];
+    let plain = open_chunks(keys, blob, plain_len, 0, body)?;
+    if plain.len() as u64 != plain_len {
+        return Err(CryptoError::Damaged(format!(
+            "blob holds {} bytes, the log says {plain_len}",
+            plain.len()
+        )));
+    }
+    let got = ContentHash(Sha256::digest(&plain).into());
+    if &got != expected {
+        return Err(CryptoError::Damaged(
+            "content hash does not match the log".into(),
+        ));
+    }
+    Ok(plain)
+}
+
+pub fn hash_bytes(data: &[u8]) -> ContentHash {
+    ContentHash(Sha256::digest(data).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::keys::MasterKey;
+    use crate::crypto::layout::{chunk_span, sealed_len};
+
+    fn seal(keys: &SubKeys, blob: BlobId, data: &[u8]) -> (SealedBlob, Vec<u8>) {
+        let mut out = Vec::new();
+        let s = seal_blob(keys, blob, data, &mut out).unwrap();
+        (s, out)
+    }
+
+    #[test]
+    fn roundtrip_sizes() {
+        let keys = SubKeys::derive(&MasterKey::random());
+        for size in [0usize, 1, 4096, 65536, 65537, 200_000] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            let blob = BlobId::random();
+            let (s, sealed) = seal(&keys, blob, &data);
+            assert_eq!(s.sealed_len, sealed.len() as u64);
+            assert_eq!(s.sealed_len, sealed_len(size as u64));
+            let back = open_blob(&keys, &blob, size as u64, &s.sha256, &sealed).unwrap();
+            assert_eq!(back, data);
+        }
+    }
+
+    #[test]
+    fn range_reads_need_only_their_chunks() {
+        let keys = SubKeys::derive(&MasterKey::random());
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let blob = BlobId::random();
+        let (_, sealed) = seal(&keys, blob, &data);
+        let span = chunk_span(data.len() as u64, 150_000, 150_100).unwrap();
+        let r = span.blob_range.start as usize..span.blob_range.end as usize;
+        let plain = open_chunks(&keys, &blob, data.len() as u64, span.first, &sealed[r]).unwrap();
+        let off = (150_000 - span.first * CHUNK_SIZE) as usize;
+        assert_eq!(&plain[off..off + 100], &data[150_000..150_100]);
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let keys = SubKeys::derive(&MasterKey::random());
+        let data = vec![42u8; 140_000];
+        let blob = BlobId::random();
+        let (s, sealed) = seal(&keys, blob, &data);
+        let mut flipped = sealed.clone();
+        flipped[100] ^= 1;
+        assert!(open_blob(&keys, &blob, 140_000, &s.sha256, &flipped).is_err());
+        // Dropping the last chunk: the one before it was not sealed as last.
+        let cut = (sealed_len(2 * CHUNK_SIZE) - 28) as usize;
+        assert!(open_chunks(&keys, &blob, 2 * CHUNK_SIZE, 0, &sealed[16..cut]).is_err());
+        // Another blob's bytes under this blob's id.
+        let other = BlobId::random();
+        let (_, sealed2) = seal(&keys, other, &data);
+        assert!(open_blob(&keys, &blob, 140_000, &s.sha256, &sealed2).is_err());
+        let mut relabelled = sealed2.clone();
+        relabelled[..16].copy_from_slice(&blob.0);
+        assert!(open_blob(&keys, &blob, 140_000, &s.sha256, &relabelled).is_err());
+        // Another vault's key.
+        let stranger = SubKeys::derive(&MasterKey::random());
+        assert!(open_blob(&stranger, &blob, 140_000, &s.sha256, &sealed).is_err());
+    }
+}

@@ -1,0 +1,297 @@
+//! Making a plain folder show the namespace.
+//!
+//! Each file is written into `sync/staging/`, given its mode and mtime, and renamed into
+//! place, so a pull killed half-way leaves whole old files or whole new ones, never
+//! half of one. A path whose disk state no longer matches the index (changed since
+//! the scan that started this pull) is left alone: the next push records it. Damaged
+//! contents are reported and never written.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use filetime::FileTime;
+
+use super::scan::{disk_entry, local_record, DiskEntry};
+use crate::model::{ContentRef, Entry};
+use crate::store::{LocalFile, LocalKind};
+use crate::sync::progress::Unit;
+use crate::sync::{Progress, Shown, SyncError, SyncResult, Vault};
+
+#[derive(Debug, Default, Clone)]
+pub struct ApplyReport {
+    /// Files, folders and links written, and paths removed.
+    pub written: usize,
+    pub removed: usize,
+    /// One line per content that failed its checks.
+    pub damaged: Vec<String>,
+}
+
+fn lstat(path: &Path) -> io::Result<Option<DiskEntry>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => disk_entry(&m, path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The disk still holds what the index says (or nothing where it says nothing).
+fn untouched(disk: &Option<DiskEntry>, lf: Option<&LocalFile>) -> bool {
+    match (disk, lf) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(d), Some(l)) => {
+            d.kind == l.kind
+                && (d.kind == LocalKind::Dir || (d.size == l.size && d.mtime_ns == l.mtime_ns))
+                && d.mode == l.mode
+        }
+    }
+}
+
+fn kind_of(e: &Entry) -> Option<LocalKind> {
+    match e {
+        Entry::File { .. } => Some(LocalKind::File),
+        Entry::Dir { .. } => Some(LocalKind::Dir),
+        Entry::Symlink { .. } => Some(LocalKind::Symlink),
+        Entry::Deleted => None,
+    }
+}
+
+fn depth(p: &str) -> usize {
+    p.matches('/').count()
+}
+
+/// Writes `data` at `dest` through a staging file and a rename.
+fn write_whole(
+    staging: &Path,
+    dest: &Path,
+    data: &[u8],
+    mode: u32,
+    mtime_ns: i64,
+) -> io::Result<()> {
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let tmp = staging.join(format!("pull-{:016x}", rand::random::<u64>()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        drop(f);
+        let t = FileTime::from_unix_time(
+            mtime_ns.div_euclid(1_000_000_000),
+            mtime_ns.rem_euclid(1_000_000_000) as u32,
+        );
+        filetime::set_file_mtime(&tmp, t)?;
+        match fs::rename(&tmp, dest) {
+            // The folder may live on another filesystem than the home.
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                let beside =
+                    dest.with_file_name(format!(".ghostie-pull-{:016x}", rand::random::<u64>()));
+                fs::copy(&tmp, &beside)?;
+                filetime::set_file_mtime(&beside, t)?;
+                fs::remove_file(&tmp)?;
+                fs::rename(&beside, dest)
+            }
+            other => other,
+        }
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
+    let t = FileTime::from_unix_time(
+        mtime_ns.div_euclid(1_000_000_000),
+        mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    filetime::set_symlink_file_times(path, t, t)
+}
+
+/// Brings the folder at `root` to the namespace.
+pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncResult<ApplyReport> {
+    let mut report = ApplyReport::default();
+    let ns = vault.namespace()?;
+    let local = vault.index().local_files()?;
+    let staging = vault.home().staging_dir();
+    crate::config::create_private_dir(&staging)?;
+    let mut updates: Vec<(String, Option<LocalFile>)> = Vec::new();
+
+    // Removals, deepest first so folders are empty when their turn comes.
+    let mut removals: Vec<&String> = local
+        .iter()
+        .filter(|(p, l)| match ns.get(*p) {
+            None => true,
+            Some(s) => kind_of(&s.version.entry) != Some(l.kind),
+        })
+        .map(|(p, _)| p)
+        .collect();
+    removals.sort_by(|a, b| depth(b).cmp(&depth(a)).then(b.cmp(a)));
+    for path in removals {
+        let full = root.join(path);
+        let disk = lstat(&full).map_err(SyncError::io(&full))?;
+        if !untouched(&disk, local.get(path)) {
+            continue;
+        }
+        let res = match &disk {
+            None => Ok(()),
+            Some(d) if d.kind == LocalKind::Dir => fs::remove_dir(&full),
+            Some(_) => fs::remove_file(&full),
+        };
+        match res {
+            Ok(()) => {
+                report.removed += usize::from(disk.is_some());
+                updates.push((path.clone(), None));
+            }
+            // A folder that still holds files nobody recorded stays.
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {}
+            Err(e) => return Err(SyncError::io(full)(e)),
+        }
+    }
+
+    // Writes: folders and links now, file contents after fetching.
+    let mut wanted: Vec<(String, &Shown, ContentRef, u32)> = Vec::new();
+    for (path, shown) in &ns {
+        let lf = local.get(path);
+        let same_version = lf.is_some_and(|l| {
+            l.shows.as_ref() == Some(&shown.id()) && l.sibling_of == shown.sibling_of
+        });
+        if same_version {
+            continue;
+        }
+        let full = root.join(path);
+        let disk = lstat(&full).map_err(SyncError::io(&full))?;
+        match &shown.version.entry {
+            Entry::Dir { mode } => {
+                if disk.as_ref().is_some_and(|d| d.kind != LocalKind::Dir) && !untouched(&disk, lf)
+                {
+                    continue;
+                }
+                if disk.as_ref().is_some_and(|d| d.kind != LocalKind::Dir) {
+                    fs::remove_file(&full).map_err(SyncError::io(&full))?;
+                }
+                fs::create_dir_all(&full).map_err(SyncError::io(&full))?;
+                fs::set_permissions(&full, fs::Permissions::from_mode(*mode))
+                    .map_err(SyncError::io(&full))?;
+                let d = lstat(&full).map_err(SyncError::io(&full))?;
+                if let Some(d) = d {
+                    updates.push((
+                        path.clone(),
+                        Some(local_record(&d, None, Some(shown.id()), None)),
+                    ));
+                }
+                report.written += 1;
+            }
+            Entry::Symlink { target } => {
+                if !untouched(&disk, lf) {
+                    continue;
+                }
+                if let Some(parent) = full.parent() {
+                    fs::create_dir_all(parent).map_err(SyncError::io(parent))?;
+                }
+                if disk.is_some() {
+                    fs::remove_file(&full).map_err(SyncError::io(&full))?;
+                }
+                std::os::unix::fs::symlink(target, &full).map_err(SyncError::io(&full))?;
+                let _ = set_mtime(&full, shown.version.mtime_ns);
+                if let Some(d) = lstat(&full).map_err(SyncError::io(&full))? {
+                    updates.push((
+                        path.clone(),
+                        Some(local_record(
+                            &d,
+                            None,
+                            Some(shown.id()),
+                            shown.sibling_of.clone(),
+                        )),
+                    ));
+                }
+                report.written += 1;
+            }
+            Entry::File { content, mode } => {
+                if !untouched(&disk, lf) {
+                    continue;
+                }
+                // Same bytes already there (e.g. both devices made the same edit):
+                // only the record changes.
+                if let (Some(d), Some(l)) = (&disk, lf) {
+                    if l.kind == LocalKind::File
+                        && l.sha256 == Some(content.sha256)
+                        && l.mode == *mode
+                    {
+                        updates.push((
+                            path.clone(),
+                            Some(local_record(
+                                d,
+                                l.sha256,
+                                Some(shown.id()),
+                                shown.sibling_of.clone(),
+                            )),
+                        ));
+                        continue;
+                    }
+                }
+                wanted.push((path.clone(), shown, content.clone(), *mode));
+            }
+            Entry::Deleted => {}
+        }
+    }
+
+    let refs: Vec<ContentRef> = wanted.iter().map(|w| w.2.clone()).collect();
+    let total: u64 = refs.iter().map(|r| r.size).sum();
+    progress.start("Downloading", total, Unit::Bytes);
+    let mut failures: HashMap<usize, String> = HashMap::new();
+    let mut written_updates = Vec::new();
+    let mut first_error: Option<SyncError> = None;
+    vault.fetch_contents(&refs, |item| {
+        let (path, shown, content, mode) = &wanted[item.index];
+        match item.result {
+            Err(e) => {
+                tracing::error!("not writing {path}: {e}");
+                failures.insert(item.index, e.to_string());
+            }
+            Ok(data) => {
+                let full: PathBuf = root.join(path);
+                match write_whole(&staging, &full, &data, *mode, shown.version.mtime_ns) {
+                    Ok(()) => {
+                        let d = lstat(&full).map_err(SyncError::io(&full))?;
+                        if let Some(d) = d {
+                            written_updates.push((
+                                path.clone(),
+                                Some(local_record(
+                                    &d,
+                                    Some(content.sha256),
+                                    Some(shown.id()),
+                                    shown.sibling_of.clone(),
+                                )),
+                            ));
+                        }
+                        crate::failpoint("pull-mid-apply");
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(SyncError::io(full)(e));
+                    }
+                }
+                progress.advance(data.len() as u64);
+            }
+        }
+        Ok(())
+    })?;
+    progress.finish();
+    report.written += written_updates.len();
+    updates.extend(written_updates);
+    vault.update_local(&updates)?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let mut damaged: Vec<String> = failures
+        .into_iter()
+        .map(|(i, why)| format!("{}: {why}", wanted[i].0))
+        .collect();
+    damaged.sort();
+    report.damaged = damaged;
+    Ok(report)
+}

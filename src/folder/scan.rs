@@ -1,0 +1,412 @@
+//! Turning a plain folder's changes into versions.
+//!
+//! The index remembers what the folder held after the last sync (`local_files`). A file
+//! whose size, mtime and mode match that record is unchanged and is not read; anything
+//! else is hashed. A changed file becomes a version whose vector merges every head of
+//! its path (it was written on top of what the folder showed). A file that matches
+//! what the namespace wants at its path (a pull killed after writing it and before
+//! recording it) is adopted, not re-versioned. Deleting a conflict sibling drops that
+//! device's version (DESIGN §6); renaming it onto the main file is a change of the main
+//! file and so keeps it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::model::{ContentHash, ContentRef, Entry, Version, VersionVector};
+use crate::store::{LocalFile, LocalKind};
+use crate::sync::{LocalChange, NewVersion, Shown, SyncError, SyncResult, Vault};
+
+/// Files up to this size are held in memory between hashing and sealing.
+const IN_MEMORY_MAX: u64 = 8 * 1024 * 1024;
+
+/// One entry of the folder as `lstat` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskEntry {
+    pub kind: LocalKind,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub target: Option<String>,
+}
+
+pub fn mtime_ns(m: &fs::Metadata) -> i64 {
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
+}
+
+pub fn disk_entry(meta: &fs::Metadata, path: &Path) -> io::Result<Option<DiskEntry>> {
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        LocalKind::File
+    } else if ft.is_dir() {
+        LocalKind::Dir
+    } else if ft.is_symlink() {
+        LocalKind::Symlink
+    } else {
+        return Ok(None); // sockets, fifos, devices: not memories
+    };
+    let target = if kind == LocalKind::Symlink {
+        Some(fs::read_link(path)?.to_string_lossy().into_owned())
+    } else {
+        None
+    };
+    Ok(Some(DiskEntry {
+        kind,
+        size: if kind == LocalKind::File {
+            meta.len()
+        } else {
+            0
+        },
+        mtime_ns: mtime_ns(meta),
+        mode: meta.permissions().mode() & 0o7777,
+        target,
+    }))
+}
+
+/// Every entry under `root`, by path relative to it with `/` separators.
+pub fn walk(root: &Path) -> SyncResult<BTreeMap<String, DiskEntry>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let entries = fs::read_dir(&dir).map_err(SyncError::io(&dir))?;
+        for entry in entries {
+            let entry = entry.map_err(SyncError::io(&dir))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                tracing::warn!("skipping {}: its name is not UTF-8", entry.path().display());
+                continue;
+            };
+            let path = entry.path();
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(SyncError::io(&path)(e)),
+            };
+            let key = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Some(d) = disk_entry(&meta, &path).map_err(SyncError::io(&path))? else {
+                continue;
+            };
+            if d.kind == LocalKind::Dir {
+                stack.push((path, key.clone()));
+            }
+            out.insert(key, d);
+        }
+    }
+    Ok(out)
+}
+
+/// What one scan found and recorded.
+#[derive(Debug, Default, Clone)]
+pub struct ScanReport {
+    /// Versions recorded (changed, new, deleted paths and resolutions).
+    pub versions: usize,
+    /// Files whose content was read to hash it.
+    pub hashed: usize,
+    pub bytes_read: u64,
+    /// Contents sealed into new packs (the rest were already in the vault).
+    pub sealed: usize,
+}
+
+fn merged(heads: Option<&Vec<Version>>, skip: &HashSet<(String, u64)>) -> VersionVector {
+    let mut v = VersionVector::default();
+    for h in heads.into_iter().flatten() {
+        if !skip.contains(&(h.device.as_str().to_owned(), h.counter())) {
+            v.merge(&h.vector);
+        }
+    }
+    v
+}
+
+fn hash_file(path: &Path, size: u64) -> io::Result<(ContentHash, Option<Vec<u8>>, u64)> {
+    if size <= IN_MEMORY_MAX {
+        let data = fs::read(path)?;
+        let n = data.len() as u64;
+        return Ok((ContentHash(Sha256::digest(&data).into()), Some(data), n));
+    }
+    let mut f = fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((ContentHash(h.finalize().into()), None, n))
+}
+
+fn shows_same_file(shown: Option<&Shown>, sha: &ContentHash, mode: u32) -> bool {
+    matches!(shown.map(|s| &s.version.entry),
+        Some(Entry::File { content, mode: m }) if &content.sha256 == sha && *m == mode)
+}
+
+struct PendingContent {
+    path: String,
+    disk: DiskEntry,
+    sha: ContentHash,
+    data: Option<Vec<u8>>,
+}
+
+/// Records every local change of the folder at `root` as a version. With `dry_run`
+/// nothing is sealed or recorded; the report still counts what would be.
+pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncResult<ScanReport> {
+    let mut report = ScanReport::default();
+    let local = vault.index().local_files()?;
+    let ns = vault.namespace()?;
+    let heads = vault.heads()?;
+    let disk = walk(root)?;
+    let none = HashSet::new();
+
+    let mut versions: Vec<NewVersion> = Vec::new();
+    let mut updates: Vec<(String, Option<LocalFile>)> = Vec::new();
+    let mut contents: Vec<PendingContent> = Vec::new();
+    let mut changed_main: HashSet<String> = HashSet::new();
+
+    for (path, d) in &disk {
+        let lf = local.get(path);
+        if lf.is_some_and(|l| l.sibling_of.is_some()) {
+            continue; // a conflict sibling stays what it is until removed
+        }
+        let shown = ns.get(path);
+        match d.kind {
+            LocalKind::File => {
+                let unchanged = lf.is_some_and(|l| {
+                    l.kind == LocalKind::File
+                        && l.size == d.size
+                        && l.mtime_ns == d.mtime_ns
+                        && l.mode == d.mode
+                });
+                if unchanged {
+                    continue;
+                }
+                let full = root.join(path);
+                let (sha, data, n) = match hash_file(&full, d.size) {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(SyncError::io(full)(e)),
+                };
+                report.hashed += 1;
+                report.bytes_read += n;
+                let same_as_record = lf.is_some_and(|l| {
+                    l.kind == LocalKind::File && l.sha256 == Some(sha) && l.mode == d.mode
+                });
+                if same_as_record || shows_same_file(shown, &sha, d.mode) {
+                    // Only the stat moved, or a pull wrote it and died before saying so.
+                    let shows = if same_as_record {
+                        lf.and_then(|l| l.shows.clone())
+                    } else {
+                        shown.map(|s| s.id())
+                    };
+                    let sibling_of = if same_as_record {
+                        None
+                    } else {
+                        shown.and_then(|s| s.sibling_of.clone())
+                    };
+                    updates.push((
+                        path.clone(),
+                        Some(local_record(d, Some(sha), shows, sibling_of)),
+                    ));
+                    continue;
+                }
+                if shown.is_some_and(|s| s.sibling_of.is_some()) {
+                    continue; // a sibling being rewritten by a half-done pull; the next apply fixes it
+                }
+                changed_main.insert(path.clone());
+                contents.push(PendingContent {
+                    path: path.clone(),
+                    disk: d.clone(),
+                    sha,
+                    data,
+                });
+            }
+            LocalKind::Dir | LocalKind::Symlink => {
+                let entry = if d.kind == LocalKind::Dir {
+                    Entry::Dir { mode: d.mode }
+                } else {
+                    Entry::Symlink {
+                        target: d.target.clone().unwrap_or_default(),
+                    }
+                };
+                let unchanged = lf.is_some_and(|l| {
+                    l.kind == d.kind
+                        && (d.kind == LocalKind::Dir
+                            || l.size == d.size && l.mtime_ns == d.mtime_ns)
+                        && l.mode == d.mode
+                });
+                if unchanged {
+                    continue;
+                }
+                let matches_ns = shown.is_some_and(|s| match (&s.version.entry, &entry) {
+                    (Entry::Dir { mode: a }, Entry::Dir { mode: b }) => a == b,
+                    (a, b) => a == b,
+                });
+                if matches_ns {
+                    updates.push((
+                        path.clone(),
+                        Some(local_record(d, None, shown.map(|s| s.id()), None)),
+                    ));
+                    continue;
+                }
+                changed_main.insert(path.clone());
+                versions.push(NewVersion {
+                    path: path.clone(),
+                    entry,
+                    mtime_ns: d.mtime_ns,
+                    base: merged(heads.get(path), &none),
+                    local: LocalChange::Set(local_record(d, None, None, None)),
+                });
+            }
+        }
+    }
+
+    // Removed paths: deletions of main paths, or resolutions when a sibling went.
+    let mut siblings_removed: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for (path, lf) in &local {
+        if disk.contains_key(path) {
+            continue;
+        }
+        if let Some(main) = &lf.sibling_of {
+            updates.push((path.clone(), None));
+            if let Some((d, c)) = &lf.shows {
+                siblings_removed
+                    .entry(main.clone())
+                    .or_default()
+                    .push((d.as_str().to_owned(), *c));
+            }
+            continue;
+        }
+        let live = heads
+            .get(path)
+            .is_some_and(|h| h.iter().any(|v| !v.entry.is_deleted()));
+        if !live {
+            updates.push((path.clone(), None));
+            continue;
+        }
+        changed_main.insert(path.clone());
+        versions.push(NewVersion {
+            path: path.clone(),
+            entry: Entry::Deleted,
+            mtime_ns: crate::now_ms() * 1_000_000,
+            base: merged(heads.get(path), &none),
+            local: LocalChange::Remove,
+        });
+    }
+
+    // A removed sibling with an untouched main file: keep the main content, drop the
+    // sibling's version, leave the siblings still present in conflict.
+    for (main, _) in siblings_removed {
+        if changed_main.contains(&main) {
+            continue;
+        }
+        let Some(shown) = ns.get(&main) else { continue };
+        let still_there: HashSet<(String, u64)> = local
+            .iter()
+            .filter(|(p, l)| {
+                l.sibling_of.as_deref() == Some(main.as_str()) && disk.contains_key(*p)
+            })
+            .filter_map(|(_, l)| l.shows.as_ref().map(|(d, c)| (d.as_str().to_owned(), *c)))
+            .collect();
+        let main_local = match local.get(&main) {
+            Some(l) => LocalChange::Set(l.clone()),
+            None => LocalChange::Keep,
+        };
+        versions.push(NewVersion {
+            path: main.clone(),
+            entry: shown.version.entry.clone(),
+            mtime_ns: shown.version.mtime_ns,
+            base: merged(heads.get(&main), &still_there),
+            local: main_local,
+        });
+    }
+
+    if dry_run {
+        report.versions = versions.len() + contents.len();
+        return Ok(report);
+    }
+
+    // Contents already in the vault (a rename, a copy) are not sealed again.
+    let mut refs: HashMap<usize, ContentRef> = HashMap::new();
+    for (i, c) in contents.iter().enumerate() {
+        if let Some(r) = vault.content_by_hash(&c.sha)? {
+            if r.size == c.disk.size {
+                refs.insert(i, r);
+            }
+        }
+    }
+    let mut packs = Vec::new();
+    if refs.len() < contents.len() {
+        let mut writer = vault.pack_writer()?;
+        for (i, c) in contents.iter_mut().enumerate() {
+            if refs.contains_key(&i) {
+                continue;
+            }
+            let full = root.join(&c.path);
+            let sealed = match c.data.take() {
+                Some(data) => writer.add(data.as_slice(), data.len() as u64),
+                None => fs::File::open(&full).and_then(|f| writer.add(f, c.disk.size)),
+            };
+            let r = match sealed {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(SyncError::io(full)(e)),
+            };
+            c.sha = r.sha256;
+            refs.insert(i, r);
+            report.sealed += 1;
+        }
+        let (done, _) = writer
+            .finish()
+            .map_err(SyncError::io(vault.pack_cache().dir().to_path_buf()))?;
+        packs = done;
+    }
+    crate::failpoint("push-after-seal");
+    for (i, c) in contents.iter().enumerate() {
+        let Some(r) = refs.remove(&i) else { continue };
+        let mut disk = c.disk.clone();
+        disk.size = r.size;
+        versions.push(NewVersion {
+            path: c.path.clone(),
+            entry: Entry::File {
+                content: r,
+                mode: c.disk.mode,
+            },
+            mtime_ns: c.disk.mtime_ns,
+            base: merged(heads.get(&c.path), &none),
+            local: LocalChange::Set(local_record(&disk, Some(c.sha), None, None)),
+        });
+    }
+    report.versions = versions.len();
+    if !versions.is_empty() || !updates.is_empty() {
+        vault.record(versions, &packs, updates)?;
+    }
+    Ok(report)
+}
+
+pub fn local_record(
+    d: &DiskEntry,
+    sha: Option<ContentHash>,
+    shows: Option<(crate::model::DeviceId, u64)>,
+    sibling_of: Option<String>,
+) -> LocalFile {
+    LocalFile {
+        kind: d.kind,
+        size: d.size,
+        mtime_ns: d.mtime_ns,
+        mode: d.mode,
+        sha256: sha,
+        shows,
+        sibling_of,
+    }
+}

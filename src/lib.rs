@@ -1,0 +1,62 @@
+//! ghostie-fs keeps an assistant's memory folder the same on every device, through a
+//! storage provider that cannot read a byte of it.
+//!
+//! ```text
+//!  cli ──► folder (push/pull/sync over a plain folder)      [fs: the mount, next]
+//!              │
+//!              ▼
+//!          sync::Vault ── namespace (pure merge of version vectors)
+//!              │          layout (keys in the backend), records (log, snapshots)
+//!              │          pack (small files travel together), fetch (ranged reads)
+//!              ▼
+//!          store ── index (SQLite: heads, folder state, upload queue)
+//!              │    cache (sealed packs awaiting upload), lock
+//!              ▼
+//!     crypto (keyring, HKDF sub-keys, chunked AES-256-GCM blobs, envelopes)
+//!     backend (ObjectStore: local, memory; decorators: counting, fault)
+//!
+//!  model (ids, version vectors, versions) and config (~/.ghostie) are used by all.
+//! ```
+//!
+//! Dependencies point down only. The front-ends never talk to a backend directly; the
+//! backend stores opaque bytes; crypto knows nothing about where bytes go.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod backend;
+pub mod config;
+pub mod crypto;
+pub mod folder;
+pub mod model;
+pub mod store;
+pub mod sync;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Crash-test hook: when `GHOSTIE_FAILPOINT` names this point (optionally `name@N` for
+/// its N-th passage), the process kills itself with SIGKILL right here, exactly as a
+/// power cut or `kill -9` would. Costs one environment lookup when unset.
+pub fn failpoint(name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PASSES: AtomicU64 = AtomicU64::new(0);
+    let Ok(spec) = std::env::var("GHOSTIE_FAILPOINT") else {
+        return;
+    };
+    let (point, nth) = match spec.split_once('@') {
+        Some((p, n)) => (p.to_owned(), n.parse::<u64>().unwrap_or(1)),
+        None => (spec, 1),
+    };
+    if point == name && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+        // SAFETY: kill(2) on our own pid with a valid signal number.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}

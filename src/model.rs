@@ -1,0 +1,315 @@
+//! Plain types every layer shares: ids, sequence numbers, version vectors and the
+//! version record that the log carries. No I/O and no crypto here.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+/// Writes `bytes` as lowercase hex; the on-disk and in-key spelling of every random id.
+fn random_hex(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A device's stable random id: 16 random bytes as 32 lowercase hex characters.
+/// It names the device's prefix in the backend, so it must never carry a human name.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    pub fn random() -> Self {
+        Self(random_hex(16))
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        is_lower_hex(s, 32).then(|| Self(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DeviceId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| format!("not a device id: {s:?}"))
+    }
+}
+impl From<DeviceId> for String {
+    fn from(d: DeviceId) -> String {
+        d.0
+    }
+}
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceId({})", &self.0[..8.min(self.0.len())])
+    }
+}
+
+/// The id of one pack object: a millisecond timestamp followed by random bytes, so ids
+/// sort by creation time (handy when reclaiming space) yet say nothing about content.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ObjectId(String);
+
+impl ObjectId {
+    pub fn new(now_ms: u64) -> Self {
+        Self(format!("{now_ms:012x}{}", random_hex(10)))
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        is_lower_hex(s, 32).then(|| Self(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl TryFrom<String> for ObjectId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| format!("not an object id: {s:?}"))
+    }
+}
+impl From<ObjectId> for String {
+    fn from(d: ObjectId) -> String {
+        d.0
+    }
+}
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectId({})", self.0)
+    }
+}
+
+/// The 16-byte random id of one blob inside a pack; bound into every chunk's key and
+/// associated data so blobs cannot be swapped.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobId(pub [u8; 16]);
+
+impl BlobId {
+    pub fn random() -> Self {
+        let mut b = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut b);
+        Self(b)
+    }
+}
+impl fmt::Debug for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlobId({})", hex::encode(self.0))
+    }
+}
+impl Serialize for BlobId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+impl<'de> Deserialize<'de> for BlobId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let v = hex::decode(&s).map_err(serde::de::Error::custom)?;
+        let arr: [u8; 16] = v
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("blob id must be 16 bytes"))?;
+        Ok(Self(arr))
+    }
+}
+
+/// A SHA-256 digest of a file's plaintext.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", hex::encode(self.0))
+    }
+}
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+impl ContentHash {
+    pub fn parse(s: &str) -> Option<Self> {
+        let v = hex::decode(s).ok()?;
+        Some(Self(v.try_into().ok()?))
+    }
+}
+impl Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).ok_or_else(|| serde::de::Error::custom("bad sha256"))
+    }
+}
+
+/// A log sequence number of one device; segments count up from 1.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+pub struct Seq(pub u64);
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+impl fmt::Debug for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Seq({})", self.0)
+    }
+}
+
+/// Device id → counter. A version made by device D carries D's newest counter, so the
+/// pair (D, vector[D]) names the version uniquely.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize, Debug)]
+#[serde(transparent)]
+pub struct VersionVector(pub BTreeMap<DeviceId, u64>);
+
+impl VersionVector {
+    pub fn get(&self, device: &DeviceId) -> u64 {
+        self.0.get(device).copied().unwrap_or(0)
+    }
+
+    pub fn merge(&mut self, other: &VersionVector) {
+        for (d, &c) in &other.0 {
+            let e = self.0.entry(d.clone()).or_insert(0);
+            *e = (*e).max(c);
+        }
+    }
+
+    pub fn set(&mut self, device: &DeviceId, counter: u64) {
+        self.0.insert(device.clone(), counter);
+    }
+
+    /// The causal order of two vectors; `None` when they are concurrent.
+    pub fn partial_cmp_causal(&self, other: &VersionVector) -> Option<Ordering> {
+        let mut less = false;
+        let mut greater = false;
+        for d in self.0.keys().chain(other.0.keys()) {
+            match self.get(d).cmp(&other.get(d)) {
+                Ordering::Less => less = true,
+                Ordering::Greater => greater = true,
+                Ordering::Equal => {}
+            }
+        }
+        match (less, greater) {
+            (false, false) => Some(Ordering::Equal),
+            (true, false) => Some(Ordering::Less),
+            (false, true) => Some(Ordering::Greater),
+            (true, true) => None,
+        }
+    }
+
+    /// `self` supersedes `other`: at least as new everywhere, newer somewhere.
+    pub fn supersedes(&self, other: &VersionVector) -> bool {
+        self.partial_cmp_causal(other) == Some(Ordering::Greater)
+    }
+}
+
+/// Where one version's content lives: a blob inside a pack object.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ContentRef {
+    /// The device whose prefix holds the pack (packs are never shared between devices'
+    /// prefixes, but a version may point at another device's pack when it keeps that
+    /// device's content, e.g. a conflict resolved in its favour).
+    pub owner: DeviceId,
+    pub pack: ObjectId,
+    pub offset: u64,
+    pub length: u64,
+    pub blob: BlobId,
+    pub sha256: ContentHash,
+    pub size: u64,
+}
+
+/// What a version says the path is.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Entry {
+    File { content: ContentRef, mode: u32 },
+    Dir { mode: u32 },
+    Symlink { target: String },
+    Deleted,
+}
+
+impl Entry {
+    pub fn is_deleted(&self) -> bool {
+        matches!(self, Entry::Deleted)
+    }
+}
+
+/// One state of one path, made by one device.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Version {
+    pub path: String,
+    pub device: DeviceId,
+    pub vector: VersionVector,
+    /// Modification time in nanoseconds since the epoch, as the writing device saw it.
+    pub mtime_ns: i64,
+    pub entry: Entry,
+}
+
+impl Version {
+    /// The counter this version carries for its own device: with the device, its name.
+    pub fn counter(&self) -> u64 {
+        self.vector.get(&self.device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vv(pairs: &[(&DeviceId, u64)]) -> VersionVector {
+        let mut v = VersionVector::default();
+        for (d, c) in pairs {
+            v.set(d, *c);
+        }
+        v
+    }
+
+    #[test]
+    fn vector_order() {
+        let a = DeviceId::random();
+        let b = DeviceId::random();
+        assert!(vv(&[(&a, 2)]).supersedes(&vv(&[(&a, 1)])));
+        assert!(vv(&[(&a, 1), (&b, 1)]).supersedes(&vv(&[(&a, 1)])));
+        assert!(!vv(&[(&a, 1)]).supersedes(&vv(&[(&a, 1)])));
+        assert_eq!(vv(&[(&a, 2)]).partial_cmp_causal(&vv(&[(&b, 1)])), None);
+        let mut m = vv(&[(&a, 2)]);
+        m.merge(&vv(&[(&a, 1), (&b, 3)]));
+        assert_eq!(m, vv(&[(&a, 2), (&b, 3)]));
+    }
+
+    #[test]
+    fn ids_roundtrip_and_reject_garbage() {
+        let d = DeviceId::random();
+        assert_eq!(DeviceId::parse(d.as_str()), Some(d.clone()));
+        assert!(DeviceId::parse("laptop").is_none());
+        let o = ObjectId::new(1_700_000_000_000);
+        assert_eq!(ObjectId::parse(o.as_str()), Some(o));
+        let json = serde_json::to_string(&BlobId([7; 16])).unwrap();
+        let back: BlobId = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, BlobId([7; 16]));
+    }
+}

@@ -1,0 +1,635 @@
+//! The local index, `sync/state.db`: every step of a sync that must survive a crash is
+//! one SQLite transaction here.
+//!
+//! Tables:
+//! - `heads`: per path, the versions no other known version supersedes (superseded ones
+//!   are pruned on insert: once superseded, a version can never show again, and merging
+//!   the heads' vectors equals merging all known vectors). `seq` is the own segment a
+//!   local version is assigned to; `published` says whether that segment is in the vault.
+//! - `devices`: every device of the vault, its name and how far its log is applied.
+//! - `local_files`: what the plain folder held after the last sync, so a scan can tell
+//!   local changes (stat first, hash only when size or mtime moved).
+//! - `pending_packs`: sealed packs in the cache that are not yet uploaded.
+//! - `contents`: sha256 → where that content already lives, so a rename or a copy
+//!   uploads nothing.
+//! - `meta`: counters and times.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::model::{ContentHash, ContentRef, DeviceId, ObjectId, Seq, Version};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    name TEXT,
+    applied_seq INTEGER NOT NULL DEFAULT 0,
+    last_activity_ms INTEGER,
+    problem TEXT
+);
+CREATE TABLE heads (
+    device TEXT NOT NULL,
+    counter INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    record TEXT NOT NULL,
+    seq INTEGER,
+    published INTEGER NOT NULL,
+    PRIMARY KEY (device, counter)
+);
+CREATE INDEX heads_path ON heads(path);
+CREATE INDEX heads_unpublished ON heads(published) WHERE published = 0;
+CREATE TABLE local_files (
+    path TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    sha256 TEXT,
+    shows_device TEXT,
+    shows_counter INTEGER,
+    sibling_of TEXT
+);
+CREATE TABLE pending_packs (pack TEXT PRIMARY KEY);
+CREATE TABLE contents (sha256 TEXT PRIMARY KEY, record TEXT NOT NULL);
+";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    #[error("the local index {path} is missing")]
+    Missing { path: PathBuf },
+    #[error("the local index {path} is damaged ({reason})")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("the local index failed: {0}")]
+    Sql(String),
+}
+
+impl From<rusqlite::Error> for IndexError {
+    fn from(e: rusqlite::Error) -> Self {
+        IndexError::Sql(e.to_string())
+    }
+}
+
+pub type IndexResult<T> = Result<T, IndexError>;
+
+fn decode_version(record: &str) -> IndexResult<Version> {
+    serde_json::from_str(record).map_err(|e| IndexError::Sql(format!("bad version record: {e}")))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| unreachable!("plain records always serialise"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+impl LocalKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            LocalKind::File => "file",
+            LocalKind::Dir => "dir",
+            LocalKind::Symlink => "symlink",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "dir" => LocalKind::Dir,
+            "symlink" => LocalKind::Symlink,
+            _ => LocalKind::File,
+        }
+    }
+}
+
+/// What the folder held at one path after the last sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFile {
+    pub kind: LocalKind,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub sha256: Option<ContentHash>,
+    /// The version written there (or adopted), if any.
+    pub shows: Option<(DeviceId, u64)>,
+    /// For a conflict sibling: the path it is a sibling of.
+    pub sibling_of: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRow {
+    pub id: DeviceId,
+    pub name: Option<String>,
+    pub applied_seq: Seq,
+    pub last_activity_ms: Option<i64>,
+    pub problem: Option<String>,
+}
+
+/// A head version with its publication state.
+#[derive(Debug, Clone)]
+pub struct HeadRow {
+    pub version: Version,
+    pub seq: Option<Seq>,
+    pub published: bool,
+}
+
+pub struct Index {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Index({})", self.path.display())
+    }
+}
+
+impl Index {
+    /// Opens the index; `create` makes a new one (setup), otherwise a missing file is
+    /// an error rather than a fresh start: an empty index would reuse version counters
+    /// this device already published.
+    pub fn open(path: &Path, create: bool) -> IndexResult<Self> {
+        if !create && !path.exists() {
+            return Err(IndexError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let corrupt = |e: rusqlite::Error| IndexError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let conn = Connection::open(path).map_err(corrupt)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(corrupt)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
+            .map_err(corrupt)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        match version {
+            0 if create => {
+                conn.execute_batch(&format!(
+                    "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))
+                .map_err(corrupt)?;
+            }
+            SCHEMA_VERSION => {
+                // A file that opens but lost its tables is as damaged as garbage.
+                conn.query_row("SELECT count(*) FROM heads", [], |r| r.get::<_, i64>(0))
+                    .map_err(corrupt)?;
+            }
+            other => {
+                return Err(IndexError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!("schema version {other} is not one this version reads"),
+                })
+            }
+        }
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Runs `f` in one transaction: all of it lands, or none of it.
+    pub fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut IndexTx<'_>) -> IndexResult<T>,
+    ) -> IndexResult<T> {
+        let tx = self.conn.transaction()?;
+        let mut itx = IndexTx { tx };
+        let out = f(&mut itx)?;
+        itx.tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn meta(&self, key: &str) -> IndexResult<Option<String>> {
+        meta_get(&self.conn, key)
+    }
+
+    pub fn meta_u64(&self, key: &str) -> IndexResult<u64> {
+        Ok(self.meta(key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    pub fn heads_of(&self, path: &str) -> IndexResult<Vec<Version>> {
+        heads_of(&self.conn, path)
+    }
+
+    pub fn all_heads(&self) -> IndexResult<Vec<HeadRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT record, seq, published FROM heads ORDER BY path")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (record, seq, published) = row?;
+            out.push(HeadRow {
+                version: decode_version(&record)?,
+                seq: seq.map(|s| Seq(s as u64)),
+                published,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Own versions not yet in a published segment.
+    pub fn unpublished(&self) -> IndexResult<Vec<HeadRow>> {
+        Ok(self
+            .all_heads()?
+            .into_iter()
+            .filter(|h| !h.published)
+            .collect())
+    }
+
+    pub fn local_files(&self) -> IndexResult<HashMap<String, LocalFile>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of FROM local_files",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<i64>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+            ))
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (path, kind, size, mtime_ns, mode, sha, dev, counter, sibling_of) = row?;
+            let shows = match (dev.as_deref().and_then(DeviceId::parse), counter) {
+                (Some(d), Some(c)) => Some((d, c as u64)),
+                _ => None,
+            };
+            out.insert(
+                path,
+                LocalFile {
+                    kind: LocalKind::parse(&kind),
+                    size: size as u64,
+                    mtime_ns,
+                    mode: mode as u32,
+                    sha256: sha.as_deref().and_then(ContentHash::parse),
+                    shows,
+                    sibling_of,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn devices(&self) -> IndexResult<Vec<DeviceRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, name, applied_seq, last_activity_ms, problem FROM devices ORDER BY name, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, seq, act, problem) = row?;
+            if let Some(id) = DeviceId::parse(&id) {
+                out.push(DeviceRow {
+                    id,
+                    name,
+                    applied_seq: Seq(seq as u64),
+                    last_activity_ms: act,
+                    problem,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn pending_packs(&self) -> IndexResult<Vec<ObjectId>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pack FROM pending_packs ORDER BY pack")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Some(id) = ObjectId::parse(&r?) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn content_by_hash(&self, sha: &ContentHash) -> IndexResult<Option<ContentRef>> {
+        let rec: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT record FROM contents WHERE sha256 = ?1",
+                [sha.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(rec.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    pub fn unpublished_count(&self) -> IndexResult<u64> {
+        let n: i64 =
+            self.conn
+                .query_row("SELECT count(*) FROM heads WHERE published = 0", [], |r| {
+                    r.get(0)
+                })?;
+        Ok(n as u64)
+    }
+}
+
+fn meta_get(conn: &Connection, key: &str) -> IndexResult<Option<String>> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+fn heads_of(conn: &Connection, path: &str) -> IndexResult<Vec<Version>> {
+    let mut stmt = conn.prepare_cached("SELECT record FROM heads WHERE path = ?1")?;
+    let rows = stmt.query_map([path], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(decode_version(&r?)?);
+    }
+    Ok(out)
+}
+
+/// What happened to a version offered to the heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadChange {
+    /// It is a head now (possibly replacing others it supersedes).
+    Added,
+    /// A known version supersedes or equals it.
+    Ignored,
+}
+
+/// Writes inside one transaction.
+pub struct IndexTx<'c> {
+    tx: Transaction<'c>,
+}
+
+impl IndexTx<'_> {
+    pub fn set_meta(&mut self, key: &str, value: &str) -> IndexResult<()> {
+        self.tx.execute(
+            "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> IndexResult<Option<String>> {
+        meta_get(&self.tx, key)
+    }
+
+    pub fn meta_u64(&self, key: &str) -> IndexResult<u64> {
+        Ok(self.meta(key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    pub fn heads_of(&self, path: &str) -> IndexResult<Vec<Version>> {
+        heads_of(&self.tx, path)
+    }
+
+    /// Offers a version to the heads of its path, pruning what it supersedes.
+    pub fn offer_version(
+        &mut self,
+        v: &Version,
+        seq: Option<Seq>,
+        published: bool,
+    ) -> IndexResult<HeadChange> {
+        let heads = self.heads_of(&v.path)?;
+        for h in &heads {
+            let same = h.device == v.device && h.counter() == v.counter();
+            if same || h.vector.supersedes(&v.vector) {
+                return Ok(HeadChange::Ignored);
+            }
+        }
+        for h in heads.iter().filter(|h| v.vector.supersedes(&h.vector)) {
+            self.tx.execute(
+                "DELETE FROM heads WHERE device = ?1 AND counter = ?2",
+                params![h.device.as_str(), h.counter() as i64],
+            )?;
+        }
+        self.tx.execute(
+            "INSERT INTO heads(device, counter, path, record, seq, published) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                v.device.as_str(),
+                v.counter() as i64,
+                v.path,
+                encode(v),
+                seq.map(|s| s.0 as i64),
+                published
+            ],
+        )?;
+        if let crate::model::Entry::File { content, .. } = &v.entry {
+            self.tx.execute(
+                "INSERT OR IGNORE INTO contents(sha256, record) VALUES(?1, ?2)",
+                params![content.sha256.to_string(), encode(content)],
+            )?;
+        }
+        Ok(HeadChange::Added)
+    }
+
+    /// Gives every unpublished own version without a segment the number `seq`.
+    pub fn assign_unpublished(&mut self, seq: Seq) -> IndexResult<usize> {
+        Ok(self.tx.execute(
+            "UPDATE heads SET seq = ?1 WHERE published = 0 AND seq IS NULL",
+            [seq.0 as i64],
+        )?)
+    }
+
+    pub fn versions_in_segment(&self, seq: Seq) -> IndexResult<Vec<Version>> {
+        let mut stmt = self
+            .tx
+            .prepare("SELECT record FROM heads WHERE published = 0 AND seq = ?1 ORDER BY path")?;
+        let rows = stmt.query_map([seq.0 as i64], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(decode_version(&r?)?);
+        }
+        Ok(out)
+    }
+
+    /// The lowest segment number assigned but not yet marked published.
+    pub fn first_unpublished_seq(&self) -> IndexResult<Option<Seq>> {
+        let s: Option<i64> = self.tx.query_row(
+            "SELECT min(seq) FROM heads WHERE published = 0 AND seq IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(s.map(|s| Seq(s as u64)))
+    }
+
+    pub fn mark_published(&mut self, seq: Seq) -> IndexResult<()> {
+        self.tx.execute(
+            "UPDATE heads SET published = 1 WHERE seq = ?1",
+            [seq.0 as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn upsert_device(&mut self, id: &DeviceId) -> IndexResult<()> {
+        self.tx.execute(
+            "INSERT OR IGNORE INTO devices(id) VALUES(?1)",
+            [id.as_str()],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_device_name(&mut self, id: &DeviceId, name: &str) -> IndexResult<()> {
+        self.upsert_device(id)?;
+        self.tx.execute(
+            "UPDATE devices SET name = ?2 WHERE id = ?1",
+            params![id.as_str(), name],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_device_applied(
+        &mut self,
+        id: &DeviceId,
+        seq: Seq,
+        activity_ms: Option<i64>,
+    ) -> IndexResult<()> {
+        self.upsert_device(id)?;
+        self.tx.execute(
+            "UPDATE devices SET applied_seq = ?2, last_activity_ms = coalesce(?3, last_activity_ms) WHERE id = ?1",
+            params![id.as_str(), seq.0 as i64, activity_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_device_problem(&mut self, id: &DeviceId, problem: Option<&str>) -> IndexResult<()> {
+        self.upsert_device(id)?;
+        self.tx.execute(
+            "UPDATE devices SET problem = ?2 WHERE id = ?1",
+            params![id.as_str(), problem],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_local_file(&mut self, path: &str, f: &LocalFile) -> IndexResult<()> {
+        self.tx.execute(
+            "INSERT OR REPLACE INTO local_files(path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                path,
+                f.kind.as_str(),
+                f.size as i64,
+                f.mtime_ns,
+                f.mode as i64,
+                f.sha256.map(|s| s.to_string()),
+                f.shows.as_ref().map(|(d, _)| d.as_str().to_owned()),
+                f.shows.as_ref().map(|(_, c)| *c as i64),
+                f.sibling_of,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_local_file(&mut self, path: &str) -> IndexResult<()> {
+        self.tx
+            .execute("DELETE FROM local_files WHERE path = ?1", [path])?;
+        Ok(())
+    }
+
+    pub fn add_pending_pack(&mut self, pack: &ObjectId) -> IndexResult<()> {
+        self.tx.execute(
+            "INSERT OR IGNORE INTO pending_packs(pack) VALUES(?1)",
+            [pack.as_str()],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_pending_pack(&mut self, pack: &ObjectId) -> IndexResult<()> {
+        self.tx
+            .execute("DELETE FROM pending_packs WHERE pack = ?1", [pack.as_str()])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Entry, VersionVector};
+
+    fn version(path: &str, dev: &DeviceId, vv: &[(&DeviceId, u64)]) -> Version {
+        let mut vector = VersionVector::default();
+        for (d, c) in vv {
+            vector.set(d, *c);
+        }
+        Version {
+            path: path.into(),
+            device: dev.clone(),
+            vector,
+            mtime_ns: 0,
+            entry: Entry::Deleted,
+        }
+    }
+
+    #[test]
+    fn heads_prune_superseded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(&dir.path().join("s.db"), true).unwrap();
+        let a = DeviceId::random();
+        let b = DeviceId::random();
+        idx.transaction(|tx| {
+            assert_eq!(
+                tx.offer_version(&version("x", &a, &[(&a, 1)]), None, true)?,
+                HeadChange::Added
+            );
+            assert_eq!(
+                tx.offer_version(&version("x", &b, &[(&b, 1)]), None, true)?,
+                HeadChange::Added
+            );
+            assert_eq!(
+                tx.offer_version(&version("x", &a, &[(&a, 1)]), None, true)?,
+                HeadChange::Ignored
+            );
+            assert_eq!(
+                tx.offer_version(&version("x", &a, &[(&a, 2), (&b, 1)]), None, true)?,
+                HeadChange::Added
+            );
+            Ok(())
+        })
+        .unwrap();
+        let heads = idx.heads_of("x").unwrap();
+        assert_eq!(heads.len(), 1);
+        assert_eq!(heads[0].counter(), 2);
+    }
+
+    #[test]
+    fn missing_and_garbage_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.db");
+        assert!(matches!(
+            Index::open(&p, false),
+            Err(IndexError::Missing { .. })
+        ));
+        std::fs::write(&p, vec![0x5a; 8192]).unwrap();
+        assert!(matches!(
+            Index::open(&p, false),
+            Err(IndexError::Corrupt { .. })
+        ));
+    }
+}

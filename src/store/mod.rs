@@ -1,0 +1,11 @@
+//! What a device keeps on its own disk: the transactional index (`index`, the only
+//! place that names SQLite), the ciphertext cache of sealed packs waiting for upload
+//! (`cache`), and the lock that keeps two commands off one home at once (`lock`).
+
+pub mod cache;
+pub mod index;
+pub mod lock;
+
+pub use cache::PackCache;
+pub use index::{DeviceRow, Index, IndexError, IndexTx, LocalFile, LocalKind};
+pub use lock::HomeLock;

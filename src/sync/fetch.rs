@@ -1,0 +1,186 @@
+//! Fetching contents: the blobs wanted are grouped by pack and neighbouring blobs are
+//! read with one ranged request, so a new device pulls a vault of small files in a few
+//! large reads, while one memory costs one small read. Requests run on a few threads;
+//! results stream back to the caller's thread through a bounded channel.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
+
+use super::{Layout, SyncError, SyncResult};
+use crate::backend::ObjectStore;
+use crate::crypto::blob::open_blob;
+use crate::crypto::SubKeys;
+use crate::model::{ContentRef, DeviceId, ObjectId};
+use crate::store::PackCache;
+
+/// Blobs closer than this are read together, gap included.
+const MAX_GAP: u64 = 256 * 1024;
+/// One request reads at most this much (unless one blob alone is larger).
+const MAX_RUN: u64 = 16 * 1024 * 1024;
+
+/// One fetched content, by its position in the caller's list.
+#[derive(Debug)]
+pub struct FetchedContent {
+    pub index: usize,
+    pub result: SyncResult<Vec<u8>>,
+}
+
+struct Run {
+    owner: DeviceId,
+    pack: ObjectId,
+    start: u64,
+    end: u64,
+    members: Vec<usize>,
+}
+
+fn plan(refs: &[ContentRef]) -> Vec<Run> {
+    let mut by_pack: BTreeMap<(DeviceId, ObjectId), Vec<usize>> = BTreeMap::new();
+    for (i, r) in refs.iter().enumerate() {
+        by_pack
+            .entry((r.owner.clone(), r.pack.clone()))
+            .or_default()
+            .push(i);
+    }
+    let mut runs = Vec::new();
+    for ((owner, pack), mut members) in by_pack {
+        members.sort_by_key(|&i| refs[i].offset);
+        let mut run: Option<Run> = None;
+        for i in members {
+            let (s, e) = (refs[i].offset, refs[i].offset + refs[i].length);
+            match &mut run {
+                Some(r) if s <= r.end + MAX_GAP && e.max(r.end) - r.start <= MAX_RUN => {
+                    r.end = r.end.max(e);
+                    r.members.push(i);
+                }
+                _ => {
+                    runs.extend(run.take());
+                    run = Some(Run {
+                        owner: owner.clone(),
+                        pack: pack.clone(),
+                        start: s,
+                        end: e,
+                        members: vec![i],
+                    });
+                }
+            }
+        }
+        runs.extend(run);
+    }
+    runs
+}
+
+fn read_run(
+    store: &dyn ObjectStore,
+    layout: &Layout,
+    cache: &PackCache,
+    run: &Run,
+) -> SyncResult<Vec<u8>> {
+    // A pack sealed here and not yet uploaded is read from the cache.
+    let cached = cache.path_of(&run.pack);
+    if cached.exists() {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&cached).map_err(SyncError::io(&cached))?;
+        f.seek(SeekFrom::Start(run.start))
+            .map_err(SyncError::io(&cached))?;
+        let mut buf = Vec::new();
+        f.take(run.end - run.start)
+            .read_to_end(&mut buf)
+            .map_err(SyncError::io(&cached))?;
+        return Ok(buf);
+    }
+    Ok(store.get_range(&layout.pack(&run.owner, &run.pack), run.start..run.end)?)
+}
+
+/// Fetches and checks every content in `refs`, handing each to `consume` as it comes.
+/// A damaged or missing content is an `Err` for that content alone.
+pub(crate) fn fetch_contents(
+    store: &dyn ObjectStore,
+    layout: &Layout,
+    cache: &PackCache,
+    keys: &SubKeys,
+    refs: &[ContentRef],
+    parallel: usize,
+    mut consume: impl FnMut(FetchedContent) -> SyncResult<()>,
+) -> SyncResult<()> {
+    let queue = Mutex::new(plan(refs));
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::sync_channel::<FetchedContent>(64);
+    std::thread::scope(|scope| {
+        for _ in 0..parallel.max(1) {
+            let tx = tx.clone();
+            let queue = &queue;
+            let stop = &stop;
+            scope.spawn(move || loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let Some(run) = next else { break };
+                let data = read_run(store, layout, cache, &run);
+                for &i in &run.members {
+                    let r = &refs[i];
+                    let result = match &data {
+                        Err(e) => Err(SyncError::Damaged(format!("cannot read its pack: {e}"))),
+                        Ok(bytes) => {
+                            let from = (r.offset - run.start) as usize;
+                            let to = ((r.offset + r.length - run.start) as usize).min(bytes.len());
+                            if to - from.min(to) < r.length as usize {
+                                Err(SyncError::Damaged("its pack is truncated".into()))
+                            } else {
+                                open_blob(keys, &r.blob, r.size, &r.sha256, &bytes[from..to])
+                                    .map_err(SyncError::from)
+                            }
+                        }
+                    };
+                    if tx.send(FetchedContent { index: i, result }).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for item in rx {
+            if let Err(e) = consume(item) {
+                stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BlobId, ContentHash};
+
+    fn r(owner: &DeviceId, pack: &ObjectId, offset: u64, length: u64) -> ContentRef {
+        ContentRef {
+            owner: owner.clone(),
+            pack: pack.clone(),
+            offset,
+            length,
+            blob: BlobId([0; 16]),
+            sha256: ContentHash([0; 32]),
+            size: 0,
+        }
+    }
+
+    #[test]
+    fn neighbours_share_a_request() {
+        let d = DeviceId::random();
+        let p = ObjectId::new(1);
+        let q = ObjectId::new(2);
+        let refs = vec![
+            r(&d, &p, 8, 100),
+            r(&d, &p, 108, 100),
+            r(&d, &q, 8, 10),
+            r(&d, &p, 50_000_000, 10),
+        ];
+        let runs = plan(&refs);
+        assert_eq!(runs.len(), 3);
+        let first = runs.iter().find(|x| x.pack == p && x.start == 8).unwrap();
+        assert_eq!((first.end, first.members.len()), (208, 2));
+    }
+}

@@ -1,0 +1,71 @@
+//! The sync engine: versions, their merge into a namespace, the log and snapshots,
+//! publish and poll. [`Vault`] is the one facade both front-ends (folder sync, mount)
+//! use; neither has sync logic of its own.
+
+mod fetch;
+pub mod layout;
+pub mod namespace;
+pub mod pack;
+pub mod progress;
+pub mod records;
+mod vault;
+
+pub use fetch::FetchedContent;
+pub use layout::Layout;
+pub use namespace::{Namespace, Shown};
+pub use progress::{NoProgress, Progress};
+pub use vault::{
+    setup_vault, LocalChange, NewVersion, PassphraseSource, PollReport, PublishReport,
+    SetupOutcome, SetupRequest, Vault,
+};
+
+use crate::backend::BackendError;
+use crate::config::ConfigError;
+use crate::crypto::CryptoError;
+use crate::store::IndexError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("wrong passphrase")]
+    WrongPassphrase,
+    #[error("{0}")]
+    Damaged(String),
+    #[error("{0}")]
+    Crypto(CryptoError),
+    #[error("cannot use {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Passphrase(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<CryptoError> for SyncError {
+    fn from(e: CryptoError) -> Self {
+        match e {
+            CryptoError::WrongPassphrase => SyncError::WrongPassphrase,
+            CryptoError::Damaged(m) => SyncError::Damaged(m),
+            other => SyncError::Crypto(other),
+        }
+    }
+}
+
+impl SyncError {
+    pub fn io(path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> SyncError {
+        let path = path.into();
+        move |source| SyncError::Io { path, source }
+    }
+}
+
+pub type SyncResult<T> = Result<T, SyncError>;

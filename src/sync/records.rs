@@ -1,0 +1,109 @@
+//! The plaintext of the sealed records in the vault: log segments, snapshots and device
+//! records. Each is JSON inside an envelope (crypto::envelope) whose associated data
+//! names the device and sequence number, so the JSON itself never reaches the backend.
+
+use serde::{Deserialize, Serialize};
+
+use super::SyncError;
+use crate::crypto::envelope::{open_record, seal_record, RecordKind};
+use crate::crypto::SubKeys;
+use crate::model::{DeviceId, Seq, Version};
+
+pub const RECORD_FORMAT: u32 = 1;
+
+/// A batch of versions one device published at once (or, as a snapshot, every version
+/// of that device still standing up to `seq`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogRecord {
+    pub format: u32,
+    pub device: DeviceId,
+    pub seq: Seq,
+    pub created_ms: i64,
+    pub versions: Vec<Version>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub format: u32,
+    pub id: DeviceId,
+    pub name: String,
+    pub created_ms: i64,
+}
+
+fn log_context(kind: RecordKind, device: &DeviceId, seq: Seq) -> Vec<u8> {
+    let tag = if kind == RecordKind::Snapshot {
+        "snapshot"
+    } else {
+        "segment"
+    };
+    format!("{tag}\0{device}\0{}", seq.0).into_bytes()
+}
+
+pub fn seal_log(keys: &SubKeys, kind: RecordKind, record: &LogRecord) -> Vec<u8> {
+    let plain = serde_json::to_vec(record).unwrap_or_else(|_| unreachable!("records serialise"));
+    seal_record(
+        keys,
+        kind,
+        &log_context(kind, &record.device, record.seq),
+        &plain,
+    )
+}
+
+/// Opens the record stored as `device`'s `seq`; anything else under that key —
+/// another device's record, an older one copied forward — fails here.
+pub fn open_log(
+    keys: &SubKeys,
+    kind: RecordKind,
+    device: &DeviceId,
+    seq: Seq,
+    sealed: &[u8],
+) -> Result<LogRecord, SyncError> {
+    let plain = open_record(keys, kind, &log_context(kind, device, seq), sealed)?;
+    let rec: LogRecord = serde_json::from_slice(&plain)
+        .map_err(|e| SyncError::Damaged(format!("unreadable log record: {e}")))?;
+    if rec.format != RECORD_FORMAT || &rec.device != device || rec.seq != seq {
+        return Err(SyncError::Damaged(
+            "log record does not match its key".into(),
+        ));
+    }
+    if rec
+        .versions
+        .iter()
+        .any(|v| &v.device != device || v.counter() == 0)
+    {
+        return Err(SyncError::Damaged(
+            "log record names versions of another device".into(),
+        ));
+    }
+    Ok(rec)
+}
+
+fn device_context(id: &DeviceId) -> Vec<u8> {
+    format!("device\0{id}").into_bytes()
+}
+
+pub fn seal_device(keys: &SubKeys, record: &DeviceRecord) -> Vec<u8> {
+    let plain = serde_json::to_vec(record).unwrap_or_else(|_| unreachable!("records serialise"));
+    seal_record(
+        keys,
+        RecordKind::Device,
+        &device_context(&record.id),
+        &plain,
+    )
+}
+
+pub fn open_device(
+    keys: &SubKeys,
+    id: &DeviceId,
+    sealed: &[u8],
+) -> Result<DeviceRecord, SyncError> {
+    let plain = open_record(keys, RecordKind::Device, &device_context(id), sealed)?;
+    let rec: DeviceRecord = serde_json::from_slice(&plain)
+        .map_err(|e| SyncError::Damaged(format!("unreadable device record: {e}")))?;
+    if &rec.id != id {
+        return Err(SyncError::Damaged(
+            "device record does not match its key".into(),
+        ));
+    }
+    Ok(rec)
+}
