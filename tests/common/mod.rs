@@ -1,0 +1,220 @@
+//! Test helpers: devices are real processes of the real binary, each with its own home,
+//! over one vault folder.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+/// A vault folder standing in for the cloud.
+pub struct TempVault {
+    pub dir: tempfile::TempDir,
+}
+
+impl TempVault {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    /// Every object file in the vault, by key.
+    pub fn objects(&self) -> BTreeMap<String, PathBuf> {
+        let mut out = BTreeMap::new();
+        walk_files(self.path(), self.path(), &mut out);
+        out
+    }
+    pub fn objects_under(&self, part: &str) -> Vec<PathBuf> {
+        self.objects()
+            .into_iter()
+            .filter(|(k, _)| k.contains(part))
+            .map(|(_, p)| p)
+            .collect()
+    }
+}
+
+fn walk_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
+    for e in fs::read_dir(dir).expect("read dir") {
+        let e = e.expect("entry");
+        let p = e.path();
+        if e.file_type().expect("type").is_dir() {
+            walk_files(root, &p, out);
+        } else {
+            let key = p.strip_prefix(root).expect("prefix").to_string_lossy().into_owned();
+            out.insert(key, p);
+        }
+    }
+}
+
+/// One device: a home of its own, driven through the CLI.
+pub struct TempHome {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+}
+
+impl TempHome {
+    pub fn new(name: &str) -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            name: name.to_owned(),
+        }
+    }
+
+    /// A home set up on `vault` (creating it if it holds none).
+    pub fn joined(name: &str, vault: &TempVault) -> Self {
+        let h = Self::new(name);
+        h.ok(&["setup", "--backend", "local", "--path", vault.path().to_str().unwrap(), "--device", name]);
+        h
+    }
+
+    pub fn home(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn memories(&self) -> PathBuf {
+        self.dir.path().join("memories")
+    }
+    pub fn file(&self, rel: &str) -> PathBuf {
+        self.memories().join(rel)
+    }
+
+    pub fn cmd(&self) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::cargo_bin("ghostie-fs").expect("binary");
+        c.arg("--home").arg(self.home());
+        c.env("GHOSTIE_PASSPHRASE", PASSPHRASE);
+        c.env_remove("GHOSTIE_HOME");
+        c.env_remove("GHOSTIE_FAILPOINT");
+        c.env_remove("GHOSTIE_NEW_PASSPHRASE");
+        c.timeout(std::time::Duration::from_secs(300));
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run ghostie-fs")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{} {:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            self.name,
+            args,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "panic: {err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args);
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    pub fn write(&self, rel: &str, data: impl AsRef<[u8]>) {
+        let p = self.file(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> Option<Vec<u8>> {
+        fs::read(self.file(rel)).ok()
+    }
+
+    pub fn tree(&self) -> Tree {
+        tree_of(&self.memories())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.tree().into_keys().collect()
+    }
+}
+
+/// What a folder holds, as compared across devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    File { data: Vec<u8>, mode: u32, mtime: i64 },
+    Dir { mode: u32 },
+    Link(String),
+}
+
+pub type Tree = BTreeMap<String, Node>;
+
+pub fn tree_of(root: &Path) -> Tree {
+    let mut out = Tree::new();
+    fn go(root: &Path, dir: &Path, out: &mut Tree) {
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        for e in entries {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let m = fs::symlink_metadata(&p).unwrap();
+            if m.file_type().is_symlink() {
+                out.insert(rel, Node::Link(fs::read_link(&p).unwrap().to_string_lossy().into_owned()));
+            } else if m.is_dir() {
+                out.insert(rel, Node::Dir { mode: m.permissions().mode() & 0o7777 });
+                go(root, &p, out);
+            } else {
+                out.insert(
+                    rel,
+                    Node::File {
+                        data: fs::read(&p).unwrap(),
+                        mode: m.permissions().mode() & 0o7777,
+                        mtime: m.mtime(),
+                    },
+                );
+            }
+        }
+    }
+    go(root, root, &mut out);
+    out
+}
+
+/// The tree without modification times (for devices that wrote their own copies).
+pub fn contents_of(t: &Tree) -> BTreeMap<String, Option<Vec<u8>>> {
+    t.iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                match v {
+                    Node::File { data, .. } => Some(data.clone()),
+                    _ => None,
+                },
+            )
+        })
+        .collect()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A memory-like JSON document of about `size` bytes.
+pub fn memory_json(i: usize, size: usize) -> Vec<u8> {
+    let mut s = format!(
+        "{{\"timestamp\":\"2025-06-28T14:{:02}:{:02}.000Z\",\"category\":\"note\",\"content\":\"",
+        i / 60 % 60,
+        i % 60
+    );
+    let words = ["ghost", "memory", "network", "topology", "laptop", "phone", "walk", "coffee"];
+    let mut k = i;
+    while s.len() < size.saturating_sub(3) {
+        s.push_str(words[k % words.len()]);
+        s.push(' ');
+        k = k.wrapping_mul(31).wrapping_add(7);
+    }
+    s.push_str("\"}\n");
+    s.into_bytes()
+}
