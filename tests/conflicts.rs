@@ -29,7 +29,10 @@ fn conflicted() -> (TempVault, TempHome, TempHome) {
     b.ok(&["push"]);
     let out = a.ok(&["pull"]);
     assert!(out.contains("⚠️ 1 conflicts found"), "{out}");
-    assert!(out.contains("Run 'ghostie-fs conflict' to resolve"), "{out}");
+    assert!(
+        out.contains("Run 'ghostie-fs conflict' to resolve"),
+        "{out}"
+    );
     b.ok(&["pull"]);
     (vault, a, b)
 }
@@ -39,7 +42,10 @@ fn concurrent_edits_show_the_same_conflict_everywhere() {
     let (_v, a, b) = conflicted();
     assert_eq!(a.tree(), b.tree());
     assert_eq!(a.read("note.json").unwrap(), b"{\"v\":\"pixel9\"}");
-    assert_eq!(a.read("note.json.conflict-laptop").unwrap(), b"{\"v\":\"laptop\"}");
+    assert_eq!(
+        a.read("note.json.conflict-laptop").unwrap(),
+        b"{\"v\":\"laptop\"}"
+    );
     let list = a.json(&["conflict", "--json"]);
     assert_eq!(list[0]["path"], "note.json");
     assert_eq!(list[0]["siblings"][0]["device"], "laptop");

@@ -278,7 +278,7 @@ impl ObjectStore for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::conformance;
+    use crate::backend::tests as conformance;
 
     #[test]
     fn conforms() {

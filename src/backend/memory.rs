@@ -17,6 +17,13 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// A separate store holding a copy of every object (to fork a prepared vault).
+    pub fn duplicate(&self) -> Self {
+        Self {
+            objects: Mutex::new(self.lock().clone()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
         // A panic while holding the lock cannot leave the map half-updated: every
         // operation is one insert, remove or read.
@@ -98,6 +105,6 @@ impl ObjectStore for MemoryStore {
 mod tests {
     #[test]
     fn conforms() {
-        super::super::conformance::check(&super::MemoryStore::new());
+        super::super::tests::check(&super::MemoryStore::new());
     }
 }

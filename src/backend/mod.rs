@@ -3,12 +3,12 @@
 //! Cross-cutting behaviour (request metering, fault injection, later retries) lives in
 //! decorators over [`ObjectStore`], never inside one backend.
 
-#[cfg(test)]
-mod conformance;
 pub mod counting;
 pub mod fault;
 pub mod local;
 pub mod memory;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use std::ops::Range;
 use std::path::Path;

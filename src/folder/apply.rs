@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use filetime::FileTime;
 
 use super::scan::{disk_entry, local_record, DiskEntry};
+use crate::crypto::blob::hash_bytes;
 use crate::model::{ContentRef, Entry};
 use crate::store::{LocalFile, LocalKind};
 use crate::sync::progress::Unit;
@@ -30,23 +31,35 @@ pub struct ApplyReport {
 }
 
 fn lstat(path: &Path) -> io::Result<Option<DiskEntry>> {
+    let seen = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
     match fs::symlink_metadata(path) {
-        Ok(m) => disk_entry(&m, path),
+        Ok(m) => disk_entry(&m, path, seen),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// The disk still holds what the index says (or nothing where it says nothing).
-fn untouched(disk: &Option<DiskEntry>, lf: Option<&LocalFile>) -> bool {
+/// The disk still holds what the index says (or nothing where it says nothing). When
+/// the stat moved, the content decides.
+fn untouched(full: &Path, disk: &Option<DiskEntry>, lf: Option<&LocalFile>) -> bool {
     match (disk, lf) {
         (None, _) => true,
         (Some(_), None) => false,
-        (Some(d), Some(l)) => {
-            d.kind == l.kind
-                && (d.kind == LocalKind::Dir || (d.size == l.size && d.mtime_ns == l.mtime_ns))
-                && d.mode == l.mode
-        }
+        (Some(d), Some(l)) if d.kind != l.kind => false,
+        (Some(d), Some(l)) => match d.kind {
+            LocalKind::Dir | LocalKind::Symlink => true,
+            LocalKind::File => {
+                d.matches(l)
+                    || (d.mode == l.mode
+                        && l.sha256.is_some()
+                        && fs::read(full)
+                            .map(|b| Some(hash_bytes(&b)) == l.sha256)
+                            .unwrap_or(false))
+            }
+        },
     }
 }
 
@@ -134,7 +147,7 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
     for path in removals {
         let full = root.join(path);
         let disk = lstat(&full).map_err(SyncError::io(&full))?;
-        if !untouched(&disk, local.get(path)) {
+        if !untouched(&full, &disk, local.get(path)) {
             continue;
         }
         let res = match &disk {
@@ -167,7 +180,8 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
         let disk = lstat(&full).map_err(SyncError::io(&full))?;
         match &shown.version.entry {
             Entry::Dir { mode } => {
-                if disk.as_ref().is_some_and(|d| d.kind != LocalKind::Dir) && !untouched(&disk, lf)
+                if disk.as_ref().is_some_and(|d| d.kind != LocalKind::Dir)
+                    && !untouched(&full, &disk, lf)
                 {
                     continue;
                 }
@@ -187,7 +201,7 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
                 report.written += 1;
             }
             Entry::Symlink { target } => {
-                if !untouched(&disk, lf) {
+                if !untouched(&full, &disk, lf) {
                     continue;
                 }
                 if let Some(parent) = full.parent() {
@@ -212,7 +226,7 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
                 report.written += 1;
             }
             Entry::File { content, mode } => {
-                if !untouched(&disk, lf) {
+                if !untouched(&full, &disk, lf) {
                     continue;
                 }
                 // Same bytes already there (e.g. both devices made the same edit):

@@ -32,6 +32,32 @@ pub struct DiskEntry {
     pub mtime_ns: i64,
     pub mode: u32,
     pub target: Option<String>,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    /// The wall-clock time just before the entry was looked at.
+    pub seen_ns: i64,
+}
+
+/// Longer than any filesystem timestamp tick (coarse clocks tick at 1–10 ms).
+const TICK_NS: i64 = 20_000_000;
+
+fn wall_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl DiskEntry {
+    /// Same stat as recorded: nothing can have changed without moving one of these.
+    pub fn matches(&self, l: &LocalFile) -> bool {
+        self.kind == l.kind
+            && self.size == l.size
+            && self.mtime_ns == l.mtime_ns
+            && self.ctime_ns == l.ctime_ns
+            && self.ino == l.ino
+            && self.mode == l.mode
+    }
 }
 
 pub fn mtime_ns(m: &fs::Metadata) -> i64 {
@@ -40,7 +66,7 @@ pub fn mtime_ns(m: &fs::Metadata) -> i64 {
         .saturating_add(m.mtime_nsec())
 }
 
-pub fn disk_entry(meta: &fs::Metadata, path: &Path) -> io::Result<Option<DiskEntry>> {
+pub fn disk_entry(meta: &fs::Metadata, path: &Path, seen_ns: i64) -> io::Result<Option<DiskEntry>> {
     let ft = meta.file_type();
     let kind = if ft.is_file() {
         LocalKind::File
@@ -66,6 +92,12 @@ pub fn disk_entry(meta: &fs::Metadata, path: &Path) -> io::Result<Option<DiskEnt
         mtime_ns: mtime_ns(meta),
         mode: meta.permissions().mode() & 0o7777,
         target,
+        ctime_ns: meta
+            .ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.ctime_nsec()),
+        ino: meta.ino(),
+        seen_ns,
     }))
 }
 
@@ -82,6 +114,7 @@ pub fn walk(root: &Path) -> SyncResult<BTreeMap<String, DiskEntry>> {
                 continue;
             };
             let path = entry.path();
+            let seen = wall_ns();
             let meta = match fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -92,7 +125,7 @@ pub fn walk(root: &Path) -> SyncResult<BTreeMap<String, DiskEntry>> {
             } else {
                 format!("{rel}/{name}")
             };
-            let Some(d) = disk_entry(&meta, &path).map_err(SyncError::io(&path))? else {
+            let Some(d) = disk_entry(&meta, &path, seen).map_err(SyncError::io(&path))? else {
                 continue;
             };
             if d.kind == LocalKind::Dir {
@@ -182,12 +215,7 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
         let shown = ns.get(path);
         match d.kind {
             LocalKind::File => {
-                let unchanged = lf.is_some_and(|l| {
-                    l.kind == LocalKind::File
-                        && l.size == d.size
-                        && l.mtime_ns == d.mtime_ns
-                        && l.mode == d.mode
-                });
+                let unchanged = lf.is_some_and(|l| d.matches(l));
                 if unchanged {
                     continue;
                 }
@@ -202,6 +230,12 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
                 let same_as_record = lf.is_some_and(|l| {
                     l.kind == LocalKind::File && l.sha256 == Some(sha) && l.mode == d.mode
                 });
+                tracing::debug!(
+                    path,
+                    same_as_record,
+                    adopt = shows_same_file(shown, &sha, d.mode),
+                    "hashed"
+                );
                 if same_as_record || shows_same_file(shown, &sha, d.mode) {
                     // Only the stat moved, or a pull wrote it and died before saying so.
                     let shows = if same_as_record {
@@ -241,9 +275,8 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
                 };
                 let unchanged = lf.is_some_and(|l| {
                     l.kind == d.kind
-                        && (d.kind == LocalKind::Dir
-                            || l.size == d.size && l.mtime_ns == d.mtime_ns)
                         && l.mode == d.mode
+                        && (d.kind == LocalKind::Dir || d.matches(l))
                 });
                 if unchanged {
                     continue;
@@ -400,10 +433,17 @@ pub fn local_record(
     shows: Option<(crate::model::DeviceId, u64)>,
     sibling_of: Option<String>,
 ) -> LocalFile {
+    let racy = d.ctime_ns >= d.seen_ns - TICK_NS;
     LocalFile {
         kind: d.kind,
         size: d.size,
         mtime_ns: d.mtime_ns,
+        ctime_ns: if racy {
+            crate::store::RACY_CTIME
+        } else {
+            d.ctime_ns
+        },
+        ino: d.ino,
         mode: d.mode,
         sha256: sha,
         shows,

@@ -48,6 +48,8 @@ CREATE TABLE local_files (
     kind TEXT NOT NULL,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
     mode INTEGER NOT NULL,
     sha256 TEXT,
     shows_device TEXT,
@@ -109,12 +111,20 @@ impl LocalKind {
     }
 }
 
+/// The `ctime_ns` recorded for a file that changed within one timestamp tick of being
+/// looked at: a later change in the same tick could leave every stat field as it was,
+/// so the next scan must hash it ("racily clean" in git's words).
+pub const RACY_CTIME: i64 = -1;
+
 /// What the folder held at one path after the last sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalFile {
     pub kind: LocalKind,
     pub size: u64,
     pub mtime_ns: i64,
+    /// The inode's change time; [`RACY_CTIME`] when it was too recent to trust.
+    pub ctime_ns: i64,
+    pub ino: u64,
     pub mode: u32,
     pub sha256: Option<ContentHash>,
     /// The version written there (or adopted), if any.
@@ -256,7 +266,7 @@ impl Index {
 
     pub fn local_files(&self) -> IndexResult<HashMap<String, LocalFile>> {
         let mut stmt = self.conn.prepare(
-            "SELECT path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of FROM local_files",
+            "SELECT path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of, ctime_ns, ino FROM local_files",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -269,11 +279,14 @@ impl Index {
                 r.get::<_, Option<String>>(6)?,
                 r.get::<_, Option<i64>>(7)?,
                 r.get::<_, Option<String>>(8)?,
+                r.get::<_, i64>(9)?,
+                r.get::<_, i64>(10)?,
             ))
         })?;
         let mut out = HashMap::new();
         for row in rows {
-            let (path, kind, size, mtime_ns, mode, sha, dev, counter, sibling_of) = row?;
+            let (path, kind, size, mtime_ns, mode, sha, dev, counter, sibling_of, ctime_ns, ino) =
+                row?;
             let shows = match (dev.as_deref().and_then(DeviceId::parse), counter) {
                 (Some(d), Some(c)) => Some((d, c as u64)),
                 _ => None,
@@ -284,6 +297,8 @@ impl Index {
                     kind: LocalKind::parse(&kind),
                     size: size as u64,
                     mtime_ns,
+                    ctime_ns,
+                    ino: ino as u64,
                     mode: mode as u32,
                     sha256: sha.as_deref().and_then(ContentHash::parse),
                     shows,
@@ -530,8 +545,8 @@ impl IndexTx<'_> {
 
     pub fn set_local_file(&mut self, path: &str, f: &LocalFile) -> IndexResult<()> {
         self.tx.execute(
-            "INSERT OR REPLACE INTO local_files(path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of)
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT OR REPLACE INTO local_files(path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of, ctime_ns, ino)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 path,
                 f.kind.as_str(),
@@ -542,6 +557,8 @@ impl IndexTx<'_> {
                 f.shows.as_ref().map(|(d, _)| d.as_str().to_owned()),
                 f.shows.as_ref().map(|(_, c)| *c as i64),
                 f.sibling_of,
+                f.ctime_ns,
+                f.ino as i64,
             ],
         )?;
         Ok(())

@@ -7,5 +7,5 @@ pub mod index;
 pub mod lock;
 
 pub use cache::PackCache;
-pub use index::{DeviceRow, Index, IndexError, IndexTx, LocalFile, LocalKind};
+pub use index::{DeviceRow, Index, IndexError, IndexTx, LocalFile, LocalKind, RACY_CTIME};
 pub use lock::HomeLock;

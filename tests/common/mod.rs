@@ -46,7 +46,11 @@ fn walk_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
         if e.file_type().expect("type").is_dir() {
             walk_files(root, &p, out);
         } else {
-            let key = p.strip_prefix(root).expect("prefix").to_string_lossy().into_owned();
+            let key = p
+                .strip_prefix(root)
+                .expect("prefix")
+                .to_string_lossy()
+                .into_owned();
             out.insert(key, p);
         }
     }
@@ -69,7 +73,15 @@ impl TempHome {
     /// A home set up on `vault` (creating it if it holds none).
     pub fn joined(name: &str, vault: &TempVault) -> Self {
         let h = Self::new(name);
-        h.ok(&["setup", "--backend", "local", "--path", vault.path().to_str().unwrap(), "--device", name]);
+        h.ok(&[
+            "setup",
+            "--backend",
+            "local",
+            "--path",
+            vault.path().to_str().unwrap(),
+            "--device",
+            name,
+        ]);
         h
     }
 
@@ -142,8 +154,14 @@ impl TempHome {
 /// What a folder holds, as compared across devices.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    File { data: Vec<u8>, mode: u32, mtime: i64 },
-    Dir { mode: u32 },
+    File {
+        data: Vec<u8>,
+        mode: u32,
+        mtime: i64,
+    },
+    Dir {
+        mode: u32,
+    },
     Link(String),
 }
 
@@ -152,16 +170,26 @@ pub type Tree = BTreeMap<String, Node>;
 pub fn tree_of(root: &Path) -> Tree {
     let mut out = Tree::new();
     fn go(root: &Path, dir: &Path, out: &mut Tree) {
-        let Ok(entries) = fs::read_dir(dir) else { return };
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
         for e in entries {
             let e = e.unwrap();
             let p = e.path();
             let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
             let m = fs::symlink_metadata(&p).unwrap();
             if m.file_type().is_symlink() {
-                out.insert(rel, Node::Link(fs::read_link(&p).unwrap().to_string_lossy().into_owned()));
+                out.insert(
+                    rel,
+                    Node::Link(fs::read_link(&p).unwrap().to_string_lossy().into_owned()),
+                );
             } else if m.is_dir() {
-                out.insert(rel, Node::Dir { mode: m.permissions().mode() & 0o7777 });
+                out.insert(
+                    rel,
+                    Node::Dir {
+                        mode: m.permissions().mode() & 0o7777,
+                    },
+                );
                 go(root, &p, out);
             } else {
                 out.insert(
@@ -208,7 +236,9 @@ pub fn memory_json(i: usize, size: usize) -> Vec<u8> {
         i / 60 % 60,
         i % 60
     );
-    let words = ["ghost", "memory", "network", "topology", "laptop", "phone", "walk", "coffee"];
+    let words = [
+        "ghost", "memory", "network", "topology", "laptop", "phone", "walk", "coffee",
+    ];
     let mut k = i;
     while s.len() < size.saturating_sub(3) {
         s.push_str(words[k % words.len()]);

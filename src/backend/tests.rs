@@ -1,4 +1,4 @@
-//! One behaviour every backend must show, run against each of them.
+//! The conformance suite: one behaviour every backend must show, run against each.
 
 use super::ObjectStore;
 

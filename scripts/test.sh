@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Runs every check and test of ghostie-fs. This is the one command CI runs
+# (through .ci/run) and the one a developer runs before pushing:
+#
+#   ./scripts/test.sh
+#
+# It expects a fresh Debian machine with the Rust toolchain, as root or with
+# the system packages it needs already installed.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Collect failures of the cheap checks instead of stopping at the first one,
+# so one run shows everything that needs fixing; cargo steps still stop early
+# because their output is what needs reading.
+failures=()
+
+if [[ -t 1 ]]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+header() {
+    printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"
+}
+
+fail() {
+    printf 'FAIL: %s\n' "$*" >&2
+    failures+=("$*")
+}
+
+# ensure_packages CMD:PKG...
+# Installs the Debian package for each command that is missing. apt-get is
+# only touched when something is missing, so a prepared machine runs offline
+# and a developer's laptop is never modified behind their back.
+ensure_packages() {
+    local missing=() pair cmd pkg
+    for pair in "$@"; do
+        cmd=${pair%%:*}
+        pkg=${pair#*:}
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if ((${#missing[@]} == 0)); then
+        echo "all present"
+        return 0
+    fi
+    echo "installing: ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "not root: install ${missing[*]} yourself (apt-get install ${missing[*]})" >&2
+        return 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    # dpkg's progress output is long and useless when things go well; show it
+    # only when they do not.
+    local log
+    log=$(mktemp)
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        echo "could not install ${missing[*]}" >&2
+        return 1
+    fi
+    rm -f "$log"
+    echo "installed: ${missing[*]}"
+}
+
+header "system packages"
+# fuse3 is needed by the mount tests; a container without /dev/fuse can still
+# install the package, and the mount tests themselves decide what a missing
+# /dev/fuse means (they fail, per STYLE.md: never skip silently).
+ensure_packages fusermount3:fuse3
+if [[ ! -e /dev/fuse ]]; then
+    echo "warning: /dev/fuse is absent; mount tests cannot run on this machine" >&2
+fi
+
+header "shell syntax (bash -n)"
+# The odd `.ci/ru[n]` is a glob so nullglob drops it in a tree without CI files.
+shopt -s nullglob globstar
+for script in scripts/**/*.sh bench/**/*.sh mount-helpers/**/*.sh .ci/ru[n] \
+    mount-helpers/**/mount.ghostie-fs; do
+    if bash -n "$script"; then
+        echo "ok   $script"
+    else
+        fail "bash -n $script: syntax error"
+    fi
+done
+shopt -u nullglob globstar
+
+header "heavy dependencies stay in their one module"
+# DESIGN.md §8: each heavy dependency is named in one module only, so swapping
+# or upgrading it (fuser 0.16 -> 0.17 rewrote its whole trait) touches one
+# place. A crate counts as named when code refers to it as a path (`krate::`)
+# or imports it; comment lines are ignored so docs may mention it.
+# check_dep CRATE ALLOWED_REGEX WHERE_IT_BELONGS
+check_dep() {
+    local krate=$1 allowed=$2 belongs=$3 file bad=0
+    local named="(^|[^A-Za-z0-9_])${krate}[[:space:]]*(::|;|[[:space:]]as[[:space:]])"
+    while IFS= read -r file; do
+        [[ $file =~ $allowed ]] && continue
+        # Only lines that are not comments count.
+        if grep -nE "$named" "$file" | grep -vE '^[0-9]+:[[:space:]]*//' >/dev/null; then
+            fail "'$krate' is named in $file; it belongs only in $belongs"
+            grep -nE "$named" "$file" | grep -vE '^[0-9]+:[[:space:]]*//' | head -3 >&2 || true
+            bad=1
+        fi
+    done < <(grep -rlE --include='*.rs' "$named" src | sort)
+    if ((bad == 0)); then echo "ok   $krate"; fi
+}
+check_dep rusqlite   '^src/store/index\.rs$'  'src/store/index.rs'
+check_dep clap       '^src/cli/'              'src/cli/'
+check_dep indicatif  '^src/cli/'              'src/cli/'
+check_dep fuser      '^src/fs/fuse\.rs$'      'src/fs/fuse.rs'
+check_dep aws_sdk_s3 '^src/backend/s3\.rs$'   'src/backend/s3.rs'
+check_dep reqwest    '^src/backend/'          'src/backend/'
+
+header "no .unwrap() in non-test code"
+# STYLE.md: no unwrap() on anything input, the network or the disk can break.
+# Everything after the first `#[cfg(test)]` line of a file is test code (the
+# inline test module sits at the bottom), as are whole files named tests.rs or
+# under a tests/ folder inside src/. A line that is truly infallible can say
+# why with `// unwrap-ok: reason`.
+unwrap_hits=$(find src -name '*.rs' -print0 | sort -z | while IFS= read -r -d '' f; do
+    case $f in */tests.rs | */tests/*) continue ;; esac
+    awk -v file="$f" '
+        /^[[:space:]]*#\[cfg\(test\)\]/ { exit }
+        /^[[:space:]]*\/\// { next }
+        /\.unwrap\(\)/ && !/\/\/[[:space:]]*unwrap-ok:/ { printf "%s:%d: %s\n", file, FNR, $0 }
+    ' "$f"
+done)
+if [[ -n $unwrap_hits ]]; then
+    printf '%s\n' "$unwrap_hits" >&2
+    fail ".unwrap() in non-test code (handle the error, or add '// unwrap-ok: why' on the line)"
+else
+    echo "ok"
+fi
+
+header "cargo fmt --all -- --check"
+cargo fmt --all -- --check || fail "cargo fmt: run 'cargo fmt --all'"
+
+# Stop before the slow steps when a cheap check failed: the fix comes first.
+if ((${#failures[@]} > 0)); then
+    header "FAILED (${#failures[@]})"
+    printf '  - %s\n' "${failures[@]}" >&2
+    exit 1
+fi
+
+header "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+header "cargo test --all-targets -- --test-threads=2"
+# Two threads: the machines have two cores, and the mount tests each hold a
+# FUSE session plus a child process.
+cargo test --all-targets -- --test-threads=2
+
+header "nothing left mounted"
+# A test that panics before its MountGuard drops leaves a dead mount behind;
+# that would break the next run and hide a bug in the cleanup path.
+leftover=$(grep -c ghostie /proc/mounts || true)
+if [[ ${leftover:-0} -ne 0 ]]; then
+    grep ghostie /proc/mounts >&2
+    fail "$leftover ghostie mount(s) left behind by the tests (fusermount3 -u each one)"
+else
+    echo "ok"
+fi
+
+if ((${#failures[@]} > 0)); then
+    header "FAILED (${#failures[@]})"
+    printf '  - %s\n' "${failures[@]}" >&2
+    exit 1
+fi
+header "all checks passed"
