@@ -212,6 +212,7 @@ if [[ $peers_only != 1 ]]; then
 
     new_vault_with_files() {
         rm -rf "$home1" "$vault"
+        mkdir -p "$vault"
         "$bin" --home "$home1" setup --backend local --path "$vault" --device laptop >>"$log" 2>&1 \
             || die "ghostie-fs setup failed"
         mkdir -p "$home1/memories"
@@ -221,7 +222,7 @@ if [[ $peers_only != 1 ]]; then
 
     new_device() {
         rm -rf "$home2"
-        "$bin" --home "$home2" setup --backend local --path "$vault" --device phone >>"$log" 2>&1 \
+        "$bin" --home "$home2" setup --backend local --path "$vault" --device "phone$1" >>"$log" 2>&1 \
             || die "ghostie-fs setup (join) failed"
     }
     bench "pull (new device)" new_device "$bin" --home "$home2" pull
@@ -295,6 +296,7 @@ if [[ $peers_only != 1 ]]; then
     # End to end, for context: one large file through push (scan, hash, seal,
     # write the pack) on a fresh vault.
     rm -rf "$home1" "$vault" "$home2"
+    mkdir -p "$vault"
     "$bin" --home "$home1" setup --backend local --path "$vault" --device laptop >>"$log" 2>&1 \
         || die "ghostie-fs setup failed"
     mkdir -p "$home1/memories"

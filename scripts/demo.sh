@@ -111,6 +111,7 @@ show export GHOSTIE_PASSPHRASE=demo-passphrase
 export GHOSTIE_PASSPHRASE=demo-passphrase
 
 step "The laptop creates a vault in a plain folder (any storage provider works the same way)"
+run mkdir -p "$vault"
 run ghostie-fs --home "$laptop" setup --backend local --path "$vault" --device laptop
 
 step "Ghost on the laptop remembers two things"

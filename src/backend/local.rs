@@ -179,6 +179,16 @@ impl ObjectStore for LocalStore {
 
     fn put_file(&self, key: &str, source: &Path) -> BackendResult<()> {
         let path = self.path_of(key)?;
+        // On the same filesystem, the durable local file becomes the object without a
+        // copy: link it beside the target, then rename into place as any write.
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| io_err(format!("cannot create {}", parent.display()), e))?;
+        }
+        let tmp = Self::temp_beside(&path);
+        if fs::hard_link(source, &tmp).is_ok() {
+            return self.commit(tmp, &path);
+        }
         let tmp = self.write_temp(&path, |f| {
             let mut src = File::open(source)?;
             io::copy(&mut src, f).map(|_| ())

@@ -124,7 +124,8 @@ fn setup(cli: &Cli, home: Home, args: &SetupArgs) -> CmdResult {
         SetupOutcome::Created => say!(cli, "✅ Cloud sync configured! Created a new vault in {place} for device '{device_name}'"),
         SetupOutcome::Joined { devices } => say!(
             cli,
-            "✅ Cloud sync configured! Joined the vault in {place} as '{device_name}' ({devices} devices)"
+            "✅ Cloud sync configured! Joined the vault in {place} as '{device_name}' ({devices} {} in the vault)",
+            if devices == 1 { "device" } else { "devices" }
         ),
     }
     say!(cli, "   Memories folder: {}", home.memories().display());

@@ -58,55 +58,92 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Seals everything `input` yields as blob `blob`, writing the blob to `out`.
+/// Seals blobs, reusing its two chunk buffers from one blob to the next (a pack of
+/// thousands of small files would otherwise allocate and zero 128 KiB per file).
+pub struct Sealer {
+    current: Vec<u8>,
+    next: Vec<u8>,
+}
+
+impl Default for Sealer {
+    fn default() -> Self {
+        Self {
+            current: vec![0u8; CHUNK_SIZE as usize],
+            next: vec![0u8; CHUNK_SIZE as usize],
+        }
+    }
+}
+
+impl Sealer {
+    /// Seals everything `input` yields as blob `blob`, writing the blob to `out`.
+    /// With `known`, the caller vouches for the plaintext's hash (it hashed the same
+    /// bytes in memory) and it is not computed again.
+    pub fn seal(
+        &mut self,
+        keys: &SubKeys,
+        blob: BlobId,
+        mut input: impl Read,
+        out: &mut impl Write,
+        known: Option<ContentHash>,
+    ) -> io::Result<SealedBlob> {
+        let cipher = cipher_for(keys, &blob);
+        let mut hasher = known.is_none().then(Sha256::new);
+        out.write_all(&blob.0)?;
+        let mut sealed_len = blob.0.len() as u64;
+        let mut plain_len = 0u64;
+        let mut cur_len = read_full(&mut input, &mut self.current)?;
+        let mut index = 0u64;
+        loop {
+            // Reading one chunk ahead is how the last chunk knows it is last.
+            let next_len = if cur_len == CHUNK_SIZE as usize {
+                read_full(&mut input, &mut self.next)?
+            } else {
+                0
+            };
+            let last = next_len == 0;
+            let chunk = &mut self.current[..cur_len];
+            if let Some(h) = hasher.as_mut() {
+                h.update(&*chunk);
+            }
+            let mut nonce = [0u8; NONCE_LEN as usize];
+            rand::thread_rng().fill_bytes(&mut nonce);
+            let aad = chunk_aad(&blob, index, last);
+            let tag = cipher
+                .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, chunk)
+                .map_err(|_| io::Error::other("chunk too large to seal"))?;
+            out.write_all(&nonce)?;
+            out.write_all(chunk)?;
+            out.write_all(&tag)?;
+            sealed_len += NONCE_LEN + cur_len as u64 + TAG_LEN;
+            plain_len += cur_len as u64;
+            if last {
+                break;
+            }
+            std::mem::swap(&mut self.current, &mut self.next);
+            cur_len = next_len;
+            index += 1;
+        }
+        let sha256 = match (hasher, known) {
+            (Some(h), _) => ContentHash(h.finalize().into()),
+            (None, Some(k)) => k,
+            (None, None) => unreachable!("a hasher exists whenever no hash is known"),
+        };
+        Ok(SealedBlob {
+            plain_len,
+            sealed_len,
+            sha256,
+        })
+    }
+}
+
+/// Seals one blob with fresh buffers (see [`Sealer`] for many).
 pub fn seal_blob(
     keys: &SubKeys,
     blob: BlobId,
-    mut input: impl Read,
+    input: impl Read,
     out: &mut impl Write,
 ) -> io::Result<SealedBlob> {
-    let cipher = cipher_for(keys, &blob);
-    let mut hasher = Sha256::new();
-    out.write_all(&blob.0)?;
-    let mut sealed_len = blob.0.len() as u64;
-    let mut plain_len = 0u64;
-    let mut current = vec![0u8; CHUNK_SIZE as usize];
-    let mut next = vec![0u8; CHUNK_SIZE as usize];
-    let mut cur_len = read_full(&mut input, &mut current)?;
-    let mut index = 0u64;
-    loop {
-        // Reading one chunk ahead is how the last chunk knows it is last.
-        let next_len = if cur_len == CHUNK_SIZE as usize {
-            read_full(&mut input, &mut next)?
-        } else {
-            0
-        };
-        let last = next_len == 0;
-        let chunk = &mut current[..cur_len];
-        hasher.update(&*chunk);
-        let mut nonce = [0u8; NONCE_LEN as usize];
-        rand::thread_rng().fill_bytes(&mut nonce);
-        let aad = chunk_aad(&blob, index, last);
-        let tag = cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, chunk)
-            .map_err(|_| io::Error::other("chunk too large to seal"))?;
-        out.write_all(&nonce)?;
-        out.write_all(chunk)?;
-        out.write_all(&tag)?;
-        sealed_len += NONCE_LEN + cur_len as u64 + TAG_LEN;
-        plain_len += cur_len as u64;
-        if last {
-            break;
-        }
-        std::mem::swap(&mut current, &mut next);
-        cur_len = next_len;
-        index += 1;
-    }
-    Ok(SealedBlob {
-        plain_len,
-        sealed_len,
-        sha256: ContentHash(hasher.finalize().into()),
-    })
+    Sealer::default().seal(keys, blob, input, out, None)
 }
 
 /// Opens consecutive chunks starting at `first_chunk` from `sealed` (which begins at

@@ -370,11 +370,13 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
     }
 
     // Contents already in the vault (a rename, a copy) are not sealed again.
+    let hashes: Vec<ContentHash> = contents.iter().map(|c| c.sha).collect();
+    let known = vault.contents_by_hash(&hashes)?;
     let mut refs: HashMap<usize, ContentRef> = HashMap::new();
     for (i, c) in contents.iter().enumerate() {
-        if let Some(r) = vault.content_by_hash(&c.sha)? {
+        if let Some(r) = known.get(&c.sha) {
             if r.size == c.disk.size {
-                refs.insert(i, r);
+                refs.insert(i, r.clone());
             }
         }
     }
@@ -387,7 +389,7 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
             }
             let full = root.join(&c.path);
             let sealed = match c.data.take() {
-                Some(data) => writer.add(data.as_slice(), data.len() as u64),
+                Some(data) => writer.add_hashed(data.as_slice(), data.len() as u64, Some(c.sha)),
                 None => fs::File::open(&full).and_then(|f| writer.add(f, c.disk.size)),
             };
             let r = match sealed {

@@ -178,8 +178,12 @@ impl Index {
         let conn = Connection::open(path).map_err(corrupt)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(corrupt)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
-            .map_err(corrupt)?;
+        // A push of thousands of files is one transaction: a page cache large enough
+        // to hold it keeps SQLite from spilling and re-reading pages mid-transaction.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-65536;",
+        )
+        .map_err(corrupt)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(corrupt)?;
@@ -352,14 +356,32 @@ impl Index {
         Ok(out)
     }
 
+    /// Where each of `hashes` already lives, looked up in one read transaction.
+    pub fn contents_by_hash(
+        &mut self,
+        hashes: &[ContentHash],
+    ) -> IndexResult<HashMap<ContentHash, ContentRef>> {
+        let tx = self.conn.transaction()?;
+        let mut out = HashMap::new();
+        {
+            let mut stmt = tx.prepare_cached("SELECT record FROM contents WHERE sha256 = ?1")?;
+            for sha in hashes {
+                let rec: Option<String> =
+                    stmt.query_row([sha.to_string()], |r| r.get(0)).optional()?;
+                if let Some(r) = rec.and_then(|r| serde_json::from_str::<ContentRef>(&r).ok()) {
+                    out.insert(*sha, r);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     pub fn content_by_hash(&self, sha: &ContentHash) -> IndexResult<Option<ContentRef>> {
         let rec: Option<String> = self
             .conn
-            .query_row(
-                "SELECT record FROM contents WHERE sha256 = ?1",
-                [sha.to_string()],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT record FROM contents WHERE sha256 = ?1")?
+            .query_row([sha.to_string()], |r| r.get(0))
             .optional()?;
         Ok(rec.and_then(|r| serde_json::from_str(&r).ok()))
     }
@@ -406,9 +428,7 @@ pub struct IndexTx<'c> {
 
 impl IndexTx<'_> {
     pub fn set_meta(&mut self, key: &str, value: &str) -> IndexResult<()> {
-        self.tx.execute(
-            "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
+        self.tx.prepare_cached("INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?.execute(params![key, value],
         )?;
         Ok(())
     }
@@ -440,14 +460,11 @@ impl IndexTx<'_> {
             }
         }
         for h in heads.iter().filter(|h| v.vector.supersedes(&h.vector)) {
-            self.tx.execute(
-                "DELETE FROM heads WHERE device = ?1 AND counter = ?2",
-                params![h.device.as_str(), h.counter() as i64],
-            )?;
+            self.tx
+                .prepare_cached("DELETE FROM heads WHERE device = ?1 AND counter = ?2")?
+                .execute(params![h.device.as_str(), h.counter() as i64])?;
         }
-        self.tx.execute(
-            "INSERT INTO heads(device, counter, path, record, seq, published) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+        self.tx.prepare_cached("INSERT INTO heads(device, counter, path, record, seq, published) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![
                 v.device.as_str(),
                 v.counter() as i64,
                 v.path,
@@ -457,20 +474,19 @@ impl IndexTx<'_> {
             ],
         )?;
         if let crate::model::Entry::File { content, .. } = &v.entry {
-            self.tx.execute(
-                "INSERT OR IGNORE INTO contents(sha256, record) VALUES(?1, ?2)",
-                params![content.sha256.to_string(), encode(content)],
-            )?;
+            self.tx
+                .prepare_cached("INSERT OR IGNORE INTO contents(sha256, record) VALUES(?1, ?2)")?
+                .execute(params![content.sha256.to_string(), encode(content)])?;
         }
         Ok(HeadChange::Added)
     }
 
     /// Gives every unpublished own version without a segment the number `seq`.
     pub fn assign_unpublished(&mut self, seq: Seq) -> IndexResult<usize> {
-        Ok(self.tx.execute(
-            "UPDATE heads SET seq = ?1 WHERE published = 0 AND seq IS NULL",
-            [seq.0 as i64],
-        )?)
+        Ok(self
+            .tx
+            .prepare_cached("UPDATE heads SET seq = ?1 WHERE published = 0 AND seq IS NULL")?
+            .execute([seq.0 as i64])?)
     }
 
     pub fn versions_in_segment(&self, seq: Seq) -> IndexResult<Vec<Version>> {
@@ -496,27 +512,24 @@ impl IndexTx<'_> {
     }
 
     pub fn mark_published(&mut self, seq: Seq) -> IndexResult<()> {
-        self.tx.execute(
-            "UPDATE heads SET published = 1 WHERE seq = ?1",
-            [seq.0 as i64],
-        )?;
+        self.tx
+            .prepare_cached("UPDATE heads SET published = 1 WHERE seq = ?1")?
+            .execute([seq.0 as i64])?;
         Ok(())
     }
 
     pub fn upsert_device(&mut self, id: &DeviceId) -> IndexResult<()> {
-        self.tx.execute(
-            "INSERT OR IGNORE INTO devices(id) VALUES(?1)",
-            [id.as_str()],
-        )?;
+        self.tx
+            .prepare_cached("INSERT OR IGNORE INTO devices(id) VALUES(?1)")?
+            .execute([id.as_str()])?;
         Ok(())
     }
 
     pub fn set_device_name(&mut self, id: &DeviceId, name: &str) -> IndexResult<()> {
         self.upsert_device(id)?;
-        self.tx.execute(
-            "UPDATE devices SET name = ?2 WHERE id = ?1",
-            params![id.as_str(), name],
-        )?;
+        self.tx
+            .prepare_cached("UPDATE devices SET name = ?2 WHERE id = ?1")?
+            .execute(params![id.as_str(), name])?;
         Ok(())
     }
 
@@ -527,27 +540,22 @@ impl IndexTx<'_> {
         activity_ms: Option<i64>,
     ) -> IndexResult<()> {
         self.upsert_device(id)?;
-        self.tx.execute(
-            "UPDATE devices SET applied_seq = ?2, last_activity_ms = coalesce(?3, last_activity_ms) WHERE id = ?1",
-            params![id.as_str(), seq.0 as i64, activity_ms],
+        self.tx.prepare_cached("UPDATE devices SET applied_seq = ?2, last_activity_ms = coalesce(?3, last_activity_ms) WHERE id = ?1")?.execute(params![id.as_str(), seq.0 as i64, activity_ms],
         )?;
         Ok(())
     }
 
     pub fn set_device_problem(&mut self, id: &DeviceId, problem: Option<&str>) -> IndexResult<()> {
         self.upsert_device(id)?;
-        self.tx.execute(
-            "UPDATE devices SET problem = ?2 WHERE id = ?1",
-            params![id.as_str(), problem],
-        )?;
+        self.tx
+            .prepare_cached("UPDATE devices SET problem = ?2 WHERE id = ?1")?
+            .execute(params![id.as_str(), problem])?;
         Ok(())
     }
 
     pub fn set_local_file(&mut self, path: &str, f: &LocalFile) -> IndexResult<()> {
-        self.tx.execute(
-            "INSERT OR REPLACE INTO local_files(path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of, ctime_ns, ino)
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
+        self.tx.prepare_cached("INSERT OR REPLACE INTO local_files(path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of, ctime_ns, ino)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")?.execute(params![
                 path,
                 f.kind.as_str(),
                 f.size as i64,
@@ -566,21 +574,22 @@ impl IndexTx<'_> {
 
     pub fn remove_local_file(&mut self, path: &str) -> IndexResult<()> {
         self.tx
-            .execute("DELETE FROM local_files WHERE path = ?1", [path])?;
+            .prepare_cached("DELETE FROM local_files WHERE path = ?1")?
+            .execute([path])?;
         Ok(())
     }
 
     pub fn add_pending_pack(&mut self, pack: &ObjectId) -> IndexResult<()> {
-        self.tx.execute(
-            "INSERT OR IGNORE INTO pending_packs(pack) VALUES(?1)",
-            [pack.as_str()],
-        )?;
+        self.tx
+            .prepare_cached("INSERT OR IGNORE INTO pending_packs(pack) VALUES(?1)")?
+            .execute([pack.as_str()])?;
         Ok(())
     }
 
     pub fn remove_pending_pack(&mut self, pack: &ObjectId) -> IndexResult<()> {
         self.tx
-            .execute("DELETE FROM pending_packs WHERE pack = ?1", [pack.as_str()])?;
+            .prepare_cached("DELETE FROM pending_packs WHERE pack = ?1")?
+            .execute([pack.as_str()])?;
         Ok(())
     }
 }

@@ -6,9 +6,9 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 
-use crate::crypto::blob::{seal_blob, PACK_HEADER};
+use crate::crypto::blob::{Sealer, PACK_HEADER};
 use crate::crypto::SubKeys;
-use crate::model::{BlobId, ContentRef, DeviceId, ObjectId};
+use crate::model::{BlobId, ContentHash, ContentRef, DeviceId, ObjectId};
 use crate::store::PackCache;
 
 /// Packs close once they pass this size.
@@ -29,6 +29,7 @@ pub struct PackWriter<'a> {
     current: Option<OpenPack>,
     done: Vec<ObjectId>,
     bytes: u64,
+    sealer: Sealer,
 }
 
 impl<'a> PackWriter<'a> {
@@ -40,6 +41,7 @@ impl<'a> PackWriter<'a> {
             current: None,
             done: Vec::new(),
             bytes: 0,
+            sealer: Sealer::default(),
         }
     }
 
@@ -63,6 +65,16 @@ impl<'a> PackWriter<'a> {
 
     /// Seals one file's content; `size_hint` decides whether it shares a pack.
     pub fn add(&mut self, input: impl Read, size_hint: u64) -> io::Result<ContentRef> {
+        self.add_hashed(input, size_hint, None)
+    }
+
+    /// As [`Self::add`], for bytes whose hash the caller already computed.
+    pub fn add_hashed(
+        &mut self,
+        input: impl Read,
+        size_hint: u64,
+        known: Option<ContentHash>,
+    ) -> io::Result<ContentRef> {
         if size_hint >= OWN_PACK_FROM {
             if let Some(p) = self.current.take() {
                 self.close(p)?;
@@ -74,7 +86,9 @@ impl<'a> PackWriter<'a> {
         };
         let blob = BlobId::random();
         let offset = pack.len;
-        let sealed = seal_blob(self.keys, blob, input, &mut pack.out)?;
+        let sealed = self
+            .sealer
+            .seal(self.keys, blob, input, &mut pack.out, known)?;
         pack.len += sealed.sealed_len;
         self.bytes += sealed.plain_len;
         let content = ContentRef {

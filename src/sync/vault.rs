@@ -343,11 +343,12 @@ impl Vault {
         Ok(PackWriter::new(keys, &self.cache, self.device.clone()))
     }
 
-    pub fn content_by_hash(
-        &self,
-        sha: &crate::model::ContentHash,
-    ) -> SyncResult<Option<ContentRef>> {
-        Ok(self.index.content_by_hash(sha)?)
+    /// Where each content already lives in the vault, if anywhere.
+    pub fn contents_by_hash(
+        &mut self,
+        hashes: &[crate::model::ContentHash],
+    ) -> SyncResult<std::collections::HashMap<crate::model::ContentHash, ContentRef>> {
+        Ok(self.index.contents_by_hash(hashes)?)
     }
 
     /// Records new versions, the packs that hold their contents and the folder's new

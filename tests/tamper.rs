@@ -1,0 +1,157 @@
+//! Must-hold 5: a flipped byte, a truncated object, two objects swapped, an old log
+//! segment copied under a newer number: `pull` and `verify` name the damage, write no
+//! damaged content, and everything else still syncs.
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+
+use common::*;
+
+/// A vault where "laptop" pushed four files, one push each (one pack, one segment
+/// each), and "desktop" pushed one more.
+fn four_pushes() -> (TempVault, TempHome, TempHome) {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let c = TempHome::joined("desktop", &vault);
+    for i in 1..=4 {
+        a.write(&format!("file{i}.json"), memory_json(i, 3000 + i * 100));
+        a.ok(&["push"]);
+    }
+    c.write("from-desktop.json", b"desktop content");
+    c.ok(&["push"]);
+    (vault, a, c)
+}
+
+/// The laptop's packs, oldest first (object ids sort by creation time).
+fn packs_of(vault: &TempVault, device: &TempHome) -> Vec<PathBuf> {
+    let id = fs::read_to_string(device.home().join("sync/device_id")).unwrap();
+    let mut p = vault.objects_under(&format!("{}/memories/", id.trim()));
+    p.sort();
+    p
+}
+
+fn segment(vault: &TempVault, device: &TempHome, seq: u64) -> PathBuf {
+    let id = fs::read_to_string(device.home().join("sync/device_id")).unwrap();
+    vault
+        .path()
+        .join(format!("ghostie/{}/log/{seq:020}.enc", id.trim()))
+}
+
+fn pull_reports_damage(b: &TempHome, needle: &str) {
+    let out = b.run(&["pull"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stdout {} stderr {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(needle),
+        "stderr does not name {needle}: {}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("panicked"));
+}
+
+fn verify_reports_damage(h: &TempHome, needle: &str) {
+    let out = h.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(needle),
+        "verify does not name {needle}: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_flipped_byte_is_named_and_not_written() {
+    let (vault, a, _c) = four_pushes();
+    let b = TempHome::joined("phone", &vault);
+    b.ok(&["pull"]);
+    // A new version of file2 whose pack then gets damaged: the old one must stay.
+    a.write("file2.json", b"second version of file2");
+    a.ok(&["push"]);
+    let newest = packs_of(&vault, &a).pop().unwrap();
+    let mut bytes = fs::read(&newest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&newest, bytes).unwrap();
+    a.write("file5.json", b"fine");
+    a.ok(&["push"]);
+
+    pull_reports_damage(&b, "file2.json");
+    assert_eq!(
+        b.read("file2.json").unwrap(),
+        memory_json(2, 3200),
+        "old content kept"
+    );
+    assert_eq!(b.read("file5.json").unwrap(), b"fine");
+    assert_eq!(b.read("from-desktop.json").unwrap(), b"desktop content");
+    verify_reports_damage(&a, "file2.json");
+}
+
+#[test]
+fn a_truncated_object_is_named_and_not_written() {
+    let (vault, a, _c) = four_pushes();
+    let third = packs_of(&vault, &a)[2].clone();
+    let len = fs::metadata(&third).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&third)
+        .unwrap()
+        .set_len(len - 100)
+        .unwrap();
+    let b = TempHome::joined("phone", &vault);
+    pull_reports_damage(&b, "file3.json");
+    assert!(b.read("file3.json").is_none());
+    for name in [
+        "file1.json",
+        "file2.json",
+        "file4.json",
+        "from-desktop.json",
+    ] {
+        assert!(b.read(name).is_some(), "{name} missing");
+    }
+    verify_reports_damage(&a, "file3.json");
+}
+
+#[test]
+fn swapped_objects_are_named_and_not_written() {
+    let (vault, a, _c) = four_pushes();
+    let packs = packs_of(&vault, &a);
+    let tmp = packs[0].with_extension("swap");
+    fs::rename(&packs[0], &tmp).unwrap();
+    fs::rename(&packs[1], &packs[0]).unwrap();
+    fs::rename(&tmp, &packs[1]).unwrap();
+    let b = TempHome::joined("phone", &vault);
+    pull_reports_damage(&b, "file1.json");
+    pull_reports_damage(&b, "file2.json");
+    assert!(b.read("file1.json").is_none());
+    assert!(b.read("file2.json").is_none());
+    assert_eq!(b.read("file3.json").unwrap(), memory_json(3, 3300));
+    assert_eq!(b.read("from-desktop.json").unwrap(), b"desktop content");
+    verify_reports_damage(&a, "file1.json");
+}
+
+#[test]
+fn an_old_segment_under_a_newer_number_is_named() {
+    let (vault, a, _c) = four_pushes();
+    fs::copy(segment(&vault, &a, 1), segment(&vault, &a, 3)).unwrap();
+    let b = TempHome::joined("phone", &vault);
+    pull_reports_damage(&b, "segment 3");
+    // Segments before the damage apply, and other devices' logs are untouched.
+    assert_eq!(b.read("file1.json").unwrap(), memory_json(1, 3100));
+    assert_eq!(b.read("file2.json").unwrap(), memory_json(2, 3200));
+    assert!(b.read("file3.json").is_none());
+    assert_eq!(b.read("from-desktop.json").unwrap(), b"desktop content");
+    verify_reports_damage(&b, "segment 3");
+    // Another device's log copied into this one's prefix fails too.
+    let (vault, a, c) = four_pushes();
+    fs::copy(segment(&vault, &c, 1), segment(&vault, &a, 5)).unwrap();
+    let b = TempHome::joined("phone", &vault);
+    pull_reports_damage(&b, "segment 5");
+    assert!(b.read("file4.json").is_some());
+}

@@ -1,0 +1,75 @@
+//! Must-hold 4: the storage provider learns nothing. After a push of files with known
+//! names, contents and device names, none of them appears anywhere in the vault, and
+//! nothing but the keyring is readable JSON.
+
+mod common;
+
+use common::*;
+
+const SECRETS: &[&str] = &[
+    "laptop-of-ada-lovelace",
+    "pixel-of-ada-lovelace",
+    "private-folder-mango",
+    "diary-entry-kiwi",
+    "diary-entry-kiwi.json",
+    "private-folder-mango/diary-entry-kiwi.json",
+    "vermilion-is-my-favourite-colour",
+    "the owner walks the dog at seven",
+    "nested-secret-papaya",
+    "correct horse battery staple",
+];
+
+fn find(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn the_vault_holds_no_name_path_device_name_or_content() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop-of-ada-lovelace", &vault);
+    let b = TempHome::joined("pixel-of-ada-lovelace", &vault);
+    let body = "{\"content\":\"vermilion-is-my-favourite-colour\",\"more\":\"the owner walks the dog at seven\"}";
+    a.write("private-folder-mango/diary-entry-kiwi.json", body);
+    a.write(
+        "private-folder-mango/nested-secret-papaya/x.json",
+        body.repeat(200),
+    );
+    a.write(
+        "big-vermilion-is-my-favourite-colour.json",
+        body.repeat(20_000),
+    );
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    b.write("pixel-note.json", "the owner walks the dog at seven");
+    b.ok(&["sync"]);
+    a.ok(&["pull"]);
+    // A conflict, so conflict records reach the vault too.
+    a.write(
+        "private-folder-mango/diary-entry-kiwi.json",
+        "vermilion-is-my-favourite-colour 1",
+    );
+    b.write(
+        "private-folder-mango/diary-entry-kiwi.json",
+        "vermilion-is-my-favourite-colour 2",
+    );
+    a.ok(&["push"]);
+    b.ok(&["sync"]);
+
+    let objects = vault.objects();
+    assert!(objects.len() > 6, "{objects:?}");
+    for (key, path) in &objects {
+        for s in SECRETS {
+            assert!(!key.contains(s), "key {key} names {s:?}");
+        }
+        let bytes = std::fs::read(path).unwrap();
+        for s in SECRETS {
+            assert!(!find(&bytes, s.as_bytes()), "{key} contains {s:?}");
+        }
+        let parses = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok();
+        if key.ends_with("global/keyring.json") {
+            assert!(parses, "the keyring is clear JSON by design");
+        } else {
+            assert!(!parses, "{key} parses as JSON");
+        }
+    }
+}
