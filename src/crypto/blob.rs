@@ -7,11 +7,9 @@
 
 use std::io::{self, Read, Write};
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::aead::AeadKey;
 use super::keys::SubKeys;
 use super::layout::{chunk_count, chunk_plain_len, CHUNK_SIZE, NONCE_LEN, TAG_LEN};
 use super::CryptoError;
@@ -31,9 +29,8 @@ fn chunk_aad(blob: &BlobId, index: u64, last: bool) -> [u8; 26] {
     aad
 }
 
-fn cipher_for(keys: &SubKeys, blob: &BlobId) -> Aes256Gcm {
-    let key = keys.blob_key(blob);
-    Aes256Gcm::new((&key.0).into())
+fn cipher_for(keys: &SubKeys, blob: &BlobId) -> AeadKey {
+    AeadKey::new(&keys.blob_key(blob).0)
 }
 
 /// What sealing one blob produced.
@@ -77,7 +74,8 @@ impl Default for Sealer {
 impl Sealer {
     /// Seals everything `input` yields as blob `blob`, writing the blob to `out`.
     /// With `known`, the caller vouches for the plaintext's hash (it hashed the same
-    /// bytes in memory) and it is not computed again.
+    /// bytes in memory) and it is not computed again. A blob of more than one chunk is
+    /// hashed on a second thread while this one encrypts.
     pub fn seal(
         &mut self,
         keys: &SubKeys,
@@ -86,31 +84,71 @@ impl Sealer {
         out: &mut impl Write,
         known: Option<ContentHash>,
     ) -> io::Result<SealedBlob> {
-        let cipher = cipher_for(keys, &blob);
-        let mut hasher = known.is_none().then(Sha256::new);
+        let first_len = read_full(&mut input, &mut self.current)?;
+        if let Some(sha256) = known {
+            let (plain_len, sealed_len) =
+                self.seal_chunks(keys, &blob, first_len, &mut input, out, &mut |_| {})?;
+            return Ok(SealedBlob { plain_len, sealed_len, sha256 });
+        }
+        if first_len < CHUNK_SIZE as usize {
+            let mut hasher = Sha256::new();
+            let (plain_len, sealed_len) =
+                self.seal_chunks(keys, &blob, first_len, &mut input, out, &mut |c| hasher.update(c))?;
+            let sha256 = ContentHash(hasher.finalize().into());
+            return Ok(SealedBlob { plain_len, sealed_len, sha256 });
+        }
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+            let worker = scope.spawn(move || {
+                let mut hasher = Sha256::new();
+                for chunk in rx {
+                    hasher.update(&chunk);
+                }
+                ContentHash(hasher.finalize().into())
+            });
+            let sealed = {
+                let mut send = |c: &[u8]| {
+                    // The receiver only goes away if it panicked; join reports that.
+                    let _ = tx.send(c.to_vec());
+                };
+                self.seal_chunks(keys, &blob, first_len, &mut input, out, &mut send)
+            };
+            drop(tx);
+            let sha256 = worker
+                .join()
+                .map_err(|_| io::Error::other("the hashing thread failed"))?;
+            let (plain_len, sealed_len) = sealed?;
+            Ok(SealedBlob { plain_len, sealed_len, sha256 })
+        })
+    }
+
+    /// The chunk loop; `self.current` already holds the first `cur_len` bytes.
+    fn seal_chunks(
+        &mut self,
+        keys: &SubKeys,
+        blob: &BlobId,
+        mut cur_len: usize,
+        input: &mut impl Read,
+        out: &mut impl Write,
+        hash: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<(u64, u64)> {
+        let cipher = cipher_for(keys, blob);
         out.write_all(&blob.0)?;
         let mut sealed_len = blob.0.len() as u64;
         let mut plain_len = 0u64;
-        let mut cur_len = read_full(&mut input, &mut self.current)?;
         let mut index = 0u64;
         loop {
             // Reading one chunk ahead is how the last chunk knows it is last.
             let next_len = if cur_len == CHUNK_SIZE as usize {
-                read_full(&mut input, &mut self.next)?
+                read_full(input, &mut self.next)?
             } else {
                 0
             };
             let last = next_len == 0;
             let chunk = &mut self.current[..cur_len];
-            if let Some(h) = hasher.as_mut() {
-                h.update(&*chunk);
-            }
-            let mut nonce = [0u8; NONCE_LEN as usize];
-            rand::thread_rng().fill_bytes(&mut nonce);
-            let aad = chunk_aad(&blob, index, last);
-            let tag = cipher
-                .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, chunk)
-                .map_err(|_| io::Error::other("chunk too large to seal"))?;
+            hash(chunk);
+            let aad = chunk_aad(blob, index, last);
+            let (nonce, tag) = cipher.seal_in_place(&aad, chunk);
             out.write_all(&nonce)?;
             out.write_all(chunk)?;
             out.write_all(&tag)?;
@@ -123,16 +161,7 @@ impl Sealer {
             cur_len = next_len;
             index += 1;
         }
-        let sha256 = match (hasher, known) {
-            (Some(h), _) => ContentHash(h.finalize().into()),
-            (None, Some(k)) => k,
-            (None, None) => unreachable!("a hasher exists whenever no hash is known"),
-        };
-        Ok(SealedBlob {
-            plain_len,
-            sealed_len,
-            sha256,
-        })
+        Ok((plain_len, sealed_len))
     }
 }
 
@@ -175,18 +204,15 @@ pub fn open_chunks(
         }
         let nonce = &sealed[pos..pos + NONCE_LEN as usize];
         let body_start = pos + NONCE_LEN as usize;
-        let tag = &sealed[body_start + len..body_start + len + TAG_LEN as usize];
         let start = out.len();
-        out.extend_from_slice(&sealed[body_start..body_start + len]);
+        // Ciphertext and tag are adjacent, as the cipher wants them.
+        out.extend_from_slice(&sealed[body_start..body_start + len + TAG_LEN as usize]);
         let aad = chunk_aad(blob, index, index + 1 == total_chunks);
-        cipher
-            .decrypt_in_place_detached(
-                Nonce::from_slice(nonce),
-                &aad,
-                &mut out[start..],
-                Tag::from_slice(tag),
-            )
-            .map_err(|_| CryptoError::Damaged(format!("chunk {index} failed authentication")))?;
+        let opened = cipher
+            .open_in_place(nonce, &aad, &mut out[start..])
+            .map(|p| p.len())
+            .ok_or_else(|| CryptoError::Damaged(format!("chunk {index} failed authentication")))?;
+        out.truncate(start + opened);
         pos += need;
         index += 1;
     }

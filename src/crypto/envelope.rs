@@ -4,10 +4,7 @@
 //! record copied to another key — an old segment under a newer number, one device's
 //! segment under another's prefix — fails to open.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use rand::RngCore;
-
+use super::aead::AeadKey;
 use super::keys::{Key32, SubKeys};
 use super::CryptoError;
 
@@ -42,25 +39,12 @@ fn aad(kind: RecordKind, context: &[u8]) -> Vec<u8> {
 }
 
 pub fn seal_record(keys: &SubKeys, kind: RecordKind, context: &[u8], plain: &[u8]) -> Vec<u8> {
-    let cipher = Aes256Gcm::new((&kind.key(keys).0).into());
-    let mut nonce = [0u8; 12];
-    rand::thread_rng().fill_bytes(&mut nonce);
-    let aad = aad(kind, context);
-    let ct = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plain,
-                aad: &aad,
-            },
-        )
-        .unwrap_or_else(|_| unreachable!("AES-GCM seals any record under 64 GiB"));
-    let mut out = Vec::with_capacity(HEADER_LEN + ct.len());
+    let sealed = AeadKey::new(&kind.key(keys).0).seal(&aad(kind, context), plain);
+    let mut out = Vec::with_capacity(6 + sealed.len());
     out.extend_from_slice(MAGIC);
     out.push(FORMAT);
     out.push(kind as u8);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(&sealed);
     out
 }
 
@@ -82,17 +66,9 @@ pub fn open_record(
     if sealed[5] != kind as u8 {
         return Err(CryptoError::Damaged("record of the wrong kind".into()));
     }
-    let cipher = Aes256Gcm::new((&kind.key(keys).0).into());
-    let aad = aad(kind, context);
-    cipher
-        .decrypt(
-            Nonce::from_slice(&sealed[6..18]),
-            Payload {
-                msg: &sealed[HEADER_LEN..],
-                aad: &aad,
-            },
-        )
-        .map_err(|_| CryptoError::Damaged("record failed authentication".into()))
+    AeadKey::new(&kind.key(keys).0)
+        .open(&aad(kind, context), &sealed[6..])
+        .ok_or_else(|| CryptoError::Damaged("record failed authentication".into()))
 }
 
 #[cfg(test)]

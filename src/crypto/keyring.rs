@@ -3,8 +3,6 @@
 //! device as `keys/master.key` with that device's own salt. The KDF parameters live in
 //! the record so they can be raised later without a format change.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use rand::RngCore;
@@ -12,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::aead::{AeadKey, NONCE_LEN};
 use super::keys::MasterKey;
 use super::CryptoError;
 
@@ -69,20 +68,9 @@ impl WrappedKey {
     ) -> Self {
         let mut salt = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut salt);
-        let mut nonce = [0u8; 12];
-        rand::thread_rng().fill_bytes(&mut nonce);
         let kek = derive(passphrase, &salt, iterations);
-        let cipher = Aes256Gcm::new(kek.as_ref().into());
-        let aad = aad(vault_id, generation);
-        let sealed = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: master.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .unwrap_or_else(|_| unreachable!("sealing 32 bytes cannot fail"));
+        let sealed = AeadKey::new(&kek).seal(&aad(vault_id, generation), master.as_bytes());
+        let (nonce, wrapped) = sealed.split_at(NONCE_LEN);
         Self {
             format: KEYRING_FORMAT,
             vault_id: vault_id.to_owned(),
@@ -93,7 +81,7 @@ impl WrappedKey {
                 salt: B64.encode(salt),
             },
             nonce: B64.encode(nonce),
-            wrapped_key: B64.encode(sealed),
+            wrapped_key: B64.encode(wrapped),
         }
     }
 
@@ -132,18 +120,12 @@ impl WrappedKey {
             return Err(CryptoError::InvalidRecord("field lengths are wrong".into()));
         }
         let kek = derive(passphrase, &salt, self.kdf.iterations);
-        let cipher = Aes256Gcm::new(kek.as_ref().into());
-        let aad = aad(&self.vault_id, &self.generation);
+        let mut joined = nonce;
+        joined.extend_from_slice(&sealed);
         let plain = Zeroizing::new(
-            cipher
-                .decrypt(
-                    Nonce::from_slice(&nonce),
-                    Payload {
-                        msg: &sealed,
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| CryptoError::WrongPassphrase)?,
+            AeadKey::new(&kek)
+                .open(&aad(&self.vault_id, &self.generation), &joined)
+                .ok_or(CryptoError::WrongPassphrase)?,
         );
         let mut k = [0u8; 32];
         k.copy_from_slice(&plain);

@@ -4,6 +4,7 @@
 //! sealed envelope that log segments, snapshots and device records travel in
 //! (`envelope`). Nothing here knows about backends or files.
 
+pub mod aead;
 pub mod blob;
 pub mod envelope;
 pub mod keyring;

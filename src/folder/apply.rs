@@ -26,6 +26,8 @@ pub struct ApplyReport {
     /// Files, folders and links written, and paths removed.
     pub written: usize,
     pub removed: usize,
+    /// Conflict siblings the folder shows.
+    pub conflicts: usize,
     /// One line per content that failed its checks.
     pub damaged: Vec<String>,
 }
@@ -127,8 +129,11 @@ fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
 
 /// Brings the folder at `root` to the namespace.
 pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncResult<ApplyReport> {
-    let mut report = ApplyReport::default();
     let ns = vault.namespace()?;
+    let mut report = ApplyReport {
+        conflicts: ns.values().filter(|s| s.sibling_of.is_some()).count(),
+        ..ApplyReport::default()
+    };
     let local = vault.index().local_files()?;
     let staging = vault.home().staging_dir();
     crate::config::create_private_dir(&staging)?;

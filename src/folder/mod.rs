@@ -79,7 +79,7 @@ pub fn pull(vault: &mut Vault, progress: &dyn Progress) -> SyncResult<PullReport
     Ok(PullReport {
         recorded: scan.versions,
         downloaded: applied.written + applied.removed,
-        conflicts: conflicts(vault)?.iter().map(|c| c.siblings.len()).sum(),
+        conflicts: applied.conflicts,
         damaged,
     })
 }

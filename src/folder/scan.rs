@@ -197,9 +197,20 @@ struct PendingContent {
 pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncResult<ScanReport> {
     let mut report = ScanReport::default();
     let local = vault.index().local_files()?;
-    let ns = vault.namespace()?;
-    let heads = vault.heads()?;
     let disk = walk(root)?;
+    // The common case, nothing touched since the last sync, needs neither the
+    // namespace nor the heads: every stat matches its record, and nothing is gone.
+    let all_recorded = disk.len() == local.len()
+        && disk.iter().all(|(p, d)| {
+            local.get(p).is_some_and(|l| {
+                l.sibling_of.is_some()
+                    || (l.kind == d.kind && l.mode == d.mode && (d.kind == LocalKind::Dir || d.matches(l)))
+            })
+        });
+    if all_recorded {
+        return Ok(report);
+    }
+    let (heads, ns) = vault.heads_and_namespace()?;
     let none = HashSet::new();
 
     let mut versions: Vec<NewVersion> = Vec::new();

@@ -311,6 +311,11 @@ impl Vault {
 
     /// What the folder should show, from everything this device knows.
     pub fn namespace(&self) -> SyncResult<Namespace> {
+        Ok(self.heads_and_namespace()?.1)
+    }
+
+    /// The heads by path and the namespace built from them, decoding the index once.
+    pub fn heads_and_namespace(&self) -> SyncResult<(BTreeMap<String, Vec<Version>>, Namespace)> {
         let heads = self.heads()?;
         let names = self.name_map()?;
         let name_of = |d: &DeviceId| {
@@ -319,10 +324,11 @@ impl Vault {
                 .cloned()
                 .unwrap_or_else(|| d.as_str()[..8].to_owned())
         };
-        Ok(namespace::build(
+        let ns = namespace::build(
             heads.iter().map(|(p, v)| (p.as_str(), v.as_slice())),
             &name_of,
-        ))
+        );
+        Ok((heads, ns))
     }
 
     pub fn device_names(&self) -> SyncResult<BTreeMap<DeviceId, String>> {
