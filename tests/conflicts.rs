@@ -143,3 +143,53 @@ fn deleting_the_main_file_removes_the_siblings_too() {
     assert!(a.names().is_empty(), "{:?}", a.names());
     assert!(b.names().is_empty(), "{:?}", b.names());
 }
+
+#[test]
+fn an_edit_on_top_of_an_unapplied_remote_version_is_a_conflict_not_an_overwrite() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("pixel9", &vault);
+    a.write("x.json", b"0");
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    a.write("x.json", b"laptop edit");
+    set_mtime(&a, "x.json", 1_800_000_000);
+    a.ok(&["push"]);
+    // `devices` learns of the laptop's new version without writing it into the folder.
+    b.ok(&["devices"]);
+    b.write("x.json", b"phone edit, made without seeing the laptop's");
+    set_mtime(&b, "x.json", 1_800_000_050);
+    b.ok(&["push"]);
+    a.ok(&["pull"]);
+    b.ok(&["pull"]);
+    for h in [&a, &b] {
+        assert_eq!(
+            h.read("x.json").unwrap(),
+            b"phone edit, made without seeing the laptop's"
+        );
+        assert_eq!(h.read("x.json.conflict-laptop").unwrap(), b"laptop edit");
+    }
+}
+
+#[test]
+fn keeping_all_twice_never_overwrites_an_earlier_kept_copy() {
+    let (_v, a, b) = conflicted();
+    a.ok(&["conflict", "resolve", "note.json", "--keep", "all"]);
+    b.ok(&["pull"]);
+    a.write("note.json", b"{\"v\":\"laptop again\"}");
+    set_mtime(&a, "note.json", 1_800_001_000);
+    b.write("note.json", b"{\"v\":\"pixel9 again\"}");
+    set_mtime(&b, "note.json", 1_800_001_100);
+    a.ok(&["push"]);
+    b.ok(&["push"]);
+    a.ok(&["pull"]);
+    a.ok(&["conflict", "resolve", "note.json", "--keep", "all"]);
+    b.ok(&["pull"]);
+    assert_eq!(b.read("note.laptop.json").unwrap(), b"{\"v\":\"laptop\"}");
+    assert_eq!(
+        b.read("note.laptop-2.json").unwrap(),
+        b"{\"v\":\"laptop again\"}"
+    );
+    assert_eq!(b.read("note.json").unwrap(), b"{\"v\":\"pixel9 again\"}");
+    assert_eq!(a.tree(), b.tree());
+}

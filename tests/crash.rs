@@ -98,3 +98,28 @@ fn a_killed_pull_leaves_no_half_written_file() {
     let r = b.json(&["push", "--json"]);
     assert_eq!(r["uploaded"], 0, "{r}");
 }
+
+#[test]
+fn a_sequence_number_whose_versions_were_superseded_still_gets_its_segment() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    a.write("x.json", b"one");
+    let out = a
+        .cmd()
+        .env("GHOSTIE_FAILPOINT", "push-before-segment")
+        .arg("push")
+        .output()
+        .unwrap();
+    assert!(killed(&out), "not killed: {:?}", out.status);
+    // The version waiting in segment 1 is superseded before it is ever published.
+    a.write("x.json", b"two, a different length");
+    a.ok(&["push"]);
+    a.write("y.json", b"later");
+    a.ok(&["push"]);
+    let b = TempHome::joined("phone", &vault);
+    b.ok(&["pull"]);
+    assert_eq!(b.read("x.json").unwrap(), b"two, a different length");
+    assert_eq!(b.read("y.json").unwrap(), b"later");
+    let v = b.run(&["verify"]);
+    assert!(v.status.success(), "{}", stderr(&v));
+}

@@ -118,3 +118,45 @@ fn an_unchanged_folder_pushes_nothing_and_reads_nothing() {
     assert_eq!(touched["hashed"], 1, "{touched}");
     assert_eq!(touched["uploaded"], 0, "{touched}");
 }
+
+#[test]
+fn a_missing_folder_is_refilled_not_taken_for_deletions() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    a.write("keep/me.json", b"precious");
+    a.write("top.json", b"also precious");
+    a.ok(&["push"]);
+    let before = a.tree();
+    fs::remove_dir_all(a.memories()).unwrap();
+    let r = a.json(&["push", "--json"]);
+    assert_eq!(
+        r["uploaded"], 0,
+        "a missing folder was pushed as deletions: {r}"
+    );
+    a.ok(&["pull"]);
+    assert_eq!(contents_of(&a.tree()), contents_of(&before));
+    let b = TempHome::joined("phone", &vault);
+    b.ok(&["pull"]);
+    assert_eq!(b.read("keep/me.json").unwrap(), b"precious");
+}
+
+#[test]
+fn a_link_pointing_outside_the_folder_is_refused() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    a.write("inside.json", b"x");
+    std::os::unix::fs::symlink("../../../../etc/passwd", a.file("escape")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", a.file("absolute")).unwrap();
+    std::os::unix::fs::symlink("inside.json", a.file("fine")).unwrap();
+    a.ok(&["push"]);
+    let b = TempHome::joined("phone", &vault);
+    let out = b.run(&["pull"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("escape"), "{}", stderr(&out));
+    assert!(fs::symlink_metadata(b.file("escape")).is_err());
+    assert!(fs::symlink_metadata(b.file("absolute")).is_err());
+    assert_eq!(
+        fs::read_link(b.file("fine")).unwrap().to_str(),
+        Some("inside.json")
+    );
+}

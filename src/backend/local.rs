@@ -10,6 +10,17 @@ use std::path::{Path, PathBuf};
 
 use super::{BackendError, BackendResult, ObjectStore};
 
+/// Makes a rename or link in `path`'s folder durable: without it a power cut can keep
+/// a log segment and lose the pack it names.
+fn sync_parent(path: &Path) -> BackendResult<()> {
+    let Some(parent) = path.parent() else {
+        return Ok(());
+    };
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(format!("cannot flush {}", parent.display()), e))
+}
+
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
@@ -118,7 +129,8 @@ impl LocalStore {
         fs::rename(&tmp, path).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             io_err(format!("cannot write {}", path.display()), e)
-        })
+        })?;
+        sync_parent(path)
     }
 
     fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<String>) -> BackendResult<()> {
@@ -165,9 +177,22 @@ impl ObjectStore for LocalStore {
         let tmp = self.write_temp(&path, |f| f.write_all(data))?;
         // link(2) fails if the target exists, which makes this create-only and atomic.
         let linked = fs::hard_link(&tmp, &path);
+        if let Err(e) = &linked {
+            if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EOPNOTSUPP)) {
+                // FAT and exFAT have no hard links. One writer per key makes a check
+                // before the rename enough there.
+                if path.exists() {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(BackendError::AlreadyExists {
+                        key: key.to_owned(),
+                    });
+                }
+                return self.commit(tmp, &path);
+            }
+        }
         let _ = fs::remove_file(&tmp);
         match linked {
-            Ok(()) => Ok(()),
+            Ok(()) => sync_parent(&path),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 Err(BackendError::AlreadyExists {
                     key: key.to_owned(),

@@ -335,15 +335,27 @@ fn bench_seal(file: &PathBuf) -> CmdResult {
     let mut run = |known| -> Result<(u64, f64), CliError> {
         let started = Instant::now();
         let sealed = sealer
-            .seal(&keys, BlobId::random(), data.as_slice(), &mut std::io::sink(), known)
+            .seal(
+                &keys,
+                BlobId::random(),
+                data.as_slice(),
+                &mut std::io::sink(),
+                known,
+            )
             .map_err(fail)?;
         Ok((sealed.plain_len, started.elapsed().as_secs_f64()))
     };
     // Encryption alone (the hash given), then encryption with the SHA-256 of the
     // plaintext that every version records, computed on a second core.
     let (size, secs) = run(Some(ghostie_fs::model::ContentHash([0; 32])))?;
-    println!("sealed {size} bytes in {secs:.3} s: {:.1} MB/s", size as f64 / secs / 1e6);
+    println!(
+        "sealed {size} bytes in {secs:.3} s: {:.1} MB/s",
+        size as f64 / secs / 1e6
+    );
     let (size, secs) = run(None)?;
-    println!("sealed+hashed {size} bytes in {secs:.3} s: {:.1} MB/s", size as f64 / secs / 1e6);
+    println!(
+        "sealed+hashed {size} bytes in {secs:.3} s: {:.1} MB/s",
+        size as f64 / secs / 1e6
+    );
     Ok(0)
 }

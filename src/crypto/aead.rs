@@ -44,7 +44,12 @@ impl AeadKey {
 
     /// Decrypts `ciphertext || tag` in place; returns the plaintext part, or `None` if
     /// authentication fails (then `buf` holds nothing usable).
-    pub fn open_in_place<'b>(&self, nonce: &[u8], aad: &[u8], buf: &'b mut [u8]) -> Option<&'b mut [u8]> {
+    pub fn open_in_place<'b>(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        buf: &'b mut [u8],
+    ) -> Option<&'b mut [u8]> {
         let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
         self.0
             .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
@@ -57,7 +62,9 @@ impl AeadKey {
             return None;
         }
         let mut buf = sealed[NONCE_LEN..].to_vec();
-        let n = self.open_in_place(&sealed[..NONCE_LEN], aad, &mut buf)?.len();
+        let n = self
+            .open_in_place(&sealed[..NONCE_LEN], aad, &mut buf)?
+            .len();
         buf.truncate(n);
         Some(buf)
     }

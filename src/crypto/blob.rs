@@ -88,14 +88,24 @@ impl Sealer {
         if let Some(sha256) = known {
             let (plain_len, sealed_len) =
                 self.seal_chunks(keys, &blob, first_len, &mut input, out, &mut |_| {})?;
-            return Ok(SealedBlob { plain_len, sealed_len, sha256 });
+            return Ok(SealedBlob {
+                plain_len,
+                sealed_len,
+                sha256,
+            });
         }
         if first_len < CHUNK_SIZE as usize {
             let mut hasher = Sha256::new();
             let (plain_len, sealed_len) =
-                self.seal_chunks(keys, &blob, first_len, &mut input, out, &mut |c| hasher.update(c))?;
+                self.seal_chunks(keys, &blob, first_len, &mut input, out, &mut |c| {
+                    hasher.update(c)
+                })?;
             let sha256 = ContentHash(hasher.finalize().into());
-            return Ok(SealedBlob { plain_len, sealed_len, sha256 });
+            return Ok(SealedBlob {
+                plain_len,
+                sealed_len,
+                sha256,
+            });
         }
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
@@ -118,7 +128,11 @@ impl Sealer {
                 .join()
                 .map_err(|_| io::Error::other("the hashing thread failed"))?;
             let (plain_len, sealed_len) = sealed?;
-            Ok(SealedBlob { plain_len, sealed_len, sha256 })
+            Ok(SealedBlob {
+                plain_len,
+                sealed_len,
+                sha256,
+            })
         })
     }
 

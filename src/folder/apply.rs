@@ -65,6 +65,53 @@ fn untouched(full: &Path, disk: &Option<DiskEntry>, lf: Option<&LocalFile>) -> b
     }
 }
 
+/// Modes from another device, kept within reason: never more than rwx bits, and
+/// always writable and readable by the owner, so a later pull can update what it wrote.
+fn file_mode(mode: u32) -> u32 {
+    (mode & 0o777) | 0o600
+}
+
+fn dir_mode(mode: u32) -> u32 {
+    (mode & 0o777) | 0o700
+}
+
+/// A link from another device may point anywhere inside the folder, never outside
+/// it: Ghost writing through `x.json -> ~/.bashrc` would be an escape.
+fn link_stays_inside(path: &str, target: &str) -> bool {
+    if target.starts_with('/') || target.is_empty() {
+        return false;
+    }
+    let mut depth = path.matches('/').count() as i64;
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
+/// Same entry as when it was looked at (or still absent).
+fn same_stat(a: &Option<DiskEntry>, b: &Option<DiskEntry>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => {
+            x.kind == y.kind
+                && x.size == y.size
+                && x.mtime_ns == y.mtime_ns
+                && x.ctime_ns == y.ctime_ns
+                && x.ino == y.ino
+        }
+        _ => false,
+    }
+}
+
 fn kind_of(e: &Entry) -> Option<LocalKind> {
     match e {
         Entry::File { .. } => Some(LocalKind::File),
@@ -76,6 +123,27 @@ fn kind_of(e: &Entry) -> Option<LocalKind> {
 
 fn depth(p: &str) -> usize {
     p.matches('/').count()
+}
+
+/// A file to fetch and write.
+struct Wanted<'n> {
+    path: String,
+    shown: &'n Shown,
+    content: ContentRef,
+    mode: u32,
+    /// What was at the path when the write was planned.
+    disk_before: Option<DiskEntry>,
+}
+
+/// Removes what a killed pull left in the staging folder (plaintext, so it must go).
+fn clean_staging(staging: &Path) {
+    if let Ok(entries) = fs::read_dir(staging) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("pull-") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 /// Writes `data` at `dest` through a staging file and a rename.
@@ -93,7 +161,7 @@ fn write_whole(
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(data)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.set_permissions(fs::Permissions::from_mode(file_mode(mode)))?;
         drop(f);
         let t = FileTime::from_unix_time(
             mtime_ns.div_euclid(1_000_000_000),
@@ -137,6 +205,7 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
     let local = vault.index().local_files()?;
     let staging = vault.home().staging_dir();
     crate::config::create_private_dir(&staging)?;
+    clean_staging(&staging);
     let mut updates: Vec<(String, Option<LocalFile>)> = Vec::new();
 
     // Removals, deepest first so folders are empty when their turn comes.
@@ -171,8 +240,13 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
         }
     }
 
+    // Removals are recorded before the slow part: a pull killed during the download
+    // must not leave a removed conflict sibling looking like the owner deleted it.
+    vault.update_local(&updates)?;
+    updates.clear();
+
     // Writes: folders and links now, file contents after fetching.
-    let mut wanted: Vec<(String, &Shown, ContentRef, u32)> = Vec::new();
+    let mut wanted: Vec<Wanted<'_>> = Vec::new();
     for (path, shown) in &ns {
         let lf = local.get(path);
         let same_version = lf.is_some_and(|l| {
@@ -194,19 +268,32 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
                     fs::remove_file(&full).map_err(SyncError::io(&full))?;
                 }
                 fs::create_dir_all(&full).map_err(SyncError::io(&full))?;
-                fs::set_permissions(&full, fs::Permissions::from_mode(*mode))
+                fs::set_permissions(&full, fs::Permissions::from_mode(dir_mode(*mode)))
                     .map_err(SyncError::io(&full))?;
                 let d = lstat(&full).map_err(SyncError::io(&full))?;
                 if let Some(d) = d {
                     updates.push((
                         path.clone(),
-                        Some(local_record(&d, None, Some(shown.id()), None)),
+                        Some(local_record(
+                            &d,
+                            None,
+                            Some(shown.id()),
+                            None,
+                            Some(shown.version.vector.clone()),
+                        )),
                     ));
                 }
                 report.written += 1;
             }
             Entry::Symlink { target } => {
                 if !untouched(&full, &disk, lf) {
+                    continue;
+                }
+                if !link_stays_inside(path, target) {
+                    tracing::error!("not writing the link {path}: it points outside the folder");
+                    report.damaged.push(format!(
+                        "{path}: a link pointing outside the folder was refused"
+                    ));
                     continue;
                 }
                 if let Some(parent) = full.parent() {
@@ -225,6 +312,7 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
                             None,
                             Some(shown.id()),
                             shown.sibling_of.clone(),
+                            Some(shown.version.vector.clone()),
                         )),
                     ));
                 }
@@ -248,25 +336,38 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
                                 l.sha256,
                                 Some(shown.id()),
                                 shown.sibling_of.clone(),
+                                Some(shown.version.vector.clone()),
                             )),
                         ));
                         continue;
                     }
                 }
-                wanted.push((path.clone(), shown, content.clone(), *mode));
+                wanted.push(Wanted {
+                    path: path.clone(),
+                    shown,
+                    content: content.clone(),
+                    mode: *mode,
+                    disk_before: disk,
+                });
             }
             Entry::Deleted => {}
         }
     }
 
-    let refs: Vec<ContentRef> = wanted.iter().map(|w| w.2.clone()).collect();
+    let refs: Vec<ContentRef> = wanted.iter().map(|w| w.content.clone()).collect();
     let total: u64 = refs.iter().map(|r| r.size).sum();
     progress.start("Downloading", total, Unit::Bytes);
     let mut failures: HashMap<usize, String> = HashMap::new();
     let mut written_updates = Vec::new();
     let mut first_error: Option<SyncError> = None;
     vault.fetch_contents(&refs, |item| {
-        let (path, shown, content, mode) = &wanted[item.index];
+        let Wanted {
+            path,
+            shown,
+            content,
+            mode,
+            disk_before,
+        } = &wanted[item.index];
         match item.result {
             Err(e) => {
                 tracing::error!("not writing {path}: {e}");
@@ -274,6 +375,13 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
             }
             Ok(data) => {
                 let full: PathBuf = root.join(path);
+                // Written to while this pull was downloading: the owner's edit stays,
+                // and the next push records it.
+                let now = lstat(&full).map_err(SyncError::io(&full))?;
+                if !same_stat(disk_before, &now) {
+                    progress.advance(data.len() as u64);
+                    return Ok(());
+                }
                 match write_whole(&staging, &full, &data, *mode, shown.version.mtime_ns) {
                     Ok(()) => {
                         let d = lstat(&full).map_err(SyncError::io(&full))?;
@@ -285,6 +393,7 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
                                     Some(content.sha256),
                                     Some(shown.id()),
                                     shown.sibling_of.clone(),
+                                    Some(shown.version.vector.clone()),
                                 )),
                             ));
                         }
@@ -306,10 +415,12 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
     if let Some(e) = first_error {
         return Err(e);
     }
-    let mut damaged: Vec<String> = failures
-        .into_iter()
-        .map(|(i, why)| format!("{}: {why}", wanted[i].0))
-        .collect();
+    let mut damaged: Vec<String> = std::mem::take(&mut report.damaged);
+    damaged.extend(
+        failures
+            .into_iter()
+            .map(|(i, why)| format!("{}: {why}", wanted[i].path)),
+    );
     damaged.sort();
     report.damaged = damaged;
     Ok(report)

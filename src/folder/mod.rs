@@ -36,8 +36,10 @@ pub struct PullReport {
     pub damaged: Vec<String>,
 }
 
-/// The plain folder of a home, created if missing; a file in its place is refused.
-pub fn folder_of(vault: &Vault) -> SyncResult<PathBuf> {
+/// The plain folder of a home. A file in its place is refused. A missing folder is
+/// created, and the record of what it held is forgotten first: a folder that is gone
+/// (moved, on an unmounted disk) means "no local copy", never "delete everything".
+pub fn folder_of(vault: &mut Vault) -> SyncResult<PathBuf> {
     let root = vault.home().memories();
     match fs::metadata(&root) {
         Ok(m) if m.is_dir() => Ok(root),
@@ -46,6 +48,19 @@ pub fn folder_of(vault: &Vault) -> SyncResult<PathBuf> {
             root.display()
         ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let recorded: Vec<(String, Option<crate::store::LocalFile>)> = vault
+                .index()
+                .local_files()?
+                .into_keys()
+                .map(|p| (p, None))
+                .collect();
+            if !recorded.is_empty() {
+                tracing::warn!(
+                    "the memories folder {} was missing; it is recreated and filled from the vault",
+                    root.display()
+                );
+                vault.update_local(&recorded)?;
+            }
             fs::create_dir_all(&root).map_err(SyncError::io(&root))?;
             Ok(root)
         }
@@ -206,8 +221,23 @@ pub fn resolve(
             });
         }
         Keep::All => {
+            let ns = vault.namespace()?;
+            let root_for_names = root.clone();
+            let taken = |p: &str| {
+                heads
+                    .get(p)
+                    .is_some_and(|h| h.iter().any(|v| !v.entry.is_deleted()))
+                    || ns.contains_key(p)
+                    || root_for_names.join(p).exists()
+            };
             for l in &losers {
-                let target = kept_name(path, &name_of(&l.device));
+                // Never over an earlier kept copy: x.pixel9.json, x.pixel9-2.json, …
+                let mut target = kept_name(path, &name_of(&l.device));
+                let mut n = 2;
+                while taken(&target) {
+                    target = kept_name(path, &format!("{}-{n}", name_of(&l.device)));
+                    n += 1;
+                }
                 let mut tbase = crate::model::VersionVector::default();
                 for h in heads.get(&target).into_iter().flatten() {
                     tbase.merge(&h.vector);

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{ContentHash, ContentRef, Entry, Version, VersionVector};
+use crate::model::{ContentHash, ContentRef, Entry, VersionVector};
 use crate::store::{LocalFile, LocalKind};
 use crate::sync::{LocalChange, NewVersion, Shown, SyncError, SyncResult, Vault};
 
@@ -149,11 +149,25 @@ pub struct ScanReport {
     pub sealed: usize,
 }
 
-fn merged(heads: Option<&Vec<Version>>, skip: &HashSet<(String, u64)>) -> VersionVector {
+/// What the folder showed at `path` (the file and the conflict siblings beside it),
+/// as one vector: a local change to `path` was made on top of exactly that, so it
+/// supersedes what the owner saw and stays concurrent with what they did not (a
+/// remote edit polled but not yet written, say).
+fn seen_base(
+    path: &str,
+    local: &HashMap<String, LocalFile>,
+    siblings: &HashMap<&str, Vec<&LocalFile>>,
+    include_siblings: &dyn Fn(&LocalFile) -> bool,
+) -> VersionVector {
     let mut v = VersionVector::default();
-    for h in heads.into_iter().flatten() {
-        if !skip.contains(&(h.device.as_str().to_owned(), h.counter())) {
-            v.merge(&h.vector);
+    if let Some(vec) = local.get(path).and_then(|l| l.vector.as_ref()) {
+        v.merge(vec);
+    }
+    for sib in siblings.get(path).into_iter().flatten() {
+        if include_siblings(sib) {
+            if let Some(vec) = &sib.vector {
+                v.merge(vec);
+            }
         }
     }
     v
@@ -204,14 +218,22 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
         && disk.iter().all(|(p, d)| {
             local.get(p).is_some_and(|l| {
                 l.sibling_of.is_some()
-                    || (l.kind == d.kind && l.mode == d.mode && (d.kind == LocalKind::Dir || d.matches(l)))
+                    || (l.kind == d.kind
+                        && l.mode == d.mode
+                        && (d.kind == LocalKind::Dir || d.matches(l)))
             })
         });
     if all_recorded {
         return Ok(report);
     }
-    let (heads, ns) = vault.heads_and_namespace()?;
-    let none = HashSet::new();
+    let ns = vault.namespace()?;
+    let mut siblings: HashMap<&str, Vec<&LocalFile>> = HashMap::new();
+    for l in local.values() {
+        if let Some(main) = &l.sibling_of {
+            siblings.entry(main.as_str()).or_default().push(l);
+        }
+    }
+    let all = |_: &LocalFile| true;
 
     let mut versions: Vec<NewVersion> = Vec::new();
     let mut updates: Vec<(String, Option<LocalFile>)> = Vec::new();
@@ -254,14 +276,17 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
                     } else {
                         shown.map(|s| s.id())
                     };
-                    let sibling_of = if same_as_record {
-                        None
+                    let (sibling_of, vector) = if same_as_record {
+                        (None, lf.and_then(|l| l.vector.clone()))
                     } else {
-                        shown.and_then(|s| s.sibling_of.clone())
+                        (
+                            shown.and_then(|s| s.sibling_of.clone()),
+                            shown.map(|s| s.version.vector.clone()),
+                        )
                     };
                     updates.push((
                         path.clone(),
-                        Some(local_record(d, Some(sha), shows, sibling_of)),
+                        Some(local_record(d, Some(sha), shows, sibling_of, vector)),
                     ));
                     continue;
                 }
@@ -299,7 +324,13 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
                 if matches_ns {
                     updates.push((
                         path.clone(),
-                        Some(local_record(d, None, shown.map(|s| s.id()), None)),
+                        Some(local_record(
+                            d,
+                            None,
+                            shown.map(|s| s.id()),
+                            None,
+                            shown.map(|s| s.version.vector.clone()),
+                        )),
                     ));
                     continue;
                 }
@@ -308,8 +339,8 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
                     path: path.clone(),
                     entry,
                     mtime_ns: d.mtime_ns,
-                    base: merged(heads.get(path), &none),
-                    local: LocalChange::Set(local_record(d, None, None, None)),
+                    base: seen_base(path, &local, &siblings, &all),
+                    local: LocalChange::Set(local_record(d, None, None, None, None)),
                 });
             }
         }
@@ -331,10 +362,7 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
             }
             continue;
         }
-        let live = heads
-            .get(path)
-            .is_some_and(|h| h.iter().any(|v| !v.entry.is_deleted()));
-        if !live {
+        if lf.vector.is_none() {
             updates.push((path.clone(), None));
             continue;
         }
@@ -343,25 +371,24 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
             path: path.clone(),
             entry: Entry::Deleted,
             mtime_ns: crate::now_ms() * 1_000_000,
-            base: merged(heads.get(path), &none),
+            base: seen_base(path, &local, &siblings, &all),
             local: LocalChange::Remove,
         });
     }
 
     // A removed sibling with an untouched main file: keep the main content, drop the
     // sibling's version, leave the siblings still present in conflict.
-    for (main, _) in siblings_removed {
+    for (main, removed_ids) in siblings_removed {
         if changed_main.contains(&main) {
             continue;
         }
         let Some(shown) = ns.get(&main) else { continue };
-        let still_there: HashSet<(String, u64)> = local
-            .iter()
-            .filter(|(p, l)| {
-                l.sibling_of.as_deref() == Some(main.as_str()) && disk.contains_key(*p)
-            })
-            .filter_map(|(_, l)| l.shows.as_ref().map(|(d, c)| (d.as_str().to_owned(), *c)))
-            .collect();
+        let removed: HashSet<(String, u64)> = removed_ids.into_iter().collect();
+        let was_removed = |l: &LocalFile| {
+            l.shows
+                .as_ref()
+                .is_some_and(|(d, c)| removed.contains(&(d.as_str().to_owned(), *c)))
+        };
         let main_local = match local.get(&main) {
             Some(l) => LocalChange::Set(l.clone()),
             None => LocalChange::Keep,
@@ -370,7 +397,7 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
             path: main.clone(),
             entry: shown.version.entry.clone(),
             mtime_ns: shown.version.mtime_ns,
-            base: merged(heads.get(&main), &still_there),
+            base: seen_base(&main, &local, &siblings, &was_removed),
             local: main_local,
         });
     }
@@ -429,8 +456,8 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
                 mode: c.disk.mode,
             },
             mtime_ns: c.disk.mtime_ns,
-            base: merged(heads.get(&c.path), &none),
-            local: LocalChange::Set(local_record(&disk, Some(c.sha), None, None)),
+            base: seen_base(&c.path, &local, &siblings, &all),
+            local: LocalChange::Set(local_record(&disk, Some(c.sha), None, None, None)),
         });
     }
     report.versions = versions.len();
@@ -445,6 +472,7 @@ pub fn local_record(
     sha: Option<ContentHash>,
     shows: Option<(crate::model::DeviceId, u64)>,
     sibling_of: Option<String>,
+    vector: Option<VersionVector>,
 ) -> LocalFile {
     let racy = d.ctime_ns >= d.seen_ns - TICK_NS;
     LocalFile {
@@ -461,5 +489,6 @@ pub fn local_record(
         sha256: sha,
         shows,
         sibling_of,
+        vector,
     }
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::model::{ContentHash, ContentRef, DeviceId, ObjectId, Seq, Version};
+use crate::model::{ContentHash, ContentRef, DeviceId, ObjectId, Seq, Version, VersionVector};
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -54,7 +54,8 @@ CREATE TABLE local_files (
     sha256 TEXT,
     shows_device TEXT,
     shows_counter INTEGER,
-    sibling_of TEXT
+    sibling_of TEXT,
+    vector TEXT
 );
 CREATE TABLE pending_packs (pack TEXT PRIMARY KEY);
 CREATE TABLE contents (sha256 TEXT PRIMARY KEY, record TEXT NOT NULL);
@@ -131,6 +132,9 @@ pub struct LocalFile {
     pub shows: Option<(DeviceId, u64)>,
     /// For a conflict sibling: the path it is a sibling of.
     pub sibling_of: Option<String>,
+    /// The vector of the version the folder shows here: what a local change to this
+    /// path was made on top of.
+    pub vector: Option<VersionVector>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,7 +274,7 @@ impl Index {
 
     pub fn local_files(&self) -> IndexResult<HashMap<String, LocalFile>> {
         let mut stmt = self.conn.prepare(
-            "SELECT path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of, ctime_ns, ino FROM local_files",
+            "SELECT path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of, ctime_ns, ino, vector FROM local_files",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -285,12 +289,25 @@ impl Index {
                 r.get::<_, Option<String>>(8)?,
                 r.get::<_, i64>(9)?,
                 r.get::<_, i64>(10)?,
+                r.get::<_, Option<String>>(11)?,
             ))
         })?;
         let mut out = HashMap::new();
         for row in rows {
-            let (path, kind, size, mtime_ns, mode, sha, dev, counter, sibling_of, ctime_ns, ino) =
-                row?;
+            let (
+                path,
+                kind,
+                size,
+                mtime_ns,
+                mode,
+                sha,
+                dev,
+                counter,
+                sibling_of,
+                ctime_ns,
+                ino,
+                vector,
+            ) = row?;
             let shows = match (dev.as_deref().and_then(DeviceId::parse), counter) {
                 (Some(d), Some(c)) => Some((d, c as u64)),
                 _ => None,
@@ -307,6 +324,7 @@ impl Index {
                     sha256: sha.as_deref().and_then(ContentHash::parse),
                     shows,
                     sibling_of,
+                    vector: vector.and_then(|v| serde_json::from_str(&v).ok()),
                 },
             );
         }
@@ -554,8 +572,8 @@ impl IndexTx<'_> {
     }
 
     pub fn set_local_file(&mut self, path: &str, f: &LocalFile) -> IndexResult<()> {
-        self.tx.prepare_cached("INSERT OR REPLACE INTO local_files(path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of, ctime_ns, ino)
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")?.execute(params![
+        self.tx.prepare_cached("INSERT OR REPLACE INTO local_files(path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of, ctime_ns, ino, vector)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)")?.execute(params![
                 path,
                 f.kind.as_str(),
                 f.size as i64,
@@ -567,6 +585,7 @@ impl IndexTx<'_> {
                 f.sibling_of,
                 f.ctime_ns,
                 f.ino as i64,
+                f.vector.as_ref().map(encode),
             ],
         )?;
         Ok(())

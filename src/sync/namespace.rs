@@ -99,6 +99,7 @@ pub fn build<'a>(
 ) -> Namespace {
     let mut ns = Namespace::new();
     let mut dir_stand_ins: BTreeMap<String, Version> = BTreeMap::new();
+    let mut all_losers: Vec<(String, Version)> = Vec::new();
     for (path, versions) in heads {
         let Some((winner, losers)) = resolve(versions) else {
             // Deleted, but a deleted folder may still be needed by its contents.
@@ -117,15 +118,23 @@ pub fn build<'a>(
                 sibling_of: None,
             },
         );
-        for l in losers {
-            ns.insert(
-                sibling_path(path, &name_of(&l.device)),
-                Shown {
-                    version: l.clone(),
-                    sibling_of: Some(path.to_owned()),
-                },
-            );
+        all_losers.extend(losers.into_iter().map(|l| (path.to_owned(), l.clone())));
+    }
+    // Siblings after every real path, so a sibling name never hides a file that
+    // happens to be called the same (nor another sibling: two devices that share a
+    // name, say); a taken name gets the device id as a suffix.
+    for (path, l) in all_losers {
+        let mut name = sibling_path(path.as_str(), &name_of(&l.device));
+        if ns.contains_key(&name) {
+            name = format!("{name}-{}", &l.device.as_str()[..8]);
         }
+        ns.insert(
+            name,
+            Shown {
+                version: l,
+                sibling_of: Some(path),
+            },
+        );
     }
     // Every shown path needs its parent folders.
     let paths: Vec<String> = ns.keys().cloned().collect();

@@ -113,6 +113,10 @@ impl<'a> PackWriter<'a> {
         if let Some(p) = self.current.take() {
             self.close(p)?;
         }
+        // The packs' names must survive a power cut too, not only their bytes.
+        if !self.done.is_empty() {
+            File::open(self.cache.dir())?.sync_all()?;
+        }
         Ok((std::mem::take(&mut self.done), self.bytes))
     }
 }

@@ -5,9 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::SyncError;
+use crate::crypto::blob::PACK_HEADER;
 use crate::crypto::envelope::{open_record, seal_record, RecordKind};
+use crate::crypto::layout::sealed_len;
 use crate::crypto::SubKeys;
-use crate::model::{DeviceId, Seq, Version};
+use crate::model::{DeviceId, Entry, Seq, Version};
 
 pub const RECORD_FORMAT: u32 = 1;
 
@@ -19,6 +21,10 @@ pub struct LogRecord {
     pub device: DeviceId,
     pub seq: Seq,
     pub created_ms: i64,
+    /// The device's version counter when it wrote this: a device rebuilding its index
+    /// from the vault resumes above it even if its newest versions were superseded.
+    #[serde(default)]
+    pub counter: u64,
     pub versions: Vec<Version>,
 }
 
@@ -75,7 +81,27 @@ pub fn open_log(
             "log record names versions of another device".into(),
         ));
     }
+    if let Some(v) = rec.versions.iter().find(|v| !content_is_sane(v)) {
+        return Err(SyncError::Damaged(format!(
+            "log record places the content of {} impossibly",
+            v.path
+        )));
+    }
     Ok(rec)
+}
+
+/// Offsets and lengths that later arithmetic and allocation can trust.
+fn content_is_sane(v: &Version) -> bool {
+    const MAX_SIZE: u64 = 1 << 40;
+    match &v.entry {
+        Entry::File { content, .. } => {
+            content.size <= MAX_SIZE
+                && content.length == sealed_len(content.size)
+                && content.offset >= PACK_HEADER.len() as u64
+                && content.offset.checked_add(content.length).is_some()
+        }
+        _ => true,
+    }
 }
 
 fn device_context(id: &DeviceId) -> Vec<u8> {

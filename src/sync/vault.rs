@@ -32,7 +32,8 @@ use crate::crypto::envelope::RecordKind;
 use crate::crypto::keyring::{random_id, WrappedKey, DEFAULT_ITERATIONS};
 use crate::crypto::{MasterKey, SubKeys};
 use crate::model::{ContentRef, DeviceId, Entry, ObjectId, Seq, Version, VersionVector};
-use crate::store::index::HeadRow;
+use crate::store::index::{HeadChange, HeadRow};
+use crate::store::IndexError;
 use crate::store::{HomeLock, Index, LocalFile, PackCache};
 
 /// Uploads and downloads in flight at once.
@@ -42,6 +43,8 @@ const SNAPSHOT_EVERY: u64 = 32;
 
 const META_COUNTER: &str = "counter";
 const META_LAST_SEQ: &str = "last_assigned_seq";
+const META_LAST_PUBLISHED: &str = "last_published_seq";
+const META_SETUP_INCOMPLETE: &str = "setup_incomplete";
 const META_LAST_SYNC: &str = "last_sync_ms";
 
 /// Where passphrases come from; the CLI asks the terminal, tests pass strings.
@@ -149,11 +152,30 @@ impl Vault {
         store: SharedStore,
         passphrase: Box<dyn PassphraseSource>,
     ) -> SyncResult<Self> {
+        Self::open_inner(home, store, passphrase, false)
+    }
+
+    fn open_inner(
+        home: Home,
+        store: SharedStore,
+        passphrase: Box<dyn PassphraseSource>,
+        during_setup: bool,
+    ) -> SyncResult<Self> {
         let config = home.load_config()?;
         let device = home.load_device_id()?;
         let lock = HomeLock::acquire(&home.sync_dir().join("lock"))
             .map_err(SyncError::io(home.sync_dir().join("lock")))?;
         let index = Index::open(&home.state_db(), false)?;
+        if !during_setup
+            && index
+                .meta(META_SETUP_INCOMPLETE)?
+                .is_some_and(|v| !v.is_empty())
+        {
+            return Err(SyncError::Invalid(
+                "the setup of this home did not finish; run 'ghostie-fs setup --force' again"
+                    .into(),
+            ));
+        }
         let layout = Layout::new(&config.prefix);
         let cache = PackCache::new(home.cache_dir());
         Ok(Self {
@@ -373,7 +395,9 @@ impl Vault {
             let mut counter = tx.meta_u64(META_COUNTER)?;
             let mut out = Vec::with_capacity(versions.len());
             for nv in versions {
-                counter += 1;
+                // Above anything this device ever stamped, even a counter that only
+                // survives in another device's vector.
+                counter = counter.max(nv.base.get(&device)) + 1;
                 let mut vector = nv.base;
                 vector.set(&device, counter);
                 let v = Version {
@@ -383,10 +407,16 @@ impl Vault {
                     mtime_ns: nv.mtime_ns,
                     entry: nv.entry,
                 };
-                tx.offer_version(&v, None, false)?;
+                if tx.offer_version(&v, None, false)? == HeadChange::Ignored {
+                    return Err(IndexError::Sql(format!(
+                        "a new version of {} was already superseded; the index is inconsistent",
+                        v.path
+                    )));
+                }
                 match nv.local {
                     LocalChange::Set(mut lf) => {
                         lf.shows = Some((device.clone(), counter));
+                        lf.vector = Some(v.vector.clone());
                         tx.set_local_file(&v.path, &lf)?;
                     }
                     LocalChange::Remove => tx.remove_local_file(&v.path)?,
@@ -439,32 +469,42 @@ impl Vault {
         self.cache
             .remove_orphans(&pending)
             .map_err(SyncError::io(self.cache.dir().to_path_buf()))?;
-        if pending.is_empty() && self.index.unpublished_count()? == 0 {
+        let gap = self.index.meta_u64(META_LAST_PUBLISHED)? < self.index.meta_u64(META_LAST_SEQ)?;
+        if pending.is_empty() && self.index.unpublished_count()? == 0 && !gap {
             return Ok(report);
         }
         self.keys()?;
         self.upload_packs(&pending, progress, &mut report)?;
         loop {
             let device = self.device.clone();
+            // Numbers are published in order with no gap: a number whose versions were
+            // all superseded before publication still gets its (empty) segment, or
+            // every reader would wait for it forever.
             let assigned = self.index.transaction(|tx| {
-                if let Some(seq) = tx.first_unpublished_seq()? {
-                    return Ok(Some((seq, tx.versions_in_segment(seq)?)));
+                let published = tx.meta_u64(META_LAST_PUBLISHED)?;
+                let last = tx.meta_u64(META_LAST_SEQ)?;
+                let counter = tx.meta_u64(META_COUNTER)?;
+                if published < last {
+                    let seq = Seq(published + 1);
+                    return Ok(Some((seq, tx.versions_in_segment(seq)?, counter)));
                 }
-                let next = Seq(tx.meta_u64(META_LAST_SEQ)? + 1);
+                let next = Seq(last + 1);
                 if tx.assign_unpublished(next)? == 0 {
                     return Ok(None);
                 }
                 tx.set_meta(META_LAST_SEQ, &next.0.to_string())?;
-                Ok(Some((next, tx.versions_in_segment(next)?)))
+                Ok(Some((next, tx.versions_in_segment(next)?, counter)))
             })?;
-            let Some((seq, versions)) = assigned else {
+            let Some((seq, versions, counter)) = assigned else {
                 break;
             };
+            crate::failpoint("push-before-segment");
             let record = LogRecord {
                 format: RECORD_FORMAT,
                 device: device.clone(),
                 seq,
                 created_ms: crate::now_ms(),
+                counter,
                 versions,
             };
             let keys = self
@@ -476,15 +516,18 @@ impl Vault {
                 .store
                 .put_if_absent(&self.layout.segment(&device, seq), &sealed)
             {
+                Ok(()) => {}
                 // Already there: a run killed after writing it and before recording
-                // that; the segment holds exactly these versions.
-                Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
+                // that. It must hold these versions (or more, if some were superseded
+                // since); anything else means this index is behind the vault.
+                Err(BackendError::AlreadyExists { .. }) => self.check_existing_segment(&record)?,
                 Err(e) => return Err(e.into()),
             }
             crate::failpoint("push-after-segment");
             let created = record.created_ms;
             self.index.transaction(|tx| {
                 tx.mark_published(seq)?;
+                tx.set_meta(META_LAST_PUBLISHED, &seq.0.to_string())?;
                 tx.set_device_applied(&device, seq, Some(created))
             })?;
             report.versions += record.versions.len();
@@ -494,6 +537,33 @@ impl Vault {
             }
         }
         Ok(report)
+    }
+
+    fn check_existing_segment(&self, ours: &LogRecord) -> SyncResult<()> {
+        let key = self.layout.segment(&ours.device, ours.seq);
+        let bytes = self.store.get(&key)?;
+        let keys = self
+            .keys
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("unlocked before publishing"));
+        let theirs = open_log(keys, RecordKind::Segment, &ours.device, ours.seq, &bytes)?;
+        let known: std::collections::HashSet<(u64, &str)> = theirs
+            .versions
+            .iter()
+            .map(|v| (v.counter(), v.path.as_str()))
+            .collect();
+        if ours
+            .versions
+            .iter()
+            .all(|v| known.contains(&(v.counter(), v.path.as_str())))
+        {
+            return Ok(());
+        }
+        Err(SyncError::Invalid(format!(
+            "segment {} of this device in the vault holds other versions than the local index; \
+             run 'ghostie-fs setup --force' to rebuild this device from the vault",
+            ours.seq
+        )))
     }
 
     fn upload_packs(
@@ -529,14 +599,28 @@ impl Vault {
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
                     let Some((pack, size)) = next else { break };
                     let path = cache.path_of(pack);
+                    let key = layout.pack(device, pack);
                     let res = if path.exists() {
                         store
-                            .put_file(&layout.pack(device, pack), &path)
+                            .put_file(&key, &path)
                             .map(|_| (pack.clone(), *size))
                             .map_err(SyncError::from)
                     } else {
-                        // Uploaded by an earlier run that died before recording it.
-                        Ok((pack.clone(), 0))
+                        // Uploaded by an earlier run that died before recording it, or
+                        // lost: only the backend can tell, and a log entry must never
+                        // name a pack that is not there.
+                        match store.get_range(&key, 0..8) {
+                            Ok(b) if !b.is_empty() => Ok((pack.clone(), 0)),
+                            Ok(_) => Err(SyncError::Invalid(format!(
+                                "pack {pack} is empty in the vault"
+                            ))),
+                            Err(e) if e.is_not_found() => Err(SyncError::Invalid(format!(
+                                "the sealed pack {} waiting for upload is missing; run \
+                                 'ghostie-fs setup --force' to rebuild this device from its folder",
+                                path.display()
+                            ))),
+                            Err(e) => Err(e.into()),
+                        }
                     };
                     let failed = res.is_err();
                     if tx.send(res).is_err() || failed {
@@ -585,6 +669,7 @@ impl Vault {
             device: self.device.clone(),
             seq,
             created_ms: crate::now_ms(),
+            counter: self.index.meta_u64(META_COUNTER)?,
             versions,
         };
         let keys = self.keys()?;
@@ -720,10 +805,11 @@ impl Vault {
             }
             if own {
                 // Recovering this device's own history: never reuse a counter or a seq.
-                let c = tx.meta_u64(META_COUNTER)?.max(max_counter);
+                let c = tx.meta_u64(META_COUNTER)?.max(max_counter).max(rec.counter);
                 tx.set_meta(META_COUNTER, &c.to_string())?;
                 let s = tx.meta_u64(META_LAST_SEQ)?.max(rec.seq.0);
                 tx.set_meta(META_LAST_SEQ, &s.to_string())?;
+                tx.set_meta(META_LAST_PUBLISHED, &s.to_string())?;
             }
             tx.set_device_applied(d, rec.seq, Some(rec.created_ms))
         })?;
@@ -908,9 +994,22 @@ pub fn setup_vault(
     };
     let keys = SubKeys::derive(&master);
 
-    // Reuse this home's device id on --force, so its own history can be recovered.
+    // On --force, keep this home's device id (and rebuild its history from the vault)
+    // unless the device is being renamed: then it starts afresh under a new id, so
+    // no device ever shows under two names.
     let previous = home.load_device_id().ok();
-    let device = previous.clone().unwrap_or_else(DeviceId::random);
+    let reuse = match &previous {
+        None => false,
+        Some(id) => match store.get(&layout.device_record(id)) {
+            Ok(b) => open_device(&keys, id, &b).is_ok_and(|r| r.name == req.device_name),
+            Err(e) if e.is_not_found() => true,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let device = match (&previous, reuse) {
+        (Some(id), true) => id.clone(),
+        _ => DeviceId::random(),
+    };
     for dir in store.list_dirs(&layout.root())? {
         let Some(other) = layout.device_of_dir(&dir) else {
             continue;
@@ -968,7 +1067,12 @@ pub fn setup_vault(
         &ring.generation,
     );
     let mut index = Index::open(&home.state_db(), true)?;
-    index.transaction(|tx| tx.set_device_name(&device, &req.device_name))?;
+    index.transaction(|tx| {
+        tx.set_device_name(&device, &req.device_name)?;
+        // Cleared once the device's own history is rebuilt: a setup killed before
+        // that must not leave a home that reuses counters.
+        tx.set_meta(META_SETUP_INCOMPLETE, "1")
+    })?;
     drop(index);
     home.save_device_id(&device)?;
     write_master_key(home, &local)?;
@@ -980,12 +1084,19 @@ pub fn setup_vault(
         vault_id: ring.vault_id.clone(),
     };
     home.save_config(&config)?;
-    if previous.is_some() {
-        let mut vault =
-            Vault::open_with_store(home.clone(), Arc::clone(&store), Box::new(NoPassphrase))?;
-        vault.keys = Some(keys);
+    let mut vault = Vault::open_inner(
+        home.clone(),
+        Arc::clone(&store),
+        Box::new(NoPassphrase),
+        true,
+    )?;
+    vault.keys = Some(keys);
+    if reuse {
         vault.recover_own()?;
     }
+    vault
+        .index
+        .transaction(|tx| tx.set_meta(META_SETUP_INCOMPLETE, ""))?;
     Ok(outcome)
 }
 
