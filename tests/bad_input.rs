@@ -303,3 +303,69 @@ fn setup_force_rebuilds_a_device_without_reusing_its_counters() {
     assert_eq!(b.names(), vec!["x.json"]);
     assert_eq!(b.read("x.json").unwrap(), b"two");
 }
+
+#[test]
+fn a_file_where_a_folder_should_be() {
+    // In the vault: the prefix folder is a file.
+    let vault = TempVault::new();
+    fs::write(vault.path().join("ghostie"), b"not a folder").unwrap();
+    let h = TempHome::new("x");
+    let out = h.run(&[
+        "setup",
+        "--backend",
+        "local",
+        "--path",
+        vault.path().to_str().unwrap(),
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    one_sentence(&out, 1, "ghostie");
+    assert!(!h.home().join("sync/config.json").exists());
+
+    // In the home: `sync` is a file.
+    let vault = TempVault::new();
+    let h = TempHome::new("y");
+    fs::write(h.home().join("sync"), b"not a folder").unwrap();
+    let out = h.run(&[
+        "setup",
+        "--backend",
+        "local",
+        "--path",
+        vault.path().to_str().unwrap(),
+    ]);
+    one_sentence(&out, 1, "is a file, not a folder");
+}
+
+#[test]
+fn status_json_has_exactly_the_documented_keys() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    a.write("x.json", b"x");
+    let s = a.json(&["status", "--json"]);
+    let mut keys: Vec<&str> = s.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            "backend",
+            "cloud_count",
+            "conflict_count",
+            "device_id",
+            "device_name",
+            "known_devices",
+            "last_sync",
+            "local_count",
+            "pending"
+        ]
+    );
+    assert_eq!(s["pending"], 1);
+    assert_eq!(s["local_count"], 1);
+    assert_eq!(s["cloud_count"], 0);
+    a.ok(&["push"]);
+    let s = a.json(&["status", "--json"]);
+    assert_eq!(
+        (s["pending"].as_u64(), s["cloud_count"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(s["device_name"], "laptop");
+    assert!(s["last_sync"].as_str().unwrap().ends_with('Z'));
+}

@@ -48,6 +48,10 @@ fn concurrent_edits_show_the_same_conflict_everywhere() {
     );
     let list = a.json(&["conflict", "--json"]);
     assert_eq!(list[0]["path"], "note.json");
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&fs::read(a.home().join("sync/conflicts/current.json")).unwrap())
+            .unwrap();
+    assert_eq!(recorded["conflicts"], list);
     assert_eq!(list[0]["siblings"][0]["device"], "laptop");
     assert_eq!(a.json(&["status", "--json"])["conflict_count"], 1);
 }

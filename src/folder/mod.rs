@@ -89,6 +89,7 @@ pub fn pull(vault: &mut Vault, progress: &dyn Progress) -> SyncResult<PullReport
     let polled = vault.poll(progress)?;
     let applied = apply::apply(vault, &root, progress)?;
     vault.touch_last_sync()?;
+    record_conflicts(vault, applied.conflicts)?;
     let mut damaged = polled.problems;
     damaged.extend(applied.damaged);
     Ok(PullReport {
@@ -145,6 +146,25 @@ pub fn conflicts(vault: &Vault) -> SyncResult<Vec<Conflict>> {
         }
     }
     Ok(out)
+}
+
+/// Keeps `sync/conflicts/current.json` in step with the folder: the conflicts seen at
+/// the last sync, for tools that do not want to scan for `.conflict-` files.
+fn record_conflicts(vault: &Vault, count: usize) -> SyncResult<()> {
+    let path = vault.home().conflicts_dir().join("current.json");
+    if count == 0 && !path.exists() {
+        return Ok(());
+    }
+    let list = conflicts(vault)?;
+    let mut bytes = serde_json::to_vec_pretty(&serde_json::json!({
+        "recorded_at": format_time(crate::now_ms()),
+        "conflicts": list,
+    }))
+    .map_err(|e| SyncError::Invalid(e.to_string()))?;
+    bytes.push(b'\n');
+    crate::config::create_private_dir(&vault.home().conflicts_dir())?;
+    crate::config::write_atomic(&path, &bytes, 0o600)?;
+    Ok(())
 }
 
 /// Which side of a conflict to keep.
@@ -263,7 +283,8 @@ pub fn resolve(
         return Err(SyncError::Invalid(format!("{path} has no version to keep")));
     }
     vault.record(versions, &[], Vec::new())?;
-    apply::apply(vault, &root, progress)?;
+    let applied = apply::apply(vault, &root, progress)?;
+    record_conflicts(vault, applied.conflicts)?;
     let published = vault.publish(progress)?;
     vault.touch_last_sync()?;
     Ok(PushReport {

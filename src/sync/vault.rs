@@ -1032,6 +1032,10 @@ pub fn setup_vault(
         }
     }
 
+    // The home's folders before anything reaches the vault: a home that cannot hold
+    // them (a file where a folder must be) must not leave a device record behind.
+    home.create_dirs()?;
+
     if outcome == SetupOutcome::Created {
         match store.put_if_absent(&layout.keyring(), &ring.to_json()) {
             Ok(()) => {}
@@ -1050,7 +1054,6 @@ pub fn setup_vault(
     };
     store.put(&layout.device_record(&device), &seal_device(&keys, &record))?;
 
-    home.create_dirs()?;
     if req.force {
         for suffix in ["", "-wal", "-shm"] {
             let p = std::path::PathBuf::from(format!("{}{suffix}", home.state_db().display()));

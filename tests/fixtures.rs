@@ -1,0 +1,89 @@
+//! A vault made by the first release stays readable: people's memories live in it.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_first_format_still_opens() {
+    let vault = TempVault::new();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vault-v1"),
+        vault.path(),
+    );
+    let h = TempHome::new("reader");
+    let out = h
+        .cmd()
+        .env("GHOSTIE_PASSPHRASE", "fixture passphrase v1")
+        .args([
+            "setup",
+            "--backend",
+            "local",
+            "--path",
+            vault.path().to_str().unwrap(),
+            "--device",
+            "reader",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = h
+        .cmd()
+        .env("GHOSTIE_PASSPHRASE", "fixture passphrase v1")
+        .arg("pull")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        h.names(),
+        vec![
+            "empty.txt",
+            "first.json",
+            "notes",
+            "notes/note.json",
+            "shared.json",
+            "shared.json.conflict-laptop"
+        ]
+    );
+    assert_eq!(
+        h.read("first.json").unwrap(),
+        b"{\"content\":\"first memory\"}\n"
+    );
+    assert_eq!(
+        h.read("notes/note.json").unwrap(),
+        b"{\"content\":\"a note\"}\n"
+    );
+    assert_eq!(h.read("empty.txt").unwrap(), b"");
+    assert_eq!(h.read("shared.json").unwrap(), b"{\"v\":\"phone\"}\n");
+    assert_eq!(
+        h.read("shared.json.conflict-laptop").unwrap(),
+        b"{\"v\":\"laptop\"}\n"
+    );
+    let m = std::fs::metadata(h.file("first.json")).unwrap();
+    assert_eq!(
+        filetime::FileTime::from_last_modification_time(&m).unix_seconds(),
+        1_751_121_000
+    );
+    let out = h
+        .cmd()
+        .env("GHOSTIE_PASSPHRASE", "fixture passphrase v1")
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
