@@ -58,11 +58,13 @@ pub fn run(cli: Cli) -> CmdResult {
     let home = home_of(&cli)?;
     match &cli.command {
         Command::Setup(args) => setup(&cli, home, args),
-        Command::Push(a) => push(&cli, home, a.json),
-        Command::Pull(a) => pull(&cli, home, a.json),
+        Command::Push(a) => push(&cli, &mut open_vault(&cli, home)?, a.json),
+        Command::Pull(a) => pull(&cli, &mut open_vault(&cli, home)?, a.json),
         Command::Sync(a) => {
-            let code = pull(&cli, home.clone(), a.json)?;
-            let pushed = push(&cli, home, a.json)?;
+            // One vault for both halves: one unlock, one passphrase prompt.
+            let mut vault = open_vault(&cli, home)?;
+            let code = pull(&cli, &mut vault, a.json)?;
+            let pushed = push(&cli, &mut vault, a.json)?;
             Ok(code.max(pushed))
         }
         Command::Status(a) => status(&cli, home, a.json),
@@ -132,11 +134,10 @@ fn setup(cli: &Cli, home: Home, args: &SetupArgs) -> CmdResult {
     Ok(0)
 }
 
-fn push(cli: &Cli, home: Home, json: bool) -> CmdResult {
-    let mut vault = open_vault(cli, home)?;
+fn push(cli: &Cli, vault: &mut Vault, json: bool) -> CmdResult {
     let progress = BarProgress::new(cli.quiet || json);
     let started = Instant::now();
-    let r = folder::push(&mut vault, &progress)?;
+    let r = folder::push(vault, &progress)?;
     if json {
         print_json(&serde_json::json!({
             "uploaded": r.uploaded,
@@ -154,10 +155,9 @@ fn push(cli: &Cli, home: Home, json: bool) -> CmdResult {
     Ok(0)
 }
 
-fn pull(cli: &Cli, home: Home, json: bool) -> CmdResult {
-    let mut vault = open_vault(cli, home)?;
+fn pull(cli: &Cli, vault: &mut Vault, json: bool) -> CmdResult {
     let progress = BarProgress::new(cli.quiet || json);
-    let r = folder::pull(&mut vault, &progress)?;
+    let r = folder::pull(vault, &progress)?;
     if json {
         print_json(&serde_json::json!({
             "downloaded": r.downloaded,

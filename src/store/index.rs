@@ -202,6 +202,11 @@ impl Index {
                 // A file that opens but lost its tables is as damaged as garbage.
                 conn.query_row("SELECT count(*) FROM heads", [], |r| r.get::<_, i64>(0))
                     .map_err(corrupt)?;
+                conn.execute_batch(
+                    "SELECT path, vector, ctime_ns, ino FROM local_files LIMIT 0; \
+                     SELECT pack FROM pending_packs LIMIT 0; SELECT sha256 FROM contents LIMIT 0;",
+                )
+                .map_err(corrupt)?;
             }
             other => {
                 return Err(IndexError::Corrupt {
