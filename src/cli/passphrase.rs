@@ -69,6 +69,10 @@ fn prompt_twice(first: &str) -> SyncResult<Zeroizing<String>> {
 }
 
 impl PassphraseSource for CliPassphrase {
+    fn is_interactive(&self) -> bool {
+        self.file.is_none() && std::env::var_os("GHOSTIE_PASSPHRASE").is_none()
+    }
+
     fn existing(&self) -> SyncResult<Zeroizing<String>> {
         if let Some(f) = &self.file {
             return read_file(f);

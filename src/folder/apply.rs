@@ -125,6 +125,15 @@ fn depth(p: &str) -> usize {
     p.matches('/').count()
 }
 
+/// What became of one file to write.
+enum Written {
+    Done(u64, LocalFile),
+    /// Changed by someone else meanwhile, or gone: left alone.
+    Skipped(u64),
+    Damaged(String),
+    Failed(SyncError),
+}
+
 /// A file to fetch and write.
 struct Wanted<'n> {
     path: String,
@@ -360,50 +369,55 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
     let mut failures: HashMap<usize, String> = HashMap::new();
     let mut written_updates = Vec::new();
     let mut first_error: Option<SyncError> = None;
-    vault.fetch_contents(&refs, |item| {
-        let Wanted {
-            path,
-            shown,
-            content,
-            mode,
-            disk_before,
-        } = &wanted[item.index];
-        match item.result {
-            Err(e) => {
-                tracing::error!("not writing {path}: {e}");
-                failures.insert(item.index, e.to_string());
+    // Writing runs on the fetching threads, so both cores write files.
+    let write = |i: usize, fetched: SyncResult<Vec<u8>>| -> Written {
+        let w = &wanted[i];
+        let data = match fetched {
+            Ok(d) => d,
+            Err(e @ SyncError::Backend(_)) => return Written::Failed(e),
+            Err(e) => return Written::Damaged(e.to_string()),
+        };
+        let full: PathBuf = root.join(&w.path);
+        let bytes = data.len() as u64;
+        // Written to while this pull was downloading: the owner's edit stays, and
+        // the next push records it.
+        match lstat(&full) {
+            Ok(now) if same_stat(&w.disk_before, &now) => {}
+            Ok(_) => return Written::Skipped(bytes),
+            Err(e) => return Written::Failed(SyncError::io(full)(e)),
+        }
+        if let Err(e) = write_whole(&staging, &full, &data, w.mode, w.shown.version.mtime_ns) {
+            return Written::Failed(SyncError::io(full)(e));
+        }
+        match lstat(&full) {
+            Ok(Some(d)) => Written::Done(
+                bytes,
+                local_record(
+                    &d,
+                    Some(w.content.sha256),
+                    Some(w.shown.id()),
+                    w.shown.sibling_of.clone(),
+                    Some(w.shown.version.vector.clone()),
+                ),
+            ),
+            Ok(None) => Written::Skipped(bytes),
+            Err(e) => Written::Failed(SyncError::io(full)(e)),
+        }
+    };
+    vault.fetch_and_process(&refs, &write, |i, outcome| {
+        match outcome {
+            Written::Done(bytes, record) => {
+                written_updates.push((wanted[i].path.clone(), Some(record)));
+                progress.advance(bytes);
+                crate::failpoint("pull-mid-apply");
             }
-            Ok(data) => {
-                let full: PathBuf = root.join(path);
-                // Written to while this pull was downloading: the owner's edit stays,
-                // and the next push records it.
-                let now = lstat(&full).map_err(SyncError::io(&full))?;
-                if !same_stat(disk_before, &now) {
-                    progress.advance(data.len() as u64);
-                    return Ok(());
-                }
-                match write_whole(&staging, &full, &data, *mode, shown.version.mtime_ns) {
-                    Ok(()) => {
-                        let d = lstat(&full).map_err(SyncError::io(&full))?;
-                        if let Some(d) = d {
-                            written_updates.push((
-                                path.clone(),
-                                Some(local_record(
-                                    &d,
-                                    Some(content.sha256),
-                                    Some(shown.id()),
-                                    shown.sibling_of.clone(),
-                                    Some(shown.version.vector.clone()),
-                                )),
-                            ));
-                        }
-                        crate::failpoint("pull-mid-apply");
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert(SyncError::io(full)(e));
-                    }
-                }
-                progress.advance(data.len() as u64);
+            Written::Skipped(bytes) => progress.advance(bytes),
+            Written::Damaged(why) => {
+                tracing::error!("not writing {}: {why}", wanted[i].path);
+                failures.insert(i, why);
+            }
+            Written::Failed(e) => {
+                first_error.get_or_insert(e);
             }
         }
         Ok(())

@@ -84,6 +84,7 @@ pub fn push(vault: &mut Vault, progress: &dyn Progress) -> SyncResult<PushReport
 }
 
 pub fn pull(vault: &mut Vault, progress: &dyn Progress) -> SyncResult<PullReport> {
+    vault.begin_unlock();
     let root = folder_of(vault)?;
     let scan = scan::scan_and_record(vault, &root, false)?;
     let polled = vault.poll(progress)?;

@@ -226,6 +226,10 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
     if all_recorded {
         return Ok(report);
     }
+    if !dry_run {
+        // Something moved: the key will likely be needed to seal it.
+        vault.begin_unlock();
+    }
     let ns = vault.namespace()?;
     let mut siblings: HashMap<&str, Vec<&LocalFile>> = HashMap::new();
     for l in local.values() {

@@ -92,20 +92,24 @@ fn read_run(
     Ok(store.get_range(&layout.pack(&run.owner, &run.pack), run.start..run.end)?)
 }
 
-/// Fetches and checks every content in `refs`, handing each to `consume` as it comes.
-/// A damaged or missing content is an `Err` for that content alone.
-pub(crate) fn fetch_contents(
+/// Fetches and checks every content in `refs`. Each result goes through `process` on
+/// the fetching thread (so writing files, say, runs on every core), then to `consume`
+/// on the caller's thread. A damaged or missing content is an `Err` for that content
+/// alone; a backend that fails otherwise (unreachable, say) is an `Err` too, with a
+/// `SyncError::Backend` the caller can tell apart from damage.
+pub(crate) fn fetch_contents<T: Send>(
     store: &dyn ObjectStore,
     layout: &Layout,
     cache: &PackCache,
     keys: &SubKeys,
     refs: &[ContentRef],
     parallel: usize,
-    mut consume: impl FnMut(FetchedContent) -> SyncResult<()>,
+    process: &(dyn Fn(usize, SyncResult<Vec<u8>>) -> T + Sync),
+    mut consume: impl FnMut(usize, T) -> SyncResult<()>,
 ) -> SyncResult<()> {
     let queue = Mutex::new(plan(refs));
     let stop = AtomicBool::new(false);
-    let (tx, rx) = mpsc::sync_channel::<FetchedContent>(64);
+    let (tx, rx) = mpsc::sync_channel::<(usize, T)>(64);
     std::thread::scope(|scope| {
         for _ in 0..parallel.max(1) {
             let tx = tx.clone();
@@ -121,6 +125,12 @@ pub(crate) fn fetch_contents(
                 for &i in &run.members {
                     let r = &refs[i];
                     let result = match &data {
+                        Err(SyncError::Backend(e)) if e.is_not_found() => Err(SyncError::Damaged(
+                            "its pack is missing from the vault".into(),
+                        )),
+                        Err(SyncError::Backend(e)) => Err(SyncError::Backend(
+                            crate::backend::BackendError::Invalid(e.to_string()),
+                        )),
                         Err(e) => Err(SyncError::Damaged(format!("cannot read its pack: {e}"))),
                         Ok(bytes) => {
                             let from = (r.offset - run.start) as usize;
@@ -133,15 +143,15 @@ pub(crate) fn fetch_contents(
                             }
                         }
                     };
-                    if tx.send(FetchedContent { index: i, result }).is_err() {
+                    if tx.send((i, process(i, result))).is_err() {
                         return;
                     }
                 }
             });
         }
         drop(tx);
-        for item in rx {
-            if let Err(e) = consume(item) {
+        for (i, item) in rx {
+            if let Err(e) = consume(i, item) {
                 stop.store(true, Ordering::Relaxed);
                 return Err(e);
             }

@@ -48,11 +48,16 @@ const META_SETUP_INCOMPLETE: &str = "setup_incomplete";
 const META_LAST_SYNC: &str = "last_sync_ms";
 
 /// Where passphrases come from; the CLI asks the terminal, tests pass strings.
-pub trait PassphraseSource {
+pub trait PassphraseSource: Send + Sync {
     /// The passphrase of an existing vault.
     fn existing(&self) -> SyncResult<Zeroizing<String>>;
     /// A new passphrase (asked twice on a terminal).
     fn new_passphrase(&self) -> SyncResult<Zeroizing<String>>;
+    /// Whether asking means prompting someone: then keys are never derived ahead of
+    /// need, since a prompt must not appear for work that turns out to need no key.
+    fn is_interactive(&self) -> bool {
+        false
+    }
 }
 
 fn read_master_key(home: &Home) -> SyncResult<WrappedKey> {
@@ -128,7 +133,9 @@ pub struct Vault {
     index: Index,
     cache: PackCache,
     keys: Option<SubKeys>,
-    passphrase: Box<dyn PassphraseSource>,
+    passphrase: Arc<dyn PassphraseSource>,
+    /// Key derivation started early (see [`Vault::begin_unlock`]).
+    unlocking: Option<std::thread::JoinHandle<SyncResult<SubKeys>>>,
     _lock: HomeLock,
 }
 
@@ -187,7 +194,8 @@ impl Vault {
             index,
             cache,
             keys: None,
-            passphrase,
+            passphrase: Arc::from(passphrase),
+            unlocking: None,
             _lock: lock,
         })
     }
@@ -215,7 +223,12 @@ impl Vault {
     /// backend answers, so a passphrase changed on another device takes effect here.
     pub fn keys(&mut self) -> SyncResult<&SubKeys> {
         if self.keys.is_none() {
-            let keys = self.unlock()?;
+            let keys = match self.unlocking.take() {
+                Some(handle) => handle
+                    .join()
+                    .map_err(|_| SyncError::Invalid("unlocking the vault failed".into()))??,
+                None => self.unlock()?,
+            };
             self.keys = Some(keys);
         }
         match &self.keys {
@@ -225,49 +238,31 @@ impl Vault {
     }
 
     fn unlock(&mut self) -> SyncResult<SubKeys> {
-        let local = read_master_key(&self.home)?;
-        if local.vault_id != self.config.vault_id {
-            return Err(SyncError::Invalid(format!(
-                "the key file {} belongs to another vault",
-                self.home.master_key_path().display()
-            )));
+        unlock(
+            &self.home,
+            &self.config,
+            self.store.as_ref(),
+            &self.layout,
+            self.passphrase.as_ref(),
+        )
+    }
+
+    /// Starts deriving the keys on another core while the caller goes on (scanning the
+    /// folder, say): PBKDF2 at 600,000 iterations is a tenth of a second by design.
+    pub fn begin_unlock(&mut self) {
+        if self.keys.is_some() || self.unlocking.is_some() || self.passphrase.is_interactive() {
+            return;
         }
-        let remote = match self.store.get(&self.layout.keyring()) {
-            Ok(bytes) => Some(WrappedKey::from_json(&bytes).map_err(|e| {
-                SyncError::Damaged(format!("the vault's keyring is damaged ({e})"))
-            })?),
-            Err(e) if e.is_not_found() => {
-                return Err(SyncError::Damaged(
-                    "the vault has no keyring: is this the right vault path?".into(),
-                ))
-            }
-            // Offline: the local copy of the key still opens the vault.
-            Err(_) => None,
-        };
-        let pass = self.passphrase.existing()?;
-        let master = match remote {
-            Some(ring) if ring.generation != local.generation => {
-                if ring.vault_id != self.config.vault_id {
-                    return Err(SyncError::Invalid(
-                        "the backend holds a different vault than this device joined".into(),
-                    ));
-                }
-                // The passphrase was changed on another device: only the new one opens
-                // the keyring; refresh the local copy under it.
-                let master = ring.unwrap_key(pass.as_bytes())?;
-                let rewrapped = WrappedKey::wrap(
-                    &master,
-                    pass.as_bytes(),
-                    ring.kdf.iterations.max(DEFAULT_ITERATIONS),
-                    &ring.vault_id,
-                    &ring.generation,
-                );
-                write_master_key(&self.home, &rewrapped)?;
-                master
-            }
-            _ => local.unwrap_key(pass.as_bytes())?,
-        };
-        Ok(SubKeys::derive(&master))
+        let (home, config, store, layout, pass) = (
+            self.home.clone(),
+            self.config.clone(),
+            Arc::clone(&self.store),
+            self.layout.clone(),
+            Arc::clone(&self.passphrase),
+        );
+        self.unlocking = Some(std::thread::spawn(move || {
+            unlock(&home, &config, store.as_ref(), &layout, pass.as_ref())
+        }));
     }
 
     /// Changes the passphrase: rewraps the master key in the vault's keyring and here.
@@ -820,7 +815,20 @@ impl Vault {
     pub fn fetch_contents(
         &mut self,
         refs: &[ContentRef],
-        consume: impl FnMut(FetchedContent) -> SyncResult<()>,
+        mut consume: impl FnMut(FetchedContent) -> SyncResult<()>,
+    ) -> SyncResult<()> {
+        self.fetch_and_process(refs, &|_, r| r, |index, result| {
+            consume(FetchedContent { index, result })
+        })
+    }
+
+    /// Fetches and checks contents; `process` runs on the fetching threads (many at
+    /// once), `consume` on this one.
+    pub fn fetch_and_process<T: Send>(
+        &mut self,
+        refs: &[ContentRef],
+        process: &(dyn Fn(usize, SyncResult<Vec<u8>>) -> T + Sync),
+        consume: impl FnMut(usize, T) -> SyncResult<()>,
     ) -> SyncResult<()> {
         self.keys()?;
         let keys = self
@@ -834,6 +842,7 @@ impl Vault {
             keys,
             refs,
             PARALLEL_IO,
+            process,
             consume,
         )
     }
@@ -914,6 +923,61 @@ impl Vault {
         self.apply_log_of(&me, Seq(0), true, &super::NoProgress)?;
         Ok(())
     }
+}
+
+/// Opens the master key: from the vault's keyring when the passphrase was changed
+/// elsewhere (refreshing the local copy), else from this device's own copy.
+fn unlock(
+    home: &Home,
+    config: &Config,
+    store: &dyn crate::backend::ObjectStore,
+    layout: &Layout,
+    passphrase: &dyn PassphraseSource,
+) -> SyncResult<SubKeys> {
+    let local = read_master_key(&home)?;
+    if local.vault_id != config.vault_id {
+        return Err(SyncError::Invalid(format!(
+            "the key file {} belongs to another vault",
+            home.master_key_path().display()
+        )));
+    }
+    let remote = match store.get(&layout.keyring()) {
+        Ok(bytes) => Some(
+            WrappedKey::from_json(&bytes)
+                .map_err(|e| SyncError::Damaged(format!("the vault's keyring is damaged ({e})")))?,
+        ),
+        Err(e) if e.is_not_found() => {
+            return Err(SyncError::Damaged(
+                "the vault has no keyring: is this the right vault path?".into(),
+            ))
+        }
+        // Offline: the local copy of the key still opens the vault.
+        Err(_) => None,
+    };
+    let pass = passphrase.existing()?;
+    let master = match remote {
+        Some(ring) if ring.generation != local.generation => {
+            if ring.vault_id != config.vault_id {
+                return Err(SyncError::Invalid(
+                    "the backend holds a different vault than this device joined".into(),
+                ));
+            }
+            // The passphrase was changed on another device: only the new one opens
+            // the keyring; refresh the local copy under it.
+            let master = ring.unwrap_key(pass.as_bytes())?;
+            let rewrapped = WrappedKey::wrap(
+                &master,
+                pass.as_bytes(),
+                ring.kdf.iterations.max(DEFAULT_ITERATIONS),
+                &ring.vault_id,
+                &ring.generation,
+            );
+            write_master_key(&home, &rewrapped)?;
+            master
+        }
+        _ => local.unwrap_key(pass.as_bytes())?,
+    };
+    Ok(SubKeys::derive(&master))
 }
 
 /// A path from another device's log must stay inside the folder.
