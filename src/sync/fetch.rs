@@ -19,6 +19,14 @@ const MAX_GAP: u64 = 256 * 1024;
 /// One request reads at most this much (unless one blob alone is larger).
 const MAX_RUN: u64 = 16 * 1024 * 1024;
 
+/// Where contents come from and the key that opens them.
+pub(crate) struct Source<'a> {
+    pub store: &'a dyn ObjectStore,
+    pub layout: &'a Layout,
+    pub cache: &'a PackCache,
+    pub keys: &'a SubKeys,
+}
+
 /// One fetched content, by its position in the caller's list.
 #[derive(Debug)]
 pub struct FetchedContent {
@@ -98,10 +106,7 @@ fn read_run(
 /// alone; a backend that fails otherwise (unreachable, say) is an `Err` too, with a
 /// `SyncError::Backend` the caller can tell apart from damage.
 pub(crate) fn fetch_contents<T: Send>(
-    store: &dyn ObjectStore,
-    layout: &Layout,
-    cache: &PackCache,
-    keys: &SubKeys,
+    from: &Source<'_>,
     refs: &[ContentRef],
     parallel: usize,
     process: &(dyn Fn(usize, SyncResult<Vec<u8>>) -> T + Sync),
@@ -121,7 +126,7 @@ pub(crate) fn fetch_contents<T: Send>(
                 }
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
                 let Some(run) = next else { break };
-                let data = read_run(store, layout, cache, &run);
+                let data = read_run(from.store, from.layout, from.cache, &run);
                 for &i in &run.members {
                     let r = &refs[i];
                     let result = match &data {
@@ -133,12 +138,12 @@ pub(crate) fn fetch_contents<T: Send>(
                         )),
                         Err(e) => Err(SyncError::Damaged(format!("cannot read its pack: {e}"))),
                         Ok(bytes) => {
-                            let from = (r.offset - run.start) as usize;
+                            let start = (r.offset - run.start) as usize;
                             let to = ((r.offset + r.length - run.start) as usize).min(bytes.len());
-                            if to - from.min(to) < r.length as usize {
+                            if to - start.min(to) < r.length as usize {
                                 Err(SyncError::Damaged("its pack is truncated".into()))
                             } else {
-                                open_blob(keys, &r.blob, r.size, &r.sha256, &bytes[from..to])
+                                open_blob(from.keys, &r.blob, r.size, &r.sha256, &bytes[start..to])
                                     .map_err(SyncError::from)
                             }
                         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::fetch::{fetch_contents, FetchedContent};
+use super::fetch::{fetch_contents, FetchedContent, Source};
 use super::layout::Layout;
 use super::namespace::{self, Namespace};
 use super::pack::PackWriter;
@@ -835,16 +835,13 @@ impl Vault {
             .keys
             .as_ref()
             .unwrap_or_else(|| unreachable!("unlocked above"));
-        fetch_contents(
-            self.store.as_ref(),
-            &self.layout,
-            &self.cache,
+        let source = Source {
+            store: self.store.as_ref(),
+            layout: &self.layout,
+            cache: &self.cache,
             keys,
-            refs,
-            PARALLEL_IO,
-            process,
-            consume,
-        )
+        };
+        fetch_contents(&source, refs, PARALLEL_IO, process, consume)
     }
 
     /// Checks every segment of every device and every content the namespace shows.
@@ -934,7 +931,7 @@ fn unlock(
     layout: &Layout,
     passphrase: &dyn PassphraseSource,
 ) -> SyncResult<SubKeys> {
-    let local = read_master_key(&home)?;
+    let local = read_master_key(home)?;
     if local.vault_id != config.vault_id {
         return Err(SyncError::Invalid(format!(
             "the key file {} belongs to another vault",
@@ -972,7 +969,7 @@ fn unlock(
                 &ring.vault_id,
                 &ring.generation,
             );
-            write_master_key(&home, &rewrapped)?;
+            write_master_key(home, &rewrapped)?;
             master
         }
         _ => local.unwrap_key(pass.as_bytes())?,
