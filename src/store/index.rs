@@ -400,15 +400,6 @@ impl Index {
         Ok(out)
     }
 
-    pub fn content_by_hash(&self, sha: &ContentHash) -> IndexResult<Option<ContentRef>> {
-        let rec: Option<String> = self
-            .conn
-            .prepare_cached("SELECT record FROM contents WHERE sha256 = ?1")?
-            .query_row([sha.to_string()], |r| r.get(0))
-            .optional()?;
-        Ok(rec.and_then(|r| serde_json::from_str(&r).ok()))
-    }
-
     pub fn unpublished_count(&self) -> IndexResult<u64> {
         let n: i64 =
             self.conn
@@ -522,16 +513,6 @@ impl IndexTx<'_> {
             out.push(decode_version(&r?)?);
         }
         Ok(out)
-    }
-
-    /// The lowest segment number assigned but not yet marked published.
-    pub fn first_unpublished_seq(&self) -> IndexResult<Option<Seq>> {
-        let s: Option<i64> = self.tx.query_row(
-            "SELECT min(seq) FROM heads WHERE published = 0 AND seq IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(s.map(|s| Seq(s as u64)))
     }
 
     pub fn mark_published(&mut self, seq: Seq) -> IndexResult<()> {

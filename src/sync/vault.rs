@@ -32,7 +32,7 @@ use crate::crypto::envelope::RecordKind;
 use crate::crypto::keyring::{random_id, WrappedKey, DEFAULT_ITERATIONS};
 use crate::crypto::{MasterKey, SubKeys};
 use crate::model::{ContentRef, DeviceId, Entry, ObjectId, Seq, Version, VersionVector};
-use crate::store::index::{HeadChange, HeadRow};
+use crate::store::index::HeadChange;
 use crate::store::IndexError;
 use crate::store::{HomeLock, Index, LocalFile, PackCache};
 
@@ -900,10 +900,6 @@ impl Vault {
         progress.finish();
         damaged.sort();
         Ok(damaged)
-    }
-
-    pub fn heads_rows(&self) -> SyncResult<Vec<HeadRow>> {
-        Ok(self.index.all_heads()?)
     }
 
     pub fn last_sync_ms(&self) -> SyncResult<Option<i64>> {

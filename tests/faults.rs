@@ -1,0 +1,79 @@
+//! A backend that fails in the middle of a push: the push reports it, the vault stays
+//! consistent for every other device, and the next push completes the work.
+
+use std::fs;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use ghostie_fs::backend::{FaultStore, LocalStore, SharedStore};
+use ghostie_fs::config::{BackendConfig, Home};
+use ghostie_fs::folder;
+use ghostie_fs::sync::{
+    setup_vault, NoProgress, PassphraseSource, SetupRequest, SyncResult, Vault,
+};
+
+struct Pass;
+impl PassphraseSource for Pass {
+    fn existing(&self) -> SyncResult<Zeroizing<String>> {
+        Ok(Zeroizing::new("fault test passphrase".into()))
+    }
+    fn new_passphrase(&self) -> SyncResult<Zeroizing<String>> {
+        self.existing()
+    }
+}
+
+fn device(dir: &std::path::Path, name: &str, store: SharedStore) -> Vault {
+    let home = Home::new(dir.join(name));
+    let req = SetupRequest {
+        home: home.clone(),
+        backend: BackendConfig::Local {
+            path: "/unused".into(),
+        },
+        prefix: "ghostie".into(),
+        device_name: name.into(),
+        force: false,
+    };
+    setup_vault(&req, store.clone(), &Pass).unwrap();
+    Vault::open_with_store(home, store, Box::new(Pass)).unwrap()
+}
+
+#[test]
+fn a_failing_backend_mid_push_loses_nothing_and_the_next_push_completes() {
+    let work = tempfile::tempdir().unwrap();
+    let vault_dir = work.path().join("vault");
+    fs::create_dir(&vault_dir).unwrap();
+    let faulty = Arc::new(FaultStore::new(LocalStore::open(&vault_dir).unwrap()));
+    let plain: SharedStore = Arc::new(LocalStore::open(&vault_dir).unwrap());
+    let mut a = device(work.path(), "laptop", faulty.clone());
+    let root = a.home().memories();
+    for i in 0..300 {
+        fs::write(
+            root.join(format!("m{i}.json")),
+            format!("{i} ").repeat(5000),
+        )
+        .unwrap();
+    }
+    // Nothing, then one pack, then the last pack but not the segment that names them.
+    for (round, allowed) in [0, 1, 1].into_iter().enumerate() {
+        // The first `allowed` writes go through (some packs), then the backend fails.
+        faulty.fail_writes_after(allowed);
+        assert!(
+            folder::push(&mut a, &NoProgress).is_err(),
+            "push with a failing backend succeeded"
+        );
+        let mut c = device(work.path(), &format!("checker{round}"), plain.clone());
+        let pulled = folder::pull(&mut c, &NoProgress).unwrap();
+        assert!(pulled.damaged.is_empty(), "{:?}", pulled.damaged);
+        assert!(c.verify(&NoProgress).unwrap().is_empty());
+    }
+    faulty.heal();
+    let r = folder::push(&mut a, &NoProgress).unwrap();
+    assert_eq!(r.uploaded, 300);
+    let mut b = device(work.path(), "phone", plain);
+    folder::pull(&mut b, &NoProgress).unwrap();
+    for i in 0..300 {
+        let got = fs::read_to_string(b.home().memories().join(format!("m{i}.json"))).unwrap();
+        assert_eq!(got, format!("{i} ").repeat(5000));
+    }
+}
