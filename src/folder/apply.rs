@@ -163,21 +163,31 @@ fn write_whole(
     mode: u32,
     mtime_ns: i64,
 ) -> io::Result<()> {
-    if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent)?;
-    }
     let tmp = staging.join(format!("pull-{:016x}", rand::random::<u64>()));
+    let t = FileTime::from_unix_time(
+        mtime_ns.div_euclid(1_000_000_000),
+        mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(data)?;
         f.set_permissions(fs::Permissions::from_mode(file_mode(mode)))?;
+        filetime::set_file_handle_times(&f, None, Some(t))?;
         drop(f);
-        let t = FileTime::from_unix_time(
-            mtime_ns.div_euclid(1_000_000_000),
-            mtime_ns.rem_euclid(1_000_000_000) as u32,
-        );
-        filetime::set_file_mtime(&tmp, t)?;
-        match fs::rename(&tmp, dest) {
+        let renamed = match fs::rename(&tmp, dest) {
+            // The folder is created on demand: most files land in one that exists.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && dest.parent().is_some_and(|p| !p.exists()) =>
+            {
+                if let Some(parent) = dest.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                fs::rename(&tmp, dest)
+            }
+            other => other,
+        };
+        match renamed {
             // The folder may live on another filesystem than the home.
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                 let beside =
