@@ -131,6 +131,17 @@ fn a_new_device_starts_from_the_newest_snapshot() {
     // fewer reads than the 40 segments.
     let c = store.counts();
     assert!(c.gets < 20, "{c:?}");
+    assert!(b.verify(&NoProgress).unwrap().is_empty());
+    // A damaged snapshot is named by verify.
+    let snap = std::path::PathBuf::from(&snaps[0]);
+    let mut bytes = fs::read(&snap).unwrap();
+    bytes[40] ^= 1;
+    fs::write(&snap, bytes).unwrap();
+    let damaged = b.verify(&NoProgress).unwrap();
+    assert!(
+        damaged.iter().any(|d| d.contains("snapshot")),
+        "{damaged:?}"
+    );
 }
 
 fn walk_keys(dir: &std::path::Path) -> Vec<String> {

@@ -194,9 +194,12 @@ fn hash_file(path: &Path, size: u64) -> io::Result<(ContentHash, Option<Vec<u8>>
     Ok((ContentHash(h.finalize().into()), None, n))
 }
 
+/// The namespace wants exactly this file here. A pull writes modes owner-writable,
+/// so either the version's mode or that is a match.
 fn shows_same_file(shown: Option<&Shown>, sha: &ContentHash, mode: u32) -> bool {
     matches!(shown.map(|s| &s.version.entry),
-        Some(Entry::File { content, mode: m }) if &content.sha256 == sha && *m == mode)
+        Some(Entry::File { content, mode: m })
+            if &content.sha256 == sha && (*m == mode || ((*m & 0o777) | 0o600) == mode))
 }
 
 struct PendingContent {

@@ -879,6 +879,24 @@ impl Vault {
                     damaged.push(format!("log of {name}: segment {seq}: {e}"));
                 }
             }
+            let snap_prefix = self.layout.snapshot_prefix(&d);
+            for key in self.store.list(&snap_prefix, None)? {
+                let Some(seq) = Layout::seq_of(&snap_prefix, &key) else {
+                    continue;
+                };
+                let keys = self
+                    .keys
+                    .as_ref()
+                    .unwrap_or_else(|| unreachable!("unlocked above"));
+                let res = self
+                    .store
+                    .get(&key)
+                    .map_err(SyncError::from)
+                    .and_then(|b| open_log(keys, RecordKind::Snapshot, &d, seq, &b));
+                if let Err(e) = res {
+                    damaged.push(format!("snapshot of {name} at {seq}: {e}"));
+                }
+            }
         }
         let ns = self.namespace()?;
         let files: Vec<(String, ContentRef)> = ns
