@@ -1,42 +1,14 @@
 //! A backend that fails in the middle of a push: the push reports it, the vault stays
 //! consistent for every other device, and the next push completes the work.
 
+mod common;
+
 use std::fs;
 use std::sync::Arc;
 
-use zeroize::Zeroizing;
-
 use ghostie_fs::backend::{FaultStore, LocalStore, SharedStore};
-use ghostie_fs::config::{BackendConfig, Home};
 use ghostie_fs::folder;
-use ghostie_fs::sync::{
-    setup_vault, NoProgress, PassphraseSource, SetupRequest, SyncResult, Vault,
-};
-
-struct Pass;
-impl PassphraseSource for Pass {
-    fn existing(&self) -> SyncResult<Zeroizing<String>> {
-        Ok(Zeroizing::new("fault test passphrase".into()))
-    }
-    fn new_passphrase(&self) -> SyncResult<Zeroizing<String>> {
-        self.existing()
-    }
-}
-
-fn device(dir: &std::path::Path, name: &str, store: SharedStore) -> Vault {
-    let home = Home::new(dir.join(name));
-    let req = SetupRequest {
-        home: home.clone(),
-        backend: BackendConfig::Local {
-            path: "/unused".into(),
-        },
-        prefix: "ghostie".into(),
-        device_name: name.into(),
-        force: false,
-    };
-    setup_vault(&req, store.clone(), &Pass).unwrap();
-    Vault::open_with_store(home, store, Box::new(Pass)).unwrap()
-}
+use ghostie_fs::sync::NoProgress;
 
 #[test]
 fn a_failing_backend_mid_push_loses_nothing_and_the_next_push_completes() {
@@ -45,7 +17,7 @@ fn a_failing_backend_mid_push_loses_nothing_and_the_next_push_completes() {
     fs::create_dir(&vault_dir).unwrap();
     let faulty = Arc::new(FaultStore::new(LocalStore::open(&vault_dir).unwrap()));
     let plain: SharedStore = Arc::new(LocalStore::open(&vault_dir).unwrap());
-    let mut a = device(work.path(), "laptop", faulty.clone());
+    let mut a = common::library_device(work.path(), "laptop", faulty.clone());
     let root = a.home().memories();
     for i in 0..300 {
         fs::write(
@@ -62,7 +34,7 @@ fn a_failing_backend_mid_push_loses_nothing_and_the_next_push_completes() {
             folder::push(&mut a, &NoProgress).is_err(),
             "push with a failing backend succeeded"
         );
-        let mut c = device(work.path(), &format!("checker{round}"), plain.clone());
+        let mut c = common::library_device(work.path(), &format!("checker{round}"), plain.clone());
         let pulled = folder::pull(&mut c, &NoProgress).unwrap();
         assert!(pulled.damaged.is_empty(), "{:?}", pulled.damaged);
         assert!(c.verify(&NoProgress).unwrap().is_empty());
@@ -70,7 +42,7 @@ fn a_failing_backend_mid_push_loses_nothing_and_the_next_push_completes() {
     faulty.heal();
     let r = folder::push(&mut a, &NoProgress).unwrap();
     assert_eq!(r.uploaded, 300);
-    let mut b = device(work.path(), "phone", plain);
+    let mut b = common::library_device(work.path(), "phone", plain);
     folder::pull(&mut b, &NoProgress).unwrap();
     for i in 0..300 {
         let got = fs::read_to_string(b.home().memories().join(format!("m{i}.json"))).unwrap();

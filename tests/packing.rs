@@ -1,43 +1,14 @@
 //! Must-hold 9 and 10, counted at the backend: small files travel together, an
 //! unchanged folder costs nothing, and a new device starts from snapshots.
 
+mod common;
+
 use std::fs;
 use std::sync::Arc;
 
-use zeroize::Zeroizing;
-
-use ghostie_fs::backend::{CountingStore, LocalStore, SharedStore};
-use ghostie_fs::config::{BackendConfig, Home};
+use ghostie_fs::backend::{CountingStore, LocalStore};
 use ghostie_fs::folder;
-use ghostie_fs::sync::{
-    setup_vault, NoProgress, PassphraseSource, SetupRequest, SyncResult, Vault,
-};
-
-struct Pass;
-impl PassphraseSource for Pass {
-    fn existing(&self) -> SyncResult<Zeroizing<String>> {
-        Ok(Zeroizing::new("packing test passphrase".into()))
-    }
-    fn new_passphrase(&self) -> SyncResult<Zeroizing<String>> {
-        self.existing()
-    }
-}
-
-fn device(dir: &std::path::Path, name: &str, store: &Arc<CountingStore<LocalStore>>) -> Vault {
-    let home = Home::new(dir.join(name));
-    let shared: SharedStore = store.clone();
-    let req = SetupRequest {
-        home: home.clone(),
-        backend: BackendConfig::Local {
-            path: "/unused".into(),
-        },
-        prefix: "ghostie".into(),
-        device_name: name.into(),
-        force: false,
-    };
-    setup_vault(&req, shared.clone(), &Pass).unwrap();
-    Vault::open_with_store(home, shared, Box::new(Pass)).unwrap()
-}
+use ghostie_fs::sync::NoProgress;
 
 fn count_files(dir: &std::path::Path) -> usize {
     let mut n = 0;
@@ -57,7 +28,7 @@ fn ten_thousand_small_files_take_a_few_dozen_requests() {
     let vault_dir = work.path().join("vault");
     fs::create_dir(&vault_dir).unwrap();
     let store = Arc::new(CountingStore::new(LocalStore::open(&vault_dir).unwrap()));
-    let mut a = device(work.path(), "laptop", &store);
+    let mut a = common::library_device(work.path(), "laptop", store.clone());
     let root = a.home().memories();
     for i in 0..10_000usize {
         let size = 1024 + (i * 7919) % (7 * 1024);
@@ -87,7 +58,7 @@ fn ten_thousand_small_files_take_a_few_dozen_requests() {
         "an unchanged push touched the backend: {c:?}"
     );
 
-    let mut b = device(work.path(), "phone", &store);
+    let mut b = common::library_device(work.path(), "phone", store.clone());
     store.reset();
     let pulled = folder::pull(&mut b, &NoProgress).unwrap();
     let c = store.counts();
@@ -102,7 +73,7 @@ fn a_new_device_starts_from_the_newest_snapshot() {
     let vault_dir = work.path().join("vault");
     fs::create_dir(&vault_dir).unwrap();
     let store = Arc::new(CountingStore::new(LocalStore::open(&vault_dir).unwrap()));
-    let mut a = device(work.path(), "laptop", &store);
+    let mut a = common::library_device(work.path(), "laptop", store.clone());
     let root = a.home().memories();
     for i in 0..40 {
         fs::write(
@@ -119,7 +90,7 @@ fn a_new_device_starts_from_the_newest_snapshot() {
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     assert!(snaps[0].ends_with("snapshot-00000000000000000032.enc"));
 
-    let mut b = device(work.path(), "phone", &store);
+    let mut b = common::library_device(work.path(), "phone", store.clone());
     store.reset();
     folder::pull(&mut b, &NoProgress).unwrap();
     for i in 0..5 {

@@ -844,6 +844,21 @@ impl Vault {
         fetch_contents(&source, refs, PARALLEL_IO, process, consume)
     }
 
+    fn check_log_record(
+        &self,
+        kind: RecordKind,
+        d: &DeviceId,
+        seq: Seq,
+        key: &str,
+    ) -> SyncResult<()> {
+        let keys = self
+            .keys
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("unlocked before checking"));
+        let bytes = self.store.get(key)?;
+        open_log(keys, kind, d, seq, &bytes).map(|_| ())
+    }
+
     /// Checks every segment of every device and every content the namespace shows.
     /// Returns one line per damaged thing.
     pub fn verify(&mut self, progress: &dyn Progress) -> SyncResult<Vec<String>> {
@@ -866,16 +881,7 @@ impl Vault {
                     damaged.push(format!("log of {name}: segment {expect} is missing"));
                 }
                 expect = seq.0 + 1;
-                let keys = self
-                    .keys
-                    .as_ref()
-                    .unwrap_or_else(|| unreachable!("unlocked above"));
-                let res = self
-                    .store
-                    .get(&key)
-                    .map_err(SyncError::from)
-                    .and_then(|b| open_log(keys, RecordKind::Segment, &d, seq, &b));
-                if let Err(e) = res {
+                if let Err(e) = self.check_log_record(RecordKind::Segment, &d, seq, &key) {
                     damaged.push(format!("log of {name}: segment {seq}: {e}"));
                 }
             }
@@ -884,16 +890,7 @@ impl Vault {
                 let Some(seq) = Layout::seq_of(&snap_prefix, &key) else {
                     continue;
                 };
-                let keys = self
-                    .keys
-                    .as_ref()
-                    .unwrap_or_else(|| unreachable!("unlocked above"));
-                let res = self
-                    .store
-                    .get(&key)
-                    .map_err(SyncError::from)
-                    .and_then(|b| open_log(keys, RecordKind::Snapshot, &d, seq, &b));
-                if let Err(e) = res {
+                if let Err(e) = self.check_log_record(RecordKind::Snapshot, &d, seq, &key) {
                     damaged.push(format!("snapshot of {name} at {seq}: {e}"));
                 }
             }

@@ -248,3 +248,37 @@ pub fn memory_json(i: usize, size: usize) -> Vec<u8> {
     s.push_str("\"}\n");
     s.into_bytes()
 }
+
+/// A fixed passphrase for devices driven through the library in one process.
+pub struct TestPass;
+
+impl ghostie_fs::sync::PassphraseSource for TestPass {
+    fn existing(&self) -> ghostie_fs::sync::SyncResult<zeroize::Zeroizing<String>> {
+        Ok(zeroize::Zeroizing::new("library test passphrase".into()))
+    }
+    fn new_passphrase(&self) -> ghostie_fs::sync::SyncResult<zeroize::Zeroizing<String>> {
+        self.existing()
+    }
+}
+
+/// Sets up a device called `name` under `dir` over `store`, and opens its vault.
+pub fn library_device(
+    dir: &Path,
+    name: &str,
+    store: ghostie_fs::backend::SharedStore,
+) -> ghostie_fs::sync::Vault {
+    use ghostie_fs::config::{BackendConfig, Home};
+    use ghostie_fs::sync::{setup_vault, SetupRequest, Vault};
+    let home = Home::new(dir.join(name));
+    let req = SetupRequest {
+        home: home.clone(),
+        backend: BackendConfig::Local {
+            path: "/unused".into(),
+        },
+        prefix: "ghostie".into(),
+        device_name: name.into(),
+        force: false,
+    };
+    setup_vault(&req, store.clone(), &TestPass).expect("setup");
+    Vault::open_with_store(home, store, Box::new(TestPass)).expect("open")
+}
