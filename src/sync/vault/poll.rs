@@ -1,0 +1,171 @@
+//! Poll: learning what other devices published, and applying it to the index.
+
+use super::*;
+
+#[derive(Debug, Default, Clone)]
+pub struct PollReport {
+    pub new_versions: usize,
+    pub devices: usize,
+    /// One sentence per device whose log could not be applied past some point.
+    pub problems: Vec<String>,
+}
+
+/// A path from another device's log must stay inside the folder.
+fn check_path(path: &str) -> SyncResult<()> {
+    let ok = !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(SyncError::Damaged(format!(
+            "log names an unsafe path {path:?}"
+        )))
+    }
+}
+
+impl Vault {
+    /// Lists the vault's devices and applies every segment not yet applied.
+    pub fn poll(&mut self, progress: &dyn Progress) -> SyncResult<PollReport> {
+        self.keys()?;
+        let mut report = PollReport::default();
+        let dirs = self.store.list_dirs(&self.layout.root())?;
+        let devices: Vec<DeviceId> = dirs
+            .iter()
+            .filter_map(|d| self.layout.device_of_dir(d))
+            .collect();
+        report.devices = devices.len();
+        let known = self.index.devices()?;
+        let me = self.device.clone();
+        for d in devices.iter().filter(|d| **d != me) {
+            let row = known.iter().find(|r| &r.id == d);
+            if row.and_then(|r| r.name.as_ref()).is_none() {
+                self.learn_device_name(d)?;
+            }
+            let applied = row.map(|r| r.applied_seq).unwrap_or_default();
+            match self.apply_log_of(d, applied, false, progress) {
+                Ok(n) => {
+                    report.new_versions += n;
+                    if row.and_then(|r| r.problem.as_ref()).is_some() {
+                        self.index
+                            .transaction(|tx| tx.set_device_problem(d, None))?;
+                    }
+                }
+                Err(SyncError::Damaged(why)) => {
+                    let name = self.name_map()?.get(d).cloned().unwrap_or_default();
+                    let sentence = format!("the log of device {name} is damaged: {why}");
+                    self.index
+                        .transaction(|tx| tx.set_device_problem(d, Some(&sentence)))?;
+                    report.problems.push(sentence);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+
+    fn learn_device_name(&mut self, d: &DeviceId) -> SyncResult<()> {
+        let record = match self.store.get(&self.layout.device_record(d)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let keys = self.keys()?;
+        if let Ok(rec) = open_device(keys, d, &record) {
+            let name = crate::config::filename_safe(&rec.name);
+            self.index.transaction(|tx| tx.set_device_name(d, &name))?;
+        }
+        Ok(())
+    }
+
+    /// Applies `d`'s snapshot (when starting from nothing) and segments after
+    /// `applied`. Stops at the first damaged or missing segment: later ones may depend
+    /// on it. Returns the number of versions offered.
+    fn apply_log_of(
+        &mut self,
+        d: &DeviceId,
+        mut applied: Seq,
+        own: bool,
+        progress: &dyn Progress,
+    ) -> SyncResult<usize> {
+        let mut offered = 0;
+        if applied.0 == 0 {
+            let snaps = self.store.list(&self.layout.snapshot_prefix(d), None)?;
+            let prefix = self.layout.snapshot_prefix(d);
+            if let Some(seq) = snaps
+                .iter()
+                .filter_map(|k| Layout::seq_of(&prefix, k))
+                .max()
+            {
+                let bytes = self.store.get(&self.layout.snapshot(d, seq))?;
+                let keys = self.keys()?;
+                let rec = open_log(keys, RecordKind::Snapshot, d, seq, &bytes)
+                    .map_err(|e| SyncError::Damaged(format!("snapshot {seq}: {e}")))?;
+                offered += self.apply_record(d, &rec, own)?;
+                applied = seq;
+            }
+        }
+        let log_prefix = self.layout.log_prefix(d);
+        let after = (applied.0 > 0).then(|| self.layout.segment(d, applied));
+        let keys_listed = self.store.list(&log_prefix, after.as_deref())?;
+        let seqs: Vec<Seq> = keys_listed
+            .iter()
+            .filter_map(|k| Layout::seq_of(&log_prefix, k))
+            .collect();
+        if !seqs.is_empty() {
+            progress.start("Reading logs", seqs.len() as u64, Unit::Files);
+        }
+        for seq in seqs {
+            if seq.0 != applied.0 + 1 {
+                return Err(SyncError::Damaged(format!(
+                    "segment {} is missing",
+                    applied.0 + 1
+                )));
+            }
+            let bytes = self.store.get(&self.layout.segment(d, seq))?;
+            let keys = self.keys()?;
+            let rec = open_log(keys, RecordKind::Segment, d, seq, &bytes)
+                .map_err(|e| SyncError::Damaged(format!("segment {seq}: {e}")))?;
+            offered += self.apply_record(d, &rec, own)?;
+            applied = seq;
+            progress.advance(1);
+        }
+        progress.finish();
+        Ok(offered)
+    }
+
+    fn apply_record(&mut self, d: &DeviceId, rec: &LogRecord, own: bool) -> SyncResult<usize> {
+        let n = rec.versions.len();
+        for v in &rec.versions {
+            check_path(&v.path)?;
+        }
+        self.index.transaction(|tx| {
+            let mut max_counter = 0;
+            for v in &rec.versions {
+                tx.offer_version(v, own.then_some(rec.seq), true)?;
+                max_counter = max_counter.max(v.counter());
+            }
+            if own {
+                // Recovering this device's own history: never reuse a counter or a seq.
+                let c = tx.meta_u64(META_COUNTER)?.max(max_counter).max(rec.counter);
+                tx.set_meta(META_COUNTER, &c.to_string())?;
+                let s = tx.meta_u64(META_LAST_SEQ)?.max(rec.seq.0);
+                tx.set_meta(META_LAST_SEQ, &s.to_string())?;
+                tx.set_meta(META_LAST_PUBLISHED, &s.to_string())?;
+            }
+            tx.set_device_applied(d, rec.seq, Some(rec.created_ms))
+        })?;
+        Ok(n)
+    }
+
+    /// Rebuilds this device's own history from its log (after `setup --force` on a
+    /// home whose device id survived).
+    pub(super) fn recover_own(&mut self) -> SyncResult<()> {
+        let me = self.device.clone();
+        self.apply_log_of(&me, Seq(0), true, &crate::sync::NoProgress)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! Setup: creating a vault or joining one, with no partial state on failure.
+
+use super::*;
+
+/// What `setup` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SetupRequest {
+    pub home: Home,
+    pub backend: crate::config::BackendConfig,
+    pub prefix: String,
+    pub device_name: String,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetupOutcome {
+    Created,
+    Joined { devices: usize },
+}
+
+/// Creates a vault where the backend holds none, else joins it. Everything that can
+/// fail on the network or with the passphrase happens before anything is written to
+/// the home, so a failed setup leaves no partial state.
+pub fn setup_vault(
+    req: &SetupRequest,
+    store: SharedStore,
+    pass: &dyn PassphraseSource,
+) -> SyncResult<SetupOutcome> {
+    let home = &req.home;
+    if home.is_set_up() && !req.force {
+        return Err(SyncError::Invalid(format!(
+            "{} is already set up; add --force to set it up again",
+            home.root().display()
+        )));
+    }
+    let layout = Layout::new(&req.prefix);
+    let (master, ring, outcome, passphrase) = match store.get(&layout.keyring()) {
+        Ok(bytes) => {
+            let ring = WrappedKey::from_json(&bytes)
+                .map_err(|e| SyncError::Damaged(format!("the vault's keyring is damaged ({e})")))?;
+            let p = pass.existing()?;
+            let master = ring.unwrap_key(p.as_bytes())?;
+            let devices = store
+                .list_dirs(&layout.root())?
+                .iter()
+                .filter_map(|d| layout.device_of_dir(d))
+                .count();
+            (master, ring, SetupOutcome::Joined { devices }, p)
+        }
+        Err(e) if e.is_not_found() => {
+            let p = pass.new_passphrase()?;
+            let master = MasterKey::random();
+            let ring = WrappedKey::wrap(
+                &master,
+                p.as_bytes(),
+                DEFAULT_ITERATIONS,
+                &random_id(),
+                &random_id(),
+            );
+            (master, ring, SetupOutcome::Created, p)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let keys = SubKeys::derive(&master);
+
+    // On --force, keep this home's device id (and rebuild its history from the vault)
+    // unless the device is being renamed: then it starts afresh under a new id, so
+    // no device ever shows under two names.
+    let previous = home.load_device_id().ok();
+    let reuse = match &previous {
+        None => false,
+        Some(id) => match store.get(&layout.device_record(id)) {
+            Ok(b) => open_device(&keys, id, &b).is_ok_and(|r| r.name == req.device_name),
+            Err(e) if e.is_not_found() => true,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let device = match (&previous, reuse) {
+        (Some(id), true) => id.clone(),
+        _ => DeviceId::random(),
+    };
+    for dir in store.list_dirs(&layout.root())? {
+        let Some(other) = layout.device_of_dir(&dir) else {
+            continue;
+        };
+        if other == device {
+            continue;
+        }
+        let rec = match store.get(&layout.device_record(&other)) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if let Ok(r) = open_device(&keys, &other, &rec) {
+            if r.name == req.device_name {
+                return Err(SyncError::Invalid(format!(
+                    "another device of this vault is already called '{}'; choose another name with --device",
+                    req.device_name
+                )));
+            }
+        }
+    }
+
+    // The home's folders before anything reaches the vault: a home that cannot hold
+    // them (a file where a folder must be) must not leave a device record behind.
+    home.create_dirs()?;
+
+    if outcome == SetupOutcome::Created {
+        match store.put_if_absent(&layout.keyring(), &ring.to_json()) {
+            Ok(()) => {}
+            Err(BackendError::AlreadyExists { .. }) => return Err(SyncError::Invalid(
+                "another device created this vault at the same moment; run setup again to join it"
+                    .into(),
+            )),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let record = DeviceRecord {
+        format: RECORD_FORMAT,
+        id: device.clone(),
+        name: req.device_name.clone(),
+        created_ms: crate::now_ms(),
+    };
+    store.put(&layout.device_record(&device), &seal_device(&keys, &record))?;
+
+    if req.force {
+        for suffix in ["", "-wal", "-shm"] {
+            let p = std::path::PathBuf::from(format!("{}{suffix}", home.state_db().display()));
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = std::fs::remove_file(home.config_path());
+    }
+    // The same key under this device's own salt.
+    let local = WrappedKey::wrap(
+        &master,
+        passphrase.as_bytes(),
+        ring.kdf.iterations.max(DEFAULT_ITERATIONS),
+        &ring.vault_id,
+        &ring.generation,
+    );
+    let mut index = Index::open(&home.state_db(), true)?;
+    index.transaction(|tx| {
+        tx.set_device_name(&device, &req.device_name)?;
+        // Cleared once the device's own history is rebuilt: a setup killed before
+        // that must not leave a home that reuses counters.
+        tx.set_meta(META_SETUP_INCOMPLETE, "1")
+    })?;
+    drop(index);
+    home.save_device_id(&device)?;
+    write_master_key(home, &local)?;
+    let config = Config {
+        format: CONFIG_FORMAT,
+        backend: req.backend.clone(),
+        prefix: req.prefix.clone(),
+        device_name: req.device_name.clone(),
+        vault_id: ring.vault_id.clone(),
+    };
+    home.save_config(&config)?;
+    let mut vault = Vault::open_inner(
+        home.clone(),
+        Arc::clone(&store),
+        Box::new(NoPassphrase),
+        true,
+    )?;
+    vault.keys = Some(keys);
+    if reuse {
+        vault.recover_own()?;
+    }
+    vault
+        .index
+        .transaction(|tx| tx.set_meta(META_SETUP_INCOMPLETE, ""))?;
+    Ok(outcome)
+}

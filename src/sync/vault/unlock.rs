@@ -1,0 +1,194 @@
+//! Unlocking: the passphrase, the wrapped master key, and changing the passphrase.
+
+use super::*;
+
+/// Where passphrases come from; the CLI asks the terminal, tests pass strings.
+pub trait PassphraseSource: Send + Sync {
+    /// The passphrase of an existing vault.
+    fn existing(&self) -> SyncResult<Zeroizing<String>>;
+    /// A new passphrase (asked twice on a terminal).
+    fn new_passphrase(&self) -> SyncResult<Zeroizing<String>>;
+    /// Whether asking means prompting someone: then keys are never derived ahead of
+    /// need, since a prompt must not appear for work that turns out to need no key.
+    fn is_interactive(&self) -> bool {
+        false
+    }
+}
+
+pub(super) fn read_master_key(home: &Home) -> SyncResult<WrappedKey> {
+    let path = home.master_key_path();
+    let bytes = std::fs::read(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            SyncError::Invalid(format!(
+                "the key file {} is missing; run 'ghostie-fs setup --force' to set this device up again",
+                path.display()
+            ))
+        } else {
+            SyncError::io(&path)(e)
+        }
+    })?;
+    let w = WrappedKey::from_json(&bytes).map_err(|e| {
+        SyncError::Invalid(format!("the key file {} is damaged ({e})", path.display()))
+    })?;
+    w.validate()?;
+    Ok(w)
+}
+
+pub(super) fn write_master_key(home: &Home, w: &WrappedKey) -> SyncResult<()> {
+    crate::config::write_atomic(&home.master_key_path(), &w.to_json(), 0o600)?;
+    Ok(())
+}
+
+/// Opens the master key: from the vault's keyring when the passphrase was changed
+/// elsewhere (refreshing the local copy), else from this device's own copy.
+fn unlock(
+    home: &Home,
+    config: &Config,
+    store: &dyn crate::backend::ObjectStore,
+    layout: &Layout,
+    passphrase: &dyn PassphraseSource,
+) -> SyncResult<SubKeys> {
+    let local = read_master_key(home)?;
+    if local.vault_id != config.vault_id {
+        return Err(SyncError::Invalid(format!(
+            "the key file {} belongs to another vault",
+            home.master_key_path().display()
+        )));
+    }
+    let remote = match store.get(&layout.keyring()) {
+        Ok(bytes) => Some(
+            WrappedKey::from_json(&bytes)
+                .map_err(|e| SyncError::Damaged(format!("the vault's keyring is damaged ({e})")))?,
+        ),
+        Err(e) if e.is_not_found() => {
+            return Err(SyncError::Damaged(
+                "the vault has no keyring: is this the right vault path?".into(),
+            ))
+        }
+        // Offline: the local copy of the key still opens the vault.
+        Err(_) => None,
+    };
+    let pass = passphrase.existing()?;
+    let master = match remote {
+        Some(ring) if ring.generation != local.generation => {
+            if ring.vault_id != config.vault_id {
+                return Err(SyncError::Invalid(
+                    "the backend holds a different vault than this device joined".into(),
+                ));
+            }
+            // The passphrase was changed on another device: only the new one opens
+            // the keyring; refresh the local copy under it.
+            let master = ring.unwrap_key(pass.as_bytes())?;
+            let rewrapped = WrappedKey::wrap(
+                &master,
+                pass.as_bytes(),
+                ring.kdf.iterations.max(DEFAULT_ITERATIONS),
+                &ring.vault_id,
+                &ring.generation,
+            );
+            write_master_key(home, &rewrapped)?;
+            master
+        }
+        _ => local.unwrap_key(pass.as_bytes())?,
+    };
+    Ok(SubKeys::derive(&master))
+}
+
+/// Used right after setup, when the keys are already in hand.
+pub(super) struct NoPassphrase;
+
+impl PassphraseSource for NoPassphrase {
+    fn existing(&self) -> SyncResult<Zeroizing<String>> {
+        Err(SyncError::Passphrase("no passphrase is needed here".into()))
+    }
+    fn new_passphrase(&self) -> SyncResult<Zeroizing<String>> {
+        self.existing()
+    }
+}
+
+impl Vault {
+    /// The sub-keys, unlocking on first use. The vault's keyring is consulted when the
+    /// backend answers, so a passphrase changed on another device takes effect here.
+    pub fn keys(&mut self) -> SyncResult<&SubKeys> {
+        if self.keys.is_none() {
+            let keys = match self.unlocking.take() {
+                Some(handle) => handle
+                    .join()
+                    .map_err(|_| SyncError::Invalid("unlocking the vault failed".into()))??,
+                None => self.unlock()?,
+            };
+            self.keys = Some(keys);
+        }
+        match &self.keys {
+            Some(k) => Ok(k),
+            None => unreachable!("keys were just set"),
+        }
+    }
+
+    fn unlock(&mut self) -> SyncResult<SubKeys> {
+        unlock(
+            &self.home,
+            &self.config,
+            self.store.as_ref(),
+            &self.layout,
+            self.passphrase.as_ref(),
+        )
+    }
+
+    /// Starts deriving the keys on another core while the caller goes on (scanning the
+    /// folder, say): PBKDF2 at 600,000 iterations is a tenth of a second by design.
+    pub fn begin_unlock(&mut self) {
+        if self.keys.is_some() || self.unlocking.is_some() || self.passphrase.is_interactive() {
+            return;
+        }
+        let (home, config, store, layout, pass) = (
+            self.home.clone(),
+            self.config.clone(),
+            Arc::clone(&self.store),
+            self.layout.clone(),
+            Arc::clone(&self.passphrase),
+        );
+        self.unlocking = Some(std::thread::spawn(move || {
+            unlock(&home, &config, store.as_ref(), &layout, pass.as_ref())
+        }));
+    }
+
+    /// Changes the passphrase: rewraps the master key in the vault's keyring and here.
+    pub fn change_passphrase(&mut self) -> SyncResult<()> {
+        let local = read_master_key(&self.home)?;
+        let ring_bytes = self.store.get(&self.layout.keyring())?;
+        let ring = WrappedKey::from_json(&ring_bytes)
+            .map_err(|e| SyncError::Damaged(format!("the vault's keyring is damaged ({e})")))?;
+        let old = self.passphrase.existing()?;
+        let master = ring.unwrap_key(old.as_bytes())?;
+        if local.vault_id != ring.vault_id {
+            return Err(SyncError::Invalid(
+                "the backend holds a different vault than this device joined".into(),
+            ));
+        }
+        let new = self.passphrase.new_passphrase()?;
+        let generation = random_id();
+        let iterations = ring.kdf.iterations.max(DEFAULT_ITERATIONS);
+        let new_ring = WrappedKey::wrap(
+            &master,
+            new.as_bytes(),
+            iterations,
+            &ring.vault_id,
+            &generation,
+        );
+        let new_local = WrappedKey::wrap(
+            &master,
+            new.as_bytes(),
+            iterations,
+            &ring.vault_id,
+            &generation,
+        );
+        // The keyring is the one object ever replaced (DESIGN §4): write it first, so a
+        // crash in between leaves a local copy that the next unlock refreshes.
+        self.store
+            .put(&self.layout.keyring(), &new_ring.to_json())?;
+        write_master_key(&self.home, &new_local)?;
+        self.keys = Some(SubKeys::derive(&master));
+        Ok(())
+    }
+}
