@@ -197,3 +197,24 @@ fn keeping_all_twice_never_overwrites_an_earlier_kept_copy() {
     assert_eq!(b.read("note.json").unwrap(), b"{\"v\":\"pixel9 again\"}");
     assert_eq!(a.tree(), b.tree());
 }
+
+#[test]
+fn an_edited_sibling_becomes_a_file_of_its_own() {
+    let (_v, a, b) = conflicted();
+    b.write(
+        "note.json.conflict-laptop",
+        b"merged by hand: laptop + pixel9",
+    );
+    b.ok(&["push"]);
+    a.ok(&["pull"]);
+    b.ok(&["pull"]);
+    for h in [&a, &b] {
+        assert_eq!(h.read("note.json").unwrap(), b"{\"v\":\"pixel9\"}");
+        assert_eq!(
+            h.read("note.json.conflict-laptop").unwrap(),
+            b"merged by hand: laptop + pixel9"
+        );
+        assert_eq!(h.json(&["status", "--json"])["conflict_count"], 0);
+    }
+    assert_eq!(a.tree(), b.tree());
+}

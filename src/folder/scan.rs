@@ -207,6 +207,8 @@ struct PendingContent {
     disk: DiskEntry,
     sha: ContentHash,
     data: Option<Vec<u8>>,
+    /// An edited conflict sibling: a new file, on top of nothing at its own path.
+    from_sibling: bool,
 }
 
 /// Records every local change of the folder at `root` as a version. With `dry_run`
@@ -220,10 +222,7 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
     let all_recorded = disk.len() == local.len()
         && disk.iter().all(|(p, d)| {
             local.get(p).is_some_and(|l| {
-                l.sibling_of.is_some()
-                    || (l.kind == d.kind
-                        && l.mode == d.mode
-                        && (d.kind == LocalKind::Dir || d.matches(l)))
+                l.kind == d.kind && l.mode == d.mode && (d.kind == LocalKind::Dir || d.matches(l))
             })
         });
     if all_recorded {
@@ -247,10 +246,47 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
     let mut contents: Vec<PendingContent> = Vec::new();
     let mut changed_main: HashSet<String> = HashSet::new();
 
+    let mut siblings_removed: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
     for (path, d) in &disk {
         let lf = local.get(path);
-        if lf.is_some_and(|l| l.sibling_of.is_some()) {
-            continue; // a conflict sibling stays what it is until removed
+        if let Some(l) = lf.filter(|l| l.sibling_of.is_some()) {
+            // A conflict sibling the owner edited becomes a file of its own (its
+            // device's version leaves the conflict); untouched, it stays as it is.
+            if d.kind != LocalKind::File || d.matches(l) {
+                continue;
+            }
+            let full = root.join(path);
+            let (sha, data, n) = match hash_file(&full, d.size) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(SyncError::io(full)(e)),
+            };
+            report.hashed += 1;
+            report.bytes_read += n;
+            if l.sha256 == Some(sha) {
+                let mut same = l.clone();
+                same.size = d.size;
+                same.mtime_ns = d.mtime_ns;
+                same.ctime_ns = local_record(d, None, None, None, None).ctime_ns;
+                same.ino = d.ino;
+                same.mode = d.mode;
+                updates.push((path.clone(), Some(same)));
+                continue;
+            }
+            if let (Some(main), Some((dev, c))) = (&l.sibling_of, &l.shows) {
+                siblings_removed
+                    .entry(main.clone())
+                    .or_default()
+                    .push((dev.as_str().to_owned(), *c));
+            }
+            contents.push(PendingContent {
+                path: path.clone(),
+                disk: d.clone(),
+                sha,
+                data,
+                from_sibling: true,
+            });
+            continue;
         }
         let shown = ns.get(path);
         match d.kind {
@@ -306,6 +342,7 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
                     disk: d.clone(),
                     sha,
                     data,
+                    from_sibling: false,
                 });
             }
             LocalKind::Dir | LocalKind::Symlink => {
@@ -354,7 +391,6 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
     }
 
     // Removed paths: deletions of main paths, or resolutions when a sibling went.
-    let mut siblings_removed: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
     for (path, lf) in &local {
         if disk.contains_key(path) {
             continue;
@@ -463,7 +499,11 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
                 mode: c.disk.mode,
             },
             mtime_ns: c.disk.mtime_ns,
-            base: seen_base(&c.path, &local, &siblings, &all),
+            base: if c.from_sibling {
+                VersionVector::default()
+            } else {
+                seen_base(&c.path, &local, &siblings, &all)
+            },
             local: LocalChange::Set(local_record(&disk, Some(c.sha), None, None, None)),
         });
     }
