@@ -73,3 +73,34 @@ fn the_vault_holds_no_name_path_device_name_or_content() {
         }
     }
 }
+
+#[test]
+fn what_the_device_keeps_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    a.write("x.json", b"x");
+    a.ok(&["push"]);
+    let mode = |rel: &str| {
+        std::fs::metadata(a.home().join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for file in [
+        "keys/master.key",
+        "sync/config.json",
+        "sync/device_id",
+        "sync/state.db",
+    ] {
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
+    for dir in ["keys", "sync", "sync/cache", "sync/staging"] {
+        assert_eq!(mode(dir), 0o700, "{dir}");
+    }
+    // The key file holds the master key only wrapped: no passphrase, no raw key.
+    let key = std::fs::read_to_string(a.home().join("keys/master.key")).unwrap();
+    assert!(!key.contains(PASSPHRASE));
+    assert!(key.contains("pbkdf2-hmac-sha256"));
+}

@@ -191,6 +191,12 @@ impl Index {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(corrupt)?;
+        if create {
+            // Paths and names of memories live here in clear: owner only.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| IndexError::Sql(format!("cannot protect {}: {e}", path.display())))?;
+        }
         match version {
             0 if create => {
                 conn.execute_batch(&format!(
