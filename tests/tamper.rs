@@ -155,3 +155,28 @@ fn an_old_segment_under_a_newer_number_is_named() {
     pull_reports_damage(&b, "segment 5");
     assert!(b.read("file4.json").is_some());
 }
+
+#[test]
+fn a_large_file_damaged_in_its_middle_is_named_and_not_written() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let big: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    a.write("big.bin", &big);
+    a.write("small.json", b"small");
+    a.ok(&["push"]);
+    // The large file has a pack of its own: the biggest object in the vault.
+    let pack = packs_of(&vault, &a)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[12 * 1024 * 1024] ^= 0x40;
+    fs::write(&pack, bytes).unwrap();
+    let b = TempHome::joined("phone", &vault);
+    pull_reports_damage(&b, "big.bin");
+    assert!(b.read("big.bin").is_none(), "damaged content was written");
+    assert_eq!(b.read("small.json").unwrap(), b"small");
+    let staging = fs::read_dir(b.home().join("sync/staging")).unwrap().count();
+    assert_eq!(staging, 0, "a partial file was left in staging");
+    verify_reports_damage(&a, "big.bin");
+}

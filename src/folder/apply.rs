@@ -19,7 +19,7 @@ use crate::crypto::blob::hash_bytes;
 use crate::model::{ContentRef, Entry};
 use crate::store::{LocalFile, LocalKind};
 use crate::sync::progress::Unit;
-use crate::sync::{Progress, Shown, SyncError, SyncResult, Vault};
+use crate::sync::{Progress, Shown, SyncError, SyncResult, Vault, STREAM_FROM};
 
 #[derive(Debug, Default, Clone)]
 pub struct ApplyReport {
@@ -163,6 +163,17 @@ fn write_whole(
     mode: u32,
     mtime_ns: i64,
 ) -> io::Result<()> {
+    write_with(staging, dest, mode, mtime_ns, |f| f.write_all(data))
+}
+
+/// Writes what `fill` puts in a staging file at `dest`, with a rename.
+fn write_with(
+    staging: &Path,
+    dest: &Path,
+    mode: u32,
+    mtime_ns: i64,
+    fill: impl FnOnce(&mut fs::File) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = staging.join(format!("pull-{:016x}", rand::random::<u64>()));
     let t = FileTime::from_unix_time(
         mtime_ns.div_euclid(1_000_000_000),
@@ -170,7 +181,7 @@ fn write_whole(
     );
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
+        fill(&mut f)?;
         f.set_permissions(fs::Permissions::from_mode(file_mode(mode)))?;
         filetime::set_file_handle_times(&f, None, Some(t))?;
         drop(f);
@@ -373,15 +384,18 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
         }
     }
 
-    let refs: Vec<ContentRef> = wanted.iter().map(|w| w.content.clone()).collect();
-    let total: u64 = refs.iter().map(|r| r.size).sum();
+    // Small files in batches of ranged reads; large ones a window at a time after.
+    let (batch, large): (Vec<usize>, Vec<usize>) =
+        (0..wanted.len()).partition(|&i| wanted[i].content.size <= STREAM_FROM);
+    let refs: Vec<ContentRef> = batch.iter().map(|&i| wanted[i].content.clone()).collect();
+    let total: u64 = wanted.iter().map(|w| w.content.size).sum();
     progress.start("Downloading", total, Unit::Bytes);
     let mut failures: HashMap<usize, String> = HashMap::new();
     let mut written_updates = Vec::new();
     let mut first_error: Option<SyncError> = None;
     // Writing runs on the fetching threads, so both cores write files.
     let write = |i: usize, fetched: SyncResult<Vec<u8>>| -> Written {
-        let w = &wanted[i];
+        let w = &wanted[batch[i]];
         let data = match fetched {
             Ok(d) => d,
             Err(e @ SyncError::Backend(_)) => return Written::Failed(e),
@@ -415,6 +429,7 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
         }
     };
     vault.fetch_and_process(&refs, &write, |i, outcome| {
+        let i = batch[i];
         match outcome {
             Written::Done(bytes, record) => {
                 written_updates.push((wanted[i].path.clone(), Some(record)));
@@ -432,6 +447,49 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
         }
         Ok(())
     })?;
+    for i in large {
+        let w = &wanted[i];
+        let full = root.join(&w.path);
+        match lstat(&full) {
+            Ok(now) if same_stat(&w.disk_before, &now) => {}
+            Ok(_) => continue,
+            Err(e) => return Err(SyncError::io(full)(e)),
+        }
+        let mut fetch_error = None;
+        let written = write_with(&staging, &full, w.mode, w.shown.version.mtime_ns, |f| {
+            let mut out = io::BufWriter::with_capacity(1 << 20, f);
+            match vault.stream_content(&w.content, &mut out) {
+                Ok(()) => out.flush(),
+                Err(e) => {
+                    fetch_error = Some(e);
+                    Err(io::Error::other("the fetch failed"))
+                }
+            }
+        });
+        match (fetch_error, written) {
+            (Some(e @ SyncError::Backend(_)), _) => return Err(e),
+            (Some(e), _) => {
+                tracing::error!("not writing {}: {e}", w.path);
+                failures.insert(i, e.to_string());
+            }
+            (None, Err(e)) => return Err(SyncError::io(full)(e)),
+            (None, Ok(())) => {
+                if let Some(d) = lstat(&full).map_err(SyncError::io(&full))? {
+                    written_updates.push((
+                        w.path.clone(),
+                        Some(local_record(
+                            &d,
+                            Some(w.content.sha256),
+                            Some(w.shown.id()),
+                            w.shown.sibling_of.clone(),
+                            Some(w.shown.version.vector.clone()),
+                        )),
+                    ));
+                }
+                progress.advance(w.content.size);
+            }
+        }
+    }
     progress.finish();
     report.written += written_updates.len();
     updates.extend(written_updates);

@@ -9,9 +9,16 @@ use std::sync::{mpsc, Mutex};
 
 use super::{Layout, SyncError, SyncResult};
 use crate::backend::ObjectStore;
-use crate::crypto::blob::open_blob;
+use std::io::Write;
+
+use sha2::{Digest, Sha256};
+
+use crate::crypto::blob::{open_blob, open_chunks};
+use crate::crypto::layout::{
+    chunk_count, chunk_offset, chunk_plain_len, BLOB_HEADER_LEN, CHUNK_OVERHEAD,
+};
 use crate::crypto::SubKeys;
-use crate::model::{ContentRef, DeviceId, ObjectId};
+use crate::model::{ContentHash, ContentRef, DeviceId, ObjectId};
 use crate::store::PackCache;
 
 /// Blobs closer than this are read together, gap included.
@@ -84,20 +91,93 @@ fn read_run(
     cache: &PackCache,
     run: &Run,
 ) -> SyncResult<Vec<u8>> {
+    read_range(
+        store, layout, cache, &run.owner, &run.pack, run.start, run.end,
+    )
+}
+
+fn read_range(
+    store: &dyn ObjectStore,
+    layout: &Layout,
+    cache: &PackCache,
+    owner: &DeviceId,
+    pack: &ObjectId,
+    start: u64,
+    end: u64,
+) -> SyncResult<Vec<u8>> {
     // A pack sealed here and not yet uploaded is read from the cache.
-    let cached = cache.path_of(&run.pack);
+    let cached = cache.path_of(pack);
     if cached.exists() {
         use std::io::{Read, Seek, SeekFrom};
         let mut f = std::fs::File::open(&cached).map_err(SyncError::io(&cached))?;
-        f.seek(SeekFrom::Start(run.start))
+        f.seek(SeekFrom::Start(start))
             .map_err(SyncError::io(&cached))?;
         let mut buf = Vec::new();
-        f.take(run.end - run.start)
+        f.take(end - start)
             .read_to_end(&mut buf)
             .map_err(SyncError::io(&cached))?;
         return Ok(buf);
     }
-    Ok(store.get_range(&layout.pack(&run.owner, &run.pack), run.start..run.end)?)
+    Ok(store.get_range(&layout.pack(owner, pack), start..end)?)
+}
+
+/// Contents larger than this are fetched a window at a time instead of whole, so a
+/// large file never has to fit in memory twice.
+pub const STREAM_FROM: u64 = 16 * 1024 * 1024;
+/// Chunks per ranged read when streaming (4 MiB).
+const WINDOW_CHUNKS: u64 = 64;
+
+/// Fetches one content window by window, checking every chunk and the whole hash,
+/// and writes the plaintext to `out`. On any failure `out` holds unchecked-free but
+/// incomplete data; the caller must discard it.
+pub(crate) fn stream_blob(
+    from: &Source<'_>,
+    r: &ContentRef,
+    out: &mut dyn Write,
+) -> SyncResult<()> {
+    let read = |start: u64, end: u64| -> SyncResult<Vec<u8>> {
+        match read_range(
+            from.store,
+            from.layout,
+            from.cache,
+            &r.owner,
+            &r.pack,
+            start,
+            end,
+        ) {
+            Err(SyncError::Backend(e)) if e.is_not_found() => Err(SyncError::Damaged(
+                "its pack is missing from the vault".into(),
+            )),
+            other => other,
+        }
+    };
+    let head = read(r.offset, r.offset + BLOB_HEADER_LEN)?;
+    if head.len() as u64 != BLOB_HEADER_LEN || head[..] != r.blob.0 {
+        return Err(SyncError::Damaged("blob id does not match the log".into()));
+    }
+    let mut hasher = Sha256::new();
+    let total = chunk_count(r.size);
+    let mut first = 0;
+    while first < total {
+        let last = (first + WINDOW_CHUNKS).min(total) - 1;
+        let start = chunk_offset(first);
+        let end = chunk_offset(last) + CHUNK_OVERHEAD + chunk_plain_len(r.size, last);
+        let bytes = read(r.offset + start, r.offset + end)?;
+        if (bytes.len() as u64) < end - start {
+            return Err(SyncError::Damaged("its pack is truncated".into()));
+        }
+        let plain = open_chunks(from.keys, &r.blob, r.size, first, &bytes)?;
+        hasher.update(&plain);
+        out.write_all(&plain)
+            .map_err(|e| SyncError::Invalid(format!("cannot write the fetched content: {e}")))?;
+        first = last + 1;
+    }
+    if ContentHash(hasher.finalize().into()) != r.sha256 {
+        return Err(SyncError::Damaged(
+            "content hash does not match the log".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Fetches and checks every content in `refs`. Each result goes through `process` on

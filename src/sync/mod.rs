@@ -10,7 +10,7 @@ pub mod progress;
 pub mod records;
 mod vault;
 
-pub use fetch::FetchedContent;
+pub use fetch::{FetchedContent, STREAM_FROM};
 pub use layout::Layout;
 pub use namespace::{Namespace, Shown};
 pub use progress::{NoProgress, Progress};
