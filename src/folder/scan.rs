@@ -194,6 +194,25 @@ fn hash_file(path: &Path, size: u64) -> io::Result<(ContentHash, Option<Vec<u8>>
     Ok((ContentHash(h.finalize().into()), None, n))
 }
 
+/// Hashes one file of the folder, counting what was read; `None` if it vanished.
+fn hash_counted(
+    root: &Path,
+    path: &str,
+    d: &DiskEntry,
+    report: &mut ScanReport,
+) -> SyncResult<Option<(ContentHash, Option<Vec<u8>>)>> {
+    let full = root.join(path);
+    match hash_file(&full, d.size) {
+        Ok((sha, data, n)) => {
+            report.hashed += 1;
+            report.bytes_read += n;
+            Ok(Some((sha, data)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SyncError::io(full)(e)),
+    }
+}
+
 /// The namespace wants exactly this file here. A pull writes modes owner-writable,
 /// so either the version's mode or that is a match.
 fn shows_same_file(shown: Option<&Shown>, sha: &ContentHash, mode: u32) -> bool {
@@ -255,14 +274,9 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
             if d.kind != LocalKind::File || d.matches(l) {
                 continue;
             }
-            let full = root.join(path);
-            let (sha, data, n) = match hash_file(&full, d.size) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(SyncError::io(full)(e)),
+            let Some((sha, data)) = hash_counted(root, path, d, &mut report)? else {
+                continue;
             };
-            report.hashed += 1;
-            report.bytes_read += n;
             if l.sha256 == Some(sha) {
                 let mut same = l.clone();
                 same.size = d.size;
@@ -295,14 +309,9 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
                 if unchanged {
                     continue;
                 }
-                let full = root.join(path);
-                let (sha, data, n) = match hash_file(&full, d.size) {
-                    Ok(x) => x,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(SyncError::io(full)(e)),
+                let Some((sha, data)) = hash_counted(root, path, d, &mut report)? else {
+                    continue;
                 };
-                report.hashed += 1;
-                report.bytes_read += n;
                 let same_as_record = lf.is_some_and(|l| {
                     l.kind == LocalKind::File && l.sha256 == Some(sha) && l.mode == d.mode
                 });

@@ -341,24 +341,28 @@ impl Vault {
         })
     }
 
+    /// Where contents are read from, unlocked.
+    fn source(&mut self) -> SyncResult<Source<'_>> {
+        self.keys()?;
+        let keys = self
+            .keys
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("unlocked above"));
+        Ok(Source {
+            store: self.store.as_ref(),
+            layout: &self.layout,
+            cache: &self.cache,
+            keys,
+        })
+    }
+
     /// Fetches one (large) content a window at a time into `out`, checking all of it.
     pub fn stream_content(
         &mut self,
         r: &ContentRef,
         out: &mut dyn std::io::Write,
     ) -> SyncResult<()> {
-        self.keys()?;
-        let keys = self
-            .keys
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("unlocked above"));
-        let source = Source {
-            store: self.store.as_ref(),
-            layout: &self.layout,
-            cache: &self.cache,
-            keys,
-        };
-        stream_blob(&source, r, out)
+        stream_blob(&self.source()?, r, out)
     }
 
     /// Fetches and checks contents; `process` runs on the fetching threads (many at
@@ -369,18 +373,7 @@ impl Vault {
         process: &(dyn Fn(usize, SyncResult<Vec<u8>>) -> T + Sync),
         consume: impl FnMut(usize, T) -> SyncResult<()>,
     ) -> SyncResult<()> {
-        self.keys()?;
-        let keys = self
-            .keys
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("unlocked above"));
-        let source = Source {
-            store: self.store.as_ref(),
-            layout: &self.layout,
-            cache: &self.cache,
-            keys,
-        };
-        fetch_contents(&source, refs, PARALLEL_IO, process, consume)
+        fetch_contents(&self.source()?, refs, PARALLEL_IO, process, consume)
     }
 
     fn check_log_record(
