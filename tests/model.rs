@@ -4,6 +4,8 @@
 //! visible (at its path, renamed, or as a conflict sibling) or was replaced by a device
 //! that had it in its folder when it made the change.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
@@ -29,19 +31,6 @@ impl PassphraseSource for Pass {
     }
     fn new_passphrase(&self) -> SyncResult<Zeroizing<String>> {
         self.existing()
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            fs::copy(e.path(), target).unwrap();
-        }
     }
 }
 
@@ -148,7 +137,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut roots = Vec::new();
     for (i, h) in t.homes.iter().enumerate() {
         let home = work.path().join(format!("dev{i}"));
-        copy_dir(h, &home);
+        common::copy_dir(h, &home);
         let v = Vault::open_with_store(Home::new(&home), store.clone(), Box::new(Pass)).unwrap();
         roots.push(home.join("memories"));
         vaults.push(v);

@@ -22,12 +22,22 @@ fn count_files(dir: &std::path::Path) -> usize {
     n
 }
 
-#[test]
-fn ten_thousand_small_files_take_a_few_dozen_requests() {
+/// A local vault in a temporary folder, behind a request counter.
+fn counted_vault() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Arc<CountingStore<LocalStore>>,
+) {
     let work = tempfile::tempdir().unwrap();
     let vault_dir = work.path().join("vault");
     fs::create_dir(&vault_dir).unwrap();
     let store = Arc::new(CountingStore::new(LocalStore::open(&vault_dir).unwrap()));
+    (work, vault_dir, store)
+}
+
+#[test]
+fn ten_thousand_small_files_take_a_few_dozen_requests() {
+    let (work, _, store) = counted_vault();
     let mut a = common::library_device(work.path(), "laptop", store.clone());
     let root = a.home().memories();
     for i in 0..10_000usize {
@@ -69,10 +79,7 @@ fn ten_thousand_small_files_take_a_few_dozen_requests() {
 
 #[test]
 fn a_new_device_starts_from_the_newest_snapshot() {
-    let work = tempfile::tempdir().unwrap();
-    let vault_dir = work.path().join("vault");
-    fs::create_dir(&vault_dir).unwrap();
-    let store = Arc::new(CountingStore::new(LocalStore::open(&vault_dir).unwrap()));
+    let (work, vault_dir, store) = counted_vault();
     let mut a = common::library_device(work.path(), "laptop", store.clone());
     let root = a.home().memories();
     for i in 0..40 {

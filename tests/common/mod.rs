@@ -282,3 +282,17 @@ pub fn library_device(
     setup_vault(&req, store.clone(), &TestPass).expect("setup");
     Vault::open_with_store(home, store, Box::new(TestPass)).expect("open")
 }
+
+/// Copies a folder tree (fixtures, prepared homes).
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
