@@ -28,6 +28,7 @@ pub mod backend;
 pub mod config;
 pub mod crypto;
 pub mod folder;
+pub mod fs;
 pub mod model;
 pub mod store;
 pub mod sync;

@@ -12,7 +12,7 @@ use ghostie_fs::sync::{setup_vault, SetupOutcome, SetupRequest, Vault};
 use super::errors::{CliError, EXIT_DAMAGED, EXIT_FAILURE};
 use super::passphrase::CliPassphrase;
 use super::progress::BarProgress;
-use super::{Cli, Command, ConflictAction, SetupArgs};
+use super::{mount, Cli, Command, ConflictAction, SetupArgs};
 
 type CmdResult = Result<u8, CliError>;
 
@@ -34,6 +34,7 @@ fn passphrase(cli: &Cli) -> CliPassphrase {
         file: cli.passphrase_file.clone(),
         new_file: None,
         changing: false,
+        preset: None,
     }
 }
 
@@ -57,6 +58,20 @@ fn print_json(value: &serde_json::Value) {
 pub fn run(cli: Cli) -> CmdResult {
     let home = home_of(&cli)?;
     match &cli.command {
+        Command::Push(_) | Command::Pull(_) | Command::Sync(_) => {
+            mount::refuse_while_mounted(&home)?;
+            mount::refuse_on_mount_home(&home)?;
+        }
+        Command::Conflict(_)
+        | Command::Devices(_)
+        | Command::Passwd(_)
+        | Command::Verify
+        | Command::Setup(_) => mount::refuse_while_mounted(&home)?,
+        _ => {}
+    }
+    match &cli.command {
+        Command::Mount(a) => mount::mount(&cli, home, a),
+        Command::Unmount(a) => mount::unmount(&cli, home, a),
         Command::Setup(args) => setup(&cli, home, args),
         Command::Push(a) => push(&cli, &mut open_vault(&cli, home)?, a.json),
         Command::Pull(a) => pull(&cli, &mut open_vault(&cli, home)?, a.json),
@@ -187,6 +202,9 @@ fn pull(cli: &Cli, vault: &mut Vault, json: bool) -> CmdResult {
 }
 
 fn status(cli: &Cli, home: Home, json: bool) -> CmdResult {
+    if let Some(r) = mount::status(&home, json) {
+        return r;
+    }
     let mut vault = open_vault(cli, home)?;
     let s = folder::status(&mut vault)?;
     if json {
@@ -297,6 +315,7 @@ fn passwd(cli: &Cli, home: Home, new_file: Option<PathBuf>) -> CmdResult {
         file: cli.passphrase_file.clone(),
         new_file,
         changing: true,
+        preset: None,
     };
     let mut vault = Vault::open(home, Box::new(source))?;
     vault.change_passphrase()?;

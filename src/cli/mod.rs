@@ -3,6 +3,7 @@
 
 mod commands;
 mod errors;
+mod mount;
 mod passphrase;
 mod progress;
 
@@ -53,6 +54,11 @@ pub enum Command {
     Passwd(PasswdArgs),
     /// Fetch and check every object the vault's namespace points to.
     Verify,
+    /// Mount the vault over the memories folder (FUSE): files are fetched and
+    /// decrypted when read, and encrypted and uploaded in the background when written.
+    Mount(MountArgs),
+    /// Unmount, once every change is uploaded.
+    Unmount(UnmountArgs),
     /// Measure sealing throughput of one file (benchmarks).
     #[command(hide = true)]
     BenchSeal { file: PathBuf },
@@ -111,6 +117,54 @@ pub enum ConflictAction {
 }
 
 #[derive(Debug, Args)]
+pub struct MountArgs {
+    /// Where to mount [default: <home>/memories]. It must exist; files already in it
+    /// are imported into the vault first.
+    pub mountpoint: Option<PathBuf>,
+    /// Stay in the foreground, logging to stderr, until unmounted (Ctrl-C unmounts).
+    /// Without it the command returns once the mount is ready, and the mount logs to
+    /// <home>/sync/mount.log.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Seconds between looks for other devices' changes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub poll: f64,
+    /// Memory for decrypted small files (e.g. 64M, 1G).
+    #[arg(long, value_name = "SIZE", default_value = "64M")]
+    pub cache_size: String,
+    /// What fsync() waits for: `local`, the change is durable in this device's upload
+    /// queue; `remote`, it is in the backend.
+    #[arg(long, value_enum, default_value = "local")]
+    pub fsync: FsyncMode,
+    /// Mount options, comma-separated: allow_other, allow_root, ro, noexec, …
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    #[arg(long, hide = true)]
+    pub passphrase_stdin: bool,
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsyncMode {
+    Local,
+    Remote,
+}
+
+#[derive(Debug, Args)]
+pub struct UnmountArgs {
+    /// The mount point [default: where this home is mounted].
+    pub mountpoint: Option<PathBuf>,
+    /// Unmount now; changes still queued upload at the next mount.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Then make this a folder-sync home again: every file written into the memories
+    /// folder, for push, pull and sync.
+    #[arg(long)]
+    pub to_folder: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct PasswdArgs {
     /// Read the new passphrase from this file.
     #[arg(long, value_name = "FILE")]
@@ -137,6 +191,7 @@ fn init_logging(quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .with_target(false)
         .try_init();

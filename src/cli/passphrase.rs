@@ -16,6 +16,8 @@ pub struct CliPassphrase {
     /// For `passwd`: where the new passphrase comes from.
     pub new_file: Option<PathBuf>,
     pub changing: bool,
+    /// Already read (from the terminal of the command that started the mount).
+    pub preset: Option<Zeroizing<String>>,
 }
 
 fn read_file(path: &PathBuf) -> SyncResult<Zeroizing<String>> {
@@ -70,10 +72,15 @@ fn prompt_twice(first: &str) -> SyncResult<Zeroizing<String>> {
 
 impl PassphraseSource for CliPassphrase {
     fn is_interactive(&self) -> bool {
-        self.file.is_none() && std::env::var_os("GHOSTIE_PASSPHRASE").is_none()
+        self.preset.is_none()
+            && self.file.is_none()
+            && std::env::var_os("GHOSTIE_PASSPHRASE").is_none()
     }
 
     fn existing(&self) -> SyncResult<Zeroizing<String>> {
+        if let Some(p) = &self.preset {
+            return Ok(p.clone());
+        }
         if let Some(f) = &self.file {
             return read_file(f);
         }

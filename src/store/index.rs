@@ -227,6 +227,22 @@ impl Index {
         })
     }
 
+    /// Commits stop waiting for the disk: a commit survives a crash of this process
+    /// (SQLite's WAL is in the kernel's hands) but not a power cut until the next
+    /// [`Index::checkpoint`]. The mount acknowledges close() this way and fsync() with
+    /// a checkpoint, as a local filesystem does.
+    pub fn relax_durability(&self) -> IndexResult<()> {
+        self.conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        Ok(())
+    }
+
+    /// Makes every commit so far durable on disk.
+    pub fn checkpoint(&self) -> IndexResult<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// Runs `f` in one transaction: all of it lands, or none of it.
     pub fn transaction<T>(
         &mut self,

@@ -96,7 +96,7 @@ fn read_run(
     )
 }
 
-fn read_range(
+pub(crate) fn read_range(
     store: &dyn ObjectStore,
     layout: &Layout,
     cache: &PackCache,
@@ -107,16 +107,20 @@ fn read_range(
 ) -> SyncResult<Vec<u8>> {
     // A pack sealed here and not yet uploaded is read from the cache.
     let cached = cache.path_of(pack);
-    if cached.exists() {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::File::open(&cached).map_err(SyncError::io(&cached))?;
-        f.seek(SeekFrom::Start(start))
-            .map_err(SyncError::io(&cached))?;
-        let mut buf = Vec::new();
-        f.take(end - start)
-            .read_to_end(&mut buf)
-            .map_err(SyncError::io(&cached))?;
-        return Ok(buf);
+    match std::fs::File::open(&cached) {
+        Ok(mut f) => {
+            use std::io::{Read, Seek, SeekFrom};
+            f.seek(SeekFrom::Start(start))
+                .map_err(SyncError::io(&cached))?;
+            let mut buf = Vec::new();
+            f.take(end - start)
+                .read_to_end(&mut buf)
+                .map_err(SyncError::io(&cached))?;
+            return Ok(buf);
+        }
+        // Not sealed here, or uploaded (and removed) a moment ago: the vault has it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(SyncError::io(&cached)(e)),
     }
     Ok(store.get_range(&layout.pack(owner, pack), start..end)?)
 }

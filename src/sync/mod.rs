@@ -7,6 +7,7 @@ pub mod layout;
 pub mod namespace;
 pub mod pack;
 pub mod progress;
+pub mod reader;
 pub mod records;
 mod vault;
 
@@ -14,8 +15,9 @@ pub use fetch::{FetchedContent, STREAM_FROM};
 pub use layout::Layout;
 pub use namespace::{Namespace, Shown};
 pub use progress::{NoProgress, Progress};
+pub use reader::ContentReader;
 pub use vault::{
-    setup_vault, LocalChange, NewVersion, PassphraseSource, PollReport, PublishReport,
+    setup_vault, LocalChange, NewVersion, PassphraseSource, PollReport, PublishReport, Queued,
     SetupOutcome, SetupRequest, Vault,
 };
 

@@ -38,11 +38,13 @@ use crate::store::{HomeLock, Index, LocalFile, PackCache};
 
 mod poll;
 mod publish;
+mod queue;
 mod setup;
 mod unlock;
 
 pub use poll::PollReport;
 pub use publish::PublishReport;
+pub use queue::Queued;
 pub use setup::{setup_vault, SetupOutcome, SetupRequest};
 pub use unlock::PassphraseSource;
 use unlock::{write_master_key, NoPassphrase};
@@ -94,6 +96,8 @@ pub struct Vault {
     passphrase: Arc<dyn PassphraseSource>,
     /// Key derivation started early (see [`Vault::begin_unlock`]).
     unlocking: Option<std::thread::JoinHandle<SyncResult<SubKeys>>>,
+    /// The mount's open pack (see `queue.rs`).
+    queue: Option<queue::QueuePack>,
     _lock: HomeLock,
 }
 
@@ -154,6 +158,7 @@ impl Vault {
             keys: None,
             passphrase: Arc::from(passphrase),
             unlocking: None,
+            queue: None,
             _lock: lock,
         })
     }
@@ -219,6 +224,27 @@ impl Vault {
             &name_of,
         );
         Ok((heads, ns))
+    }
+
+    /// The namespace restricted to `paths`: what each shows, with its conflict
+    /// siblings and parent folders. Cheaper than [`Vault::namespace`] after a change
+    /// to a few paths.
+    pub fn namespace_of(&self, paths: &[String]) -> SyncResult<Namespace> {
+        let names = self.name_map()?;
+        let name_of = |d: &DeviceId| {
+            names
+                .get(d)
+                .cloned()
+                .unwrap_or_else(|| d.as_str()[..8].to_owned())
+        };
+        let mut heads = Vec::with_capacity(paths.len());
+        for p in paths {
+            heads.push((p.as_str(), self.index.heads_of(p)?));
+        }
+        Ok(namespace::build(
+            heads.iter().map(|(p, v)| (*p, v.as_slice())),
+            &name_of,
+        ))
     }
 
     pub fn device_names(&self) -> SyncResult<BTreeMap<DeviceId, String>> {

@@ -14,6 +14,7 @@ impl Vault {
     /// Uploads queued packs, then publishes every recorded version in a new segment.
     pub fn publish(&mut self, progress: &dyn Progress) -> SyncResult<PublishReport> {
         let mut report = PublishReport::default();
+        self.close_queue_pack()?;
         let pending = self.index.pending_packs()?;
         self.cache
             .remove_orphans(&pending)

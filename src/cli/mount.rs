@@ -1,0 +1,660 @@
+//! `mount` and `unmount`: starting the mount in the background (or foreground),
+//! importing a non-empty folder first, and stopping it once its queue has drained.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use ghostie_fs::config::Home;
+use ghostie_fs::folder;
+use ghostie_fs::fs::{is_mounted, serve, MountError, MountHome, MountOptions, MountStatus};
+use ghostie_fs::sync::{PassphraseSource, SyncError, Vault};
+
+use super::errors::{CliError, EXIT_FAILURE};
+use super::passphrase::CliPassphrase;
+use super::progress::BarProgress;
+use super::{Cli, MountArgs, UnmountArgs};
+
+type CmdResult = Result<u8, CliError>;
+
+fn fail(sentence: impl Into<String>) -> CliError {
+    CliError::new(EXIT_FAILURE, sentence)
+}
+
+impl From<MountError> for CliError {
+    fn from(e: MountError) -> Self {
+        match e {
+            MountError::Sync(s) => s.into(),
+            MountError::Fuse { path, source } => fail(format!(
+                "Cannot mount at {}: {source} (is FUSE available, and is the folder free?).",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// "64M", "1G", "500k", "1048576".
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1u64 << 40,
+                _ => return None,
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: f64 = num.trim().parse().ok()?;
+    (n >= 0.0).then(|| (n * mult as f64) as u64)
+}
+
+fn mount_options(args: &MountArgs) -> Result<MountOptions, CliError> {
+    let cache = parse_size(&args.cache_size).ok_or_else(|| {
+        fail(format!(
+            "--cache-size '{}' is not a size (try 64M or 1G).",
+            args.cache_size
+        ))
+    })?;
+    if !(args.poll > 0.0 && args.poll <= 86_400.0) {
+        return Err(fail("--poll must be a number of seconds above 0."));
+    }
+    Ok(MountOptions {
+        poll: Duration::from_secs_f64(args.poll),
+        cache_limit: cache.max(1 << 20),
+        fsync_remote: args.fsync == super::FsyncMode::Remote,
+        ..MountOptions::default()
+    })
+}
+
+fn options_list(args: &MountArgs) -> Vec<String> {
+    args.options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty())
+        .collect()
+}
+
+fn fuse_available() -> Result<(), CliError> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err(fail(
+            "FUSE is not available here (/dev/fuse is missing); use 'ghostie-fs sync' on this device instead.",
+        ));
+    }
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let helper = ["fusermount3", "fusermount"]
+        .iter()
+        .any(|h| which(h).is_some());
+    if !root && !helper {
+        return Err(fail(
+            "fusermount3 is not installed (Debian/Ubuntu: apt-get install fuse3); it is needed to mount as a normal user.",
+        ));
+    }
+    Ok(())
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(cmd))
+            .find(|p| p.is_file())
+    })
+}
+
+fn preflight(home: &Home, mountpoint: &Path) -> Result<(), CliError> {
+    home.load_config().map_err(SyncError::from)?;
+    if let Some(s) = MountStatus::running(home) {
+        return Err(fail(format!(
+            "This home is already mounted at {} (process {}).",
+            s.mountpoint.display(),
+            s.pid
+        )));
+    }
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(fail(format!(
+                "The mount point {} is a file, not a folder.",
+                mountpoint.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(fail(format!(
+                "The mount point {} does not exist; create it first (mkdir -p {}).",
+                mountpoint.display(),
+                mountpoint.display()
+            )))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(fail(format!(
+                "{} is a mount whose process died; run 'ghostie-fs unmount' first.",
+                mountpoint.display()
+            )))
+        }
+        Err(e) => {
+            return Err(fail(format!(
+                "Cannot use the mount point {}: {e}.",
+                mountpoint.display()
+            )))
+        }
+    }
+    if is_mounted(mountpoint) {
+        return Err(fail(format!(
+            "{} is already a mount point; unmount it first.",
+            mountpoint.display()
+        )));
+    }
+    fuse_available()
+}
+
+pub fn mount(cli: &Cli, home: Home, args: &MountArgs) -> CmdResult {
+    let mountpoint =
+        std::path::absolute(args.mountpoint.clone().unwrap_or_else(|| home.memories()))
+            .map_err(|e| fail(format!("Cannot resolve the mount point: {e}.")))?;
+    if args.daemon_child {
+        // Errors go to the parent, which is waiting for one line.
+        let code = match run_here(cli, &home, args, &mountpoint, true) {
+            Ok(code) => code,
+            Err(e) => {
+                println!("error {} {}", e.code, e.sentence);
+                return Ok(e.code);
+            }
+        };
+        return Ok(code);
+    }
+    preflight(&home, &mountpoint)?;
+    mount_options(args)?;
+    if args.foreground {
+        return run_here(cli, &home, args, &mountpoint, false);
+    }
+    start_in_background(cli, &home, args, &mountpoint)
+}
+
+fn read_stdin_passphrase() -> Result<Zeroizing<String>, CliError> {
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| fail(format!("Cannot read the passphrase: {e}.")))?;
+    let trimmed = line.trim_end_matches(['\n', '\r']).to_owned();
+    Ok(Zeroizing::new(trimmed))
+}
+
+fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: bool) -> CmdResult {
+    if child {
+        preflight(home, mountpoint)?;
+    }
+    let mut source = CliPassphrase {
+        file: cli.passphrase_file.clone(),
+        new_file: None,
+        changing: false,
+        preset: None,
+    };
+    if args.passphrase_stdin {
+        source.preset = Some(read_stdin_passphrase()?);
+    }
+    let opts = mount_options(args)?;
+    let mut vault = Vault::open(home.clone(), Box::new(source))?;
+    vault.keys()?;
+    let imported = import_folder(&mut vault, mountpoint)?;
+    if imported > 0 {
+        tracing::info!("imported {imported} files from {}", mountpoint.display());
+    }
+    let quiet = cli.quiet;
+    let shown = mountpoint.to_path_buf();
+    serve(vault, mountpoint, opts, &options_list(args), move || {
+        if child {
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            // Nothing reads our stdout from here on.
+            if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                use std::os::fd::AsRawFd;
+                // SAFETY: dup2 onto stdout of a descriptor we own for the call.
+                unsafe { libc::dup2(null.as_raw_fd(), 1) };
+            }
+        } else if !quiet {
+            println!(
+                "✅ Mounted at {} (Ctrl-C or 'ghostie-fs unmount' to stop)",
+                shown.display()
+            );
+        }
+    })?;
+    Ok(0)
+}
+
+/// A folder mounted over is imported first: every file in it becomes a version
+/// (sealed and queued), then leaves the folder, so the mount hides nothing.
+fn import_folder(vault: &mut Vault, root: &Path) -> Result<usize, CliError> {
+    let before = folder::scan::walk(root)?;
+    if before.is_empty() {
+        forget_folder(vault)?;
+        return Ok(0);
+    }
+    folder::scan::scan_and_record(vault, root, false)?;
+    let mut removed = 0;
+    let mut dirs: Vec<&String> = Vec::new();
+    for (path, d) in &before {
+        let full = root.join(path);
+        let now = match std::fs::symlink_metadata(&full) {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        if d.kind == ghostie_fs::store::LocalKind::Dir {
+            dirs.push(path);
+            continue;
+        }
+        use std::os::unix::fs::MetadataExt;
+        if now.len() != d.size || now.ino() != d.ino || folder::scan::mtime_ns(&now) != d.mtime_ns {
+            return Err(fail(format!(
+                "{} changed while it was being imported; mount again.",
+                full.display()
+            )));
+        }
+        std::fs::remove_file(&full).map_err(|e| {
+            fail(format!(
+                "Cannot move {} into the mount: {e}.",
+                full.display()
+            ))
+        })?;
+        removed += 1;
+    }
+    dirs.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    for d in dirs {
+        let _ = std::fs::remove_dir(root.join(d));
+    }
+    forget_folder(vault)?;
+    Ok(removed)
+}
+
+/// The folder is a mount point from now on: the record of a plain folder's files
+/// must not be read against it.
+fn forget_folder(vault: &mut Vault) -> Result<(), CliError> {
+    let recorded: Vec<(String, Option<ghostie_fs::store::LocalFile>)> = vault
+        .index()
+        .local_files()
+        .map_err(SyncError::from)?
+        .into_keys()
+        .map(|p| (p, None))
+        .collect();
+    if !recorded.is_empty() {
+        vault.update_local(&recorded)?;
+    }
+    Ok(())
+}
+
+fn start_in_background(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path) -> CmdResult {
+    let exe = std::env::current_exe()
+        .map_err(|e| fail(format!("Cannot find this program to start the mount: {e}.")))?;
+    let log_path = home.sync_dir().join("mount.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| fail(format!("Cannot open the log {}: {e}.", log_path.display())))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--home").arg(home.root());
+    if let Some(f) = &cli.passphrase_file {
+        cmd.arg("--passphrase-file").arg(f);
+    }
+    cmd.arg("mount")
+        .arg(mountpoint)
+        .arg("--daemon-child")
+        .arg("--poll")
+        .arg(args.poll.to_string())
+        .arg("--cache-size")
+        .arg(&args.cache_size)
+        .arg("--fsync")
+        .arg(match args.fsync {
+            super::FsyncMode::Local => "local",
+            super::FsyncMode::Remote => "remote",
+        });
+    for o in &args.options {
+        cmd.arg("-o").arg(o);
+    }
+    let source = CliPassphrase {
+        file: cli.passphrase_file.clone(),
+        new_file: None,
+        changing: false,
+        preset: None,
+    };
+    // The passphrase is asked here, on the terminal, and handed over a pipe.
+    let typed = if source.is_interactive() && std::io::stdin().is_terminal() {
+        Some(source.existing()?)
+    } else {
+        None
+    };
+    if typed.is_some() {
+        cmd.arg("--passphrase-stdin");
+    }
+    if std::env::var_os("GHOSTIE_LOG").is_none() {
+        cmd.env("GHOSTIE_LOG", "info");
+    }
+    cmd.stdin(if typed.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(log);
+    // SAFETY: setsid in the child before exec touches no memory of ours; the mount
+    // must outlive this terminal session.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("Cannot start the mount process: {e}.")))?;
+    if let (Some(p), Some(mut stdin)) = (typed, child.stdin.take()) {
+        let _ = writeln!(stdin, "{}", p.as_str());
+    }
+    let Some(out) = child.stdout.take() else {
+        return Err(fail("Cannot talk to the mount process."));
+    };
+    let mut line = String::new();
+    let _ = BufReader::new(out).read_line(&mut line);
+    let line = line.trim_end();
+    if line == "ready" {
+        if !cli.quiet {
+            println!("✅ Mounted at {}", mountpoint.display());
+            println!("   Log: {}", log_path.display());
+        }
+        return Ok(0);
+    }
+    let _ = child.wait();
+    if let Some(rest) = line.strip_prefix("error ") {
+        let (code, sentence) = rest.split_once(' ').unwrap_or(("1", rest));
+        return Err(CliError::new(
+            code.parse().unwrap_or(EXIT_FAILURE),
+            sentence,
+        ));
+    }
+    Err(fail(format!(
+        "The mount process stopped before the mount was ready; see {}.",
+        log_path.display()
+    )))
+}
+
+fn run_unmount_tool(mountpoint: &Path) -> Result<(), CliError> {
+    let mut last = String::new();
+    for tool in ["fusermount3", "fusermount"] {
+        if which(tool).is_none() {
+            continue;
+        }
+        match Command::new(tool).arg("-u").arg(mountpoint).output() {
+            Ok(o) if o.status.success() => return Ok(()),
+            Ok(o) => last = String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    match Command::new("umount").arg(mountpoint).output() {
+        Ok(o) if o.status.success() => return Ok(()),
+        Ok(o) if last.is_empty() => last = String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+        _ => {}
+    }
+    Err(fail(format!(
+        "Cannot unmount {}: {}.",
+        mountpoint.display(),
+        last.trim_end_matches('.')
+    )))
+}
+
+/// Waits until the running mount reports an empty queue in a status written after
+/// this call began.
+fn wait_for_drain(cli: &Cli, home: &Home) {
+    let started = ghostie_fs::now_ms();
+    let bar = if !cli.quiet && std::io::stderr().is_terminal() {
+        Some(indicatif::ProgressBar::new_spinner())
+    } else {
+        None
+    };
+    let mut warned = false;
+    loop {
+        let Some(s) = MountStatus::running(home) else {
+            break;
+        };
+        let waiting = s.pending_uploads + s.open_dirty;
+        if s.updated_ms >= started && waiting == 0 {
+            break;
+        }
+        if let Some(b) = &bar {
+            b.set_message(format!(
+                "Uploading {} changes ({} KiB)…{}",
+                s.pending_uploads,
+                s.pending_bytes / 1024,
+                s.last_error
+                    .as_deref()
+                    .map(|e| format!(" backend: {e}"))
+                    .unwrap_or_default()
+            ));
+            b.tick();
+        } else if !warned && !cli.quiet && ghostie_fs::now_ms() - started > 2000 {
+            eprintln!(
+                "Waiting for {} changes to upload (Ctrl-C to stop waiting; --no-wait unmounts now)…",
+                s.pending_uploads
+            );
+            warned = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+}
+
+pub fn unmount(cli: &Cli, home: Home, args: &UnmountArgs) -> CmdResult {
+    let running = MountStatus::running(&home);
+    let mountpoint = args
+        .mountpoint
+        .clone()
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
+        .or_else(|| running.as_ref().map(|s| s.mountpoint.clone()))
+        .or_else(|| MountHome::read(&home).map(|m| m.mountpoint))
+        .unwrap_or_else(|| home.memories());
+    match &running {
+        Some(s) => {
+            if !args.no_wait {
+                wait_for_drain(cli, &home);
+            }
+            run_unmount_tool(&mountpoint)?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while s.is_alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if s.is_alive() {
+                return Err(fail(format!(
+                    "Unmounted {}, but its process {} is still finishing; check {}.",
+                    mountpoint.display(),
+                    s.pid,
+                    home.sync_dir().join("mount.log").display()
+                )));
+            }
+        }
+        None if is_mounted(&mountpoint) => {
+            // Its process died: the kernel still holds a dead mount.
+            run_unmount_tool(&mountpoint)?;
+        }
+        None if !args.to_folder => {
+            return Err(fail(format!(
+                "Nothing is mounted at {}.",
+                mountpoint.display()
+            )));
+        }
+        None => {}
+    }
+    if !cli.quiet && running.is_some() {
+        println!("✅ Unmounted {}", mountpoint.display());
+    }
+    if args.to_folder {
+        to_folder(cli, home)?;
+    }
+    Ok(0)
+}
+
+/// Turns a mount home back into a folder-sync home with every file in its folder.
+fn to_folder(cli: &Cli, home: Home) -> Result<(), CliError> {
+    let source = CliPassphrase {
+        file: cli.passphrase_file.clone(),
+        new_file: None,
+        changing: false,
+        preset: None,
+    };
+    let mut vault = Vault::open(home.clone(), Box::new(source))?;
+    let progress = BarProgress::new(cli.quiet);
+    // Whatever is still queued goes out first, so the folder starts in step.
+    vault.publish(&progress)?;
+    MountHome::clear(&home)
+        .map_err(|e| fail(format!("Cannot update {}: {e}.", home.sync_dir().display())))?;
+    let r = folder::pull(&mut vault, &progress)?;
+    if !cli.quiet {
+        println!(
+            "✅ {} is a plain folder again ({} files written); use push, pull and sync",
+            home.memories().display(),
+            r.downloaded
+        );
+    }
+    Ok(())
+}
+
+/// Refuses folder-sync commands on a mount home (DESIGN §7).
+pub fn refuse_on_mount_home(home: &Home) -> Result<(), CliError> {
+    if let Some(m) = MountHome::read(home) {
+        return Err(fail(format!(
+            "This home is a mount home (its memories live in the mount at {}), so push, pull and sync are refused; run 'ghostie-fs unmount --to-folder' to make it a plain folder again.",
+            m.mountpoint.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses commands that need the vault while the mount holds it.
+pub fn refuse_while_mounted(home: &Home) -> Result<(), CliError> {
+    if let Some(s) = MountStatus::running(home) {
+        return Err(fail(format!(
+            "This home is mounted at {} (process {}); run this after 'ghostie-fs unmount'.",
+            s.mountpoint.display(),
+            s.pid
+        )));
+    }
+    Ok(())
+}
+
+/// `status` of a mount home: the running mount's own report (the vault is its to hold),
+/// or, unmounted, what the index says without reading the empty mount point.
+pub fn status(home: &Home, json: bool) -> Option<CmdResult> {
+    let marked = MountHome::read(home)?;
+    Some(mount_status(home, &marked, json))
+}
+
+fn mount_status(home: &Home, marked: &MountHome, json: bool) -> CmdResult {
+    let config = home.load_config().map_err(SyncError::from)?;
+    let running = MountStatus::running(home);
+    let (cloud, pending, conflicts, last_sync) = match &running {
+        Some(_) => (None, None, None, None),
+        None => {
+            let source = CliPassphrase {
+                file: None,
+                new_file: None,
+                changing: false,
+                preset: None,
+            };
+            let vault = Vault::open(home.clone(), Box::new(source))?;
+            let ns = vault.namespace()?;
+            let cloud = ns
+                .values()
+                .filter(|s| {
+                    s.sibling_of.is_none()
+                        && !matches!(s.version.entry, ghostie_fs::model::Entry::Dir { .. })
+                })
+                .count();
+            let conflicts = ns.values().filter(|s| s.sibling_of.is_some()).count();
+            (
+                Some(cloud),
+                Some(vault.unpublished_count()?),
+                Some(conflicts),
+                vault.last_sync_ms()?.map(folder::format_time),
+            )
+        }
+    };
+    let backend = match &config.backend {
+        ghostie_fs::config::BackendConfig::Local { path } => {
+            format!("local (local folder {})", path.display())
+        }
+    };
+    if json {
+        let v = serde_json::json!({
+            "backend": backend,
+            "device_name": config.device_name,
+            "mode": "mount",
+            "mounted": running.is_some(),
+            "mountpoint": running.as_ref().map(|s| s.mountpoint.clone()).unwrap_or(marked.mountpoint.clone()),
+            "mount": running,
+            "cloud_count": cloud,
+            "pending": pending,
+            "conflict_count": conflicts,
+            "last_sync": last_sync,
+        });
+        println!("{v}");
+        return Ok(0);
+    }
+    println!("🔗 SYNC STATUS:");
+    println!("   Backend: {backend}");
+    println!("   Device Name: {}", config.device_name);
+    match &running {
+        Some(s) => {
+            println!(
+                "   Mounted at: {} (process {})",
+                s.mountpoint.display(),
+                s.pid
+            );
+            println!(
+                "   Pending uploads: {} ({} bytes){}",
+                s.pending_uploads,
+                s.pending_bytes,
+                if s.open_dirty > 0 {
+                    format!(", {} files open with unsaved changes", s.open_dirty)
+                } else {
+                    String::new()
+                }
+            );
+            println!("   Cache: {} of {} bytes", s.cache_used, s.cache_limit);
+            println!(
+                "   Last poll: {}",
+                s.last_poll_ms
+                    .map(folder::format_time)
+                    .as_deref()
+                    .unwrap_or("not yet")
+            );
+            println!(
+                "   Backend reachable: {}",
+                if s.backend_reachable { "yes" } else { "no" }
+            );
+            println!(
+                "   Last error: {}",
+                s.last_error.as_deref().unwrap_or("none")
+            );
+        }
+        None => {
+            println!(
+                "   Mount home, not mounted (last mounted at {}); run 'ghostie-fs mount'",
+                marked.mountpoint.display()
+            );
+            println!("   Last Sync: {}", last_sync.as_deref().unwrap_or("never"));
+            println!("   Cloud Memories: {}", cloud.unwrap_or_default());
+            println!("   Conflicts: {}", conflicts.unwrap_or_default());
+            println!("   Pending: {}", pending.unwrap_or_default());
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,947 @@
+//! The mount's filesystem logic, in plain types: inodes and handles over the `Vault`.
+//! `fuse.rs` only translates between these calls and the kernel protocol.
+//!
+//! Invariants:
+//! - **Acknowledged means recorded.** A close(), fsync(), mkdir, unlink, rename, chmod
+//!   or utimens returns only after its version (and the sealed content) is in the
+//!   index's write-back queue; the worker uploads and publishes it later. A crash of
+//!   this process loses nothing that returned; fsync() also survives a power cut.
+//! - **Plaintext only in staging, only while open.** A file opened for writing is a
+//!   staging file until its last handle closes; everything else is read from sealed
+//!   packs (the cache or the backend) and decrypted in memory.
+//! - **The kernel never sees stale data.** Remote changes reach the tree only in the
+//!   worker, which then invalidates the kernel's entries and pages (see `worker.rs`).
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::changes::{disk_space, drop_sibling, heads_vector};
+use super::plain_cache::PlainCache;
+use super::tree::{join, parent_path, Ino, Invalidation, Kind, Node, Tree, ROOT};
+use crate::model::{ContentRef, Entry, VersionVector};
+use crate::sync::{ContentReader, LocalChange, NewVersion, SyncError, Vault};
+
+/// An errno for the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+pub type FsResult<T> = Result<T, Errno>;
+
+impl From<SyncError> for Errno {
+    fn from(e: SyncError) -> Self {
+        tracing::error!("{e}");
+        Errno(libc::EIO)
+    }
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    tracing::error!("staging: {e}");
+    Errno(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Files up to this size are read whole, checked against their hash and kept
+/// decrypted in memory; larger ones are read a chunk range at a time.
+const WHOLE_READ_MAX: u64 = 1024 * 1024;
+/// A listing prefetches at most this much.
+const PREFETCH_MAX_BYTES: u64 = 32 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// How often other devices' changes are looked for.
+    pub poll: Duration,
+    /// Bytes of decrypted small files kept in memory.
+    pub cache_limit: u64,
+    /// fsync() waits until the content is in the backend.
+    pub fsync_remote: bool,
+    /// How long the kernel may trust attributes and names.
+    pub ttl: Duration,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_secs(1),
+            cache_limit: 64 * 1024 * 1024,
+            fsync_remote: false,
+            ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A file open for writing: its bytes live in a staging file until the last handle
+/// closes.
+#[derive(Debug)]
+struct Staged {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    dirty: bool,
+    opens: u32,
+    /// What this device had seen of the path when it was opened: a commit supersedes
+    /// exactly that, and stays concurrent with what arrived since.
+    base: VersionVector,
+    /// Unlinked while open: reads and writes go on, nothing is recorded.
+    unlinked: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Handle {
+    ino: Ino,
+    writable: bool,
+}
+
+/// What the worker needs to know about local changes.
+#[derive(Debug, Default)]
+pub struct Activity {
+    pub first_unsent: Option<Instant>,
+    pub last_change: Option<Instant>,
+    pub publishes_started: u64,
+    pub publishes_done: u64,
+    pub shutdown: bool,
+    pub last_error: Option<String>,
+}
+
+pub(super) struct State {
+    pub vault: Vault,
+    pub tree: Tree,
+    staged: HashMap<Ino, Staged>,
+    /// Unlinked files still open, by inode.
+    orphans: HashMap<Ino, Node>,
+    handles: HashMap<u64, Handle>,
+    next_fh: u64,
+    pub(super) staging_dir: PathBuf,
+    pub(super) next_staging: u64,
+}
+
+pub struct MountFs {
+    state: Mutex<State>,
+    reader: ContentReader,
+    plain: Arc<Mutex<PlainCache>>,
+    prefetching: Arc<AtomicBool>,
+    pub(super) activity: Mutex<Activity>,
+    pub(super) wake: Condvar,
+    pub opts: MountOptions,
+    uid: u32,
+    gid: u32,
+}
+
+fn now_ns() -> i64 {
+    crate::now_ms() * 1_000_000
+}
+
+fn precise_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn check_name(name: &str) -> FsResult<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(Errno(libc::EINVAL));
+    }
+    if name.len() > 255 {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    Ok(())
+}
+
+impl MountFs {
+    /// Builds the filesystem over an opened vault; unlocks it (the key is needed to
+    /// read anything) and shows its namespace.
+    pub fn new(mut vault: Vault, opts: MountOptions) -> Result<Arc<Self>, SyncError> {
+        vault.index().relax_durability()?;
+        let reader = vault.reader()?;
+        let ns = vault.namespace()?;
+        let tree = Tree::from_namespace(&ns, now_ns());
+        let staging_dir = vault.home().staging_dir();
+        crate::config::create_private_dir(&staging_dir)?;
+        // Left by a crash: bytes of writes no close() acknowledged. Plaintext must not
+        // linger on disk.
+        if let Ok(entries) = fs::read_dir(&staging_dir) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let pending = vault.unpublished_count()? > 0 || !vault.index().pending_packs()?.is_empty();
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let fs = Arc::new(Self {
+            state: Mutex::new(State {
+                vault,
+                tree,
+                staged: HashMap::new(),
+                orphans: HashMap::new(),
+                handles: HashMap::new(),
+                next_fh: 1,
+                staging_dir,
+                next_staging: 0,
+            }),
+            reader,
+            plain: Arc::new(Mutex::new(PlainCache::new(opts.cache_limit))),
+            prefetching: Arc::new(AtomicBool::new(false)),
+            activity: Mutex::new(Activity::default()),
+            wake: Condvar::new(),
+            opts,
+            uid,
+            gid,
+        });
+        if pending {
+            // A queue left by an earlier run resumes at once.
+            fs.note_change();
+        }
+        Ok(fs)
+    }
+
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Tells the worker that something waits for upload.
+    fn note_change(&self) {
+        let mut a = lock(&self.activity);
+        let now = Instant::now();
+        a.first_unsent.get_or_insert(now);
+        a.last_change = Some(now);
+        drop(a);
+        self.wake.notify_all();
+    }
+
+    fn attr(&self, n: &Node, staged: Option<&Staged>) -> Attr {
+        let size = match (n.kind, staged) {
+            (Kind::File, Some(s)) => s.size,
+            _ => n.size,
+        };
+        Attr {
+            ino: n.ino,
+            kind: n.kind,
+            size,
+            mode: n.mode,
+            mtime_ns: n.mtime_ns,
+            ctime_ns: n.ctime_ns.max(n.mtime_ns),
+            nlink: if n.kind == Kind::Dir { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+
+    fn node_attr(&self, st: &State, ino: Ino) -> FsResult<Attr> {
+        let n = st
+            .tree
+            .get(ino)
+            .or_else(|| st.orphans.get(&ino))
+            .ok_or(Errno(libc::ENOENT))?;
+        Ok(self.attr(n, st.staged.get(&ino)))
+    }
+
+    pub fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+        let st = self.state();
+        let ino = st
+            .tree
+            .lookup(parent, name)
+            .map(|n| n.ino)
+            .ok_or(Errno(libc::ENOENT))?;
+        self.node_attr(&st, ino)
+    }
+
+    pub fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        let st = self.state();
+        self.node_attr(&st, ino)
+    }
+
+    pub fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
+        let st = self.state();
+        let n = st.tree.get(ino).ok_or(Errno(libc::ENOENT))?;
+        if n.kind != Kind::Symlink {
+            return Err(Errno(libc::EINVAL));
+        }
+        Ok(n.target.as_bytes().to_vec())
+    }
+
+    /// Children of a folder, `.` and `..` first.
+    pub fn readdir(&self, ino: Ino) -> FsResult<Vec<(Attr, String)>> {
+        let st = self.state();
+        let dir = st.tree.get(ino).ok_or(Errno(libc::ENOENT))?;
+        if dir.kind != Kind::Dir {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        let parent = st.tree.ino_of(parent_path(&dir.path)).unwrap_or(ROOT);
+        let mut out = Vec::with_capacity(dir.children.len() + 2);
+        out.push((self.node_attr(&st, ino)?, ".".to_owned()));
+        out.push((self.node_attr(&st, parent)?, "..".to_owned()));
+        let mut wanted: Vec<ContentRef> = Vec::new();
+        for (name, child) in &dir.children {
+            if let Some(n) = st.tree.get(*child) {
+                out.push((self.attr(n, st.staged.get(child)), name.clone()));
+                if let Some(c) = &n.content {
+                    if c.size <= WHOLE_READ_MAX && !st.staged.contains_key(child) {
+                        wanted.push(c.clone());
+                    }
+                }
+            }
+        }
+        drop(st);
+        self.prefetch(wanted);
+        Ok(out)
+    }
+
+    /// Starts fetching the small files of a folder just listed, many per request, so
+    /// the reads that usually follow (`cat *`, `grep -r`) find them in memory.
+    fn prefetch(&self, mut wanted: Vec<ContentRef>) {
+        {
+            let plain = lock(&self.plain);
+            wanted.retain(|c| !plain.contains(c));
+        }
+        let mut budget = PREFETCH_MAX_BYTES;
+        wanted.retain(|c| {
+            let fits = c.size <= budget;
+            budget = budget.saturating_sub(c.size);
+            fits
+        });
+        if wanted.is_empty() || self.prefetching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let reader = self.reader.clone();
+        let plain = self.plain.clone();
+        let busy = self.prefetching.clone();
+        std::thread::spawn(move || {
+            let _ = reader.read_many(&wanted, |i, r| {
+                if let Ok(data) = r {
+                    lock(&plain).insert(&wanted[i], Arc::new(data));
+                }
+            });
+            busy.store(false, Ordering::Release);
+        });
+    }
+
+    pub fn open(&self, ino: Ino, flags: i32) -> FsResult<u64> {
+        let mut st = self.state();
+        let n = st.tree.get(ino).ok_or(Errno(libc::ENOENT))?;
+        match n.kind {
+            Kind::Dir => return Err(Errno(libc::EISDIR)),
+            Kind::Symlink => return Err(Errno(libc::ELOOP)),
+            Kind::File => {}
+        }
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let truncate = writable && flags & libc::O_TRUNC != 0;
+        if writable {
+            self.stage(&mut st, ino, truncate)?;
+        }
+        Ok(st.add_handle(ino, writable))
+    }
+
+    pub fn create(&self, parent: Ino, name: &str, mode: u32, flags: i32) -> FsResult<(Attr, u64)> {
+        check_name(name)?;
+        let mut st = self.state();
+        let dir = st.tree.get(parent).ok_or(Errno(libc::ENOENT))?;
+        if dir.kind != Kind::Dir {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        let path = join(&dir.path, name);
+        if st.tree.ino_of(&path).is_some() {
+            return Err(Errno(libc::EEXIST));
+        }
+        let base = heads_vector(&st.vault, &path)?;
+        let ino = st.tree.add_local(&path, Kind::File, mode, precise_now_ns());
+        let staged = st.new_staging(base)?;
+        st.staged.insert(ino, staged);
+        if let Some(s) = st.staged.get_mut(&ino) {
+            s.dirty = true;
+        }
+        // Even an O_RDONLY|O_CREAT open made the file: it is recorded at close.
+        let _ = flags;
+        if let Some(s) = st.staged.get_mut(&ino) {
+            s.opens += 1;
+        }
+        let fh = st.add_handle_raw(ino, true);
+        Ok((self.node_attr(&st, ino)?, fh))
+    }
+
+    /// Makes `ino` writable: a staging file holding its current bytes.
+    fn stage(&self, st: &mut State, ino: Ino, truncate: bool) -> FsResult<()> {
+        if let Some(s) = st.staged.get_mut(&ino) {
+            s.opens += 1;
+            if truncate && s.size > 0 {
+                s.file.set_len(0).map_err(io_errno)?;
+                s.size = 0;
+                s.dirty = true;
+            }
+            return Ok(());
+        }
+        let n = st.tree.get(ino).ok_or(Errno(libc::ENOENT))?;
+        let path = n.path.clone();
+        let content = n.content.clone();
+        let base = heads_vector(&st.vault, &path)?;
+        let mut staged = st.new_staging(base)?;
+        staged.opens = 1;
+        if truncate {
+            staged.dirty = content.as_ref().is_some_and(|c| c.size > 0);
+        } else if let Some(c) = content {
+            let data = self.read_content(&c, 0, c.size)?;
+            staged.file.write_all(&data).map_err(io_errno)?;
+            staged.size = c.size;
+        }
+        st.staged.insert(ino, staged);
+        Ok(())
+    }
+
+    fn read_content(&self, c: &ContentRef, offset: u64, len: u64) -> FsResult<Vec<u8>> {
+        if c.size <= WHOLE_READ_MAX {
+            let cached = lock(&self.plain).get(c);
+            let data = match cached {
+                Some(d) => d,
+                None => {
+                    let d = Arc::new(self.reader.read_all(c)?);
+                    lock(&self.plain).insert(c, d.clone());
+                    d
+                }
+            };
+            let start = (offset as usize).min(data.len());
+            let end = (offset.saturating_add(len) as usize).min(data.len());
+            return Ok(data[start..end].to_vec());
+        }
+        if offset == 0 && len >= c.size {
+            return Ok(self.reader.read_all(c)?);
+        }
+        Ok(self.reader.read_at(c, offset, len)?)
+    }
+
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let st = self.state();
+        if let Some(s) = st.staged.get(&ino) {
+            let len = (size as u64).min(s.size.saturating_sub(offset)) as usize;
+            let mut buf = vec![0u8; len];
+            let n = s.file.read_at(&mut buf, offset).map_err(io_errno)?;
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        let n = st
+            .tree
+            .get(ino)
+            .or_else(|| st.orphans.get(&ino))
+            .ok_or(Errno(libc::ENOENT))?;
+        let Some(c) = n.content.clone() else {
+            return Ok(Vec::new());
+        };
+        drop(st);
+        self.read_content(&c, offset, size as u64)
+    }
+
+    pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let mut st = self.state();
+        let handle = st.handles.get(&fh).copied().ok_or(Errno(libc::EBADF))?;
+        if !handle.writable {
+            return Err(Errno(libc::EBADF));
+        }
+        let s = st.staged.get_mut(&ino).ok_or(Errno(libc::EBADF))?;
+        s.file.write_all_at(data, offset).map_err(io_errno)?;
+        s.size = s.size.max(offset + data.len() as u64);
+        s.dirty = true;
+        let now = precise_now_ns();
+        if let Some(n) = st.tree.get_mut(ino) {
+            n.mtime_ns = now;
+            n.ctime_ns = now;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// close(): what was written becomes a queued version before close returns.
+    pub fn flush(&self, ino: Ino, fh: u64) -> FsResult<()> {
+        let mut st = self.state();
+        let writable = st.handles.get(&fh).is_some_and(|h| h.writable);
+        if writable && st.staged.get(&ino).is_some_and(|s| s.dirty) {
+            self.commit(&mut st, ino)?;
+        }
+        Ok(())
+    }
+
+    pub fn fsync(&self, ino: Ino, fh: u64) -> FsResult<()> {
+        {
+            let mut st = self.state();
+            let writable = st.handles.get(&fh).is_some_and(|h| h.writable);
+            if writable && st.staged.get(&ino).is_some_and(|s| s.dirty) {
+                self.commit(&mut st, ino)?;
+            }
+            st.vault.sync_queue()?;
+        }
+        if self.opts.fsync_remote {
+            self.wait_published(Duration::from_secs(60))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until a publish that started after this call has finished.
+    pub fn wait_published(&self, limit: Duration) -> FsResult<()> {
+        let deadline = Instant::now() + limit;
+        let mut a = lock(&self.activity);
+        a.first_unsent.get_or_insert_with(Instant::now);
+        a.last_change = Some(Instant::now() - Duration::from_secs(1));
+        let target = a.publishes_started + 1;
+        self.wake.notify_all();
+        while a.publishes_done < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::error!("fsync: the backend did not take the file within {limit:?}");
+                return Err(Errno(libc::EIO));
+            }
+            a = self
+                .wake
+                .wait_timeout(a, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        Ok(())
+    }
+
+    pub fn release(&self, ino: Ino, fh: u64) -> FsResult<()> {
+        let mut st = self.state();
+        let Some(h) = st.handles.remove(&fh) else {
+            return Ok(());
+        };
+        if !h.writable {
+            return Ok(());
+        }
+        let last = match st.staged.get_mut(&ino) {
+            Some(s) => {
+                s.opens = s.opens.saturating_sub(1);
+                s.opens == 0
+            }
+            None => false,
+        };
+        if !last {
+            return Ok(());
+        }
+        // Pages an mmap dirtied reach us after the flush of close().
+        let result = if st.staged.get(&ino).is_some_and(|s| s.dirty && !s.unlinked) {
+            self.commit(&mut st, ino)
+        } else {
+            Ok(())
+        };
+        if let Some(s) = st.staged.remove(&ino) {
+            let _ = fs::remove_file(&s.path);
+        }
+        st.orphans.remove(&ino);
+        // The node now shows its recorded version, with its content reference.
+        if let Some(path) = st.tree.get(ino).map(|n| n.path.clone()) {
+            st.refresh(&[path])?;
+        }
+        result
+    }
+
+    /// Seals the staged bytes of `ino` into the queue and records the version.
+    fn commit(&self, st: &mut State, ino: Ino) -> FsResult<()> {
+        let Some(node) = st.tree.get(ino).cloned() else {
+            return Ok(());
+        };
+        let Some(s) = st.staged.get_mut(&ino) else {
+            return Ok(());
+        };
+        if s.unlinked {
+            s.dirty = false;
+            return Ok(());
+        }
+        s.file.seek(SeekFrom::Start(0)).map_err(io_errno)?;
+        let size = s.size;
+        let mut input = (&s.file).take(size);
+        let queued = st.vault.queue_content(&mut input, size)?;
+        let base = st
+            .staged
+            .get(&ino)
+            .map(|s| s.base.clone())
+            .unwrap_or_default();
+        let entry = Entry::File {
+            content: queued.content,
+            mode: node.mode,
+        };
+        let mut versions = Vec::new();
+        let mut scope = vec![node.path.clone()];
+        let own_base = match node.sibling_of() {
+            // An edited conflict sibling becomes a file of its own; its device's
+            // version leaves the conflict.
+            Some(main) => {
+                versions.extend(drop_sibling(st, &node, main));
+                scope.push(main.to_owned());
+                VersionVector::default()
+            }
+            None => base,
+        };
+        versions.push(NewVersion {
+            path: node.path.clone(),
+            entry,
+            mtime_ns: node.mtime_ns,
+            base: own_base,
+            local: LocalChange::Keep,
+        });
+        let recorded = st.vault.record(versions, &[queued.pack], Vec::new())?;
+        if let (Some(v), Some(s)) = (recorded.last(), st.staged.get_mut(&ino)) {
+            s.dirty = false;
+            s.base = v.vector.clone();
+        }
+        st.refresh(&scope)?;
+        drop(recorded);
+        self.note_change();
+        Ok(())
+    }
+
+    pub fn mkdir(&self, parent: Ino, name: &str, mode: u32) -> FsResult<Attr> {
+        check_name(name)?;
+        let mut st = self.state();
+        let path = st.child_path(parent, name)?;
+        if st.tree.ino_of(&path).is_some() {
+            return Err(Errno(libc::EEXIST));
+        }
+        let base = heads_vector(&st.vault, &path)?;
+        st.record_one(
+            &path,
+            Entry::Dir {
+                mode: mode & 0o7777,
+            },
+            precise_now_ns(),
+            base,
+        )?;
+        self.note_change();
+        let ino = st.tree.ino_of(&path).ok_or(Errno(libc::EIO))?;
+        self.node_attr(&st, ino)
+    }
+
+    pub fn symlink(&self, parent: Ino, name: &str, target: &str) -> FsResult<Attr> {
+        check_name(name)?;
+        let mut st = self.state();
+        let path = st.child_path(parent, name)?;
+        if st.tree.ino_of(&path).is_some() {
+            return Err(Errno(libc::EEXIST));
+        }
+        let base = heads_vector(&st.vault, &path)?;
+        st.record_one(
+            &path,
+            Entry::Symlink {
+                target: target.to_owned(),
+            },
+            precise_now_ns(),
+            base,
+        )?;
+        self.note_change();
+        let ino = st.tree.ino_of(&path).ok_or(Errno(libc::EIO))?;
+        self.node_attr(&st, ino)
+    }
+
+    pub fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
+        let mut st = self.state();
+        let node = st
+            .tree
+            .lookup(parent, name)
+            .cloned()
+            .ok_or(Errno(libc::ENOENT))?;
+        if node.kind == Kind::Dir {
+            return Err(Errno(libc::EISDIR));
+        }
+        st.remove_node(&node)?;
+        self.note_change();
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
+        let mut st = self.state();
+        let node = st
+            .tree
+            .lookup(parent, name)
+            .cloned()
+            .ok_or(Errno(libc::ENOENT))?;
+        if node.kind != Kind::Dir {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        if !node.children.is_empty() {
+            return Err(Errno(libc::ENOTEMPTY));
+        }
+        st.remove_node(&node)?;
+        self.note_change();
+        Ok(())
+    }
+
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        no_replace: bool,
+    ) -> FsResult<()> {
+        check_name(new_name)?;
+        let mut st = self.state();
+        let node = st
+            .tree
+            .lookup(parent, name)
+            .cloned()
+            .ok_or(Errno(libc::ENOENT))?;
+        let to = st.child_path(new_parent, new_name)?;
+        if to == node.path {
+            return Ok(());
+        }
+        if node.kind == Kind::Dir && (to.starts_with(&format!("{}/", node.path))) {
+            return Err(Errno(libc::EINVAL));
+        }
+        if let Some(target) = st.tree.ino_of(&to).and_then(|i| st.tree.get(i)) {
+            if no_replace {
+                return Err(Errno(libc::EEXIST));
+            }
+            match (node.kind == Kind::Dir, target.kind == Kind::Dir) {
+                (true, false) => return Err(Errno(libc::ENOTDIR)),
+                (false, true) => return Err(Errno(libc::EISDIR)),
+                (true, true) if !target.children.is_empty() => return Err(Errno(libc::ENOTEMPTY)),
+                _ => {}
+            }
+        }
+        st.rename(&node, &to)?;
+        self.note_change();
+        Ok(())
+    }
+
+    /// chmod, truncate, utimens (chown to anyone else is refused: one owner).
+    #[allow(clippy::too_many_arguments)]
+    pub fn setattr(
+        &self,
+        ino: Ino,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        mtime_ns: Option<i64>,
+        fh: Option<u64>,
+    ) -> FsResult<Attr> {
+        let mut st = self.state();
+        let node = st.tree.get(ino).cloned().ok_or(Errno(libc::ENOENT))?;
+        if uid.is_some_and(|u| u != self.uid) || gid.is_some_and(|g| g != self.gid) {
+            return Err(Errno(libc::EPERM));
+        }
+        let mut changed = false;
+        if let Some(size) = size {
+            if node.kind == Kind::Dir {
+                return Err(Errno(libc::EISDIR));
+            }
+            let was_staged = st.staged.contains_key(&ino);
+            if !was_staged {
+                self.stage(&mut st, ino, size == 0)?;
+            }
+            if let Some(s) = st.staged.get_mut(&ino) {
+                s.file.set_len(size).map_err(io_errno)?;
+                if s.size != size {
+                    s.dirty = true;
+                }
+                s.size = size;
+            }
+            let now = precise_now_ns();
+            if let Some(n) = st.tree.get_mut(ino) {
+                n.mtime_ns = now;
+                n.ctime_ns = now;
+            }
+            if !was_staged {
+                // truncate(2) on a closed file: recorded now, like a close.
+                if let Some(s) = st.staged.get_mut(&ino) {
+                    s.dirty = true;
+                }
+                let r = self.commit(&mut st, ino);
+                if let Some(s) = st.staged.remove(&ino) {
+                    let _ = fs::remove_file(&s.path);
+                }
+                let path = node.path.clone();
+                st.refresh(&[path])?;
+                r?;
+            }
+            let _ = fh;
+        }
+        if let Some(m) = mode {
+            if let Some(n) = st.tree.get_mut(ino) {
+                changed |= n.mode != m & 0o7777;
+                n.mode = m & 0o7777;
+                n.ctime_ns = precise_now_ns();
+            }
+        }
+        if let Some(t) = mtime_ns {
+            if let Some(n) = st.tree.get_mut(ino) {
+                changed |= n.mtime_ns != t;
+                n.mtime_ns = t;
+                n.ctime_ns = precise_now_ns();
+            }
+        }
+        if changed {
+            if let Some(s) = st.staged.get_mut(&ino) {
+                // Goes with the content when the file closes.
+                s.dirty = true;
+            } else {
+                st.record_meta(ino)?;
+                self.note_change();
+            }
+        }
+        self.node_attr(&st, ino)
+    }
+
+    pub fn statfs(&self) -> (u64, u64, u64) {
+        let st = self.state();
+        let files = st.tree.len() as u64;
+        let dir = st.staging_dir.clone();
+        drop(st);
+        let (blocks, free) = disk_space(&dir).unwrap_or((1 << 30, 1 << 29));
+        (blocks, free, files)
+    }
+
+    /// `user.ghostie.*`: what the index knows about this file, read-only.
+    pub fn xattrs(&self, ino: Ino) -> FsResult<Vec<(String, Vec<u8>)>> {
+        let st = self.state();
+        let n = st.tree.get(ino).ok_or(Errno(libc::ENOENT))?;
+        let Some(shown) = &n.shown else {
+            return Ok(Vec::new());
+        };
+        let names = st.vault.device_names()?;
+        let v = &shown.version;
+        let device = names
+            .get(&v.device)
+            .cloned()
+            .unwrap_or_else(|| v.device.as_str()[..8].to_owned());
+        let mut out = vec![
+            (
+                "user.ghostie.version".to_owned(),
+                format!("{}:{}", v.device, v.counter()).into_bytes(),
+            ),
+            ("user.ghostie.device".to_owned(), device.into_bytes()),
+        ];
+        if let Entry::File { content, .. } = &v.entry {
+            if !st.staged.get(&ino).is_some_and(|s| s.dirty) {
+                out.push((
+                    "user.ghostie.sha256".to_owned(),
+                    content.sha256.to_string().into_bytes(),
+                ));
+            }
+        }
+        let conflict = match &shown.sibling_of {
+            Some(main) => format!("sibling of {main}"),
+            None => {
+                let sibs: Vec<String> = st
+                    .tree
+                    .siblings_of(&n.path)
+                    .iter()
+                    .filter_map(|i| st.tree.get(*i).map(|s| s.name().to_owned()))
+                    .collect();
+                if sibs.is_empty() {
+                    "none".to_owned()
+                } else {
+                    format!("in conflict with {}", sibs.join(", "))
+                }
+            }
+        };
+        out.push(("user.ghostie.conflict".to_owned(), conflict.into_bytes()));
+        Ok(out)
+    }
+
+    /// Applies a poll's result to the tree; returns what the kernel must forget.
+    pub(super) fn apply_remote(&self) -> Result<Vec<Invalidation>, SyncError> {
+        let mut st = self.state();
+        let ns = st.vault.namespace()?;
+        let staged_paths = st.staged_paths();
+        let inval = st.tree.apply(&ns, &|p| staged_paths.contains(p));
+        Ok(inval)
+    }
+
+    pub fn root_ino(&self) -> Ino {
+        ROOT
+    }
+
+    pub fn plain_cache_used(&self) -> u64 {
+        lock(&self.plain).used()
+    }
+
+    /// Stops the worker (after its last upload attempt).
+    pub fn shutdown(&self) {
+        lock(&self.activity).shutdown = true;
+        self.wake.notify_all();
+    }
+}
+
+impl State {
+    pub(super) fn add_handle_raw(&mut self, ino: Ino, writable: bool) -> u64 {
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.handles.insert(fh, Handle { ino, writable });
+        fh
+    }
+
+    fn new_staging(&mut self, base: VersionVector) -> FsResult<Staged> {
+        let (file, path) = self.staging_file()?;
+        Ok(Staged {
+            file,
+            path,
+            size: 0,
+            dirty: false,
+            opens: 0,
+            base,
+            unlinked: false,
+        })
+    }
+
+    pub(super) fn staged_inos(&self) -> Vec<Ino> {
+        self.staged
+            .iter()
+            .filter(|(_, s)| !s.unlinked)
+            .map(|(i, _)| *i)
+            .collect()
+    }
+
+    pub(super) fn is_staged(&self, ino: Ino) -> bool {
+        self.staged.contains_key(&ino)
+    }
+
+    pub(super) fn is_dirty(&self, ino: Ino) -> bool {
+        self.staged.get(&ino).is_some_and(|s| s.dirty)
+    }
+
+    pub(super) fn set_staged_base(&mut self, ino: Ino, base: VersionVector) {
+        if let Some(s) = self.staged.get_mut(&ino) {
+            s.base = base;
+        }
+    }
+
+    /// Marks an open file as unlinked; true if it was open.
+    pub(super) fn mark_unlinked(&mut self, n: &Node) -> bool {
+        match self.staged.get_mut(&n.ino) {
+            Some(s) => {
+                s.unlinked = true;
+                true
+            }
+            None => self.handles.values().any(|h| h.ino == n.ino),
+        }
+    }
+
+    pub(super) fn keep_orphan(&mut self, n: Node) {
+        self.orphans.insert(n.ino, n);
+    }
+
+    /// Files open for writing with changes not yet recorded.
+    pub fn dirty_count(&self) -> usize {
+        self.staged
+            .values()
+            .filter(|s| s.dirty && !s.unlinked)
+            .count()
+    }
+}

@@ -1,0 +1,114 @@
+//! Front-end 2, the mount (DESIGN §7): a FUSE filesystem over the memories folder.
+//! Reads fetch and decrypt on demand; writes are staged, sealed when they close and
+//! queued in the index; a worker publishes the queue and polls other devices, then
+//! invalidates what the kernel cached of what they changed.
+//!
+//! - `tree`: the inode table, a pure function of the namespace plus open files.
+//! - `core`: the filesystem operations over the tree and the `Vault`.
+//! - `changes`: what an unlink, rename or chmod records, with the conflict rules.
+//! - `worker`: publishing, polling and invalidation in the background.
+//! - `status`: the files other commands read to see a running mount.
+//! - `fuse`: the only file that binds fuser.
+
+mod changes;
+mod core;
+mod fuse;
+mod plain_cache;
+pub mod status;
+pub mod tree;
+mod worker;
+
+use std::path::{Path, PathBuf};
+
+pub use self::core::{Attr, Errno, FsResult, MountFs, MountOptions};
+pub use status::{is_mounted, MountHome, MountStatus};
+
+use crate::sync::{SyncError, Vault};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error("cannot mount at {}: {source}", path.display())]
+    Fuse {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Blocks the signals that end a mount in every thread started from here on, so one
+/// thread can wait for them and unmount cleanly.
+fn block_exit_signals() -> libc::sigset_t {
+    // SAFETY: sigset operations on a set we own; pthread_sigmask changes only this
+    // thread's mask (threads spawned later inherit it).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Mounts the vault at `mountpoint` and serves it in this process until it is
+/// unmounted (by `ghostie-fs unmount`, `fusermount3 -u`, SIGTERM or SIGINT).
+/// `ready` runs once the mount is usable.
+pub fn serve(
+    vault: Vault,
+    mountpoint: &Path,
+    opts: MountOptions,
+    mount_options: &[String],
+    ready: impl FnOnce(),
+) -> Result<(), MountError> {
+    let signals = block_exit_signals();
+    let home = vault.home().clone();
+    let fs = MountFs::new(vault, opts)?;
+    let (mounted, inval, mut unmounter) = fuse::mount(fs.clone(), mountpoint, mount_options)
+        .map_err(|source| MountError::Fuse {
+            path: mountpoint.to_path_buf(),
+            source,
+        })?;
+    MountHome::mark(&home, mountpoint).map_err(SyncError::io(home.sync_dir()))?;
+    let status = MountStatus {
+        pid: std::process::id(),
+        mountpoint: mountpoint.to_path_buf(),
+        started_ms: crate::now_ms(),
+        backend_reachable: true,
+        cache_limit: fs.opts.cache_limit,
+        ..Default::default()
+    };
+    let _ = status.write(&home);
+    let worker = worker::spawn(
+        fs.clone(),
+        inval,
+        worker::WorkerConfig {
+            home: home.clone(),
+            status,
+        },
+    )
+    .map_err(SyncError::io(home.sync_dir()))?;
+    let _ = std::thread::Builder::new()
+        .name("ghostie-signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: sigwait on the set blocked above; writes only `sig`.
+            if unsafe { libc::sigwait(&signals, &mut sig) } == 0 {
+                tracing::info!("signal {sig}: unmounting");
+                if let Err(e) = unmounter.unmount() {
+                    tracing::error!("cannot unmount: {e}");
+                }
+            }
+        });
+    ready();
+    let served = mounted.run();
+    fs.shutdown();
+    let _ = worker.join();
+    MountStatus::remove(&home);
+    served.map_err(|source| MountError::Fuse {
+        path: mountpoint.to_path_buf(),
+        source,
+    })
+}

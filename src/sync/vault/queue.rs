@@ -1,0 +1,141 @@
+//! The write-back queue of the mount: contents sealed one at a time, as files close,
+//! appended to one open pack in the cache. A version naming the pack is recorded (and
+//! the pack queued for upload) in the same transaction, so after a crash the index
+//! still knows every acknowledged write and the pack that holds it. `publish` closes
+//! the open pack before uploading, so a published segment never names a pack that is
+//! still growing.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+
+use super::*;
+use crate::crypto::blob::{Sealer, PACK_HEADER};
+use crate::model::BlobId;
+use crate::sync::pack::{OWN_PACK_FROM, PACK_TARGET};
+use crate::sync::reader::ContentReader;
+
+pub(super) struct QueuePack {
+    id: ObjectId,
+    file: File,
+    len: u64,
+}
+
+/// Where a queued content went: the caller records a version naming `content` and
+/// passes `pack` to [`Vault::record`] so the pack is queued for upload with it.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub content: ContentRef,
+    pub pack: ObjectId,
+}
+
+impl Vault {
+    /// Seals `input` into the queue's open pack.
+    pub fn queue_content(&mut self, input: impl Read, size_hint: u64) -> SyncResult<Queued> {
+        self.keys()?;
+        if size_hint >= OWN_PACK_FROM {
+            self.close_queue_pack()?;
+        }
+        if self.queue.is_none() {
+            let id = ObjectId::new(crate::now_ms() as u64);
+            let path = self.cache.path_of(&id);
+            let mut file = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(&path)
+                .map_err(SyncError::io(&path))?;
+            file.write_all(&PACK_HEADER).map_err(SyncError::io(&path))?;
+            self.queue = Some(QueuePack {
+                id,
+                file,
+                len: PACK_HEADER.len() as u64,
+            });
+        }
+        let keys = self
+            .keys
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("unlocked above"));
+        let pack = self
+            .queue
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("opened above"));
+        let path = self.cache.path_of(&pack.id);
+        let blob = BlobId::random();
+        let offset = pack.len;
+        let mut out = BufWriter::with_capacity(256 * 1024, &mut pack.file);
+        let sealed = Sealer::default()
+            .seal(keys, blob, input, &mut out, None)
+            .and_then(|s| out.flush().map(|_| s));
+        drop(out);
+        let sealed = match sealed {
+            Ok(s) => s,
+            Err(e) => {
+                // A partly written blob leaves the pack's end unknown: start a new one.
+                self.queue = None;
+                return Err(SyncError::io(path)(e));
+            }
+        };
+        pack.len += sealed.sealed_len;
+        let queued = Queued {
+            content: ContentRef {
+                owner: self.device.clone(),
+                pack: pack.id.clone(),
+                offset,
+                length: sealed.sealed_len,
+                blob,
+                sha256: sealed.sha256,
+                size: sealed.plain_len,
+            },
+            pack: pack.id.clone(),
+        };
+        if pack.len >= PACK_TARGET || size_hint >= OWN_PACK_FROM {
+            self.close_queue_pack()?;
+        }
+        Ok(queued)
+    }
+
+    /// Closes the open pack: flushed to disk, so it can be uploaded as it is.
+    pub(super) fn close_queue_pack(&mut self) -> SyncResult<()> {
+        if let Some(pack) = self.queue.take() {
+            let path = self.cache.path_of(&pack.id);
+            pack.file.sync_all().map_err(SyncError::io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything queued so far survive a power cut, not only a crash: the open
+    /// pack, the cache folder's names and the index. What `fsync()` in the mount waits for.
+    pub fn sync_queue(&mut self) -> SyncResult<()> {
+        if let Some(pack) = &self.queue {
+            let path = self.cache.path_of(&pack.id);
+            pack.file.sync_data().map_err(SyncError::io(&path))?;
+        }
+        let dir = self.cache.dir().to_path_buf();
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(SyncError::io(&dir))?;
+        self.index.checkpoint()?;
+        Ok(())
+    }
+
+    /// Bytes of sealed packs waiting for upload.
+    pub fn queued_bytes(&self) -> SyncResult<u64> {
+        Ok(self
+            .index
+            .pending_packs()?
+            .iter()
+            .filter_map(|p| std::fs::metadata(self.cache.path_of(p)).ok())
+            .map(|m| m.len())
+            .sum())
+    }
+
+    /// A reader that fetches contents on any thread, without this vault.
+    pub fn reader(&mut self) -> SyncResult<ContentReader> {
+        let keys = self.keys()?.clone();
+        Ok(ContentReader::new(
+            self.store.clone(),
+            self.layout.clone(),
+            self.cache.clone(),
+            keys,
+        ))
+    }
+}
