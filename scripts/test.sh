@@ -64,7 +64,7 @@ header "system packages"
 # fuse3 is needed by the mount tests; a container without /dev/fuse can still
 # install the package, and the mount tests themselves decide what a missing
 # /dev/fuse means (they fail, per STYLE.md: never skip silently).
-ensure_packages fusermount3:fuse3 script:bsdutils
+ensure_packages fusermount3:fuse3 script:bsdutils getfattr:attr rsync:rsync git:git unshare:util-linux python3:python3
 if [[ ! -e /dev/fuse ]]; then
     echo "warning: /dev/fuse is absent; mount tests cannot run on this machine" >&2
 fi

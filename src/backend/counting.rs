@@ -18,7 +18,7 @@ struct Counters {
 }
 
 /// A snapshot of the counters.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RequestCounts {
     pub puts: u64,
     pub gets: u64,
@@ -34,6 +34,9 @@ pub struct RequestCounts {
 pub struct CountingStore<S> {
     inner: S,
     counters: Counters,
+    /// Rewritten with the counts after every request, for another process to read
+    /// (`GHOSTIE_METER_FILE`: tests of a mount process, diagnostics).
+    report: Option<std::path::PathBuf>,
 }
 
 impl<S: ObjectStore> CountingStore<S> {
@@ -41,6 +44,23 @@ impl<S: ObjectStore> CountingStore<S> {
         Self {
             inner,
             counters: Counters::default(),
+            report: None,
+        }
+    }
+
+    pub fn reporting_to(mut self, path: std::path::PathBuf) -> Self {
+        self.report = Some(path);
+        self
+    }
+
+    fn write_report(&self) {
+        let Some(path) = &self.report else { return };
+        let Ok(json) = serde_json::to_vec(&self.counts()) else {
+            return;
+        };
+        let tmp = path.with_extension(format!("tmp-{:x}", rand::random::<u64>()));
+        if std::fs::write(&tmp, json).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
         }
     }
 
@@ -77,12 +97,14 @@ impl<S: ObjectStore> CountingStore<S> {
                 .bytes_out
                 .fetch_add(data.len() as u64, Relaxed);
         }
+        self.write_report();
         r
     }
 
     fn put_counted(&self, len: u64) {
         self.counters.puts.fetch_add(1, Relaxed);
         self.counters.bytes_in.fetch_add(len, Relaxed);
+        self.write_report();
     }
 }
 

@@ -94,6 +94,29 @@ impl LocalStore {
         Ok(self.root.join(key))
     }
 
+    /// The vault folder vanished (an unmounted disk, a moved folder): the backend is
+    /// unreachable, not empty, and must not be recreated by a write.
+    fn check_root(&self) -> BackendResult<()> {
+        match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) | Err(_) => Err(BackendError::Io {
+                message: format!("the vault folder {} is not there", self.root.display()),
+                temporary: true,
+                source: io::Error::from(io::ErrorKind::NotFound),
+            }),
+        }
+    }
+
+    /// A missing object, or a missing vault folder.
+    fn not_found(&self, key: &str) -> BackendError {
+        match self.check_root() {
+            Err(e) => e,
+            Ok(()) => BackendError::NotFound {
+                key: key.to_owned(),
+            },
+        }
+    }
+
     fn temp_beside(path: &Path) -> PathBuf {
         let name = path
             .file_name()
@@ -108,6 +131,7 @@ impl LocalStore {
         path: &Path,
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> BackendResult<PathBuf> {
+        self.check_root()?;
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)
                 .map_err(|e| io_err(format!("cannot create {}", parent.display()), e))?;
@@ -206,6 +230,7 @@ impl ObjectStore for LocalStore {
         let path = self.path_of(key)?;
         // On the same filesystem, the durable local file becomes the object without a
         // copy: link it beside the target, then rename into place as any write.
+        self.check_root()?;
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)
                 .map_err(|e| io_err(format!("cannot create {}", parent.display()), e))?;
@@ -225,9 +250,7 @@ impl ObjectStore for LocalStore {
         let path = self.path_of(key)?;
         fs::read(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                BackendError::NotFound {
-                    key: key.to_owned(),
-                }
+                self.not_found(key)
             } else {
                 io_err(format!("cannot read {}", path.display()), e)
             }
@@ -246,9 +269,7 @@ impl ObjectStore for LocalStore {
         };
         read().map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                BackendError::NotFound {
-                    key: key.to_owned(),
-                }
+                self.not_found(key)
             } else {
                 io_err(format!("cannot read {}", path.display()), e)
             }
@@ -263,6 +284,7 @@ impl ObjectStore for LocalStore {
         } else {
             self.path_of(dir_part)?
         };
+        self.check_root()?;
         let mut keys = Vec::new();
         self.walk(&dir, dir_part, &mut keys)?;
         keys.retain(|k| k.starts_with(prefix) && start_after.is_none_or(|s| k.as_str() > s));
@@ -277,6 +299,7 @@ impl ObjectStore for LocalStore {
         } else {
             self.path_of(dir_part)?
         };
+        self.check_root()?;
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

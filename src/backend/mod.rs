@@ -93,7 +93,13 @@ pub type SharedStore = Arc<dyn ObjectStore>;
 /// Opens the store a config names.
 pub fn open(config: &BackendConfig) -> BackendResult<SharedStore> {
     match config {
-        BackendConfig::Local { path } => Ok(Arc::new(LocalStore::open(path)?)),
+        BackendConfig::Local { path } => {
+            let store = LocalStore::open(path)?;
+            Ok(match std::env::var_os("GHOSTIE_METER_FILE") {
+                Some(report) => Arc::new(CountingStore::new(store).reporting_to(report.into())),
+                None => Arc::new(store),
+            })
+        }
     }
 }
 

@@ -54,7 +54,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => (s, 1),
     };
     let n: f64 = num.trim().parse().ok()?;
-    (n >= 0.0).then(|| (n * mult as f64) as u64)
+    (n >= 0.0).then_some((n * mult as f64) as u64)
 }
 
 fn mount_options(args: &MountArgs) -> Result<MountOptions, CliError> {
@@ -420,10 +420,7 @@ fn wait_for_drain(cli: &Cli, home: &Home) {
         None
     };
     let mut warned = false;
-    loop {
-        let Some(s) = MountStatus::running(home) else {
-            break;
-        };
+    while let Some(s) = MountStatus::running(home) {
         let waiting = s.pending_uploads + s.open_dirty;
         if s.updated_ms >= started && waiting == 0 {
             break;

@@ -65,8 +65,9 @@ fn entry_of(n: &Node) -> Option<Entry> {
 pub(super) fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs writes only into `s`, which we own; the path is a C string.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
     if rc != 0 {
         return None;

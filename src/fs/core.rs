@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,6 +101,9 @@ struct Staged {
     base: VersionVector,
     /// Unlinked while open: reads and writes go on, nothing is recorded.
     unlinked: bool,
+    /// The content to copy in before the staging file is first used: opening a file
+    /// for writing fetches nothing until a byte of it is needed.
+    fill: Option<ContentRef>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -387,6 +390,7 @@ impl MountFs {
             if truncate && s.size > 0 {
                 s.file.set_len(0).map_err(io_errno)?;
                 s.size = 0;
+                s.fill = None;
                 s.dirty = true;
             }
             return Ok(());
@@ -400,11 +404,23 @@ impl MountFs {
         if truncate {
             staged.dirty = content.as_ref().is_some_and(|c| c.size > 0);
         } else if let Some(c) = content {
-            let data = self.read_content(&c, 0, c.size)?;
-            staged.file.write_all(&data).map_err(io_errno)?;
             staged.size = c.size;
+            staged.fill = (c.size > 0).then_some(c);
         }
         st.staged.insert(ino, staged);
+        Ok(())
+    }
+
+    /// Copies the file's current content into its staging file, once.
+    fn ensure_filled(&self, st: &mut State, ino: Ino) -> FsResult<()> {
+        let Some(c) = st.staged.get(&ino).and_then(|s| s.fill.clone()) else {
+            return Ok(());
+        };
+        let data = self.read_content(&c, 0, c.size)?;
+        if let Some(s) = st.staged.get_mut(&ino) {
+            s.file.write_all_at(&data, 0).map_err(io_errno)?;
+            s.fill = None;
+        }
         Ok(())
     }
 
@@ -430,7 +446,10 @@ impl MountFs {
     }
 
     pub fn read(&self, ino: Ino, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let st = self.state();
+        let mut st = self.state();
+        if st.staged.contains_key(&ino) {
+            self.ensure_filled(&mut st, ino)?;
+        }
         if let Some(s) = st.staged.get(&ino) {
             let len = (size as u64).min(s.size.saturating_sub(offset)) as usize;
             let mut buf = vec![0u8; len];
@@ -456,6 +475,7 @@ impl MountFs {
         if !handle.writable {
             return Err(Errno(libc::EBADF));
         }
+        self.ensure_filled(&mut st, ino)?;
         let s = st.staged.get_mut(&ino).ok_or(Errno(libc::EBADF))?;
         s.file.write_all_at(data, offset).map_err(io_errno)?;
         s.size = s.size.max(offset + data.len() as u64);
@@ -563,6 +583,10 @@ impl MountFs {
             s.dirty = false;
             return Ok(());
         }
+        self.ensure_filled(st, ino)?;
+        let Some(s) = st.staged.get_mut(&ino) else {
+            return Ok(());
+        };
         s.file.seek(SeekFrom::Start(0)).map_err(io_errno)?;
         let size = s.size;
         let mut input = (&s.file).take(size);
@@ -745,6 +769,11 @@ impl MountFs {
             if !was_staged {
                 self.stage(&mut st, ino, size == 0)?;
             }
+            if size > 0 {
+                self.ensure_filled(&mut st, ino)?;
+            } else if let Some(s) = st.staged.get_mut(&ino) {
+                s.fill = None;
+            }
             if let Some(s) = st.staged.get_mut(&ino) {
                 s.file.set_len(size).map_err(io_errno)?;
                 if s.size != size {
@@ -897,6 +926,7 @@ impl State {
             opens: 0,
             base,
             unlinked: false,
+            fill: None,
         })
     }
 

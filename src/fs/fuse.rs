@@ -99,6 +99,7 @@ impl Filesystem for Adapter {
         let _ = config.add_capabilities(
             InitFlags::FUSE_DO_READDIRPLUS
                 | InitFlags::FUSE_READDIRPLUS_AUTO
+                | InitFlags::FUSE_ATOMIC_O_TRUNC
                 | InitFlags::FUSE_PARALLEL_DIROPS,
         );
         let _ = config.set_max_readahead(1 << 20);

@@ -398,12 +398,12 @@ impl Tree {
     }
 
     fn set_path(&mut self, path: &str, shown: &Shown, inval: &mut Vec<Invalidation>) {
-        if same_version(
-            self.ino_of(path)
-                .and_then(|i| self.nodes.get(&i))
-                .and_then(|n| n.shown.as_ref()),
-            shown,
-        ) {
+        let current = self.ino_of(path).and_then(|i| self.nodes.get(&i));
+        // A node whose version was noted while its file was open still has to take
+        // that version's content.
+        let up_to_date = current
+            .is_some_and(|n| same_version(n.shown.as_ref(), shown) && n.content == shape(shown).3);
+        if up_to_date {
             return;
         }
         let existed = self.ino_of(path);
@@ -534,6 +534,21 @@ mod tests {
         t.apply(&Namespace::new(), &|p| p == "new/open.json");
         assert_eq!(t.ino_of("new/open.json"), Some(ino));
         assert!(t.ino_of("new").is_some());
+    }
+
+    #[test]
+    fn a_file_recorded_while_open_takes_its_content_once_closed() {
+        let d = DeviceId::random();
+        let mut t = Tree::new(0);
+        let ino = t.add_local("n.json", Kind::File, 0o644, 1);
+        let mut ns = Namespace::new();
+        ns.insert("n.json".into(), file("n.json", &d, 1, 6, None));
+        let scope = ["n.json".to_owned()];
+        t.refresh(&scope, &ns, &|_| true);
+        assert_eq!(t.get(ino).unwrap().size, 0, "open: staging holds the bytes");
+        t.refresh(&scope, &ns, &|_| false);
+        assert_eq!(t.get(ino).unwrap().size, 6);
+        assert!(t.get(ino).unwrap().content.is_some());
     }
 
     #[test]

@@ -296,3 +296,149 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Polls `cond` every 50 ms until it holds or `secs` pass; true if it held.
+pub fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A mount of a home, running in its own background process; unmounted on drop.
+pub struct Mount {
+    pub at: PathBuf,
+    home: PathBuf,
+    name: String,
+}
+
+impl Mount {
+    /// The mount process's id, from the status file it keeps.
+    pub fn pid(&self) -> u32 {
+        self.status()["pid"].as_u64().expect("pid") as u32
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let bytes = fs::read(self.home.join("sync/mount-status.json")).expect("mount status");
+        serde_json::from_slice(&bytes).expect("status JSON")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.at.join(rel)
+    }
+
+    /// Waits until the queue of this mount is empty (everything published).
+    pub fn drained(&self, secs: u64) -> bool {
+        eventually(secs, || {
+            let s = self.status();
+            s["pending_uploads"].as_u64() == Some(0) && s["open_dirty"].as_u64() == Some(0)
+        })
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.home.join("sync/mount.log")).unwrap_or_default()
+    }
+}
+
+pub fn force_unmount(at: &Path) {
+    for tool in ["fusermount3", "fusermount"] {
+        let ok = std::process::Command::new(tool)
+            .arg("-uz")
+            .arg(at)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+    }
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(at)
+        .output();
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let out = assert_cmd::Command::cargo_bin("ghostie-fs")
+            .expect("binary")
+            .arg("--home")
+            .arg(&self.home)
+            .args(["unmount", "--no-wait"])
+            .env_remove("GHOSTIE_HOME")
+            .timeout(std::time::Duration::from_secs(60))
+            .output();
+        let clean = out.map(|o| o.status.success()).unwrap_or(false);
+        if !clean {
+            force_unmount(&self.at);
+        }
+        let _ = &self.name;
+    }
+}
+
+impl TempHome {
+    /// Mounts this home's memories folder with the default settings.
+    pub fn mount(&self) -> Mount {
+        self.mount_with(&[], &[])
+    }
+
+    pub fn mount_with(&self, args: &[&str], env: &[(&str, &str)]) -> Mount {
+        let mut c = self.cmd();
+        c.arg("mount").args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("run mount");
+        assert!(
+            out.status.success(),
+            "{}: mount failed: {}{}",
+            self.name,
+            stdout(&out),
+            stderr(&out)
+        );
+        Mount {
+            at: self.memories(),
+            home: self.home().to_path_buf(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// A file of `len` bytes that differs at every offset (so a wrong range shows).
+pub fn patterned(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Runs a shell command line, asserting success; returns stdout.
+pub fn sh(cwd: &Path, script: &str) -> String {
+    let out = std::process::Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "`{script}` failed in {}:\n{}{}",
+        cwd.display(),
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
