@@ -83,10 +83,13 @@ mod tests {
     use crate::model::{BlobId, ContentHash};
 
     fn r(offset: u64) -> ContentRef {
+        thread_local! {
+            static PACK: ObjectId = ObjectId::new(1);
+            static OWNER: DeviceId = DeviceId::random();
+        }
         ContentRef {
-            owner: DeviceId::parse("0123456789abcdef0123456789abcdef")
-                .unwrap_or_else(DeviceId::random),
-            pack: ObjectId::new(1),
+            owner: OWNER.with(|o| o.clone()),
+            pack: PACK.with(|p| p.clone()),
             offset,
             length: 0,
             blob: BlobId([0; 16]),

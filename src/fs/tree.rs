@@ -426,10 +426,23 @@ impl Tree {
     /// Brings the whole tree in step with `ns` (after a poll).
     pub fn apply(&mut self, ns: &Namespace, keep: &dyn Fn(&str) -> bool) -> Vec<Invalidation> {
         let mut inval = Vec::new();
+        // Folders that hold something shown stay, listed or not.
+        let mut needed: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for p in ns.keys() {
+            let mut cur = p.as_str();
+            while let Some((parent, _)) = cur.rsplit_once('/') {
+                if !needed.insert(parent) {
+                    break;
+                }
+                cur = parent;
+            }
+        }
         let mut gone: Vec<String> = self
             .by_path
             .keys()
-            .filter(|p| !p.is_empty() && !ns.contains_key(*p) && !keep(p))
+            .filter(|p| {
+                !p.is_empty() && !ns.contains_key(*p) && !needed.contains(p.as_str()) && !keep(p)
+            })
             .cloned()
             .collect();
         // Deepest first, so a folder goes after what it held.

@@ -1,0 +1,173 @@
+//! mount-helpers/: the fstab helper and the systemd user unit, run for real.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("ghostie-fs")
+}
+
+fn passphrase_file(dir: &Path) -> PathBuf {
+    let p = dir.join("passphrase");
+    fs::write(&p, format!("{PASSPHRASE}\n")).unwrap();
+    p
+}
+
+fn mounted(at: &Path) -> bool {
+    fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(at.to_str().unwrap()))
+}
+
+#[test]
+fn fstab_helper_turns_mount_options_into_a_mount() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    a.write("seen.json", b"{}");
+    a.ok(&["push"]);
+    let b = TempHome::joined("desktop", &vault);
+    let pass = passphrase_file(b.home());
+    let helper = repo().join("mount-helpers/mount.fuse.ghostie-fs");
+    let opts = format!(
+        "rw,noauto,_netdev,x-systemd.automount,passphrase_file={},poll=2,cache_size=32M",
+        pass.display()
+    );
+    // -f (fake): what it would run.
+    let fake = Command::new(&helper)
+        .arg(b.home())
+        .arg(b.memories())
+        .args(["-f", "-o", &opts])
+        .env("GHOSTIE_FS_BIN", bin())
+        .output()
+        .unwrap();
+    assert!(fake.status.success(), "{}", stderr(&fake));
+    let line = stdout(&fake);
+    for want in ["--passphrase-file", "--poll 2", "--cache-size 32M", "mount"] {
+        assert!(line.contains(want), "{want} missing from: {line}");
+    }
+    assert!(
+        !line.contains("_netdev") && !line.contains("noauto"),
+        "{line}"
+    );
+    // For real: mounted once the helper returns, as mount(8) expects.
+    let out = Command::new(&helper)
+        .arg(b.home())
+        .arg(b.memories())
+        .args(["-o", &opts])
+        .env("GHOSTIE_FS_BIN", bin())
+        .env_remove("GHOSTIE_PASSPHRASE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let at = b.memories();
+    assert!(mounted(&at));
+    assert_eq!(fs::read(at.join("seen.json")).unwrap(), b"{}");
+    b.ok(&["unmount"]);
+    assert!(!mounted(&at));
+    // Unknown options are refused in one line.
+    let bad = Command::new(&helper)
+        .arg(b.home())
+        .arg(b.memories())
+        .args(["-o", "frobnicate"])
+        .env("GHOSTIE_FS_BIN", bin())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("unknown option 'frobnicate'"));
+}
+
+fn unit_value(unit: &str, key: &str) -> String {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key}= missing from the unit"))
+        .to_owned()
+}
+
+#[test]
+fn systemd_user_unit_starts_and_stops_the_mount() {
+    let unit = fs::read_to_string(repo().join("mount-helpers/systemd/ghostie-fs.service")).unwrap();
+    for section in ["[Unit]", "[Service]", "[Install]"] {
+        assert!(unit.contains(section), "{section} missing");
+    }
+    assert_eq!(unit_value(&unit, "WantedBy"), "default.target");
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let copy = tmp.path().join("ghostie-fs.service");
+        fs::write(&copy, &unit).unwrap();
+        let v = Command::new("systemd-analyze")
+            .args(["verify", "--user"])
+            .arg(&copy)
+            .output()
+            .unwrap();
+        let err = stderr(&v);
+        assert!(
+            !err.contains("Unknown key") && !err.contains("Invalid"),
+            "systemd-analyze: {err}"
+        );
+    }
+    // The commands it runs, for a user whose home is a temp folder (%h).
+    let user = tempfile::tempdir().unwrap();
+    let h = user.path();
+    fs::create_dir_all(h.join(".cargo/bin")).unwrap();
+    std::os::unix::fs::symlink(bin(), h.join(".cargo/bin/ghostie-fs")).unwrap();
+    let vault = TempVault::new();
+    let home = h.join(".ghostie");
+    let setup = Command::new(bin())
+        .arg("--home")
+        .arg(&home)
+        .args(["setup", "--backend", "local", "--path"])
+        .arg(vault.path())
+        .args(["--device", "unit"])
+        .env("GHOSTIE_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    assert!(setup.status.success(), "{}", stderr(&setup));
+    fs::create_dir_all(home.join("keys")).unwrap();
+    fs::write(home.join("keys/passphrase"), PASSPHRASE).unwrap();
+    let expand = |v: String| -> Vec<String> {
+        v.replace("%h", h.to_str().unwrap())
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let env_home = unit_value(&unit, "Environment").replace("%h", h.to_str().unwrap());
+    let (var, value) = env_home.split_once('=').unwrap();
+    let start = expand(unit_value(&unit, "ExecStart"));
+    let mut service = Command::new(&start[0])
+        .args(&start[1..])
+        .env(var, value)
+        .env_remove("GHOSTIE_PASSPHRASE")
+        .spawn()
+        .unwrap();
+    let at = home.join("memories");
+    assert!(eventually(30, || mounted(&at)), "ExecStart did not mount");
+    fs::write(at.join("via-unit.json"), b"{}").unwrap();
+    let stop = expand(unit_value(&unit, "ExecStop"));
+    let out = Command::new(&stop[0])
+        .args(&stop[1..])
+        .env(var, value)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ExecStop: {}", stderr(&out));
+    let status = service.wait().unwrap();
+    assert!(status.success(), "the service exited with {status}");
+    assert!(!mounted(&at));
+    // What was written through the unit's mount is in the vault.
+    let other = TempHome::joined("check", &vault);
+    other.ok(&["pull"]);
+    assert_eq!(other.read("via-unit.json"), Some(b"{}".to_vec()));
+}
