@@ -116,6 +116,15 @@ header "cargo test --all-targets -- --test-threads=2"
 # FUSE session plus a child process.
 cargo test --all-targets -- --test-threads=2
 
+header "pjdfstest: POSIX conformance of the mount"
+# Every failure must be a documented exception (scripts/pjdfstest-expected.txt).
+if [[ $(id -u) -eq 0 && -e /dev/fuse ]]; then
+    bash scripts/pjdfstest.sh "${CARGO_TARGET_DIR:-target}/debug/ghostie-fs" ||
+        fail "pjdfstest: failures outside scripts/pjdfstest-expected.txt (see above)"
+else
+    fail "pjdfstest needs root and /dev/fuse (it switches users and mounts)"
+fi
+
 header "nothing left mounted"
 # A test that panics before its MountGuard drops leaves a dead mount behind;
 # that would break the next run and hide a bug in the cleanup path.

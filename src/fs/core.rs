@@ -233,6 +233,14 @@ impl MountFs {
         self.wake.notify_all();
     }
 
+    fn attr_in(&self, tree: &Tree, n: &Node, staged: Option<&Staged>) -> Attr {
+        let mut a = self.attr(n, staged);
+        if n.kind == Kind::Dir {
+            a.nlink = tree.dir_links(n);
+        }
+        a
+    }
+
     fn attr(&self, n: &Node, staged: Option<&Staged>) -> Attr {
         let size = match (n.kind, staged) {
             (Kind::File, Some(s)) => s.size,
@@ -252,15 +260,20 @@ impl MountFs {
     }
 
     fn node_attr(&self, st: &State, ino: Ino) -> FsResult<Attr> {
-        let n = st
-            .tree
-            .get(ino)
-            .or_else(|| st.orphans.get(&ino))
-            .ok_or(Errno(libc::ENOENT))?;
-        Ok(self.attr(n, st.staged.get(&ino)))
+        if let Some(n) = st.tree.get(ino) {
+            return Ok(self.attr_in(&st.tree, n, st.staged.get(&ino)));
+        }
+        // Unlinked but still open: no name links to it any more.
+        let n = st.orphans.get(&ino).ok_or(Errno(libc::ENOENT))?;
+        let mut a = self.attr(n, st.staged.get(&ino));
+        a.nlink = 0;
+        Ok(a)
     }
 
     pub fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+        if name.len() > 255 {
+            return Err(Errno(libc::ENAMETOOLONG));
+        }
         let st = self.state();
         let ino = st
             .tree
@@ -298,7 +311,10 @@ impl MountFs {
         let mut wanted: Vec<ContentRef> = Vec::new();
         for (name, child) in &dir.children {
             if let Some(n) = st.tree.get(*child) {
-                out.push((self.attr(n, st.staged.get(child)), name.clone()));
+                out.push((
+                    self.attr_in(&st.tree, n, st.staged.get(child)),
+                    name.clone(),
+                ));
                 if let Some(c) = &n.content {
                     if c.size <= WHOLE_READ_MAX && !st.staged.contains_key(child) {
                         wanted.push(c.clone());
@@ -353,6 +369,17 @@ impl MountFs {
         if writable {
             self.stage(&mut st, ino, truncate)?;
         }
+        if truncate {
+            // O_TRUNC marks the times for update even when nothing was cut.
+            let now = precise_now_ns();
+            if let Some(n) = st.tree.get_mut(ino) {
+                n.mtime_ns = now;
+                n.ctime_ns = now;
+            }
+            if let Some(s) = st.staged.get_mut(&ino) {
+                s.dirty = true;
+            }
+        }
         Ok(st.add_handle(ino, writable))
     }
 
@@ -368,7 +395,9 @@ impl MountFs {
             return Err(Errno(libc::EEXIST));
         }
         let base = heads_vector(&st.vault, &path)?;
-        let ino = st.tree.add_local(&path, Kind::File, mode, precise_now_ns());
+        let now = precise_now_ns();
+        let ino = st.tree.add_local(&path, Kind::File, mode, now);
+        st.tree.touch_dir(parent, now);
         let staged = st.new_staging(base)?;
         st.staged.insert(ino, staged);
         if let Some(s) = st.staged.get_mut(&ino) {
@@ -646,6 +675,7 @@ impl MountFs {
             precise_now_ns(),
             base,
         )?;
+        st.tree.touch_dir(parent, precise_now_ns());
         self.note_change();
         let ino = st.tree.ino_of(&path).ok_or(Errno(libc::EIO))?;
         self.node_attr(&st, ino)
@@ -667,6 +697,7 @@ impl MountFs {
             precise_now_ns(),
             base,
         )?;
+        st.tree.touch_dir(parent, precise_now_ns());
         self.note_change();
         let ino = st.tree.ino_of(&path).ok_or(Errno(libc::EIO))?;
         self.node_attr(&st, ino)
@@ -683,6 +714,7 @@ impl MountFs {
             return Err(Errno(libc::EISDIR));
         }
         st.remove_node(&node)?;
+        st.tree.touch_dir(parent, precise_now_ns());
         self.note_change();
         Ok(())
     }
@@ -701,6 +733,7 @@ impl MountFs {
             return Err(Errno(libc::ENOTEMPTY));
         }
         st.remove_node(&node)?;
+        st.tree.touch_dir(parent, precise_now_ns());
         self.note_change();
         Ok(())
     }
@@ -739,6 +772,9 @@ impl MountFs {
             }
         }
         st.rename(&node, &to)?;
+        let now = precise_now_ns();
+        st.tree.touch_dir(parent, now);
+        st.tree.touch_dir(new_parent, now);
         self.note_change();
         Ok(())
     }

@@ -473,6 +473,25 @@ impl Tree {
     pub fn root_mtime_ns(&self) -> i64 {
         self.root_mtime_ns
     }
+
+    /// Links to a folder: its own entry, its `.`, and each subfolder's `..`.
+    pub fn dir_links(&self, n: &Node) -> u32 {
+        let subdirs = n
+            .children
+            .values()
+            .filter(|i| self.nodes.get(i).is_some_and(|c| c.kind == Kind::Dir))
+            .count();
+        2 + subdirs as u32
+    }
+
+    /// A folder's entries changed here: its times move, as on any local filesystem.
+    /// (Folder times are not synced; only what they hold is.)
+    pub fn touch_dir(&mut self, ino: Ino, now_ns: i64) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.mtime_ns = now_ns;
+            n.ctime_ns = now_ns;
+        }
+    }
 }
 
 #[cfg(test)]
