@@ -4,8 +4,6 @@
 //! its own.
 
 use std::collections::HashSet;
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 
 use super::core::{Errno, FsResult, State};
 use super::tree::{join, Kind, Node};
@@ -89,35 +87,10 @@ impl State {
         Ok(join(&dir.path, name))
     }
 
-    pub(super) fn staging_file(&mut self) -> FsResult<(fs::File, std::path::PathBuf)> {
-        loop {
-            self.next_staging += 1;
-            let path =
-                self.staging_dir
-                    .join(format!("{}-{}", std::process::id(), self.next_staging));
-            match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(f) => return Ok((f, path)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    tracing::error!(
-                        "cannot create a staging file in {}: {e}",
-                        self.staging_dir.display()
-                    );
-                    return Err(Errno(e.raw_os_error().unwrap_or(libc::EIO)));
-                }
-            }
-        }
-    }
-
-    /// Paths whose node shows a file open for writing (kept as they are by refreshes).
+    /// Paths whose node shows a file open with changes not recorded yet: refreshes
+    /// keep them as they are (their bytes live in staging).
     pub(super) fn staged_paths(&self) -> HashSet<String> {
-        self.staged_inos()
+        self.dirty_inos()
             .into_iter()
             .filter_map(|i| self.tree.get(i).map(|n| n.path.clone()))
             .collect()

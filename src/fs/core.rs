@@ -13,9 +13,7 @@
 //!   worker, which then invalidates the kernel's entries and pages (see `worker.rs`).
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -23,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::changes::{disk_space, drop_sibling, heads_vector};
 use super::plain_cache::PlainCache;
+use super::staging::StagedBytes;
 use super::tree::{join, parent_path, Ino, Invalidation, Kind, Node, Tree, ROOT};
 use crate::model::{ContentRef, Entry, VersionVector};
 use crate::sync::{ContentReader, LocalChange, NewVersion, SyncError, Vault};
@@ -91,8 +90,7 @@ pub struct Attr {
 /// closes.
 #[derive(Debug)]
 struct Staged {
-    file: File,
-    path: PathBuf,
+    bytes: StagedBytes,
     size: u64,
     dirty: bool,
     opens: u32,
@@ -132,7 +130,6 @@ pub(super) struct State {
     handles: HashMap<u64, Handle>,
     next_fh: u64,
     pub(super) staging_dir: PathBuf,
-    pub(super) next_staging: u64,
 }
 
 pub struct MountFs {
@@ -177,6 +174,7 @@ impl MountFs {
     /// read anything) and shows its namespace.
     pub fn new(mut vault: Vault, opts: MountOptions) -> Result<Arc<Self>, SyncError> {
         vault.index().relax_durability()?;
+        vault.defer_snapshots();
         let reader = vault.reader()?;
         let ns = vault.namespace()?;
         let tree = Tree::from_namespace(&ns, now_ns());
@@ -201,7 +199,6 @@ impl MountFs {
                 handles: HashMap::new(),
                 next_fh: 1,
                 staging_dir,
-                next_staging: 0,
             }),
             reader,
             plain: Arc::new(Mutex::new(PlainCache::new(opts.cache_limit))),
@@ -417,7 +414,7 @@ impl MountFs {
         if let Some(s) = st.staged.get_mut(&ino) {
             s.opens += 1;
             if truncate && s.size > 0 {
-                s.file.set_len(0).map_err(io_errno)?;
+                s.bytes.set_len(0, &st.staging_dir).map_err(io_errno)?;
                 s.size = 0;
                 s.fill = None;
                 s.dirty = true;
@@ -447,7 +444,9 @@ impl MountFs {
         };
         let data = self.read_content(&c, 0, c.size)?;
         if let Some(s) = st.staged.get_mut(&ino) {
-            s.file.write_all_at(&data, 0).map_err(io_errno)?;
+            s.bytes
+                .write_at(&data, 0, &st.staging_dir)
+                .map_err(io_errno)?;
             s.fill = None;
         }
         Ok(())
@@ -482,7 +481,7 @@ impl MountFs {
         if let Some(s) = st.staged.get(&ino) {
             let len = (size as u64).min(s.size.saturating_sub(offset)) as usize;
             let mut buf = vec![0u8; len];
-            let n = s.file.read_at(&mut buf, offset).map_err(io_errno)?;
+            let n = s.bytes.read_at(&mut buf, offset).map_err(io_errno)?;
             buf.truncate(n);
             return Ok(buf);
         }
@@ -505,14 +504,20 @@ impl MountFs {
             return Err(Errno(libc::EBADF));
         }
         self.ensure_filled(&mut st, ino)?;
+        let st = &mut *st;
         let s = st.staged.get_mut(&ino).ok_or(Errno(libc::EBADF))?;
-        s.file.write_all_at(data, offset).map_err(io_errno)?;
+        s.bytes
+            .write_at(data, offset, &st.staging_dir)
+            .map_err(io_errno)?;
         s.size = s.size.max(offset + data.len() as u64);
         s.dirty = true;
         let now = precise_now_ns();
         if let Some(n) = st.tree.get_mut(ino) {
             n.mtime_ns = now;
             n.ctime_ns = now;
+            // A write drops set-user-id and set-group-id, as on any filesystem
+            // (the kernel leaves that to us: FUSE_HANDLE_KILLPRIV_V2).
+            n.mode &= !(libc::S_ISUID | libc::S_ISGID);
         }
         Ok(data.len() as u32)
     }
@@ -589,14 +594,8 @@ impl MountFs {
         } else {
             Ok(())
         };
-        if let Some(s) = st.staged.remove(&ino) {
-            let _ = fs::remove_file(&s.path);
-        }
+        st.staged.remove(&ino);
         st.orphans.remove(&ino);
-        // The node now shows its recorded version, with its content reference.
-        if let Some(path) = st.tree.get(ino).map(|n| n.path.clone()) {
-            st.refresh(&[path])?;
-        }
         result
     }
 
@@ -616,10 +615,10 @@ impl MountFs {
         let Some(s) = st.staged.get_mut(&ino) else {
             return Ok(());
         };
-        s.file.seek(SeekFrom::Start(0)).map_err(io_errno)?;
         let size = s.size;
-        let mut input = (&s.file).take(size);
+        let mut input = s.bytes.reader(size).map_err(io_errno)?;
         let queued = st.vault.queue_content(&mut input, size)?;
+        drop(input);
         let base = st
             .staged
             .get(&ino)
@@ -810,8 +809,9 @@ impl MountFs {
             } else if let Some(s) = st.staged.get_mut(&ino) {
                 s.fill = None;
             }
+            let dir = st.staging_dir.clone();
             if let Some(s) = st.staged.get_mut(&ino) {
-                s.file.set_len(size).map_err(io_errno)?;
+                s.bytes.set_len(size, &dir).map_err(io_errno)?;
                 if s.size != size {
                     s.dirty = true;
                 }
@@ -828,9 +828,7 @@ impl MountFs {
                     s.dirty = true;
                 }
                 let r = self.commit(&mut st, ino);
-                if let Some(s) = st.staged.remove(&ino) {
-                    let _ = fs::remove_file(&s.path);
-                }
+                st.staged.remove(&ino);
                 let path = node.path.clone();
                 st.refresh(&[path])?;
                 r?;
@@ -953,10 +951,8 @@ impl State {
     }
 
     fn new_staging(&mut self, base: VersionVector) -> FsResult<Staged> {
-        let (file, path) = self.staging_file()?;
         Ok(Staged {
-            file,
-            path,
+            bytes: StagedBytes::default(),
             size: 0,
             dirty: false,
             opens: 0,
@@ -966,10 +962,10 @@ impl State {
         })
     }
 
-    pub(super) fn staged_inos(&self) -> Vec<Ino> {
+    pub(super) fn dirty_inos(&self) -> Vec<Ino> {
         self.staged
             .iter()
-            .filter(|(_, s)| !s.unlinked)
+            .filter(|(_, s)| s.dirty && !s.unlinked)
             .map(|(i, _)| *i)
             .collect()
     }

@@ -14,6 +14,7 @@ mod changes;
 mod core;
 mod fuse;
 mod plain_cache;
+mod staging;
 pub mod status;
 pub mod tree;
 mod worker;

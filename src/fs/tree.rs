@@ -34,6 +34,8 @@ pub struct Node {
     /// is not recorded yet.
     pub shown: Option<Shown>,
     pub children: BTreeMap<String, Ino>,
+    /// Children that are folders (each links back with its `..`).
+    pub subdirs: u32,
 }
 
 impl Node {
@@ -116,6 +118,7 @@ impl Tree {
             target: String::new(),
             shown: None,
             children: BTreeMap::new(),
+            subdirs: 0,
         };
         let mut nodes = HashMap::new();
         nodes.insert(ROOT, root);
@@ -181,14 +184,17 @@ impl Tree {
         let Some(p) = self.ino_of(parent).and_then(|i| self.nodes.get(&i)) else {
             return Vec::new();
         };
+        // Siblings are named `<name>.conflict-…`: a range of the sorted names.
+        let prefix = format!("{}.conflict-", main.rsplit('/').next().unwrap_or(main));
         p.children
-            .values()
+            .range(prefix.clone()..)
+            .take_while(|(name, _)| name.starts_with(&prefix))
+            .map(|(_, i)| *i)
             .filter(|i| {
                 self.nodes
                     .get(i)
                     .is_some_and(|n| n.sibling_of() == Some(main))
             })
-            .copied()
             .collect()
     }
 
@@ -215,6 +221,7 @@ impl Tree {
             target: String::new(),
             shown: None,
             children: BTreeMap::new(),
+            subdirs: 0,
         };
         let name = node.name().to_owned();
         self.nodes.insert(ino, node);
@@ -222,6 +229,9 @@ impl Tree {
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.children.insert(name, ino);
             p.mtime_ns = p.mtime_ns.max(now_ns);
+            if kind == Kind::Dir {
+                p.subdirs += 1;
+            }
         }
         ino
     }
@@ -279,12 +289,19 @@ impl Tree {
             return Vec::new();
         }
         let mut removed = Vec::new();
-        let Some(path) = self.nodes.get(&ino).map(|n| n.path.clone()) else {
+        let Some((path, is_dir)) = self
+            .nodes
+            .get(&ino)
+            .map(|n| (n.path.clone(), n.kind == Kind::Dir))
+        else {
             return removed;
         };
         let parent = parent_path(&path).to_owned();
         if let Some(p) = self.ino_of(&parent).and_then(|p| self.nodes.get_mut(&p)) {
             p.children.remove(path.rsplit('/').next().unwrap_or(""));
+            if is_dir {
+                p.subdirs = p.subdirs.saturating_sub(1);
+            }
         }
         for i in self.subtree_from(ino) {
             if let Some(n) = self.nodes.remove(&i) {
@@ -316,6 +333,7 @@ impl Tree {
                 self.remove_subtree(old);
             }
         }
+        let is_dir = self.nodes.get(&ino).is_some_and(|n| n.kind == Kind::Dir);
         let old_parent = parent_path(from).to_owned();
         if let Some(p) = self
             .ino_of(&old_parent)
@@ -323,6 +341,9 @@ impl Tree {
         {
             p.children.remove(from.rsplit('/').next().unwrap_or(""));
             p.mtime_ns = now_ns;
+            if is_dir {
+                p.subdirs = p.subdirs.saturating_sub(1);
+            }
         }
         let new_parent = self.ensure_dir(parent_path(to), now_ns);
         for i in self.subtree_from(ino) {
@@ -339,6 +360,9 @@ impl Tree {
             p.children
                 .insert(to.rsplit('/').next().unwrap_or("").to_owned(), ino);
             p.mtime_ns = now_ns;
+            if is_dir {
+                p.subdirs += 1;
+            }
         }
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.ctime_ns = now_ns;
@@ -476,12 +500,7 @@ impl Tree {
 
     /// Links to a folder: its own entry, its `.`, and each subfolder's `..`.
     pub fn dir_links(&self, n: &Node) -> u32 {
-        let subdirs = n
-            .children
-            .values()
-            .filter(|i| self.nodes.get(i).is_some_and(|c| c.kind == Kind::Dir))
-            .count();
-        2 + subdirs as u32
+        2 + n.subdirs
     }
 
     /// A folder's entries changed here: its times move, as on any local filesystem.
@@ -581,6 +600,20 @@ mod tests {
         t.refresh(&scope, &ns, &|_| false);
         assert_eq!(t.get(ino).unwrap().size, 6);
         assert!(t.get(ino).unwrap().content.is_some());
+    }
+
+    #[test]
+    fn folder_link_counts_follow_subfolders() {
+        let mut t = Tree::new(0);
+        t.add_local("a/b/f.json", Kind::File, 0o644, 1);
+        t.add_local("a/c", Kind::Dir, 0o755, 1);
+        let a = t.ino_of("a").unwrap();
+        assert_eq!(t.dir_links(t.get(a).unwrap()), 4);
+        t.rename("a/c", "c2", 2);
+        assert_eq!(t.dir_links(t.get(a).unwrap()), 3);
+        assert_eq!(t.dir_links(t.get(ROOT).unwrap()), 4);
+        t.remove_subtree(t.ino_of("a/b").unwrap());
+        assert_eq!(t.dir_links(t.get(a).unwrap()), 2);
     }
 
     #[test]

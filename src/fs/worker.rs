@@ -20,6 +20,8 @@ const MAX_DELAY: Duration = Duration::from_millis(500);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STATUS_EVERY: Duration = Duration::from_millis(500);
+/// A deferred snapshot is written once changes have paused this long.
+const SNAPSHOT_WHEN_QUIET: Duration = Duration::from_secs(2);
 
 /// Tells the kernel to drop what it cached.
 pub trait Invalidator: Send {
@@ -51,6 +53,7 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
     let mut backoff = FIRST_BACKOFF;
     let mut retry_at: Option<Instant> = None;
     let mut last_status = Instant::now() - STATUS_EVERY;
+    let mut snapshot_checked = false;
     loop {
         let now = Instant::now();
         let mut a = lock(&fs.activity);
@@ -64,6 +67,18 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
         let publish_due = publish_at.is_some_and(|t| now >= t);
         let poll_due = now >= next_poll;
         if !publish_due && !poll_due {
+            let quiet = a.first_unsent.is_none()
+                && a.last_change
+                    .is_none_or(|t| t.elapsed() >= SNAPSHOT_WHEN_QUIET);
+            if quiet && !snapshot_checked {
+                drop(a);
+                snapshot_checked = true;
+                if let Err(e) = fs.state().vault.write_due_snapshot() {
+                    tracing::warn!("snapshot failed, retried later: {e}");
+                    snapshot_checked = false;
+                }
+                continue;
+            }
             let mut wake = next_poll.min(last_status + STATUS_EVERY);
             if let Some(t) = publish_at {
                 wake = wake.min(t);
@@ -84,13 +99,14 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
             continue;
         }
         if publish_due {
+            snapshot_checked = false;
             a.first_unsent = None;
             a.publishes_started += 1;
         }
         drop(a);
 
         if publish_due {
-            let result = fs.state().vault.publish(&NoProgress);
+            let result = publish(&fs);
             let mut a = lock(&fs.activity);
             match result {
                 Ok(r) => {
@@ -153,7 +169,22 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
             tracing::warn!("{pending} changes stay queued for the next mount: {e}");
         }
     }
+    let _ = fs.state().vault.write_due_snapshot();
     let _ = fs.state().vault.sync_queue();
+}
+
+/// Uploads the queued packs without holding the vault (the filesystem keeps
+/// serving and recording meanwhile), then publishes the segment under it.
+fn publish(fs: &MountFs) -> Result<crate::sync::PublishReport, crate::sync::SyncError> {
+    let batch = fs.state().vault.pending_uploads()?;
+    if !batch.is_empty() {
+        let (done, error) = batch.run();
+        fs.state().vault.uploaded(&done)?;
+        if let Some(e) = error {
+            return Err(e);
+        }
+    }
+    fs.state().vault.publish(&NoProgress)
 }
 
 fn invalidate(inval: &dyn Invalidator, list: &[Invalidation]) {

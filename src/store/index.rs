@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::model::{ContentHash, ContentRef, DeviceId, ObjectId, Seq, Version, VersionVector};
 
@@ -232,7 +232,10 @@ impl Index {
     /// [`Index::checkpoint`]. The mount acknowledges close() this way and fsync() with
     /// a checkpoint, as a local filesystem does.
     pub fn relax_durability(&self) -> IndexResult<()> {
-        self.conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        // The mount holds the home lock for its whole life, so it may also keep
+        // SQLite's file lock instead of taking it for every statement.
+        self.conn
+            .execute_batch("PRAGMA synchronous=NORMAL; PRAGMA locking_mode=EXCLUSIVE;")?;
         Ok(())
     }
 
@@ -248,11 +251,32 @@ impl Index {
         &mut self,
         f: impl FnOnce(&mut IndexTx<'_>) -> IndexResult<T>,
     ) -> IndexResult<T> {
-        let tx = self.conn.transaction()?;
-        let mut itx = IndexTx { tx };
-        let out = f(&mut itx)?;
-        itx.tx.commit()?;
+        // BEGIN and COMMIT as cached statements: the mount runs one transaction per
+        // closed file, and parsing them each time showed in its profile.
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        let mut itx = IndexTx { tx: &self.conn };
+        let out = match f(&mut itx) {
+            Ok(out) => out,
+            Err(e) => {
+                self.rollback();
+                return Err(e);
+            }
+        };
+        if let Err(e) = self
+            .conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+        {
+            self.rollback();
+            return Err(e.into());
+        }
         Ok(out)
+    }
+
+    fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
     }
 
     pub fn meta(&self, key: &str) -> IndexResult<Option<String>> {
@@ -359,7 +383,7 @@ impl Index {
     }
 
     pub fn devices(&self) -> IndexResult<Vec<DeviceRow>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, name, applied_seq, last_activity_ms, problem FROM devices ORDER BY name, id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -434,7 +458,8 @@ impl Index {
 
 fn meta_get(conn: &Connection, key: &str) -> IndexResult<Option<String>> {
     Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
         .optional()?)
 }
 
@@ -459,7 +484,7 @@ pub enum HeadChange {
 
 /// Writes inside one transaction.
 pub struct IndexTx<'c> {
-    tx: Transaction<'c>,
+    tx: &'c Connection,
 }
 
 impl IndexTx<'_> {
@@ -470,7 +495,7 @@ impl IndexTx<'_> {
     }
 
     pub fn meta(&self, key: &str) -> IndexResult<Option<String>> {
-        meta_get(&self.tx, key)
+        meta_get(self.tx, key)
     }
 
     pub fn meta_u64(&self, key: &str) -> IndexResult<u64> {
@@ -478,7 +503,7 @@ impl IndexTx<'_> {
     }
 
     pub fn heads_of(&self, path: &str) -> IndexResult<Vec<Version>> {
-        heads_of(&self.tx, path)
+        heads_of(self.tx, path)
     }
 
     /// Offers a version to the heads of its path, pruning what it supersedes.
@@ -539,7 +564,7 @@ impl IndexTx<'_> {
 
     pub fn mark_published(&mut self, seq: Seq) -> IndexResult<()> {
         self.tx
-            .prepare_cached("UPDATE heads SET published = 1 WHERE seq = ?1")?
+            .prepare_cached("UPDATE heads SET published = 1 WHERE published = 0 AND seq = ?1")?
             .execute([seq.0 as i64])?;
         Ok(())
     }

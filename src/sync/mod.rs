@@ -18,7 +18,7 @@ pub use progress::{NoProgress, Progress};
 pub use reader::ContentReader;
 pub use vault::{
     setup_vault, LocalChange, NewVersion, PassphraseSource, PollReport, PublishReport, Queued,
-    SetupOutcome, SetupRequest, Vault,
+    SetupOutcome, SetupRequest, UploadBatch, Vault,
 };
 
 use crate::backend::BackendError;

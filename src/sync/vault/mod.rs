@@ -43,7 +43,7 @@ mod setup;
 mod unlock;
 
 pub use poll::PollReport;
-pub use publish::PublishReport;
+pub use publish::{PublishReport, UploadBatch};
 pub use queue::Queued;
 pub use setup::{setup_vault, SetupOutcome, SetupRequest};
 pub use unlock::PassphraseSource;
@@ -98,6 +98,9 @@ pub struct Vault {
     unlocking: Option<std::thread::JoinHandle<SyncResult<SubKeys>>>,
     /// The mount's open pack (see `queue.rs`).
     queue: Option<queue::QueuePack>,
+    queue_scratch: Option<Box<queue::QueueScratch>>,
+    defer_snapshots: bool,
+    snapshot_due: bool,
     _lock: HomeLock,
 }
 
@@ -159,6 +162,9 @@ impl Vault {
             passphrase: Arc::from(passphrase),
             unlocking: None,
             queue: None,
+            queue_scratch: None,
+            defer_snapshots: false,
+            snapshot_due: false,
             _lock: lock,
         })
     }

@@ -83,10 +83,35 @@ impl Vault {
             report.versions += record.versions.len();
             report.segments += 1;
             if seq.0 % SNAPSHOT_EVERY == 0 {
-                self.write_snapshot(seq)?;
+                if self.defer_snapshots {
+                    self.snapshot_due = true;
+                } else {
+                    self.write_snapshot(seq)?;
+                }
             }
         }
         Ok(report)
+    }
+
+    /// A snapshot reads every published version of this device: the mount defers
+    /// it to a quiet moment ([`Vault::write_due_snapshot`]) instead of making the
+    /// writes that happen to publish segment 32, 64, … wait for it.
+    pub fn defer_snapshots(&mut self) {
+        self.defer_snapshots = true;
+    }
+
+    /// Writes the snapshot a deferred publish left due, at the newest published
+    /// segment (it holds everything up to there). Returns whether it wrote one.
+    pub fn write_due_snapshot(&mut self) -> SyncResult<bool> {
+        if !self.snapshot_due {
+            return Ok(false);
+        }
+        let seq = Seq(self.index.meta_u64(META_LAST_PUBLISHED)?);
+        if seq.0 > 0 {
+            self.write_snapshot(seq)?;
+        }
+        self.snapshot_due = false;
+        Ok(true)
     }
 
     fn check_existing_segment(&self, ours: &LogRecord) -> SyncResult<()> {
@@ -231,5 +256,95 @@ impl Vault {
             Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Packs waiting for upload, taken out of the vault so they can be uploaded while
+/// the vault goes on recording (the mount's worker): [`Vault::pending_uploads`],
+/// then [`UploadBatch::run`] without the vault, then [`Vault::uploaded`].
+pub struct UploadBatch {
+    store: crate::backend::SharedStore,
+    items: Vec<(ObjectId, std::path::PathBuf, String)>,
+}
+
+impl UploadBatch {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Uploads every pack, a few at a time; returns those that made it, and the
+    /// first error.
+    pub fn run(&self) -> (Vec<ObjectId>, Option<SyncError>) {
+        let queue = std::sync::Mutex::new(self.items.iter().collect::<Vec<_>>());
+        let done = std::sync::Mutex::new(Vec::new());
+        let error = std::sync::Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..PARALLEL_IO.min(self.items.len()) {
+                scope.spawn(|| loop {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let Some((pack, path, key)) = next else { break };
+                    // Gone from the cache: uploaded by an earlier run; `publish`
+                    // checks the backend for it.
+                    if !path.exists() {
+                        continue;
+                    }
+                    match self.store.put_file(key, path) {
+                        Ok(()) => done
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(pack.clone()),
+                        Err(e) => {
+                            error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(SyncError::from(e));
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (
+            done.into_inner().unwrap_or_else(|p| p.into_inner()),
+            error.into_inner().unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+}
+
+impl Vault {
+    /// Closes the open pack and lists every pack waiting for upload.
+    pub fn pending_uploads(&mut self) -> SyncResult<UploadBatch> {
+        self.close_queue_pack()?;
+        let items = self
+            .index
+            .pending_packs()?
+            .into_iter()
+            .map(|p| {
+                let path = self.cache.path_of(&p);
+                let key = self.layout.pack(&self.device, &p);
+                (p, path, key)
+            })
+            .collect();
+        Ok(UploadBatch {
+            store: self.store.clone(),
+            items,
+        })
+    }
+
+    /// Records packs of an [`UploadBatch`] as uploaded.
+    pub fn uploaded(&mut self, packs: &[ObjectId]) -> SyncResult<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        self.index.transaction(|t| {
+            for p in packs {
+                t.remove_pending_pack(p)?;
+            }
+            Ok(())
+        })?;
+        for p in packs {
+            let _ = self.cache.remove(p);
+        }
+        Ok(())
     }
 }

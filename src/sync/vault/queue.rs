@@ -14,6 +14,13 @@ use crate::model::BlobId;
 use crate::sync::pack::{OWN_PACK_FROM, PACK_TARGET};
 use crate::sync::reader::ContentReader;
 
+/// Buffers reused from one queued content to the next.
+#[derive(Default)]
+pub(super) struct QueueScratch {
+    sealer: Sealer,
+    buf: Vec<u8>,
+}
+
 pub(super) struct QueuePack {
     id: ObjectId,
     file: File,
@@ -61,11 +68,22 @@ impl Vault {
         let path = self.cache.path_of(&pack.id);
         let blob = BlobId::random();
         let offset = pack.len;
-        let mut out = BufWriter::with_capacity(256 * 1024, &mut pack.file);
-        let sealed = Sealer::default()
-            .seal(keys, blob, input, &mut out, None)
-            .and_then(|s| out.flush().map(|_| s));
-        drop(out);
+        // Small contents (nearly all memories) are sealed into a reused buffer and
+        // written with one call; large ones stream through a buffered writer.
+        let scratch = self.queue_scratch.get_or_insert_with(Default::default);
+        let sealed = if size_hint < OWN_PACK_FROM {
+            scratch.buf.clear();
+            scratch
+                .sealer
+                .seal(keys, blob, input, &mut scratch.buf, None)
+                .and_then(|s| pack.file.write_all(&scratch.buf).map(|_| s))
+        } else {
+            let mut out = BufWriter::with_capacity(1 << 20, &mut pack.file);
+            scratch
+                .sealer
+                .seal(keys, blob, input, &mut out, None)
+                .and_then(|s| out.flush().map(|_| s))
+        };
         let sealed = match sealed {
             Ok(s) => s,
             Err(e) => {
