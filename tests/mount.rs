@@ -559,3 +559,52 @@ fn real_programs_work_unchanged_on_the_mount() {
         "python3 -c \"import sqlite3\nassert sqlite3.connect('db.sqlite').execute('select count(*) from t').fetchone()[0]==1000\"",
     );
 }
+
+#[test]
+fn sigterm_and_fusermount_unmount_cleanly_and_keep_the_queue() {
+    let vault = TempVault::new();
+    let b = TempHome::joined("laptop", &vault);
+    let f = TempHome::joined("phone", &vault);
+    let at = b.memories();
+    let mounted = |p: &Path| {
+        fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(1) == p.to_str())
+    };
+
+    // SIGTERM: unmounts, publishes what is queued, exits.
+    let m = b.mount();
+    let pid = m.pid();
+    for i in 0..20 {
+        fs::write(m.path(&format!("t{i}.json")), memory_json(i, 700)).unwrap();
+    }
+    // SAFETY: signalling a child process of this test.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(eventually(WAIT, || unsafe { libc::kill(pid as i32, 0) } != 0));
+    assert!(!mounted(&at), "SIGTERM left the mount behind");
+    assert!(!b.home().join("sync/mount-status.json").exists());
+    std::mem::forget(m);
+    f.ok(&["pull"]);
+    for i in 0..20 {
+        assert_eq!(f.read(&format!("t{i}.json")), Some(memory_json(i, 700)));
+    }
+
+    // fusermount3 -u: the same, from outside.
+    let m = b.mount();
+    let pid = m.pid();
+    fs::write(m.path("after.json"), b"{}").unwrap();
+    let out = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&at)
+        .output()
+        .expect("fusermount3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(eventually(WAIT, || unsafe { libc::kill(pid as i32, 0) } != 0));
+    std::mem::forget(m);
+    // Whatever the last upload attempt did not send goes with the next mount.
+    let m = b.mount();
+    assert!(m.drained(WAIT));
+    f.ok(&["pull"]);
+    assert_eq!(f.read("after.json"), Some(b"{}".to_vec()));
+}

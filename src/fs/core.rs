@@ -176,6 +176,11 @@ impl MountFs {
         vault.index().relax_durability()?;
         vault.defer_snapshots();
         let reader = vault.reader()?;
+        // Show what other devices published up to now from the first `ls`; offline,
+        // start from what the index knows and catch up later.
+        if let Err(e) = vault.poll(&crate::sync::NoProgress) {
+            tracing::warn!("starting without the newest changes, the backend did not answer: {e}");
+        }
         let ns = vault.namespace()?;
         let tree = Tree::from_namespace(&ns, now_ns());
         let staging_dir = vault.home().staging_dir();
