@@ -73,7 +73,7 @@ export GHOSTIE_PASSPHRASE=bench-passphrase
 # --- helpers -------------------------------------------------------------------
 
 now() { python3 -c 'import time; print(f"{time.time():.6f}")'; }
-calc() { awk "BEGIN { print $* }"; }
+calc() { awk "BEGIN { printf \"%.6f\\n\", $* }"; }
 median() {
     printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
@@ -346,7 +346,7 @@ PY
     mounts+=("$many/memories")
     pid=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['pid'])" "$many/sync/mount-status.json")
     ls -lR "$many/memories" >/dev/null
-    find "$many/memories" -name '*.json' | head -20000 | xargs cat >/dev/null
+    find "$many/memories" -name '*.json' | awk 'NR <= 20000' | xargs cat >/dev/null
     rss=$(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status")
     "$bin" --home "$many" --quiet unmount
     echo "  peak RSS: $rss MiB"
@@ -357,7 +357,7 @@ fi
 ratio() { calc "$1 / $2" | awk '{ printf "%.2f×", $1 }'; }
 {
     echo "ghostie-fs mount benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tmp on $(df --output=fstype "$tmp" | tail -1)"
-    echo "$files files ($(calc "$total_bytes / 1e6") MB), medians of $runs; W5 $big_mib MiB; ratios are system / native"
+    printf "%d files (%.1f MB), medians of %d; W5 %d MiB; ratios are system / native\n" "$files" "$(calc "$total_bytes / 1e6")" "$runs" "$big_mib"
     echo
     printf '%-30s %10s %10s %10s %10s\n' "workload (seconds)" native ghostie-fs gocryptfs rclone
     row() {
