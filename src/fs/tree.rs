@@ -28,7 +28,9 @@ pub struct Node {
     pub size: u64,
     pub mtime_ns: i64,
     pub ctime_ns: i64,
-    pub content: Option<ContentRef>,
+    /// Set while an open file's node learnt a newer version its fields do not
+    /// show yet (they are taken from it once the file closes).
+    pub stale: bool,
     pub target: String,
     /// The version shown here; `None` for the root and for a file created here that
     /// is not recorded yet.
@@ -42,6 +44,14 @@ impl Node {
     pub fn name(&self) -> &str {
         self.path.rsplit('/').next().unwrap_or("")
     }
+    /// Where the shown version's bytes are (files only).
+    pub fn content(&self) -> Option<&ContentRef> {
+        match self.shown.as_ref().map(|s| &s.version.entry) {
+            Some(Entry::File { content, .. }) => Some(content),
+            _ => None,
+        }
+    }
+
     pub fn sibling_of(&self) -> Option<&str> {
         self.shown.as_ref().and_then(|s| s.sibling_of.as_deref())
     }
@@ -76,25 +86,22 @@ pub struct Tree {
     root_mtime_ns: i64,
 }
 
-fn shape(shown: &Shown) -> (Kind, u32, u64, Option<ContentRef>, String) {
+fn shape(shown: &Shown) -> (Kind, u32, u64, String) {
     match &shown.version.entry {
-        Entry::File { content, mode } => (
-            Kind::File,
-            mode & 0o7777,
-            content.size,
-            Some(content.clone()),
-            String::new(),
-        ),
-        Entry::Dir { mode } => (Kind::Dir, mode & 0o7777, 0, None, String::new()),
-        Entry::Symlink { target } => (
-            Kind::Symlink,
-            0o777,
-            target.len() as u64,
-            None,
-            target.clone(),
-        ),
+        Entry::File { content, mode } => (Kind::File, mode & 0o7777, content.size, String::new()),
+        Entry::Dir { mode } => (Kind::Dir, mode & 0o7777, 0, String::new()),
+        Entry::Symlink { target } => (Kind::Symlink, 0o777, target.len() as u64, target.clone()),
         // Never shown; treated as an empty file if it ever is.
-        Entry::Deleted => (Kind::File, 0o644, 0, None, String::new()),
+        Entry::Deleted => (Kind::File, 0o644, 0, String::new()),
+    }
+}
+
+fn blob_of(
+    shown: Option<&Shown>,
+) -> Option<(&crate::model::DeviceId, &crate::model::ObjectId, u64)> {
+    match shown.map(|s| &s.version.entry) {
+        Some(Entry::File { content, .. }) => Some((&content.owner, &content.pack, content.offset)),
+        _ => None,
     }
 }
 
@@ -114,7 +121,7 @@ impl Tree {
             size: 0,
             mtime_ns: now_ns,
             ctime_ns: now_ns,
-            content: None,
+            stale: false,
             target: String::new(),
             shown: None,
             children: BTreeMap::new(),
@@ -132,10 +139,10 @@ impl Tree {
         }
     }
 
-    pub fn from_namespace(ns: &Namespace, now_ns: i64) -> Self {
+    pub fn from_namespace(ns: Namespace, now_ns: i64) -> Self {
         let mut t = Self::new(now_ns);
         for (path, shown) in ns {
-            t.set(path, shown);
+            t.set_owned(&path, shown);
         }
         t
     }
@@ -217,7 +224,7 @@ impl Tree {
             size: 0,
             mtime_ns: now_ns,
             ctime_ns: now_ns,
-            content: None,
+            stale: false,
             target: String::new(),
             shown: None,
             children: BTreeMap::new(),
@@ -252,7 +259,13 @@ impl Tree {
     /// Shows `shown` at `path`, creating the node (and its folders) if needed.
     /// Returns the inode and whether its content changed.
     pub fn set(&mut self, path: &str, shown: &Shown) -> (Ino, bool) {
-        let (kind, mode, size, content, target) = shape(shown);
+        self.set_owned(path, shown.clone())
+    }
+
+    /// As [`Tree::set`], taking the version (no copy: a mount of 100,000 files
+    /// builds its tree this way).
+    pub fn set_owned(&mut self, path: &str, shown: Shown) -> (Ino, bool) {
+        let (kind, mode, size, target) = shape(&shown);
         let existing = self.ino_of(path);
         let ino = match existing {
             Some(i) if self.nodes.get(&i).is_some_and(|n| n.kind == kind) => i,
@@ -270,16 +283,15 @@ impl Tree {
             .nodes
             .get_mut(&ino)
             .unwrap_or_else(|| unreachable!("attached above"));
-        let content_changed = node.content.as_ref().map(|c| (&c.pack, c.offset, &c.owner))
-            != content.as_ref().map(|c| (&c.pack, c.offset, &c.owner))
-            || node.target != target;
+        let content_changed =
+            blob_of(node.shown.as_ref()) != blob_of(Some(&shown)) || node.target != target;
         node.mode = mode;
         node.size = size;
         node.mtime_ns = shown.version.mtime_ns;
         node.ctime_ns = node.ctime_ns.max(shown.version.mtime_ns);
-        node.content = content;
         node.target = target;
-        node.shown = Some(shown.clone());
+        node.stale = false;
+        node.shown = Some(shown);
         (ino, content_changed)
     }
 
@@ -399,13 +411,7 @@ impl Tree {
                 .filter(|(p, s)| *p == path || s.sibling_of.as_deref() == Some(path.as_str()))
                 .collect();
             for (p, s) in touched {
-                if keep(p) {
-                    if let Some(n) = self.ino_of(p).and_then(|i| self.nodes.get_mut(&i)) {
-                        n.shown = Some(s.clone());
-                    }
-                    continue;
-                }
-                self.set_path(p, s, &mut inval);
+                self.show(p, s, keep(p), &mut inval);
             }
         }
         inval
@@ -421,12 +427,23 @@ impl Tree {
         inval.push(Invalidation::Entry(parent, name));
     }
 
+    /// Shows `shown` at `path`; a kept node (open with unrecorded changes) only
+    /// learns which version it now stands on.
+    fn show(&mut self, path: &str, shown: &Shown, kept: bool, inval: &mut Vec<Invalidation>) {
+        if !kept {
+            return self.set_path(path, shown, inval);
+        }
+        if let Some(n) = self.ino_of(path).and_then(|i| self.nodes.get_mut(&i)) {
+            n.shown = Some(shown.clone());
+            n.stale = true;
+        }
+    }
+
     fn set_path(&mut self, path: &str, shown: &Shown, inval: &mut Vec<Invalidation>) {
         let current = self.ino_of(path).and_then(|i| self.nodes.get(&i));
         // A node whose version was noted while its file was open still has to take
         // that version's content.
-        let up_to_date = current
-            .is_some_and(|n| same_version(n.shown.as_ref(), shown) && n.content == shape(shown).3);
+        let up_to_date = current.is_some_and(|n| same_version(n.shown.as_ref(), shown) && !n.stale);
         if up_to_date {
             return;
         }
@@ -483,13 +500,7 @@ impl Tree {
             }
         }
         for (p, s) in ns {
-            if keep(p) {
-                if let Some(n) = self.ino_of(p).and_then(|i| self.nodes.get_mut(&i)) {
-                    n.shown = Some(s.clone());
-                }
-                continue;
-            }
-            self.set_path(p, s, &mut inval);
+            self.show(p, s, keep(p), &mut inval);
         }
         inval
     }
@@ -556,7 +567,7 @@ mod tests {
         let mut ns = Namespace::new();
         ns.insert("a/x.json".into(), file("a/x.json", &d, 1, 10, None));
         ns.insert("b.json".into(), file("b.json", &d, 2, 20, None));
-        let mut t = Tree::from_namespace(&ns, 0);
+        let mut t = Tree::from_namespace(ns.clone(), 0);
         let a = t.ino_of("a").unwrap();
         let x = t.ino_of("a/x.json").unwrap();
         assert_eq!(t.get(x).unwrap().size, 10);
@@ -599,7 +610,7 @@ mod tests {
         assert_eq!(t.get(ino).unwrap().size, 0, "open: staging holds the bytes");
         t.refresh(&scope, &ns, &|_| false);
         assert_eq!(t.get(ino).unwrap().size, 6);
-        assert!(t.get(ino).unwrap().content.is_some());
+        assert!(t.get(ino).unwrap().content().is_some());
     }
 
     #[test]
@@ -621,7 +632,7 @@ mod tests {
         let d = DeviceId::random();
         let mut ns = Namespace::new();
         ns.insert("a/b/x.json".into(), file("a/b/x.json", &d, 1, 10, None));
-        let mut t = Tree::from_namespace(&ns, 0);
+        let mut t = Tree::from_namespace(ns.clone(), 0);
         let x = t.ino_of("a/b/x.json").unwrap();
         t.rename("a", "z/a2", 9);
         assert_eq!(t.ino_of("z/a2/b/x.json"), Some(x));
@@ -640,7 +651,7 @@ mod tests {
         ns.insert("x".into(), file("x", &d, 1, 1, None));
         ns.insert("x.conflict-e".into(), file("x", &e, 1, 2, Some("x")));
         ns.insert("y".into(), file("y", &d, 2, 3, None));
-        let mut t = Tree::from_namespace(&ns, 0);
+        let mut t = Tree::from_namespace(ns.clone(), 0);
         assert_eq!(t.siblings_of("x").len(), 1);
         let mut only_x = Namespace::new();
         only_x.insert("x".into(), file("x", &d, 5, 7, None));

@@ -234,8 +234,9 @@ impl Index {
     pub fn relax_durability(&self) -> IndexResult<()> {
         // The mount holds the home lock for its whole life, so it may also keep
         // SQLite's file lock instead of taking it for every statement.
-        self.conn
-            .execute_batch("PRAGMA synchronous=NORMAL; PRAGMA locking_mode=EXCLUSIVE;")?;
+        self.conn.execute_batch(
+            "PRAGMA synchronous=NORMAL; PRAGMA locking_mode=EXCLUSIVE; PRAGMA cache_size=-8192;",
+        )?;
         Ok(())
     }
 

@@ -218,6 +218,15 @@ impl Vault {
     /// The heads by path and the namespace built from them, decoding the index once.
     pub fn heads_and_namespace(&self) -> SyncResult<(BTreeMap<String, Vec<Version>>, Namespace)> {
         let heads = self.heads()?;
+        let ns = self.build_namespace(heads.iter().map(|(p, v)| (p.as_str(), v.as_slice())))?;
+        Ok((heads, ns))
+    }
+
+    /// The merge of `heads`, with conflict siblings named after the devices.
+    fn build_namespace<'a>(
+        &self,
+        heads: impl IntoIterator<Item = (&'a str, &'a [Version])>,
+    ) -> SyncResult<Namespace> {
         let names = self.name_map()?;
         let name_of = |d: &DeviceId| {
             names
@@ -225,32 +234,18 @@ impl Vault {
                 .cloned()
                 .unwrap_or_else(|| d.as_str()[..8].to_owned())
         };
-        let ns = namespace::build(
-            heads.iter().map(|(p, v)| (p.as_str(), v.as_slice())),
-            &name_of,
-        );
-        Ok((heads, ns))
+        Ok(namespace::build(heads, &name_of))
     }
 
     /// The namespace restricted to `paths`: what each shows, with its conflict
     /// siblings and parent folders. Cheaper than [`Vault::namespace`] after a change
     /// to a few paths.
     pub fn namespace_of(&self, paths: &[String]) -> SyncResult<Namespace> {
-        let names = self.name_map()?;
-        let name_of = |d: &DeviceId| {
-            names
-                .get(d)
-                .cloned()
-                .unwrap_or_else(|| d.as_str()[..8].to_owned())
-        };
         let mut heads = Vec::with_capacity(paths.len());
         for p in paths {
             heads.push((p.as_str(), self.index.heads_of(p)?));
         }
-        Ok(namespace::build(
-            heads.iter().map(|(p, v)| (*p, v.as_slice())),
-            &name_of,
-        ))
+        self.build_namespace(heads.iter().map(|(p, v)| (*p, v.as_slice())))
     }
 
     pub fn device_names(&self) -> SyncResult<BTreeMap<DeviceId, String>> {
