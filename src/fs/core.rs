@@ -26,6 +26,9 @@ use super::tree::{join, parent_path, Ino, Invalidation, Kind, Node, Tree, ROOT};
 use crate::model::{ContentRef, Entry, VersionVector};
 use crate::sync::{ContentReader, LocalChange, NewVersion, SyncError, Vault};
 
+/// A folder's entries (`.` and `..` first), each with its attributes.
+pub type Listing = Arc<Vec<(Attr, String)>>;
+
 /// An errno for the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Errno(pub i32);
@@ -137,6 +140,11 @@ pub struct MountFs {
     reader: ContentReader,
     plain: Arc<Mutex<PlainCache>>,
     prefetching: Arc<AtomicBool>,
+    /// Listings of open folders, taken when a listing starts: the kernel asks for a
+    /// folder one buffer at a time, and building the whole list for each buffer made
+    /// listing n files cost n².
+    listings: Mutex<HashMap<u64, Listing>>,
+    next_dir_fh: std::sync::atomic::AtomicU64,
     pub(super) activity: Mutex<Activity>,
     pub(super) wake: Condvar,
     pub opts: MountOptions,
@@ -212,6 +220,8 @@ impl MountFs {
             reader,
             plain: Arc::new(Mutex::new(PlainCache::new(opts.cache_limit))),
             prefetching: Arc::new(AtomicBool::new(false)),
+            listings: Mutex::new(HashMap::new()),
+            next_dir_fh: std::sync::atomic::AtomicU64::new(1),
             activity: Mutex::new(Activity::default()),
             wake: Condvar::new(),
             opts,
@@ -331,6 +341,32 @@ impl MountFs {
         drop(st);
         self.prefetch(wanted);
         Ok(out)
+    }
+
+    pub fn opendir(&self, ino: Ino) -> FsResult<u64> {
+        let st = self.state();
+        let dir = st.tree.get(ino).ok_or(Errno(libc::ENOENT))?;
+        if dir.kind != Kind::Dir {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        Ok(self.next_dir_fh.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The listing of an open folder from `offset` on: taken afresh when a listing
+    /// starts (offset 0, which is also what rewinddir asks), then served from there.
+    pub fn listing(&self, ino: Ino, fh: u64, offset: u64) -> FsResult<Listing> {
+        if offset > 0 {
+            if let Some(l) = lock(&self.listings).get(&fh) {
+                return Ok(l.clone());
+            }
+        }
+        let l = Arc::new(self.readdir(ino)?);
+        lock(&self.listings).insert(fh, l.clone());
+        Ok(l)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.listings).remove(&fh);
     }
 
     /// Starts fetching the small files of a folder just listed, many per request, so
