@@ -214,10 +214,26 @@ fn kill_9_loses_nothing_acknowledged_and_shows_nothing_half_written() {
     fs::remove_file(m.path("doomed.json")).unwrap();
     fs::rename(m.path("moveme.json"), m.path("moved.json")).unwrap();
     fs::create_dir(m.path("made")).unwrap();
-    // Written but never closed: must never reach another device.
-    let mut half = fs::File::create(m.path("half.json")).unwrap();
-    half.write_all(b"{\"half\":").unwrap();
-    half.flush().unwrap();
+    // Written but never closed: must never reach another device. A process of its
+    // own holds it open, since a fork in this test process (another test starting
+    // a command) would close a copy of the descriptor, which is a close().
+    let mut half = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import os, sys, time\nfd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644)\n\
+             os.write(fd, b'{\"half\":')\nprint('open', flush=True)\ntime.sleep(600)",
+        )
+        .arg(m.path("half.json"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(half.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "open");
     assert!(eventually(WAIT, || m.status()["pending_uploads"]
         .as_u64()
         .unwrap()
@@ -227,7 +243,8 @@ fn kill_9_loses_nothing_acknowledged_and_shows_nothing_half_written() {
     // SAFETY: signalling a child process of this test.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     assert!(eventually(WAIT, || unsafe { libc::kill(pid as i32, 0) } != 0));
-    drop(half);
+    let _ = half.kill();
+    let _ = half.wait();
     force_unmount(&m.at);
     std::mem::forget(m);
     fs::rename(&away, vault.path()).unwrap();

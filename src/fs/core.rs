@@ -50,8 +50,8 @@ fn io_errno(e: std::io::Error) -> Errno {
 /// Files up to this size are read whole, checked against their hash and kept
 /// decrypted in memory; larger ones are read a chunk range at a time.
 const WHOLE_READ_MAX: u64 = 1024 * 1024;
-/// A listing prefetches at most this much.
-const PREFETCH_MAX_BYTES: u64 = 8 * 1024 * 1024;
+/// A listing's prefetch fetches this much at a time.
+const PREFETCH_BATCH_BYTES: u64 = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -376,7 +376,8 @@ impl MountFs {
             let plain = lock(&self.plain);
             wanted.retain(|c| !plain.contains(c));
         }
-        let mut budget = PREFETCH_MAX_BYTES;
+        // At most half the memory cache, so the prefetch never evicts itself.
+        let mut budget = self.opts.cache_limit / 2;
         wanted.retain(|c| {
             let fits = c.size <= budget;
             budget = budget.saturating_sub(c.size);
@@ -389,11 +390,26 @@ impl MountFs {
         let plain = self.plain.clone();
         let busy = self.prefetching.clone();
         std::thread::spawn(move || {
-            let _ = reader.read_many(&wanted, |i, r| {
-                if let Ok(data) = r {
-                    lock(&plain).insert(&wanted[i], Arc::new(data));
+            // A batch at a time: few large requests, and little memory in flight.
+            let mut start = 0;
+            while start < wanted.len() {
+                let mut end = start;
+                let mut bytes = 0;
+                while end < wanted.len() && bytes < PREFETCH_BATCH_BYTES {
+                    bytes += wanted[end].size;
+                    end += 1;
                 }
-            });
+                let batch = &wanted[start..end];
+                let fetched = reader.read_many(batch, |i, r| {
+                    if let Ok(data) = r {
+                        lock(&plain).insert(&batch[i], Arc::new(data));
+                    }
+                });
+                if fetched.is_err() {
+                    break;
+                }
+                start = end;
+            }
             busy.store(false, Ordering::Release);
         });
     }
