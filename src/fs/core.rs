@@ -757,34 +757,34 @@ impl MountFs {
     }
 
     pub fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
-        let mut st = self.state();
-        let node = st
-            .tree
-            .lookup(parent, name)
-            .cloned()
-            .ok_or(Errno(libc::ENOENT))?;
-        if node.kind == Kind::Dir {
-            return Err(Errno(libc::EISDIR));
-        }
-        st.remove_node(&node)?;
-        st.tree.touch_dir(parent, precise_now_ns());
-        self.note_change();
-        Ok(())
+        self.remove(parent, name, |n| match n.kind {
+            Kind::Dir => Err(Errno(libc::EISDIR)),
+            _ => Ok(()),
+        })
     }
 
     pub fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
+        self.remove(parent, name, |n| match n.kind {
+            Kind::Dir if !n.children.is_empty() => Err(Errno(libc::ENOTEMPTY)),
+            Kind::Dir => Ok(()),
+            _ => Err(Errno(libc::ENOTDIR)),
+        })
+    }
+
+    /// unlink and rmdir: `allowed` says whether this call may remove that node.
+    fn remove(
+        &self,
+        parent: Ino,
+        name: &str,
+        allowed: impl FnOnce(&Node) -> FsResult<()>,
+    ) -> FsResult<()> {
         let mut st = self.state();
         let node = st
             .tree
             .lookup(parent, name)
             .cloned()
             .ok_or(Errno(libc::ENOENT))?;
-        if node.kind != Kind::Dir {
-            return Err(Errno(libc::ENOTDIR));
-        }
-        if !node.children.is_empty() {
-            return Err(Errno(libc::ENOTEMPTY));
-        }
+        allowed(&node)?;
         st.remove_node(&node)?;
         st.tree.touch_dir(parent, precise_now_ns());
         self.note_change();

@@ -41,6 +41,24 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node with no version yet: a fresh folder or file made here.
+    fn empty(ino: Ino, path: &str, kind: Kind, now_ns: i64) -> Self {
+        Node {
+            ino,
+            path: path.to_owned(),
+            kind,
+            mode: if kind == Kind::Dir { 0o755 } else { 0o644 },
+            size: 0,
+            mtime_ns: now_ns,
+            ctime_ns: now_ns,
+            stale: false,
+            target: String::new(),
+            shown: None,
+            children: BTreeMap::new(),
+            subdirs: 0,
+        }
+    }
+
     pub fn name(&self) -> &str {
         self.path.rsplit('/').next().unwrap_or("")
     }
@@ -113,20 +131,7 @@ fn same_version(a: Option<&Shown>, b: &Shown) -> bool {
 
 impl Tree {
     pub fn new(now_ns: i64) -> Self {
-        let root = Node {
-            ino: ROOT,
-            path: String::new(),
-            kind: Kind::Dir,
-            mode: 0o755,
-            size: 0,
-            mtime_ns: now_ns,
-            ctime_ns: now_ns,
-            stale: false,
-            target: String::new(),
-            shown: None,
-            children: BTreeMap::new(),
-            subdirs: 0,
-        };
+        let root = Node::empty(ROOT, "", Kind::Dir, now_ns);
         let mut nodes = HashMap::new();
         nodes.insert(ROOT, root);
         let mut by_path = HashMap::new();
@@ -216,20 +221,7 @@ impl Tree {
     fn attach(&mut self, parent: Ino, path: &str, kind: Kind, now_ns: i64) -> Ino {
         let ino = self.next;
         self.next += 1;
-        let node = Node {
-            ino,
-            path: path.to_owned(),
-            kind,
-            mode: if kind == Kind::Dir { 0o755 } else { 0o644 },
-            size: 0,
-            mtime_ns: now_ns,
-            ctime_ns: now_ns,
-            stale: false,
-            target: String::new(),
-            shown: None,
-            children: BTreeMap::new(),
-            subdirs: 0,
-        };
+        let node = Node::empty(ino, path, kind, now_ns);
         let name = node.name().to_owned();
         self.nodes.insert(ino, node);
         self.by_path.insert(path.to_owned(), ino);
