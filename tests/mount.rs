@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use common::*;
@@ -624,4 +624,60 @@ fn sigterm_and_fusermount_unmount_cleanly_and_keep_the_queue() {
     assert!(m.drained(WAIT));
     f.ok(&["pull"]);
     assert_eq!(f.read("after.json"), Some(b"{}".to_vec()));
+}
+
+#[test]
+fn o_trunc_cuts_like_a_native_folder_and_never_a_running_program() {
+    let vault = TempVault::new();
+    let b = TempHome::joined("laptop", &vault);
+    let m = b.mount();
+    let sleep = fs::read("/bin/sleep").expect("/bin/sleep");
+    for round in 0..10 {
+        let exe = m.path(&format!("sleeper{round}"));
+        fs::write(&exe, &sleep).unwrap();
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut child = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+        // Right away, while the file is still queued: the moment the kernel and the
+        // mount disagreed, when O_TRUNC was done inside open.
+        for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+            let err = fs::OpenOptions::new()
+                .read(flags & libc::O_ACCMODE != libc::O_WRONLY)
+                .write(flags & libc::O_ACCMODE != libc::O_RDONLY)
+                .custom_flags(flags & libc::O_TRUNC)
+                .open(&exe)
+                .expect_err("a running program opened for writing");
+            assert_eq!(
+                err.raw_os_error(),
+                Some(libc::ETXTBSY),
+                "round {round}, flags {flags:#x}"
+            );
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the running program died"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            fs::read(&exe).unwrap(),
+            sleep,
+            "the program's bytes changed"
+        );
+    }
+
+    // O_RDONLY | O_TRUNC truncates on Linux's own filesystems; so here.
+    let p = m.path("cut.json");
+    fs::write(&p, memory_json(1, 2000)).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_TRUNC)
+        .open(&p)
+        .unwrap();
+    drop(f);
+    assert_eq!(fs::metadata(&p).unwrap().len(), 0);
+    assert!(m.drained(WAIT));
+    drop(m);
+    let m = b.mount();
+    assert_eq!(fs::read(m.path("cut.json")).unwrap(), b"");
+    assert_eq!(fs::read(m.path("sleeper3")).unwrap(), sleep);
 }

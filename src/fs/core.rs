@@ -422,21 +422,11 @@ impl MountFs {
             Kind::Symlink => return Err(Errno(libc::ELOOP)),
             Kind::File => {}
         }
+        // O_TRUNC never arrives here: the kernel truncates with a setattr after the
+        // open (see the adapter's init).
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let truncate = writable && flags & libc::O_TRUNC != 0;
         if writable {
-            self.stage(&mut st, ino, truncate)?;
-        }
-        if truncate {
-            // O_TRUNC marks the times for update even when nothing was cut.
-            let now = precise_now_ns();
-            if let Some(n) = st.tree.get_mut(ino) {
-                n.mtime_ns = now;
-                n.ctime_ns = now;
-            }
-            if let Some(s) = st.staged.get_mut(&ino) {
-                s.dirty = true;
-            }
+            self.stage(&mut st, ino, false)?;
         }
         Ok(st.add_handle(ino, writable))
     }

@@ -96,10 +96,12 @@ impl Filesystem for Adapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Listings return attributes with names (one round trip for `ls -l`), and the
         // kernel keeps pages across opens; remote changes are invalidated explicitly.
+        // O_TRUNC is left to the kernel (a size change after the open) rather than
+        // done atomically in open: only then does an O_TRUNC open of a running
+        // program fail with ETXTBSY before any byte of it is touched.
         let _ = config.add_capabilities(
             InitFlags::FUSE_DO_READDIRPLUS
                 | InitFlags::FUSE_READDIRPLUS_AUTO
-                | InitFlags::FUSE_ATOMIC_O_TRUNC
                 // Set-id bits are cleared by us on write, so the kernel need not ask
                 // for security.capability before every write.
                 | InitFlags::FUSE_HANDLE_KILLPRIV_V2
