@@ -2,8 +2,9 @@
 //! version record that the log carries. No I/O and no crypto here.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,23 @@ fn random_hex(len: usize) -> String {
     let mut bytes = vec![0u8; len];
     rand::thread_rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
+}
+
+/// One shared copy of each id string. A vault names a handful of devices and a few
+/// packs per thousand files, yet every version carries two or three such ids: a
+/// mount of 100,000 files would otherwise hold hundreds of thousands of copies.
+fn interned(s: &str) -> Arc<str> {
+    static IDS: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+    let mut ids = IDS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(id) = ids.get(s) {
+        return id.clone();
+    }
+    let id: Arc<str> = Arc::from(s);
+    ids.insert(id.clone());
+    id
 }
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
@@ -25,14 +43,14 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
 /// It names the device's prefix in the backend, so it must never carry a human name.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct DeviceId(String);
+pub struct DeviceId(Arc<str>);
 
 impl DeviceId {
     pub fn random() -> Self {
-        Self(random_hex(16))
+        Self(interned(&random_hex(16)))
     }
     pub fn parse(s: &str) -> Option<Self> {
-        is_lower_hex(s, 32).then(|| Self(s.to_owned()))
+        is_lower_hex(s, 32).then(|| Self(interned(s)))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -47,7 +65,7 @@ impl TryFrom<String> for DeviceId {
 }
 impl From<DeviceId> for String {
     fn from(d: DeviceId) -> String {
-        d.0
+        d.0.to_string()
     }
 }
 impl fmt::Display for DeviceId {
@@ -65,14 +83,14 @@ impl fmt::Debug for DeviceId {
 /// sort by creation time (handy when reclaiming space) yet say nothing about content.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct ObjectId(String);
+pub struct ObjectId(Arc<str>);
 
 impl ObjectId {
     pub fn new(now_ms: u64) -> Self {
-        Self(format!("{now_ms:012x}{}", random_hex(10)))
+        Self(interned(&format!("{now_ms:012x}{}", random_hex(10))))
     }
     pub fn parse(s: &str) -> Option<Self> {
-        is_lower_hex(s, 32).then(|| Self(s.to_owned()))
+        is_lower_hex(s, 32).then(|| Self(interned(s)))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -86,7 +104,7 @@ impl TryFrom<String> for ObjectId {
 }
 impl From<ObjectId> for String {
     fn from(d: ObjectId) -> String {
-        d.0
+        d.0.to_string()
     }
 }
 impl fmt::Display for ObjectId {
@@ -182,31 +200,48 @@ impl fmt::Debug for Seq {
 
 /// Device id → counter. A version made by device D carries D's newest counter, so the
 /// pair (D, vector[D]) names the version uniquely.
-#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize, Debug)]
-#[serde(transparent)]
-pub struct VersionVector(pub BTreeMap<DeviceId, u64>);
+///
+/// Kept as pairs sorted by device (a vault has a handful of devices; a map would cost
+/// hundreds of bytes per version), written as the JSON object `{device: counter}` in
+/// device order, exactly as the map it replaced.
+#[derive(Clone, PartialEq, Eq, Default, Debug)]
+pub struct VersionVector(Vec<(DeviceId, u64)>);
 
 impl VersionVector {
     pub fn get(&self, device: &DeviceId) -> u64 {
-        self.0.get(device).copied().unwrap_or(0)
+        self.position(device).map(|i| self.0[i].1).unwrap_or(0)
+    }
+
+    fn position(&self, device: &DeviceId) -> Result<usize, usize> {
+        self.0.binary_search_by(|(d, _)| d.cmp(device))
     }
 
     pub fn merge(&mut self, other: &VersionVector) {
-        for (d, &c) in &other.0 {
-            let e = self.0.entry(d.clone()).or_insert(0);
-            *e = (*e).max(c);
+        for (d, c) in &other.0 {
+            match self.position(d) {
+                Ok(i) => self.0[i].1 = self.0[i].1.max(*c),
+                Err(i) => self.0.insert(i, (d.clone(), *c)),
+            }
         }
     }
 
     pub fn set(&mut self, device: &DeviceId, counter: u64) {
-        self.0.insert(device.clone(), counter);
+        match self.position(device) {
+            Ok(i) => self.0[i].1 = counter,
+            Err(i) => self.0.insert(i, (device.clone(), counter)),
+        }
+    }
+
+    /// The devices this vector names, in order, with their counters.
+    pub fn iter(&self) -> impl Iterator<Item = (&DeviceId, u64)> {
+        self.0.iter().map(|(d, c)| (d, *c))
     }
 
     /// The causal order of two vectors; `None` when they are concurrent.
     pub fn partial_cmp_causal(&self, other: &VersionVector) -> Option<Ordering> {
         let mut less = false;
         let mut greater = false;
-        for d in self.0.keys().chain(other.0.keys()) {
+        for d in self.0.iter().chain(other.0.iter()).map(|(d, _)| d) {
             match self.get(d).cmp(&other.get(d)) {
                 Ordering::Less => less = true,
                 Ordering::Greater => greater = true,
@@ -224,6 +259,47 @@ impl VersionVector {
     /// `self` supersedes `other`: at least as new everywhere, newer somewhere.
     pub fn supersedes(&self, other: &VersionVector) -> bool {
         self.partial_cmp_causal(other) == Some(Ordering::Greater)
+    }
+}
+
+impl FromIterator<(DeviceId, u64)> for VersionVector {
+    fn from_iter<I: IntoIterator<Item = (DeviceId, u64)>>(pairs: I) -> Self {
+        let mut v = VersionVector::default();
+        for (d, c) in pairs {
+            v.set(&d, c);
+        }
+        v
+    }
+}
+
+impl Serialize for VersionVector {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(d, c)| (d, c)))
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = VersionVector;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of device ids to counters")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut v = VersionVector(Vec::with_capacity(map.size_hint().unwrap_or(1).min(64)));
+                // A repeated device keeps its last counter, as a map would.
+                while let Some((d, c)) = map.next_entry::<DeviceId, u64>()? {
+                    v.set(&d, c);
+                }
+                v.0.shrink_to_fit();
+                Ok(v)
+            }
+        }
+        d.deserialize_map(Pairs)
     }
 }
 
@@ -299,6 +375,33 @@ mod tests {
         let mut m = vv(&[(&a, 2)]);
         m.merge(&vv(&[(&a, 1), (&b, 3)]));
         assert_eq!(m, vv(&[(&a, 2), (&b, 3)]));
+    }
+
+    #[test]
+    fn vector_json_is_the_device_ordered_map_older_vaults_hold() {
+        let a = "a".repeat(32);
+        let b = "b".repeat(32);
+        // As a map wrote it, in any key order.
+        let written = format!(r#"{{"{b}":3,"{a}":7}}"#);
+        let v: VersionVector = serde_json::from_str(&written).unwrap();
+        assert_eq!(v.get(&DeviceId::parse(&a).unwrap()), 7);
+        assert_eq!(v.get(&DeviceId::parse(&b).unwrap()), 3);
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            format!(r#"{{"{a}":7,"{b}":3}}"#)
+        );
+        // A repeated key keeps the last counter, as a map would.
+        let twice: VersionVector =
+            serde_json::from_str(&format!(r#"{{"{a}":1,"{a}":2}}"#)).unwrap();
+        assert_eq!(
+            serde_json::to_string(&twice).unwrap(),
+            format!(r#"{{"{a}":2}}"#)
+        );
+        assert!(serde_json::from_str::<VersionVector>(r#"{"laptop":1}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&VersionVector::default()).unwrap(),
+            "{}"
+        );
     }
 
     #[test]

@@ -70,6 +70,45 @@ fn lazy_read_lists_before_fetching_and_reads_only_the_range_needed() {
     assert_eq!(fs::read(m.path("big.bin")).unwrap(), big);
 }
 
+#[test]
+fn listing_fetches_nothing_and_reading_a_folder_fetches_it_in_few_requests() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    for i in 0..300 {
+        a.write(&format!("notes/m{i:03}.json"), memory_json(i, 2500));
+    }
+    a.ok(&["push"]);
+    let b = TempHome::joined("phone", &vault);
+    let meter_file = b.home().join("meter.json");
+    let m = b.mount_with(&[], &[("GHOSTIE_METER_FILE", meter_file.to_str().unwrap())]);
+    let before = meter(&meter_file);
+
+    // ls -lR and find read no file: they fetch no content.
+    sh(
+        &m.at,
+        "ls -lR >/dev/null && find . -name '*.json' | wc -l >/dev/null",
+    );
+    let listed = meter(&meter_file);
+    let listed_bytes =
+        listed["bytes_out"].as_u64().unwrap_or(0) - before["bytes_out"].as_u64().unwrap_or(0);
+    assert!(
+        listed_bytes < 64 * 1024,
+        "listing fetched {listed_bytes} bytes"
+    );
+
+    // cat of the folder: the first read brings its neighbours along, many per request.
+    for i in 0..300 {
+        assert_eq!(
+            fs::read(m.path(&format!("notes/m{i:03}.json"))).unwrap(),
+            memory_json(i, 2500)
+        );
+    }
+    let gets =
+        meter(&meter_file)["gets"].as_u64().unwrap_or(0) - listed["gets"].as_u64().unwrap_or(0);
+    eprintln!("listing fetched {listed_bytes} bytes; reading took {gets} requests");
+    assert!(gets < 100, "reading 300 small files took {gets} requests");
+}
+
 fn set_mtime(p: &Path, secs: i64) {
     let t = filetime::FileTime::from_unix_time(secs, 0);
     filetime::set_file_mtime(p, t).unwrap();

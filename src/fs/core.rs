@@ -12,7 +12,7 @@
 //! - **The kernel never sees stale data.** Remote changes reach the tree only in the
 //!   worker, which then invalidates the kernel's entries and pages (see `worker.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +52,8 @@ fn io_errno(e: std::io::Error) -> Errno {
 const WHOLE_READ_MAX: u64 = 1024 * 1024;
 /// A listing's prefetch fetches this much at a time.
 const PREFETCH_BATCH_BYTES: u64 = 8 * 1024 * 1024;
+/// How many listed folders wait for a first read to prefetch their files.
+const LISTED_FOLDERS_KEPT: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -144,6 +146,10 @@ pub struct MountFs {
     /// folder one buffer at a time, and building the whole list for each buffer made
     /// listing n files cost n².
     listings: Mutex<HashMap<u64, Listing>>,
+    /// Folders listed lately whose small files are fetched together once one of
+    /// them is read: `cat *` and `grep -r` then find the rest in memory, while an
+    /// `ls -lR` or `find` that reads nothing fetches nothing.
+    listed: Mutex<VecDeque<Ino>>,
     next_dir_fh: std::sync::atomic::AtomicU64,
     pub(super) activity: Mutex<Activity>,
     pub(super) wake: Condvar,
@@ -195,6 +201,7 @@ impl MountFs {
         }
         let ns = vault.namespace()?;
         let tree = Tree::from_namespace(ns, now_ns());
+        return_freed_memory();
         let staging_dir = vault.home().staging_dir();
         crate::config::create_private_dir(&staging_dir)?;
         // Left by a crash: bytes of writes no close() acknowledged. Plaintext must not
@@ -221,6 +228,7 @@ impl MountFs {
             plain: Arc::new(Mutex::new(PlainCache::new(opts.cache_limit))),
             prefetching: Arc::new(AtomicBool::new(false)),
             listings: Mutex::new(HashMap::new()),
+            listed: Mutex::new(VecDeque::new()),
             next_dir_fh: std::sync::atomic::AtomicU64::new(1),
             activity: Mutex::new(Activity::default()),
             wake: Condvar::new(),
@@ -324,23 +332,39 @@ impl MountFs {
         let mut out = Vec::with_capacity(dir.children.len() + 2);
         out.push((self.node_attr(&st, ino)?, ".".to_owned()));
         out.push((self.node_attr(&st, parent)?, "..".to_owned()));
-        let mut wanted: Vec<ContentRef> = Vec::new();
         for (name, child) in &dir.children {
             if let Some(n) = st.tree.get(*child) {
                 out.push((
                     self.attr_in(&st.tree, n, st.staged.get(child)),
                     name.clone(),
                 ));
-                if let Some(c) = n.content() {
-                    if c.size <= WHOLE_READ_MAX && !st.staged.contains_key(child) {
-                        wanted.push(c.clone());
-                    }
-                }
             }
         }
         drop(st);
-        self.prefetch(wanted);
+        self.arm_prefetch(ino);
         Ok(out)
+    }
+
+    /// The small files of folder `dir` not in memory yet, if the folder was listed
+    /// lately (and not prefetched since).
+    fn prefetch_candidates(&self, st: &State, dir: Ino) -> Vec<ContentRef> {
+        {
+            let mut listed = lock(&self.listed);
+            let Some(i) = listed.iter().position(|d| *d == dir) else {
+                return Vec::new();
+            };
+            listed.remove(i);
+        }
+        let Some(d) = st.tree.get(dir) else {
+            return Vec::new();
+        };
+        d.children
+            .values()
+            .filter(|i| !st.staged.contains_key(i))
+            .filter_map(|i| st.tree.get(*i)?.content())
+            .filter(|c| c.size <= WHOLE_READ_MAX)
+            .cloned()
+            .collect()
     }
 
     pub fn opendir(&self, ino: Ino) -> FsResult<u64> {
@@ -369,9 +393,10 @@ impl MountFs {
         lock(&self.listings).remove(&fh);
     }
 
-    /// Starts fetching the small files of a folder just listed, many per request, so
-    /// the reads that usually follow (`cat *`, `grep -r`) find them in memory.
-    fn prefetch(&self, mut wanted: Vec<ContentRef>) {
+    /// Starts fetching the small files of a folder being read, many per request, so
+    /// the reads that usually follow (`cat *`, `grep -r`) find them in memory. False
+    /// if another prefetch is still running (one at a time).
+    fn prefetch(&self, mut wanted: Vec<ContentRef>) -> bool {
         {
             let plain = lock(&self.plain);
             wanted.retain(|c| !plain.contains(c));
@@ -383,8 +408,11 @@ impl MountFs {
             budget = budget.saturating_sub(c.size);
             fits
         });
-        if wanted.is_empty() || self.prefetching.swap(true, Ordering::AcqRel) {
-            return;
+        if wanted.is_empty() {
+            return true;
+        }
+        if self.prefetching.swap(true, Ordering::AcqRel) {
+            return false;
         }
         let reader = self.reader.clone();
         let plain = self.plain.clone();
@@ -412,6 +440,18 @@ impl MountFs {
             }
             busy.store(false, Ordering::Release);
         });
+        true
+    }
+
+    /// Marks folder `dir` for a prefetch at the first read of one of its files.
+    fn arm_prefetch(&self, dir: Ino) {
+        let mut listed = lock(&self.listed);
+        if !listed.contains(&dir) {
+            if listed.len() >= LISTED_FOLDERS_KEPT {
+                listed.pop_front();
+            }
+            listed.push_back(dir);
+        }
     }
 
     pub fn open(&self, ino: Ino, flags: i32) -> FsResult<u64> {
@@ -544,7 +584,17 @@ impl MountFs {
         let Some(c) = n.content().cloned() else {
             return Ok(Vec::new());
         };
+        let dir = st.tree.ino_of(parent_path(&n.path)).unwrap_or(ROOT);
+        let wanted = if c.size <= WHOLE_READ_MAX && !lock(&self.plain).contains(&c) {
+            self.prefetch_candidates(&st, dir)
+        } else {
+            Vec::new()
+        };
         drop(st);
+        if !wanted.is_empty() && !self.prefetch(wanted) {
+            // Busy with another folder: this one's turn comes at its next miss.
+            self.arm_prefetch(dir);
+        }
         self.read_content(&c, offset, size as u64)
     }
 
@@ -968,6 +1018,8 @@ impl MountFs {
         let ns = st.vault.namespace()?;
         let staged_paths = st.staged_paths();
         let inval = st.tree.apply(&ns, &|p| staged_paths.contains(p));
+        drop(ns);
+        return_freed_memory();
         Ok(inval)
     }
 
@@ -983,6 +1035,16 @@ impl MountFs {
     pub fn shutdown(&self) {
         lock(&self.activity).shutdown = true;
         self.wake.notify_all();
+    }
+}
+
+/// Hands the pages of a large temporary (a whole namespace) back to the system;
+/// the allocator would otherwise keep them for a mount's whole life.
+fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -98,7 +98,9 @@ pub fn join(parent: &str, name: &str) -> String {
 
 #[derive(Debug)]
 pub struct Tree {
-    nodes: HashMap<Ino, Node>,
+    /// Boxed: the table then holds pointers, so growing it past 100,000 nodes moves
+    /// (and briefly doubles) a few megabytes, not the nodes themselves.
+    nodes: HashMap<Ino, Box<Node>>,
     by_path: HashMap<String, Ino>,
     next: Ino,
     root_mtime_ns: i64,
@@ -133,7 +135,7 @@ impl Tree {
     pub fn new(now_ns: i64) -> Self {
         let root = Node::empty(ROOT, "", Kind::Dir, now_ns);
         let mut nodes = HashMap::new();
-        nodes.insert(ROOT, root);
+        nodes.insert(ROOT, Box::new(root));
         let mut by_path = HashMap::new();
         by_path.insert(String::new(), ROOT);
         Self {
@@ -160,10 +162,10 @@ impl Tree {
     }
 
     pub fn get(&self, ino: Ino) -> Option<&Node> {
-        self.nodes.get(&ino)
+        self.nodes.get(&ino).map(|n| &**n)
     }
     pub fn get_mut(&mut self, ino: Ino) -> Option<&mut Node> {
-        self.nodes.get_mut(&ino)
+        self.nodes.get_mut(&ino).map(|n| &mut **n)
     }
     pub fn ino_of(&self, path: &str) -> Option<Ino> {
         self.by_path.get(path).copied()
@@ -171,7 +173,7 @@ impl Tree {
     pub fn lookup(&self, parent: Ino, name: &str) -> Option<&Node> {
         let p = self.nodes.get(&parent)?;
         let ino = p.children.get(name)?;
-        self.nodes.get(ino)
+        self.get(*ino)
     }
 
     /// Every node at or under `path`, parents before children.
@@ -223,7 +225,7 @@ impl Tree {
         self.next += 1;
         let node = Node::empty(ino, path, kind, now_ns);
         let name = node.name().to_owned();
-        self.nodes.insert(ino, node);
+        self.nodes.insert(ino, Box::new(node));
         self.by_path.insert(path.to_owned(), ino);
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.children.insert(name, ino);
@@ -310,7 +312,7 @@ impl Tree {
         for i in self.subtree_from(ino) {
             if let Some(n) = self.nodes.remove(&i) {
                 self.by_path.remove(&n.path);
-                removed.push(n);
+                removed.push(*n);
             }
         }
         removed

@@ -84,6 +84,27 @@ fn decode_version(record: &str) -> IndexResult<Version> {
     serde_json::from_str(record).map_err(|e| IndexError::Sql(format!("bad version record: {e}")))
 }
 
+/// The next decoded row, or `None` at the end or at the first error (kept in `failed`).
+fn next_version(
+    rows: &mut impl Iterator<Item = rusqlite::Result<String>>,
+    failed: &mut Option<IndexError>,
+) -> Option<Version> {
+    if failed.is_some() {
+        return None;
+    }
+    let decoded = rows
+        .next()?
+        .map_err(IndexError::from)
+        .and_then(|record| decode_version(&record));
+    match decoded {
+        Ok(v) => Some(v),
+        Err(e) => {
+            *failed = Some(e);
+            None
+        }
+    }
+}
+
 fn encode<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| unreachable!("plain records always serialise"))
 }
@@ -313,6 +334,42 @@ impl Index {
             });
         }
         Ok(out)
+    }
+
+    /// Hands `f` the heads of every path, one path at a time in path order, so that
+    /// no caller needs every version of a large vault in memory at once.
+    pub fn with_heads_by_path<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = (String, Vec<Version>)>) -> T,
+    ) -> IndexResult<T> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT record FROM heads ORDER BY path")?;
+        let mut rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut failed: Option<IndexError> = None;
+        let mut pending: Option<Version> = None;
+        let mut groups = std::iter::from_fn(|| {
+            let first = match pending.take() {
+                Some(v) => v,
+                None => next_version(&mut rows, &mut failed)?,
+            };
+            let path = first.path.clone();
+            let mut group = vec![first];
+            while let Some(v) = next_version(&mut rows, &mut failed) {
+                if v.path != path {
+                    pending = Some(v);
+                    break;
+                }
+                group.push(v);
+            }
+            group.shrink_to_fit();
+            Some((path, group))
+        });
+        let out = f(&mut groups);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Own versions not yet in a published segment.

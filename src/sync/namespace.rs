@@ -93,14 +93,15 @@ fn parent_of(path: &str) -> Option<&str> {
 }
 
 /// Builds the namespace from the heads of every path.
-pub fn build<'a>(
-    heads: impl IntoIterator<Item = (&'a str, &'a [Version])>,
+pub fn build<P: AsRef<str>, V: AsRef<[Version]>>(
+    heads: impl IntoIterator<Item = (P, V)>,
     name_of: &dyn Fn(&DeviceId) -> String,
 ) -> Namespace {
     let mut ns = Namespace::new();
     let mut dir_stand_ins: BTreeMap<String, Version> = BTreeMap::new();
     let mut all_losers: Vec<(String, Version)> = Vec::new();
     for (path, versions) in heads {
+        let (path, versions) = (path.as_ref(), versions.as_ref());
         let Some((winner, losers)) = resolve(versions) else {
             // Deleted, but a deleted folder may still be needed by its contents.
             if let Some(v) = versions

@@ -210,16 +210,19 @@ impl Vault {
         Ok(by_path)
     }
 
-    /// What the folder should show, from everything this device knows.
+    /// What the folder should show, from everything this device knows. The heads
+    /// stream from the index a path at a time: only the namespace is ever whole.
     pub fn namespace(&self) -> SyncResult<Namespace> {
-        Ok(self.heads_and_namespace()?.1)
-    }
-
-    /// The heads by path and the namespace built from them, decoding the index once.
-    pub fn heads_and_namespace(&self) -> SyncResult<(BTreeMap<String, Vec<Version>>, Namespace)> {
-        let heads = self.heads()?;
-        let ns = self.build_namespace(heads.iter().map(|(p, v)| (p.as_str(), v.as_slice())))?;
-        Ok((heads, ns))
+        let names = self.name_map()?;
+        let name_of = |d: &DeviceId| {
+            names
+                .get(d)
+                .cloned()
+                .unwrap_or_else(|| d.as_str()[..8].to_owned())
+        };
+        Ok(self
+            .index
+            .with_heads_by_path(|heads| namespace::build(heads, &name_of))?)
     }
 
     /// The merge of `heads`, with conflict siblings named after the devices.
