@@ -12,7 +12,7 @@
 //! - **The kernel never sees stale data.** Remote changes reach the tree only in the
 //!   worker, which then invalidates the kernel's entries and pages (see `worker.rs`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1013,8 +1013,31 @@ impl MountFs {
     }
 
     /// Applies a poll's result to the tree; returns what the kernel must forget.
-    pub(super) fn apply_remote(&self) -> Result<Vec<Invalidation>, SyncError> {
+    /// A few changed files are refreshed one by one; anything that may move folders
+    /// (or too many paths to look at singly) rebuilds the tree from the whole
+    /// namespace.
+    pub(super) fn apply_remote(
+        &self,
+        changed: Option<&BTreeSet<String>>,
+    ) -> Result<Vec<Invalidation>, SyncError> {
         let mut st = self.state();
+        if let Some(paths) = changed {
+            let scope: Vec<String> = paths.iter().cloned().collect();
+            let ns = st.vault.namespace_of(&scope)?;
+            let is_dir = |p: &String| {
+                ns.get(p)
+                    .is_some_and(|s| matches!(s.version.entry, crate::model::Entry::Dir { .. }))
+                    || st
+                        .tree
+                        .ino_of(p)
+                        .and_then(|i| st.tree.get(i))
+                        .is_some_and(|n| n.kind == Kind::Dir)
+            };
+            if !scope.iter().any(is_dir) {
+                let staged_paths = st.staged_paths();
+                return Ok(st.tree.refresh(&scope, &ns, &|p| staged_paths.contains(p)));
+            }
+        }
         let ns = st.vault.namespace()?;
         let staged_paths = st.staged_paths();
         let inval = st.tree.apply(&ns, &|p| staged_paths.contains(p));

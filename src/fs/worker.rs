@@ -144,7 +144,7 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
                         tracing::error!("{p}");
                     }
                     if r.new_versions > 0 {
-                        match fs.apply_remote() {
+                        match fs.apply_remote(r.changed_paths.as_ref()) {
                             Ok(list) => invalidate(inval.as_ref(), &list),
                             Err(e) => tracing::error!("cannot apply remote changes: {e}"),
                         }

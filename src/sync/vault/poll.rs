@@ -1,5 +1,7 @@
 //! Poll: learning what other devices published, and applying it to the index.
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 #[derive(Debug, Default, Clone)]
@@ -8,6 +10,22 @@ pub struct PollReport {
     pub devices: usize,
     /// One sentence per device whose log could not be applied past some point.
     pub problems: Vec<String>,
+    /// The paths whose heads changed, when they are few enough to look at one by one;
+    /// `None` after a snapshot, a newly named device or a large batch, when anything
+    /// may have moved.
+    pub changed_paths: Option<BTreeSet<String>>,
+}
+
+/// Beyond this many changed paths, a reader rebuilds its view instead.
+const CHANGED_PATHS_MAX: usize = 4096;
+
+fn note_changed(changed: &mut Option<BTreeSet<String>>, path: &str) {
+    if let Some(set) = changed {
+        set.insert(path.to_owned());
+        if set.len() > CHANGED_PATHS_MAX {
+            *changed = None;
+        }
+    }
 }
 
 /// A path from another device's log must stay inside the folder.
@@ -31,7 +49,10 @@ impl Vault {
     /// Lists the vault's devices and applies every segment not yet applied.
     pub fn poll(&mut self, progress: &dyn Progress) -> SyncResult<PollReport> {
         self.keys()?;
-        let mut report = PollReport::default();
+        let mut report = PollReport {
+            changed_paths: Some(BTreeSet::new()),
+            ..PollReport::default()
+        };
         let dirs = self.store.list_dirs(&self.layout.root())?;
         let devices: Vec<DeviceId> = dirs
             .iter()
@@ -44,9 +65,11 @@ impl Vault {
             let row = known.iter().find(|r| &r.id == d);
             if row.and_then(|r| r.name.as_ref()).is_none() {
                 self.learn_device_name(d)?;
+                // Its conflict siblings are named after it from now on.
+                report.changed_paths = None;
             }
             let applied = row.map(|r| r.applied_seq).unwrap_or_default();
-            match self.apply_log_of(d, applied, false, progress) {
+            match self.apply_log_of(d, applied, false, progress, &mut report.changed_paths) {
                 Ok(n) => {
                     report.new_versions += n;
                     if row.and_then(|r| r.problem.as_ref()).is_some() {
@@ -90,6 +113,7 @@ impl Vault {
         mut applied: Seq,
         own: bool,
         progress: &dyn Progress,
+        changed: &mut Option<BTreeSet<String>>,
     ) -> SyncResult<usize> {
         let mut offered = 0;
         if applied.0 == 0 {
@@ -106,6 +130,7 @@ impl Vault {
                     .map_err(|e| SyncError::Damaged(format!("snapshot {seq}: {e}")))?;
                 offered += self.apply_record(d, &rec, own)?;
                 applied = seq;
+                *changed = None;
             }
         }
         let log_prefix = self.layout.log_prefix(d);
@@ -130,6 +155,9 @@ impl Vault {
             let rec = open_log(keys, RecordKind::Segment, d, seq, &bytes)
                 .map_err(|e| SyncError::Damaged(format!("segment {seq}: {e}")))?;
             offered += self.apply_record(d, &rec, own)?;
+            for v in &rec.versions {
+                note_changed(changed, &v.path);
+            }
             applied = seq;
             progress.advance(1);
         }
@@ -165,7 +193,7 @@ impl Vault {
     /// home whose device id survived).
     pub(super) fn recover_own(&mut self) -> SyncResult<()> {
         let me = self.device.clone();
-        self.apply_log_of(&me, Seq(0), true, &crate::sync::NoProgress)?;
+        self.apply_log_of(&me, Seq(0), true, &crate::sync::NoProgress, &mut None)?;
         Ok(())
     }
 }
