@@ -73,9 +73,13 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
             if quiet && !snapshot_checked {
                 drop(a);
                 snapshot_checked = true;
-                if let Err(e) = fs.state().vault.write_due_snapshot() {
+                let st = &mut *fs.state();
+                if let Err(e) = st.vault.write_due_snapshot() {
                     tracing::warn!("snapshot failed, retried later: {e}");
                     snapshot_checked = false;
+                }
+                if let Err(e) = st.vault.index().checkpoint_quietly() {
+                    tracing::warn!("index checkpoint failed: {e}");
                 }
                 continue;
             }

@@ -101,6 +101,9 @@ pub struct Vault {
     queue_scratch: Option<Box<queue::QueueScratch>>,
     defer_snapshots: bool,
     snapshot_due: bool,
+    /// Device names by id, read once: a mount names conflict siblings after every
+    /// close. Cleared when a device learns its name.
+    names: std::sync::Mutex<Option<Arc<BTreeMap<DeviceId, String>>>>,
     _lock: HomeLock,
 }
 
@@ -165,6 +168,7 @@ impl Vault {
             queue_scratch: None,
             defer_snapshots: false,
             snapshot_due: false,
+            names: std::sync::Mutex::new(None),
             _lock: lock,
         })
     }
@@ -188,14 +192,25 @@ impl Vault {
         &mut self.index
     }
 
-    fn name_map(&self) -> SyncResult<BTreeMap<DeviceId, String>> {
+    fn name_map(&self) -> SyncResult<Arc<BTreeMap<DeviceId, String>>> {
+        let mut cached = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(names) = cached.as_ref() {
+            return Ok(names.clone());
+        }
         let mut names = BTreeMap::new();
         for d in self.index.devices()? {
             let name = d.name.unwrap_or_else(|| d.id.as_str()[..8].to_owned());
             names.insert(d.id, name);
         }
         names.insert(self.device.clone(), self.config.device_name.clone());
+        let names = Arc::new(names);
+        *cached = Some(names.clone());
         Ok(names)
+    }
+
+    /// Forgets the device names read so far (after one changed).
+    pub(super) fn forget_names(&mut self) {
+        *self.names.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Heads grouped by path.
@@ -252,7 +267,7 @@ impl Vault {
     }
 
     pub fn device_names(&self) -> SyncResult<BTreeMap<DeviceId, String>> {
-        self.name_map()
+        Ok((*self.name_map()?).clone())
     }
 
     pub fn pack_cache(&self) -> &PackCache {

@@ -100,6 +100,7 @@ impl Vault {
         if let Ok(rec) = open_device(keys, d, &record) {
             let name = crate::config::filename_safe(&rec.name);
             self.index.transaction(|tx| tx.set_device_name(d, &name))?;
+            self.forget_names();
         }
         Ok(())
     }
