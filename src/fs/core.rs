@@ -345,21 +345,18 @@ impl MountFs {
         Ok(out)
     }
 
-    /// The small files of folder `dir` not in memory yet, if the folder was listed
-    /// lately (and not prefetched since).
-    fn prefetch_candidates(&self, st: &State, dir: Ino) -> Vec<ContentRef> {
-        {
-            let mut listed = lock(&self.listed);
-            let Some(i) = listed.iter().position(|d| *d == dir) else {
-                return Vec::new();
-            };
-            listed.remove(i);
+    /// The small files of folder `dir` from `name` on (readers of a whole folder go
+    /// in name order), if the folder was listed lately.
+    fn prefetch_candidates(&self, st: &State, dir: Ino, name: &str) -> Vec<ContentRef> {
+        if !lock(&self.listed).contains(&dir) {
+            return Vec::new();
         }
         let Some(d) = st.tree.get(dir) else {
             return Vec::new();
         };
         d.children
-            .values()
+            .range::<str, _>((std::ops::Bound::Included(name), std::ops::Bound::Unbounded))
+            .map(|(_, i)| i)
             .filter(|i| !st.staged.contains_key(i))
             .filter_map(|i| st.tree.get(*i)?.content())
             .filter(|c| c.size <= WHOLE_READ_MAX)
@@ -394,9 +391,9 @@ impl MountFs {
     }
 
     /// Starts fetching the small files of a folder being read, many per request, so
-    /// the reads that usually follow (`cat *`, `grep -r`) find them in memory. False
-    /// if another prefetch is still running (one at a time).
-    fn prefetch(&self, mut wanted: Vec<ContentRef>) -> bool {
+    /// the reads that usually follow (`cat *`, `grep -r`) find them in memory. One at
+    /// a time; ignored while another runs.
+    fn prefetch(&self, mut wanted: Vec<ContentRef>) {
         {
             let plain = lock(&self.plain);
             wanted.retain(|c| !plain.contains(c));
@@ -408,11 +405,8 @@ impl MountFs {
             budget = budget.saturating_sub(c.size);
             fits
         });
-        if wanted.is_empty() {
-            return true;
-        }
-        if self.prefetching.swap(true, Ordering::AcqRel) {
-            return false;
+        if wanted.is_empty() || self.prefetching.swap(true, Ordering::AcqRel) {
+            return;
         }
         let reader = self.reader.clone();
         let plain = self.plain.clone();
@@ -440,7 +434,6 @@ impl MountFs {
             }
             busy.store(false, Ordering::Release);
         });
-        true
     }
 
     /// Marks folder `dir` for a prefetch at the first read of one of its files.
@@ -584,16 +577,18 @@ impl MountFs {
         let Some(c) = n.content().cloned() else {
             return Ok(Vec::new());
         };
-        let dir = st.tree.ino_of(parent_path(&n.path)).unwrap_or(ROOT);
-        let wanted = if c.size <= WHOLE_READ_MAX && !lock(&self.plain).contains(&c) {
-            self.prefetch_candidates(&st, dir)
+        // A miss in a listed folder: fetch the files after this one too, unless a
+        // prefetch is on its way already (it may bring this very file).
+        let busy = self.prefetching.load(Ordering::Acquire);
+        let wanted = if !busy && c.size <= WHOLE_READ_MAX && !lock(&self.plain).contains(&c) {
+            let dir = st.tree.ino_of(parent_path(&n.path)).unwrap_or(ROOT);
+            self.prefetch_candidates(&st, dir, n.name())
         } else {
             Vec::new()
         };
         drop(st);
-        if !wanted.is_empty() && !self.prefetch(wanted) {
-            // Busy with another folder: this one's turn comes at its next miss.
-            self.arm_prefetch(dir);
+        if !wanted.is_empty() {
+            self.prefetch(wanted);
         }
         self.read_content(&c, offset, size as u64)
     }
