@@ -54,6 +54,9 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
     let mut retry_at: Option<Instant> = None;
     let mut last_status = Instant::now() - STATUS_EVERY;
     let mut snapshot_checked = false;
+    // A poll that failed half-way may have applied some segments whose paths it
+    // never reported: the next good poll then rebuilds the whole view.
+    let mut poll_failed = false;
     loop {
         let now = Instant::now();
         let mut a = lock(&fs.activity);
@@ -147,14 +150,26 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
                     for p in &r.problems {
                         tracing::error!("{p}");
                     }
-                    if r.new_versions > 0 {
-                        match fs.apply_remote(r.changed_paths.as_ref()) {
-                            Ok(list) => invalidate(inval.as_ref(), &list),
-                            Err(e) => tracing::error!("cannot apply remote changes: {e}"),
+                    if r.new_versions > 0 || poll_failed {
+                        let changed = if poll_failed {
+                            None
+                        } else {
+                            r.changed_paths.as_ref()
+                        };
+                        match fs.apply_remote(changed) {
+                            Ok(list) => {
+                                poll_failed = false;
+                                invalidate(inval.as_ref(), &list);
+                            }
+                            Err(e) => {
+                                poll_failed = true;
+                                tracing::error!("cannot apply remote changes: {e}");
+                            }
                         }
                     }
                 }
                 Err(e) => {
+                    poll_failed = true;
                     tracing::warn!("poll failed: {e}");
                     lock(&fs.activity).last_error = Some(e.to_string());
                     cfg.status.backend_reachable = false;
