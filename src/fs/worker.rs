@@ -22,6 +22,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STATUS_EVERY: Duration = Duration::from_millis(500);
 /// A deferred snapshot is written once changes have paused this long.
 const SNAPSHOT_WHEN_QUIET: Duration = Duration::from_secs(2);
+/// During long bursts of writes the quiet moment may not come: the index's log is
+/// copied into the database at least this often then.
+const CHECKPOINT_AT_LEAST_EVERY: Duration = Duration::from_secs(10);
 
 /// Tells the kernel to drop what it cached.
 pub trait Invalidator: Send {
@@ -57,6 +60,7 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
     // A poll that failed half-way may have applied some segments whose paths it
     // never reported: the next good poll then rebuilds the whole view.
     let mut poll_failed = false;
+    let mut last_checkpoint = Instant::now();
     loop {
         let now = Instant::now();
         let mut a = lock(&fs.activity);
@@ -81,9 +85,10 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
                     tracing::warn!("snapshot failed, retried later: {e}");
                     snapshot_checked = false;
                 }
-                if let Err(e) = st.vault.index().checkpoint_quietly() {
+                if let Err(e) = st.vault.checkpoint_queue() {
                     tracing::warn!("index checkpoint failed: {e}");
                 }
+                last_checkpoint = Instant::now();
                 continue;
             }
             let mut wake = next_poll.min(last_status + STATUS_EVERY);
@@ -175,6 +180,15 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
                     cfg.status.backend_reachable = false;
                 }
             }
+        }
+        let changed_since_checkpoint = lock(&fs.activity)
+            .last_change
+            .is_some_and(|t| t > last_checkpoint);
+        if changed_since_checkpoint && last_checkpoint.elapsed() >= CHECKPOINT_AT_LEAST_EVERY {
+            if let Err(e) = fs.state().vault.checkpoint_queue() {
+                tracing::warn!("index checkpoint failed: {e}");
+            }
+            last_checkpoint = Instant::now();
         }
         if last_status.elapsed() >= STATUS_EVERY || publish_due {
             write_status(&fs, &mut cfg);

@@ -254,13 +254,14 @@ impl Index {
     /// a checkpoint, as a local filesystem does.
     pub fn relax_durability(&self) -> IndexResult<()> {
         // The mount holds the home lock for its whole life, so it may also keep
-        // SQLite's file lock instead of taking it for every statement. Its commits
-        // rewrite the same few pages (counter, index roots): checkpointing rarely
-        // (and when quiet, see `checkpoint_quietly`) copies each of them once rather
-        // than once per thousand pages.
+        // SQLite's file lock instead of taking it for every statement. It checkpoints
+        // by itself (`Vault::checkpoint_queue`), after putting the packs its records
+        // name on disk, and seldom: its commits rewrite the same few pages (counter,
+        // index roots), which a checkpoint then copies once. After one, the log file
+        // shrinks back to 64 MiB.
         self.conn.execute_batch(
             "PRAGMA synchronous=NORMAL; PRAGMA locking_mode=EXCLUSIVE; PRAGMA cache_size=-8192; \
-             PRAGMA wal_autocheckpoint=16384;",
+             PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;",
         )?;
         Ok(())
     }

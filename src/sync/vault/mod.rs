@@ -99,6 +99,8 @@ pub struct Vault {
     /// The mount's open pack (see `queue.rs`).
     queue: Option<queue::QueuePack>,
     queue_scratch: Option<Box<queue::QueueScratch>>,
+    /// Packs of the queue closed but not yet put on disk (see `sync_packs`).
+    unsynced_packs: Vec<ObjectId>,
     defer_snapshots: bool,
     snapshot_due: bool,
     /// Device names by id, read once: a mount names conflict siblings after every
@@ -166,6 +168,7 @@ impl Vault {
             unlocking: None,
             queue: None,
             queue_scratch: None,
+            unsynced_packs: Vec::new(),
             defer_snapshots: false,
             snapshot_due: false,
             names: std::sync::Mutex::new(None),

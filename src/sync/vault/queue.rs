@@ -111,27 +111,54 @@ impl Vault {
         Ok(queued)
     }
 
-    /// Closes the open pack: flushed to disk, so it can be uploaded as it is.
+    /// Closes the open pack, so it can be uploaded as it is. Its bytes reach the disk
+    /// with the next [`Vault::sync_packs`]: a close() promises to survive a crash of
+    /// the mount, which the page cache already does; only fsync() waits for the disk.
     pub(super) fn close_queue_pack(&mut self) -> SyncResult<()> {
         if let Some(pack) = self.queue.take() {
-            let path = self.cache.path_of(&pack.id);
-            pack.file.sync_all().map_err(SyncError::io(&path))?;
+            self.unsynced_packs.push(pack.id);
         }
         Ok(())
     }
 
-    /// Makes everything queued so far survive a power cut, not only a crash: the open
-    /// pack, the cache folder's names and the index. What `fsync()` in the mount waits for.
-    pub fn sync_queue(&mut self) -> SyncResult<()> {
+    /// Puts every queued pack byte on disk: the open pack, the packs closed since the
+    /// last call, and the cache folder's names.
+    fn sync_packs(&mut self) -> SyncResult<()> {
         if let Some(pack) = &self.queue {
             let path = self.cache.path_of(&pack.id);
             pack.file.sync_data().map_err(SyncError::io(&path))?;
+        }
+        for id in std::mem::take(&mut self.unsynced_packs) {
+            let path = self.cache.path_of(&id);
+            match File::open(&path).and_then(|f| f.sync_data()) {
+                Ok(()) => {}
+                // Uploaded and dropped from the cache meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SyncError::io(&path)(e)),
+            }
         }
         let dir = self.cache.dir().to_path_buf();
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(SyncError::io(&dir))?;
+        Ok(())
+    }
+
+    /// Makes everything queued so far survive a power cut, not only a crash: the
+    /// packs, the cache folder's names and the index. What `fsync()` in the mount waits for.
+    pub fn sync_queue(&mut self) -> SyncResult<()> {
+        self.sync_packs()?;
         self.index.checkpoint()?;
+        Ok(())
+    }
+
+    /// Copies the index's write-ahead log into the database, after the packs its
+    /// records name are on disk: a power cut must never leave a durable record of
+    /// bytes that were not. The mount calls this (its index never checkpoints on
+    /// its own, see `Index::relax_durability`).
+    pub fn checkpoint_queue(&mut self) -> SyncResult<()> {
+        self.sync_packs()?;
+        self.index.checkpoint_quietly()?;
         Ok(())
     }
 
