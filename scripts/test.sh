@@ -32,7 +32,7 @@ header "system packages"
 # fuse3 is needed by the mount tests; a container without /dev/fuse can still
 # install the package, and the mount tests themselves decide what a missing
 # /dev/fuse means (they fail, per STYLE.md: never skip silently).
-ensure_packages fusermount3:fuse3 script:bsdutils getfattr:attr rsync:rsync git:git unshare:util-linux python3:python3
+ensure_packages fusermount3:fuse3 script:bsdutils getfattr:attr rsync:rsync git:git unshare:util-linux python3:python3 curl:curl
 if [[ ! -e /dev/fuse ]]; then
     echo "warning: /dev/fuse is absent; mount tests cannot run on this machine" >&2
 fi
@@ -110,6 +110,19 @@ fi
 
 header "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+header "S3 server for the tests (SeaweedFS on loopback)"
+# The S3 backend is tested against a real server, started here and stopped on exit.
+source scripts/lib/s3-server.sh
+s3_data=$(mktemp -d /tmp/ghostie-s3.XXXXXX)
+trap 's3_server_stop; rm -rf "$s3_data"' EXIT
+if ! s3_server_start "$s3_data"; then
+    header "FAILED (1)"
+    echo "  - the S3 server (SeaweedFS) did not start" >&2
+    exit 1
+fi
+# Tests that need it fail instead of skipping when it is missing.
+export GHOSTIE_REQUIRE_S3=1
 
 header "cargo test --all-targets -- --test-threads=2"
 # Two threads: the machines have two cores, and the mount tests each hold a

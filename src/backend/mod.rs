@@ -7,6 +7,7 @@ pub mod counting;
 pub mod fault;
 pub mod local;
 pub mod memory;
+pub mod s3;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -18,6 +19,7 @@ pub use counting::{CountingStore, RequestCounts};
 pub use fault::FaultStore;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use s3::{S3Options, S3Store};
 
 use crate::config::BackendConfig;
 
