@@ -8,6 +8,7 @@
 use std::ops::Range;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
@@ -81,6 +82,38 @@ impl S3Store {
             bucket: options.bucket.clone(),
             runtime,
             described,
+        })
+    }
+
+    /// Hands `each` every page of a listing under `prefix` (S3 answers at most 1,000
+    /// keys a page).
+    fn each_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        delimiter: Option<&str>,
+        mut each: impl FnMut(&ListObjectsV2Output),
+    ) -> BackendResult<()> {
+        self.runtime.block_on(async {
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .set_start_after(start_after.map(str::to_owned))
+                    .set_delimiter(delimiter.map(str::to_owned))
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| failure(prefix, e))?;
+                each(&page);
+                token = page.next_continuation_token().map(str::to_owned);
+                if token.is_none() || page.is_truncated() != Some(true) {
+                    return Ok(());
+                }
+            }
         })
     }
 
@@ -251,63 +284,27 @@ impl ObjectStore for S3Store {
     }
 
     fn list(&self, prefix: &str, start_after: Option<&str>) -> BackendResult<Vec<String>> {
-        self.runtime.block_on(async {
-            let mut keys = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let mut req = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(prefix);
-                if let Some(after) = start_after {
-                    req = req.start_after(after);
-                }
-                if let Some(t) = &token {
-                    req = req.continuation_token(t);
-                }
-                let page = req.send().await.map_err(|e| failure(prefix, e))?;
-                keys.extend(
-                    page.contents()
-                        .iter()
-                        .filter_map(|o| o.key().map(str::to_owned)),
-                );
-                token = page.next_continuation_token().map(str::to_owned);
-                if token.is_none() || page.is_truncated() != Some(true) {
-                    break;
-                }
-            }
-            Ok(keys)
-        })
+        let mut keys = Vec::new();
+        self.each_page(prefix, start_after, None, |page| {
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        })?;
+        Ok(keys)
     }
 
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
-        self.runtime.block_on(async {
-            let mut dirs = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let mut req = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(prefix)
-                    .delimiter("/");
-                if let Some(t) = &token {
-                    req = req.continuation_token(t);
-                }
-                let page = req.send().await.map_err(|e| failure(prefix, e))?;
-                dirs.extend(
-                    page.common_prefixes()
-                        .iter()
-                        .filter_map(|p| p.prefix().map(str::to_owned)),
-                );
-                token = page.next_continuation_token().map(str::to_owned);
-                if token.is_none() || page.is_truncated() != Some(true) {
-                    break;
-                }
-            }
-            Ok(dirs)
-        })
+        let mut dirs = Vec::new();
+        self.each_page(prefix, None, Some("/"), |page| {
+            dirs.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_owned)),
+            );
+        })?;
+        Ok(dirs)
     }
 
     fn delete(&self, key: &str) -> BackendResult<()> {

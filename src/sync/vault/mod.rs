@@ -231,22 +231,14 @@ impl Vault {
     /// What the folder should show, from everything this device knows. The heads
     /// stream from the index a path at a time: only the namespace is ever whole.
     pub fn namespace(&self) -> SyncResult<Namespace> {
-        let names = self.name_map()?;
-        let name_of = |d: &DeviceId| {
-            names
-                .get(d)
-                .cloned()
-                .unwrap_or_else(|| d.as_str()[..8].to_owned())
-        };
-        Ok(self
-            .index
-            .with_heads_by_path(|heads| namespace::build(heads, &name_of))?)
+        self.index
+            .with_heads_by_path(|heads| self.build_namespace(heads))?
     }
 
     /// The merge of `heads`, with conflict siblings named after the devices.
-    fn build_namespace<'a>(
+    fn build_namespace<P: AsRef<str>, V: AsRef<[Version]>>(
         &self,
-        heads: impl IntoIterator<Item = (&'a str, &'a [Version])>,
+        heads: impl IntoIterator<Item = (P, V)>,
     ) -> SyncResult<Namespace> {
         let names = self.name_map()?;
         let name_of = |d: &DeviceId| {
