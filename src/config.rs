@@ -198,13 +198,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ConfigEr
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BackendConfig {
-    Local { path: PathBuf },
+    Local {
+        path: PathBuf,
+    },
+    /// AWS S3 or an S3-compatible server. Credentials come from the standard AWS
+    /// chain at run time and are never written here.
+    S3 {
+        bucket: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        #[serde(default)]
+        path_style: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+    },
 }
 
 impl BackendConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             BackendConfig::Local { .. } => "local",
+            BackendConfig::S3 { .. } => "s3",
         }
     }
 }

@@ -95,17 +95,21 @@ pub type SharedStore = Arc<dyn ObjectStore>;
 /// Opens the store a config names.
 pub fn open(config: &BackendConfig) -> BackendResult<SharedStore> {
     match config {
-        BackendConfig::Local { path } => {
-            let store = LocalStore::open(path)?;
-            Ok(match std::env::var_os("GHOSTIE_METER_FILE") {
-                Some(report) => Arc::new(CountingStore::new(store).reporting_to(report.into())),
-                None => Arc::new(store),
-            })
-        }
+        BackendConfig::Local { path } => Ok(metered(LocalStore::open(path)?)),
+        BackendConfig::S3 { .. } => Ok(metered(open_s3(config)?)),
     }
 }
 
-/// Opens the store a config names and checks that this device can write to it.
+/// The store itself, or, for the tests' request counts, the store behind a meter.
+fn metered<S: ObjectStore + 'static>(store: S) -> SharedStore {
+    match std::env::var_os("GHOSTIE_METER_FILE") {
+        Some(report) => Arc::new(CountingStore::new(store).reporting_to(report.into())),
+        None => Arc::new(store),
+    }
+}
+
+/// Opens the store a config names and checks that this device can reach it (and,
+/// for a folder, write to it).
 pub fn open_for_setup(config: &BackendConfig) -> BackendResult<SharedStore> {
     match config {
         BackendConfig::Local { path } => {
@@ -113,5 +117,31 @@ pub fn open_for_setup(config: &BackendConfig) -> BackendResult<SharedStore> {
             store.check_writable()?;
             Ok(Arc::new(store))
         }
+        BackendConfig::S3 { .. } => {
+            let store = open_s3(config)?;
+            // Answers only with the right credentials, bucket and endpoint.
+            store.list_dirs("")?;
+            Ok(Arc::new(store))
+        }
     }
+}
+
+fn open_s3(config: &BackendConfig) -> BackendResult<S3Store> {
+    let BackendConfig::S3 {
+        bucket,
+        endpoint,
+        region,
+        path_style,
+        profile,
+    } = config
+    else {
+        return Err(BackendError::Invalid("not an S3 backend".into()));
+    };
+    S3Store::open(&S3Options {
+        bucket: bucket.clone(),
+        endpoint: endpoint.clone(),
+        region: region.clone(),
+        path_style: *path_style,
+        profile: profile.clone(),
+    })
 }

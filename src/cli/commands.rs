@@ -109,10 +109,25 @@ fn setup(cli: &Cli, home: Home, args: &SetupArgs) -> CmdResult {
             let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
             BackendConfig::Local { path: abs }
         }
+        "s3" => {
+            let Some(bucket) = &args.bucket else {
+                return Err(CliError::new(
+                    EXIT_FAILURE,
+                    "The s3 backend needs --bucket NAME (and --endpoint URL for a server other than AWS).",
+                ));
+            };
+            BackendConfig::S3 {
+                bucket: bucket.clone(),
+                endpoint: args.endpoint.clone(),
+                region: args.region.clone(),
+                path_style: args.path_style,
+                profile: args.profile.clone(),
+            }
+        }
         other => {
             return Err(CliError::new(
                 EXIT_FAILURE,
-                format!("Unknown backend '{other}' (this version supports: local)."),
+                format!("Unknown backend '{other}' (this version supports: local, s3)."),
             ))
         }
     };

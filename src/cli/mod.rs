@@ -73,12 +73,29 @@ pub struct JsonArg {
 
 #[derive(Debug, Args)]
 pub struct SetupArgs {
-    /// Where the vault lives: local (a folder).
+    /// Where the vault lives: local (a folder) or s3 (a bucket of AWS S3 or of an
+    /// S3-compatible server; credentials come from the usual AWS environment
+    /// variables, shared files or profile, and are never stored).
     #[arg(long, value_name = "KIND")]
     pub backend: String,
     /// The vault folder (local backend). It must exist.
     #[arg(long, value_name = "DIR")]
     pub path: Option<PathBuf>,
+    /// The bucket (s3 backend). It must exist.
+    #[arg(long, value_name = "NAME")]
+    pub bucket: Option<String>,
+    /// The URL of an S3-compatible server (s3 backend) [default: AWS].
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// The region (s3 backend) [default: from the AWS configuration, else us-east-1].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Address the bucket as URL/bucket/key (s3 backend; most self-hosted servers).
+    #[arg(long)]
+    pub path_style: bool,
+    /// A profile of the shared AWS configuration files (s3 backend).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
     /// This device's name, unique in the vault [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,

@@ -588,6 +588,12 @@ fn mount_status(home: &Home, marked: &MountHome, json: bool) -> CmdResult {
         ghostie_fs::config::BackendConfig::Local { path } => {
             format!("local (local folder {})", path.display())
         }
+        ghostie_fs::config::BackendConfig::S3 {
+            bucket, endpoint, ..
+        } => match endpoint {
+            Some(e) => format!("s3 (bucket {bucket} at {e})"),
+            None => format!("s3 (bucket {bucket})"),
+        },
     };
     if json {
         let v = serde_json::json!({
