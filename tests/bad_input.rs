@@ -347,6 +347,7 @@ fn status_json_has_exactly_the_documented_keys() {
         keys,
         vec![
             "backend",
+            "backend_reachable",
             "cloud_count",
             "conflict_count",
             "device_id",
@@ -368,4 +369,6 @@ fn status_json_has_exactly_the_documented_keys() {
     );
     assert_eq!(s["device_name"], "laptop");
     assert!(s["last_sync"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(s["backend_reachable"], true);
+    assert!(a.ok(&["status"]).contains("Backend reachable: yes"));
 }

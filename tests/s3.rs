@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 
-/// The test server's endpoint and bucket, and a prefix of this test's own.
-fn s3_vault() -> Option<(String, String, String)> {
+/// The test server's endpoint and bucket, and a prefix of this test's own (`tag`).
+fn s3_vault(tag: &str) -> Option<(String, String, String)> {
     let Ok(endpoint) = std::env::var("GHOSTIE_TEST_S3_ENDPOINT") else {
         assert!(
             std::env::var_os("GHOSTIE_REQUIRE_S3").is_none(),
@@ -16,7 +16,7 @@ fn s3_vault() -> Option<(String, String, String)> {
         return None;
     };
     let bucket = std::env::var("GHOSTIE_TEST_S3_BUCKET").expect("GHOSTIE_TEST_S3_BUCKET");
-    let prefix = format!("t{}", std::process::id());
+    let prefix = format!("t{}-{tag}", std::process::id());
     Some((endpoint, bucket, prefix))
 }
 
@@ -41,7 +41,7 @@ fn join_s3(name: &str, endpoint: &str, bucket: &str, prefix: &str) -> TempHome {
 
 #[test]
 fn two_devices_share_memories_through_a_bucket() {
-    let Some((endpoint, bucket, prefix)) = s3_vault() else {
+    let Some((endpoint, bucket, prefix)) = s3_vault("share") else {
         return;
     };
     let laptop = join_s3("laptop", &endpoint, &bucket, &prefix);
@@ -73,6 +73,33 @@ fn two_devices_share_memories_through_a_bucket() {
         secret.is_empty() || !config.contains(&secret),
         "the secret was stored"
     );
+}
+
+#[test]
+fn status_names_the_bucket_and_says_whether_it_answered() {
+    let Some((endpoint, bucket, prefix)) = s3_vault("status") else {
+        return;
+    };
+    let h = join_s3("laptop", &endpoint, &bucket, &prefix);
+    let s = h.json(&["status", "--json"]);
+    let backend = s["backend"].as_str().unwrap_or_default();
+    assert!(
+        backend.contains(&bucket) && backend.contains(&endpoint),
+        "{backend}"
+    );
+    assert_eq!(s["backend_reachable"], true);
+
+    // The same home pointed at an endpoint where nothing listens.
+    let config_path = h.home().join("sync/config.json");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        config.replace(&endpoint, "http://127.0.0.1:9"),
+    )
+    .unwrap();
+    let text = h.ok(&["status"]);
+    assert!(text.contains("Backend reachable: no"), "{text}");
+    assert!(text.contains("127.0.0.1:9"), "{text}");
 }
 
 #[test]

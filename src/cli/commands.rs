@@ -230,6 +230,10 @@ fn status(cli: &Cli, home: Home, json: bool) -> CmdResult {
     }
     println!("🔗 SYNC STATUS:");
     println!("   Backend: {}", s.backend);
+    println!(
+        "   Backend reachable: {}",
+        if s.backend_reachable { "yes" } else { "no" }
+    );
     println!("   Device ID: {}", s.device_id);
     println!("   Device Name: {}", s.device_name);
     println!(

@@ -309,6 +309,8 @@ pub struct Status {
     pub conflict_count: usize,
     pub pending: usize,
     pub known_devices: Vec<String>,
+    /// Whether the backend answered a listing just now.
+    pub backend_reachable: bool,
 }
 
 pub fn status(vault: &mut Vault) -> SyncResult<Status> {
@@ -343,6 +345,7 @@ pub fn status(vault: &mut Vault) -> SyncResult<Status> {
         conflict_count,
         pending,
         known_devices: known,
+        backend_reachable: vault.backend_answers(),
     })
 }
 

@@ -261,6 +261,11 @@ impl Vault {
         self.build_namespace(heads.iter().map(|(p, v)| (*p, v.as_slice())))
     }
 
+    /// Whether the backend answers a listing of the vault's root now.
+    pub fn backend_answers(&self) -> bool {
+        self.store.list_dirs(&self.layout.root()).is_ok()
+    }
+
     pub fn device_names(&self) -> SyncResult<BTreeMap<DeviceId, String>> {
         Ok((*self.name_map()?).clone())
     }
