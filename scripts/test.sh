@@ -129,6 +129,15 @@ header "cargo test --all-targets -- --test-threads=2"
 # FUSE session plus a child process.
 cargo test --all-targets -- --test-threads=2
 
+# The same engine and mount tests once more with every vault in the S3 bucket
+# (tests/common: TempVault::new follows GHOSTIE_TEST_BACKEND). Left out: the unit
+# tests, the in-memory model, the first-format fixture (a folder by nature) and
+# tests/s3.rs (S3 only, ran above).
+header "the engine and mount tests again, on S3 (GHOSTIE_TEST_BACKEND=s3)"
+on_both=(two_devices conflicts crash faults packing tamper zero_knowledge bad_input
+    terminal mount mount_helpers)
+GHOSTIE_TEST_BACKEND=s3 cargo test $(printf -- '--test %s ' "${on_both[@]}") -- --test-threads=2
+
 header "pjdfstest: POSIX conformance of the mount"
 # Every failure must be a documented exception (scripts/pjdfstest-expected.txt).
 if [[ $(id -u) -eq 0 && -e /dev/fuse ]]; then

@@ -28,11 +28,15 @@ fn one_sentence(out: &Output, code: i32, needle: &str) {
 }
 
 fn vault_bytes(vault: &TempVault) -> Vec<(String, Vec<u8>)> {
-    vault
-        .objects()
-        .into_iter()
-        .map(|(k, p)| (k, fs::read(p).unwrap()))
-        .collect()
+    vault.objects()
+}
+
+/// `setup` on `vault` with `extra` arguments after the backend's.
+fn setup_args<'a>(vault: &'a TempVault, extra: &[&'a str]) -> Vec<String> {
+    let mut args = vec!["setup".to_owned()];
+    args.extend(vault.setup_args());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 #[test]
@@ -58,15 +62,7 @@ fn wrong_passphrase_on_join_unlock_and_passwd() {
     let out = b
         .cmd()
         .env("GHOSTIE_PASSPHRASE", "not the passphrase")
-        .args([
-            "setup",
-            "--backend",
-            "local",
-            "--path",
-            vault.path().to_str().unwrap(),
-            "--device",
-            "phone",
-        ])
+        .args(setup_args(&vault, &["--device", "phone"]))
         .output()
         .unwrap();
     one_sentence(&out, 5, "Wrong passphrase");
@@ -99,11 +95,9 @@ fn passwd_rewraps_and_the_old_passphrase_stops_working_everywhere() {
     let b = TempHome::joined("phone", &vault);
     a.write("x.json", b"x");
     a.ok(&["push"]);
-    let objects_before: Vec<String> = vault.objects().into_keys().collect();
-    let ring: serde_json::Value = serde_json::from_slice(
-        &fs::read(vault.path().join("ghostie/global/keyring.json")).unwrap(),
-    )
-    .unwrap();
+    let objects_before: Vec<String> = vault.keys();
+    let ring: serde_json::Value =
+        serde_json::from_slice(&vault.get("ghostie/global/keyring.json")).unwrap();
     assert_eq!(ring["kdf"]["name"], "pbkdf2-hmac-sha256");
     assert!(
         ring["kdf"]["iterations"].as_u64().unwrap() >= 600_000,
@@ -119,10 +113,7 @@ fn passwd_rewraps_and_the_old_passphrase_stops_working_everywhere() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     // No data object was touched: the same keys, and only the keyring changed.
-    assert_eq!(
-        vault.objects().into_keys().collect::<Vec<_>>(),
-        objects_before
-    );
+    assert_eq!(vault.keys(), objects_before);
 
     let out = b.run(&["pull"]);
     one_sentence(&out, 5, "Wrong passphrase");
@@ -138,10 +129,8 @@ fn passwd_rewraps_and_the_old_passphrase_stops_working_everywhere() {
     a.write("y.json", b"y");
     let out = a.run(&["push"]);
     one_sentence(&out, 5, "Wrong passphrase");
-    let ring: serde_json::Value = serde_json::from_slice(
-        &fs::read(vault.path().join("ghostie/global/keyring.json")).unwrap(),
-    )
-    .unwrap();
+    let ring: serde_json::Value =
+        serde_json::from_slice(&vault.get("ghostie/global/keyring.json")).unwrap();
     assert!(ring["kdf"]["iterations"].as_u64().unwrap() >= 600_000);
 }
 
@@ -152,13 +141,7 @@ fn no_passphrase_and_no_terminal() {
     let out = h
         .cmd()
         .env_remove("GHOSTIE_PASSPHRASE")
-        .args([
-            "setup",
-            "--backend",
-            "local",
-            "--path",
-            vault.path().to_str().unwrap(),
-        ])
+        .args(setup_args(&vault, &[]))
         .output()
         .unwrap();
     one_sentence(&out, 1, "No passphrase given");
@@ -167,7 +150,7 @@ fn no_passphrase_and_no_terminal() {
 
 #[test]
 fn setup_refuses_bad_places_and_names() {
-    let vault = TempVault::new();
+    let vault = TempVault::local();
     let h = TempHome::new("x");
     let missing = vault.path().join("no/such/folder");
     let out = h.run(&[
@@ -283,16 +266,8 @@ fn setup_force_rebuilds_a_device_without_reusing_its_counters() {
     a.write("x.json", b"one");
     a.ok(&["push"]);
     fs::remove_file(a.home().join("sync/state.db")).unwrap();
-    a.ok(&[
-        "setup",
-        "--force",
-        "--backend",
-        "local",
-        "--path",
-        vault.path().to_str().unwrap(),
-        "--device",
-        "laptop",
-    ]);
+    let args = setup_args(&vault, &["--force", "--device", "laptop"]);
+    a.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     // Nothing changed locally, so nothing new is published…
     let r = a.json(&["push", "--json"]);
     assert_eq!(r["uploaded"], 0, "{r}");
@@ -307,7 +282,7 @@ fn setup_force_rebuilds_a_device_without_reusing_its_counters() {
 #[test]
 fn a_file_where_a_folder_should_be() {
     // In the vault: the prefix folder is a file.
-    let vault = TempVault::new();
+    let vault = TempVault::local();
     fs::write(vault.path().join("ghostie"), b"not a folder").unwrap();
     let h = TempHome::new("x");
     let out = h.run(&[
@@ -322,7 +297,7 @@ fn a_file_where_a_folder_should_be() {
     assert!(!h.home().join("sync/config.json").exists());
 
     // In the home: `sync` is a file.
-    let vault = TempVault::new();
+    let vault = TempVault::local();
     let h = TempHome::new("y");
     fs::write(h.home().join("sync"), b"not a folder").unwrap();
     let out = h.run(&[
@@ -347,6 +322,7 @@ fn status_json_has_exactly_the_documented_keys() {
         keys,
         vec![
             "backend",
+            "backend_problem",
             "backend_reachable",
             "cloud_count",
             "conflict_count",
@@ -370,5 +346,6 @@ fn status_json_has_exactly_the_documented_keys() {
     assert_eq!(s["device_name"], "laptop");
     assert!(s["last_sync"].as_str().unwrap().ends_with('Z'));
     assert_eq!(s["backend_reachable"], true);
+    assert_eq!(s["backend_problem"], serde_json::Value::Null);
     assert!(a.ok(&["status"]).contains("Backend reachable: yes"));
 }

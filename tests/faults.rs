@@ -6,18 +6,18 @@ mod common;
 use std::fs;
 use std::sync::Arc;
 
-use ghostie_fs::backend::{FaultStore, LocalStore, SharedStore};
+use ghostie_fs::backend::{FaultStore, SharedStore};
 use ghostie_fs::folder;
 use ghostie_fs::sync::NoProgress;
 
 #[test]
 fn a_failing_backend_mid_push_loses_nothing_and_the_next_push_completes() {
     let work = tempfile::tempdir().unwrap();
-    let vault_dir = work.path().join("vault");
-    fs::create_dir(&vault_dir).unwrap();
-    let faulty = Arc::new(FaultStore::new(LocalStore::open(&vault_dir).unwrap()));
-    let plain: SharedStore = Arc::new(LocalStore::open(&vault_dir).unwrap());
-    let mut a = common::library_device(work.path(), "laptop", faulty.clone());
+    let vault = common::TempVault::new();
+    let faulty = Arc::new(FaultStore::new(vault.store()));
+    let plain: SharedStore = vault.store();
+    let prefix = vault.prefix();
+    let mut a = common::library_device_at(work.path(), "laptop", faulty.clone(), &prefix);
     let root = a.home().memories();
     for i in 0..300 {
         fs::write(
@@ -34,7 +34,12 @@ fn a_failing_backend_mid_push_loses_nothing_and_the_next_push_completes() {
             folder::push(&mut a, &NoProgress).is_err(),
             "push with a failing backend succeeded"
         );
-        let mut c = common::library_device(work.path(), &format!("checker{round}"), plain.clone());
+        let mut c = common::library_device_at(
+            work.path(),
+            &format!("checker{round}"),
+            plain.clone(),
+            &prefix,
+        );
         let pulled = folder::pull(&mut c, &NoProgress).unwrap();
         assert!(pulled.damaged.is_empty(), "{:?}", pulled.damaged);
         assert!(c.verify(&NoProgress).unwrap().is_empty());
@@ -42,7 +47,7 @@ fn a_failing_backend_mid_push_loses_nothing_and_the_next_push_completes() {
     faulty.heal();
     let r = folder::push(&mut a, &NoProgress).unwrap();
     assert_eq!(r.uploaded, 300);
-    let mut b = common::library_device(work.path(), "phone", plain);
+    let mut b = common::library_device_at(work.path(), "phone", plain, &prefix);
     folder::pull(&mut b, &NoProgress).unwrap();
     for i in 0..300 {
         let got = fs::read_to_string(b.home().memories().join(format!("m{i}.json"))).unwrap();

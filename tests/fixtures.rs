@@ -8,7 +8,8 @@ use common::*;
 
 #[test]
 fn the_first_format_still_opens() {
-    let vault = TempVault::new();
+    // The fixture is a folder as the first release wrote it.
+    let vault = TempVault::local();
     copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vault-v1"),
         vault.path(),

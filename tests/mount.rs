@@ -241,8 +241,7 @@ fn kill_9_loses_nothing_acknowledged_and_shows_nothing_half_written() {
     assert!(m.drained(WAIT));
 
     // The backend goes away, so everything below stays queued.
-    let away = vault.path().with_extension("away");
-    fs::rename(vault.path(), &away).unwrap();
+    vault.go_offline();
     fs::create_dir(m.path("queued")).unwrap();
     for i in 0..50 {
         fs::write(m.path(&format!("queued/q{i}.json")), memory_json(i, 2000)).unwrap();
@@ -286,7 +285,7 @@ fn kill_9_loses_nothing_acknowledged_and_shows_nothing_half_written() {
     let _ = half.wait();
     force_unmount(&m.at);
     std::mem::forget(m);
-    fs::rename(&away, vault.path()).unwrap();
+    vault.come_back();
 
     let m = b.mount();
     assert!(m.drained(WAIT), "the queue did not drain after the restart");
@@ -315,11 +314,10 @@ fn kill_9_loses_nothing_acknowledged_and_shows_nothing_half_written() {
 
 /// Two mounts write the same path while the vault is away: neither saw the other.
 fn make_conflict(vault: &TempVault, mb: &Mount, mc: &Mount, rel: &str) {
-    let away = vault.path().with_extension("away");
-    fs::rename(vault.path(), &away).unwrap();
+    vault.go_offline();
     fs::write(mb.path(rel), b"from laptop").unwrap();
     fs::write(mc.path(rel), b"from desktop").unwrap();
-    fs::rename(&away, vault.path()).unwrap();
+    vault.come_back();
 }
 
 fn siblings(at: &Path, rel: &str) -> Vec<String> {
@@ -458,8 +456,7 @@ fn offline_reads_what_is_cached_queues_writes_and_drains_when_back() {
         b"{\"cached\":true}"
     );
 
-    let away = vault.path().with_extension("away");
-    fs::rename(vault.path(), &away).unwrap();
+    vault.go_offline();
     assert_eq!(
         fs::read(m.path("small.json")).unwrap(),
         b"{\"cached\":true}"
@@ -482,7 +479,7 @@ fn offline_reads_what_is_cached_queues_writes_and_drains_when_back() {
         m.log()
     );
 
-    fs::rename(&away, vault.path()).unwrap();
+    vault.come_back();
     assert!(
         m.drained(WAIT),
         "the queue did not drain when the backend came back"

@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::sync::Arc;
 
-use ghostie_fs::backend::{CountingStore, LocalStore};
+use ghostie_fs::backend::{CountingStore, SharedStore};
 use ghostie_fs::folder;
 use ghostie_fs::sync::NoProgress;
 
@@ -22,23 +22,31 @@ fn count_files(dir: &std::path::Path) -> usize {
     n
 }
 
-/// A local vault in a temporary folder, behind a request counter.
+/// A vault on the tested backend, behind a request counter.
 fn counted_vault() -> (
     tempfile::TempDir,
-    std::path::PathBuf,
-    Arc<CountingStore<LocalStore>>,
+    common::TempVault,
+    Arc<CountingStore<SharedStore>>,
 ) {
     let work = tempfile::tempdir().unwrap();
-    let vault_dir = work.path().join("vault");
-    fs::create_dir(&vault_dir).unwrap();
-    let store = Arc::new(CountingStore::new(LocalStore::open(&vault_dir).unwrap()));
-    (work, vault_dir, store)
+    let vault = common::TempVault::new();
+    let store = Arc::new(CountingStore::new(vault.store()));
+    (work, vault, store)
+}
+
+fn device(
+    work: &tempfile::TempDir,
+    vault: &common::TempVault,
+    name: &str,
+    store: &Arc<CountingStore<SharedStore>>,
+) -> ghostie_fs::sync::Vault {
+    common::library_device_at(work.path(), name, store.clone(), &vault.prefix())
 }
 
 #[test]
 fn ten_thousand_small_files_take_a_few_dozen_requests() {
-    let (work, _, store) = counted_vault();
-    let mut a = common::library_device(work.path(), "laptop", store.clone());
+    let (work, vault, store) = counted_vault();
+    let mut a = device(&work, &vault, "laptop", &store);
     let root = a.home().memories();
     for i in 0..10_000usize {
         let size = 1024 + (i * 7919) % (7 * 1024);
@@ -68,7 +76,7 @@ fn ten_thousand_small_files_take_a_few_dozen_requests() {
         "an unchanged push touched the backend: {c:?}"
     );
 
-    let mut b = common::library_device(work.path(), "phone", store.clone());
+    let mut b = device(&work, &vault, "phone", &store);
     store.reset();
     let pulled = folder::pull(&mut b, &NoProgress).unwrap();
     let c = store.counts();
@@ -79,8 +87,8 @@ fn ten_thousand_small_files_take_a_few_dozen_requests() {
 
 #[test]
 fn a_new_device_starts_from_the_newest_snapshot() {
-    let (work, vault_dir, store) = counted_vault();
-    let mut a = common::library_device(work.path(), "laptop", store.clone());
+    let (work, vault, store) = counted_vault();
+    let mut a = device(&work, &vault, "laptop", &store);
     let root = a.home().memories();
     for i in 0..40 {
         fs::write(
@@ -90,14 +98,15 @@ fn a_new_device_starts_from_the_newest_snapshot() {
         .unwrap();
         folder::push(&mut a, &NoProgress).unwrap();
     }
-    let snaps: Vec<_> = walk_keys(&vault_dir)
+    let snaps: Vec<_> = vault
+        .keys()
         .into_iter()
         .filter(|k| k.contains("/metadata/snapshot-"))
         .collect();
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     assert!(snaps[0].ends_with("snapshot-00000000000000000032.enc"));
 
-    let mut b = common::library_device(work.path(), "phone", store.clone());
+    let mut b = device(&work, &vault, "phone", &store);
     store.reset();
     folder::pull(&mut b, &NoProgress).unwrap();
     for i in 0..5 {
@@ -111,25 +120,12 @@ fn a_new_device_starts_from_the_newest_snapshot() {
     assert!(c.gets < 20, "{c:?}");
     assert!(b.verify(&NoProgress).unwrap().is_empty());
     // A damaged snapshot is named by verify.
-    let snap = std::path::PathBuf::from(&snaps[0]);
-    let mut bytes = fs::read(&snap).unwrap();
+    let mut bytes = vault.get(&snaps[0]);
     bytes[40] ^= 1;
-    fs::write(&snap, bytes).unwrap();
+    vault.put(&snaps[0], &bytes);
     let damaged = b.verify(&NoProgress).unwrap();
     assert!(
         damaged.iter().any(|d| d.contains("snapshot")),
         "{damaged:?}"
     );
-}
-
-fn walk_keys(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).unwrap().flatten() {
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk_keys(&e.path()));
-        } else {
-            out.push(e.path().display().to_string());
-        }
-    }
-    out
 }

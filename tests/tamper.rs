@@ -5,7 +5,6 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
 
 use common::*;
 
@@ -25,18 +24,16 @@ fn four_pushes() -> (TempVault, TempHome, TempHome) {
 }
 
 /// The laptop's packs, oldest first (object ids sort by creation time).
-fn packs_of(vault: &TempVault, device: &TempHome) -> Vec<PathBuf> {
+fn packs_of(vault: &TempVault, device: &TempHome) -> Vec<String> {
     let id = fs::read_to_string(device.home().join("sync/device_id")).unwrap();
-    let mut p = vault.objects_under(&format!("{}/memories/", id.trim()));
+    let mut p = vault.keys_under(&format!("{}/memories/", id.trim()));
     p.sort();
     p
 }
 
-fn segment(vault: &TempVault, device: &TempHome, seq: u64) -> PathBuf {
+fn segment(device: &TempHome, seq: u64) -> String {
     let id = fs::read_to_string(device.home().join("sync/device_id")).unwrap();
-    vault
-        .path()
-        .join(format!("ghostie/{}/log/{seq:020}.enc", id.trim()))
+    format!("ghostie/{}/log/{seq:020}.enc", id.trim())
 }
 
 fn pull_reports_damage(b: &TempHome, needle: &str) {
@@ -75,10 +72,10 @@ fn a_flipped_byte_is_named_and_not_written() {
     a.write("file2.json", b"second version of file2");
     a.ok(&["push"]);
     let newest = packs_of(&vault, &a).pop().unwrap();
-    let mut bytes = fs::read(&newest).unwrap();
+    let mut bytes = vault.get(&newest);
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
-    fs::write(&newest, bytes).unwrap();
+    vault.put(&newest, &bytes);
     a.write("file5.json", b"fine");
     a.ok(&["push"]);
 
@@ -97,13 +94,8 @@ fn a_flipped_byte_is_named_and_not_written() {
 fn a_truncated_object_is_named_and_not_written() {
     let (vault, a, _c) = four_pushes();
     let third = packs_of(&vault, &a)[2].clone();
-    let len = fs::metadata(&third).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&third)
-        .unwrap()
-        .set_len(len - 100)
-        .unwrap();
+    let bytes = vault.get(&third);
+    vault.put(&third, &bytes[..bytes.len() - 100]);
     let b = TempHome::joined("phone", &vault);
     pull_reports_damage(&b, "file3.json");
     assert!(b.read("file3.json").is_none());
@@ -122,10 +114,9 @@ fn a_truncated_object_is_named_and_not_written() {
 fn swapped_objects_are_named_and_not_written() {
     let (vault, a, _c) = four_pushes();
     let packs = packs_of(&vault, &a);
-    let tmp = packs[0].with_extension("swap");
-    fs::rename(&packs[0], &tmp).unwrap();
-    fs::rename(&packs[1], &packs[0]).unwrap();
-    fs::rename(&tmp, &packs[1]).unwrap();
+    let (first, second) = (vault.get(&packs[0]), vault.get(&packs[1]));
+    vault.put(&packs[0], &second);
+    vault.put(&packs[1], &first);
     let b = TempHome::joined("phone", &vault);
     pull_reports_damage(&b, "file1.json");
     pull_reports_damage(&b, "file2.json");
@@ -139,7 +130,7 @@ fn swapped_objects_are_named_and_not_written() {
 #[test]
 fn an_old_segment_under_a_newer_number_is_named() {
     let (vault, a, _c) = four_pushes();
-    fs::copy(segment(&vault, &a, 1), segment(&vault, &a, 3)).unwrap();
+    vault.put(&segment(&a, 3), &vault.get(&segment(&a, 1)));
     let b = TempHome::joined("phone", &vault);
     pull_reports_damage(&b, "segment 3");
     // Segments before the damage apply, and other devices' logs are untouched.
@@ -150,7 +141,7 @@ fn an_old_segment_under_a_newer_number_is_named() {
     verify_reports_damage(&b, "segment 3");
     // Another device's log copied into this one's prefix fails too.
     let (vault, a, c) = four_pushes();
-    fs::copy(segment(&vault, &c, 1), segment(&vault, &a, 5)).unwrap();
+    vault.put(&segment(&a, 5), &vault.get(&segment(&c, 1)));
     let b = TempHome::joined("phone", &vault);
     pull_reports_damage(&b, "segment 5");
     assert!(b.read("file4.json").is_some());
@@ -165,13 +156,16 @@ fn a_large_file_damaged_in_its_middle_is_named_and_not_written() {
     a.write("small.json", b"small");
     a.ok(&["push"]);
     // The large file has a pack of its own: the biggest object in the vault.
-    let pack = packs_of(&vault, &a)
+    let (pack, mut bytes) = packs_of(&vault, &a)
         .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .map(|k| {
+            let bytes = vault.get(&k);
+            (k, bytes)
+        })
+        .max_by_key(|(_, b)| b.len())
         .unwrap();
-    let mut bytes = fs::read(&pack).unwrap();
     bytes[12 * 1024 * 1024] ^= 0x40;
-    fs::write(&pack, bytes).unwrap();
+    vault.put(&pack, &bytes);
     let b = TempHome::joined("phone", &vault);
     pull_reports_damage(&b, "big.bin");
     assert!(b.read("big.bin").is_none(), "damaged content was written");

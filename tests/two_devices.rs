@@ -165,13 +165,9 @@ fn a_link_pointing_outside_the_folder_is_refused() {
 fn the_device_name_defaults_to_the_host_name_made_safe() {
     let vault = TempVault::new();
     let h = TempHome::new("unnamed");
-    h.ok(&[
-        "setup",
-        "--backend",
-        "local",
-        "--path",
-        vault.path().to_str().unwrap(),
-    ]);
+    let mut args = vec!["setup".to_owned()];
+    args.extend(vault.setup_args());
+    h.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let want = ghostie_fs::config::filename_safe(host.trim());
     assert_eq!(h.json(&["status", "--json"])["device_name"], want.as_str());

@@ -7,6 +7,7 @@ pub mod counting;
 pub mod fault;
 pub mod local;
 pub mod memory;
+pub mod retry;
 pub mod s3;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -19,6 +20,7 @@ pub use counting::{CountingStore, RequestCounts};
 pub use fault::FaultStore;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use retry::{RetryPolicy, RetryStore};
 pub use s3::{S3Options, S3Store};
 
 use crate::config::BackendConfig;
@@ -42,6 +44,10 @@ pub enum BackendError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// The backend answered but will not serve this configuration (credentials,
+    /// bucket, region, or not the kind of server configured): a retry cannot help.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl BackendError {
@@ -92,12 +98,44 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
 pub type SharedStore = Arc<dyn ObjectStore>;
 
-/// Opens the store a config names.
-pub fn open(config: &BackendConfig) -> BackendResult<SharedStore> {
-    match config {
-        BackendConfig::Local { path } => Ok(metered(LocalStore::open(path)?)),
-        BackendConfig::S3 { .. } => Ok(metered(open_s3(config)?)),
+/// A shared store is a store, so decorators can wrap one.
+impl<S: ObjectStore + ?Sized> ObjectStore for Arc<S> {
+    fn put(&self, key: &str, data: &[u8]) -> BackendResult<()> {
+        (**self).put(key, data)
     }
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> BackendResult<()> {
+        (**self).put_if_absent(key, data)
+    }
+    fn put_file(&self, key: &str, path: &Path) -> BackendResult<()> {
+        (**self).put_file(key, path)
+    }
+    fn get(&self, key: &str) -> BackendResult<Vec<u8>> {
+        (**self).get(key)
+    }
+    fn get_range(&self, key: &str, range: Range<u64>) -> BackendResult<Vec<u8>> {
+        (**self).get_range(key, range)
+    }
+    fn list(&self, prefix: &str, start_after: Option<&str>) -> BackendResult<Vec<String>> {
+        (**self).list(prefix, start_after)
+    }
+    fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
+        (**self).list_dirs(prefix)
+    }
+    fn delete(&self, key: &str) -> BackendResult<()> {
+        (**self).delete(key)
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
+/// Opens the store a config names, retrying temporary failures as `policy` says.
+pub fn open(config: &BackendConfig, policy: RetryPolicy) -> BackendResult<SharedStore> {
+    let store = match config {
+        BackendConfig::Local { path } => metered(LocalStore::open(path)?),
+        BackendConfig::S3 { .. } => metered(open_s3(config)?),
+    };
+    Ok(Arc::new(RetryStore::new(store, policy)))
 }
 
 /// The store itself, or, for the tests' request counts, the store behind a meter.
@@ -118,7 +156,7 @@ pub fn open_for_setup(config: &BackendConfig) -> BackendResult<SharedStore> {
             Ok(Arc::new(store))
         }
         BackendConfig::S3 { .. } => {
-            let store = open_s3(config)?;
+            let store = RetryStore::new(open_s3(config)?, RetryPolicy::commands());
             // Answers only with the right credentials, bucket and endpoint.
             store.list_dirs("")?;
             Ok(Arc::new(store))

@@ -5,14 +5,31 @@
 //! The store's verbs are synchronous; each runs its request on a small runtime owned
 //! by the store, so callers on any thread can use it.
 
+use std::io::Read;
 use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
 
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::ProvideCredentials;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 
 use super::{BackendError, BackendResult, ObjectStore};
+
+/// One part's upload, as the SDK answers it.
+type SentPart = Result<
+    aws_sdk_s3::operation::upload_part::UploadPartOutput,
+    SdkError<
+        aws_sdk_s3::operation::upload_part::UploadPartError,
+        aws_sdk_s3::config::http::HttpResponse,
+    >,
+>;
 
 /// Where the bucket is and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +50,11 @@ pub struct S3Store {
     bucket: String,
     runtime: tokio::runtime::Runtime,
     described: String,
+    /// Where requests go, as a user would name it in an error: the endpoint's URL, or
+    /// AWS itself.
+    place: String,
+    /// The endpoint alone, or AWS.
+    address: String,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -45,8 +67,23 @@ impl std::fmt::Debug for S3Store {
 /// self-hosted servers accept any.
 const FALLBACK_REGION: &str = "us-east-1";
 
+/// Files from this size are uploaded in parts: a broken connection then costs one part,
+/// and parts travel side by side.
+const MULTIPART_FROM: u64 = 16 * 1024 * 1024;
+/// S3 wants parts of at least 5 MiB (but the last) and at most 10,000 of them.
+const PART_SIZE: u64 = 8 * 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// A server that accepts the connection but never answers must not hang a command;
+/// retries (the retry decorator, not the SDK) take it from there.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl S3Store {
     pub fn open(options: &S3Options) -> BackendResult<Self> {
+        if let Some(endpoint) = &options.endpoint {
+            check_endpoint(endpoint)?;
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("ghostie-s3")
@@ -65,8 +102,18 @@ impl S3Store {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
         let shared = runtime.block_on(loader.load());
-        let mut config =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(options.path_style);
+        check_credentials(&runtime, &shared, options)?;
+        // One retry policy for every backend lives in the retry decorator; the SDK's
+        // own would multiply its attempts.
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(options.path_style)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(READ_TIMEOUT)
+                    .build(),
+            );
         if shared.region().is_none() {
             config = config.region(aws_config::Region::new(FALLBACK_REGION));
         }
@@ -77,11 +124,17 @@ impl S3Store {
             Some(e) => format!("s3://{} at {e}", options.bucket),
             None => format!("s3://{}", options.bucket),
         };
+        let place = match &options.endpoint {
+            Some(e) => format!("the S3 server at {e}"),
+            None => "AWS S3".to_owned(),
+        };
         Ok(Self {
             client: Client::from_conf(config.build()),
             bucket: options.bucket.clone(),
             runtime,
             described,
+            place,
+            address: options.endpoint.clone().unwrap_or_else(|| "AWS S3".into()),
         })
     }
 
@@ -107,7 +160,7 @@ impl S3Store {
                     .set_continuation_token(token.take())
                     .send()
                     .await
-                    .map_err(|e| failure(prefix, e))?;
+                    .map_err(|e| self.failure(prefix, e))?;
                 each(&page);
                 token = page.next_continuation_token().map(str::to_owned);
                 if token.is_none() || page.is_truncated() != Some(true) {
@@ -125,8 +178,246 @@ impl S3Store {
         match r {
             Ok(_) => Ok(()),
             Err(e) if matches!(code(&e), Some("BucketAlreadyOwnedByYou")) => Ok(()),
-            Err(e) => Err(failure(&self.bucket, e)),
+            Err(e) => Err(self.failure(&self.bucket, e)),
         }
+    }
+
+    /// An SDK error as a backend error a user can act on: the wrong key, secret,
+    /// bucket, region or endpoint each get their own sentence; temporary when a retry
+    /// may succeed (no answer, a timeout, throttling, a server error).
+    fn failure<E, R>(&self, key: &str, e: SdkError<E, R>) -> BackendError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: HttpStatus + std::fmt::Debug + Send + Sync + 'static,
+    {
+        let place = &self.place;
+        let bucket = &self.bucket;
+        let http = status(&e);
+        let refused = |sentence: String| BackendError::Refused(sentence);
+        match (code(&e), http) {
+            _ if matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)) => {
+                return BackendError::Io {
+                    message: format!(
+                        "{place} does not answer ({}); check --endpoint and the network, or try again when it is up",
+                        innermost(&e)
+                    ),
+                    temporary: true,
+                    source: std::io::Error::other(e),
+                }
+            }
+            (Some("InvalidAccessKeyId"), _) => {
+                return refused(format!(
+                    "{place} does not know this access key (InvalidAccessKeyId): check AWS_ACCESS_KEY_ID, the shared credentials file or --profile"
+                ))
+            }
+            (Some("SignatureDoesNotMatch"), _) => {
+                return refused(format!(
+                    "{place} rejected the secret key (SignatureDoesNotMatch): check AWS_SECRET_ACCESS_KEY, the shared credentials file or --profile"
+                ))
+            }
+            (Some(c @ ("AccessDenied" | "AllAccessDisabled" | "InvalidToken" | "ExpiredToken")), _) => {
+                return refused(format!(
+                    "{place} denied these credentials access to the bucket {bucket} ({c}): they need to list, read and write it"
+                ))
+            }
+            (Some("NoSuchBucket"), _) => {
+                return refused(format!(
+                    "the bucket {bucket} does not exist at {place}: create it, or check --bucket"
+                ))
+            }
+            (
+                Some(
+                    c @ ("PermanentRedirect"
+                    | "AuthorizationHeaderMalformed"
+                    | "IllegalLocationConstraintException"),
+                ),
+                _,
+            ) => {
+                return refused(format!(
+                    "the bucket {bucket} is in another region ({c}): set --region to the bucket's region"
+                ))
+            }
+            // No S3 error code at all: something else answered at that address.
+            (None, Some(s)) if s < 500 || s == 501 => {
+                return refused(format!(
+                    "the address {} is not an S3 server (it answered HTTP {s} without an S3 error): check --endpoint",
+                    self.address
+                ))
+            }
+            _ if matches!(e, SdkError::ResponseError(_)) => {
+                return refused(format!(
+                    "the address {} is not an S3 server (its answer is not S3's: {}): check --endpoint",
+                    self.address,
+                    innermost(&e)
+                ))
+            }
+            _ => {}
+        }
+        let temporary = http.is_some_and(|s| s == 429 || s >= 500)
+            || matches!(
+                code(&e),
+                Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
+            );
+        let what = match (code(&e), http) {
+            (Some(c), Some(s)) => format!("{c} (HTTP {s})"),
+            (Some(c), None) => c.to_owned(),
+            (None, Some(s)) => format!("HTTP {s}"),
+            (None, None) => innermost(&e),
+        };
+        BackendError::Io {
+            message: format!("the S3 request for {key} at {place} failed: {what}"),
+            temporary,
+            source: std::io::Error::other(e),
+        }
+    }
+
+    /// Uploads a large file in parts, a few at a time; a failed upload is aborted so
+    /// the bucket keeps no orphan parts.
+    fn put_multipart(&self, key: &str, path: &Path, size: u64) -> BackendResult<()> {
+        let unreadable = |e: std::io::Error| BackendError::Io {
+            message: format!("cannot read {}: {e}", path.display()),
+            temporary: false,
+            source: e,
+        };
+        let mut file = std::fs::File::open(path).map_err(unreadable)?;
+        self.runtime.block_on(async {
+            let created = self
+                .client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| self.failure(key, e))?;
+            let Some(upload_id) = created.upload_id().map(str::to_owned) else {
+                return Err(BackendError::Refused(format!(
+                    "{} started a multipart upload without an id: it does not behave as an S3 server",
+                    self.place
+                )));
+            };
+            let result = self.send_parts(key, &upload_id, &mut file, size, unreadable).await;
+            let parts = match result {
+                Ok(parts) => parts,
+                Err(e) => {
+                    let _ = self
+                        .client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(&upload_id)
+                        .send()
+                        .await;
+                    return Err(e);
+                }
+            };
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| self.failure(key, e))?;
+            Ok(())
+        })
+    }
+
+    async fn send_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        file: &mut std::fs::File,
+        size: u64,
+        unreadable: impl Fn(std::io::Error) -> BackendError,
+    ) -> BackendResult<Vec<CompletedPart>> {
+        let count = size.div_ceil(PART_SIZE);
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut parts = Vec::with_capacity(count as usize);
+        for number in 1..=count {
+            let len = PART_SIZE.min(size - (number - 1) * PART_SIZE);
+            let mut chunk = vec![0; len as usize];
+            file.read_exact(&mut chunk).map_err(&unreadable)?;
+            let request = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number as i32)
+                .body(ByteStream::from(chunk));
+            in_flight.spawn(async move { (number, request.send().await) });
+            if in_flight.len() >= PARTS_IN_FLIGHT {
+                if let Some(done) = in_flight.join_next().await {
+                    parts.push(self.finished_part(key, done)?);
+                }
+            }
+        }
+        while let Some(done) = in_flight.join_next().await {
+            parts.push(self.finished_part(key, done)?);
+        }
+        parts.sort_by_key(|p| p.part_number());
+        Ok(parts)
+    }
+
+    fn finished_part(
+        &self,
+        key: &str,
+        done: Result<(u64, SentPart), tokio::task::JoinError>,
+    ) -> BackendResult<CompletedPart> {
+        let (number, sent) = done.map_err(|e| BackendError::Io {
+            message: format!("an upload of {key} stopped: {e}"),
+            temporary: true,
+            source: std::io::Error::other(e),
+        })?;
+        let out = sent.map_err(|e| self.failure(key, e))?;
+        Ok(CompletedPart::builder()
+            .set_e_tag(out.e_tag().map(str::to_owned))
+            .part_number(number as i32)
+            .build())
+    }
+}
+
+/// The endpoint must be a URL the SDK can send to; said before anything is tried.
+fn check_endpoint(endpoint: &str) -> BackendResult<()> {
+    let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+    let host = endpoint
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or("");
+    if !scheme_ok || host.is_empty() || endpoint.contains(char::is_whitespace) {
+        return Err(BackendError::Refused(format!(
+            "the endpoint '{endpoint}' is not a URL like https://s3.example.com or http://127.0.0.1:9000"
+        )));
+    }
+    Ok(())
+}
+
+/// Credentials must exist somewhere in the AWS chain; otherwise every request fails
+/// with a long list of places the SDK looked.
+fn check_credentials(
+    runtime: &tokio::runtime::Runtime,
+    shared: &aws_config::SdkConfig,
+    options: &S3Options,
+) -> BackendResult<()> {
+    let none = || {
+        let whence = match &options.profile {
+            Some(p) => format!("the profile '{p}' has none"),
+            None => "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or name a profile of ~/.aws/credentials with --profile".to_owned(),
+        };
+        BackendError::Refused(format!("no AWS credentials were found for S3: {whence}"))
+    };
+    let Some(provider) = shared.credentials_provider() else {
+        return Err(none());
+    };
+    match runtime.block_on(provider.provide_credentials()) {
+        Err(CredentialsError::CredentialsNotLoaded(_)) => Err(none()),
+        // Anything else (a slow provider, a network one) shows at the first request.
+        _ => Ok(()),
     }
 }
 
@@ -156,34 +447,9 @@ impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
     }
 }
 
-/// An SDK error as a backend error: temporary when a retry may succeed (no answer,
-/// a timeout, throttling, a server error).
-fn failure<E, R>(key: &str, e: SdkError<E, R>) -> BackendError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: HttpStatus + std::fmt::Debug + Send + Sync + 'static,
-{
-    let http = status(&e);
-    let temporary = match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
-        _ => http.is_some_and(|s| s == 429 || s >= 500) || matches!(code(&e), Some("SlowDown")),
-    };
-    let what = match (code(&e), http) {
-        (Some(c), Some(s)) => format!("{c} (HTTP {s})"),
-        (Some(c), None) => c.to_owned(),
-        (None, Some(s)) => format!("HTTP {s}"),
-        (None, None) => aws_smithy_error_text(&e),
-    };
-    BackendError::Io {
-        message: format!("S3 request for {key} failed: {what}"),
-        temporary,
-        source: std::io::Error::other(e),
-    }
-}
-
 /// The innermost message of an error without a service answer (connection refused,
 /// a name that does not resolve).
-fn aws_smithy_error_text(e: &(dyn std::error::Error + 'static)) -> String {
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -203,7 +469,7 @@ impl ObjectStore for S3Store {
                 .body(ByteStream::from(data.to_vec()))
                 .send(),
         );
-        r.map(|_| ()).map_err(|e| failure(key, e))
+        r.map(|_| ()).map_err(|e| self.failure(key, e))
     }
 
     fn put_if_absent(&self, key: &str, data: &[u8]) -> BackendResult<()> {
@@ -222,7 +488,7 @@ impl ObjectStore for S3Store {
             Err(e) if matches!(status(&e), Some(412 | 409)) => Err(BackendError::AlreadyExists {
                 key: key.to_owned(),
             }),
-            Err(e) => Err(failure(key, e)),
+            Err(e) => Err(self.failure(key, e)),
         }
     }
 
@@ -239,10 +505,7 @@ impl ObjectStore for S3Store {
                     Some("NoSuchKey") => BackendError::NotFound {
                         key: key.to_owned(),
                     },
-                    _ if status(&e) == Some(404) => BackendError::NotFound {
-                        key: key.to_owned(),
-                    },
-                    _ => failure(key, e),
+                    _ => self.failure(key, e),
                 })?;
             read_body(key, out.body).await
         })
@@ -265,12 +528,12 @@ impl ObjectStore for S3Store {
                 Ok(out) => out,
                 // The range starts past the end: nothing there.
                 Err(e) if status(&e) == Some(416) => return Ok(Vec::new()),
-                Err(e) if matches!(code(&e), Some("NoSuchKey")) || status(&e) == Some(404) => {
+                Err(e) if matches!(code(&e), Some("NoSuchKey")) => {
                     return Err(BackendError::NotFound {
                         key: key.to_owned(),
                     })
                 }
-                Err(e) => return Err(failure(key, e)),
+                Err(e) => return Err(self.failure(key, e)),
             };
             let mut data = read_body(key, out.body).await?;
             // A server that ignores Range sends the whole object.
@@ -315,7 +578,26 @@ impl ObjectStore for S3Store {
                 .key(key)
                 .send(),
         );
-        r.map(|_| ()).map_err(|e| failure(key, e))
+        r.map(|_| ()).map_err(|e| self.failure(key, e))
+    }
+
+    fn put_file(&self, key: &str, path: &Path) -> BackendResult<()> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| BackendError::Io {
+                message: format!("cannot read {}: {e}", path.display()),
+                temporary: false,
+                source: e,
+            })?
+            .len();
+        if size < MULTIPART_FROM {
+            let data = std::fs::read(path).map_err(|e| BackendError::Io {
+                message: format!("cannot read {}: {e}", path.display()),
+                temporary: false,
+                source: e,
+            })?;
+            return self.put(key, &data);
+        }
+        self.put_multipart(key, path, size)
     }
 
     fn describe(&self) -> String {
@@ -387,6 +669,45 @@ mod tests {
         let after = store.list("p/log/", Some("p/log/01049")).unwrap();
         assert_eq!(after.first().map(String::as_str), Some("p/log/01050"));
         assert_eq!(after.len(), 50);
+    }
+
+    #[test]
+    fn a_large_file_goes_up_in_parts_and_comes_back_whole() {
+        let Some(options) = test_server() else { return };
+        let store = S3Store::open(&options).unwrap();
+        store.create_bucket().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        let size = MULTIPART_FROM as usize + 3 * PART_SIZE as usize + 12345;
+        let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        store.put_file("packs/big", &path).unwrap();
+        assert_eq!(store.get("packs/big").unwrap(), data);
+        // S3 marks an object assembled from parts: its ETag ends in "-<parts>".
+        let head = store
+            .runtime
+            .block_on(
+                store
+                    .client
+                    .head_object()
+                    .bucket(&store.bucket)
+                    .key("packs/big")
+                    .send(),
+            )
+            .unwrap();
+        let parts = size.div_ceil(PART_SIZE as usize);
+        assert!(
+            head.e_tag()
+                .unwrap_or_default()
+                .trim_matches('"')
+                .ends_with(&format!("-{parts}")),
+            "{:?}",
+            head.e_tag()
+        );
+        // A small file is one plain request.
+        std::fs::write(&path, b"small").unwrap();
+        store.put_file("packs/small", &path).unwrap();
+        assert_eq!(store.get("packs/small").unwrap(), b"small");
     }
 
     #[test]

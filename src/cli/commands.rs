@@ -230,10 +230,10 @@ fn status(cli: &Cli, home: Home, json: bool) -> CmdResult {
     }
     println!("🔗 SYNC STATUS:");
     println!("   Backend: {}", s.backend);
-    println!(
-        "   Backend reachable: {}",
-        if s.backend_reachable { "yes" } else { "no" }
-    );
+    match &s.backend_problem {
+        None => println!("   Backend reachable: yes"),
+        Some(why) => println!("   Backend reachable: no ({why})"),
+    }
     println!("   Device ID: {}", s.device_id);
     println!("   Device Name: {}", s.device_name);
     println!(

@@ -69,7 +69,9 @@ impl From<SyncError> for CliError {
                 ),
             ),
             SyncError::WrongPassphrase => (EXIT_WRONG_PASSPHRASE, "wrong passphrase; nothing was changed".to_owned()),
-            SyncError::Backend(BackendError::Invalid(m)) => (EXIT_FAILURE, m.clone()),
+            SyncError::Backend(BackendError::Invalid(m) | BackendError::Refused(m)) => {
+                (EXIT_FAILURE, m.clone())
+            }
             SyncError::Backend(b) => (EXIT_FAILURE, format!("the backend failed: {b}")),
             SyncError::Damaged(m) => (EXIT_DAMAGED, format!("damaged data in the vault: {m}")),
             other => (EXIT_FAILURE, other.to_string()),

@@ -190,6 +190,8 @@ fn read_stdin_passphrase() -> Result<Zeroizing<String>, CliError> {
 }
 
 fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: bool) -> CmdResult {
+    // Before the vault opens: its backend may start threads.
+    ghostie_fs::fs::block_exit_signals();
     if child {
         preflight(home, mountpoint)?;
     }
@@ -203,8 +205,21 @@ fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: 
         source.preset = Some(read_stdin_passphrase()?);
     }
     let opts = mount_options(args)?;
-    let mut vault = Vault::open(home.clone(), Box::new(source))?;
+    let mut vault = Vault::open_with_retry(
+        home.clone(),
+        Box::new(source),
+        ghostie_fs::backend::RetryPolicy::mount(),
+    )?;
     vault.keys()?;
+    // A backend that refuses this device stops the mount; one that does not answer
+    // does not: the mount works from this device's copy and uploads later.
+    let offline = match vault.check_backend() {
+        Ok(()) => None,
+        Err(e) if e.is_temporary() => Some(format!(
+            "The backend does not answer ({e}); mounted from this device's copy: changes upload when it answers."
+        )),
+        Err(e) => return Err(SyncError::Backend(e).into()),
+    };
     let imported = import_folder(&mut vault, mountpoint)?;
     if imported > 0 {
         tracing::info!("imported {imported} files from {}", mountpoint.display());
@@ -213,7 +228,10 @@ fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: 
     let shown = mountpoint.to_path_buf();
     serve(vault, mountpoint, opts, &options_list(args), move || {
         if child {
-            println!("ready");
+            match &offline {
+                Some(warning) => println!("ready {warning}"),
+                None => println!("ready"),
+            }
             let _ = std::io::stdout().flush();
             // Nothing reads our stdout from here on.
             if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
@@ -226,6 +244,9 @@ fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: 
                 "✅ Mounted at {} (Ctrl-C or 'ghostie-fs unmount' to stop)",
                 shown.display()
             );
+            if let Some(warning) = &offline {
+                eprintln!("⚠️  {warning}");
+            }
         }
     })?;
     Ok(0)
@@ -365,10 +386,14 @@ fn start_in_background(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Pa
     let mut line = String::new();
     let _ = BufReader::new(out).read_line(&mut line);
     let line = line.trim_end();
-    if line == "ready" {
+    if let Some(warning) = line.strip_prefix("ready") {
         if !cli.quiet {
             println!("✅ Mounted at {}", mountpoint.display());
             println!("   Log: {}", log_path.display());
+        }
+        let warning = warning.trim();
+        if !warning.is_empty() {
+            eprintln!("⚠️  {warning}");
         }
         return Ok(0);
     }

@@ -311,6 +311,8 @@ pub struct Status {
     pub known_devices: Vec<String>,
     /// Whether the backend answered a listing just now.
     pub backend_reachable: bool,
+    /// Why it did not, in a sentence.
+    pub backend_problem: Option<String>,
 }
 
 pub fn status(vault: &mut Vault) -> SyncResult<Status> {
@@ -335,6 +337,7 @@ pub fn status(vault: &mut Vault) -> SyncResult<Status> {
     let mut known: Vec<String> = vault.device_names()?.into_values().collect();
     known.sort();
     let config = vault.config();
+    let backend_problem = vault.check_backend().err().map(|e| e.to_string());
     Ok(Status {
         backend: format!("{} ({})", config.backend.kind(), describe_backend(vault)),
         device_id: vault.device().to_string(),
@@ -345,7 +348,8 @@ pub fn status(vault: &mut Vault) -> SyncResult<Status> {
         conflict_count,
         pending,
         known_devices: known,
-        backend_reachable: vault.backend_answers(),
+        backend_reachable: backend_problem.is_none(),
+        backend_problem,
     })
 }
 

@@ -24,7 +24,7 @@ use super::plain_cache::PlainCache;
 use super::staging::StagedBytes;
 use super::tree::{join, parent_path, Ino, Invalidation, Kind, Node, Tree, ROOT};
 use crate::model::{ContentRef, Entry, VersionVector};
-use crate::sync::{ContentReader, LocalChange, NewVersion, SyncError, Vault};
+use crate::sync::{ContentReader, LocalChange, NewVersion, SyncError, SyncResult, Vault};
 
 /// A folder's entries (`.` and `..` first), each with its attributes.
 pub type Listing = Arc<Vec<(Attr, String)>>;
@@ -536,7 +536,7 @@ impl MountFs {
         Ok(())
     }
 
-    fn read_content(&self, c: &ContentRef, offset: u64, len: u64) -> FsResult<Vec<u8>> {
+    fn read_content(&self, c: &ContentRef, offset: u64, len: u64) -> SyncResult<Vec<u8>> {
         if c.size <= WHOLE_READ_MAX {
             let cached = lock(&self.plain).get(c);
             let data = match cached {
@@ -552,9 +552,9 @@ impl MountFs {
             return Ok(data[start..end].to_vec());
         }
         if offset == 0 && len >= c.size {
-            return Ok(self.reader.read_all(c)?);
+            return self.reader.read_all(c);
         }
-        Ok(self.reader.read_at(c, offset, len)?)
+        self.reader.read_at(c, offset, len)
     }
 
     pub fn read(&self, ino: Ino, offset: u64, size: u32) -> FsResult<Vec<u8>> {
@@ -577,6 +577,7 @@ impl MountFs {
         let Some(c) = n.content().cloned() else {
             return Ok(Vec::new());
         };
+        let path = n.path.clone();
         // A miss in a listed folder: fetch the files after this one too, unless a
         // prefetch is on its way already (it may bring this very file).
         let busy = self.prefetching.load(Ordering::Acquire);
@@ -590,7 +591,10 @@ impl MountFs {
         if !wanted.is_empty() {
             self.prefetch(wanted);
         }
-        self.read_content(&c, offset, size as u64)
+        self.read_content(&c, offset, size as u64).map_err(|e| {
+            tracing::error!("cannot read {path}: {e}");
+            Errno(libc::EIO)
+        })
     }
 
     pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {

@@ -39,8 +39,10 @@ pub enum MountError {
 }
 
 /// Blocks the signals that end a mount in every thread started from here on, so one
-/// thread can wait for them and unmount cleanly.
-fn block_exit_signals() -> libc::sigset_t {
+/// thread can wait for them and unmount cleanly. Call it before anything starts
+/// threads (an S3 client's runtime): a thread that left SIGTERM unblocked would take
+/// it and end the process with the mount still in place.
+pub fn block_exit_signals() -> libc::sigset_t {
     // SAFETY: sigset operations on a set we own; pthread_sigmask changes only this
     // thread's mask (threads spawned later inherit it).
     unsafe {

@@ -10,32 +10,248 @@ use std::process::Output;
 
 pub const PASSPHRASE: &str = "correct horse battery staple";
 
-/// A vault folder standing in for the cloud.
+pub mod proxy;
+
+/// Where the tests' vaults live: a local folder, or the real S3 server that
+/// scripts/test.sh starts, when GHOSTIE_TEST_BACKEND=s3. Every test that takes its
+/// vault from [`TempVault::new`] runs over either, unchanged.
+pub fn s3_selected() -> bool {
+    match std::env::var("GHOSTIE_TEST_BACKEND").as_deref() {
+        Ok("s3") => true,
+        Ok("local") | Err(_) => false,
+        Ok(other) => panic!("GHOSTIE_TEST_BACKEND={other}: use local or s3"),
+    }
+}
+
+/// The test S3 server's endpoint and bucket; None (with a note) when the run has none.
+pub fn s3_server() -> Option<(String, String)> {
+    let Ok(endpoint) = std::env::var("GHOSTIE_TEST_S3_ENDPOINT") else {
+        assert!(
+            std::env::var_os("GHOSTIE_REQUIRE_S3").is_none() && !s3_selected(),
+            "an S3 test run needs the server scripts/test.sh starts (GHOSTIE_TEST_S3_ENDPOINT)"
+        );
+        eprintln!("no S3 server (GHOSTIE_TEST_S3_ENDPOINT unset): run scripts/test.sh");
+        return None;
+    };
+    let bucket = std::env::var("GHOSTIE_TEST_S3_BUCKET").expect("GHOSTIE_TEST_S3_BUCKET");
+    Some((endpoint, bucket))
+}
+
+/// The test bucket, straight to the server (no relay).
+pub fn direct_s3_store() -> Option<ghostie_fs::backend::S3Store> {
+    let (endpoint, bucket) = s3_server()?;
+    Some(
+        ghostie_fs::backend::S3Store::open(&ghostie_fs::backend::S3Options {
+            bucket,
+            endpoint: Some(endpoint),
+            region: std::env::var("GHOSTIE_TEST_S3_REGION").ok(),
+            path_style: true,
+            profile: None,
+        })
+        .expect("open the test bucket"),
+    )
+}
+
+/// A key prefix no other test, test binary or run uses.
+pub fn unique_prefix(tag: &str) -> String {
+    use rand::Rng;
+    format!(
+        "{tag}-{}-{:08x}",
+        std::process::id(),
+        rand::thread_rng().gen::<u32>()
+    )
+}
+
+/// A vault standing in for the cloud: a folder, or a prefix of the test bucket
+/// reached through a relay the test can cut.
 pub struct TempVault {
     pub dir: tempfile::TempDir,
+    s3: Option<S3Vault>,
+}
+
+pub struct S3Vault {
+    pub relay: proxy::Relay,
+    pub bucket: String,
+    /// Everything of this vault lives under `{base}/`.
+    pub base: String,
+    pub store: ghostie_fs::backend::S3Store,
 }
 
 impl TempVault {
+    /// A vault on the backend this run tests (GHOSTIE_TEST_BACKEND).
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("temp dir"),
+        if s3_selected() {
+            Self::s3().expect("an S3 server")
+        } else {
+            Self::local()
         }
     }
+
+    /// A local folder, whatever the run: for tests of the local backend itself.
+    pub fn local() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            s3: None,
+        }
+    }
+
+    /// A fresh prefix of the test bucket, reached through a relay.
+    pub fn s3() -> Option<Self> {
+        let (endpoint, bucket) = s3_server()?;
+        let upstream = endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let relay = proxy::Relay::start(&upstream);
+        let store = direct_s3_store()?;
+        Some(Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            s3: Some(S3Vault {
+                relay,
+                bucket,
+                base: unique_prefix("v"),
+                store,
+            }),
+        })
+    }
+
+    pub fn is_s3(&self) -> bool {
+        self.s3.is_some()
+    }
+
+    pub fn s3_parts(&self) -> Option<&S3Vault> {
+        self.s3.as_ref()
+    }
+
+    /// The local vault's folder (local vaults only).
     pub fn path(&self) -> &Path {
+        assert!(self.s3.is_none(), "an S3 vault has no folder");
         self.dir.path()
     }
-    /// Every object file in the vault, by key.
-    pub fn objects(&self) -> BTreeMap<String, PathBuf> {
-        let mut out = BTreeMap::new();
-        walk_files(self.path(), self.path(), &mut out);
-        out
+
+    /// The vault's key prefix as setup's --prefix.
+    pub fn prefix(&self) -> String {
+        match &self.s3 {
+            Some(s) => format!("{}/ghostie", s.base),
+            None => "ghostie".into(),
+        }
     }
-    pub fn objects_under(&self, part: &str) -> Vec<PathBuf> {
-        self.objects()
+
+    /// The setup arguments that join this vault.
+    pub fn setup_args(&self) -> Vec<String> {
+        match &self.s3 {
+            None => vec![
+                "--backend".into(),
+                "local".into(),
+                "--path".into(),
+                self.dir.path().to_string_lossy().into_owned(),
+            ],
+            Some(s) => vec![
+                "--backend".into(),
+                "s3".into(),
+                "--bucket".into(),
+                s.bucket.clone(),
+                "--endpoint".into(),
+                s.relay.url(),
+                "--path-style".into(),
+                "--prefix".into(),
+                self.prefix(),
+            ],
+        }
+    }
+
+    /// The store under this vault, as the library opens it (no retries, no meter).
+    pub fn store(&self) -> ghostie_fs::backend::SharedStore {
+        match &self.s3 {
+            None => std::sync::Arc::new(
+                ghostie_fs::backend::LocalStore::open(self.dir.path()).expect("open vault"),
+            ),
+            Some(_) => std::sync::Arc::new(direct_s3_store().expect("an S3 server")),
+        }
+    }
+
+    /// Every object's key, relative to the vault (so "ghostie/…" on every backend).
+    pub fn keys(&self) -> Vec<String> {
+        match &self.s3 {
+            None => {
+                let mut out = BTreeMap::new();
+                walk_files(self.dir.path(), self.dir.path(), &mut out);
+                out.into_keys().collect()
+            }
+            Some(s) => {
+                use ghostie_fs::backend::ObjectStore;
+                let base = format!("{}/", s.base);
+                s.store
+                    .list(&base, None)
+                    .expect("list the vault")
+                    .into_iter()
+                    .map(|k| k[base.len()..].to_owned())
+                    .collect()
+            }
+        }
+    }
+
+    pub fn keys_under(&self, part: &str) -> Vec<String> {
+        self.keys()
             .into_iter()
-            .filter(|(k, _)| k.contains(part))
-            .map(|(_, p)| p)
+            .filter(|k| k.contains(part))
             .collect()
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        match &self.s3 {
+            Some(s) => format!("{}/{key}", s.base),
+            None => key.to_owned(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        match &self.s3 {
+            None => fs::read(self.dir.path().join(key)).expect("read object"),
+            Some(s) => {
+                use ghostie_fs::backend::ObjectStore;
+                s.store.get(&self.full_key(key)).expect("get object")
+            }
+        }
+    }
+
+    pub fn put(&self, key: &str, data: &[u8]) {
+        match &self.s3 {
+            None => fs::write(self.dir.path().join(key), data).expect("write object"),
+            Some(s) => {
+                use ghostie_fs::backend::ObjectStore;
+                s.store.put(&self.full_key(key), data).expect("put object")
+            }
+        }
+    }
+
+    /// Every object with its bytes.
+    pub fn objects(&self) -> Vec<(String, Vec<u8>)> {
+        self.keys()
+            .into_iter()
+            .map(|k| {
+                let data = self.get(&k);
+                (k, data)
+            })
+            .collect()
+    }
+
+    /// Takes the backend away from every device: the folder moves, or the network
+    /// to the S3 server is cut.
+    pub fn go_offline(&self) {
+        match &self.s3 {
+            None => fs::rename(self.dir.path(), self.dir.path().with_extension("away"))
+                .expect("move the vault away"),
+            Some(s) => s.relay.cut(),
+        }
+    }
+
+    pub fn come_back(&self) {
+        match &self.s3 {
+            None => fs::rename(self.dir.path().with_extension("away"), self.dir.path())
+                .expect("move the vault back"),
+            Some(s) => s.relay.restore(),
+        }
     }
 }
 
@@ -73,15 +289,10 @@ impl TempHome {
     /// A home set up on `vault` (creating it if it holds none).
     pub fn joined(name: &str, vault: &TempVault) -> Self {
         let h = Self::new(name);
-        h.ok(&[
-            "setup",
-            "--backend",
-            "local",
-            "--path",
-            vault.path().to_str().unwrap(),
-            "--device",
-            name,
-        ]);
+        let mut args = vec!["setup".to_owned()];
+        args.extend(vault.setup_args());
+        args.extend(["--device".to_owned(), name.to_owned()]);
+        h.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
         h
     }
 
@@ -267,6 +478,16 @@ pub fn library_device(
     name: &str,
     store: ghostie_fs::backend::SharedStore,
 ) -> ghostie_fs::sync::Vault {
+    library_device_at(dir, name, store, "ghostie")
+}
+
+/// The same, for a vault under `prefix` (an S3 test vault's).
+pub fn library_device_at(
+    dir: &Path,
+    name: &str,
+    store: ghostie_fs::backend::SharedStore,
+    prefix: &str,
+) -> ghostie_fs::sync::Vault {
     use ghostie_fs::config::{BackendConfig, Home};
     use ghostie_fs::sync::{setup_vault, SetupRequest, Vault};
     let home = Home::new(dir.join(name));
@@ -275,7 +496,7 @@ pub fn library_device(
         backend: BackendConfig::Local {
             path: "/unused".into(),
         },
-        prefix: "ghostie".into(),
+        prefix: prefix.into(),
         device_name: name.into(),
         force: false,
     };

@@ -118,8 +118,17 @@ impl std::fmt::Debug for Vault {
 impl Vault {
     /// Opens a set-up home; the passphrase is asked only when keys are first needed.
     pub fn open(home: Home, passphrase: Box<dyn PassphraseSource>) -> SyncResult<Self> {
+        Self::open_with_retry(home, passphrase, backend::RetryPolicy::commands())
+    }
+
+    /// Opens a set-up home whose backend requests are retried as `policy` says.
+    pub fn open_with_retry(
+        home: Home,
+        passphrase: Box<dyn PassphraseSource>,
+        policy: backend::RetryPolicy,
+    ) -> SyncResult<Self> {
         let config = home.load_config()?;
-        let store = backend::open(&config.backend)?;
+        let store = backend::open(&config.backend, policy)?;
         Self::open_with_store(home, store, passphrase)
     }
 
@@ -262,8 +271,9 @@ impl Vault {
     }
 
     /// Whether the backend answers a listing of the vault's root now.
-    pub fn backend_answers(&self) -> bool {
-        self.store.list_dirs(&self.layout.root()).is_ok()
+    /// One listing of the vault's root: why the backend does not serve, if it does not.
+    pub fn check_backend(&self) -> Result<(), BackendError> {
+        self.store.list_dirs(&self.layout.root()).map(|_| ())
     }
 
     pub fn device_names(&self) -> SyncResult<BTreeMap<DeviceId, String>> {

@@ -66,7 +66,10 @@ fn unlock(
             ))
         }
         // Offline: the local copy of the key still opens the vault.
-        Err(_) => None,
+        Err(e) if e.is_temporary() => None,
+        // A backend that refuses this device (credentials, bucket) must say so now,
+        // not after work was queued that can never be uploaded.
+        Err(e) => return Err(e.into()),
     };
     let pass = passphrase.existing()?;
     let master = match remote {

@@ -1,0 +1,140 @@
+//! A loopback TCP relay in front of the test's S3 server: the server stays real, the
+//! relay only carries bytes. It lets a test take the network away (every connection
+//! cut, new ones closed at once) and give it back, and counts connections, so
+//! connection reuse and bounded concurrency can be shown.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct Shared {
+    offline: AtomicBool,
+    stopping: AtomicBool,
+    live: Mutex<Vec<TcpStream>>,
+    accepted: AtomicUsize,
+    open: AtomicUsize,
+    most_open: AtomicUsize,
+}
+
+pub struct Relay {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Relay {
+    /// Relays a free loopback port to `upstream` (host:port).
+    pub fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let addr = listener.local_addr().expect("relay address");
+        let shared = Arc::new(Shared::default());
+        let upstream = upstream.to_owned();
+        let s = shared.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.stopping.load(SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                if s.offline.load(SeqCst) {
+                    let _ = client.shutdown(Shared::BOTH);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    let _ = client.shutdown(Shared::BOTH);
+                    continue;
+                };
+                s.accepted.fetch_add(1, SeqCst);
+                let now = s.open.fetch_add(1, SeqCst) + 1;
+                s.most_open.fetch_max(now, SeqCst);
+                {
+                    let mut live = s.live.lock().unwrap();
+                    live.retain(|c| c.peer_addr().is_ok());
+                    for c in [&client, &server] {
+                        if let Ok(c) = c.try_clone() {
+                            live.push(c);
+                        }
+                    }
+                }
+                let (c2, s2) = match (client.try_clone(), server.try_clone()) {
+                    (Ok(c), Ok(s)) => (c, s),
+                    _ => continue,
+                };
+                let done = Arc::new(AtomicUsize::new(0));
+                for (from, to) in [(client, s2), (server, c2)] {
+                    let s = s.clone();
+                    let done = done.clone();
+                    std::thread::spawn(move || {
+                        pump(from, to);
+                        if done.fetch_add(1, SeqCst) == 1 {
+                            s.open.fetch_sub(1, SeqCst);
+                        }
+                    });
+                }
+            }
+        });
+        Self { addr, shared }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Cuts every connection and refuses new ones until [`Self::restore`].
+    pub fn cut(&self) {
+        self.shared.offline.store(true, SeqCst);
+        for c in self.shared.live.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shared::BOTH);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.shared.offline.store(false, SeqCst);
+    }
+
+    /// Connections made through the relay so far.
+    pub fn connections(&self) -> usize {
+        self.shared.accepted.load(SeqCst)
+    }
+
+    /// The most connections open at once so far.
+    pub fn most_open(&self) -> usize {
+        self.shared.most_open.load(SeqCst)
+    }
+
+    pub fn reset_counts(&self) {
+        self.shared.accepted.store(0, SeqCst);
+        self.shared
+            .most_open
+            .store(self.shared.open.load(SeqCst), SeqCst);
+    }
+}
+
+impl Shared {
+    const BOTH: Shutdown = Shutdown::Both;
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+    let _ = from.shutdown(Shutdown::Read);
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, SeqCst);
+        self.cut();
+        let _ = TcpStream::connect(self.addr);
+    }
+}
