@@ -4,28 +4,8 @@
 mod common;
 
 use std::fs;
-use std::process::Output;
 
 use common::*;
-
-/// One line on stderr, starting with ❌, no panic, the given exit code.
-fn one_sentence(out: &Output, code: i32, needle: &str) {
-    let err = stderr(out);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stderr: {err} stdout: {}",
-        stdout(out)
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("backtrace"),
-        "{err}"
-    );
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "not one line: {err:?}");
-    assert!(lines[0].starts_with("❌ "), "{err}");
-    assert!(err.contains(needle), "{err:?} does not mention {needle:?}");
-}
 
 fn vault_bytes(vault: &TempVault) -> Vec<(String, Vec<u8>)> {
     vault.objects()

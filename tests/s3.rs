@@ -1,57 +1,62 @@
 //! The vault on a real S3 server (issue #5): SeaweedFS, started on loopback by
 //! scripts/test.sh (scripts/lib/s3-server.sh), driven through the CLI like a user.
+//! The engine and mount tests run on S3 too (GHOSTIE_TEST_BACKEND=s3); these are the
+//! S3-only ones.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
+
 use common::*;
 
-/// The test server's endpoint and bucket, and a prefix of this test's own (`tag`).
-fn s3_vault(tag: &str) -> Option<(String, String, String)> {
-    let Ok(endpoint) = std::env::var("GHOSTIE_TEST_S3_ENDPOINT") else {
-        assert!(
-            std::env::var_os("GHOSTIE_REQUIRE_S3").is_none(),
-            "GHOSTIE_REQUIRE_S3 is set but no S3 server was started"
-        );
-        eprintln!("no S3 server (GHOSTIE_TEST_S3_ENDPOINT unset): run scripts/test.sh");
-        return None;
-    };
-    let bucket = std::env::var("GHOSTIE_TEST_S3_BUCKET").expect("GHOSTIE_TEST_S3_BUCKET");
-    let prefix = format!("t{}-{tag}", std::process::id());
-    Some((endpoint, bucket, prefix))
+fn setup(h: &TempHome, vault: &TempVault, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["setup".to_owned()];
+    args.extend(vault.setup_args());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    h.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-fn join_s3(name: &str, endpoint: &str, bucket: &str, prefix: &str) -> TempHome {
-    let h = TempHome::new(name);
-    h.ok(&[
-        "setup",
-        "--backend",
-        "s3",
-        "--bucket",
-        bucket,
-        "--endpoint",
-        endpoint,
-        "--path-style",
-        "--prefix",
-        prefix,
-        "--device",
-        name,
-    ]);
-    h
+/// Rewrites one field of a home's backend settings.
+fn set_backend_field(h: &TempHome, field: &str, value: &str) {
+    let path = h.home().join("sync/config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["backend"][field] = value.into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+/// A web server that answers every request with a page, as a wrong URL would.
+fn not_s3_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 8192];
+            let _ = conn.read(&mut buf);
+            let page = "<html><body>Welcome to my blog</body></html>";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    url
 }
 
 #[test]
 fn two_devices_share_memories_through_a_bucket() {
-    let Some((endpoint, bucket, prefix)) = s3_vault("share") else {
-        return;
-    };
-    let laptop = join_s3("laptop", &endpoint, &bucket, &prefix);
+    let Some(vault) = TempVault::s3() else { return };
+    let laptop = TempHome::joined("laptop", &vault);
     for i in 0..30 {
         laptop.write(&format!("notes/m{i}.json"), memory_json(i, 2000));
     }
-    laptop.write("big.bin", patterned(3 * 1024 * 1024, 5));
+    laptop.write("big.bin", patterned(20 * 1024 * 1024, 5));
     laptop.ok(&["push"]);
 
-    let phone = join_s3("phone", &endpoint, &bucket, &prefix);
+    let phone = TempHome::joined("phone", &vault);
     phone.ok(&["pull"]);
     assert_eq!(contents_of(&phone.tree()), contents_of(&laptop.tree()));
 
@@ -64,8 +69,9 @@ fn two_devices_share_memories_through_a_bucket() {
         Some(b"{\"hello\": 1}".to_vec())
     );
     let config = std::fs::read_to_string(laptop.home().join("sync/config.json")).unwrap();
+    let s3 = vault.s3_parts().unwrap();
     assert!(
-        config.contains(&bucket) && config.contains(&endpoint),
+        config.contains(&s3.bucket) && config.contains(&s3.relay.url()),
         "{config}"
     );
     let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default();
@@ -77,35 +83,211 @@ fn two_devices_share_memories_through_a_bucket() {
 
 #[test]
 fn status_names_the_bucket_and_says_whether_it_answered() {
-    let Some((endpoint, bucket, prefix)) = s3_vault("status") else {
-        return;
-    };
-    let h = join_s3("laptop", &endpoint, &bucket, &prefix);
+    let Some(vault) = TempVault::s3() else { return };
+    let s3 = vault.s3_parts().unwrap();
+    let h = TempHome::joined("laptop", &vault);
     let s = h.json(&["status", "--json"]);
     let backend = s["backend"].as_str().unwrap_or_default();
     assert!(
-        backend.contains(&bucket) && backend.contains(&endpoint),
+        backend.contains(&s3.bucket) && backend.contains(&s3.relay.url()),
         "{backend}"
     );
     assert_eq!(s["backend_reachable"], true);
 
-    // The same home pointed at an endpoint where nothing listens.
-    let config_path = h.home().join("sync/config.json");
-    let config = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(
-        &config_path,
-        config.replace(&endpoint, "http://127.0.0.1:9"),
-    )
-    .unwrap();
+    s3.relay.cut();
     let text = h.ok(&["status"]);
     assert!(text.contains("Backend reachable: no"), "{text}");
-    assert!(text.contains("127.0.0.1:9"), "{text}");
+    assert!(text.contains("does not answer"), "{text}");
+    assert!(text.contains(&s3.relay.url()), "{text}");
+    s3.relay.restore();
+    assert!(h.ok(&["status"]).contains("Backend reachable: yes"));
 }
 
 #[test]
 fn setup_without_a_bucket_says_so() {
     let h = TempHome::new("laptop");
     let out = h.run(&["setup", "--backend", "s3", "--device", "laptop"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("--bucket"), "{}", stderr(&out));
+    one_sentence(&out, 1, "--bucket");
+}
+
+/// Must-hold 5: each misconfiguration in one sentence at setup, push and mount.
+#[test]
+fn wrong_credentials_bucket_endpoint_or_server_each_say_so_in_one_sentence() {
+    let Some(vault) = TempVault::s3() else { return };
+    let not_s3 = not_s3_server();
+    let nothing = "http://127.0.0.1:9";
+    // (what is wrong, the environment or setting that makes it so, what the user reads)
+    type Wrong<'a> = (
+        &'a str,
+        Option<(&'a str, &'a str)>,
+        Option<(&'a str, &'a str)>,
+        &'a str,
+    );
+    let cases: [Wrong; 5] = [
+        (
+            "wrong secret",
+            Some(("AWS_SECRET_ACCESS_KEY", "not-the-secret")),
+            None,
+            "AWS_SECRET_ACCESS_KEY",
+        ),
+        (
+            "unknown key",
+            Some(("AWS_ACCESS_KEY_ID", "AKIDNOSUCHKEY")),
+            None,
+            "AWS_ACCESS_KEY_ID",
+        ),
+        (
+            "missing bucket",
+            None,
+            Some(("bucket", "no-such-bucket-here")),
+            "does not exist",
+        ),
+        (
+            "not S3",
+            None,
+            Some(("endpoint", &not_s3)),
+            "is not an S3 server",
+        ),
+        (
+            "nothing there",
+            None,
+            Some(("endpoint", nothing)),
+            "does not answer",
+        ),
+    ];
+    let good = TempHome::joined("laptop", &vault);
+    good.write("x.json", b"x");
+    good.ok(&["push"]);
+    let before = vault.keys();
+    for (what, env, setting, needle) in cases {
+        // setup
+        let h = TempHome::new("phone");
+        let mut args = vec!["setup".to_owned()];
+        let mut backend_args = vault.setup_args();
+        if let Some((field, value)) = setting {
+            let flag = format!("--{field}");
+            let at = backend_args.iter().position(|a| *a == flag).unwrap() + 1;
+            backend_args[at] = value.to_owned();
+        }
+        args.extend(backend_args);
+        args.extend(["--device".to_owned(), "phone".to_owned()]);
+        let mut c = h.cmd();
+        c.args(&args);
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        one_sentence(&out, 1, needle);
+        assert!(
+            !h.home().join("sync/config.json").exists(),
+            "{what}: setup left a config"
+        );
+
+        // push, from a home set up while everything was right
+        let h = TempHome::joined(&format!("p{}", what.len()), &vault);
+        h.write("y.json", b"y");
+        if let Some((field, value)) = setting {
+            set_backend_field(&h, field, value);
+        }
+        let mut c = h.cmd();
+        c.arg("push");
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        one_sentence(&c.output().unwrap(), 1, needle);
+
+        // mount
+        let mut c = h.cmd();
+        c.arg("mount");
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        if what == "nothing there" {
+            // A backend that does not answer may be down for a while: the mount
+            // works from this device's copy and says why it cannot upload.
+            assert!(out.status.success(), "{what}: {}", stderr(&out));
+            let warning = stderr(&out);
+            assert!(
+                warning.contains(needle) && warning.contains(nothing),
+                "{warning}"
+            );
+            assert_eq!(std::fs::read(h.file("y.json")).unwrap(), b"y");
+            // What was queued stays queued for the next mount.
+            h.ok(&["unmount", "--no-wait"]);
+        } else {
+            one_sentence(&out, 1, needle);
+            assert!(
+                !std::fs::read_to_string("/proc/mounts")
+                    .unwrap()
+                    .contains(h.memories().to_str().unwrap()),
+                "{what}: mounted anyway"
+            );
+        }
+    }
+    assert_eq!(
+        vault.keys().len(),
+        before.len() + 5 * 2,
+        "device records only"
+    );
+
+    // No credentials anywhere in the AWS chain.
+    let h = TempHome::new("nocreds");
+    let empty = tempfile::tempdir().unwrap();
+    let mut args = vec!["setup".to_owned()];
+    args.extend(vault.setup_args());
+    let out = h
+        .cmd()
+        .args(&args)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", empty.path())
+        .env("AWS_CONFIG_FILE", empty.path().join("config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            empty.path().join("credentials"),
+        )
+        .output()
+        .unwrap();
+    one_sentence(&out, 1, "No AWS credentials");
+
+    // An endpoint that is not a URL at all.
+    let h = TempHome::new("badurl");
+    let out = h.run(&[
+        "setup",
+        "--backend",
+        "s3",
+        "--bucket",
+        "b",
+        "--endpoint",
+        "s3 dot example",
+    ]);
+    one_sentence(&out, 1, "is not a URL");
+}
+
+/// Must-hold 3: requests share a few kept-alive connections, and uploads run a few
+/// at a time, never one connection per object.
+#[test]
+fn uploads_reuse_connections_and_run_a_few_at_a_time() {
+    let Some(vault) = TempVault::s3() else { return };
+    let s3 = vault.s3_parts().unwrap();
+    let h = TempHome::joined("laptop", &vault);
+    // Files from 1 MiB get a pack each: 24 packs to upload.
+    for i in 0..24 {
+        h.write(&format!("big{i}.bin"), patterned(1024 * 1024 + i, i as u64));
+    }
+    s3.relay.reset_counts();
+    h.ok(&["push"]);
+    let packs = vault.keys_under("/memories/").len();
+    assert!(packs >= 24, "{packs} packs");
+    let connections = s3.relay.connections();
+    assert!(
+        connections <= 6,
+        "{connections} connections for {packs} uploads: not reused"
+    );
+    assert!(
+        s3.relay.most_open() <= 5,
+        "{} connections open at once",
+        s3.relay.most_open()
+    );
 }

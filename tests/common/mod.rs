@@ -433,6 +433,25 @@ pub fn contents_of(t: &Tree) -> BTreeMap<String, Option<Vec<u8>>> {
         .collect()
 }
 
+/// One line on stderr, starting with ❌, no panic, the given exit code.
+pub fn one_sentence(out: &Output, code: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stderr: {err} stdout: {}",
+        stdout(out)
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "not one line: {err:?}");
+    assert!(lines[0].starts_with("❌ "), "{err}");
+    assert!(err.contains(needle), "{err:?} does not mention {needle:?}");
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
