@@ -202,7 +202,12 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(quiet: bool) {
-    let default = if quiet { "error" } else { "warn" };
+    // Other crates' warnings (the AWS SDK's, say) are not the user's business.
+    let default = if quiet {
+        "error"
+    } else {
+        "error,ghostie_fs=warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GHOSTIE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

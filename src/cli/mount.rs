@@ -357,7 +357,7 @@ fn start_in_background(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Pa
         cmd.arg("--passphrase-stdin");
     }
     if std::env::var_os("GHOSTIE_LOG").is_none() {
-        cmd.env("GHOSTIE_LOG", "info");
+        cmd.env("GHOSTIE_LOG", "warn,ghostie_fs=info");
     }
     cmd.stdin(if typed.is_some() {
         Stdio::piped()
