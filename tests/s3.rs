@@ -288,3 +288,120 @@ fn uploads_reuse_connections_and_run_a_few_at_a_time() {
         s3.relay.most_open()
     );
 }
+
+/// Long enough for a retry after the worker's longest backoff (30 s).
+const WAIT: u64 = 90;
+
+/// Waits for a background command and returns its output, failing after `secs`.
+fn finish(mut child: std::process::Child, secs: u64) -> std::process::Output {
+    assert!(
+        eventually(secs, || child.try_wait().ok().flatten().is_some()),
+        "the command did not finish within {secs} s"
+    );
+    child.wait_with_output().unwrap()
+}
+
+/// Must-hold 4: the S3 server stops in the middle of a push and starts again; the
+/// same push finishes by itself, with nothing lost.
+#[test]
+fn a_push_waits_out_a_stopped_server_and_completes() {
+    let Some(mut server) = OwnS3Server::start() else {
+        return;
+    };
+    let vault = server.vault();
+    let laptop = TempHome::joined("laptop", &vault);
+    let phone = TempHome::joined("phone", &vault);
+    // Files from 1 MiB get a pack each: the upload is long enough to interrupt.
+    for i in 0..150 {
+        laptop.write(
+            &format!("big/b{i}.bin"),
+            patterned(1024 * 1024 + i, i as u64),
+        );
+    }
+    for i in 0..100 {
+        laptop.write(&format!("notes/m{i}.json"), memory_json(i, 1500));
+    }
+    let push = laptop.background(&["push"]);
+    assert!(
+        eventually(WAIT, || !vault.keys_under("/memories/").is_empty()),
+        "the push uploaded nothing"
+    );
+    server.stop();
+    let mut push = push;
+    assert!(
+        push.try_wait().unwrap().is_none(),
+        "the push finished before the server stopped: nothing was interrupted"
+    );
+    // Meanwhile, another device's status says the backend does not answer.
+    let status = phone.ok(&["status"]);
+    assert!(status.contains("Backend reachable: no"), "{status}");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(push.try_wait().unwrap().is_none(), "the push gave up");
+    server.restart();
+
+    let out = finish(push, WAIT);
+    assert!(out.status.success(), "the push failed: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not answer") && stderr(&out).contains("answers again"),
+        "the push did not say why it paused: {}",
+        stderr(&out)
+    );
+    assert!(phone.ok(&["status"]).contains("Backend reachable: yes"));
+    phone.ok(&["pull"]);
+    assert_eq!(contents_of(&phone.tree()), contents_of(&laptop.tree()));
+    assert_eq!(phone.names().len(), 250 + 2);
+}
+
+/// Must-hold 4: the S3 server stops in the middle of a burst of writes through a
+/// mount and starts again; the mount uploads everything without a remount.
+#[test]
+fn a_mount_keeps_every_write_through_a_stopped_server() {
+    let Some(mut server) = OwnS3Server::start() else {
+        return;
+    };
+    let vault = server.vault();
+    let laptop = TempHome::joined("laptop", &vault);
+    let phone = TempHome::joined("phone", &vault);
+    let m = laptop.mount_with(&["--poll", "1"], &[]);
+    std::fs::create_dir(m.path("burst")).unwrap();
+    for i in 0..300 {
+        if i == 100 {
+            server.stop();
+        }
+        // Each close is an acknowledgement: the file must survive.
+        std::fs::write(m.path(&format!("burst/f{i}.json")), memory_json(i, 1200)).unwrap();
+    }
+    assert!(
+        eventually(WAIT, || m.status()["backend_reachable"] == false),
+        "the mount never noticed"
+    );
+    let status = laptop.ok(&["status"]);
+    assert!(status.contains("Backend reachable: no"), "{status}");
+    // Reads of what it has keep working.
+    assert_eq!(
+        std::fs::read(m.path("burst/f250.json")).unwrap(),
+        memory_json(250, 1200)
+    );
+    server.restart();
+
+    assert!(
+        m.drained(WAIT),
+        "the queue did not drain after the server came back: {}",
+        m.log()
+    );
+    assert!(eventually(WAIT, || m.status()["backend_reachable"] == true));
+    phone.ok(&["pull"]);
+    for i in 0..300 {
+        assert_eq!(
+            phone.read(&format!("burst/f{i}.json")),
+            Some(memory_json(i, 1200)),
+            "f{i}"
+        );
+    }
+    // And the mount hears from the other device again.
+    phone.write("after.json", b"{\"after\":true}");
+    phone.ok(&["push"]);
+    assert!(eventually(WAIT, || std::fs::read(m.path("after.json"))
+        .ok()
+        == Some(b"{\"after\":true}".to_vec())));
+}

@@ -5,7 +5,9 @@
 # access key and one bucket. Sourced by scripts/test.sh:
 #
 #   source scripts/lib/s3-server.sh
-#   s3_server_start DATA_DIR     # exports GHOSTIE_TEST_S3_* and AWS_* for the tests
+#   s3_server_start DATA_DIR [PORT_BASE]  # exports GHOSTIE_TEST_S3_* and AWS_*;
+#                                         # PORT_BASE restarts a stopped server
+#                                         # on its old ports (s3_base)
 #   ...
 #   s3_server_stop
 #
@@ -15,6 +17,7 @@ s3_tools=${GHOSTIE_TOOLS:-/var/cache/ghostie-fs-tools}
 s3_venv=$s3_tools/seaweedfs-venv
 s3_version=4.48
 s3_pid=
+s3_base=
 
 # s3_free_base: a port P such that P..P+9 and P+10000..P+10009 are all free.
 s3_free_base() {
@@ -53,9 +56,10 @@ s3_server_install() {
 }
 
 s3_server_start() {
-    local data=$1 base log
+    local data=$1 base=${2:-} log
     s3_server_install || return 1
-    base=$(s3_free_base) || return 1
+    [[ -n $base ]] || base=$(s3_free_base) || return 1
+    s3_base=$base
     mkdir -p "$data"
     log=$data/weed.log
     export GHOSTIE_TEST_S3_ENDPOINT=http://127.0.0.1:$((base + 3))
@@ -71,7 +75,7 @@ s3_server_start() {
         -master.port=$((base + 0)) -volume.port=$((base + 1)) -filer.port=$((base + 2)) \
         -s3.port=$((base + 3)) -admin.port=$((base + 4)) -webdav.port=$((base + 5)) \
         -s3.port.iceberg=0 -s3.port.lance=0 -admin.ui=false \
-        >"$log" 2>&1 &
+        >>"$log" 2>&1 &
     s3_pid=$!
     # Ready when a signed HEAD of the bucket says it exists.
     local i

@@ -37,19 +37,15 @@ pub fn s3_server() -> Option<(String, String)> {
     Some((endpoint, bucket))
 }
 
-/// The test bucket, straight to the server (no relay).
-pub fn direct_s3_store() -> Option<ghostie_fs::backend::S3Store> {
-    let (endpoint, bucket) = s3_server()?;
-    Some(
-        ghostie_fs::backend::S3Store::open(&ghostie_fs::backend::S3Options {
-            bucket,
-            endpoint: Some(endpoint),
-            region: std::env::var("GHOSTIE_TEST_S3_REGION").ok(),
-            path_style: true,
-            profile: None,
-        })
-        .expect("open the test bucket"),
-    )
+fn s3_store_at(endpoint: &str, bucket: &str) -> ghostie_fs::backend::S3Store {
+    ghostie_fs::backend::S3Store::open(&ghostie_fs::backend::S3Options {
+        bucket: bucket.to_owned(),
+        endpoint: Some(endpoint.to_owned()),
+        region: std::env::var("GHOSTIE_TEST_S3_REGION").ok(),
+        path_style: true,
+        profile: None,
+    })
+    .expect("open the test bucket")
 }
 
 /// A key prefix no other test, test binary or run uses.
@@ -71,6 +67,8 @@ pub struct TempVault {
 
 pub struct S3Vault {
     pub relay: proxy::Relay,
+    /// The server itself, without the relay.
+    pub endpoint: String,
     pub bucket: String,
     /// Everything of this vault lives under `{base}/`.
     pub base: String,
@@ -97,17 +95,24 @@ impl TempVault {
 
     /// A fresh prefix of the test bucket, reached through a relay.
     pub fn s3() -> Option<Self> {
-        let (endpoint, bucket) = s3_server()?;
+        let (endpoint, _) = s3_server()?;
+        Self::s3_at(&endpoint)
+    }
+
+    /// The same on the S3 server at `endpoint` (same keys, same bucket name).
+    pub fn s3_at(endpoint: &str) -> Option<Self> {
+        let (_, bucket) = s3_server()?;
         let upstream = endpoint
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_owned();
         let relay = proxy::Relay::start(&upstream);
-        let store = direct_s3_store()?;
+        let store = s3_store_at(endpoint, &bucket);
         Some(Self {
             dir: tempfile::tempdir().expect("temp dir"),
             s3: Some(S3Vault {
                 relay,
+                endpoint: endpoint.to_owned(),
                 bucket,
                 base: unique_prefix("v"),
                 store,
@@ -166,7 +171,7 @@ impl TempVault {
             None => std::sync::Arc::new(
                 ghostie_fs::backend::LocalStore::open(self.dir.path()).expect("open vault"),
             ),
-            Some(_) => std::sync::Arc::new(direct_s3_store().expect("an S3 server")),
+            Some(s) => std::sync::Arc::new(s3_store_at(&s.endpoint, &s.bucket)),
         }
     }
 
@@ -304,6 +309,21 @@ impl TempHome {
     }
     pub fn file(&self, rel: &str) -> PathBuf {
         self.memories().join(rel)
+    }
+
+    /// The same as a plain process command, for a test that runs one in the background.
+    pub fn background(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("ghostie-fs"))
+            .arg("--home")
+            .arg(self.home())
+            .args(args)
+            .env("GHOSTIE_PASSPHRASE", PASSPHRASE)
+            .env_remove("GHOSTIE_HOME")
+            .env_remove("GHOSTIE_FAILPOINT")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start ghostie-fs")
     }
 
     pub fn cmd(&self) -> assert_cmd::Command {
@@ -681,4 +701,89 @@ pub fn sh(cwd: &Path, script: &str) -> String {
         stderr(&out)
     );
     stdout(&out)
+}
+
+/// An S3 server of the test's own (the same SeaweedFS as scripts/test.sh starts,
+/// through the same script), so the test can stop it and start it again on the same
+/// ports and data. Stopped on drop.
+pub struct OwnS3Server {
+    data: tempfile::TempDir,
+    pub endpoint: String,
+    base: String,
+    pid: Option<i32>,
+}
+
+impl OwnS3Server {
+    /// None (with a note) when the run has no S3 server of its own.
+    pub fn start() -> Option<Self> {
+        s3_server()?;
+        let data = tempfile::tempdir().expect("temp dir");
+        let (pid, endpoint, base) = Self::launch(data.path(), "");
+        Some(Self {
+            data,
+            endpoint,
+            base,
+            pid: Some(pid),
+        })
+    }
+
+    fn launch(data: &Path, base: &str) -> (i32, String, String) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(
+                "source scripts/lib/packages.sh && source scripts/lib/s3-server.sh && \
+                 s3_server_start \"$1\" \"$2\" >&2 && \
+                 echo \"$s3_pid $GHOSTIE_TEST_S3_ENDPOINT $s3_base\"",
+            )
+            .arg("start")
+            .arg(data)
+            .arg(base)
+            .current_dir(root)
+            .output()
+            .expect("run s3-server.sh");
+        assert!(
+            out.status.success(),
+            "the test's own S3 server did not start: {}",
+            stderr(&out)
+        );
+        let line = stdout(&out);
+        let mut parts = line.split_whitespace();
+        let pid = parts.next().and_then(|p| p.parse().ok()).expect("pid");
+        let endpoint = parts.next().expect("endpoint").to_owned();
+        let base = parts.next().expect("port base").to_owned();
+        (pid, endpoint, base)
+    }
+
+    /// Stops the server (as a crash or an outage would: no warning to clients).
+    pub fn stop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            // SAFETY: signalling the server process this helper started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: signal 0 only asks whether the process still exists.
+            assert!(
+                eventually(30, || unsafe { libc::kill(pid, 0) } != 0),
+                "the S3 server did not stop"
+            );
+        }
+    }
+
+    /// Starts it again on the same ports, with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (pid, endpoint, _) = Self::launch(self.data.path(), &self.base);
+        assert_eq!(endpoint, self.endpoint);
+        self.pid = Some(pid);
+    }
+
+    /// A vault on this server (a prefix of its bucket, behind a relay).
+    pub fn vault(&self) -> TempVault {
+        TempVault::s3_at(&self.endpoint).expect("an S3 vault")
+    }
+}
+
+impl Drop for OwnS3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
