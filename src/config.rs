@@ -223,6 +223,16 @@ impl BackendConfig {
             BackendConfig::S3 { .. } => "s3",
         }
     }
+
+    /// How often a mount looks for other devices' changes unless told otherwise. A
+    /// look costs one listing per device; a folder's listing is free, a cloud's is
+    /// billed (README: "How often a mount looks").
+    pub fn default_poll(&self) -> std::time::Duration {
+        match self {
+            BackendConfig::Local { .. } => std::time::Duration::from_secs(1),
+            BackendConfig::S3 { .. } => std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -717,3 +717,44 @@ fn o_trunc_cuts_like_a_native_folder_and_never_a_running_program() {
     assert_eq!(fs::read(m.path("cut.json")).unwrap(), b"");
     assert_eq!(fs::read(m.path("sleeper3")).unwrap(), sleep);
 }
+
+/// A poll that finds nothing new costs one listing per device of the vault, never a
+/// request per file (on S3, each listing is billed).
+#[test]
+fn an_idle_poll_costs_one_listing_per_device_and_nothing_per_file() {
+    let vault = TempVault::new();
+    let phone = TempHome::joined("phone", &vault);
+    let desktop = TempHome::joined("desktop", &vault);
+    for i in 0..60 {
+        phone.write(&format!("notes/m{i}.json"), memory_json(i, 500));
+    }
+    phone.ok(&["push"]);
+    desktop.write("d.json", b"d");
+    desktop.ok(&["push"]);
+    let laptop = TempHome::joined("laptop", &vault);
+    let meter_file = laptop.home().join("meter.json");
+    let m = laptop.mount_with(
+        &["--poll", "0.2"],
+        &[("GHOSTIE_METER_FILE", meter_file.to_str().unwrap())],
+    );
+    assert!(eventually(WAIT, || m.status()["polls"].as_u64() >= Some(3)));
+    let counts = |key: &str| meter(&meter_file)[key].as_u64().unwrap_or(0);
+    let polls_before = m.status()["polls"].as_u64().unwrap();
+    let (lists, gets, puts) = (counts("lists"), counts("gets"), counts("puts"));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let polls = m.status()["polls"].as_u64().unwrap() - polls_before;
+    let (lists, gets, puts) = (
+        counts("lists") - lists,
+        counts("gets") - gets,
+        counts("puts") - puts,
+    );
+    assert!(polls >= 5, "only {polls} polls in 3 s at --poll 0.2");
+    // Three devices: the vault's top, and the log of each of the two others. One
+    // poll may be half done at either end of the window.
+    assert!(lists >= polls, "{lists} listings for {polls} polls: not metered");
+    assert!(
+        lists <= 3 * (polls + 1),
+        "{lists} listings for {polls} polls of a three-device vault"
+    );
+    assert_eq!((gets, puts), (0, 0), "an idle poll read or wrote objects");
+}

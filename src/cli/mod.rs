@@ -143,9 +143,11 @@ pub struct MountArgs {
     /// <home>/sync/mount.log.
     #[arg(long)]
     pub foreground: bool,
-    /// Seconds between looks for other devices' changes.
-    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
-    pub poll: f64,
+    /// Seconds between looks for other devices' changes. Each look costs one listing
+    /// per device of the vault, which a cloud bills. Default: 1 for a local folder,
+    /// 10 for S3.
+    #[arg(long, value_name = "SECONDS")]
+    pub poll: Option<f64>,
     /// Memory for decrypted small files (e.g. 64M, 1G).
     #[arg(long, value_name = "SIZE", default_value = "64M")]
     pub cache_size: String,

@@ -57,18 +57,24 @@ pub fn parse_size(s: &str) -> Option<u64> {
     (n >= 0.0).then_some((n * mult as f64) as u64)
 }
 
-fn mount_options(args: &MountArgs) -> Result<MountOptions, CliError> {
+fn mount_options(args: &MountArgs, home: &Home) -> Result<MountOptions, CliError> {
     let cache = parse_size(&args.cache_size).ok_or_else(|| {
         fail(format!(
             "--cache-size '{}' is not a size (try 64M or 1G).",
             args.cache_size
         ))
     })?;
-    if !(args.poll > 0.0 && args.poll <= 86_400.0) {
-        return Err(fail("--poll must be a number of seconds above 0."));
-    }
+    let poll = match args.poll {
+        Some(secs) if secs > 0.0 && secs <= 86_400.0 => Duration::from_secs_f64(secs),
+        Some(_) => return Err(fail("--poll must be a number of seconds above 0.")),
+        None => home
+            .load_config()
+            .map_err(SyncError::from)?
+            .backend
+            .default_poll(),
+    };
     Ok(MountOptions {
-        poll: Duration::from_secs_f64(args.poll),
+        poll,
         cache_limit: cache.max(1 << 20),
         fsync_remote: args.fsync == super::FsyncMode::Remote,
         ..MountOptions::default()
@@ -173,7 +179,7 @@ pub fn mount(cli: &Cli, home: Home, args: &MountArgs) -> CmdResult {
         return Ok(code);
     }
     preflight(&home, &mountpoint)?;
-    mount_options(args)?;
+    mount_options(args, &home)?;
     if args.foreground {
         return run_here(cli, &home, args, &mountpoint, false);
     }
@@ -204,7 +210,7 @@ fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: 
     if args.passphrase_stdin {
         source.preset = Some(read_stdin_passphrase()?);
     }
-    let opts = mount_options(args)?;
+    let opts = mount_options(args, home)?;
     let mut vault = Vault::open_with_retry(
         home.clone(),
         Box::new(source),
@@ -329,8 +335,6 @@ fn start_in_background(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Pa
     cmd.arg("mount")
         .arg(mountpoint)
         .arg("--daemon-child")
-        .arg("--poll")
-        .arg(args.poll.to_string())
         .arg("--cache-size")
         .arg(&args.cache_size)
         .arg("--fsync")
@@ -338,6 +342,9 @@ fn start_in_background(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Pa
             super::FsyncMode::Local => "local",
             super::FsyncMode::Remote => "remote",
         });
+    if let Some(secs) = args.poll {
+        cmd.arg("--poll").arg(secs.to_string());
+    }
     for o in &args.options {
         cmd.arg("-o").arg(o);
     }

@@ -57,6 +57,9 @@ pub struct MountStatus {
     pub cache_used: u64,
     pub cache_limit: u64,
     pub last_poll_ms: Option<i64>,
+    /// Polls that reached the backend since the mount started.
+    #[serde(default)]
+    pub polls: u64,
     pub last_publish_ms: Option<i64>,
     pub last_error: Option<String>,
     pub backend_reachable: bool,

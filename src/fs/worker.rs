@@ -151,6 +151,7 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
             match polled {
                 Ok(r) => {
                     cfg.status.last_poll_ms = Some(crate::now_ms());
+                    cfg.status.polls += 1;
                     cfg.status.backend_reachable = true;
                     for p in &r.problems {
                         tracing::error!("{p}");
