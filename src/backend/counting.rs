@@ -129,14 +129,17 @@ impl<S: ObjectStore> ObjectStore for CountingStore<S> {
     }
     fn list(&self, prefix: &str, start_after: Option<&str>) -> BackendResult<Vec<String>> {
         self.counters.lists.fetch_add(1, Relaxed);
+        self.write_report();
         self.inner.list(prefix, start_after)
     }
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
         self.counters.lists.fetch_add(1, Relaxed);
+        self.write_report();
         self.inner.list_dirs(prefix)
     }
     fn delete(&self, key: &str) -> BackendResult<()> {
         self.counters.deletes.fetch_add(1, Relaxed);
+        self.write_report();
         self.inner.delete(key)
     }
     fn describe(&self) -> String {
