@@ -191,7 +191,7 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
             }
             last_checkpoint = Instant::now();
         }
-        if last_status.elapsed() >= STATUS_EVERY || publish_due {
+        if last_status.elapsed() >= STATUS_EVERY || publish_due || poll_due {
             write_status(&fs, &mut cfg);
             last_status = Instant::now();
         }

@@ -117,10 +117,16 @@ impl Vault {
         changed: &mut Option<BTreeSet<String>>,
     ) -> SyncResult<usize> {
         let mut offered = 0;
+        let log_prefix = self.layout.log_prefix(d);
+        // A device not heard from yet costs one listing of all it wrote (its
+        // snapshots and log, and packs, which are few); after that, one listing of
+        // its log from the last segment applied. Every poll stays at one listing per
+        // device, however quiet.
+        let mut listed_whole = None;
         if applied.0 == 0 {
-            let snaps = self.store.list(&self.layout.snapshot_prefix(d), None)?;
+            let everything = self.store.list(&self.layout.device_prefix(d), None)?;
             let prefix = self.layout.snapshot_prefix(d);
-            if let Some(seq) = snaps
+            if let Some(seq) = everything
                 .iter()
                 .filter_map(|k| Layout::seq_of(&prefix, k))
                 .max()
@@ -133,13 +139,19 @@ impl Vault {
                 applied = seq;
                 *changed = None;
             }
+            listed_whole = Some(everything);
         }
-        let log_prefix = self.layout.log_prefix(d);
-        let after = (applied.0 > 0).then(|| self.layout.segment(d, applied));
-        let keys_listed = self.store.list(&log_prefix, after.as_deref())?;
+        let keys_listed = match listed_whole {
+            Some(everything) => everything,
+            None => {
+                let after = self.layout.segment(d, applied);
+                self.store.list(&log_prefix, Some(&after))?
+            }
+        };
         let seqs: Vec<Seq> = keys_listed
             .iter()
             .filter_map(|k| Layout::seq_of(&log_prefix, k))
+            .filter(|seq| seq.0 > applied.0)
             .collect();
         if !seqs.is_empty() {
             progress.start("Reading logs", seqs.len() as u64, Unit::Files);
