@@ -34,10 +34,7 @@ big_mib=${BENCH_BIG_MIB:-512}
 rss_files=${BENCH_RSS_FILES:-100000}
 results=$repo/bench/results-mount.txt
 
-die() {
-    echo "error: $*" >&2
-    exit 1
-}
+source bench/lib/common.sh
 [[ $(id -u) -eq 0 ]] || die "run as root: cold reads drop the kernel's page cache"
 [[ -e /dev/fuse ]] || die "/dev/fuse is missing"
 ensure_packages fusermount3:fuse3 gocryptfs:gocryptfs rclone:rclone python3:python3 >/dev/null
@@ -69,44 +66,6 @@ finish() {
 trap finish EXIT
 unset GHOSTIE_HOME GHOSTIE_PASSPHRASE_FILE
 export GHOSTIE_PASSPHRASE=bench-passphrase
-
-# --- helpers -------------------------------------------------------------------
-
-now() { python3 -c 'import time; print(f"{time.time():.6f}")'; }
-calc() { awk "BEGIN { printf \"%.6f\\n\", $* }"; }
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-drop_caches() {
-    sync
-    echo 3 >/proc/sys/vm/drop_caches
-}
-
-# The writer: copies every source file into DIR with open/write/close, the way
-# Ghost writes a memory, and prints the seconds until the last close returned.
-cat >"$tmp/writer.py" <<'PY'
-import os, sys, time
-src, dest = sys.argv[1], sys.argv[2]
-names = sorted(os.listdir(src))
-blobs = [(n, open(os.path.join(src, n), "rb").read()) for n in names]
-t0 = time.perf_counter()
-for n, b in blobs:
-    with open(os.path.join(dest, n), "wb") as f:
-        f.write(b)
-print(f"{time.perf_counter() - t0:.6f}")
-PY
-# timed CMD...: seconds CMD took (its output to the log).
-timed() {
-    local t0 t1
-    printf '\n$ %s\n' "$*" >>"$log"
-    t0=$(now)
-    "$@" >>"$log" 2>&1 || die "failed: $*"
-    t1=$(now)
-    calc "$t1 - $t0"
-}
-cat_all() { cat "$1"/*.json >/dev/null; }
-ls_l() { ls -l "$1" >/dev/null; }
-find_all() { find "$1" >/dev/null; }
 
 src=$tmp/src
 echo "generating $files memory files…"
@@ -189,24 +148,7 @@ ghostie_mount() {
     echo "$tmp/ghostie-a/memories/$1"
 }
 ghostie_unmount() { "$bin" --home "$tmp/ghostie-a" --quiet unmount; }
-# ghostie_durable SINCE: waits for a status written after SINCE (epoch seconds)
-# that shows an empty queue.
-ghostie_durable() {
-    python3 - "$tmp/ghostie-a/sync/mount-status.json" "$1" <<'PY'
-import json, sys, time
-path, since = sys.argv[1], float(sys.argv[2])
-start = time.time()
-while time.time() - start < 300:
-    try:
-        s = json.load(open(path))
-        if s["pending_uploads"] == 0 and s["open_dirty"] == 0 and s["updated_ms"] / 1000 >= since:
-            sys.exit(0)
-    except (OSError, ValueError, KeyError):
-        pass
-    time.sleep(0.02)
-sys.exit("ghostie-fs did not drain within 300 s")
-PY
-}
+ghostie_durable() { ghostie_drained "$tmp/ghostie-a/sync/mount-status.json" "$1"; }
 
 systems=(native ghostie gocryptfs rclone)
 declare -A r
@@ -221,7 +163,7 @@ for sys in "${systems[@]}"; do
         d=$("${sys}_mount" "$dir_name")
         drop_caches
         t0=$(now)
-        wt=$(python3 "$tmp/writer.py" "$src" "$d")
+        wt=$(write_all "$src" "$d")
         if [[ $sys = rclone ]]; then
             rclone_durable "$files"
         else
@@ -280,19 +222,6 @@ done
 
 # --- W6: a second mount sees a new file ---------------------------------------
 
-# seconds_until_visible PATH: polls every 10 ms, gives up after 120 s.
-seconds_until_visible() {
-    python3 - "$1" <<'PY'
-import os, sys, time
-t0 = time.time()
-while time.time() - t0 < 120:
-    if os.path.exists(sys.argv[1]):
-        print(f"{time.time() - t0:.3f}")
-        sys.exit(0)
-    time.sleep(0.01)
-print("120+")
-PY
-}
 "$bin" --home "$tmp/ghostie-b" --quiet setup --backend local --path "$g_vault" --device b
 ghostie_mount w6 >/dev/null
 "$bin" --home "$tmp/ghostie-b" --quiet mount
@@ -354,7 +283,6 @@ fi
 
 # --- table ---------------------------------------------------------------------
 
-ratio() { calc "$1 / $2" | awk '{ printf "%.2f×", $1 }'; }
 {
     echo "ghostie-fs mount benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tmp on $(df --output=fstype "$tmp" | tail -1)"
     printf "%d files (%.1f MB), medians of %d; W5 %d MiB; ratios are system / native\n" "$files" "$(calc "$total_bytes / 1e6")" "$runs" "$big_mib"

@@ -286,6 +286,20 @@ mod tests {
     }
 
     #[test]
+    fn a_cloud_is_polled_less_often_than_a_folder() {
+        let local = BackendConfig::Local { path: "/v".into() };
+        let s3 = BackendConfig::S3 {
+            bucket: "b".into(),
+            endpoint: None,
+            region: None,
+            path_style: false,
+            profile: None,
+        };
+        assert_eq!(local.default_poll(), std::time::Duration::from_secs(1));
+        assert_eq!(s3.default_poll(), std::time::Duration::from_secs(10));
+    }
+
+    #[test]
     fn prefixes() {
         assert!(valid_prefix("ghostie"));
         assert!(valid_prefix("a/b"));

@@ -75,9 +75,21 @@ const PART_SIZE: u64 = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 4;
 
 /// A server that accepts the connection but never answers must not hang a command;
-/// retries (the retry decorator, not the SDK) take it from there.
+/// retries (the retry decorator, not the SDK) take it from there. The SDK's read
+/// timeout runs from the start of a request, its body's upload included, so
+/// uploads go without one: on a slow link no deadline would fit every part.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The client's settings for a request that carries a body.
+fn upload_timeouts() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .disable_read_timeout()
+            .build(),
+    )
+}
 
 impl S3Store {
     pub fn open(options: &S3Options) -> BackendResult<Self> {
@@ -237,23 +249,30 @@ impl S3Store {
                     "the bucket {bucket} is in another region ({c}): set --region to the bucket's region"
                 ))
             }
-            // No S3 error code at all: something else answered at that address.
-            (None, Some(s)) if s < 500 || s == 501 => {
+            // No S3 error code at all: something else answered at that address
+            // (but a proxy's "too many requests" or "timeout" is passing).
+            (None, Some(s)) if (s < 500 || s == 501) && s != 408 && s != 429 => {
                 return refused(format!(
                     "the address {} is not an S3 server (it answered HTTP {s} without an S3 error): check --endpoint",
                     self.address
                 ))
             }
+            // An answer that could not be read: a connection cut in the middle of
+            // it, or not an S3 server at all. Only a retry tells them apart.
             _ if matches!(e, SdkError::ResponseError(_)) => {
-                return refused(format!(
-                    "the address {} is not an S3 server (its answer is not S3's: {}): check --endpoint",
-                    self.address,
-                    innermost(&e)
-                ))
+                return BackendError::Io {
+                    message: format!(
+                        "the answer from {} could not be read as S3's ({}); check --endpoint, or try again",
+                        self.address,
+                        innermost(&e)
+                    ),
+                    temporary: true,
+                    source: std::io::Error::other(e),
+                }
             }
             _ => {}
         }
-        let temporary = http.is_some_and(|s| s == 429 || s >= 500)
+        let temporary = http.is_some_and(|s| s == 408 || s == 409 || s == 429 || s >= 500)
             || matches!(
                 code(&e),
                 Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
@@ -349,7 +368,9 @@ impl S3Store {
                 .key(key)
                 .upload_id(upload_id)
                 .part_number(number as i32)
-                .body(ByteStream::from(chunk));
+                .body(ByteStream::from(chunk))
+                .customize()
+                .config_override(upload_timeouts());
             in_flight.spawn(async move { (number, request.send().await) });
             if in_flight.len() >= PARTS_IN_FLIGHT {
                 if let Some(done) = in_flight.join_next().await {
@@ -467,6 +488,8 @@ impl ObjectStore for S3Store {
                 .bucket(&self.bucket)
                 .key(key)
                 .body(ByteStream::from(data.to_vec()))
+                .customize()
+                .config_override(upload_timeouts())
                 .send(),
         );
         r.map(|_| ()).map_err(|e| self.failure(key, e))
@@ -480,12 +503,15 @@ impl ObjectStore for S3Store {
                 .key(key)
                 .if_none_match("*")
                 .body(ByteStream::from(data.to_vec()))
+                .customize()
+                .config_override(upload_timeouts())
                 .send(),
         );
         match r {
             Ok(_) => Ok(()),
-            // 412: the object exists; 409: a concurrent create-only write won.
-            Err(e) if matches!(status(&e), Some(412 | 409)) => Err(BackendError::AlreadyExists {
+            // 412: the object exists. (A 409 is S3's "a conflicting write is under
+            // way, try again": temporary, not an answer.)
+            Err(e) if status(&e) == Some(412) => Err(BackendError::AlreadyExists {
                 key: key.to_owned(),
             }),
             Err(e) => Err(self.failure(key, e)),

@@ -196,8 +196,6 @@ fn read_stdin_passphrase() -> Result<Zeroizing<String>, CliError> {
 }
 
 fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: bool) -> CmdResult {
-    // Before the vault opens: its backend may start threads.
-    ghostie_fs::fs::block_exit_signals();
     if child {
         preflight(home, mountpoint)?;
     }
@@ -211,11 +209,17 @@ fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: 
         source.preset = Some(read_stdin_passphrase()?);
     }
     let opts = mount_options(args, home)?;
-    let mut vault = Vault::open_with_retry(
+    // The backend may start threads as the vault opens: they must leave the signals
+    // that end a mount to the thread that unmounts cleanly (see serve), while this
+    // thread still answers Ctrl-C at a passphrase prompt.
+    let exit_signals = ghostie_fs::fs::block_exit_signals();
+    let opened = Vault::open_with_retry(
         home.clone(),
         Box::new(source),
         ghostie_fs::backend::RetryPolicy::mount(),
-    )?;
+    );
+    ghostie_fs::fs::unblock_exit_signals(&exit_signals);
+    let mut vault = opened?;
     vault.keys()?;
     // A backend that refuses this device stops the mount; one that does not answer
     // does not: the mount works from this device's copy and uploads later.
@@ -664,6 +668,10 @@ fn mount_status(home: &Home, marked: &MountHome, json: bool) -> CmdResult {
                 }
             );
             println!("   Cache: {} of {} bytes", s.cache_used, s.cache_limit);
+            println!(
+                "   Looks for changes every: {} s",
+                s.poll_ms as f64 / 1000.0
+            );
             println!(
                 "   Last poll: {}",
                 s.last_poll_ms

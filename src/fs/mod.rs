@@ -56,6 +56,15 @@ pub fn block_exit_signals() -> libc::sigset_t {
     }
 }
 
+/// Undoes [`block_exit_signals`] for this thread only (threads started meanwhile keep
+/// them blocked): a prompt before the mount must still end on Ctrl-C.
+pub fn unblock_exit_signals(set: &libc::sigset_t) {
+    // SAFETY: changes only this thread's mask, with a set built by block_exit_signals.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, set, std::ptr::null_mut());
+    }
+}
+
 /// Mounts the vault at `mountpoint` and serves it in this process until it is
 /// unmounted (by `ghostie-fs unmount`, `fusermount3 -u`, SIGTERM or SIGINT).
 /// `ready` runs once the mount is usable.
@@ -81,6 +90,7 @@ pub fn serve(
         started_ms: crate::now_ms(),
         backend_reachable: true,
         cache_limit: fs.opts.cache_limit,
+        poll_ms: fs.opts.poll.as_millis() as u64,
         ..Default::default()
     };
     let _ = status.write(&home);

@@ -57,6 +57,9 @@ pub struct MountStatus {
     pub cache_used: u64,
     pub cache_limit: u64,
     pub last_poll_ms: Option<i64>,
+    /// How often the mount looks for other devices' changes.
+    #[serde(default)]
+    pub poll_ms: u64,
     /// Polls that reached the backend since the mount started.
     #[serde(default)]
     pub polls: u64,

@@ -20,10 +20,6 @@ impl Layout {
     pub fn keyring(&self) -> String {
         format!("{}/global/keyring.json", self.prefix)
     }
-    /// Everything one device wrote: its record, snapshots, log and packs.
-    pub fn device_prefix(&self, d: &DeviceId) -> String {
-        format!("{}/{d}/", self.prefix)
-    }
     pub fn device_record(&self, d: &DeviceId) -> String {
         format!("{}/{d}/device.enc", self.prefix)
     }

@@ -37,30 +37,36 @@ impl Relay {
                     break;
                 }
                 let Ok(client) = client else { continue };
-                if s.offline.load(SeqCst) {
-                    let _ = client.shutdown(Shared::BOTH);
-                    continue;
-                }
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     let _ = client.shutdown(Shared::BOTH);
                     continue;
                 };
+                let clones = (
+                    client.try_clone(),
+                    server.try_clone(),
+                    client.try_clone(),
+                    server.try_clone(),
+                );
+                let (Ok(c1), Ok(s1), Ok(c2), Ok(s2)) = clones else {
+                    let _ = client.shutdown(Shared::BOTH);
+                    continue;
+                };
+                {
+                    // Under the lock `cut` takes: a connection is either refused
+                    // here or registered before a cut can miss it.
+                    let mut live = s.live.lock().unwrap();
+                    if s.offline.load(SeqCst) {
+                        let _ = client.shutdown(Shared::BOTH);
+                        let _ = server.shutdown(Shared::BOTH);
+                        continue;
+                    }
+                    live.retain(|c| c.peer_addr().is_ok());
+                    live.push(c1);
+                    live.push(s1);
+                }
                 s.accepted.fetch_add(1, SeqCst);
                 let now = s.open.fetch_add(1, SeqCst) + 1;
                 s.most_open.fetch_max(now, SeqCst);
-                {
-                    let mut live = s.live.lock().unwrap();
-                    live.retain(|c| c.peer_addr().is_ok());
-                    for c in [&client, &server] {
-                        if let Ok(c) = c.try_clone() {
-                            live.push(c);
-                        }
-                    }
-                }
-                let (c2, s2) = match (client.try_clone(), server.try_clone()) {
-                    (Ok(c), Ok(s)) => (c, s),
-                    _ => continue,
-                };
                 let done = Arc::new(AtomicUsize::new(0));
                 for (from, to) in [(client, s2), (server, c2)] {
                     let s = s.clone();
@@ -83,8 +89,9 @@ impl Relay {
 
     /// Cuts every connection and refuses new ones until [`Self::restore`].
     pub fn cut(&self) {
+        let mut live = self.shared.live.lock().unwrap();
         self.shared.offline.store(true, SeqCst);
-        for c in self.shared.live.lock().unwrap().drain(..) {
+        for c in live.drain(..) {
             let _ = c.shutdown(Shared::BOTH);
         }
     }

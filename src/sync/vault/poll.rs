@@ -118,15 +118,15 @@ impl Vault {
     ) -> SyncResult<usize> {
         let mut offered = 0;
         let log_prefix = self.layout.log_prefix(d);
-        // A device not heard from yet costs one listing of all it wrote (its
-        // snapshots and log, and packs, which are few); after that, one listing of
-        // its log from the last segment applied. Every poll stays at one listing per
-        // device, however quiet.
-        let mut listed_whole = None;
-        if applied.0 == 0 {
-            let everything = self.store.list(&self.layout.device_prefix(d), None)?;
+        // One listing per device and poll: its log from the last segment applied.
+        // Only a device heard from for the first time, with a log, costs a second
+        // (its snapshots; segments are never deleted, so no log means no snapshot).
+        let after = (applied.0 > 0).then(|| self.layout.segment(d, applied));
+        let keys_listed = self.store.list(&log_prefix, after.as_deref())?;
+        if applied.0 == 0 && !keys_listed.is_empty() {
             let prefix = self.layout.snapshot_prefix(d);
-            if let Some(seq) = everything
+            let snaps = self.store.list(&prefix, None)?;
+            if let Some(seq) = snaps
                 .iter()
                 .filter_map(|k| Layout::seq_of(&prefix, k))
                 .max()
@@ -139,15 +139,7 @@ impl Vault {
                 applied = seq;
                 *changed = None;
             }
-            listed_whole = Some(everything);
         }
-        let keys_listed = match listed_whole {
-            Some(everything) => everything,
-            None => {
-                let after = self.layout.segment(d, applied);
-                self.store.list(&log_prefix, Some(&after))?
-            }
-        };
         let seqs: Vec<Seq> = keys_listed
             .iter()
             .filter_map(|k| Layout::seq_of(&log_prefix, k))
