@@ -72,6 +72,12 @@ const FALLBACK_REGION: &str = "us-east-1";
 const MULTIPART_FROM: u64 = 16 * 1024 * 1024;
 /// S3 wants parts of at least 5 MiB (but the last) and at most 10,000 of them.
 const PART_SIZE: u64 = 8 * 1024 * 1024;
+const MOST_PARTS: u64 = 10_000;
+
+/// Parts of 8 MiB, or larger for a file that would need more than S3's 10,000.
+fn part_size_for(size: u64) -> u64 {
+    PART_SIZE.max(size.div_ceil(MOST_PARTS))
+}
 const PARTS_IN_FLIGHT: usize = 4;
 
 /// A server that accepts the connection but never answers must not hang a command;
@@ -354,11 +360,12 @@ impl S3Store {
         size: u64,
         unreadable: impl Fn(std::io::Error) -> BackendError,
     ) -> BackendResult<Vec<CompletedPart>> {
-        let count = size.div_ceil(PART_SIZE);
+        let part_size = part_size_for(size);
+        let count = size.div_ceil(part_size);
         let mut in_flight = tokio::task::JoinSet::new();
         let mut parts = Vec::with_capacity(count as usize);
         for number in 1..=count {
-            let len = PART_SIZE.min(size - (number - 1) * PART_SIZE);
+            let len = part_size.min(size - (number - 1) * part_size);
             let mut chunk = vec![0; len as usize];
             file.read_exact(&mut chunk).map_err(&unreadable)?;
             let request = self
@@ -734,6 +741,13 @@ mod tests {
         std::fs::write(&path, b"small").unwrap();
         store.put_file("packs/small", &path).unwrap();
         assert_eq!(store.get("packs/small").unwrap(), b"small");
+    }
+
+    #[test]
+    fn a_huge_file_is_cut_into_at_most_ten_thousand_parts() {
+        assert_eq!(part_size_for(MULTIPART_FROM), PART_SIZE);
+        let huge = 200 * 1024 * 1024 * 1024u64;
+        assert!(huge.div_ceil(part_size_for(huge)) <= MOST_PARTS);
     }
 
     #[test]

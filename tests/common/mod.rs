@@ -648,6 +648,15 @@ impl TempHome {
         self.mount_with(&[], &[])
     }
 
+    /// The mount a test started by hand, unmounted on drop like any other.
+    pub fn adopt_mount(&self) -> Mount {
+        Mount {
+            at: self.memories(),
+            home: self.home().to_path_buf(),
+            name: self.name.clone(),
+        }
+    }
+
     pub fn mount_with(&self, args: &[&str], env: &[(&str, &str)]) -> Mount {
         let mut c = self.cmd();
         c.arg("mount").args(args);
