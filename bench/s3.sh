@@ -77,8 +77,9 @@ total_bytes=$(find "$src" -type f -printf '%s\n' | awk '{ n += $1 } END { print 
 printf '%d files, %.1f MB\n' "$files" "$(calc "$total_bytes / 1e6")"
 
 # --- the four systems --------------------------------------------------------
-# Each defines: <sys>_mount N (mounts fresh, makes folder N, prints its path),
-# <sys>_unmount, <sys>_durable SINCE COUNT (waits until everything is in the bucket).
+# Each defines what bench/lib/common.sh's workloads call: <sys>_mount N,
+# <sys>_unmount, <sys>_durable SINCE COUNT and, where deletions land late,
+# <sys>_settled.
 
 native_mount() { mkdir -p "$tmp/native/$1"; echo "$tmp/native/$1"; }
 native_unmount() { :; }
@@ -124,6 +125,13 @@ rclone_mount() {
     echo "$m/$1"
 }
 rclone_unmount() { fusermount3 -u "$tmp/rclone-mnt"; sleep 0.5; }
+# Deletions are written back late too: wait before the next round counts files.
+rclone_settled() {
+    for _ in $(seq 1 600); do
+        (($(rc_objects bench-rclone) == 0)) && return 0
+        sleep 0.5
+    done
+}
 # Written back in the background: done when the bucket holds every file.
 rclone_durable() {
     local want=$2
@@ -170,68 +178,11 @@ ghostie_durable() { ghostie_drained "$tmp/ghostie-a/sync/mount-status.json" "$1"
 systems=(native ghostie rclone s3fs)
 declare -A r
 
-# --- W1-W4 ----------------------------------------------------------------------
+# --- W1-W5 ----------------------------------------------------------------------
 
-for sys in "${systems[@]}"; do
-    echo "== $sys"
-    w1=() w1d=() w2l=() w2f=() w3=() w4=()
-    for ((i = 1; i <= runs; i++)); do
-        dir_name=run$i
-        d=$("${sys}_mount" "$dir_name")
-        drop_caches
-        t0=$(now)
-        wt=$(write_all "$src" "$d")
-        "${sys}_durable" "$(calc "$t0 + $wt")" "$files"
-        t1=$(now)
-        w1+=("$wt")
-        w1d+=("$(calc "$t1 - $t0")")
-        w2l+=("$(timed ls_l "$d")")
-        w2f+=("$(timed find_all "$d")")
-        cat_all "$d"
-        w3+=("$(timed cat_all "$d")")
-        "${sys}_unmount"
-        d=$("${sys}_mount" "$dir_name")
-        drop_caches
-        w4+=("$(timed cat_all "$d")")
-        rm -rf "$d"
-        if [[ $sys = rclone ]]; then
-            # Let rclone finish the deletions before the next round counts files.
-            for _ in $(seq 1 600); do
-                (($(rc_objects bench-rclone) == 0)) && break
-                sleep 0.5
-            done
-        fi
-        "${sys}_unmount"
-        printf '  run %d: W1 %.2fs (durable %.2fs)  ls -l %.2fs  find %.2fs  warm %.2fs  cold %.2fs\n' \
-            "$i" "$wt" "${w1d[-1]}" "${w2l[-1]}" "${w2f[-1]}" "${w3[-1]}" "${w4[-1]}"
-    done
-    r[$sys.w1]=$(median "${w1[@]}")
-    r[$sys.w1d]=$(median "${w1d[@]}")
-    r[$sys.w2l]=$(median "${w2l[@]}")
-    r[$sys.w2f]=$(median "${w2f[@]}")
-    r[$sys.w3]=$(median "${w3[@]}")
-    r[$sys.w4]=$(median "${w4[@]}")
-done
-
-# --- W5: one big file -----------------------------------------------------------
-
+small_files_workloads "$src" "$files" "$runs"
 head -c "$((big_mib * 1024 * 1024))" /dev/urandom >"$tmp/big.src"
-dd_write() { dd if="$tmp/big.src" of="$1" bs=1M status=none; }
-read_big() { cat "$1" >/dev/null; }
-for sys in "${systems[@]}"; do
-    d=$("${sys}_mount" big)
-    r[$sys.w5w]=$(timed dd_write "$d/big.bin")
-    "${sys}_durable" "$(now)" 1
-    read_big "$d/big.bin"
-    r[$sys.w5r]=$(timed read_big "$d/big.bin")
-    "${sys}_unmount"
-    d=$("${sys}_mount" big)
-    drop_caches
-    r[$sys.w5c]=$(timed read_big "$d/big.bin")
-    rm -rf "$d"
-    "${sys}_unmount"
-    printf '  %-9s W5 write %.2fs  warm read %.2fs  cold read %.2fs\n' "$sys" "${r[$sys.w5w]}" "${r[$sys.w5r]}" "${r[$sys.w5c]}"
-done
+big_file_workloads "$tmp/big.src"
 
 # --- W6: a second device sees a new file --------------------------------------
 

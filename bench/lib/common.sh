@@ -62,3 +62,68 @@ while time.time() - start < 300:
 sys.exit("ghostie-fs did not drain within 300 s")
 PY
 }
+
+# The workloads, over every system in `systems`, into the associative array `r`
+# (r[SYS.KEY]). Each system SYS defines SYS_mount NAME (mounts fresh, makes folder
+# NAME, prints its path), SYS_unmount, SYS_durable SINCE COUNT (waits until COUNT
+# files written since SINCE are in its backend) and, if deletions land late,
+# SYS_settled (waits until a deleted folder is gone from the backend).
+
+# small_files_workloads SRC COUNT RUNS: W1-W4 on the COUNT files of SRC, medians of RUNS.
+small_files_workloads() {
+    local src=$1 count=$2 runs=$3 sys i d t0 t1 wt
+    local w1 w1d w2l w2f w3 w4
+    for sys in "${systems[@]}"; do
+        echo "== $sys"
+        w1=() w1d=() w2l=() w2f=() w3=() w4=()
+        for ((i = 1; i <= runs; i++)); do
+            d=$("${sys}_mount" "run$i")
+            drop_caches
+            t0=$(now)
+            wt=$(write_all "$src" "$d")
+            "${sys}_durable" "$(calc "$t0 + $wt")" "$count"
+            t1=$(now)
+            w1+=("$wt")
+            w1d+=("$(calc "$t1 - $t0")")
+            w2l+=("$(timed ls_l "$d")")
+            w2f+=("$(timed find_all "$d")")
+            cat_all "$d"
+            w3+=("$(timed cat_all "$d")")
+            "${sys}_unmount"
+            d=$("${sys}_mount" "run$i")
+            drop_caches
+            w4+=("$(timed cat_all "$d")")
+            rm -rf "$d"
+            if declare -F "${sys}_settled" >/dev/null; then "${sys}_settled"; fi
+            "${sys}_unmount"
+            printf '  run %d: W1 %.2fs (durable %.2fs)  ls -l %.2fs  find %.2fs  warm %.2fs  cold %.2fs\n' \
+                "$i" "$wt" "${w1d[-1]}" "${w2l[-1]}" "${w2f[-1]}" "${w3[-1]}" "${w4[-1]}"
+        done
+        r[$sys.w1]=$(median "${w1[@]}")
+        r[$sys.w1d]=$(median "${w1d[@]}")
+        r[$sys.w2l]=$(median "${w2l[@]}")
+        r[$sys.w2f]=$(median "${w2f[@]}")
+        r[$sys.w3]=$(median "${w3[@]}")
+        r[$sys.w4]=$(median "${w4[@]}")
+    done
+}
+
+# big_file_workloads BIG: W5, BIG written with dd, read back warm and cold.
+big_file_workloads() {
+    local big=$1 sys d
+    for sys in "${systems[@]}"; do
+        d=$("${sys}_mount" big)
+        r[$sys.w5w]=$(timed dd if="$big" of="$d/big.bin" bs=1M status=none)
+        "${sys}_durable" "$(now)" 1
+        cat "$d/big.bin" >/dev/null
+        r[$sys.w5r]=$(timed cat_one "$d/big.bin")
+        "${sys}_unmount"
+        d=$("${sys}_mount" big)
+        drop_caches
+        r[$sys.w5c]=$(timed cat_one "$d/big.bin")
+        rm -rf "$d"
+        "${sys}_unmount"
+        printf '  %-9s W5 write %.2fs  warm read %.2fs  cold read %.2fs\n' "$sys" "${r[$sys.w5w]}" "${r[$sys.w5r]}" "${r[$sys.w5c]}"
+    done
+}
+cat_one() { cat "$1" >/dev/null; }
