@@ -51,6 +51,14 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// A local file to upload could not be read.
+    pub fn unreadable(path: &Path, source: std::io::Error) -> Self {
+        BackendError::Io {
+            message: format!("cannot read {}: {source}", path.display()),
+            temporary: false,
+            source,
+        }
+    }
     pub fn is_not_found(&self) -> bool {
         matches!(self, BackendError::NotFound { .. })
     }
@@ -77,11 +85,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Stores the contents of a local file, without holding it all in memory where the
     /// backend allows.
     fn put_file(&self, key: &str, path: &Path) -> BackendResult<()> {
-        let data = std::fs::read(path).map_err(|e| BackendError::Io {
-            message: format!("cannot read {}: {e}", path.display()),
-            temporary: false,
-            source: e,
-        })?;
+        let data = std::fs::read(path).map_err(|e| BackendError::unreadable(path, e))?;
         self.put(key, &data)
     }
     fn get(&self, key: &str) -> BackendResult<Vec<u8>>;

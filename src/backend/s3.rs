@@ -296,14 +296,22 @@ impl S3Store {
         }
     }
 
+    fn put_object(
+        &self,
+        key: &str,
+        data: &[u8],
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(data.to_vec()))
+    }
+
     /// Uploads a large file in parts, a few at a time; a failed upload is aborted so
     /// the bucket keeps no orphan parts.
     fn put_multipart(&self, key: &str, path: &Path, size: u64) -> BackendResult<()> {
-        let unreadable = |e: std::io::Error| BackendError::Io {
-            message: format!("cannot read {}: {e}", path.display()),
-            temporary: false,
-            source: e,
-        };
+        let unreadable = |e| BackendError::unreadable(path, e);
         let mut file = std::fs::File::open(path).map_err(unreadable)?;
         self.runtime.block_on(async {
             let created = self
@@ -490,11 +498,7 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 impl ObjectStore for S3Store {
     fn put(&self, key: &str, data: &[u8]) -> BackendResult<()> {
         let r = self.runtime.block_on(
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .body(ByteStream::from(data.to_vec()))
+            self.put_object(key, data)
                 .customize()
                 .config_override(upload_timeouts())
                 .send(),
@@ -504,12 +508,8 @@ impl ObjectStore for S3Store {
 
     fn put_if_absent(&self, key: &str, data: &[u8]) -> BackendResult<()> {
         let r = self.runtime.block_on(
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
+            self.put_object(key, data)
                 .if_none_match("*")
-                .body(ByteStream::from(data.to_vec()))
                 .customize()
                 .config_override(upload_timeouts())
                 .send(),
@@ -615,19 +615,10 @@ impl ObjectStore for S3Store {
     }
 
     fn put_file(&self, key: &str, path: &Path) -> BackendResult<()> {
-        let size = std::fs::metadata(path)
-            .map_err(|e| BackendError::Io {
-                message: format!("cannot read {}: {e}", path.display()),
-                temporary: false,
-                source: e,
-            })?
-            .len();
+        let unreadable = |e| BackendError::unreadable(path, e);
+        let size = std::fs::metadata(path).map_err(unreadable)?.len();
         if size < MULTIPART_FROM {
-            let data = std::fs::read(path).map_err(|e| BackendError::Io {
-                message: format!("cannot read {}: {e}", path.display()),
-                temporary: false,
-                source: e,
-            })?;
+            let data = std::fs::read(path).map_err(unreadable)?;
             return self.put(key, &data);
         }
         self.put_multipart(key, path, size)
