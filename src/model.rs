@@ -352,6 +352,47 @@ impl Version {
     }
 }
 
+/// What a front-end shows at one path: which version, the vector a change made on top
+/// of it starts from, and, for a conflict sibling, the path it stands beside. The
+/// engine hands these out with what it shows and takes them back with each change
+/// (DESIGN §6: a change supersedes exactly what its device showed); a front-end keeps
+/// them and never looks inside.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Showing {
+    pub(crate) device: DeviceId,
+    pub(crate) counter: u64,
+    pub(crate) vector: VersionVector,
+    pub(crate) sibling_of: Option<String>,
+}
+
+impl Showing {
+    /// `version` as shown at its own path (`sibling_of: None`) or beside another.
+    pub fn of(version: &Version, sibling_of: Option<String>) -> Self {
+        Self {
+            device: version.device.clone(),
+            counter: version.counter(),
+            vector: version.vector.clone(),
+            sibling_of,
+        }
+    }
+
+    /// The version's name: its device and that device's counter.
+    pub fn id(&self) -> (&DeviceId, u64) {
+        (&self.device, self.counter)
+    }
+
+    /// For a conflict sibling, the path it stands beside.
+    pub fn sibling_of(&self) -> Option<&str> {
+        self.sibling_of.as_deref()
+    }
+
+    /// The same version, now shown beside `main` (or at its own path with `None`).
+    pub fn standing(mut self, sibling_of: Option<String>) -> Self {
+        self.sibling_of = sibling_of;
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ fn a_failing_backend_mid_push_loses_nothing_and_the_next_push_completes() {
     let faulty = Arc::new(FaultStore::new(vault.store()));
     let plain: SharedStore = vault.store();
     let prefix = vault.prefix();
-    let mut a = common::library_device_at(work.path(), "laptop", faulty.clone(), &prefix);
+    let a = common::library_device_at(work.path(), "laptop", faulty.clone(), &prefix);
     let root = a.home().memories();
     for i in 0..300 {
         fs::write(
@@ -31,24 +31,24 @@ fn a_failing_backend_mid_push_loses_nothing_and_the_next_push_completes() {
         // The first `allowed` writes go through (some packs), then the backend fails.
         faulty.fail_writes_after(allowed);
         assert!(
-            folder::push(&mut a, &NoProgress).is_err(),
+            folder::push(&a, &NoProgress).is_err(),
             "push with a failing backend succeeded"
         );
-        let mut c = common::library_device_at(
+        let c = common::library_device_at(
             work.path(),
             &format!("checker{round}"),
             plain.clone(),
             &prefix,
         );
-        let pulled = folder::pull(&mut c, &NoProgress).unwrap();
+        let pulled = folder::pull(&c, &NoProgress).unwrap();
         assert!(pulled.damaged.is_empty(), "{:?}", pulled.damaged);
         assert!(c.verify(&NoProgress).unwrap().is_empty());
     }
     faulty.heal();
-    let r = folder::push(&mut a, &NoProgress).unwrap();
+    let r = folder::push(&a, &NoProgress).unwrap();
     assert_eq!(r.uploaded, 300);
-    let mut b = common::library_device_at(work.path(), "phone", plain, &prefix);
-    folder::pull(&mut b, &NoProgress).unwrap();
+    let b = common::library_device_at(work.path(), "phone", plain, &prefix);
+    folder::pull(&b, &NoProgress).unwrap();
     for i in 0..300 {
         let got = fs::read_to_string(b.home().memories().join(format!("m{i}.json"))).unwrap();
         assert_eq!(got, format!("{i} ").repeat(5000));

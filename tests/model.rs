@@ -184,10 +184,10 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Push(d) => {
-                folder::push(&mut vaults[d], &NoProgress).unwrap();
+                folder::push(&vaults[d], &NoProgress).unwrap();
             }
             Op::Pull(d) => {
-                folder::pull(&mut vaults[d], &NoProgress).unwrap();
+                folder::pull(&vaults[d], &NoProgress).unwrap();
             }
         }
     }

@@ -46,7 +46,7 @@ fn device(
 #[test]
 fn ten_thousand_small_files_take_a_few_dozen_requests() {
     let (work, vault, store) = counted_vault();
-    let mut a = device(&work, &vault, "laptop", &store);
+    let a = device(&work, &vault, "laptop", &store);
     let root = a.home().memories();
     for i in 0..10_000usize {
         let size = 1024 + (i * 7919) % (7 * 1024);
@@ -58,13 +58,13 @@ fn ten_thousand_small_files_take_a_few_dozen_requests() {
     std::thread::sleep(std::time::Duration::from_millis(50));
 
     store.reset();
-    let r = folder::push(&mut a, &NoProgress).unwrap();
+    let r = folder::push(&a, &NoProgress).unwrap();
     assert_eq!(r.uploaded, 10_050);
     let c = store.counts();
     assert!(c.puts <= 40, "push wrote {} objects", c.puts);
 
     store.reset();
-    let again = folder::push(&mut a, &NoProgress).unwrap();
+    let again = folder::push(&a, &NoProgress).unwrap();
     assert_eq!(
         (again.uploaded, again.scan.hashed, again.scan.bytes_read),
         (0, 0, 0)
@@ -76,9 +76,9 @@ fn ten_thousand_small_files_take_a_few_dozen_requests() {
         "an unchanged push touched the backend: {c:?}"
     );
 
-    let mut b = device(&work, &vault, "phone", &store);
+    let b = device(&work, &vault, "phone", &store);
     store.reset();
-    let pulled = folder::pull(&mut b, &NoProgress).unwrap();
+    let pulled = folder::pull(&b, &NoProgress).unwrap();
     let c = store.counts();
     assert!(c.gets <= 40, "a new device's pull read {} objects", c.gets);
     assert!(pulled.damaged.is_empty());
@@ -88,7 +88,7 @@ fn ten_thousand_small_files_take_a_few_dozen_requests() {
 #[test]
 fn a_new_device_starts_from_the_newest_snapshot() {
     let (work, vault, store) = counted_vault();
-    let mut a = device(&work, &vault, "laptop", &store);
+    let a = device(&work, &vault, "laptop", &store);
     let root = a.home().memories();
     for i in 0..40 {
         fs::write(
@@ -96,7 +96,7 @@ fn a_new_device_starts_from_the_newest_snapshot() {
             format!("version {i}"),
         )
         .unwrap();
-        folder::push(&mut a, &NoProgress).unwrap();
+        folder::push(&a, &NoProgress).unwrap();
     }
     let snaps: Vec<_> = vault
         .keys()
@@ -106,9 +106,9 @@ fn a_new_device_starts_from_the_newest_snapshot() {
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     assert!(snaps[0].ends_with("snapshot-00000000000000000032.enc"));
 
-    let mut b = device(&work, &vault, "phone", &store);
+    let b = device(&work, &vault, "phone", &store);
     store.reset();
-    folder::pull(&mut b, &NoProgress).unwrap();
+    folder::pull(&b, &NoProgress).unwrap();
     for i in 0..5 {
         let want = format!("version {}", 35 + i);
         let got = fs::read_to_string(b.home().memories().join(format!("f{i}.json"))).unwrap();

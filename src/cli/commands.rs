@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use ghostie_fs::backend;
 use ghostie_fs::config::{filename_safe, valid_prefix, BackendConfig, Home};
-use ghostie_fs::folder::{self, Keep};
-use ghostie_fs::sync::{setup_vault, SetupOutcome, SetupRequest, Vault};
+use ghostie_fs::folder;
+use ghostie_fs::sync::{setup_vault, Keep, SetupOutcome, SetupRequest, Vault};
 
 use super::errors::{CliError, EXIT_DAMAGED, EXIT_FAILURE};
 use super::passphrase::CliPassphrase;
@@ -73,13 +73,13 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Mount(a) => mount::mount(&cli, home, a),
         Command::Unmount(a) => mount::unmount(&cli, home, a),
         Command::Setup(args) => setup(&cli, home, args),
-        Command::Push(a) => push(&cli, &mut open_vault(&cli, home)?, a.json),
-        Command::Pull(a) => pull(&cli, &mut open_vault(&cli, home)?, a.json),
+        Command::Push(a) => push(&cli, &open_vault(&cli, home)?, a.json),
+        Command::Pull(a) => pull(&cli, &open_vault(&cli, home)?, a.json),
         Command::Sync(a) => {
             // One vault for both halves: one unlock, one passphrase prompt.
-            let mut vault = open_vault(&cli, home)?;
-            let code = pull(&cli, &mut vault, a.json)?;
-            let pushed = push(&cli, &mut vault, a.json)?;
+            let vault = open_vault(&cli, home)?;
+            let code = pull(&cli, &vault, a.json)?;
+            let pushed = push(&cli, &vault, a.json)?;
             Ok(code.max(pushed))
         }
         Command::Status(a) => status(&cli, home, a.json),
@@ -164,7 +164,7 @@ fn setup(cli: &Cli, home: Home, args: &SetupArgs) -> CmdResult {
     Ok(0)
 }
 
-fn push(cli: &Cli, vault: &mut Vault, json: bool) -> CmdResult {
+fn push(cli: &Cli, vault: &Vault, json: bool) -> CmdResult {
     let progress = BarProgress::new(cli.quiet || json);
     let started = Instant::now();
     let r = folder::push(vault, &progress)?;
@@ -185,7 +185,7 @@ fn push(cli: &Cli, vault: &mut Vault, json: bool) -> CmdResult {
     Ok(0)
 }
 
-fn pull(cli: &Cli, vault: &mut Vault, json: bool) -> CmdResult {
+fn pull(cli: &Cli, vault: &Vault, json: bool) -> CmdResult {
     let progress = BarProgress::new(cli.quiet || json);
     let r = folder::pull(vault, &progress)?;
     if json {
@@ -220,8 +220,8 @@ fn status(cli: &Cli, home: Home, json: bool) -> CmdResult {
     if let Some(r) = mount::status(&home, json) {
         return r;
     }
-    let mut vault = open_vault(cli, home)?;
-    let s = folder::status(&mut vault)?;
+    let vault = open_vault(cli, home)?;
+    let s = folder::status(&vault)?;
     if json {
         print_json(
             &serde_json::to_value(&s).map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?,
@@ -250,7 +250,7 @@ fn status(cli: &Cli, home: Home, json: bool) -> CmdResult {
 
 fn conflict_list(cli: &Cli, home: Home, json: bool) -> CmdResult {
     let vault = open_vault(cli, home)?;
-    let list = folder::conflicts(&vault)?;
+    let list = vault.conflicts()?;
     if json {
         print_json(
             &serde_json::to_value(&list).map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?,
@@ -272,7 +272,7 @@ fn conflict_list(cli: &Cli, home: Home, json: bool) -> CmdResult {
 }
 
 fn conflict_resolve(cli: &Cli, home: Home, path: &str, keep: &str) -> CmdResult {
-    let mut vault = open_vault(cli, home)?;
+    let vault = open_vault(cli, home)?;
     let keep = if keep == "all" {
         Keep::All
     } else {
@@ -280,20 +280,17 @@ fn conflict_resolve(cli: &Cli, home: Home, path: &str, keep: &str) -> CmdResult 
     };
     let path = path.trim_start_matches("./").trim_end_matches('/');
     let progress = BarProgress::new(cli.quiet);
-    folder::resolve(&mut vault, path, &keep, &progress)?;
+    folder::resolve(&vault, path, &keep, &progress)?;
     say!(cli, "✅ Resolved {path}");
     Ok(0)
 }
 
 fn devices(cli: &Cli, home: Home, json: bool) -> CmdResult {
-    let mut vault = open_vault(cli, home)?;
+    let vault = open_vault(cli, home)?;
     // Learn names and activity of devices that joined since the last pull.
     let refreshed = vault.poll(&ghostie_fs::sync::NoProgress).is_ok();
     let me = vault.device().clone();
-    let rows = vault
-        .index()
-        .devices()
-        .map_err(ghostie_fs::sync::SyncError::from)?;
+    let rows = vault.devices()?;
     let list: Vec<serde_json::Value> = rows
         .iter()
         .map(|d| {
@@ -336,7 +333,7 @@ fn passwd(cli: &Cli, home: Home, new_file: Option<PathBuf>) -> CmdResult {
         changing: true,
         preset: None,
     };
-    let mut vault = Vault::open(home, Box::new(source))?;
+    let vault = Vault::open(home, Box::new(source))?;
     vault.change_passphrase()?;
     say!(
         cli,
@@ -346,7 +343,7 @@ fn passwd(cli: &Cli, home: Home, new_file: Option<PathBuf>) -> CmdResult {
 }
 
 fn verify(cli: &Cli, home: Home) -> CmdResult {
-    let mut vault = open_vault(cli, home)?;
+    let vault = open_vault(cli, home)?;
     let progress = BarProgress::new(cli.quiet);
     let damaged = vault.verify(&progress)?;
     if damaged.is_empty() {

@@ -219,8 +219,8 @@ fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: 
         ghostie_fs::backend::RetryPolicy::mount(),
     );
     ghostie_fs::fs::unblock_exit_signals(&exit_signals);
-    let mut vault = opened?;
-    vault.keys()?;
+    let vault = opened?;
+    vault.unlock()?;
     // A backend that refuses this device stops the mount; one that does not answer
     // does not: the mount works from this device's copy and uploads later.
     let offline = match vault.check_backend() {
@@ -230,7 +230,7 @@ fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: 
         )),
         Err(e) => return Err(SyncError::Backend(e).into()),
     };
-    let imported = import_folder(&mut vault, mountpoint)?;
+    let imported = folder::import_for_mount(&vault, mountpoint)?;
     if imported > 0 {
         tracing::info!("imported {imported} files from {}", mountpoint.display());
     }
@@ -260,66 +260,6 @@ fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: 
         }
     })?;
     Ok(0)
-}
-
-/// A folder mounted over is imported first: every file in it becomes a version
-/// (sealed and queued), then leaves the folder, so the mount hides nothing.
-fn import_folder(vault: &mut Vault, root: &Path) -> Result<usize, CliError> {
-    let before = folder::scan::walk(root)?;
-    if before.is_empty() {
-        forget_folder(vault)?;
-        return Ok(0);
-    }
-    folder::scan::scan_and_record(vault, root, false)?;
-    let mut removed = 0;
-    let mut dirs: Vec<&String> = Vec::new();
-    for (path, d) in &before {
-        let full = root.join(path);
-        let now = match std::fs::symlink_metadata(&full) {
-            Ok(m) => m,
-            Err(_) => continue,
-        };
-        if d.kind == ghostie_fs::store::LocalKind::Dir {
-            dirs.push(path);
-            continue;
-        }
-        use std::os::unix::fs::MetadataExt;
-        if now.len() != d.size || now.ino() != d.ino || folder::scan::mtime_ns(&now) != d.mtime_ns {
-            return Err(fail(format!(
-                "{} changed while it was being imported; mount again.",
-                full.display()
-            )));
-        }
-        std::fs::remove_file(&full).map_err(|e| {
-            fail(format!(
-                "Cannot move {} into the mount: {e}.",
-                full.display()
-            ))
-        })?;
-        removed += 1;
-    }
-    dirs.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
-    for d in dirs {
-        let _ = std::fs::remove_dir(root.join(d));
-    }
-    forget_folder(vault)?;
-    Ok(removed)
-}
-
-/// The folder is a mount point from now on: the record of a plain folder's files
-/// must not be read against it.
-fn forget_folder(vault: &mut Vault) -> Result<(), CliError> {
-    let recorded: Vec<(String, Option<ghostie_fs::store::LocalFile>)> = vault
-        .index()
-        .local_files()
-        .map_err(SyncError::from)?
-        .into_keys()
-        .map(|p| (p, None))
-        .collect();
-    if !recorded.is_empty() {
-        vault.update_local(&recorded)?;
-    }
-    Ok(())
 }
 
 fn start_in_background(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path) -> CmdResult {
@@ -543,13 +483,13 @@ fn to_folder(cli: &Cli, home: Home) -> Result<(), CliError> {
         changing: false,
         preset: None,
     };
-    let mut vault = Vault::open(home.clone(), Box::new(source))?;
+    let vault = Vault::open(home.clone(), Box::new(source))?;
     let progress = BarProgress::new(cli.quiet);
     // Whatever is still queued goes out first, so the folder starts in step.
     vault.publish(&progress)?;
     MountHome::clear(&home)
         .map_err(|e| fail(format!("Cannot update {}: {e}.", home.sync_dir().display())))?;
-    let r = folder::pull(&mut vault, &progress)?;
+    let r = folder::pull(&vault, &progress)?;
     if !cli.quiet {
         println!(
             "✅ {} is a plain folder again ({} files written); use push, pull and sync",

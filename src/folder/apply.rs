@@ -17,9 +17,10 @@ use filetime::FileTime;
 use super::scan::{disk_entry, local_record, DiskEntry};
 use crate::crypto::blob::hash_bytes;
 use crate::model::{ContentRef, Entry};
-use crate::store::{LocalFile, LocalKind};
 use crate::sync::progress::Unit;
-use crate::sync::{Progress, Shown, SyncError, SyncResult, Vault, STREAM_FROM};
+use crate::sync::{
+    LocalFile, LocalKind, Progress, Shown, SyncError, SyncResult, Vault, STREAM_FROM,
+};
 
 #[derive(Debug, Default, Clone)]
 pub struct ApplyReport {
@@ -226,13 +227,13 @@ fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
 }
 
 /// Brings the folder at `root` to the namespace.
-pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncResult<ApplyReport> {
+pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<ApplyReport> {
     let ns = vault.namespace()?;
     let mut report = ApplyReport {
         conflicts: ns.values().filter(|s| s.sibling_of.is_some()).count(),
         ..ApplyReport::default()
     };
-    let local = vault.index().local_files()?;
+    let local = vault.local_files()?;
     let staging = vault.home().staging_dir();
     crate::config::create_private_dir(&staging)?;
     clean_staging(&staging);
@@ -280,7 +281,10 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
     for (path, shown) in &ns {
         let lf = local.get(path);
         let same_version = lf.is_some_and(|l| {
-            l.shows.as_ref() == Some(&shown.id()) && l.sibling_of == shown.sibling_of
+            l.showing.as_ref().is_some_and(|s| {
+                s.id() == (&shown.version.device, shown.version.counter())
+                    && s.sibling_of() == shown.sibling_of.as_deref()
+            })
         });
         if same_version {
             continue;
@@ -304,13 +308,7 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
                 if let Some(d) = d {
                     updates.push((
                         path.clone(),
-                        Some(local_record(
-                            &d,
-                            None,
-                            Some(shown.id()),
-                            None,
-                            Some(shown.version.vector.clone()),
-                        )),
+                        Some(local_record(&d, None, Some(shown.showing().standing(None)))),
                     ));
                 }
                 report.written += 1;
@@ -337,13 +335,7 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
                 if let Some(d) = lstat(&full).map_err(SyncError::io(&full))? {
                     updates.push((
                         path.clone(),
-                        Some(local_record(
-                            &d,
-                            None,
-                            Some(shown.id()),
-                            shown.sibling_of.clone(),
-                            Some(shown.version.vector.clone()),
-                        )),
+                        Some(local_record(&d, None, Some(shown.showing()))),
                     ));
                 }
                 report.written += 1;
@@ -361,13 +353,7 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
                     {
                         updates.push((
                             path.clone(),
-                            Some(local_record(
-                                d,
-                                l.sha256,
-                                Some(shown.id()),
-                                shown.sibling_of.clone(),
-                                Some(shown.version.vector.clone()),
-                            )),
+                            Some(local_record(d, l.sha256, Some(shown.showing()))),
                         ));
                         continue;
                     }
@@ -416,13 +402,7 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
         match lstat(&full) {
             Ok(Some(d)) => Written::Done(
                 bytes,
-                local_record(
-                    &d,
-                    Some(w.content.sha256),
-                    Some(w.shown.id()),
-                    w.shown.sibling_of.clone(),
-                    Some(w.shown.version.vector.clone()),
-                ),
+                local_record(&d, Some(w.content.sha256), Some(w.shown.showing())),
             ),
             Ok(None) => Written::Skipped(bytes),
             Err(e) => Written::Failed(SyncError::io(full)(e)),
@@ -480,9 +460,7 @@ pub fn apply(vault: &mut Vault, root: &Path, progress: &dyn Progress) -> SyncRes
                         Some(local_record(
                             &d,
                             Some(w.content.sha256),
-                            Some(w.shown.id()),
-                            w.shown.sibling_of.clone(),
-                            Some(w.shown.version.vector.clone()),
+                            Some(w.shown.showing()),
                         )),
                     ));
                 }

@@ -11,8 +11,8 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-use crate::model::{DeviceId, Entry};
-use crate::sync::{namespace, LocalChange, NewVersion, Progress, SyncError, SyncResult, Vault};
+use crate::model::Entry;
+use crate::sync::{Keep, LocalKind, Progress, SyncError, SyncResult, Vault};
 
 pub use apply::ApplyReport;
 pub use scan::ScanReport;
@@ -39,7 +39,7 @@ pub struct PullReport {
 /// The plain folder of a home. A file in its place is refused. A missing folder is
 /// created, and the record of what it held is forgotten first: a folder that is gone
 /// (moved, on an unmounted disk) means "no local copy", never "delete everything".
-pub fn folder_of(vault: &mut Vault) -> SyncResult<PathBuf> {
+pub fn folder_of(vault: &Vault) -> SyncResult<PathBuf> {
     let root = vault.home().memories();
     match fs::metadata(&root) {
         Ok(m) if m.is_dir() => Ok(root),
@@ -48,18 +48,11 @@ pub fn folder_of(vault: &mut Vault) -> SyncResult<PathBuf> {
             root.display()
         ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let recorded: Vec<(String, Option<crate::store::LocalFile>)> = vault
-                .index()
-                .local_files()?
-                .into_keys()
-                .map(|p| (p, None))
-                .collect();
-            if !recorded.is_empty() {
+            if vault.forget_local_files()? > 0 {
                 tracing::warn!(
                     "the memories folder {} was missing; it is recreated and filled from the vault",
                     root.display()
                 );
-                vault.update_local(&recorded)?;
             }
             fs::create_dir_all(&root).map_err(SyncError::io(&root))?;
             Ok(root)
@@ -68,7 +61,7 @@ pub fn folder_of(vault: &mut Vault) -> SyncResult<PathBuf> {
     }
 }
 
-pub fn push(vault: &mut Vault, progress: &dyn Progress) -> SyncResult<PushReport> {
+pub fn push(vault: &Vault, progress: &dyn Progress) -> SyncResult<PushReport> {
     let root = folder_of(vault)?;
     let scan = scan::scan_and_record(vault, &root, false)?;
     let published = vault.publish(progress)?;
@@ -83,7 +76,7 @@ pub fn push(vault: &mut Vault, progress: &dyn Progress) -> SyncResult<PushReport
     })
 }
 
-pub fn pull(vault: &mut Vault, progress: &dyn Progress) -> SyncResult<PullReport> {
+pub fn pull(vault: &Vault, progress: &dyn Progress) -> SyncResult<PullReport> {
     vault.begin_unlock();
     let root = folder_of(vault)?;
     let scan = scan::scan_and_record(vault, &root, false)?;
@@ -101,54 +94,6 @@ pub fn pull(vault: &mut Vault, progress: &dyn Progress) -> SyncResult<PullReport
     })
 }
 
-/// One path in conflict.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Conflict {
-    pub path: String,
-    /// The device whose version is shown at the path.
-    pub shown_device: String,
-    pub siblings: Vec<ConflictSibling>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ConflictSibling {
-    pub path: String,
-    pub device: String,
-}
-
-pub fn conflicts(vault: &Vault) -> SyncResult<Vec<Conflict>> {
-    let ns = vault.namespace()?;
-    let names = vault.device_names()?;
-    let name = |d: &DeviceId| {
-        names
-            .get(d)
-            .cloned()
-            .unwrap_or_else(|| d.as_str()[..8].to_owned())
-    };
-    let mut out: Vec<Conflict> = Vec::new();
-    for (path, shown) in &ns {
-        let Some(main) = &shown.sibling_of else {
-            continue;
-        };
-        let sib = ConflictSibling {
-            path: path.clone(),
-            device: name(&shown.version.device),
-        };
-        match out.iter_mut().find(|c| &c.path == main) {
-            Some(c) => c.siblings.push(sib),
-            None => out.push(Conflict {
-                path: main.clone(),
-                shown_device: ns
-                    .get(main)
-                    .map(|s| name(&s.version.device))
-                    .unwrap_or_default(),
-                siblings: vec![sib],
-            }),
-        }
-    }
-    Ok(out)
-}
-
 /// Keeps `sync/conflicts/current.json` in step with the folder: the conflicts seen at
 /// the last sync, for tools that do not want to scan for `.conflict-` files.
 fn record_conflicts(vault: &Vault, count: usize) -> SyncResult<()> {
@@ -156,7 +101,7 @@ fn record_conflicts(vault: &Vault, count: usize) -> SyncResult<()> {
     if count == 0 && !path.exists() {
         return Ok(());
     }
-    let list = conflicts(vault)?;
+    let list = vault.conflicts()?;
     let mut bytes = serde_json::to_vec_pretty(&serde_json::json!({
         "recorded_at": format_time(crate::now_ms()),
         "conflicts": list,
@@ -168,122 +113,16 @@ fn record_conflicts(vault: &Vault, count: usize) -> SyncResult<()> {
     Ok(())
 }
 
-/// Which side of a conflict to keep.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Keep {
-    Device(String),
-    /// Keep every version: the shown one at the path, each other as its own file.
-    All,
-}
-
-/// `name.json` kept from device `d` becomes `name.d.json`, still a `.json` file.
-pub fn kept_name(path: &str, device: &str) -> String {
-    let (dir, file) = match path.rsplit_once('/') {
-        Some((d, f)) => (Some(d), f),
-        None => (None, path),
-    };
-    let renamed = match file.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => format!("{stem}.{device}.{ext}"),
-        _ => format!("{file}.{device}"),
-    };
-    match dir {
-        Some(d) => format!("{d}/{renamed}"),
-        None => renamed,
-    }
-}
-
 /// Resolves the conflict at `path`, updates the folder and publishes the resolution.
 pub fn resolve(
-    vault: &mut Vault,
+    vault: &Vault,
     path: &str,
     keep: &Keep,
     progress: &dyn Progress,
 ) -> SyncResult<PushReport> {
     let root = folder_of(vault)?;
     scan::scan_and_record(vault, &root, false)?;
-    let heads = vault.heads()?;
-    let names = vault.device_names()?;
-    let path_heads = heads.get(path).cloned().unwrap_or_default();
-    let Some((winner, losers)) = namespace::resolve(&path_heads) else {
-        return Err(SyncError::Invalid(format!("{path} is not in conflict")));
-    };
-    if losers.is_empty() {
-        return Err(SyncError::Invalid(format!("{path} is not in conflict")));
-    }
-    let mut base = crate::model::VersionVector::default();
-    for h in &path_heads {
-        base.merge(&h.vector);
-    }
-    let name_of = |d: &DeviceId| {
-        names
-            .get(d)
-            .cloned()
-            .unwrap_or_else(|| d.as_str()[..8].to_owned())
-    };
-    let mut versions = Vec::new();
-    match keep {
-        Keep::Device(wanted) => {
-            let chosen = path_heads
-                .iter()
-                .find(|v| &name_of(&v.device) == wanted && !v.entry.is_deleted())
-                .ok_or_else(|| {
-                    let devices: Vec<String> = std::iter::once(winner).chain(losers.iter().copied()).map(|v| name_of(&v.device)).collect();
-                    SyncError::Invalid(format!(
-                        "no version of {path} from a device called '{wanted}' is in conflict (choose one of: {})",
-                        devices.join(", ")
-                    ))
-                })?;
-            versions.push(NewVersion {
-                path: path.to_owned(),
-                entry: chosen.entry.clone(),
-                mtime_ns: chosen.mtime_ns,
-                base,
-                local: LocalChange::Keep,
-            });
-        }
-        Keep::All => {
-            let ns = vault.namespace()?;
-            let root_for_names = root.clone();
-            let taken = |p: &str| {
-                heads
-                    .get(p)
-                    .is_some_and(|h| h.iter().any(|v| !v.entry.is_deleted()))
-                    || ns.contains_key(p)
-                    || root_for_names.join(p).exists()
-            };
-            for l in &losers {
-                // Never over an earlier kept copy: x.pixel9.json, x.pixel9-2.json, …
-                let mut target = kept_name(path, &name_of(&l.device));
-                let mut n = 2;
-                while taken(&target) {
-                    target = kept_name(path, &format!("{}-{n}", name_of(&l.device)));
-                    n += 1;
-                }
-                let mut tbase = crate::model::VersionVector::default();
-                for h in heads.get(&target).into_iter().flatten() {
-                    tbase.merge(&h.vector);
-                }
-                versions.push(NewVersion {
-                    path: target,
-                    entry: l.entry.clone(),
-                    mtime_ns: l.mtime_ns,
-                    base: tbase,
-                    local: LocalChange::Keep,
-                });
-            }
-            versions.push(NewVersion {
-                path: path.to_owned(),
-                entry: winner.entry.clone(),
-                mtime_ns: winner.mtime_ns,
-                base,
-                local: LocalChange::Keep,
-            });
-        }
-    }
-    if versions.iter().any(|v| matches!(v.entry, Entry::Deleted)) {
-        return Err(SyncError::Invalid(format!("{path} has no version to keep")));
-    }
-    vault.record(versions, &[], Vec::new())?;
+    vault.resolve_conflict(path, keep, &|p| root.join(p).exists())?;
     let applied = apply::apply(vault, &root, progress)?;
     record_conflicts(vault, applied.conflicts)?;
     let published = vault.publish(progress)?;
@@ -294,6 +133,51 @@ pub fn resolve(
         bytes: published.bytes,
         packs: published.packs,
     })
+}
+
+/// Mounting over a folder that holds files imports them first: every file becomes a
+/// version (sealed and queued), then leaves the folder, so the mount hides nothing.
+/// The record of the plain folder is forgotten either way: from now on the folder is
+/// a mount point. Returns the number of files moved into the vault.
+pub fn import_for_mount(vault: &Vault, root: &std::path::Path) -> SyncResult<usize> {
+    let before = scan::walk(root)?;
+    if before.is_empty() {
+        vault.forget_local_files()?;
+        return Ok(0);
+    }
+    scan::scan_and_record(vault, root, false)?;
+    let mut removed = 0;
+    let mut dirs: Vec<&String> = Vec::new();
+    for (path, d) in &before {
+        let full = root.join(path);
+        let Ok(now) = fs::symlink_metadata(&full) else {
+            continue;
+        };
+        if d.kind == LocalKind::Dir {
+            dirs.push(path);
+            continue;
+        }
+        use std::os::unix::fs::MetadataExt;
+        if now.len() != d.size || now.ino() != d.ino || scan::mtime_ns(&now) != d.mtime_ns {
+            return Err(SyncError::Invalid(format!(
+                "{} changed while it was being imported; mount again",
+                full.display()
+            )));
+        }
+        fs::remove_file(&full).map_err(|e| {
+            SyncError::Invalid(format!(
+                "cannot move {} into the mount: {e}",
+                full.display()
+            ))
+        })?;
+        removed += 1;
+    }
+    dirs.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    for d in dirs {
+        let _ = fs::remove_dir(root.join(d));
+    }
+    vault.forget_local_files()?;
+    Ok(removed)
 }
 
 /// What `status` shows. Read from the index and the folder alone: no passphrase, no
@@ -315,15 +199,14 @@ pub struct Status {
     pub backend_problem: Option<String>,
 }
 
-pub fn status(vault: &mut Vault) -> SyncResult<Status> {
+pub fn status(vault: &Vault) -> SyncResult<Status> {
     let root = folder_of(vault)?;
     let disk = scan::walk(&root)?;
-    let local = vault.index().local_files()?;
+    let local = vault.local_files()?;
     let local_count = disk
         .iter()
         .filter(|(p, d)| {
-            d.kind != crate::store::LocalKind::Dir
-                && local.get(*p).is_none_or(|l| l.sibling_of.is_none())
+            d.kind != LocalKind::Dir && local.get(*p).is_none_or(|l| l.sibling_of().is_none())
         })
         .count();
     let ns = vault.namespace()?;
@@ -354,7 +237,7 @@ pub fn status(vault: &mut Vault) -> SyncResult<Status> {
 }
 
 fn describe_backend(vault: &Vault) -> String {
-    vault.store().describe()
+    vault.describe_backend()
 }
 
 /// An RFC 3339 UTC time, without pulling in a date crate for one format.
@@ -384,20 +267,6 @@ pub fn format_time(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kept_names_stay_json() {
-        assert_eq!(
-            kept_name("2025-06-28.json", "pixel9"),
-            "2025-06-28.pixel9.json"
-        );
-        assert_eq!(
-            kept_name("notes/a.b.json", "laptop"),
-            "notes/a.b.laptop.json"
-        );
-        assert_eq!(kept_name("README", "x"), "README.x");
-        assert_eq!(kept_name(".hidden", "x"), ".hidden.x");
-    }
 
     #[test]
     fn times_format() {

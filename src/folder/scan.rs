@@ -9,7 +9,7 @@
 //! device's version (DESIGN §6); renaming it onto the main file is a change of the main
 //! file and so keeps it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -17,9 +17,12 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{ContentHash, ContentRef, Entry, VersionVector};
-use crate::store::{LocalFile, LocalKind};
-use crate::sync::{LocalChange, NewVersion, Shown, SyncError, SyncResult, Vault};
+use crate::model::{ContentHash, Entry, Showing};
+use crate::sync::rules::{self, Known};
+use crate::sync::{
+    After, Change, LocalChange, LocalFile, LocalKind, Namespace, Seen, Shown, SyncError,
+    SyncResult, Vault, RACY_CTIME,
+};
 
 /// Files up to this size are held in memory between hashing and sealing.
 const IN_MEMORY_MAX: u64 = 8 * 1024 * 1024;
@@ -149,28 +152,25 @@ pub struct ScanReport {
     pub sealed: usize,
 }
 
-/// What the folder showed at `path` (the file and the conflict siblings beside it),
-/// as one vector: a local change to `path` was made on top of exactly that, so it
-/// supersedes what the owner saw and stays concurrent with what they did not (a
-/// remote edit polled but not yet written, say).
-fn seen_base(
-    path: &str,
-    local: &HashMap<String, LocalFile>,
-    siblings: &HashMap<&str, Vec<&LocalFile>>,
-    include_siblings: &dyn Fn(&LocalFile) -> bool,
-) -> VersionVector {
-    let mut v = VersionVector::default();
-    if let Some(vec) = local.get(path).and_then(|l| l.vector.as_ref()) {
-        v.merge(vec);
+/// The conflict siblings the folder holds, by the path they stand beside.
+type Siblings<'a> = HashMap<&'a str, Vec<(&'a str, &'a LocalFile)>>;
+
+/// What the folder showed of `path`'s conflict group: a local change to `path` was
+/// made on top of exactly that, so it supersedes what the owner saw and stays
+/// concurrent with what they did not (a remote edit polled but not yet written, say).
+fn seen(path: &str, local: &HashMap<String, LocalFile>, siblings: &Siblings<'_>) -> Seen {
+    let at = local.get(path).and_then(|l| l.showing.clone());
+    let main = at.as_ref().and_then(|s| s.sibling_of()).unwrap_or(path);
+    let mut group: Vec<Showing> = Vec::new();
+    if main != path {
+        group.extend(local.get(main).and_then(|l| l.showing.clone()));
     }
-    for sib in siblings.get(path).into_iter().flatten() {
-        if include_siblings(sib) {
-            if let Some(vec) = &sib.vector {
-                v.merge(vec);
-            }
+    for (p, l) in siblings.get(main).into_iter().flatten() {
+        if *p != path {
+            group.extend(l.showing.clone());
         }
     }
-    v
+    Seen { at, group }
 }
 
 fn hash_file(path: &Path, size: u64) -> io::Result<(ContentHash, Option<Vec<u8>>, u64)> {
@@ -221,20 +221,35 @@ fn shows_same_file(shown: Option<&Shown>, sha: &ContentHash, mode: u32) -> bool 
             if &content.sha256 == sha && (*m == mode || ((*m & 0o777) | 0o600) == mode))
 }
 
+/// A file whose content must be sealed (or found in the vault) before its change can
+/// be recorded.
 struct PendingContent {
     path: String,
     disk: DiskEntry,
     sha: ContentHash,
     data: Option<Vec<u8>>,
-    /// An edited conflict sibling: a new file, on top of nothing at its own path.
-    from_sibling: bool,
+    seen: Seen,
+}
+
+/// Counts, for a dry run, the versions the rules would make.
+struct DryRun<'a>(&'a Namespace);
+
+impl Known for DryRun<'_> {
+    fn deletions(&self, _: &str) -> crate::model::VersionVector {
+        Default::default()
+    }
+    fn shown_now(&self, path: &str) -> Option<(Entry, i64)> {
+        self.0
+            .get(path)
+            .map(|s| (s.version.entry.clone(), s.version.mtime_ns))
+    }
 }
 
 /// Records every local change of the folder at `root` as a version. With `dry_run`
 /// nothing is sealed or recorded; the report still counts what would be.
-pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncResult<ScanReport> {
+pub fn scan_and_record(vault: &Vault, root: &Path, dry_run: bool) -> SyncResult<ScanReport> {
     let mut report = ScanReport::default();
-    let local = vault.index().local_files()?;
+    let local = vault.local_files()?;
     let disk = walk(root)?;
     // The common case, nothing touched since the last sync, needs neither the
     // namespace nor the heads: every stat matches its record, and nothing is gone.
@@ -252,23 +267,20 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
         vault.begin_unlock();
     }
     let ns = vault.namespace()?;
-    let mut siblings: HashMap<&str, Vec<&LocalFile>> = HashMap::new();
-    for l in local.values() {
-        if let Some(main) = &l.sibling_of {
-            siblings.entry(main.as_str()).or_default().push(l);
+    let mut siblings: Siblings<'_> = HashMap::new();
+    for (p, l) in &local {
+        if let Some(main) = l.sibling_of() {
+            siblings.entry(main).or_default().push((p.as_str(), l));
         }
     }
-    let all = |_: &LocalFile| true;
 
-    let mut versions: Vec<NewVersion> = Vec::new();
+    let mut changes: Vec<Change> = Vec::new();
     let mut updates: Vec<(String, Option<LocalFile>)> = Vec::new();
     let mut contents: Vec<PendingContent> = Vec::new();
-    let mut changed_main: HashSet<String> = HashSet::new();
 
-    let mut siblings_removed: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
     for (path, d) in &disk {
         let lf = local.get(path);
-        if let Some(l) = lf.filter(|l| l.sibling_of.is_some()) {
+        if let Some(l) = lf.filter(|l| l.sibling_of().is_some()) {
             // A conflict sibling the owner edited becomes a file of its own (its
             // device's version leaves the conflict); untouched, it stays as it is.
             if d.kind != LocalKind::File || d.matches(l) {
@@ -281,24 +293,18 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
                 let mut same = l.clone();
                 same.size = d.size;
                 same.mtime_ns = d.mtime_ns;
-                same.ctime_ns = local_record(d, None, None, None, None).ctime_ns;
+                same.ctime_ns = local_record(d, None, None).ctime_ns;
                 same.ino = d.ino;
                 same.mode = d.mode;
                 updates.push((path.clone(), Some(same)));
                 continue;
-            }
-            if let (Some(main), Some((dev, c))) = (&l.sibling_of, &l.shows) {
-                siblings_removed
-                    .entry(main.clone())
-                    .or_default()
-                    .push((dev.as_str().to_owned(), *c));
             }
             contents.push(PendingContent {
                 path: path.clone(),
                 disk: d.clone(),
                 sha,
                 data,
-                from_sibling: true,
+                seen: seen(path, &local, &siblings),
             });
             continue;
         }
@@ -323,35 +329,23 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
                 );
                 if same_as_record || shows_same_file(shown, &sha, d.mode) {
                     // Only the stat moved, or a pull wrote it and died before saying so.
-                    let shows = if same_as_record {
-                        lf.and_then(|l| l.shows.clone())
+                    let showing = if same_as_record {
+                        lf.and_then(|l| l.showing.clone())
                     } else {
-                        shown.map(|s| s.id())
+                        shown.map(Shown::showing)
                     };
-                    let (sibling_of, vector) = if same_as_record {
-                        (None, lf.and_then(|l| l.vector.clone()))
-                    } else {
-                        (
-                            shown.and_then(|s| s.sibling_of.clone()),
-                            shown.map(|s| s.version.vector.clone()),
-                        )
-                    };
-                    updates.push((
-                        path.clone(),
-                        Some(local_record(d, Some(sha), shows, sibling_of, vector)),
-                    ));
+                    updates.push((path.clone(), Some(local_record(d, Some(sha), showing))));
                     continue;
                 }
                 if shown.is_some_and(|s| s.sibling_of.is_some()) {
                     continue; // a sibling being rewritten by a half-done pull; the next apply fixes it
                 }
-                changed_main.insert(path.clone());
                 contents.push(PendingContent {
                     path: path.clone(),
                     disk: d.clone(),
                     sha,
                     data,
-                    from_sibling: false,
+                    seen: seen(path, &local, &siblings),
                 });
             }
             LocalKind::Dir | LocalKind::Symlink => {
@@ -375,150 +369,89 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
                     (a, b) => a == b,
                 });
                 if matches_ns {
-                    updates.push((
-                        path.clone(),
-                        Some(local_record(
-                            d,
-                            None,
-                            shown.map(|s| s.id()),
-                            None,
-                            shown.map(|s| s.version.vector.clone()),
-                        )),
-                    ));
+                    let showing = shown.map(|s| s.showing().standing(None));
+                    updates.push((path.clone(), Some(local_record(d, None, showing))));
                     continue;
                 }
-                changed_main.insert(path.clone());
-                versions.push(NewVersion {
+                changes.push(Change {
                     path: path.clone(),
-                    entry,
-                    mtime_ns: d.mtime_ns,
-                    base: seen_base(path, &local, &siblings, &all),
-                    local: LocalChange::Set(local_record(d, None, None, None, None)),
+                    seen: seen(path, &local, &siblings),
+                    after: After::Put {
+                        entry,
+                        mtime_ns: d.mtime_ns,
+                    },
+                    local: LocalChange::Set(local_record(d, None, None)),
                 });
             }
         }
     }
 
     // Removed paths: deletions of main paths, or resolutions when a sibling went.
-    for (path, lf) in &local {
-        if disk.contains_key(path) {
-            continue;
+    for path in local.keys() {
+        if !disk.contains_key(path) {
+            changes.push(Change {
+                path: path.clone(),
+                seen: seen(path, &local, &siblings),
+                after: After::Gone,
+                local: LocalChange::Remove,
+            });
         }
-        if let Some(main) = &lf.sibling_of {
-            updates.push((path.clone(), None));
-            if let Some((d, c)) = &lf.shows {
-                siblings_removed
-                    .entry(main.clone())
-                    .or_default()
-                    .push((d.as_str().to_owned(), *c));
-            }
-            continue;
-        }
-        if lf.vector.is_none() {
-            updates.push((path.clone(), None));
-            continue;
-        }
-        changed_main.insert(path.clone());
-        versions.push(NewVersion {
-            path: path.clone(),
-            entry: Entry::Deleted,
-            mtime_ns: crate::now_ms() * 1_000_000,
-            base: seen_base(path, &local, &siblings, &all),
-            local: LocalChange::Remove,
-        });
-    }
-
-    // A removed sibling with an untouched main file: keep the main content, drop the
-    // sibling's version, leave the siblings still present in conflict.
-    for (main, removed_ids) in siblings_removed {
-        if changed_main.contains(&main) {
-            continue;
-        }
-        let Some(shown) = ns.get(&main) else { continue };
-        let removed: HashSet<(String, u64)> = removed_ids.into_iter().collect();
-        let was_removed = |l: &LocalFile| {
-            l.shows
-                .as_ref()
-                .is_some_and(|(d, c)| removed.contains(&(d.as_str().to_owned(), *c)))
-        };
-        let main_local = match local.get(&main) {
-            Some(l) => LocalChange::Set(l.clone()),
-            None => LocalChange::Keep,
-        };
-        versions.push(NewVersion {
-            path: main.clone(),
-            entry: shown.version.entry.clone(),
-            mtime_ns: shown.version.mtime_ns,
-            base: seen_base(&main, &local, &siblings, &was_removed),
-            local: main_local,
-        });
     }
 
     if dry_run {
-        report.versions = versions.len() + contents.len();
+        for c in &contents {
+            changes.push(Change {
+                path: c.path.clone(),
+                seen: c.seen.clone(),
+                after: After::Put {
+                    entry: Entry::Deleted,
+                    mtime_ns: 0,
+                },
+                local: LocalChange::Keep,
+            });
+        }
+        report.versions = rules::plan(changes, &DryRun(&ns), 0).versions.len();
         return Ok(report);
     }
 
     // Contents already in the vault (a rename, a copy) are not sealed again.
     let hashes: Vec<ContentHash> = contents.iter().map(|c| c.sha).collect();
     let known = vault.contents_by_hash(&hashes)?;
-    let mut refs: HashMap<usize, ContentRef> = HashMap::new();
-    for (i, c) in contents.iter().enumerate() {
-        if let Some(r) = known.get(&c.sha) {
-            if r.size == c.disk.size {
-                refs.insert(i, r.clone());
+    for mut c in contents {
+        let full = root.join(&c.path);
+        let content = match known.get(&c.sha).filter(|r| r.size == c.disk.size) {
+            Some(r) => r.clone(),
+            None => {
+                let sealed = match c.data.take() {
+                    Some(data) => vault.seal(data.as_slice(), data.len() as u64, Some(c.sha)),
+                    None => match fs::File::open(&full) {
+                        Ok(f) => vault.seal(f, c.disk.size, None),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(SyncError::io(full)(e)),
+                    },
+                };
+                report.sealed += 1;
+                sealed?
             }
-        }
-    }
-    let mut packs = Vec::new();
-    if refs.len() < contents.len() {
-        let mut writer = vault.pack_writer()?;
-        for (i, c) in contents.iter_mut().enumerate() {
-            if refs.contains_key(&i) {
-                continue;
-            }
-            let full = root.join(&c.path);
-            let sealed = match c.data.take() {
-                Some(data) => writer.add_hashed(data.as_slice(), data.len() as u64, Some(c.sha)),
-                None => fs::File::open(&full).and_then(|f| writer.add(f, c.disk.size)),
-            };
-            let r = match sealed {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(SyncError::io(full)(e)),
-            };
-            c.sha = r.sha256;
-            refs.insert(i, r);
-            report.sealed += 1;
-        }
-        let (done, _) = writer
-            .finish()
-            .map_err(SyncError::io(vault.pack_cache().dir().to_path_buf()))?;
-        packs = done;
-    }
-    crate::failpoint("push-after-seal");
-    for (i, c) in contents.iter().enumerate() {
-        let Some(r) = refs.remove(&i) else { continue };
+        };
         let mut disk = c.disk.clone();
-        disk.size = r.size;
-        versions.push(NewVersion {
-            path: c.path.clone(),
-            entry: Entry::File {
-                content: r,
-                mode: c.disk.mode,
+        disk.size = content.size;
+        changes.push(Change {
+            path: c.path,
+            seen: c.seen,
+            local: LocalChange::Set(local_record(&disk, Some(content.sha256), None)),
+            after: After::Put {
+                entry: Entry::File {
+                    content,
+                    mode: c.disk.mode,
+                },
+                mtime_ns: c.disk.mtime_ns,
             },
-            mtime_ns: c.disk.mtime_ns,
-            base: if c.from_sibling {
-                VersionVector::default()
-            } else {
-                seen_base(&c.path, &local, &siblings, &all)
-            },
-            local: LocalChange::Set(local_record(&disk, Some(c.sha), None, None, None)),
         });
     }
-    report.versions = versions.len();
-    if !versions.is_empty() || !updates.is_empty() {
-        vault.record(versions, &packs, updates)?;
+    crate::failpoint("push-after-seal");
+    if !changes.is_empty() || !updates.is_empty() {
+        report.versions = vault.record(changes, updates)?.len();
     }
     Ok(report)
 }
@@ -526,25 +459,17 @@ pub fn scan_and_record(vault: &mut Vault, root: &Path, dry_run: bool) -> SyncRes
 pub fn local_record(
     d: &DiskEntry,
     sha: Option<ContentHash>,
-    shows: Option<(crate::model::DeviceId, u64)>,
-    sibling_of: Option<String>,
-    vector: Option<VersionVector>,
+    showing: Option<Showing>,
 ) -> LocalFile {
     let racy = d.ctime_ns >= d.seen_ns - TICK_NS;
     LocalFile {
         kind: d.kind,
         size: d.size,
         mtime_ns: d.mtime_ns,
-        ctime_ns: if racy {
-            crate::store::RACY_CTIME
-        } else {
-            d.ctime_ns
-        },
+        ctime_ns: if racy { RACY_CTIME } else { d.ctime_ns },
         ino: d.ino,
         mode: d.mode,
         sha256: sha,
-        shows,
-        sibling_of,
-        vector,
+        showing,
     }
 }

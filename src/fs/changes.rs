@@ -1,49 +1,16 @@
-//! Turning what a program did in the mount (remove, rename, chmod, …) into versions,
-//! with the conflict rules of DESIGN §6: removing a `.conflict-` sibling drops that
-//! device's version, renaming it onto its path keeps it, editing it makes it a file of
-//! its own.
+//! What a program does to names in the mount (mkdir, symlink, unlink, rmdir, rename,
+//! chmod of a closed file), told to the engine as changes to the paths the mount
+//! shows. The conflict rules (removing a `.conflict-` sibling drops that device's
+//! version, renaming it onto its path keeps it, editing it makes it a file of its own)
+//! are the engine's: this file only says what the mount showed and what it shows now.
 
 use std::collections::HashSet;
 
-use super::core::{Errno, FsResult, State};
-use super::tree::{join, Kind, Node};
-use crate::model::{Entry, VersionVector};
-use crate::sync::{LocalChange, NewVersion, Vault};
-
-/// Everything this device knows of `path`: a change made now supersedes all of it
-/// (the mount shows what the index holds, conflict siblings included).
-pub(super) fn heads_vector(vault: &Vault, path: &str) -> FsResult<VersionVector> {
-    let mut v = VersionVector::default();
-    for h in vault
-        .index()
-        .heads_of(path)
-        .map_err(crate::sync::SyncError::from)?
-    {
-        v.merge(&h.vector);
-    }
-    Ok(v)
-}
-
-/// The version that drops `sibling` from the conflict at `main`, keeping what `main`
-/// shows.
-pub(super) fn drop_sibling(st: &State, sibling: &Node, main: &str) -> Option<NewVersion> {
-    let shown = st
-        .tree
-        .ino_of(main)
-        .and_then(|i| st.tree.get(i))
-        .and_then(|m| m.shown.clone())?;
-    let mut base = shown.version.vector.clone();
-    if let Some(s) = &sibling.shown {
-        base.merge(&s.version.vector);
-    }
-    Some(NewVersion {
-        path: main.to_owned(),
-        entry: shown.version.entry.clone(),
-        mtime_ns: shown.version.mtime_ns,
-        base,
-        local: LocalChange::Keep,
-    })
-}
+use super::errno::{Errno, FsResult};
+use super::mount_fs::{check_name, precise_now_ns, seen_in, Attr, MountFs, State};
+use super::tree::{join, Ino, Kind, Node};
+use crate::model::Entry;
+use crate::sync::{After, Change, LocalChange};
 
 /// What a node holds, as an entry, with its current mode.
 fn entry_of(n: &Node) -> Option<Entry> {
@@ -60,203 +27,244 @@ fn entry_of(n: &Node) -> Option<Entry> {
     }
 }
 
-pub(super) fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: statvfs writes only into `s`, which we own; the path is a C string.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
-    if rc != 0 {
-        return None;
+fn put(st: &State, path: &str, entry: Entry, mtime_ns: i64) -> Change {
+    Change {
+        path: path.to_owned(),
+        seen: seen_in(&st.tree, path),
+        after: After::Put { entry, mtime_ns },
+        local: LocalChange::Keep,
     }
-    let frsize = s.f_frsize as u64;
-    Some((s.f_blocks as u64 * frsize, s.f_bavail as u64 * frsize))
 }
 
-impl State {
-    pub(super) fn add_handle(&mut self, ino: u64, writable: bool) -> u64 {
-        self.add_handle_raw(ino, writable)
+fn gone(st: &State, path: &str) -> Change {
+    Change {
+        path: path.to_owned(),
+        seen: seen_in(&st.tree, path),
+        after: After::Gone,
+        local: LocalChange::Keep,
     }
+}
 
-    pub(super) fn child_path(&self, parent: u64, name: &str) -> FsResult<String> {
-        let dir = self.tree.get(parent).ok_or(Errno(libc::ENOENT))?;
+impl MountFs {
+    pub(super) fn child_path(st: &State, parent: Ino, name: &str) -> FsResult<String> {
+        let dir = st.tree.get(parent).ok_or(Errno::NOENT)?;
         if dir.kind != Kind::Dir {
-            return Err(Errno(libc::ENOTDIR));
+            return Err(Errno::NOTDIR);
         }
         Ok(join(&dir.path, name))
     }
 
     /// Paths whose node shows a file open with changes not recorded yet: refreshes
     /// keep them as they are (their bytes live in staging).
-    pub(super) fn staged_paths(&self) -> HashSet<String> {
-        self.dirty_inos()
-            .into_iter()
-            .filter_map(|i| self.tree.get(i).map(|n| n.path.clone()))
+    pub(super) fn staged_paths(st: &State) -> HashSet<String> {
+        st.files
+            .dirty_inos()
+            .filter_map(|i| st.tree.get(i).map(|n| n.path.clone()))
             .collect()
     }
 
     /// Re-reads what `scope` shows from the index (after recording there).
-    pub(super) fn refresh(&mut self, scope: &[String]) -> FsResult<()> {
+    pub(super) fn refresh(&self, st: &mut State, scope: &[String]) -> FsResult<()> {
         let ns = self.vault.namespace_of(scope)?;
-        let staged = self.staged_paths();
+        let staged = Self::staged_paths(st);
         // Local changes: the kernel already knows, and must not be called back from
         // inside one of its own requests.
-        let _ = self.tree.refresh(scope, &ns, &|p| staged.contains(p));
+        let _ = st.tree.refresh(scope, &ns, &|p| staged.contains(p));
         Ok(())
     }
 
-    pub(super) fn record(&mut self, versions: Vec<NewVersion>, scope: &[String]) -> FsResult<()> {
-        if !versions.is_empty() {
-            self.vault.record(versions, &[], Vec::new())?;
+    /// Records `changes`, then shows what `scope` shows now.
+    fn record(&self, st: &mut State, changes: Vec<Change>, scope: &[String]) -> FsResult<()> {
+        if !changes.is_empty() {
+            self.vault.record(changes, Vec::new())?;
         }
-        self.refresh(scope)
+        self.refresh(st, scope)
     }
 
-    pub(super) fn record_one(
-        &mut self,
-        path: &str,
-        entry: Entry,
-        mtime_ns: i64,
-        base: VersionVector,
+    pub fn mkdir(&self, parent: Ino, name: &str, mode: u32) -> FsResult<Attr> {
+        self.make(
+            parent,
+            name,
+            Entry::Dir {
+                mode: mode & 0o7777,
+            },
+        )
+    }
+
+    pub fn symlink(&self, parent: Ino, name: &str, target: &str) -> FsResult<Attr> {
+        self.make(
+            parent,
+            name,
+            Entry::Symlink {
+                target: target.to_owned(),
+            },
+        )
+    }
+
+    /// A new folder or link, recorded before the call returns.
+    fn make(&self, parent: Ino, name: &str, entry: Entry) -> FsResult<Attr> {
+        check_name(name)?;
+        let mut st = self.state();
+        let path = Self::child_path(&st, parent, name)?;
+        if st.tree.ino_of(&path).is_some() {
+            return Err(Errno::EXIST);
+        }
+        let now = precise_now_ns();
+        let change = put(&st, &path, entry, now);
+        self.record(&mut st, vec![change], std::slice::from_ref(&path))?;
+        st.tree.touch_dir(parent, now);
+        self.note_change();
+        let ino = st.tree.ino_of(&path).ok_or(Errno::IO)?;
+        self.node_attr(&st, ino)
+    }
+
+    pub fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
+        self.remove(parent, name, |n| match n.kind {
+            Kind::Dir => Err(Errno::ISDIR),
+            _ => Ok(()),
+        })
+    }
+
+    pub fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
+        self.remove(parent, name, |n| match n.kind {
+            Kind::Dir if !n.children.is_empty() => Err(Errno::NOTEMPTY),
+            Kind::Dir => Ok(()),
+            _ => Err(Errno::NOTDIR),
+        })
+    }
+
+    /// unlink and rmdir: `allowed` says whether this call may remove that node.
+    fn remove(
+        &self,
+        parent: Ino,
+        name: &str,
+        allowed: impl FnOnce(&Node) -> FsResult<()>,
     ) -> FsResult<()> {
-        let v = NewVersion {
-            path: path.to_owned(),
-            entry,
-            mtime_ns,
-            base,
-            local: LocalChange::Keep,
-        };
-        self.record(vec![v], &[path.to_owned()])
+        let mut st = self.state();
+        let node = st.tree.lookup(parent, name).cloned().ok_or(Errno::NOENT)?;
+        allowed(&node)?;
+        st.files.unlink(&node);
+        let change = gone(&st, &node.path);
+        let mut scope = vec![node.path.clone()];
+        scope.extend(node.sibling_of().map(str::to_owned));
+        if node.shown.is_none() || node.sibling_of().is_some() {
+            // Made here and never recorded, or a sibling whose device's version now
+            // leaves the conflict: the name goes whatever the namespace says.
+            st.tree.remove_subtree(node.ino);
+        }
+        self.record(&mut st, vec![change], &scope)?;
+        // A folder implied by others' files, say, may still be shown: it is gone here.
+        if st.tree.ino_of(&node.path) == Some(node.ino) && node.kind != Kind::Dir {
+            st.tree.remove_subtree(node.ino);
+        }
+        st.tree.touch_dir(parent, precise_now_ns());
+        self.note_change();
+        Ok(())
     }
 
-    /// unlink or rmdir of `node`.
-    pub(super) fn remove_node(&mut self, node: &Node) -> FsResult<()> {
-        if let Some(main) = node.sibling_of() {
-            let main = main.to_owned();
-            let versions: Vec<NewVersion> = drop_sibling(self, node, &main).into_iter().collect();
-            self.tree.remove_subtree(node.ino);
-            return self.record(versions, &[main]);
-        }
-        if self.mark_unlinked(node) {
-            self.keep_orphan(node.clone());
-        }
-        if node.shown.is_none() {
-            // Made here and never recorded: nothing to tell other devices.
-            self.tree.remove_subtree(node.ino);
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        no_replace: bool,
+    ) -> FsResult<()> {
+        check_name(new_name)?;
+        let mut st = self.state();
+        let node = st.tree.lookup(parent, name).cloned().ok_or(Errno::NOENT)?;
+        let to = Self::child_path(&st, new_parent, new_name)?;
+        if to == node.path {
             return Ok(());
         }
-        let base = heads_vector(&self.vault, &node.path)?;
-        let now = crate::now_ms() * 1_000_000;
-        self.record_one(&node.path, Entry::Deleted, now, base)?;
-        // A folder implied by others' files, say, may still be shown: it is gone here.
-        if self.tree.ino_of(&node.path) == Some(node.ino) && node.kind != Kind::Dir {
-            self.tree.remove_subtree(node.ino);
+        if node.kind == Kind::Dir && to.starts_with(&format!("{}/", node.path)) {
+            return Err(Errno::INVAL);
         }
+        if let Some(target) = st.tree.ino_of(&to).and_then(|i| st.tree.get(i)) {
+            if no_replace {
+                return Err(Errno::EXIST);
+            }
+            match (node.kind == Kind::Dir, target.kind == Kind::Dir) {
+                (true, false) => return Err(Errno::NOTDIR),
+                (false, true) => return Err(Errno::ISDIR),
+                (true, true) if !target.children.is_empty() => return Err(Errno::NOTEMPTY),
+                _ => {}
+            }
+        }
+        self.move_subtree(&mut st, &node, &to)?;
+        let now = precise_now_ns();
+        st.tree.touch_dir(parent, now);
+        st.tree.touch_dir(new_parent, now);
+        self.note_change();
         Ok(())
     }
 
-    /// Moves `node` (and all under it) to `to`: a deletion at every old path and the
-    /// same entry at every new one, in one transaction.
-    pub(super) fn rename(&mut self, node: &Node, to: &str) -> FsResult<()> {
+    /// Moves `node` (and all under it) to `to`: every old path gone, the same entry at
+    /// every new one, in one transaction. Files open with unrecorded changes move
+    /// without a version; their close records them at the new path.
+    fn move_subtree(&self, st: &mut State, node: &Node, to: &str) -> FsResult<()> {
         let from = node.path.clone();
-        let moved: Vec<Node> = self
+        let moved: Vec<Node> = st
             .tree
             .subtree(&from)
             .into_iter()
-            .filter_map(|i| self.tree.get(i).cloned())
+            .filter_map(|i| st.tree.get(i).cloned())
             .collect();
-        let moved_paths: HashSet<&str> = moved.iter().map(|n| n.path.as_str()).collect();
-        let mut versions = Vec::new();
+        let mut changes = Vec::new();
         let mut scope = Vec::new();
         let mut restaged = Vec::new();
         for n in &moved {
             let new_path = format!("{to}{}", &n.path[from.len()..]);
-            let dirty = self.is_dirty(n.ino);
-            match n.sibling_of() {
-                Some(main) if !moved_paths.contains(main) => {
-                    versions.extend(drop_sibling(self, n, main));
-                    scope.push(main.to_owned());
-                }
-                Some(_) => {}
-                None if n.shown.is_some() => {
-                    versions.push(NewVersion {
-                        path: n.path.clone(),
-                        entry: Entry::Deleted,
-                        mtime_ns: crate::now_ms() * 1_000_000,
-                        base: heads_vector(&self.vault, &n.path)?,
-                        local: LocalChange::Keep,
-                    });
-                }
-                None => {}
+            changes.push(gone(st, &n.path));
+            if let Some(main) = n.sibling_of() {
+                scope.push(main.to_owned());
             }
-            if self.is_staged(n.ino) {
+            if st.files.staged.contains_key(&n.ino) {
                 restaged.push((n.ino, new_path.clone()));
             }
-            if !dirty {
+            if !st.files.is_dirty(n.ino) {
                 if let Some(entry) = entry_of(n) {
-                    versions.push(NewVersion {
-                        path: new_path.clone(),
-                        entry,
-                        mtime_ns: n.mtime_ns,
-                        base: heads_vector(&self.vault, &new_path)?,
-                        local: LocalChange::Keep,
-                    });
+                    changes.push(put(st, &new_path, entry, n.mtime_ns));
                 }
             }
             scope.push(n.path.clone());
             scope.push(new_path);
         }
         // What `to` held before is replaced: its subtree leaves with it.
-        if let Some(old) = self.tree.ino_of(to) {
+        if let Some(old) = st.tree.ino_of(to) {
             if old != node.ino {
-                for gone in self.tree.subtree(to) {
-                    if let Some(g) = self.tree.get(gone).cloned() {
-                        if self.mark_unlinked(&g) {
-                            self.keep_orphan(g);
-                        }
+                for gone_ino in st.tree.subtree(to) {
+                    if let Some(g) = st.tree.get(gone_ino).cloned() {
+                        st.files.unlink(&g);
                     }
                 }
             }
         }
-        self.tree.rename(&from, to, crate::now_ms() * 1_000_000);
-        if !versions.is_empty() {
-            self.vault.record(versions, &[], Vec::new())?;
-        }
+        st.tree.rename(&from, to, precise_now_ns());
+        self.vault.record(changes, Vec::new())?;
+        // An open file now writes on top of whatever its new path shows.
         for (ino, path) in restaged {
-            let base = heads_vector(&self.vault, &path)?;
-            self.set_staged_base(ino, base);
+            let seen = seen_in(&st.tree, &path);
+            if let Some(s) = st.files.staged.get_mut(&ino) {
+                s.seen = seen;
+            }
         }
         scope.sort();
         scope.dedup();
-        self.refresh(&scope)
+        self.refresh(st, &scope)
     }
 
     /// chmod or utimens of a closed node: the same entry, new metadata.
-    pub(super) fn record_meta(&mut self, ino: u64) -> FsResult<()> {
-        let Some(n) = self.tree.get(ino).cloned() else {
+    pub(super) fn record_meta(&self, st: &mut State, ino: Ino) -> FsResult<()> {
+        let Some(n) = st.tree.get(ino).cloned() else {
             return Ok(());
         };
         let Some(entry) = entry_of(&n) else {
             return Ok(());
         };
-        let mut versions = Vec::new();
+        let change = put(st, &n.path, entry, n.mtime_ns);
         let mut scope = vec![n.path.clone()];
-        let base = match n.sibling_of() {
-            Some(main) => {
-                versions.extend(drop_sibling(self, &n, main));
-                scope.push(main.to_owned());
-                VersionVector::default()
-            }
-            None => heads_vector(&self.vault, &n.path)?,
-        };
-        versions.push(NewVersion {
-            path: n.path.clone(),
-            entry,
-            mtime_ns: n.mtime_ns,
-            base,
-            local: LocalChange::Keep,
-        });
-        self.record(versions, &scope)
+        scope.extend(n.sibling_of().map(str::to_owned));
+        self.record(st, vec![change], &scope)
     }
 }

@@ -14,7 +14,8 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::core::{Attr, Errno, MountFs};
+use super::errno::Errno;
+use super::mount_fs::{Attr, MountFs};
 use super::tree::Kind;
 use super::worker::Invalidator;
 

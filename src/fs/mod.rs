@@ -1,28 +1,45 @@
 //! Front-end 2, the mount (DESIGN §7): a FUSE filesystem over the memories folder.
 //! Reads fetch and decrypt on demand; writes are staged, sealed when they close and
 //! queued in the index; a worker publishes the queue and polls other devices, then
-//! invalidates what the kernel cached of what they changed.
+//! invalidates what the kernel cached of what they changed. It speaks to the engine
+//! through `sync::Vault` alone.
 //!
-//! - `tree`: the inode table, a pure function of the namespace plus open files.
-//! - `core`: the filesystem operations over the tree and the `Vault`.
-//! - `changes`: what an unlink, rename or chmod records, with the conflict rules.
+//! - `mount_fs`: the filesystem type, its state and the read-only operations.
+//! - `write`: files open for writing, from open to the close that records them.
+//! - `changes`: mkdir, symlink, unlink, rmdir, rename and chmod, told to the engine.
+//! - `read`: reads, the memory cache, prefetch and read-ahead.
+//! - `remote`: other devices' changes applied to the tree.
+//! - `tree`: the inode table, a pure function of the namespace plus local changes.
+//! - `open_files`, `staging`, `plain_cache`: the tables and buffers behind them.
+//! - `errno`: every errno the kernel gets, decided in one place.
 //! - `worker`: publishing, polling and invalidation in the background.
 //! - `status`: the files other commands read to see a running mount.
 //! - `fuse`: the only file that binds fuser.
 
 mod changes;
-mod core;
+mod errno;
 mod fuse;
+mod mount_fs;
+mod open_files;
 mod plain_cache;
+mod read;
+mod remote;
 mod staging;
 pub mod status;
 pub mod tree;
 mod worker;
+mod write;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
-pub use self::core::{Attr, Errno, FsResult, MountFs, MountOptions};
+pub use errno::{Errno, FsResult};
+pub use mount_fs::{Attr, MountFs, MountOptions};
 pub use status::{is_mounted, MountHome, MountStatus};
+pub use tree::Invalidation;
+pub use worker::Invalidator;
 
 use crate::sync::{SyncError, Vault};
 

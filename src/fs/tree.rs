@@ -2,9 +2,9 @@
 //! no I/O, no locks. The kernel knows files by inode number, the vault by path; this
 //! keeps the two in step as local operations and remote changes move paths around.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::model::{ContentRef, Entry};
+use crate::model::{ContentRef, DeviceId, Entry, ObjectId};
 use crate::sync::{Namespace, Shown};
 
 pub type Ino = u64;
@@ -102,8 +102,21 @@ pub struct Tree {
     /// (and briefly doubles) a few megabytes, not the nodes themselves.
     nodes: HashMap<Ino, Box<Node>>,
     by_path: HashMap<String, Ino>,
+    /// The file nodes whose content lives in each pack: what was sealed beside a file
+    /// is fetched with it (see `read.rs`).
+    by_pack: HashMap<PackKey, HashSet<Ino>>,
     next: Ino,
     root_mtime_ns: i64,
+}
+
+/// A pack, by the device whose prefix holds it and its id.
+type PackKey = (DeviceId, ObjectId);
+
+fn pack_of(shown: Option<&Shown>) -> Option<PackKey> {
+    match shown.map(|s| &s.version.entry) {
+        Some(Entry::File { content, .. }) => Some((content.owner.clone(), content.pack.clone())),
+        _ => None,
+    }
 }
 
 fn shape(shown: &Shown) -> (Kind, u32, u64, String) {
@@ -116,9 +129,7 @@ fn shape(shown: &Shown) -> (Kind, u32, u64, String) {
     }
 }
 
-fn blob_of(
-    shown: Option<&Shown>,
-) -> Option<(&crate::model::DeviceId, &crate::model::ObjectId, u64)> {
+fn blob_of(shown: Option<&Shown>) -> Option<(&DeviceId, &ObjectId, u64)> {
     match shown.map(|s| &s.version.entry) {
         Some(Entry::File { content, .. }) => Some((&content.owner, &content.pack, content.offset)),
         _ => None,
@@ -141,6 +152,7 @@ impl Tree {
         Self {
             nodes,
             by_path,
+            by_pack: HashMap::new(),
             next: ROOT + 1,
             root_mtime_ns: now_ns,
         }
@@ -279,6 +291,7 @@ impl Tree {
             .unwrap_or_else(|| unreachable!("attached above"));
         let content_changed =
             blob_of(node.shown.as_ref()) != blob_of(Some(&shown)) || node.target != target;
+        let packs = (pack_of(node.shown.as_ref()), pack_of(Some(&shown)));
         node.mode = mode;
         node.size = size;
         node.mtime_ns = shown.version.mtime_ns;
@@ -286,7 +299,39 @@ impl Tree {
         node.target = target;
         node.stale = false;
         node.shown = Some(shown);
+        self.repack(ino, packs);
         (ino, content_changed)
+    }
+
+    /// Keeps `by_pack` in step with a node whose content moved from one pack to another.
+    fn repack(&mut self, ino: Ino, (old, new): (Option<PackKey>, Option<PackKey>)) {
+        if old == new {
+            return;
+        }
+        if let Some(old) = old {
+            if let Some(set) = self.by_pack.get_mut(&old) {
+                set.remove(&ino);
+                if set.is_empty() {
+                    self.by_pack.remove(&old);
+                }
+            }
+        }
+        if let Some(new) = new {
+            self.by_pack.entry(new).or_default().insert(ino);
+        }
+    }
+
+    /// The contents shown here that live in pack `pack` of `owner`.
+    pub fn in_pack<'a>(
+        &'a self,
+        owner: &DeviceId,
+        pack: &ObjectId,
+    ) -> impl Iterator<Item = &'a ContentRef> + 'a {
+        self.by_pack
+            .get(&(owner.clone(), pack.clone()))
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.nodes.get(i)?.content())
     }
 
     /// Removes the node at `ino` and everything under it; returns the removed inodes.
@@ -312,6 +357,7 @@ impl Tree {
         for i in self.subtree_from(ino) {
             if let Some(n) = self.nodes.remove(&i) {
                 self.by_path.remove(&n.path);
+                self.repack(i, (pack_of(n.shown.as_ref()), None));
                 removed.push(*n);
             }
         }
@@ -427,9 +473,12 @@ impl Tree {
         if !kept {
             return self.set_path(path, shown, inval);
         }
-        if let Some(n) = self.ino_of(path).and_then(|i| self.nodes.get_mut(&i)) {
+        let Some(ino) = self.ino_of(path) else { return };
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            let packs = (pack_of(n.shown.as_ref()), pack_of(Some(shown)));
             n.shown = Some(shown.clone());
             n.stale = true;
+            self.repack(ino, packs);
         }
     }
 

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::core::MountFs;
+use super::mount_fs::MountFs;
 use super::status::MountStatus;
 use super::tree::Invalidation;
 use crate::config::Home;
-use crate::sync::NoProgress;
 
 /// Publish once changes have been quiet this long...
 const QUIET: Duration = Duration::from_millis(50);
@@ -80,12 +79,11 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
             if quiet && !snapshot_checked {
                 drop(a);
                 snapshot_checked = true;
-                let st = &mut *fs.state();
-                if let Err(e) = st.vault.write_due_snapshot() {
+                if let Err(e) = fs.vault.write_due_snapshot() {
                     tracing::warn!("snapshot failed, retried later: {e}");
                     snapshot_checked = false;
                 }
-                if let Err(e) = st.vault.checkpoint_queue() {
+                if let Err(e) = fs.vault.checkpoint_queue() {
                     tracing::warn!("index checkpoint failed: {e}");
                 }
                 last_checkpoint = Instant::now();
@@ -118,7 +116,7 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
         drop(a);
 
         if publish_due {
-            let result = publish(&fs);
+            let result = fs.publish_queue();
             let mut a = lock(&fs.activity);
             match result {
                 Ok(r) => {
@@ -147,7 +145,7 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
 
         if poll_due {
             next_poll = Instant::now() + fs.opts.poll;
-            let polled = fs.state().vault.poll(&NoProgress);
+            let polled = fs.poll_vault();
             match polled {
                 Ok(r) => {
                     cfg.status.last_poll_ms = Some(crate::now_ms());
@@ -186,7 +184,7 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
             .last_change
             .is_some_and(|t| t > last_checkpoint);
         if changed_since_checkpoint && last_checkpoint.elapsed() >= CHECKPOINT_AT_LEAST_EVERY {
-            if let Err(e) = fs.state().vault.checkpoint_queue() {
+            if let Err(e) = fs.vault.checkpoint_queue() {
                 tracing::warn!("index checkpoint failed: {e}");
             }
             last_checkpoint = Instant::now();
@@ -197,28 +195,14 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
         }
     }
     // Unmounted: one last try to send what is queued; what fails waits for the next start.
-    let pending = fs.state().vault.unpublished_count().unwrap_or(0);
+    let pending = fs.vault.unpublished_count().unwrap_or(0);
     if pending > 0 {
-        if let Err(e) = fs.state().vault.publish(&NoProgress) {
+        if let Err(e) = fs.publish_queue() {
             tracing::warn!("{pending} changes stay queued for the next mount: {e}");
         }
     }
-    let _ = fs.state().vault.write_due_snapshot();
-    let _ = fs.state().vault.sync_queue();
-}
-
-/// Uploads the queued packs without holding the vault (the filesystem keeps
-/// serving and recording meanwhile), then publishes the segment under it.
-fn publish(fs: &MountFs) -> Result<crate::sync::PublishReport, crate::sync::SyncError> {
-    let batch = fs.state().vault.pending_uploads()?;
-    if !batch.is_empty() {
-        let (done, error) = batch.run();
-        fs.state().vault.uploaded(&done)?;
-        if let Some(e) = error {
-            return Err(e);
-        }
-    }
-    fs.state().vault.publish(&NoProgress)
+    let _ = fs.vault.write_due_snapshot();
+    let _ = fs.vault.sync_queue();
 }
 
 fn invalidate(inval: &dyn Invalidator, list: &[Invalidation]) {
@@ -231,12 +215,9 @@ fn invalidate(inval: &dyn Invalidator, list: &[Invalidation]) {
 }
 
 fn write_status(fs: &MountFs, cfg: &mut WorkerConfig) {
-    {
-        let st = fs.state();
-        cfg.status.pending_uploads = st.vault.unpublished_count().unwrap_or(0);
-        cfg.status.pending_bytes = st.vault.queued_bytes().unwrap_or(0);
-        cfg.status.open_dirty = st.dirty_count() as u64;
-    }
+    cfg.status.pending_uploads = fs.vault.unpublished_count().unwrap_or(0);
+    cfg.status.pending_bytes = fs.vault.queued_bytes().unwrap_or(0);
+    cfg.status.open_dirty = fs.dirty_count() as u64;
     cfg.status.cache_used = fs.plain_cache_used();
     cfg.status.cache_limit = fs.opts.cache_limit;
     cfg.status.last_error = lock(&fs.activity).last_error.clone();

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::model::{ContentHash, ContentRef, DeviceId, ObjectId, Seq, Version, VersionVector};
+use crate::model::{
+    ContentHash, ContentRef, DeviceId, ObjectId, Seq, Showing, Version, VersionVector,
+};
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -149,13 +151,16 @@ pub struct LocalFile {
     pub ino: u64,
     pub mode: u32,
     pub sha256: Option<ContentHash>,
-    /// The version written there (or adopted), if any.
-    pub shows: Option<(DeviceId, u64)>,
+    /// The version the folder shows here (written or adopted), if any: what a local
+    /// change to this path was made on top of.
+    pub showing: Option<Showing>,
+}
+
+impl LocalFile {
     /// For a conflict sibling: the path it is a sibling of.
-    pub sibling_of: Option<String>,
-    /// The vector of the version the folder shows here: what a local change to this
-    /// path was made on top of.
-    pub vector: Option<VersionVector>,
+    pub fn sibling_of(&self) -> Option<&str> {
+        self.showing.as_ref().and_then(|s| s.sibling_of())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,60 +399,14 @@ impl Index {
     }
 
     pub fn local_files(&self) -> IndexResult<HashMap<String, LocalFile>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of, ctime_ns, ino, vector FROM local_files",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, Option<i64>>(7)?,
-                r.get::<_, Option<String>>(8)?,
-                r.get::<_, i64>(9)?,
-                r.get::<_, i64>(10)?,
-                r.get::<_, Option<String>>(11)?,
-            ))
-        })?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {LOCAL_FILE_COLUMNS} FROM local_files"))?;
+        let rows = stmt.query_map([], local_file_row)?;
         let mut out = HashMap::new();
         for row in rows {
-            let (
-                path,
-                kind,
-                size,
-                mtime_ns,
-                mode,
-                sha,
-                dev,
-                counter,
-                sibling_of,
-                ctime_ns,
-                ino,
-                vector,
-            ) = row?;
-            let shows = match (dev.as_deref().and_then(DeviceId::parse), counter) {
-                (Some(d), Some(c)) => Some((d, c as u64)),
-                _ => None,
-            };
-            out.insert(
-                path,
-                LocalFile {
-                    kind: LocalKind::parse(&kind),
-                    size: size as u64,
-                    mtime_ns,
-                    ctime_ns,
-                    ino: ino as u64,
-                    mode: mode as u32,
-                    sha256: sha.as_deref().and_then(ContentHash::parse),
-                    shows,
-                    sibling_of,
-                    vector: vector.and_then(|v| serde_json::from_str(&v).ok()),
-                },
-            );
+            let (path, file) = row?;
+            out.insert(path, file);
         }
         Ok(out)
     }
@@ -524,6 +483,38 @@ impl Index {
                 })?;
         Ok(n as u64)
     }
+}
+
+const LOCAL_FILE_COLUMNS: &str = "path, kind, size, mtime_ns, mode, sha256, shows_device, shows_counter, sibling_of, ctime_ns, ino, vector";
+
+/// One `local_files` row, read with [`LOCAL_FILE_COLUMNS`].
+fn local_file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, LocalFile)> {
+    let device: Option<String> = r.get(6)?;
+    let counter: Option<i64> = r.get(7)?;
+    let vector: Option<String> = r.get(11)?;
+    let showing = match (device.as_deref().and_then(DeviceId::parse), counter) {
+        (Some(device), Some(c)) => Some(Showing {
+            device,
+            counter: c as u64,
+            vector: vector
+                .and_then(|v| serde_json::from_str::<VersionVector>(&v).ok())
+                .unwrap_or_default(),
+            sibling_of: r.get(8)?,
+        }),
+        _ => None,
+    };
+    let sha: Option<String> = r.get(5)?;
+    let file = LocalFile {
+        kind: LocalKind::parse(&r.get::<_, String>(1)?),
+        size: r.get::<_, i64>(2)? as u64,
+        mtime_ns: r.get(3)?,
+        mode: r.get::<_, i64>(4)? as u32,
+        sha256: sha.as_deref().and_then(ContentHash::parse),
+        ctime_ns: r.get(9)?,
+        ino: r.get::<_, i64>(10)? as u64,
+        showing,
+    };
+    Ok((r.get(0)?, file))
 }
 
 fn meta_get(conn: &Connection, key: &str) -> IndexResult<Option<String>> {
@@ -612,12 +603,15 @@ impl IndexTx<'_> {
         Ok(HeadChange::Added)
     }
 
-    /// Gives every unpublished own version without a segment the number `seq`.
-    pub fn assign_unpublished(&mut self, seq: Seq) -> IndexResult<usize> {
+    /// Gives every unpublished own version without a segment, up to counter
+    /// `up_to`, the number `seq`.
+    pub fn assign_unpublished(&mut self, seq: Seq, up_to: u64) -> IndexResult<usize> {
         Ok(self
             .tx
-            .prepare_cached("UPDATE heads SET seq = ?1 WHERE published = 0 AND seq IS NULL")?
-            .execute([seq.0 as i64])?)
+            .prepare_cached(
+                "UPDATE heads SET seq = ?1 WHERE published = 0 AND seq IS NULL AND counter <= ?2",
+            )?
+            .execute(params![seq.0 as i64, up_to as i64])?)
     }
 
     pub fn versions_in_segment(&self, seq: Seq) -> IndexResult<Vec<Version>> {
@@ -683,15 +677,27 @@ impl IndexTx<'_> {
                 f.mtime_ns,
                 f.mode as i64,
                 f.sha256.map(|s| s.to_string()),
-                f.shows.as_ref().map(|(d, _)| d.as_str().to_owned()),
-                f.shows.as_ref().map(|(_, c)| *c as i64),
-                f.sibling_of,
+                f.showing.as_ref().map(|s| s.device.as_str().to_owned()),
+                f.showing.as_ref().map(|s| s.counter as i64),
+                f.showing.as_ref().and_then(|s| s.sibling_of.clone()),
                 f.ctime_ns,
                 f.ino as i64,
-                f.vector.as_ref().map(encode),
+                f.showing.as_ref().map(|s| encode(&s.vector)),
             ],
         )?;
         Ok(())
+    }
+
+    /// What the folder holds at `path`, as recorded.
+    pub fn local_file(&self, path: &str) -> IndexResult<Option<LocalFile>> {
+        let row = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {LOCAL_FILE_COLUMNS} FROM local_files WHERE path = ?1"
+            ))?
+            .query_row([path], local_file_row)
+            .optional()?;
+        Ok(row.map(|(_, file)| file))
     }
 
     pub fn remove_local_file(&mut self, path: &str) -> IndexResult<()> {

@@ -1,24 +1,31 @@
-//! The sync engine: versions, their merge into a namespace, the log and snapshots,
-//! publish and poll. [`Vault`] is the one facade both front-ends (folder sync, mount)
-//! use; neither has sync logic of its own.
+//! The sync engine: versions, their merge into a namespace (`namespace`), the rules
+//! for this device's own changes (`rules`), the log and snapshots, packs, publish and
+//! poll. [`Vault`] is the one facade both front-ends (folder sync, mount) use; neither
+//! has sync logic of its own, and neither reaches the index or the pack writer.
 
 mod fetch;
 pub mod layout;
 pub mod namespace;
-pub mod pack;
+mod pack;
 pub mod progress;
 pub mod reader;
 pub mod records;
+pub mod rules;
 mod vault;
 
+/// What the engine keeps of a plain folder and of the vault's devices, for the
+/// front-ends to read and hand back.
+pub use crate::store::{DeviceRow, LocalFile, LocalKind, RACY_CTIME};
 pub use fetch::{FetchedContent, STREAM_FROM};
 pub use layout::Layout;
 pub use namespace::{Namespace, Shown};
+pub use pack::{OWN_PACK_FROM, PACK_TARGET};
 pub use progress::{NoProgress, Progress};
 pub use reader::ContentReader;
+pub use rules::{After, Change, LocalChange, Seen};
 pub use vault::{
-    setup_vault, LocalChange, NewVersion, PassphraseSource, PollReport, PublishReport, Queued,
-    SetupOutcome, SetupRequest, UploadBatch, Vault,
+    kept_name, setup_vault, Conflict, ConflictSibling, Keep, PassphraseSource, PollReport,
+    PublishReport, SetupOutcome, SetupRequest, Vault,
 };
 
 use crate::backend::BackendError;

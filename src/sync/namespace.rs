@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{DeviceId, Entry, Version};
+use crate::model::{DeviceId, Entry, Showing, Version};
 
 /// One entry of the namespace: the version shown at a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,11 @@ pub struct Shown {
 impl Shown {
     pub fn id(&self) -> (DeviceId, u64) {
         (self.version.device.clone(), self.version.counter())
+    }
+
+    /// What a front-end keeps of it, to describe a change made on top of it.
+    pub fn showing(&self) -> Showing {
+        Showing::of(&self.version, self.sibling_of.clone())
     }
 }
 

@@ -1,19 +1,33 @@
-//! `Vault`: one device's handle on one vault, the facade both front-ends use.
+//! `Vault`: one device's handle on one vault, the one facade both front-ends use.
+//!
+//! Front-ends speak in intents: a path now holds this, or nothing (`record`, with
+//! the rules of `rules.rs`); seal this content (`seal`); what does the device show
+//! (`namespace`, `namespace_of`); bring in what others published (`poll`); send what
+//! is queued (`publish`). They never see the index, the pack writer or a vector.
 //!
 //! Invariants it keeps (DESIGN §4, §6):
 //! - **One writer per key.** This device writes only under its own prefix, and a log
 //!   segment or snapshot is written create-only, so a retry after a crash can tell
 //!   "already published" from "not yet".
-//! - **Publish after upload.** A segment is written only after every pack it names is in
-//!   the backend; a reader that sees a version can always fetch its content.
-//! - **Record before upload.** Local changes become versions in the index, with their
-//!   sealed packs queued, in one transaction; uploads and publication resume from the
-//!   index after a crash.
+//! - **Publish after upload.** A segment names only versions whose packs were in the
+//!   backend before it was written (see `publish.rs`).
+//! - **Record before upload.** Local changes become versions in the index, with the
+//!   packs that hold their contents queued, in one transaction; uploads and
+//!   publication resume from the index after a crash.
 //! - **Counters never repeat.** The index is the only place this device's counter and
 //!   sequence number live; a home whose index is gone is refused rather than restarted.
+//!
+//! Threads and locks. A `Vault` is shared (`&self` everywhere): the mount records
+//! closes on its FUSE threads while its worker polls and publishes. Locks, outermost
+//! first: `publishing` and `polling` (one publish and one poll at a time; held across
+//! the network), then `writer` (the open pack), `names`, `index`. The last three are
+//! never held across a network request: a poll lists and fetches first and takes the
+//! index only to apply what it fetched, a publish takes it only to note what it
+//! uploaded. So local work never waits for the backend.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use zeroize::Zeroizing;
 
@@ -22,6 +36,7 @@ use super::layout::Layout;
 use super::namespace::{self, Namespace};
 use super::pack::PackWriter;
 use super::progress::{Progress, Unit};
+use super::reader::ContentReader;
 use super::records::{
     open_device, open_log, seal_device, seal_log, DeviceRecord, LogRecord, RECORD_FORMAT,
 };
@@ -31,20 +46,20 @@ use crate::config::{Config, Home, CONFIG_FORMAT};
 use crate::crypto::envelope::RecordKind;
 use crate::crypto::keyring::{random_id, WrappedKey, DEFAULT_ITERATIONS};
 use crate::crypto::{MasterKey, SubKeys};
-use crate::model::{ContentRef, DeviceId, Entry, ObjectId, Seq, Version, VersionVector};
-use crate::store::index::HeadChange;
-use crate::store::IndexError;
-use crate::store::{HomeLock, Index, LocalFile, PackCache};
+use crate::model::{ContentHash, ContentRef, DeviceId, Entry, Seq, Version};
+use crate::store::{DeviceRow, HomeLock, Index, LocalFile, PackCache};
 
+mod conflicts;
 mod poll;
 mod publish;
-mod queue;
+mod record;
 mod setup;
 mod unlock;
+mod upload;
 
+pub use conflicts::{kept_name, Conflict, ConflictSibling, Keep};
 pub use poll::PollReport;
-pub use publish::{PublishReport, UploadBatch};
-pub use queue::Queued;
+pub use publish::PublishReport;
 pub use setup::{setup_vault, SetupOutcome, SetupRequest};
 pub use unlock::PassphraseSource;
 use unlock::{write_master_key, NoPassphrase};
@@ -60,52 +75,29 @@ const META_LAST_PUBLISHED: &str = "last_published_seq";
 const META_SETUP_INCOMPLETE: &str = "setup_incomplete";
 const META_LAST_SYNC: &str = "last_sync_ms";
 
-/// A new version a front-end wants recorded.
-#[derive(Debug, Clone)]
-pub struct NewVersion {
-    pub path: String,
-    pub entry: Entry,
-    pub mtime_ns: i64,
-    /// The vector of what the device had seen of this path; the device's own counter
-    /// is added when the version is recorded.
-    pub base: VersionVector,
-    /// What to do with the record of what the folder holds at `path`.
-    pub local: LocalChange,
-}
-
-/// How recording a version changes the record of the folder at its path.
-#[derive(Debug, Clone)]
-pub enum LocalChange {
-    /// The folder holds this (its `shows` is filled in with the new version).
-    Set(LocalFile),
-    /// The folder holds nothing there.
-    Remove,
-    /// The folder does not hold the new version yet; a later apply writes it.
-    Keep,
-}
-
 pub struct Vault {
     home: Home,
     config: Config,
     device: DeviceId,
     store: SharedStore,
     layout: Layout,
-    index: Index,
     cache: PackCache,
-    keys: Option<SubKeys>,
     passphrase: Arc<dyn PassphraseSource>,
+    keys: OnceLock<SubKeys>,
     /// Key derivation started early (see [`Vault::begin_unlock`]).
-    unlocking: Option<std::thread::JoinHandle<SyncResult<SubKeys>>>,
-    /// The mount's open pack (see `queue.rs`).
-    queue: Option<queue::QueuePack>,
-    queue_scratch: Option<Box<queue::QueueScratch>>,
-    /// Packs of the queue closed but not yet put on disk (see `sync_packs`).
-    unsynced_packs: Vec<ObjectId>,
-    defer_snapshots: bool,
-    snapshot_due: bool,
+    unlocking: Mutex<Option<std::thread::JoinHandle<SyncResult<SubKeys>>>>,
+    index: Mutex<Index>,
+    writer: Mutex<PackWriter>,
+    publishing: Mutex<()>,
+    polling: Mutex<()>,
+    /// The index commits without waiting for the disk (the mount; see
+    /// [`Vault::relax_durability`]).
+    relaxed: AtomicBool,
+    defer_snapshots: AtomicBool,
+    snapshot_due: AtomicBool,
     /// Device names by id, read once: a mount names conflict siblings after every
     /// close. Cleared when a device learns its name.
-    names: std::sync::Mutex<Option<Arc<BTreeMap<DeviceId, String>>>>,
+    names: Mutex<Option<Arc<BTreeMap<DeviceId, String>>>>,
     _lock: HomeLock,
 }
 
@@ -113,6 +105,10 @@ impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Vault({:?})", self.device)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Vault {
@@ -164,23 +160,33 @@ impl Vault {
         }
         let layout = Layout::new(&config.prefix);
         let cache = PackCache::new(home.cache_dir());
+        // Packs no pending upload names are what a run killed between sealing and
+        // recording left behind: nobody was told they were kept, and their contents
+        // are still where they came from. This process holds the home, so no writer
+        // of ours is using them.
+        let pending = index.pending_packs()?;
+        cache
+            .remove_orphans(&pending)
+            .map_err(SyncError::io(cache.dir().to_path_buf()))?;
+        let writer = PackWriter::new(cache.clone(), device.clone());
         Ok(Self {
             home,
             config,
             device,
             store,
             layout,
-            index,
             cache,
-            keys: None,
             passphrase: Arc::from(passphrase),
-            unlocking: None,
-            queue: None,
-            queue_scratch: None,
-            unsynced_packs: Vec::new(),
-            defer_snapshots: false,
-            snapshot_due: false,
-            names: std::sync::Mutex::new(None),
+            keys: OnceLock::new(),
+            unlocking: Mutex::new(None),
+            index: Mutex::new(index),
+            writer: Mutex::new(writer),
+            publishing: Mutex::new(()),
+            polling: Mutex::new(()),
+            relaxed: AtomicBool::new(false),
+            defer_snapshots: AtomicBool::new(false),
+            snapshot_due: AtomicBool::new(false),
+            names: Mutex::new(None),
             _lock: lock,
         })
     }
@@ -194,23 +200,27 @@ impl Vault {
     pub fn home(&self) -> &Home {
         &self.home
     }
-    pub fn store(&self) -> &SharedStore {
-        &self.store
+
+    fn index(&self) -> MutexGuard<'_, Index> {
+        lock(&self.index)
     }
-    pub fn index(&self) -> &Index {
-        &self.index
+
+    fn writer(&self) -> MutexGuard<'_, PackWriter> {
+        lock(&self.writer)
     }
-    pub fn index_mut(&mut self) -> &mut Index {
-        &mut self.index
+
+    /// Where the vault lives, for `status`: kind and place, never credentials.
+    pub fn describe_backend(&self) -> String {
+        self.store.describe()
     }
 
     fn name_map(&self) -> SyncResult<Arc<BTreeMap<DeviceId, String>>> {
-        let mut cached = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = lock(&self.names);
         if let Some(names) = cached.as_ref() {
             return Ok(names.clone());
         }
         let mut names = BTreeMap::new();
-        for d in self.index.devices()? {
+        for d in self.index().devices()? {
             let name = d.name.unwrap_or_else(|| d.id.as_str()[..8].to_owned());
             names.insert(d.id, name);
         }
@@ -221,56 +231,37 @@ impl Vault {
     }
 
     /// Forgets the device names read so far (after one changed).
-    pub(super) fn forget_names(&mut self) {
-        *self.names.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+    fn forget_names(&self) {
+        *lock(&self.names) = None;
     }
 
-    /// Heads grouped by path.
-    pub fn heads(&self) -> SyncResult<BTreeMap<String, Vec<Version>>> {
-        let mut by_path: BTreeMap<String, Vec<Version>> = BTreeMap::new();
-        for h in self.index.all_heads()? {
-            by_path
-                .entry(h.version.path.clone())
-                .or_default()
-                .push(h.version);
-        }
-        Ok(by_path)
-    }
-
-    /// What the folder should show, from everything this device knows. The heads
-    /// stream from the index a path at a time: only the namespace is ever whole.
+    /// What the device shows, from everything it knows. The heads stream from the
+    /// index a path at a time: only the namespace is ever whole.
     pub fn namespace(&self) -> SyncResult<Namespace> {
-        self.index
-            .with_heads_by_path(|heads| self.build_namespace(heads))?
-    }
-
-    /// The merge of `heads`, with conflict siblings named after the devices.
-    fn build_namespace<P: AsRef<str>, V: AsRef<[Version]>>(
-        &self,
-        heads: impl IntoIterator<Item = (P, V)>,
-    ) -> SyncResult<Namespace> {
         let names = self.name_map()?;
-        let name_of = |d: &DeviceId| {
-            names
-                .get(d)
-                .cloned()
-                .unwrap_or_else(|| d.as_str()[..8].to_owned())
-        };
-        Ok(namespace::build(heads, &name_of))
+        self.index()
+            .with_heads_by_path(|heads| build_namespace(&names, heads))
+            .map_err(SyncError::from)
     }
 
     /// The namespace restricted to `paths`: what each shows, with its conflict
     /// siblings and parent folders. Cheaper than [`Vault::namespace`] after a change
     /// to a few paths.
     pub fn namespace_of(&self, paths: &[String]) -> SyncResult<Namespace> {
+        let names = self.name_map()?;
         let mut heads = Vec::with_capacity(paths.len());
-        for p in paths {
-            heads.push((p.as_str(), self.index.heads_of(p)?));
+        {
+            let index = self.index();
+            for p in paths {
+                heads.push((p.as_str(), index.heads_of(p)?));
+            }
         }
-        self.build_namespace(heads.iter().map(|(p, v)| (*p, v.as_slice())))
+        Ok(build_namespace(
+            &names,
+            heads.iter().map(|(p, v)| (*p, v.as_slice())),
+        ))
     }
 
-    /// Whether the backend answers a listing of the vault's root now.
     /// One listing of the vault's root: why the backend does not serve, if it does not.
     pub fn check_backend(&self) -> Result<(), BackendError> {
         self.store.list_dirs(&self.layout.root()).map(|_| ())
@@ -280,88 +271,45 @@ impl Vault {
         Ok((*self.name_map()?).clone())
     }
 
-    pub fn pack_cache(&self) -> &PackCache {
-        &self.cache
+    /// Every device of the vault this device knows, with how far it is applied.
+    pub fn devices(&self) -> SyncResult<Vec<DeviceRow>> {
+        Ok(self.index().devices()?)
     }
 
-    /// A writer that seals contents into packs in the cache.
-    pub fn pack_writer(&mut self) -> SyncResult<PackWriter<'_>> {
-        self.keys()?;
-        let keys = self
-            .keys
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("unlocked above"));
-        Ok(PackWriter::new(keys, &self.cache, self.device.clone()))
+    /// Seals one content into the upload queue; the version that names it is recorded
+    /// with [`Vault::record`]. With `known`, the caller vouches for its SHA-256.
+    pub fn seal(
+        &self,
+        input: impl std::io::Read,
+        size_hint: u64,
+        known: Option<ContentHash>,
+    ) -> SyncResult<ContentRef> {
+        let keys = self.keys()?;
+        self.writer()
+            .seal(keys, input, size_hint, known)
+            .map_err(SyncError::io(self.cache.dir().to_path_buf()))
     }
 
-    /// Where each content already lives in the vault, if anywhere.
+    /// Where each content already lives in the vault, if anywhere: a rename or a copy
+    /// needs no new upload.
     pub fn contents_by_hash(
-        &mut self,
-        hashes: &[crate::model::ContentHash],
-    ) -> SyncResult<std::collections::HashMap<crate::model::ContentHash, ContentRef>> {
-        Ok(self.index.contents_by_hash(hashes)?)
+        &self,
+        hashes: &[ContentHash],
+    ) -> SyncResult<std::collections::HashMap<ContentHash, ContentRef>> {
+        Ok(self.index().contents_by_hash(hashes)?)
     }
 
-    /// Records new versions, the packs that hold their contents and the folder's new
-    /// state, all in one transaction.
-    pub fn record(
-        &mut self,
-        versions: Vec<NewVersion>,
-        packs: &[ObjectId],
-        local_updates: Vec<(String, Option<LocalFile>)>,
-    ) -> SyncResult<Vec<Version>> {
-        let device = self.device.clone();
-        let recorded = self.index.transaction(|tx| {
-            for p in packs {
-                tx.add_pending_pack(p)?;
-            }
-            let mut counter = tx.meta_u64(META_COUNTER)?;
-            let mut out = Vec::with_capacity(versions.len());
-            for nv in versions {
-                // Above anything this device ever stamped, even a counter that only
-                // survives in another device's vector.
-                counter = counter.max(nv.base.get(&device)) + 1;
-                let mut vector = nv.base;
-                vector.set(&device, counter);
-                let v = Version {
-                    path: nv.path,
-                    device: device.clone(),
-                    vector,
-                    mtime_ns: nv.mtime_ns,
-                    entry: nv.entry,
-                };
-                if tx.offer_version(&v, None, false)? == HeadChange::Ignored {
-                    return Err(IndexError::Sql(format!(
-                        "a new version of {} was already superseded; the index is inconsistent",
-                        v.path
-                    )));
-                }
-                match nv.local {
-                    LocalChange::Set(mut lf) => {
-                        lf.shows = Some((device.clone(), counter));
-                        lf.vector = Some(v.vector.clone());
-                        tx.set_local_file(&v.path, &lf)?;
-                    }
-                    LocalChange::Remove => tx.remove_local_file(&v.path)?,
-                    LocalChange::Keep => {}
-                }
-                out.push(v);
-            }
-            tx.set_meta(META_COUNTER, &counter.to_string())?;
-            for (path, lf) in &local_updates {
-                match lf {
-                    Some(lf) => tx.set_local_file(path, lf)?,
-                    None => tx.remove_local_file(path)?,
-                }
-            }
-            Ok(out)
-        })?;
-        Ok(recorded)
+    /// What the plain folder held after the last sync, by path (folder sync only).
+    pub fn local_files(&self) -> SyncResult<std::collections::HashMap<String, LocalFile>> {
+        Ok(self.index().local_files()?)
     }
 
     /// Updates the record of what the folder holds, in one transaction.
-    pub fn update_local(&mut self, updates: &[(String, Option<LocalFile>)]) -> SyncResult<()> {
-        self.index.transaction(|tx| {
+    pub fn update_local(&self, updates: &[(String, Option<LocalFile>)]) -> SyncResult<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        self.index().transaction(|tx| {
             for (path, lf) in updates {
                 match lf {
                     Some(lf) => tx.set_local_file(path, lf)?,
@@ -373,21 +321,53 @@ impl Vault {
         Ok(())
     }
 
-    /// Own versions not yet in the vault.
-    pub fn unpublished_count(&self) -> SyncResult<u64> {
-        Ok(self.index.unpublished_count()?)
+    /// Forgets every record of what the folder held (it becomes a mount point, or it
+    /// vanished): nothing is read as deleted from a folder that is not there.
+    pub fn forget_local_files(&self) -> SyncResult<usize> {
+        let recorded: Vec<(String, Option<LocalFile>)> =
+            self.local_files()?.into_keys().map(|p| (p, None)).collect();
+        self.update_local(&recorded)?;
+        Ok(recorded.len())
     }
 
-    pub fn touch_last_sync(&mut self) -> SyncResult<()> {
+    /// Own versions not yet in the vault.
+    pub fn unpublished_count(&self) -> SyncResult<u64> {
+        Ok(self.index().unpublished_count()?)
+    }
+
+    /// Whether anything waits to be uploaded or published.
+    pub fn has_pending_work(&self) -> SyncResult<bool> {
+        let index = self.index();
+        Ok(index.unpublished_count()? > 0 || !index.pending_packs()?.is_empty())
+    }
+
+    pub fn touch_last_sync(&self) -> SyncResult<()> {
         let now = crate::now_ms().to_string();
-        self.index
+        self.index()
             .transaction(|tx| tx.set_meta(META_LAST_SYNC, &now))?;
         Ok(())
     }
 
+    pub fn last_sync_ms(&self) -> SyncResult<Option<i64>> {
+        Ok(self
+            .index()
+            .meta(META_LAST_SYNC)?
+            .and_then(|v| v.parse().ok()))
+    }
+
+    /// Where contents are read from, unlocked.
+    fn source(&self) -> SyncResult<Source<'_>> {
+        Ok(Source {
+            store: self.store.as_ref(),
+            layout: &self.layout,
+            cache: &self.cache,
+            keys: self.keys()?,
+        })
+    }
+
     /// Fetches and checks contents, handing each to `consume` on this thread.
     pub fn fetch_contents(
-        &mut self,
+        &self,
         refs: &[ContentRef],
         mut consume: impl FnMut(FetchedContent) -> SyncResult<()>,
     ) -> SyncResult<()> {
@@ -396,39 +376,74 @@ impl Vault {
         })
     }
 
-    /// Where contents are read from, unlocked.
-    fn source(&mut self) -> SyncResult<Source<'_>> {
-        self.keys()?;
-        let keys = self
-            .keys
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("unlocked above"));
-        Ok(Source {
-            store: self.store.as_ref(),
-            layout: &self.layout,
-            cache: &self.cache,
-            keys,
-        })
-    }
-
     /// Fetches one (large) content a window at a time into `out`, checking all of it.
-    pub fn stream_content(
-        &mut self,
-        r: &ContentRef,
-        out: &mut dyn std::io::Write,
-    ) -> SyncResult<()> {
+    pub fn stream_content(&self, r: &ContentRef, out: &mut dyn std::io::Write) -> SyncResult<()> {
         stream_blob(&self.source()?, r, out)
     }
 
     /// Fetches and checks contents; `process` runs on the fetching threads (many at
     /// once), `consume` on this one.
     pub fn fetch_and_process<T: Send>(
-        &mut self,
+        &self,
         refs: &[ContentRef],
         process: &(dyn Fn(usize, SyncResult<Vec<u8>>) -> T + Sync),
         consume: impl FnMut(usize, T) -> SyncResult<()>,
     ) -> SyncResult<()> {
         fetch_contents(&self.source()?, refs, PARALLEL_IO, process, consume)
+    }
+
+    /// A reader that fetches contents on any thread, sharing nothing with the vault's
+    /// locks.
+    pub fn reader(&self) -> SyncResult<ContentReader> {
+        Ok(ContentReader::new(
+            self.store.clone(),
+            self.layout.clone(),
+            self.cache.clone(),
+            self.keys()?.clone(),
+        ))
+    }
+
+    /// Index commits stop waiting for the disk: a commit survives a crash of this
+    /// process but not a power cut until the next [`Vault::sync_queue`] or
+    /// [`Vault::checkpoint_queue`]. The mount acknowledges close() this way and
+    /// fsync() with a checkpoint, as a local filesystem does.
+    pub fn relax_durability(&self) -> SyncResult<()> {
+        self.index().relax_durability()?;
+        self.relaxed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes everything recorded so far survive a power cut, not only a crash: the
+    /// queued packs, the queue folder's names and the index. What fsync() in the
+    /// mount waits for.
+    pub fn sync_queue(&self) -> SyncResult<()> {
+        self.writer()
+            .sync()
+            .map_err(SyncError::io(self.cache.dir().to_path_buf()))?;
+        self.index().checkpoint()?;
+        Ok(())
+    }
+
+    /// Copies the index's write-ahead log into the database, after the packs its
+    /// records name are on disk: a power cut must never leave a durable record of
+    /// bytes that were not. The mount calls this (its index never checkpoints on
+    /// its own).
+    pub fn checkpoint_queue(&self) -> SyncResult<()> {
+        self.writer()
+            .sync()
+            .map_err(SyncError::io(self.cache.dir().to_path_buf()))?;
+        self.index().checkpoint_quietly()?;
+        Ok(())
+    }
+
+    /// Bytes of sealed packs waiting for upload.
+    pub fn queued_bytes(&self) -> SyncResult<u64> {
+        let pending = self.index().pending_packs()?;
+        Ok(pending
+            .iter()
+            .filter_map(|p| std::fs::metadata(self.cache.path_of(p)).ok())
+            .map(|m| m.len())
+            .sum())
     }
 
     fn check_log_record(
@@ -438,17 +453,13 @@ impl Vault {
         seq: Seq,
         key: &str,
     ) -> SyncResult<()> {
-        let keys = self
-            .keys
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("unlocked before checking"));
         let bytes = self.store.get(key)?;
-        open_log(keys, kind, d, seq, &bytes).map(|_| ())
+        open_log(self.keys()?, kind, d, seq, &bytes).map(|_| ())
     }
 
     /// Checks every segment of every device and every content the namespace shows.
     /// Returns one line per damaged thing.
-    pub fn verify(&mut self, progress: &dyn Progress) -> SyncResult<Vec<String>> {
+    pub fn verify(&self, progress: &dyn Progress) -> SyncResult<Vec<String>> {
         let mut damaged = Vec::new();
         self.keys()?;
         let names = self.name_map()?;
@@ -517,11 +528,18 @@ impl Vault {
         damaged.sort();
         Ok(damaged)
     }
+}
 
-    pub fn last_sync_ms(&self) -> SyncResult<Option<i64>> {
-        Ok(self
-            .index
-            .meta(META_LAST_SYNC)?
-            .and_then(|v| v.parse().ok()))
-    }
+/// The merge of `heads`, with conflict siblings named after the devices.
+fn build_namespace<P: AsRef<str>, V: AsRef<[Version]>>(
+    names: &BTreeMap<DeviceId, String>,
+    heads: impl IntoIterator<Item = (P, V)>,
+) -> Namespace {
+    let name_of = |d: &DeviceId| {
+        names
+            .get(d)
+            .cloned()
+            .unwrap_or_else(|| d.as_str()[..8].to_owned())
+    };
+    namespace::build(heads, &name_of)
 }

@@ -46,8 +46,11 @@ fn check_path(path: &str) -> SyncResult<()> {
 }
 
 impl Vault {
-    /// Lists the vault's devices and applies every segment not yet applied.
-    pub fn poll(&mut self, progress: &dyn Progress) -> SyncResult<PollReport> {
+    /// Lists the vault's devices and applies every segment not yet applied. The
+    /// listings and fetches run without the index; each fetched segment is applied in a
+    /// short transaction of its own.
+    pub fn poll(&self, progress: &dyn Progress) -> SyncResult<PollReport> {
+        let _one_at_a_time = lock(&self.polling);
         self.keys()?;
         let mut report = PollReport {
             changed_paths: Some(BTreeSet::new()),
@@ -59,7 +62,7 @@ impl Vault {
             .filter_map(|d| self.layout.device_of_dir(d))
             .collect();
         report.devices = devices.len();
-        let known = self.index.devices()?;
+        let known = self.index().devices()?;
         let me = self.device.clone();
         for d in devices.iter().filter(|d| **d != me) {
             let row = known.iter().find(|r| &r.id == d);
@@ -73,14 +76,14 @@ impl Vault {
                 Ok(n) => {
                     report.new_versions += n;
                     if row.and_then(|r| r.problem.as_ref()).is_some() {
-                        self.index
+                        self.index()
                             .transaction(|tx| tx.set_device_problem(d, None))?;
                     }
                 }
                 Err(SyncError::Damaged(why)) => {
                     let name = self.name_map()?.get(d).cloned().unwrap_or_default();
                     let sentence = format!("the log of device {name} is damaged: {why}");
-                    self.index
+                    self.index()
                         .transaction(|tx| tx.set_device_problem(d, Some(&sentence)))?;
                     report.problems.push(sentence);
                 }
@@ -90,16 +93,16 @@ impl Vault {
         Ok(report)
     }
 
-    fn learn_device_name(&mut self, d: &DeviceId) -> SyncResult<()> {
+    fn learn_device_name(&self, d: &DeviceId) -> SyncResult<()> {
         let record = match self.store.get(&self.layout.device_record(d)) {
             Ok(bytes) => bytes,
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        let keys = self.keys()?;
-        if let Ok(rec) = open_device(keys, d, &record) {
+        if let Ok(rec) = open_device(self.keys()?, d, &record) {
             let name = crate::config::filename_safe(&rec.name);
-            self.index.transaction(|tx| tx.set_device_name(d, &name))?;
+            self.index()
+                .transaction(|tx| tx.set_device_name(d, &name))?;
             self.forget_names();
         }
         Ok(())
@@ -109,7 +112,7 @@ impl Vault {
     /// `applied`. Stops at the first damaged or missing segment: later ones may depend
     /// on it. Returns the number of versions offered.
     fn apply_log_of(
-        &mut self,
+        &self,
         d: &DeviceId,
         mut applied: Seq,
         own: bool,
@@ -132,8 +135,7 @@ impl Vault {
                 .max()
             {
                 let bytes = self.store.get(&self.layout.snapshot(d, seq))?;
-                let keys = self.keys()?;
-                let rec = open_log(keys, RecordKind::Snapshot, d, seq, &bytes)
+                let rec = open_log(self.keys()?, RecordKind::Snapshot, d, seq, &bytes)
                     .map_err(|e| SyncError::Damaged(format!("snapshot {seq}: {e}")))?;
                 offered += self.apply_record(d, &rec, own)?;
                 applied = seq;
@@ -156,8 +158,7 @@ impl Vault {
                 )));
             }
             let bytes = self.store.get(&self.layout.segment(d, seq))?;
-            let keys = self.keys()?;
-            let rec = open_log(keys, RecordKind::Segment, d, seq, &bytes)
+            let rec = open_log(self.keys()?, RecordKind::Segment, d, seq, &bytes)
                 .map_err(|e| SyncError::Damaged(format!("segment {seq}: {e}")))?;
             offered += self.apply_record(d, &rec, own)?;
             for v in &rec.versions {
@@ -170,12 +171,12 @@ impl Vault {
         Ok(offered)
     }
 
-    fn apply_record(&mut self, d: &DeviceId, rec: &LogRecord, own: bool) -> SyncResult<usize> {
+    fn apply_record(&self, d: &DeviceId, rec: &LogRecord, own: bool) -> SyncResult<usize> {
         let n = rec.versions.len();
         for v in &rec.versions {
             check_path(&v.path)?;
         }
-        self.index.transaction(|tx| {
+        self.index().transaction(|tx| {
             let mut max_counter = 0;
             for v in &rec.versions {
                 tx.offer_version(v, own.then_some(rec.seq), true)?;
@@ -196,7 +197,7 @@ impl Vault {
 
     /// Rebuilds this device's own history from its log (after `setup --force` on a
     /// home whose device id survived).
-    pub(super) fn recover_own(&mut self) -> SyncResult<()> {
+    pub(super) fn recover_own(&self) -> SyncResult<()> {
         let me = self.device.clone();
         self.apply_log_of(&me, Seq(0), true, &crate::sync::NoProgress, &mut None)?;
         Ok(())

@@ -156,18 +156,18 @@ pub fn setup_vault(
         vault_id: ring.vault_id.clone(),
     };
     home.save_config(&config)?;
-    let mut vault = Vault::open_inner(
+    let vault = Vault::open_inner(
         home.clone(),
         Arc::clone(&store),
         Box::new(NoPassphrase),
         true,
     )?;
-    vault.keys = Some(keys);
+    let _ = vault.keys.set(keys);
     if reuse {
         vault.recover_own()?;
     }
     vault
-        .index
+        .index()
         .transaction(|tx| tx.set_meta(META_SETUP_INCOMPLETE, ""))?;
     Ok(outcome)
 }

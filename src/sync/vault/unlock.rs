@@ -112,36 +112,44 @@ impl PassphraseSource for NoPassphrase {
 impl Vault {
     /// The sub-keys, unlocking on first use. The vault's keyring is consulted when the
     /// backend answers, so a passphrase changed on another device takes effect here.
-    pub fn keys(&mut self) -> SyncResult<&SubKeys> {
-        if self.keys.is_none() {
-            let keys = match self.unlocking.take() {
-                Some(handle) => handle
-                    .join()
-                    .map_err(|_| SyncError::Invalid("unlocking the vault failed".into()))??,
-                None => self.unlock()?,
-            };
-            self.keys = Some(keys);
+    pub(crate) fn keys(&self) -> SyncResult<&SubKeys> {
+        if let Some(k) = self.keys.get() {
+            return Ok(k);
         }
-        match &self.keys {
-            Some(k) => Ok(k),
-            None => unreachable!("keys were just set"),
+        let mut started = lock(&self.unlocking);
+        if let Some(k) = self.keys.get() {
+            return Ok(k);
         }
+        let keys = match started.take() {
+            Some(handle) => handle
+                .join()
+                .map_err(|_| SyncError::Invalid("unlocking the vault failed".into()))??,
+            None => unlock(
+                &self.home,
+                &self.config,
+                self.store.as_ref(),
+                &self.layout,
+                self.passphrase.as_ref(),
+            )?,
+        };
+        drop(started);
+        Ok(self.keys.get_or_init(|| keys))
     }
 
-    fn unlock(&mut self) -> SyncResult<SubKeys> {
-        unlock(
-            &self.home,
-            &self.config,
-            self.store.as_ref(),
-            &self.layout,
-            self.passphrase.as_ref(),
-        )
+    /// Unlocks the vault now (asking for the passphrase if it must): a wrong
+    /// passphrase fails here, before any work.
+    pub fn unlock(&self) -> SyncResult<()> {
+        self.keys().map(|_| ())
     }
 
     /// Starts deriving the keys on another core while the caller goes on (scanning the
     /// folder, say): PBKDF2 at 600,000 iterations is a tenth of a second by design.
-    pub fn begin_unlock(&mut self) {
-        if self.keys.is_some() || self.unlocking.is_some() || self.passphrase.is_interactive() {
+    pub fn begin_unlock(&self) {
+        if self.keys.get().is_some() || self.passphrase.is_interactive() {
+            return;
+        }
+        let mut started = lock(&self.unlocking);
+        if started.is_some() {
             return;
         }
         let (home, config, store, layout, pass) = (
@@ -151,13 +159,13 @@ impl Vault {
             self.layout.clone(),
             Arc::clone(&self.passphrase),
         );
-        self.unlocking = Some(std::thread::spawn(move || {
+        *started = Some(std::thread::spawn(move || {
             unlock(&home, &config, store.as_ref(), &layout, pass.as_ref())
         }));
     }
 
     /// Changes the passphrase: rewraps the master key in the vault's keyring and here.
-    pub fn change_passphrase(&mut self) -> SyncResult<()> {
+    pub fn change_passphrase(&self) -> SyncResult<()> {
         let local = read_master_key(&self.home)?;
         let ring_bytes = self.store.get(&self.layout.keyring())?;
         let ring = WrappedKey::from_json(&ring_bytes)
@@ -191,7 +199,8 @@ impl Vault {
         self.store
             .put(&self.layout.keyring(), &new_ring.to_json())?;
         write_master_key(&self.home, &new_local)?;
-        self.keys = Some(SubKeys::derive(&master));
+        // The master key stays the same, and so do the keys derived from it.
+        let _ = self.keys.set(SubKeys::derive(&master));
         Ok(())
     }
 }

@@ -1,0 +1,70 @@
+//! Other devices' changes reaching the mount: the worker polls the vault with no lock
+//! of the mount's held, then brings the tree in step under the state lock, briefly,
+//! and returns what the kernel must forget.
+
+use std::collections::BTreeSet;
+
+use super::mount_fs::{return_freed_memory, MountFs};
+use super::tree::{Invalidation, Kind};
+use crate::model::Entry;
+use crate::sync::{NoProgress, PollReport, PublishReport, SyncError};
+
+impl MountFs {
+    /// Applies a poll's result to the tree; returns what the kernel must forget.
+    /// A few changed files are refreshed one by one; anything that may move folders
+    /// (or too many paths to look at singly) rebuilds the tree from the whole
+    /// namespace.
+    pub(super) fn apply_remote(
+        &self,
+        changed: Option<&BTreeSet<String>>,
+    ) -> Result<Vec<Invalidation>, SyncError> {
+        // The namespace is read under the state lock (the index is local): a close
+        // recorded between reading and applying would otherwise be undone here.
+        let mut st = self.state();
+        if let Some(paths) = changed {
+            let scope: Vec<String> = paths.iter().cloned().collect();
+            let ns = self.vault.namespace_of(&scope)?;
+            let is_dir = |p: &String| {
+                ns.get(p)
+                    .is_some_and(|s| matches!(s.version.entry, Entry::Dir { .. }))
+                    || st
+                        .tree
+                        .ino_of(p)
+                        .and_then(|i| st.tree.get(i))
+                        .is_some_and(|n| n.kind == Kind::Dir)
+            };
+            if !scope.iter().any(is_dir) {
+                let staged = Self::staged_paths(&st);
+                return Ok(st.tree.refresh(&scope, &ns, &|p| staged.contains(p)));
+            }
+        }
+        let ns = self.vault.namespace()?;
+        let staged = Self::staged_paths(&st);
+        let inval = st.tree.apply(&ns, &|p| staged.contains(p));
+        drop(st);
+        drop(ns);
+        return_freed_memory();
+        Ok(inval)
+    }
+
+    /// Uploads what is queued and publishes it; no lock of the mount's is held.
+    pub fn publish_queue(&self) -> Result<PublishReport, SyncError> {
+        self.vault.publish(&NoProgress)
+    }
+
+    /// Looks for other devices' changes; no lock of the mount's is held.
+    pub fn poll_vault(&self) -> Result<PollReport, SyncError> {
+        self.vault.poll(&NoProgress)
+    }
+
+    /// One round of what the worker does, for tests that drive the filesystem
+    /// without one: publish what is queued, poll, apply what changed.
+    pub fn sync_once(&self) -> Result<Vec<Invalidation>, SyncError> {
+        self.publish_queue()?;
+        let polled = self.poll_vault()?;
+        if polled.new_versions == 0 {
+            return Ok(Vec::new());
+        }
+        self.apply_remote(polled.changed_paths.as_ref())
+    }
+}

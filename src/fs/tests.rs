@@ -1,0 +1,1 @@
+//! The filesystem driven without a kernel (see mount_fs.rs).

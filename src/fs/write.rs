@@ -1,0 +1,367 @@
+//! Writing: files open for writing live in staging until their last close, when
+//! their bytes are sealed into the upload queue and their version recorded (close
+//! returns after that). A file opened for writing fetches nothing until a byte of it
+//! is needed; then its old content is fetched with the state lock released.
+
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant};
+
+use super::errno::{from_io, Errno, FsResult};
+use super::mount_fs::{check_name, lock, precise_now_ns, seen_in, Attr, MountFs, State};
+use super::open_files::Staged;
+use super::tree::{join, Ino, Kind};
+use crate::model::{Entry, Showing};
+use crate::sync::{After, Change, LocalChange, Seen};
+
+impl MountFs {
+    pub fn open(&self, ino: Ino, flags: i32) -> FsResult<u64> {
+        let mut st = self.state();
+        let n = st.tree.get(ino).ok_or(Errno::NOENT)?;
+        match n.kind {
+            Kind::Dir => return Err(Errno::ISDIR),
+            Kind::Symlink => return Err(Errno::LOOP),
+            Kind::File => {}
+        }
+        // O_TRUNC never arrives here: the kernel truncates with a setattr after the
+        // open (see the adapter's init).
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if writable {
+            stage(&mut st, ino, false, &self.staging_dir)?;
+        }
+        Ok(st.files.add_handle(ino, writable))
+    }
+
+    pub fn create(&self, parent: Ino, name: &str, mode: u32, _flags: i32) -> FsResult<(Attr, u64)> {
+        check_name(name)?;
+        let mut st = self.state();
+        let dir = st.tree.get(parent).ok_or(Errno::NOENT)?;
+        if dir.kind != Kind::Dir {
+            return Err(Errno::NOTDIR);
+        }
+        let path = join(&dir.path, name);
+        if st.tree.ino_of(&path).is_some() {
+            return Err(Errno::EXIST);
+        }
+        let seen = seen_in(&st.tree, &path);
+        let now = precise_now_ns();
+        let ino = st.tree.add_local(&path, Kind::File, mode, now);
+        st.tree.touch_dir(parent, now);
+        // Even an O_RDONLY|O_CREAT open made the file: it is recorded at close.
+        let mut staged = Staged::new(seen);
+        staged.dirty = true;
+        staged.opens = 1;
+        st.files.staged.insert(ino, staged);
+        let fh = st.files.add_handle(ino, true);
+        Ok((self.node_attr(&st, ino)?, fh))
+    }
+
+    /// The state, with `ino`'s staging file holding its old content: fetched (once,
+    /// without the state lock) if it is not there yet.
+    pub(super) fn filled(&self, ino: Ino) -> FsResult<MutexGuard<'_, State>> {
+        loop {
+            let st = self.state();
+            let Some(c) = st.files.fill_of(ino) else {
+                return Ok(st);
+            };
+            drop(st);
+            let data = self.read_content(&c, 0, c.size).map_err(|e| {
+                tracing::error!("cannot fetch the content of a file open for writing: {e}");
+                Errno::IO
+            })?;
+            let mut st = self.state();
+            if st.files.fill_of(ino).as_ref() != Some(&c) {
+                // Truncated, closed or refilled meanwhile: look again.
+                continue;
+            }
+            let dir = self.staging_dir.clone();
+            if let Some(s) = st.files.staged.get_mut(&ino) {
+                s.bytes.write_at(&data, 0, &dir).map_err(from_io)?;
+                s.fill = None;
+            }
+            return Ok(st);
+        }
+    }
+
+    pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let mut st = self.filled(ino)?;
+        let handle = st.files.handle(fh).ok_or(Errno::BADF)?;
+        if !handle.writable {
+            return Err(Errno::BADF);
+        }
+        let st = &mut *st;
+        let s = st.files.staged.get_mut(&ino).ok_or(Errno::BADF)?;
+        s.bytes
+            .write_at(data, offset, &self.staging_dir)
+            .map_err(from_io)?;
+        s.size = s.size.max(offset + data.len() as u64);
+        s.dirty = true;
+        let now = precise_now_ns();
+        if let Some(n) = st.tree.get_mut(ino) {
+            n.mtime_ns = now;
+            n.ctime_ns = now;
+            // A write drops set-user-id and set-group-id, as on any filesystem
+            // (the kernel leaves that to us: FUSE_HANDLE_KILLPRIV_V2).
+            n.mode &= !(libc::S_ISUID | libc::S_ISGID);
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Records `ino`'s staged bytes if it has changes nobody recorded yet.
+    fn commit_if_dirty(&self, ino: Ino) -> FsResult<()> {
+        if !self.state().files.is_dirty(ino) {
+            return Ok(());
+        }
+        let mut st = self.filled(ino)?;
+        self.commit(&mut st, ino)
+    }
+
+    /// close(): what was written becomes a queued version before close returns.
+    pub fn flush(&self, ino: Ino, fh: u64) -> FsResult<()> {
+        let writable = self.state().files.handle(fh).is_some_and(|h| h.writable);
+        if writable {
+            self.commit_if_dirty(ino)?;
+        }
+        Ok(())
+    }
+
+    pub fn fsync(&self, ino: Ino, fh: u64) -> FsResult<()> {
+        let writable = self.state().files.handle(fh).is_some_and(|h| h.writable);
+        if writable {
+            self.commit_if_dirty(ino)?;
+        }
+        self.vault.sync_queue()?;
+        if self.opts.fsync_remote {
+            self.wait_published(Duration::from_secs(60))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until a publish that started after this call has finished.
+    pub fn wait_published(&self, limit: Duration) -> FsResult<()> {
+        let deadline = Instant::now() + limit;
+        let mut a = lock(&self.activity);
+        a.first_unsent.get_or_insert_with(Instant::now);
+        a.last_change = Some(Instant::now() - Duration::from_secs(1));
+        let target = a.publishes_started + 1;
+        self.wake.notify_all();
+        while a.publishes_done < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::error!("fsync: the backend did not take the file within {limit:?}");
+                return Err(Errno::IO);
+            }
+            a = self
+                .wake
+                .wait_timeout(a, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        Ok(())
+    }
+
+    pub fn release(&self, ino: Ino, fh: u64) -> FsResult<()> {
+        let mut st = self.state();
+        let Some(h) = st.files.remove_handle(fh) else {
+            return Ok(());
+        };
+        if !st.files.is_open(ino) {
+            // Its read-ahead windows are of no use to anyone now.
+            if let Some(c) = st.tree.get(ino).and_then(|n| n.content()) {
+                self.reading.forget_stream(c);
+            }
+        }
+        if !h.writable {
+            return Ok(());
+        }
+        let Some(s) = st.files.staged.get_mut(&ino) else {
+            return Ok(());
+        };
+        s.opens = s.opens.saturating_sub(1);
+        if s.opens > 0 {
+            return Ok(());
+        }
+        // Pages an mmap dirtied reach us after the flush of close().
+        let commit = s.dirty && !s.unlinked;
+        drop(st);
+        let mut st = if commit {
+            self.filled(ino)?
+        } else {
+            self.state()
+        };
+        if st.files.staged.get(&ino).is_some_and(|s| s.opens > 0) {
+            // Opened again meanwhile: its last close records it.
+            return Ok(());
+        }
+        let result = if commit {
+            self.commit(&mut st, ino)
+        } else {
+            Ok(())
+        };
+        st.files.staged.remove(&ino);
+        st.files.orphans.remove(&ino);
+        result
+    }
+
+    /// Seals the staged bytes of `ino` into the queue and records the version. The
+    /// caller filled the staging file (see [`MountFs::filled`]).
+    pub(super) fn commit(&self, st: &mut State, ino: Ino) -> FsResult<()> {
+        let Some(node) = st.tree.get(ino).cloned() else {
+            return Ok(());
+        };
+        let Some(s) = st.files.staged.get_mut(&ino) else {
+            return Ok(());
+        };
+        if s.unlinked {
+            s.dirty = false;
+            return Ok(());
+        }
+        if s.fill.is_some() {
+            tracing::error!("{}: its old content was never fetched", node.path);
+            return Err(Errno::IO);
+        }
+        let size = s.size;
+        let mut input = s.bytes.reader(size).map_err(from_io)?;
+        let content = self.vault.seal(&mut input, size, None)?;
+        drop(input);
+        let seen = s.seen.clone();
+        let change = Change {
+            path: node.path.clone(),
+            seen,
+            after: After::Put {
+                entry: Entry::File {
+                    content,
+                    mode: node.mode,
+                },
+                mtime_ns: node.mtime_ns,
+            },
+            local: LocalChange::Keep,
+        };
+        let recorded = self.vault.record(vec![change], Vec::new())?;
+        if let (Some(v), Some(s)) = (
+            recorded.iter().find(|v| v.path == node.path),
+            st.files.staged.get_mut(&ino),
+        ) {
+            s.dirty = false;
+            // A second close of the same handle writes on top of this version alone.
+            s.seen = Seen::only(Showing::of(v, None));
+        }
+        let mut scope = vec![node.path.clone()];
+        scope.extend(node.sibling_of().map(str::to_owned));
+        self.refresh(st, &scope)?;
+        self.note_change();
+        Ok(())
+    }
+
+    /// chmod, truncate, utimens (chown to anyone else is refused: one owner).
+    #[allow(clippy::too_many_arguments)]
+    pub fn setattr(
+        &self,
+        ino: Ino,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        mtime_ns: Option<i64>,
+        _fh: Option<u64>,
+    ) -> FsResult<Attr> {
+        let (my_uid, my_gid) = self.owner();
+        if uid.is_some_and(|u| u != my_uid) || gid.is_some_and(|g| g != my_gid) {
+            return Err(Errno::PERM);
+        }
+        let mut st = self.state();
+        let node = st.tree.get(ino).cloned().ok_or(Errno::NOENT)?;
+        if let Some(size) = size {
+            if node.kind == Kind::Dir {
+                return Err(Errno::ISDIR);
+            }
+            let was_staged = st.files.staged.contains_key(&ino);
+            if !was_staged {
+                stage(&mut st, ino, size == 0, &self.staging_dir)?;
+            }
+            if size > 0 {
+                drop(st);
+                st = self.filled(ino)?;
+            } else if let Some(s) = st.files.staged.get_mut(&ino) {
+                s.fill = None;
+            }
+            if let Some(s) = st.files.staged.get_mut(&ino) {
+                s.bytes.set_len(size, &self.staging_dir).map_err(from_io)?;
+                if s.size != size {
+                    s.dirty = true;
+                }
+                s.size = size;
+            }
+            let now = precise_now_ns();
+            if let Some(n) = st.tree.get_mut(ino) {
+                n.mtime_ns = now;
+                n.ctime_ns = now;
+            }
+            if !was_staged {
+                // truncate(2) on a closed file: recorded now, like a close.
+                if let Some(s) = st.files.staged.get_mut(&ino) {
+                    s.dirty = true;
+                    s.opens = s.opens.saturating_sub(1);
+                }
+                let committed = self.commit(&mut st, ino);
+                if st.files.staged.get(&ino).is_some_and(|s| s.opens == 0) {
+                    st.files.staged.remove(&ino);
+                    let path = node.path.clone();
+                    self.refresh(&mut st, &[path])?;
+                }
+                committed?;
+            }
+        }
+        let mut changed = false;
+        if let Some(m) = mode {
+            if let Some(n) = st.tree.get_mut(ino) {
+                changed |= n.mode != m & 0o7777;
+                n.mode = m & 0o7777;
+                n.ctime_ns = precise_now_ns();
+            }
+        }
+        if let Some(t) = mtime_ns {
+            if let Some(n) = st.tree.get_mut(ino) {
+                changed |= n.mtime_ns != t;
+                n.mtime_ns = t;
+                n.ctime_ns = precise_now_ns();
+            }
+        }
+        if changed {
+            if let Some(s) = st.files.staged.get_mut(&ino) {
+                // Goes with the content when the file closes.
+                s.dirty = true;
+            } else {
+                self.record_meta(&mut st, ino)?;
+                self.note_change();
+            }
+        }
+        self.node_attr(&st, ino)
+    }
+}
+
+/// Makes `ino` writable: a staging file standing for its current bytes (copied in
+/// when first needed).
+fn stage(st: &mut State, ino: Ino, truncate: bool, dir: &std::path::Path) -> FsResult<()> {
+    if let Some(s) = st.files.staged.get_mut(&ino) {
+        s.opens += 1;
+        if truncate && s.size > 0 {
+            s.bytes.set_len(0, dir).map_err(from_io)?;
+            s.size = 0;
+            s.fill = None;
+            s.dirty = true;
+        }
+        return Ok(());
+    }
+    let n = st.tree.get(ino).ok_or(Errno::NOENT)?;
+    let content = n.content().cloned();
+    let mut staged = Staged::new(seen_in(&st.tree, &n.path));
+    staged.opens = 1;
+    if truncate {
+        staged.dirty = content.as_ref().is_some_and(|c| c.size > 0);
+    } else if let Some(c) = content {
+        staged.size = c.size;
+        staged.fill = (c.size > 0).then_some(c);
+    }
+    st.files.staged.insert(ino, staged);
+    Ok(())
+}

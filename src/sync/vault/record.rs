@@ -1,0 +1,162 @@
+//! Recording: what a front-end says it changed becomes versions, by the rules of
+//! `rules.rs`, stamped with this device's counter and recorded with the packs that
+//! hold their contents (queued for upload) in one transaction.
+
+use std::collections::HashMap;
+
+use super::*;
+use crate::model::{ObjectId, Showing, VersionVector};
+use crate::store::index::{HeadChange, IndexTx};
+use crate::store::IndexError;
+use crate::sync::rules::{self, After, Change, Known, LocalChange};
+
+/// What the rules learn from the index inside the recording transaction.
+struct Knowledge<'a> {
+    deletions: HashMap<String, VersionVector>,
+    current: &'a Namespace,
+}
+
+impl Known for Knowledge<'_> {
+    fn deletions(&self, path: &str) -> VersionVector {
+        self.deletions.get(path).cloned().unwrap_or_default()
+    }
+    fn shown_now(&self, path: &str) -> Option<(Entry, i64)> {
+        self.current
+            .get(path)
+            .filter(|s| s.sibling_of.is_none() && !s.version.entry.is_deleted())
+            .map(|s| (s.version.entry.clone(), s.version.mtime_ns))
+    }
+}
+
+fn apply_local(
+    tx: &mut IndexTx<'_>,
+    path: &str,
+    local: LocalChange,
+    made: Option<&Version>,
+) -> Result<(), IndexError> {
+    let showing = made.map(|v| Showing::of(v, None));
+    match local {
+        LocalChange::Set(mut lf) => {
+            lf.showing = showing;
+            tx.set_local_file(path, &lf)
+        }
+        LocalChange::Remove => tx.remove_local_file(path),
+        LocalChange::Restamp => match (tx.local_file(path)?, showing) {
+            (Some(mut lf), Some(s)) => {
+                lf.showing = Some(s);
+                tx.set_local_file(path, &lf)
+            }
+            _ => Ok(()),
+        },
+        LocalChange::Keep => Ok(()),
+    }
+}
+
+impl Vault {
+    /// Records `changes`, and `folder` record updates that make no version, in one
+    /// transaction. Returns the versions made.
+    pub fn record(
+        &self,
+        changes: Vec<Change>,
+        folder: Vec<(String, Option<LocalFile>)>,
+    ) -> SyncResult<Vec<Version>> {
+        if changes.is_empty() && folder.is_empty() {
+            return Ok(Vec::new());
+        }
+        // What the main paths of changed siblings show now: kept when only siblings
+        // changed.
+        let mains: Vec<String> = changes
+            .iter()
+            .filter_map(|c| c.seen.at.as_ref()?.sibling_of().map(str::to_owned))
+            .collect();
+        let current = if mains.is_empty() {
+            Namespace::new()
+        } else {
+            self.namespace_of(&mains)?
+        };
+        let own_packs: Vec<ObjectId> = changes
+            .iter()
+            .filter_map(|c| match &c.after {
+                After::Put {
+                    entry: Entry::File { content, .. },
+                    ..
+                } if content.owner == self.device => Some(content.pack.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut paths: Vec<String> = changes
+            .iter()
+            .map(|c| c.path.clone())
+            .chain(mains.iter().cloned())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        let now_ns = crate::now_ms() * 1_000_000;
+        let device = self.device.clone();
+        let mut writer = self.writer();
+        let register = writer.to_register(own_packs);
+        if !register.is_empty() && !self.relaxed.load(Ordering::Acquire) {
+            // A durable record must not name bytes that are not on disk yet.
+            writer
+                .sync()
+                .map_err(SyncError::io(self.cache.dir().to_path_buf()))?;
+        }
+        let recorded = self.index().transaction(|tx| {
+            let mut deletions = HashMap::new();
+            for p in &paths {
+                let mut v = VersionVector::default();
+                for h in tx.heads_of(p)? {
+                    if h.entry.is_deleted() {
+                        v.merge(&h.vector);
+                    }
+                }
+                deletions.insert(p.clone(), v);
+            }
+            let known = Knowledge {
+                deletions,
+                current: &current,
+            };
+            let plan = rules::plan(changes, &known, now_ns);
+            for p in &register {
+                tx.add_pending_pack(p)?;
+            }
+            let mut counter = tx.meta_u64(META_COUNTER)?;
+            let mut out = Vec::with_capacity(plan.versions.len());
+            for planned in plan.versions {
+                // Above anything this device ever stamped, even a counter that only
+                // survives in another device's vector.
+                counter = counter.max(planned.base.get(&device)) + 1;
+                let mut vector = planned.base;
+                vector.set(&device, counter);
+                let v = Version {
+                    path: planned.path,
+                    device: device.clone(),
+                    vector,
+                    mtime_ns: planned.mtime_ns,
+                    entry: planned.entry,
+                };
+                if tx.offer_version(&v, None, false)? == HeadChange::Ignored {
+                    return Err(IndexError::Sql(format!(
+                        "a new version of {} was already superseded; the index is inconsistent",
+                        v.path
+                    )));
+                }
+                apply_local(tx, &v.path, planned.local, Some(&v))?;
+                out.push(v);
+            }
+            tx.set_meta(META_COUNTER, &counter.to_string())?;
+            for (path, local) in plan.local_only {
+                apply_local(tx, &path, local, None)?;
+            }
+            for (path, lf) in &folder {
+                match lf {
+                    Some(lf) => tx.set_local_file(path, lf)?,
+                    None => tx.remove_local_file(path)?,
+                }
+            }
+            Ok(out)
+        })?;
+        writer.registered(&register);
+        Ok(recorded)
+    }
+}
