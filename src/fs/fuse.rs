@@ -16,6 +16,7 @@ use fuser::{
 
 use super::errno::Errno;
 use super::mount_fs::{Attr, MountFs};
+use super::special::{name_of, RenameMode};
 use super::tree::Kind;
 use super::worker::Invalidator;
 
@@ -56,8 +57,7 @@ fn file_attr(a: &Attr) -> FileAttr {
 }
 
 fn name_str(name: &OsStr) -> Result<&str, KErrno> {
-    // Paths in the vault are UTF-8; other names cannot be synced faithfully.
-    std::str::from_utf8(name.as_bytes()).map_err(|_| KErrno::EINVAL)
+    name_of(name.as_bytes()).map_err(kerr)
 }
 
 fn ns_of(t: TimeOrNow) -> i64 {
@@ -177,22 +177,11 @@ impl Filesystem for Adapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            // Devices, fifos and sockets are not memories.
-            return reply.error(KErrno::EPERM);
-        }
         let n = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let r = self
-            .fs
-            .create(parent.0, n, mode & !umask, libc::O_WRONLY)
-            .and_then(|(a, fh)| {
-                self.fs.flush(a.ino, fh)?;
-                self.fs.release(a.ino, fh)?;
-                self.fs.getattr(a.ino)
-            });
+        let r = self.fs.mknod(parent.0, n, mode & !umask);
         self.entry(reply, r)
     }
 
@@ -235,7 +224,7 @@ impl Filesystem for Adapter {
     ) {
         let (n, t) = match (name_str(link_name), name_str(target.as_os_str())) {
             (Ok(n), Ok(t)) => (n, t),
-            _ => return reply.error(KErrno::EINVAL),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
         self.entry(reply, self.fs.symlink(parent.0, n, t))
     }
@@ -250,30 +239,29 @@ impl Filesystem for Adapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
-            return reply.error(KErrno::EINVAL);
-        }
         let (a, b) = match (name_str(name), name_str(newname)) {
             (Ok(a), Ok(b)) => (a, b),
-            _ => return reply.error(KErrno::EINVAL),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
-        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        self.empty(
-            reply,
-            self.fs.rename(parent.0, a, newparent.0, b, no_replace),
-        )
+        let mode = RenameMode {
+            no_replace: flags.contains(RenameFlags::RENAME_NOREPLACE),
+            other: flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT),
+        };
+        self.empty(reply, self.fs.rename_as(parent.0, a, newparent.0, b, mode))
     }
 
     fn link(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        // A version names one path; hard links have no place in the vault.
-        reply.error(KErrno::EPERM);
+        match name_str(newname) {
+            Ok(n) => self.entry(reply, self.fs.link(ino.0, newparent.0, n)),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -457,56 +445,29 @@ impl Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        if name.as_bytes().starts_with(b"user.ghostie.") {
-            reply.error(KErrno::EPERM)
-        } else {
-            reply.error(KErrno::from_i32(libc::ENOTSUP))
-        }
+        self.empty(reply, self.fs.setxattr(name.as_bytes()))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        // The kernel asks for security.capability before every write: answer
-        // without touching the index.
-        if !name.as_bytes().starts_with(b"user.ghostie.") {
-            return reply.error(KErrno::from_i32(libc::ENODATA));
-        }
-        let attrs = match self.fs.xattrs(ino.0) {
-            Ok(a) => a,
-            Err(e) => return reply.error(kerr(e)),
-        };
-        match attrs.iter().find(|(n, _)| n.as_bytes() == name.as_bytes()) {
-            None => reply.error(KErrno::from_i32(libc::ENODATA)),
-            Some((_, v)) if size == 0 => reply.size(v.len() as u32),
-            Some((_, v)) if v.len() > size as usize => reply.error(KErrno::from_i32(libc::ERANGE)),
-            Some((_, v)) => reply.data(v),
+        match self.fs.getxattr(ino.0, name.as_bytes()) {
+            Err(e) => reply.error(kerr(e)),
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(kerr(Errno::RANGE)),
+            Ok(v) => reply.data(&v),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let attrs = match self.fs.xattrs(ino.0) {
-            Ok(a) => a,
-            Err(e) => return reply.error(kerr(e)),
-        };
-        let mut list = Vec::new();
-        for (n, _) in &attrs {
-            list.extend_from_slice(n.as_bytes());
-            list.push(0);
-        }
-        if size == 0 {
-            reply.size(list.len() as u32)
-        } else if list.len() > size as usize {
-            reply.error(KErrno::from_i32(libc::ERANGE))
-        } else {
-            reply.data(&list)
+        match self.fs.listxattr(ino.0) {
+            Err(e) => reply.error(kerr(e)),
+            Ok(list) if size == 0 => reply.size(list.len() as u32),
+            Ok(list) if list.len() > size as usize => reply.error(kerr(Errno::RANGE)),
+            Ok(list) => reply.data(&list),
         }
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if name.as_bytes().starts_with(b"user.ghostie.") {
-            reply.error(KErrno::EPERM)
-        } else {
-            reply.error(KErrno::from_i32(libc::ENODATA))
-        }
+        self.empty(reply, self.fs.removexattr(name.as_bytes()))
     }
 
     fn ioctl(
@@ -520,9 +481,10 @@ impl Filesystem for Adapter {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        // Programs ask every file whether it is a terminal (Python does on every
-        // open): answer at once, and quietly.
-        reply.error(KErrno::from_i32(libc::ENOTTY));
+        match self.fs.ioctl() {
+            Ok(()) => reply.ioctl(0, &[]),
+            Err(e) => reply.error(kerr(e)),
+        }
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

@@ -24,6 +24,7 @@ mod open_files;
 mod plain_cache;
 mod read;
 mod remote;
+mod special;
 mod staging;
 pub mod status;
 pub mod tree;

@@ -31,7 +31,6 @@ use super::errno::{Errno, FsResult};
 use super::open_files::{OpenFiles, Staged};
 use super::read::Reading;
 use super::tree::{parent_path, Ino, Kind, Node, Tree, ROOT};
-use crate::model::Entry;
 use crate::sync::{Seen, SyncError, Vault};
 
 /// A folder's entries (`.` and `..` first), each with its attributes.
@@ -369,54 +368,6 @@ impl MountFs {
         let files = self.state().tree.len() as u64;
         let (blocks, free) = disk_space(&self.staging_dir).unwrap_or((1 << 30, 1 << 29));
         (blocks, free, files)
-    }
-
-    /// `user.ghostie.*`: what the index knows about this file, read-only.
-    pub fn xattrs(&self, ino: Ino) -> FsResult<Vec<(String, Vec<u8>)>> {
-        let names = self.vault.device_names()?;
-        let st = self.state();
-        let n = st.tree.get(ino).ok_or(Errno::NOENT)?;
-        let Some(shown) = &n.shown else {
-            return Ok(Vec::new());
-        };
-        let v = &shown.version;
-        let device = names
-            .get(&v.device)
-            .cloned()
-            .unwrap_or_else(|| v.device.as_str()[..8].to_owned());
-        let mut out = vec![
-            (
-                "user.ghostie.version".to_owned(),
-                format!("{}:{}", v.device, v.counter()).into_bytes(),
-            ),
-            ("user.ghostie.device".to_owned(), device.into_bytes()),
-        ];
-        if let Entry::File { content, .. } = &v.entry {
-            if !st.files.is_dirty(ino) {
-                out.push((
-                    "user.ghostie.sha256".to_owned(),
-                    content.sha256.to_string().into_bytes(),
-                ));
-            }
-        }
-        let conflict = match &shown.sibling_of {
-            Some(main) => format!("sibling of {main}"),
-            None => {
-                let sibs: Vec<String> = st
-                    .tree
-                    .siblings_of(&n.path)
-                    .iter()
-                    .filter_map(|i| st.tree.get(*i).map(|s| s.name().to_owned()))
-                    .collect();
-                if sibs.is_empty() {
-                    "none".to_owned()
-                } else {
-                    format!("in conflict with {}", sibs.join(", "))
-                }
-            }
-        };
-        out.push(("user.ghostie.conflict".to_owned(), conflict.into_bytes()));
-        Ok(out)
     }
 
     pub fn root_ino(&self) -> Ino {
