@@ -11,8 +11,11 @@
 #      of it is durable in the backend (native and gocryptfs: after `sync`)
 #   W2 `ls -l` and `find` of them
 #   W3 `cat` of all, warm;  W4 `cat` of all, cold (new mount, caches dropped)
+#   W4n the same cold read by name, from a shuffled list, never listing the folder
 #   W5 512 MiB written with dd, read back warm and cold
 #   W6 how long a second mount of the same vault takes to show a new file
+#   W7 (ghostie-fs) `ls -l` and `cat` of 100 cached files, and again while every
+#      backend request stalls 5 s with a poll and an upload waiting on it
 #   peak RSS of the ghostie-fs mount process holding 100,000 files
 #
 #   ./bench/mount.sh
@@ -198,6 +201,10 @@ gocryptfs_unmount
 r[native.w6]=0
 echo "  W6: ghostie ${r[ghostie.w6]}s  rclone ${r[rclone.w6]}s  gocryptfs ${r[gocryptfs.w6]}s"
 
+# --- W7: local work while the backend stalls ------------------------------------
+
+ghostie_w7 "$tmp/ghostie-a"
+
 # --- peak RSS with many files --------------------------------------------------
 
 rss=skipped
@@ -252,11 +259,16 @@ fi
     row "W2 find" w2f; rowr "" w2f
     row "W3 cat all, warm" w3; rowr "" w3
     row "W4 cat all, cold" w4; rowr "" w4
+    row "W4n cat by name, cold" w4n; rowr "" w4n
     row "W5 dd write" w5w
     row "W5 read, warm" w5r
     row "W5 read, cold" w5c
     printf '%-30s %10s %10s %10s %10s\n' "W6 second mount sees a file" - "${r[ghostie.w6]}" "${r[gocryptfs.w6]}" "${r[rclone.w6]}"
+    printf '%-30s %10s %10.3f\n' "W7 ls -l + cat 100 cached" - "${r[ghostie.w7]}"
+    printf '%-30s %10s %10.3f\n' "W7 the same, backend stalled" - "${r[ghostie.w7s]}"
     echo
+    echo "W4n by name vs W4 after a listing: ghostie-fs $(ratio "${r[ghostie.w4n]}" "${r[ghostie.w4]}") (goal 2×)"
+    echo "W7 stalled vs answering: ghostie-fs $(ratio "${r[ghostie.w7s]}" "${r[ghostie.w7]}") (goal 2×; ${r[ghostie.w7held]} requests stalled meanwhile)"
     echo "W5 ghostie-fs vs gocryptfs: write $(ratio "${r[gocryptfs.w5w]}" "${r[ghostie.w5w]}") as fast, warm read $(ratio "${r[gocryptfs.w5r]}" "${r[ghostie.w5r]}"), cold read $(ratio "${r[gocryptfs.w5c]}" "${r[ghostie.w5c]}")"
     echo "peak RSS of the ghostie-fs mount with $rss_files files: $rss MiB"
 } | tee "$results"

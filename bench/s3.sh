@@ -12,8 +12,11 @@
 #      of it is in the bucket (native: after `sync`; s3fs uploads in close)
 #   W2 `ls -l` and `find` of them
 #   W3 `cat` of all, warm;  W4 `cat` of all, cold (new mount, caches dropped)
+#   W4n the same cold read by name, from a shuffled list, never listing the folder
 #   W5 a big file written with dd, read back warm and cold
 #   W6 how long a second device's mount takes to show a new file
+#   W7 (ghostie-fs) `ls -l` and `cat` of 100 cached files, and again while every
+#      backend request stalls 5 s with a poll and an upload waiting on it
 #
 #   ./bench/s3.sh
 #
@@ -215,6 +218,10 @@ fusermount3 -u "$tmp/s3fs-mnt2"
 s3fs_unmount
 echo "  W6: ghostie ${r[ghostie.w6]}s (poll ${poll}s)  rclone ${r[rclone.w6]}s  s3fs ${r[s3fs.w6]}s"
 
+# --- W7: local work while the backend stalls ------------------------------------
+
+ghostie_w7 "$tmp/ghostie-a"
+
 # --- table ---------------------------------------------------------------------
 
 {
@@ -240,11 +247,17 @@ echo "  W6: ghostie ${r[ghostie.w6]}s (poll ${poll}s)  rclone ${r[rclone.w6]}s  
     row "W2 find" w2f; rowr w2f
     row "W3 cat all, warm" w3; rowr w3
     row "W4 cat all, cold" w4; rowr w4
+    row "W4n cat by name, cold" w4n; rowr w4n
     row "W5 dd write" w5w
     row "W5 read, warm" w5r
     row "W5 read, cold" w5c
     printf '%-30s %10s %10s %10s %10s\n' "W6 second device sees a file" - "${r[ghostie.w6]}" "${r[rclone.w6]}" "${r[s3fs.w6]}"
+    printf '%-30s %10s %10.3f\n' "W7 ls -l + cat 100 cached" - "${r[ghostie.w7]}"
+    printf '%-30s %10s %10.3f\n' "W7 the same, backend stalled" - "${r[ghostie.w7s]}"
     echo
+    echo "W4n by name vs W4 after a listing: ghostie-fs $(ratio "${r[ghostie.w4n]}" "${r[ghostie.w4]}") (goal 2×)"
+    echo "W5 cold read vs ghostie-fs: rclone $(ratio "${r[rclone.w5c]}" "${r[ghostie.w5c]}"), s3fs $(ratio "${r[s3fs.w5c]}" "${r[ghostie.w5c]}") (goal: at least 1× each)"
+    echo "W7 stalled vs answering: ghostie-fs $(ratio "${r[ghostie.w7s]}" "${r[ghostie.w7]}") (goal 2×; ${r[ghostie.w7held]} requests stalled meanwhile)"
     echo "in the bucket vs native's durable write (write + sync): ghostie-fs $(ratio "${r[ghostie.w1d]}" "${r[native.w1d]}"), rclone $(ratio "${r[rclone.w1d]}" "${r[native.w1d]}"), s3fs $(ratio "${r[s3fs.w1d]}" "${r[native.w1d]}")"
     echo "in the bucket vs native's last close: ghostie-fs $(ratio "${r[ghostie.w1d]}" "${r[native.w1]}"), rclone $(ratio "${r[rclone.w1d]}" "${r[native.w1]}"), s3fs $(ratio "${r[s3fs.w1d]}" "${r[native.w1]}")"
     echo "cold read, ghostie-fs faster by: $(ratio "${r[rclone.w4]}" "${r[ghostie.w4]}") than rclone, $(ratio "${r[s3fs.w4]}" "${r[ghostie.w4]}") than s3fs"

@@ -77,6 +77,41 @@ check_dep fuser      '^src/fs/fuse\.rs$'      'src/fs/fuse.rs'
 check_dep aws_sdk_s3 '^src/backend/s3\.rs$'   'src/backend/s3.rs'
 check_dep reqwest    '^src/backend/'          'src/backend/'
 
+header "dependencies point one way (DESIGN §8)"
+# cli -> fs | folder -> sync (the Vault) -> store -> crypto, backend; everyone may
+# use model and config; the two front-ends never use each other, and reach the
+# engine through sync's API alone: never its index, its pack writer, or the version
+# vectors its rules build. A line counts when it is code (not a comment) before the
+# file's first `#[cfg(test)]`; whole test files (tests.rs) are exempt.
+# forbid WHERE REGEX WHY
+forbid() {
+    local where=$1 pattern=$2 why=$3 hits
+    hits=$(find $where -name '*.rs' ! -name tests.rs -print0 | sort -z | while IFS= read -r -d '' f; do
+        awk -v file="$f" -v pat="$pattern" '
+            /^[[:space:]]*#\[cfg\(test\)\]/ { exit }
+            /^[[:space:]]*\/\// { next }
+            $0 ~ pat { printf "%s:%d: %s\n", file, FNR, $0 }
+        ' "$f"
+    done)
+    if [[ -n $hits ]]; then
+        fail "$why"
+        printf '%s\n' "$hits" | head -5 >&2
+    else
+        echo "ok   $why"
+    fi
+}
+lower='crate::(config|crypto|backend|store|sync|folder|fs)([^A-Za-z0-9_]|$)'
+forbid src/model.rs "$lower" "model uses no other module"
+forbid src/config.rs 'crate::(crypto|backend|store|sync|folder|fs)([^A-Za-z0-9_]|$)' "config uses only model"
+forbid src/crypto 'crate::(backend|store|sync|folder|fs)([^A-Za-z0-9_]|$)' "crypto knows nothing of where bytes go"
+forbid src/backend 'crate::(crypto|store|sync|folder|fs)([^A-Za-z0-9_]|$)' "backends store opaque bytes"
+forbid src/store 'crate::(sync|folder|fs)([^A-Za-z0-9_]|$)' "store is below the engine"
+forbid src/sync 'crate::(folder|fs)([^A-Za-z0-9_]|$)' "the engine knows no front-end"
+internals='index\(\)|index_mut|IndexTx|PackWriter|pack_writer|PackCache|VersionVector|NewVersion'
+forbid src/folder "crate::(fs|store|backend|crypto)([^A-Za-z0-9_]|$)|$internals" "folder sync speaks to the engine's API only"
+forbid src/fs "crate::(folder|store|backend|crypto)([^A-Za-z0-9_]|$)|$internals" "the mount speaks to the engine's API only"
+forbid "src/cli src/main.rs" 'ghostie_fs::(store|backend|crypto)([^A-Za-z0-9_]|$)' "the CLI goes through the front-ends and the engine"
+
 header "no .unwrap() in non-test code"
 # STYLE.md: no unwrap() on anything input, the network or the disk can break.
 # Everything after the first `#[cfg(test)]` line of a file is test code (the

@@ -2,24 +2,31 @@
 //! storage provider that cannot read a byte of it.
 //!
 //! ```text
-//!  cli ──► folder (push/pull/sync over a plain folder)      [fs: the mount, next]
-//!              │
-//!              ▼
-//!          sync::Vault ── namespace (pure merge of version vectors)
-//!              │          layout (keys in the backend), records (log, snapshots)
-//!              │          pack (small files travel together), fetch (ranged reads)
-//!              ▼
-//!          store ── index (SQLite: heads, folder state, upload queue)
-//!              │    cache (sealed packs awaiting upload), lock
-//!              ▼
+//!  cli (main.rs, cli/) ── commands; one sentence per error
+//!      │
+//!      ├──► folder  push / pull / sync over a plain folder: scan it, apply the namespace
+//!      └──► fs      the mount: MountFs (inodes, open files, reads, writes) and the one
+//!             │     file that binds fuser; a worker uploads and polls beside it
+//!             ▼
+//!          sync::Vault ── the one engine API. Front-ends say "this path now holds X,
+//!             │           seen as Y" (rules: DESIGN §6, pure), seal contents, ask what
+//!             │           is shown (namespace: the pure merge), poll and publish.
+//!             │           pack (one writer), upload (one path), fetch, reader, records
+//!             ▼
+//!          store ── index (SQLite: heads, folder records, upload queue), queue folder,
+//!             │     the home's lock
+//!             ▼
 //!     crypto (keyring, HKDF sub-keys, chunked AES-256-GCM blobs, envelopes)
-//!     backend (ObjectStore: local, memory; decorators: counting, fault)
+//!     backend (ObjectStore: local, s3, memory; decorators: retry, counting, fault, stall)
 //!
 //!  model (ids, version vectors, versions) and config (~/.ghostie) are used by all.
 //! ```
 //!
-//! Dependencies point down only. The front-ends never talk to a backend directly; the
-//! backend stores opaque bytes; crypto knows nothing about where bytes go.
+//! Dependencies point down only (scripts/test.sh checks it). The front-ends never use
+//! each other and never reach past the `Vault`: not its index, not its pack writer, not
+//! a version vector. No one waits on the network while holding the mount's state or
+//! the engine's index. The backend stores opaque bytes; crypto knows nothing about
+//! where bytes go.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]

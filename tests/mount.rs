@@ -759,3 +759,94 @@ fn an_idle_poll_costs_one_listing_per_device_and_nothing_per_file() {
     );
     assert_eq!((gets, puts), (0, 0), "an idle poll read or wrote objects");
 }
+
+#[test]
+fn a_stalled_backend_never_holds_up_the_mount() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("desk", &vault);
+    let env = vault.stall_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let m = a.mount_with(&["--poll", "0.2"], &env);
+    fs::write(m.path("cached.json"), memory_json(0, 1500)).unwrap();
+    b.write("cold.json", memory_json(1, 2500));
+    b.ok(&["push"]);
+    assert!(eventually(WAIT, || m.path("cold.json").exists()));
+    assert_eq!(
+        fs::read(m.path("cached.json")).unwrap(),
+        memory_json(0, 1500)
+    );
+    assert!(m.drained(WAIT));
+
+    vault.stall();
+    // An upload, a poll and a cold read, each waiting on the backend.
+    fs::write(m.path("queued.json"), b"queued while stalled").unwrap();
+    let cold = std::thread::spawn({
+        let path = m.path("cold.json");
+        move || fs::read(path)
+    });
+    assert!(
+        eventually(60, || vault.stalled_requests() >= 3),
+        "only {} requests reached the stalled backend",
+        vault.stalled_requests()
+    );
+
+    // Meanwhile stat, ls -l, cat of a cached file, mkdir and a new file written
+    // and closed all complete on the same mount.
+    let local = std::thread::spawn({
+        let at = m.at.clone();
+        move || {
+            sh(
+                &at,
+                "stat cached.json >/dev/null && ls -l >/dev/null && cat cached.json >/dev/null \
+                 && mkdir made && echo new > made/new.json && cat made/new.json",
+            )
+        }
+    });
+    let done = eventually(60, || local.is_finished());
+    let cold_waiting = !cold.is_finished();
+    vault.unstall();
+    assert!(done, "local work waited for the stalled backend");
+    assert_eq!(local.join().unwrap().trim(), "new");
+    assert!(
+        cold_waiting,
+        "the cold read finished while the backend was stalled"
+    );
+    assert_eq!(cold.join().unwrap().unwrap(), memory_json(1, 2500));
+
+    assert!(m.drained(WAIT));
+    b.ok(&["pull"]);
+    assert_eq!(b.read("made/new.json").unwrap(), b"new\n");
+    assert_eq!(b.read("queued.json").unwrap(), b"queued while stalled");
+}
+
+#[test]
+fn reading_by_name_without_a_listing_brings_in_each_pack_once() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    for i in 0..300 {
+        a.write(&format!("notes/m{i:03}.json"), memory_json(i, 2500));
+    }
+    a.ok(&["push"]);
+    let b = TempHome::joined("phone", &vault);
+    let meter_file = b.home().join("meter.json");
+    let m = b.mount_with(&[], &[("GHOSTIE_METER_FILE", meter_file.to_str().unwrap())]);
+    let before = meter(&meter_file);
+    // A program that keeps its own index opens files by name, in its own order, and
+    // never lists the folder.
+    let mut order: Vec<usize> = (0..300).collect();
+    order.sort_by_key(|i| (i * 7919) % 300);
+    for i in order {
+        assert_eq!(
+            fs::read(m.path(&format!("notes/m{i:03}.json"))).unwrap(),
+            memory_json(i, 2500)
+        );
+    }
+    let gets =
+        meter(&meter_file)["gets"].as_u64().unwrap_or(0) - before["gets"].as_u64().unwrap_or(0);
+    eprintln!("reading 300 files by name took {gets} requests");
+    assert!(
+        gets <= 10,
+        "reading 300 small files by name took {gets} requests"
+    );
+}

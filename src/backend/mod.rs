@@ -9,6 +9,7 @@ pub mod local;
 pub mod memory;
 pub mod retry;
 pub mod s3;
+pub mod stall;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -22,6 +23,7 @@ pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryStore};
 pub use s3::{S3Options, S3Store};
+pub use stall::StallStore;
 
 use crate::config::BackendConfig;
 
@@ -142,11 +144,16 @@ pub fn open(config: &BackendConfig, policy: RetryPolicy) -> BackendResult<Shared
     Ok(Arc::new(RetryStore::new(store, policy)))
 }
 
-/// The store itself, or, for the tests' request counts, the store behind a meter.
+/// The store itself, or, for tests and benchmarks, behind a meter counting requests
+/// (`GHOSTIE_METER_FILE`) and a stall that stops it answering (`GHOSTIE_STALL_FILE`).
 fn metered<S: ObjectStore + 'static>(store: S) -> SharedStore {
+    let store: SharedStore = match std::env::var_os("GHOSTIE_STALL_FILE") {
+        Some(control) => Arc::new(StallStore::new(store, control.into())),
+        None => Arc::new(store),
+    };
     match std::env::var_os("GHOSTIE_METER_FILE") {
         Some(report) => Arc::new(CountingStore::new(store).reporting_to(report.into())),
-        None => Arc::new(store),
+        None => store,
     }
 }
 

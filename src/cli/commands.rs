@@ -1,13 +1,11 @@
 //! One function per command: open, call, print.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
-use ghostie_fs::backend;
 use ghostie_fs::config::{filename_safe, valid_prefix, BackendConfig, Home};
 use ghostie_fs::folder;
-use ghostie_fs::sync::{setup_vault, Keep, SetupOutcome, SetupRequest, Vault};
+use ghostie_fs::sync::{Keep, SetupOutcome, SetupRequest, Vault};
 
 use super::errors::{CliError, EXIT_DAMAGED, EXIT_FAILURE};
 use super::passphrase::CliPassphrase;
@@ -142,7 +140,6 @@ fn setup(cli: &Cli, home: Home, args: &SetupArgs) -> CmdResult {
         None => gethostname::gethostname().to_string_lossy().into_owned(),
     };
     let device_name = filename_safe(&raw_name);
-    let store = backend::open_for_setup(&backend)?;
     let req = SetupRequest {
         home: home.clone(),
         backend: backend.clone(),
@@ -150,8 +147,7 @@ fn setup(cli: &Cli, home: Home, args: &SetupArgs) -> CmdResult {
         device_name: device_name.clone(),
         force: args.force,
     };
-    let outcome = setup_vault(&req, Arc::clone(&store), &passphrase(cli))?;
-    let place = store.describe();
+    let (outcome, place) = ghostie_fs::sync::setup(&req, &passphrase(cli))?;
     match outcome {
         SetupOutcome::Created => say!(cli, "✅ Cloud sync configured! Created a new vault in {place} for device '{device_name}'"),
         SetupOutcome::Joined { devices } => say!(
@@ -358,39 +354,19 @@ fn verify(cli: &Cli, home: Home) -> CmdResult {
 }
 
 fn bench_seal(file: &PathBuf) -> CmdResult {
-    use ghostie_fs::crypto::blob::Sealer;
-    use ghostie_fs::crypto::{MasterKey, SubKeys};
-    use ghostie_fs::model::BlobId;
-    // Memory to memory, as `openssl speed` measures: the file is read first, and the
-    // sealed blob goes nowhere.
     let fail = |e: std::io::Error| CliError::new(EXIT_FAILURE, format!("Benchmark failed: {e}."));
     let data = std::fs::read(file).map_err(fail)?;
-    let keys = SubKeys::derive(&MasterKey::random());
-    let mut sealer = Sealer::default();
-    let mut run = |known| -> Result<(u64, f64), CliError> {
-        let started = Instant::now();
-        let sealed = sealer
-            .seal(
-                &keys,
-                BlobId::random(),
-                data.as_slice(),
-                &mut std::io::sink(),
-                known,
-            )
-            .map_err(fail)?;
-        Ok((sealed.plain_len, started.elapsed().as_secs_f64()))
-    };
     // Encryption alone (the hash given), then encryption with the SHA-256 of the
     // plaintext that every version records, computed on a second core.
-    let (size, secs) = run(Some(ghostie_fs::model::ContentHash([0; 32])))?;
+    let (sealed, hashed) = ghostie_fs::sync::seal_speed(&data).map_err(fail)?;
+    let size = data.len();
     println!(
-        "sealed {size} bytes in {secs:.3} s: {:.1} MB/s",
-        size as f64 / secs / 1e6
+        "sealed {size} bytes in {sealed:.3} s: {:.1} MB/s",
+        size as f64 / sealed / 1e6
     );
-    let (size, secs) = run(None)?;
     println!(
-        "sealed+hashed {size} bytes in {secs:.3} s: {:.1} MB/s",
-        size as f64 / secs / 1e6
+        "sealed+hashed {size} bytes in {hashed:.3} s: {:.1} MB/s",
+        size as f64 / hashed / 1e6
     );
     Ok(0)
 }

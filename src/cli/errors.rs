@@ -4,10 +4,8 @@
 //! 0 success (a pull that found conflicts included), 1 failure, 2 bad usage,
 //! 3 damaged data found (pull and verify), 4 not set up, 5 wrong passphrase.
 
-use ghostie_fs::backend::BackendError;
 use ghostie_fs::config::ConfigError;
-use ghostie_fs::store::IndexError;
-use ghostie_fs::sync::SyncError;
+use ghostie_fs::sync::{BackendError, IndexError, SyncError};
 
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_DAMAGED: u8 = 3;

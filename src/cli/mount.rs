@@ -213,11 +213,7 @@ fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: 
     // that end a mount to the thread that unmounts cleanly (see serve), while this
     // thread still answers Ctrl-C at a passphrase prompt.
     let exit_signals = ghostie_fs::fs::block_exit_signals();
-    let opened = Vault::open_with_retry(
-        home.clone(),
-        Box::new(source),
-        ghostie_fs::backend::RetryPolicy::mount(),
-    );
+    let opened = Vault::open_for_mount(home.clone(), Box::new(source));
     ghostie_fs::fs::unblock_exit_signals(&exit_signals);
     let vault = opened?;
     vault.unlock()?;

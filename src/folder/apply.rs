@@ -13,10 +13,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
+use sha2::{Digest, Sha256};
 
 use super::scan::{disk_entry, local_record, DiskEntry};
-use crate::crypto::blob::hash_bytes;
-use crate::model::{ContentRef, Entry};
+use crate::model::{ContentHash, ContentRef, Entry};
 use crate::sync::progress::Unit;
 use crate::sync::{
     LocalFile, LocalKind, Progress, Shown, SyncError, SyncResult, Vault, STREAM_FROM,
@@ -59,7 +59,7 @@ fn untouched(full: &Path, disk: &Option<DiskEntry>, lf: Option<&LocalFile>) -> b
                     || (d.mode == l.mode
                         && l.sha256.is_some()
                         && fs::read(full)
-                            .map(|b| Some(hash_bytes(&b)) == l.sha256)
+                            .map(|b| Some(ContentHash(Sha256::digest(&b).into())) == l.sha256)
                             .unwrap_or(false))
             }
         },

@@ -18,10 +18,9 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::model::{ContentHash, Entry, Showing};
-use crate::sync::rules::{self, Known};
 use crate::sync::{
-    After, Change, LocalChange, LocalFile, LocalKind, Namespace, Seen, Shown, SyncError,
-    SyncResult, Vault, RACY_CTIME,
+    After, Change, LocalChange, LocalFile, LocalKind, Seen, Shown, SyncError, SyncResult, Vault,
+    RACY_CTIME,
 };
 
 /// Files up to this size are held in memory between hashing and sealing.
@@ -231,20 +230,6 @@ struct PendingContent {
     seen: Seen,
 }
 
-/// Counts, for a dry run, the versions the rules would make.
-struct DryRun<'a>(&'a Namespace);
-
-impl Known for DryRun<'_> {
-    fn deletions(&self, _: &str) -> crate::model::VersionVector {
-        Default::default()
-    }
-    fn shown_now(&self, path: &str) -> Option<(Entry, i64)> {
-        self.0
-            .get(path)
-            .map(|s| (s.version.entry.clone(), s.version.mtime_ns))
-    }
-}
-
 /// Records every local change of the folder at `root` as a version. With `dry_run`
 /// nothing is sealed or recorded; the report still counts what would be.
 pub fn scan_and_record(vault: &Vault, root: &Path, dry_run: bool) -> SyncResult<ScanReport> {
@@ -410,7 +395,7 @@ pub fn scan_and_record(vault: &Vault, root: &Path, dry_run: bool) -> SyncResult<
                 local: LocalChange::Keep,
             });
         }
-        report.versions = rules::plan(changes, &DryRun(&ns), 0).versions.len();
+        report.versions = vault.versions_for(changes)?;
         return Ok(report);
     }
 

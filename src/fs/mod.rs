@@ -136,7 +136,7 @@ pub fn serve(
     ready();
     let served = mounted.run();
     fs.shutdown();
-    let _ = worker.join();
+    worker.join();
     MountStatus::remove(&home);
     served.map_err(|source| MountError::Fuse {
         path: mountpoint.to_path_buf(),

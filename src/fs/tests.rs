@@ -520,3 +520,76 @@ fn a_cold_read_brings_in_what_was_sealed_beside_it() {
         assert!(b.reading.is_cached(&c), "m{i:02}.json was not brought in");
     }
 }
+
+/// A store whose ranged reads take a while, counting how many run at once.
+#[derive(Debug, Default)]
+struct SlowReads {
+    inner: MemoryStore,
+    now: AtomicUsize,
+    most: AtomicUsize,
+    ranged: AtomicUsize,
+}
+
+impl ObjectStore for SlowReads {
+    fn put(&self, key: &str, data: &[u8]) -> BackendResult<()> {
+        self.inner.put(key, data)
+    }
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> BackendResult<()> {
+        self.inner.put_if_absent(key, data)
+    }
+    fn get(&self, key: &str) -> BackendResult<Vec<u8>> {
+        self.inner.get(key)
+    }
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> BackendResult<Vec<u8>> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        let r = self.inner.get_range(key, range);
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        self.ranged.fetch_add(1, Ordering::SeqCst);
+        r
+    }
+    fn list(&self, prefix: &str, start_after: Option<&str>) -> BackendResult<Vec<String>> {
+        self.inner.list(prefix, start_after)
+    }
+    fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
+        self.inner.list_dirs(prefix)
+    }
+    fn delete(&self, key: &str) -> BackendResult<()> {
+        self.inner.delete(key)
+    }
+    fn describe(&self) -> String {
+        "slow memory".into()
+    }
+}
+
+#[test]
+fn a_sequential_read_keeps_a_few_windows_in_flight_ahead_of_the_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = Arc::new(SlowReads::default());
+    let store: SharedStore = slow.clone();
+    let a = device(dir.path(), "laptop", &store);
+    let big: Vec<u8> = (0..40u32 << 20).map(|i| (i % 251) as u8).collect();
+    write_file(&a, "big.bin", &big);
+    a.sync_once().unwrap();
+    let b = device(dir.path(), "phone", &store);
+    slow.most.store(0, Ordering::SeqCst);
+    slow.ranged.store(0, Ordering::SeqCst);
+    let x = ino_of(&b, "big.bin").unwrap();
+    let fh = b.open(x, libc::O_RDONLY).unwrap();
+    let mut back = Vec::with_capacity(big.len());
+    while back.len() < big.len() {
+        let part = b.read(x, back.len() as u64, 128 * 1024).unwrap();
+        assert!(!part.is_empty());
+        back.extend_from_slice(&part);
+    }
+    b.release(x, fh).unwrap();
+    assert!(back == big, "the bytes read back differ");
+    let (most, ranged) = (
+        slow.most.load(Ordering::SeqCst),
+        slow.ranged.load(Ordering::SeqCst),
+    );
+    assert!(most >= 3, "at most {most} requests were in flight");
+    assert!(most <= 6, "{most} requests in flight: unbounded");
+    assert!(ranged <= 40, "{ranged} ranged requests for 40 MiB");
+}

@@ -1,9 +1,11 @@
-//! The mount's background worker: publishes what local changes queued (a moment after
-//! the last one, at most a second after the first), polls other devices' logs, applies
-//! what they changed to the tree and tells the kernel to forget it. Failures are
-//! retried with exponential backoff; the queue survives in the index meanwhile.
+//! The mount's background work, on two threads that never hold the state lock while
+//! they wait on the network: the uploader publishes what local changes queued (a
+//! moment after the last one, at most half a second after the first), retrying with
+//! exponential backoff while the queue survives in the index; the poller looks at
+//! other devices' logs, applies what they changed to the tree and tells the kernel to
+//! forget it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -36,29 +38,83 @@ pub struct WorkerConfig {
     pub status: MountStatus,
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The two background threads of a mount; [`Workers::join`] waits for both.
+pub struct Workers {
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The status both threads report into, written out at most every `STATUS_EVERY`
+/// (and after each publish and poll).
+struct Reporter {
+    home: Home,
+    status: Mutex<(MountStatus, Instant)>,
+}
+
+impl Reporter {
+    fn update(&self, fs: &MountFs, force: bool, change: impl FnOnce(&mut MountStatus)) {
+        let mut guard = lock(&self.status);
+        change(&mut guard.0);
+        if !force && guard.1.elapsed() < STATUS_EVERY {
+            return;
+        }
+        let status = &mut guard.0;
+        status.pending_uploads = fs.vault.unpublished_count().unwrap_or(0);
+        status.pending_bytes = fs.vault.queued_bytes().unwrap_or(0);
+        status.open_dirty = fs.dirty_count() as u64;
+        status.cache_used = fs.plain_cache_used();
+        status.cache_limit = fs.opts.cache_limit;
+        status.last_error = lock(&fs.activity).last_error.clone();
+        status.updated_ms = crate::now_ms();
+        if let Err(e) = status.write(&self.home) {
+            tracing::warn!("cannot write the mount status: {e}");
+        }
+        guard.1 = Instant::now();
+    }
+}
+
+/// Starts the uploader and the poller. They run apart, so an upload that waits out
+/// an outage never delays seeing other devices' changes, nor the reverse.
 pub fn spawn(
     fs: Arc<MountFs>,
     inval: Box<dyn Invalidator>,
     cfg: WorkerConfig,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("ghostie-sync".into())
-        .spawn(move || run(fs, inval, cfg))
+) -> std::io::Result<Workers> {
+    let reporter = Arc::new(Reporter {
+        home: cfg.home,
+        status: Mutex::new((cfg.status, Instant::now() - STATUS_EVERY)),
+    });
+    let upload = std::thread::Builder::new()
+        .name("ghostie-upload".into())
+        .spawn({
+            let (fs, reporter) = (fs.clone(), reporter.clone());
+            move || upload_loop(&fs, &reporter)
+        })?;
+    let poll = std::thread::Builder::new()
+        .name("ghostie-poll".into())
+        .spawn(move || poll_loop(&fs, inval.as_ref(), &reporter))?;
+    Ok(Workers {
+        threads: vec![upload, poll],
+    })
 }
 
-fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
-    let mut next_poll = Instant::now();
+/// Publishes what local changes queued, a moment after the last one; retries with
+/// backoff; checkpoints and writes deferred snapshots when things are quiet.
+fn upload_loop(fs: &MountFs, reporter: &Reporter) {
     let mut backoff = FIRST_BACKOFF;
     let mut retry_at: Option<Instant> = None;
-    let mut last_status = Instant::now() - STATUS_EVERY;
     let mut snapshot_checked = false;
-    // A poll that failed half-way may have applied some segments whose paths it
-    // never reported: the next good poll then rebuilds the whole view.
-    let mut poll_failed = false;
     let mut last_checkpoint = Instant::now();
     loop {
         let now = Instant::now();
@@ -70,31 +126,33 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
             let ready = (a.last_change.unwrap_or(first) + QUIET).min(first + MAX_DELAY);
             retry_at.map_or(ready, |r| ready.max(r))
         });
-        let publish_due = publish_at.is_some_and(|t| now >= t);
-        let poll_due = now >= next_poll;
-        if !publish_due && !poll_due {
+        if publish_at.is_none_or(|t| now < t) {
             let quiet = a.first_unsent.is_none()
                 && a.last_change
                     .is_none_or(|t| t.elapsed() >= SNAPSHOT_WHEN_QUIET);
+            let changed_since_checkpoint = a.last_change.is_some_and(|t| t > last_checkpoint);
+            drop(a);
             if quiet && !snapshot_checked {
-                drop(a);
                 snapshot_checked = true;
                 if let Err(e) = fs.vault.write_due_snapshot() {
                     tracing::warn!("snapshot failed, retried later: {e}");
                     snapshot_checked = false;
                 }
-                if let Err(e) = fs.vault.checkpoint_queue() {
-                    tracing::warn!("index checkpoint failed: {e}");
-                }
-                last_checkpoint = Instant::now();
+                checkpoint(fs, &mut last_checkpoint);
                 continue;
             }
-            let mut wake = next_poll.min(last_status + STATUS_EVERY);
+            // During long bursts of writes the quiet moment may not come.
+            if changed_since_checkpoint && last_checkpoint.elapsed() >= CHECKPOINT_AT_LEAST_EVERY {
+                checkpoint(fs, &mut last_checkpoint);
+            }
+            reporter.update(fs, false, |_| {});
+            let a = lock(&fs.activity);
+            let mut wake = now + STATUS_EVERY;
             if let Some(t) = publish_at {
                 wake = wake.min(t);
             }
             let wait = wake
-                .saturating_duration_since(now)
+                .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1));
             drop(
                 fs.wake
@@ -102,97 +160,43 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
                     .map(|(g, _)| g)
                     .unwrap_or_else(|p| p.into_inner().0),
             );
-            if last_status.elapsed() >= STATUS_EVERY {
-                write_status(&fs, &mut cfg);
-                last_status = Instant::now();
-            }
             continue;
         }
-        if publish_due {
-            snapshot_checked = false;
-            a.first_unsent = None;
-            a.publishes_started += 1;
-        }
+        snapshot_checked = false;
+        a.first_unsent = None;
+        a.publishes_started += 1;
         drop(a);
 
-        if publish_due {
-            let result = fs.publish_queue();
-            let mut a = lock(&fs.activity);
-            match result {
-                Ok(r) => {
-                    a.publishes_done = a.publishes_started;
-                    a.last_error = None;
-                    backoff = FIRST_BACKOFF;
-                    retry_at = None;
-                    cfg.status.backend_reachable = true;
-                    if r.versions > 0 {
-                        cfg.status.last_publish_ms = Some(crate::now_ms());
-                        tracing::info!("published {} versions in {} packs", r.versions, r.packs);
-                    }
+        let result = fs.publish_queue();
+        let mut a = lock(&fs.activity);
+        let reached = match &result {
+            Ok(r) => {
+                a.publishes_done = a.publishes_started;
+                a.last_error = None;
+                backoff = FIRST_BACKOFF;
+                retry_at = None;
+                if r.versions > 0 {
+                    tracing::info!("published {} versions in {} packs", r.versions, r.packs);
                 }
-                Err(e) => {
-                    tracing::warn!("upload failed, retrying in {backoff:?}: {e}");
-                    a.first_unsent.get_or_insert(now);
-                    a.last_error = Some(e.to_string());
-                    retry_at = Some(Instant::now() + backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    cfg.status.backend_reachable = false;
-                }
+                true
             }
-            drop(a);
-            fs.wake.notify_all();
-        }
-
-        if poll_due {
-            next_poll = Instant::now() + fs.opts.poll;
-            let polled = fs.poll_vault();
-            match polled {
-                Ok(r) => {
-                    cfg.status.last_poll_ms = Some(crate::now_ms());
-                    cfg.status.polls += 1;
-                    cfg.status.backend_reachable = true;
-                    for p in &r.problems {
-                        tracing::error!("{p}");
-                    }
-                    if r.new_versions > 0 || poll_failed {
-                        let changed = if poll_failed {
-                            None
-                        } else {
-                            r.changed_paths.as_ref()
-                        };
-                        match fs.apply_remote(changed) {
-                            Ok(list) => {
-                                poll_failed = false;
-                                invalidate(inval.as_ref(), &list);
-                            }
-                            Err(e) => {
-                                poll_failed = true;
-                                tracing::error!("cannot apply remote changes: {e}");
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    poll_failed = true;
-                    tracing::warn!("poll failed: {e}");
-                    lock(&fs.activity).last_error = Some(e.to_string());
-                    cfg.status.backend_reachable = false;
-                }
+            Err(e) => {
+                tracing::warn!("upload failed, retrying in {backoff:?}: {e}");
+                a.first_unsent.get_or_insert(now);
+                a.last_error = Some(e.to_string());
+                retry_at = Some(Instant::now() + backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                false
             }
-        }
-        let changed_since_checkpoint = lock(&fs.activity)
-            .last_change
-            .is_some_and(|t| t > last_checkpoint);
-        if changed_since_checkpoint && last_checkpoint.elapsed() >= CHECKPOINT_AT_LEAST_EVERY {
-            if let Err(e) = fs.vault.checkpoint_queue() {
-                tracing::warn!("index checkpoint failed: {e}");
+        };
+        drop(a);
+        fs.wake.notify_all();
+        reporter.update(fs, true, |s| {
+            s.backend_reachable = reached;
+            if result.as_ref().is_ok_and(|r| r.versions > 0) {
+                s.last_publish_ms = Some(crate::now_ms());
             }
-            last_checkpoint = Instant::now();
-        }
-        if last_status.elapsed() >= STATUS_EVERY || publish_due || poll_due {
-            write_status(&fs, &mut cfg);
-            last_status = Instant::now();
-        }
+        });
     }
     // Unmounted: one last try to send what is queued; what fails waits for the next start.
     let pending = fs.vault.unpublished_count().unwrap_or(0);
@@ -205,24 +209,76 @@ fn run(fs: Arc<MountFs>, inval: Box<dyn Invalidator>, mut cfg: WorkerConfig) {
     let _ = fs.vault.sync_queue();
 }
 
+fn checkpoint(fs: &MountFs, last: &mut Instant) {
+    if let Err(e) = fs.vault.checkpoint_queue() {
+        tracing::warn!("index checkpoint failed: {e}");
+    }
+    *last = Instant::now();
+}
+
+/// Looks for other devices' changes every `--poll`, applies them to the tree and
+/// tells the kernel what to forget.
+fn poll_loop(fs: &MountFs, inval: &dyn Invalidator, reporter: &Reporter) {
+    // A poll that failed half-way may have applied some segments whose paths it
+    // never reported: the next good poll then rebuilds the whole view.
+    let mut poll_failed = false;
+    loop {
+        if lock(&fs.activity).shutdown {
+            break;
+        }
+        let next_poll = Instant::now() + fs.opts.poll;
+        match fs.poll_vault() {
+            Ok(r) => {
+                for p in &r.problems {
+                    tracing::error!("{p}");
+                }
+                if r.new_versions > 0 || poll_failed {
+                    let changed = if poll_failed {
+                        None
+                    } else {
+                        r.changed_paths.as_ref()
+                    };
+                    match fs.apply_remote(changed) {
+                        Ok(list) => {
+                            poll_failed = false;
+                            invalidate(inval, &list);
+                        }
+                        Err(e) => {
+                            poll_failed = true;
+                            tracing::error!("cannot apply remote changes: {e}");
+                        }
+                    }
+                }
+                reporter.update(fs, true, |s| {
+                    s.last_poll_ms = Some(crate::now_ms());
+                    s.polls += 1;
+                    s.backend_reachable = true;
+                });
+            }
+            Err(e) => {
+                poll_failed = true;
+                tracing::warn!("poll failed: {e}");
+                lock(&fs.activity).last_error = Some(e.to_string());
+                reporter.update(fs, true, |s| s.backend_reachable = false);
+            }
+        }
+        let mut a = lock(&fs.activity);
+        while !a.shutdown && Instant::now() < next_poll {
+            let wait = next_poll.saturating_duration_since(Instant::now());
+            a = fs
+                .wake
+                .wait_timeout(a, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+}
+
 fn invalidate(inval: &dyn Invalidator, list: &[Invalidation]) {
     for i in list {
         match i {
             Invalidation::Inode(ino) => inval.inode(*ino),
             Invalidation::Entry(parent, name) => inval.entry(*parent, name),
         }
-    }
-}
-
-fn write_status(fs: &MountFs, cfg: &mut WorkerConfig) {
-    cfg.status.pending_uploads = fs.vault.unpublished_count().unwrap_or(0);
-    cfg.status.pending_bytes = fs.vault.queued_bytes().unwrap_or(0);
-    cfg.status.open_dirty = fs.dirty_count() as u64;
-    cfg.status.cache_used = fs.plain_cache_used();
-    cfg.status.cache_limit = fs.opts.cache_limit;
-    cfg.status.last_error = lock(&fs.activity).last_error.clone();
-    cfg.status.updated_ms = crate::now_ms();
-    if let Err(e) = cfg.status.write(&cfg.home) {
-        tracing::warn!("cannot write the mount status: {e}");
     }
 }

@@ -13,25 +13,27 @@ pub mod records;
 pub mod rules;
 mod vault;
 
+/// The layers' errors a [`SyncError`] carries, for callers that tell them apart.
+pub use crate::backend::BackendError;
+pub use crate::store::IndexError;
 /// What the engine keeps of a plain folder and of the vault's devices, for the
 /// front-ends to read and hand back.
 pub use crate::store::{DeviceRow, LocalFile, LocalKind, RACY_CTIME};
 pub use fetch::{FetchedContent, STREAM_FROM};
 pub use layout::Layout;
 pub use namespace::{Namespace, Shown};
+pub use pack::seal_speed;
 pub use pack::{OWN_PACK_FROM, PACK_TARGET};
 pub use progress::{NoProgress, Progress};
 pub use reader::ContentReader;
 pub use rules::{After, Change, LocalChange, Seen};
 pub use vault::{
-    kept_name, setup_vault, Conflict, ConflictSibling, Keep, PassphraseSource, PollReport,
+    kept_name, setup, setup_vault, Conflict, ConflictSibling, Keep, PassphraseSource, PollReport,
     PublishReport, SetupOutcome, SetupRequest, Vault,
 };
 
-use crate::backend::BackendError;
 use crate::config::ConfigError;
 use crate::crypto::CryptoError;
-use crate::store::IndexError;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

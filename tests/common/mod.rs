@@ -63,6 +63,8 @@ pub fn unique_prefix(tag: &str) -> String {
 pub struct TempVault {
     pub dir: tempfile::TempDir,
     s3: Option<S3Vault>,
+    /// Where a local vault's stall control file lives (see [`TempVault::stall`]).
+    ctl: tempfile::TempDir,
 }
 
 pub struct S3Vault {
@@ -90,6 +92,7 @@ impl TempVault {
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
             s3: None,
+            ctl: tempfile::tempdir().expect("temp dir"),
         }
     }
 
@@ -110,6 +113,7 @@ impl TempVault {
         let store = s3_store_at(endpoint, &bucket);
         Some(Self {
             dir: tempfile::tempdir().expect("temp dir"),
+            ctl: tempfile::tempdir().expect("temp dir"),
             s3: Some(S3Vault {
                 relay,
                 endpoint: endpoint.to_owned(),
@@ -248,6 +252,51 @@ impl TempVault {
             None => fs::rename(self.dir.path(), self.dir.path().with_extension("away"))
                 .expect("move the vault away"),
             Some(s) => s.relay.cut(),
+        }
+    }
+
+    fn stall_file(&self) -> PathBuf {
+        self.ctl.path().join("stall")
+    }
+
+    /// The environment a device's process needs for [`Self::stall`] to reach it: a
+    /// folder vault stalls in the process itself (`GHOSTIE_STALL_FILE`), an S3 vault
+    /// in the loopback relay in front of the server.
+    pub fn stall_env(&self) -> Vec<(String, String)> {
+        match &self.s3 {
+            Some(_) => Vec::new(),
+            None => vec![(
+                "GHOSTIE_STALL_FILE".into(),
+                self.stall_file().to_string_lossy().into_owned(),
+            )],
+        }
+    }
+
+    /// From now on every request to the backend waits, unanswered, until
+    /// [`Self::unstall`].
+    pub fn stall(&self) {
+        match &self.s3 {
+            Some(s) => s.relay.stall(),
+            None => fs::write(self.stall_file(), b"").expect("stall"),
+        }
+    }
+
+    pub fn unstall(&self) {
+        match &self.s3 {
+            Some(s) => s.relay.unstall(),
+            None => {
+                let _ = fs::remove_file(self.stall_file());
+            }
+        }
+    }
+
+    /// Requests that have waited in a stall so far.
+    pub fn stalled_requests(&self) -> usize {
+        match &self.s3 {
+            Some(s) => s.relay.held(),
+            None => fs::read_to_string(self.stall_file().with_extension("held"))
+                .map(|t| t.lines().count())
+                .unwrap_or(0),
         }
     }
 

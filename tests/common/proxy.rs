@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex};
 #[derive(Default)]
 struct Shared {
     offline: AtomicBool,
+    /// Requests wait in the relay, unanswered, until the stall ends.
+    stalled: AtomicBool,
+    held: AtomicUsize,
     stopping: AtomicBool,
     live: Mutex<Vec<TcpStream>>,
     accepted: AtomicUsize,
@@ -68,11 +71,11 @@ impl Relay {
                 let now = s.open.fetch_add(1, SeqCst) + 1;
                 s.most_open.fetch_max(now, SeqCst);
                 let done = Arc::new(AtomicUsize::new(0));
-                for (from, to) in [(client, s2), (server, c2)] {
+                for (from, to, hold) in [(client, s2, true), (server, c2, false)] {
                     let s = s.clone();
                     let done = done.clone();
                     std::thread::spawn(move || {
-                        pump(from, to);
+                        pump(from, to, hold.then_some(&*s));
                         if done.fetch_add(1, SeqCst) == 1 {
                             s.open.fetch_sub(1, SeqCst);
                         }
@@ -100,6 +103,20 @@ impl Relay {
         self.shared.offline.store(false, SeqCst);
     }
 
+    /// From now on every request waits in the relay, unanswered, until [`Self::unstall`].
+    pub fn stall(&self) {
+        self.shared.stalled.store(true, SeqCst);
+    }
+
+    pub fn unstall(&self) {
+        self.shared.stalled.store(false, SeqCst);
+    }
+
+    /// Requests that have waited in a stall so far.
+    pub fn held(&self) -> usize {
+        self.shared.held.load(SeqCst)
+    }
+
     /// Connections made through the relay so far.
     pub fn connections(&self) -> usize {
         self.shared.accepted.load(SeqCst)
@@ -122,12 +139,20 @@ impl Shared {
     const BOTH: Shutdown = Shutdown::Both;
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+/// Carries bytes from `from` to `to`; with `hold`, a request that arrives while the
+/// relay is stalled waits (counted once) until the stall ends.
+fn pump(mut from: TcpStream, mut to: TcpStream, hold: Option<&Shared>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                if let Some(s) = hold.filter(|s| s.stalled.load(SeqCst)) {
+                    s.held.fetch_add(1, SeqCst);
+                    while s.stalled.load(SeqCst) && !s.stopping.load(SeqCst) {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
@@ -141,6 +166,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.shared.stopping.store(true, SeqCst);
+        self.unstall();
         self.cut();
         let _ = TcpStream::connect(self.addr);
     }

@@ -60,7 +60,7 @@ mod upload;
 pub use conflicts::{kept_name, Conflict, ConflictSibling, Keep};
 pub use poll::PollReport;
 pub use publish::PublishReport;
-pub use setup::{setup_vault, SetupOutcome, SetupRequest};
+pub use setup::{setup, setup_vault, SetupOutcome, SetupRequest};
 pub use unlock::PassphraseSource;
 use unlock::{write_master_key, NoPassphrase};
 
@@ -115,6 +115,12 @@ impl Vault {
     /// Opens a set-up home; the passphrase is asked only when keys are first needed.
     pub fn open(home: Home, passphrase: Box<dyn PassphraseSource>) -> SyncResult<Self> {
         Self::open_with_retry(home, passphrase, backend::RetryPolicy::commands())
+    }
+
+    /// Opens a set-up home for a mount: its backend requests give up quickly (the
+    /// mount's own worker retries its queue), so no file operation waits out an outage.
+    pub fn open_for_mount(home: Home, passphrase: Box<dyn PassphraseSource>) -> SyncResult<Self> {
+        Self::open_with_retry(home, passphrase, backend::RetryPolicy::mount())
     }
 
     /// Opens a set-up home whose backend requests are retried as `policy` says.

@@ -52,7 +52,65 @@ fn apply_local(
     }
 }
 
+/// The paths a batch of changes touches, and the main paths whose siblings changed
+/// (which keep what they show now when only siblings changed).
+fn paths_of(changes: &[Change]) -> (Vec<String>, Vec<String>) {
+    let mains: Vec<String> = changes
+        .iter()
+        .filter_map(|c| c.seen.at.as_ref()?.sibling_of().map(str::to_owned))
+        .collect();
+    let mut paths: Vec<String> = changes
+        .iter()
+        .map(|c| c.path.clone())
+        .chain(mains.iter().cloned())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    (paths, mains)
+}
+
+fn deletions_at(
+    paths: &[String],
+    heads_of: impl Fn(&str) -> Result<Vec<Version>, IndexError>,
+) -> Result<HashMap<String, VersionVector>, IndexError> {
+    let mut out = HashMap::new();
+    for p in paths {
+        let mut v = VersionVector::default();
+        for h in heads_of(p)? {
+            if h.entry.is_deleted() {
+                v.merge(&h.vector);
+            }
+        }
+        out.insert(p.clone(), v);
+    }
+    Ok(out)
+}
+
 impl Vault {
+    fn shown_at(&self, mains: &[String]) -> SyncResult<Namespace> {
+        if mains.is_empty() {
+            Ok(Namespace::new())
+        } else {
+            self.namespace_of(mains)
+        }
+    }
+
+    /// How many versions recording `changes` would make, recording nothing (what
+    /// `status` counts as pending in a folder).
+    pub fn versions_for(&self, changes: Vec<Change>) -> SyncResult<usize> {
+        let (paths, mains) = paths_of(&changes);
+        let current = self.shown_at(&mains)?;
+        let deletions = {
+            let index = self.index();
+            deletions_at(&paths, |p| index.heads_of(p))?
+        };
+        let known = Knowledge {
+            deletions,
+            current: &current,
+        };
+        Ok(rules::plan(changes, &known, 0).versions.len())
+    }
+
     /// Records `changes`, and `folder` record updates that make no version, in one
     /// transaction. Returns the versions made.
     pub fn record(
@@ -63,17 +121,8 @@ impl Vault {
         if changes.is_empty() && folder.is_empty() {
             return Ok(Vec::new());
         }
-        // What the main paths of changed siblings show now: kept when only siblings
-        // changed.
-        let mains: Vec<String> = changes
-            .iter()
-            .filter_map(|c| c.seen.at.as_ref()?.sibling_of().map(str::to_owned))
-            .collect();
-        let current = if mains.is_empty() {
-            Namespace::new()
-        } else {
-            self.namespace_of(&mains)?
-        };
+        let (paths, mains) = paths_of(&changes);
+        let current = self.shown_at(&mains)?;
         let own_packs: Vec<ObjectId> = changes
             .iter()
             .filter_map(|c| match &c.after {
@@ -84,13 +133,6 @@ impl Vault {
                 _ => None,
             })
             .collect();
-        let mut paths: Vec<String> = changes
-            .iter()
-            .map(|c| c.path.clone())
-            .chain(mains.iter().cloned())
-            .collect();
-        paths.sort();
-        paths.dedup();
         let now_ns = crate::now_ms() * 1_000_000;
         let device = self.device.clone();
         let mut writer = self.writer();
@@ -102,18 +144,8 @@ impl Vault {
                 .map_err(SyncError::io(self.cache.dir().to_path_buf()))?;
         }
         let recorded = self.index().transaction(|tx| {
-            let mut deletions = HashMap::new();
-            for p in &paths {
-                let mut v = VersionVector::default();
-                for h in tx.heads_of(p)? {
-                    if h.entry.is_deleted() {
-                        v.merge(&h.vector);
-                    }
-                }
-                deletions.insert(p.clone(), v);
-            }
             let known = Knowledge {
-                deletions,
+                deletions: deletions_at(&paths, |p| tx.heads_of(p))?,
                 current: &current,
             };
             let plan = rules::plan(changes, &known, now_ns);

@@ -18,6 +18,18 @@ pub enum SetupOutcome {
     Joined { devices: usize },
 }
 
+/// Opens the backend `req` names, checks this device can reach it (and write to a
+/// folder), then sets the home up on it as [`setup_vault`] does. Returns what it did
+/// and where the vault lives.
+pub fn setup(
+    req: &SetupRequest,
+    pass: &dyn PassphraseSource,
+) -> SyncResult<(SetupOutcome, String)> {
+    let store = backend::open_for_setup(&req.backend)?;
+    let outcome = setup_vault(req, Arc::clone(&store), pass)?;
+    Ok((outcome, store.describe()))
+}
+
 /// Creates a vault where the backend holds none, else joins it. Everything that can
 /// fail on the network or with the passphrase happens before anything is written to
 /// the home, so a failed setup leaves no partial state.
