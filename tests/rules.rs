@@ -173,7 +173,11 @@ impl Device for MountDevice {
                     continue;
                 }
                 let fh = self.fs.open(attr.ino, libc::O_RDONLY).unwrap();
-                let data = self.fs.read(attr.ino, 0, attr.size as u32 + 1).unwrap();
+                let data = self
+                    .fs
+                    .read(attr.ino, 0, attr.size as u32 + 1)
+                    .unwrap()
+                    .to_vec();
                 self.fs.release(attr.ino, fh).unwrap();
                 out.insert(path, data);
             }

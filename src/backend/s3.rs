@@ -635,7 +635,9 @@ async fn read_body(key: &str, body: ByteStream) -> BackendResult<Vec<u8>> {
         temporary: true,
         source: std::io::Error::other(e),
     })?;
-    Ok(data.into_bytes().to_vec())
+    // One copy, from the received segments into one buffer the result then owns
+    // (AggregatedBytes::to_vec goes byte by byte).
+    Ok(Vec::from(data.into_bytes()))
 }
 
 #[cfg(test)]

@@ -56,6 +56,28 @@ impl AeadKey {
             .ok()
     }
 
+    /// Decrypts the `ciphertext || tag` at `in_out[from..]` and writes the plaintext
+    /// to the start of `in_out`, in one pass; returns its length, or `None` if
+    /// authentication fails.
+    pub fn open_within(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        in_out: &mut [u8],
+        from: usize,
+    ) -> Option<usize> {
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+        self.0
+            .open_within(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                in_out,
+                from..,
+            )
+            .ok()
+            .map(|p| p.len())
+    }
+
     /// Opens `nonce || ciphertext || tag`.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         if sealed.len() < NONCE_LEN + TAG_LEN {
@@ -85,5 +107,11 @@ mod tests {
         assert!(k.open(b"ad", &t).is_none());
         assert!(AeadKey::new(&[8; 32]).open(b"ad", &s).is_none());
         assert!(k.open(b"ad", &s[..10]).is_none());
+        // The plaintext lands at the start of the buffer, wherever the input began.
+        let mut buf = vec![0u8; 5];
+        buf.extend_from_slice(&s);
+        let n = k.open_within(&s[..NONCE_LEN], b"ad", &mut buf, 5 + NONCE_LEN);
+        assert_eq!(n, Some(5));
+        assert_eq!(&buf[..5], b"hello");
     }
 }

@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 
 pub use errno::{Errno, FsResult};
 pub use mount_fs::{Attr, MountFs, MountOptions};
+pub use read::ReadData;
 pub use status::{is_mounted, MountHome, MountStatus};
 pub use tree::Invalidation;
 pub use worker::Invalidator;

@@ -37,16 +37,43 @@ const PREFETCH_BATCH_BYTES: u64 = 8 * 1024 * 1024;
 /// A miss brings in at most this much of its pack.
 const NEIGHBOURS_BYTES: u64 = 8 * 1024 * 1024;
 /// Read-ahead windows of a large file (a multiple of the 64 KiB chunk).
-const WINDOW: u64 = 4 * 1024 * 1024;
+const WINDOW: u64 = 8 * 1024 * 1024;
 /// Windows fetched ahead of a sequential reader.
-const AHEAD: u64 = 4;
+const AHEAD: u64 = 3;
 /// Bytes read in sequence before read-ahead starts (more than the kernel's own
 /// read-ahead asks for after one small read).
-const RAMP: u64 = 2 * 1024 * 1024;
+const RAMP: u64 = 1024 * 1024;
 /// Large files read at once with read-ahead.
 const STREAMS_KEPT: usize = 4;
 
 type Key = (DeviceId, ObjectId, u64);
+
+/// What a read returns: bytes of its own, or a range of a buffer it shares with the
+/// cache or a read-ahead window (no copy on the way to the kernel).
+#[derive(Debug)]
+pub enum ReadData {
+    Owned(Vec<u8>),
+    Shared(Arc<Vec<u8>>, std::ops::Range<usize>),
+}
+
+impl ReadData {
+    /// `range` of `data`, clamped to what it holds.
+    fn shared(data: Arc<Vec<u8>>, start: u64, end: u64) -> Self {
+        let end = (end.min(data.len() as u64)) as usize;
+        let start = (start as usize).min(end);
+        ReadData::Shared(data, start..end)
+    }
+}
+
+impl std::ops::Deref for ReadData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadData::Owned(v) => v,
+            ReadData::Shared(d, r) => &d[r.clone()],
+        }
+    }
+}
 
 fn key(c: &ContentRef) -> Key {
     (c.owner.clone(), c.pack.clone(), c.offset)
@@ -244,10 +271,10 @@ impl Reading {
 
     /// Bytes `[offset, offset + len)` of a large file: the chunks they touch, or the
     /// read-ahead windows of a sequential reader.
-    pub fn large(&self, c: &ContentRef, offset: u64, len: u64) -> SyncResult<Vec<u8>> {
+    pub fn large(&self, c: &ContentRef, offset: u64, len: u64) -> SyncResult<ReadData> {
         let end = offset.saturating_add(len).min(c.size);
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(ReadData::Owned(Vec::new()));
         }
         let windows = {
             let mut streams = lock(&self.streams);
@@ -269,12 +296,18 @@ impl Reading {
             s.touched = Instant::now();
             let first = offset / WINDOW;
             let last = (end - 1) / WINDOW;
-            s.run = if offset == s.last_end || s.windows.contains_key(&first) {
-                s.run + (end - offset)
+            // The kernel sends a sequential reader's reads a few at a time, not
+            // always in order: near where the last one ended counts as in sequence.
+            let in_sequence = s.last_end != u64::MAX
+                && offset <= s.last_end.saturating_add(RAMP)
+                && offset.saturating_add(WINDOW) >= s.last_end;
+            if in_sequence || s.windows.contains_key(&first) {
+                s.run += end - offset;
+                s.last_end = s.last_end.max(end);
             } else {
-                end - offset
-            };
-            s.last_end = end;
+                s.run = end - offset;
+                s.last_end = end;
+            }
             if s.run < RAMP && !s.windows.contains_key(&first) {
                 None
             } else {
@@ -313,9 +346,13 @@ impl Reading {
             }
         };
         let Some(windows) = windows else {
-            return self.reader.read_at(c, offset, end - offset);
+            return self
+                .reader
+                .read_at(c, offset, end - offset)
+                .map(ReadData::Owned);
         };
         let mut out = Vec::with_capacity((end - offset) as usize);
+        let single = windows.len() == 1;
         for (w, p) in windows {
             let data = match p.wait() {
                 Ok(d) => d,
@@ -333,9 +370,12 @@ impl Reading {
             if to > data.len() {
                 return Err(SyncError::Damaged("its pack is truncated".into()));
             }
+            if single {
+                return Ok(ReadData::Shared(data, from..to));
+            }
             out.extend_from_slice(&data[from..to]);
         }
-        Ok(out)
+        Ok(ReadData::Owned(out))
     }
 
     /// Forgets the read-ahead of a content no one reads any more.
@@ -361,14 +401,14 @@ impl MountFs {
         if offset == 0 && len >= c.size {
             return self.reading_reader().read_all(c);
         }
-        self.reading.large(c, offset, len)
+        self.reading.large(c, offset, len).map(|d| d.to_vec())
     }
 
     fn reading_reader(&self) -> &ContentReader {
         &self.reading.reader
     }
 
-    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> FsResult<ReadData> {
         let mut st = self.state();
         if st.files.staged.contains_key(&ino) {
             drop(st);
@@ -379,7 +419,7 @@ impl MountFs {
             let mut buf = vec![0u8; len];
             let n = s.bytes.read_at(&mut buf, offset).map_err(from_io)?;
             buf.truncate(n);
-            return Ok(buf);
+            return Ok(ReadData::Owned(buf));
         }
         let n = st
             .tree
@@ -387,7 +427,7 @@ impl MountFs {
             .or_else(|| st.files.orphans.get(&ino))
             .ok_or(Errno::NOENT)?;
         let Some(c) = n.content().cloned() else {
-            return Ok(Vec::new());
+            return Ok(ReadData::Owned(Vec::new()));
         };
         let path = n.path.clone();
         let fetch = |e: SyncError| {
@@ -400,7 +440,12 @@ impl MountFs {
         }
         if self.reading.is_cached(&c) {
             drop(st);
-            return self.read_content(&c, offset, size as u64).map_err(fetch);
+            let data = self.reading.small(&c, Vec::new()).map_err(fetch)?;
+            return Ok(ReadData::shared(
+                data,
+                offset,
+                offset.saturating_add(size as u64),
+            ));
         }
         // A miss. A folder listed lately: fetch its files from this one on, in the
         // background. And whatever the reader does next, bring in what was sealed
@@ -415,9 +460,11 @@ impl MountFs {
         drop(st);
         self.reading.prefetch(listed);
         let data = self.reading.small(&c, along).map_err(fetch)?;
-        let start = (offset as usize).min(data.len());
-        let end = (offset.saturating_add(size as u64) as usize).min(data.len());
-        Ok(data[start..end].to_vec())
+        Ok(ReadData::shared(
+            data,
+            offset,
+            offset.saturating_add(size as u64),
+        ))
     }
 
     /// The small files of folder `dir` from `name` on (readers of a whole folder go

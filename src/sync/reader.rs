@@ -5,7 +5,7 @@
 use super::fetch::{fetch_contents, read_range, stream_blob, Source};
 use super::{Layout, SyncError, SyncResult, STREAM_FROM};
 use crate::backend::SharedStore;
-use crate::crypto::blob::open_chunks;
+use crate::crypto::blob::open_chunks_owned;
 use crate::crypto::layout::chunk_span;
 use crate::crypto::SubKeys;
 use crate::model::ContentRef;
@@ -87,10 +87,13 @@ impl ContentReader {
         if (sealed.len() as u64) < end - start {
             return Err(SyncError::Damaged("its pack is truncated".into()));
         }
-        let plain = open_chunks(&self.keys, &r.blob, r.size, span.first, &sealed)?;
+        let mut plain = open_chunks_owned(&self.keys, &r.blob, r.size, span.first, sealed)?;
         let skip = (offset - span.first * crate::crypto::layout::CHUNK_SIZE) as usize;
         let take = (len as usize).min(plain.len().saturating_sub(skip));
-        Ok(plain[skip..skip + take].to_vec())
+        // In place: a read-ahead window is megabytes, and copying it again showed.
+        plain.truncate(skip + take);
+        plain.drain(..skip);
+        Ok(plain)
     }
 
     /// Fetches many small contents with few requests (neighbours in a pack are read
