@@ -1,7 +1,7 @@
 //! Front-end 2, the mount (DESIGN §7): a FUSE filesystem over the memories folder.
 //! Reads fetch and decrypt on demand; writes are staged, sealed when they close and
-//! queued in the index; a worker publishes the queue and polls other devices, then
-//! invalidates what the kernel cached of what they changed. It speaks to the engine
+//! queued in the index; an uploader publishes the queue and a poller looks for other
+//! devices' changes, then invalidates what the kernel cached of what they changed. It speaks to the engine
 //! through `sync::Vault` alone.
 //!
 //! - `mount_fs`: the filesystem type, its state and the read-only operations.
@@ -9,10 +9,11 @@
 //! - `changes`: mkdir, symlink, unlink, rmdir, rename and chmod, told to the engine.
 //! - `read`: reads, the memory cache, prefetch and read-ahead.
 //! - `remote`: other devices' changes applied to the tree.
+//! - `special`: xattrs, hard links, device nodes, ioctls and names: each answer decided.
 //! - `tree`: the inode table, a pure function of the namespace plus local changes.
 //! - `open_files`, `staging`, `plain_cache`: the tables and buffers behind them.
-//! - `errno`: every errno the kernel gets, decided in one place.
-//! - `worker`: publishing, polling and invalidation in the background.
+//! - `errno`: the errno type, and the one table from engine and I/O errors to errnos.
+//! - `worker`: the uploader and the poller, in the background.
 //! - `status`: the files other commands read to see a running mount.
 //! - `fuse`: the only file that binds fuser.
 
