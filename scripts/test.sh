@@ -107,7 +107,7 @@ forbid src/crypto 'crate::(backend|store|sync|folder|fs)([^A-Za-z0-9_]|$)' "cryp
 forbid src/backend 'crate::(crypto|store|sync|folder|fs)([^A-Za-z0-9_]|$)' "backends store opaque bytes"
 forbid src/store 'crate::(sync|folder|fs)([^A-Za-z0-9_]|$)' "store is below the engine"
 forbid src/sync 'crate::(folder|fs)([^A-Za-z0-9_]|$)' "the engine knows no front-end"
-internals='index\(\)|index_mut|IndexTx|PackWriter|pack_writer|PackCache|VersionVector|NewVersion'
+internals='index\(\)|index_mut|IndexTx|PackWriter|pack_writer|PackQueue|VersionVector|NewVersion'
 forbid src/folder "crate::(fs|store|backend|crypto)([^A-Za-z0-9_]|$)|$internals" "folder sync speaks to the engine's API only"
 forbid src/fs "crate::(folder|store|backend|crypto)([^A-Za-z0-9_]|$)|$internals" "the mount speaks to the engine's API only"
 forbid "src/cli src/main.rs" 'ghostie_fs::(store|backend|crypto)([^A-Za-z0-9_]|$)' "the CLI goes through the front-ends and the engine"

@@ -65,7 +65,11 @@ impl Home {
     pub fn state_db(&self) -> PathBuf {
         self.sync_dir().join("state.db")
     }
-    pub fn cache_dir(&self) -> PathBuf {
+    pub fn queue_dir(&self) -> PathBuf {
+        self.sync_dir().join("queue")
+    }
+    /// Where homes made before 0.2 kept the upload queue (see `store::queue`).
+    pub fn old_queue_dir(&self) -> PathBuf {
         self.sync_dir().join("cache")
     }
     pub fn staging_dir(&self) -> PathBuf {
@@ -90,7 +94,7 @@ impl Home {
         for dir in [
             self.root.clone(),
             self.sync_dir(),
-            self.cache_dir(),
+            self.queue_dir(),
             self.staging_dir(),
             self.conflicts_dir(),
             self.keys_dir(),

@@ -393,6 +393,28 @@ impl Showing {
     }
 }
 
+/// A link from another device may point anywhere inside the folder, never outside
+/// it: Ghost writing through `x.json -> ~/.bashrc` would be an escape.
+pub fn link_stays_inside(path: &str, target: &str) -> bool {
+    if target.starts_with('/') || target.is_empty() {
+        return false;
+    }
+    let mut depth = path.matches('/').count() as i64;
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -311,7 +311,8 @@ fn status_json_has_exactly_the_documented_keys() {
             "known_devices",
             "last_sync",
             "local_count",
-            "pending"
+            "pending",
+            "refused"
         ]
     );
     assert_eq!(s["pending"], 1);

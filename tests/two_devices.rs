@@ -141,23 +141,86 @@ fn a_missing_folder_is_refilled_not_taken_for_deletions() {
 }
 
 #[test]
-fn a_link_pointing_outside_the_folder_is_refused() {
+fn a_link_pointing_outside_the_folder_is_refused_once_and_never_breaks_later_pulls() {
     let vault = TempVault::new();
     let a = TempHome::joined("laptop", &vault);
     a.write("inside.json", b"x");
     std::os::unix::fs::symlink("../../../../etc/passwd", a.file("escape")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", a.file("absolute")).unwrap();
     std::os::unix::fs::symlink("inside.json", a.file("fine")).unwrap();
-    a.ok(&["push"]);
+    // The sender is told, and still keeps its own links.
+    let out = a.run(&["push"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("escape points outside the folder")
+            && stderr(&out).contains("absolute points outside the folder"),
+        "{}",
+        stderr(&out)
+    );
+
     let b = TempHome::joined("phone", &vault);
     let out = b.run(&["pull"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("escape"), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a refusal is not damage: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("not written here: escape"),
+        "{}",
+        stderr(&out)
+    );
     assert!(fs::symlink_metadata(b.file("escape")).is_err());
     assert!(fs::symlink_metadata(b.file("absolute")).is_err());
     assert_eq!(
         fs::read_link(b.file("fine")).unwrap().to_str(),
         Some("inside.json")
+    );
+    // Refused once: later pulls and syncs pass it by, silently and successfully.
+    for cmd in ["pull", "sync", "pull"] {
+        let out = b.run(&[cmd]);
+        assert_eq!(out.status.code(), Some(0), "{cmd}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("escape"), "{cmd}: {}", stderr(&out));
+    }
+    // status and verify name what was refused, with its path.
+    let status = b.ok(&["status"]);
+    assert!(
+        status.contains("escape: a link pointing outside the folder")
+            && status.contains("absolute: a link pointing outside the folder (/etc/passwd)"),
+        "{status}"
+    );
+    let listed = b.json(&["status", "--json"]);
+    assert_eq!(
+        listed["refused"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    let verified = b.run(&["verify"]);
+    assert_eq!(verified.status.code(), Some(0), "{}", stderr(&verified));
+    assert!(
+        stdout(&verified).contains("not written here: absolute"),
+        "{}",
+        stdout(&verified)
+    );
+
+    // The refusing device never reads the missing link as a deletion.
+    a.ok(&["pull"]);
+    assert_eq!(
+        fs::read_link(a.file("absolute")).unwrap().to_str(),
+        Some("/etc/passwd")
+    );
+    // A newer version replaces the refusal.
+    fs::remove_file(a.file("absolute")).unwrap();
+    a.write("absolute", b"now a file");
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    assert_eq!(b.read("absolute").as_deref(), Some(&b"now a file"[..]));
+    let listed = b.json(&["status", "--json"]);
+    assert_eq!(
+        listed["refused"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
     );
 }
 

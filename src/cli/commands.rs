@@ -174,9 +174,13 @@ fn push(cli: &Cli, vault: &Vault, json: bool) -> CmdResult {
             "packs": r.packs,
             "bytes_uploaded": r.bytes,
             "seconds": started.elapsed().as_secs_f64(),
+            "warnings": r.scan.warnings,
         }));
     } else {
         say!(cli, "✅ Uploaded {} memories", r.uploaded);
+    }
+    for w in &r.scan.warnings {
+        eprintln!("⚠️  {w}");
     }
     Ok(0)
 }
@@ -190,6 +194,7 @@ fn pull(cli: &Cli, vault: &Vault, json: bool) -> CmdResult {
             "recorded": r.recorded,
             "conflicts": r.conflicts,
             "damaged": r.damaged,
+            "refused": r.refused,
         }));
     } else {
         say!(cli, "✅ Downloaded {} memories", r.downloaded);
@@ -197,6 +202,10 @@ fn pull(cli: &Cli, vault: &Vault, json: bool) -> CmdResult {
             say!(cli, "⚠️ {} conflicts found", r.conflicts);
             say!(cli, "Run 'ghostie-fs conflict' to resolve");
         }
+    }
+    // Refused once, then passed by: not damage, and no reason to fail later pulls.
+    for d in &r.refused {
+        eprintln!("⚠️  not written here: {d}");
     }
     for d in &r.damaged {
         eprintln!("❌ damaged: {d}");
@@ -241,6 +250,12 @@ fn status(cli: &Cli, home: Home, json: bool) -> CmdResult {
     println!("   Conflicts: {}", s.conflict_count);
     println!("   Pending: {}", s.pending);
     println!("   Known Devices: {}", s.known_devices.join(", "));
+    if !s.refused.is_empty() {
+        println!("   Not written here: {}", s.refused.len());
+        for r in &s.refused {
+            println!("     {r}");
+        }
+    }
     Ok(0)
 }
 
@@ -342,6 +357,9 @@ fn verify(cli: &Cli, home: Home) -> CmdResult {
     let vault = open_vault(cli, home)?;
     let progress = BarProgress::new(cli.quiet);
     let damaged = vault.verify(&progress)?;
+    for r in folder::refused(&vault)? {
+        say!(cli, "⚠️  not written here: {r}");
+    }
     if damaged.is_empty() {
         say!(cli, "✅ Every object checked out");
         return Ok(0);

@@ -31,6 +31,9 @@ pub struct ApplyReport {
     pub conflicts: usize,
     /// One line per content that failed its checks.
     pub damaged: Vec<String>,
+    /// One line per version refused by this pull (a link pointing outside the
+    /// folder): recorded as refused, so later pulls pass it by.
+    pub refused: Vec<String>,
 }
 
 fn lstat(path: &Path) -> io::Result<Option<DiskEntry>> {
@@ -53,7 +56,8 @@ fn untouched(full: &Path, disk: &Option<DiskEntry>, lf: Option<&LocalFile>) -> b
         (Some(_), None) => false,
         (Some(d), Some(l)) if d.kind != l.kind => false,
         (Some(d), Some(l)) => match d.kind {
-            LocalKind::Dir | LocalKind::Symlink => true,
+            // (A refusal is never on disk.)
+            LocalKind::Dir | LocalKind::Symlink | LocalKind::Refused => true,
             LocalKind::File => {
                 d.matches(l)
                     || (d.mode == l.mode
@@ -76,26 +80,18 @@ fn dir_mode(mode: u32) -> u32 {
     (mode & 0o777) | 0o700
 }
 
-/// A link from another device may point anywhere inside the folder, never outside
-/// it: Ghost writing through `x.json -> ~/.bashrc` would be an escape.
-fn link_stays_inside(path: &str, target: &str) -> bool {
-    if target.starts_with('/') || target.is_empty() {
-        return false;
+/// What the index keeps of a version this device refused to write.
+fn refusal(shown: &Shown) -> LocalFile {
+    LocalFile {
+        kind: LocalKind::Refused,
+        size: 0,
+        mtime_ns: 0,
+        ctime_ns: 0,
+        ino: 0,
+        mode: 0,
+        sha256: None,
+        showing: Some(shown.showing()),
     }
-    let mut depth = path.matches('/').count() as i64;
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    true
 }
 
 /// Same entry as when it was looked at (or still absent).
@@ -244,6 +240,8 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
         .iter()
         .filter(|(p, l)| match ns.get(*p) {
             None => true,
+            // A refusal stands until a newer version replaces it (below).
+            Some(_) if l.kind == LocalKind::Refused => false,
             Some(s) => kind_of(&s.version.entry) != Some(l.kind),
         })
         .map(|(p, _)| p)
@@ -317,11 +315,12 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
                 if !untouched(&full, &disk, lf) {
                     continue;
                 }
-                if !link_stays_inside(path, target) {
-                    tracing::error!("not writing the link {path}: it points outside the folder");
-                    report.damaged.push(format!(
-                        "{path}: a link pointing outside the folder was refused"
+                if !crate::model::link_stays_inside(path, target) {
+                    tracing::warn!("not writing the link {path}: it points outside the folder");
+                    report.refused.push(format!(
+                        "{path}: a link pointing outside the folder ({target})"
                     ));
+                    updates.push((path.clone(), Some(refusal(shown))));
                     continue;
                 }
                 if let Some(parent) = full.parent() {

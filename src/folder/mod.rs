@@ -34,6 +34,8 @@ pub struct PullReport {
     pub conflicts: usize,
     /// One line per damaged content or log.
     pub damaged: Vec<String>,
+    /// One line per version this pull refused to write (see [`refused`]).
+    pub refused: Vec<String>,
 }
 
 /// The plain folder of a home. A file in its place is refused. A missing folder is
@@ -91,7 +93,33 @@ pub fn pull(vault: &Vault, progress: &dyn Progress) -> SyncResult<PullReport> {
         downloaded: applied.written + applied.removed,
         conflicts: applied.conflicts,
         damaged,
+        refused: applied.refused,
     })
+}
+
+/// What this device refuses to write, by path, with why: versions other devices
+/// published that stay out of this folder until a newer one replaces them.
+pub fn refused(vault: &Vault) -> SyncResult<Vec<String>> {
+    let local = vault.local_files()?;
+    let mut paths: Vec<&String> = local
+        .iter()
+        .filter(|(_, l)| l.kind == LocalKind::Refused)
+        .map(|(p, _)| p)
+        .collect();
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    paths.sort();
+    let ns = vault.namespace()?;
+    Ok(paths
+        .into_iter()
+        .map(|p| match ns.get(p).map(|s| &s.version.entry) {
+            Some(Entry::Symlink { target }) => {
+                format!("{p}: a link pointing outside the folder ({target})")
+            }
+            _ => format!("{p}: refused"),
+        })
+        .collect())
 }
 
 /// Keeps `sync/conflicts/current.json` in step with the folder: the conflicts seen at
@@ -197,6 +225,8 @@ pub struct Status {
     pub backend_reachable: bool,
     /// Why it did not, in a sentence.
     pub backend_problem: Option<String>,
+    /// What this device refused to write (see [`refused`]).
+    pub refused: Vec<String>,
 }
 
 pub fn status(vault: &Vault) -> SyncResult<Status> {
@@ -233,6 +263,7 @@ pub fn status(vault: &Vault) -> SyncResult<Status> {
         known_devices: known,
         backend_reachable: backend_problem.is_none(),
         backend_problem,
+        refused: refused(vault)?,
     })
 }
 

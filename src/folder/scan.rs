@@ -149,6 +149,8 @@ pub struct ScanReport {
     pub bytes_read: u64,
     /// Contents sealed into new packs (the rest were already in the vault).
     pub sealed: usize,
+    /// What was recorded but other devices will not write, one line each.
+    pub warnings: Vec<String>,
 }
 
 /// The conflict siblings the folder holds, by the path they stand beside.
@@ -238,7 +240,11 @@ pub fn scan_and_record(vault: &Vault, root: &Path, dry_run: bool) -> SyncResult<
     let disk = walk(root)?;
     // The common case, nothing touched since the last sync, needs neither the
     // namespace nor the heads: every stat matches its record, and nothing is gone.
-    let all_recorded = disk.len() == local.len()
+    let refused = local
+        .values()
+        .filter(|l| l.kind == LocalKind::Refused)
+        .count();
+    let all_recorded = disk.len() + refused == local.len()
         && disk.iter().all(|(p, d)| {
             local.get(p).is_some_and(|l| {
                 l.kind == d.kind && l.mode == d.mode && (d.kind == LocalKind::Dir || d.matches(l))
@@ -295,6 +301,8 @@ pub fn scan_and_record(vault: &Vault, root: &Path, dry_run: bool) -> SyncResult<
         }
         let shown = ns.get(path);
         match d.kind {
+            // What `lstat` finds is never a refusal.
+            LocalKind::Refused => {}
             LocalKind::File => {
                 let unchanged = lf.is_some_and(|l| d.matches(l));
                 if unchanged {
@@ -358,6 +366,15 @@ pub fn scan_and_record(vault: &Vault, root: &Path, dry_run: bool) -> SyncResult<
                     updates.push((path.clone(), Some(local_record(d, None, showing))));
                     continue;
                 }
+                if let Entry::Symlink { target } = &entry {
+                    if !crate::model::link_stays_inside(path, target) {
+                        tracing::warn!("{path} is a link pointing outside the folder");
+                        report.warnings.push(format!(
+                            "{path} points outside the folder ({target}): other devices \
+                             keep their folders closed to it and will not create it"
+                        ));
+                    }
+                }
                 changes.push(Change {
                     path: path.clone(),
                     seen: seen(path, &local, &siblings),
@@ -372,7 +389,11 @@ pub fn scan_and_record(vault: &Vault, root: &Path, dry_run: bool) -> SyncResult<
     }
 
     // Removed paths: deletions of main paths, or resolutions when a sibling went.
-    for path in local.keys() {
+    for (path, l) in &local {
+        // Nothing is on disk there on purpose: the folder never showed it.
+        if l.kind == LocalKind::Refused {
+            continue;
+        }
         if !disk.contains_key(path) {
             changes.push(Change {
                 path: path.clone(),

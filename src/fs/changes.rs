@@ -92,6 +92,14 @@ impl MountFs {
     }
 
     pub fn symlink(&self, parent: Ino, name: &str, target: &str) -> FsResult<Attr> {
+        let path = self.state().tree.get(parent).map(|p| join(&p.path, name));
+        if path.is_some_and(|p| !crate::model::link_stays_inside(&p, target)) {
+            // Kept, as any filesystem keeps it; folder-sync devices will not write it.
+            tracing::warn!(
+                "the link {name} points outside the folder ({target}): devices that sync a \
+                 plain folder will not create it"
+            );
+        }
         self.make(
             parent,
             name,

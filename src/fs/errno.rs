@@ -34,6 +34,7 @@ impl From<SyncError> for Errno {
     fn from(e: SyncError) -> Self {
         let errno = match &e {
             SyncError::Io { source, .. } => from_io_kind(source),
+            SyncError::Index(crate::sync::IndexError::DiskFull) => Errno(libc::ENOSPC),
             _ => Errno::IO,
         };
         tracing::error!("{e} (answered {})", name(errno));
@@ -85,6 +86,8 @@ mod tests {
         };
         assert_eq!(Errno::from(gone), Errno::IO);
         assert_eq!(Errno::from(SyncError::Damaged("bad".into())), Errno::IO);
+        let index_full = SyncError::Index(crate::sync::IndexError::DiskFull);
+        assert_eq!(Errno::from(index_full), Errno(libc::ENOSPC));
         assert_eq!(
             from_io(std::io::Error::from_raw_os_error(libc::EDQUOT)),
             Errno(libc::EDQUOT)

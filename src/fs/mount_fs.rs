@@ -81,6 +81,8 @@ pub struct Activity {
     pub publishes_done: u64,
     pub shutdown: bool,
     pub last_error: Option<String>,
+    /// Why the last close() or truncate could not be recorded, until one is again.
+    pub last_write_error: Option<String>,
 }
 
 /// Everything the state lock guards: the tree the kernel sees and the open files.

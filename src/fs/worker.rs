@@ -75,7 +75,10 @@ impl Reporter {
         status.open_dirty = fs.dirty_count() as u64;
         status.cache_used = fs.plain_cache_used();
         status.cache_limit = fs.opts.cache_limit;
-        status.last_error = lock(&fs.activity).last_error.clone();
+        status.last_error = {
+            let a = lock(&fs.activity);
+            a.last_write_error.clone().or_else(|| a.last_error.clone())
+        };
         status.updated_ms = crate::now_ms();
         if let Err(e) = status.write(&self.home) {
             tracing::warn!("cannot write the mount status: {e}");

@@ -221,7 +221,10 @@ impl MountFs {
         }
         let size = s.size;
         let mut input = s.bytes.reader(size).map_err(from_io)?;
-        let content = self.vault.seal(&mut input, size, None)?;
+        let content = self
+            .vault
+            .seal(&mut input, size, None)
+            .map_err(|e| self.not_saved(&node.path, e))?;
         drop(input);
         let seen = s.seen.clone();
         let change = Change {
@@ -236,7 +239,11 @@ impl MountFs {
             },
             local: LocalChange::Keep,
         };
-        let recorded = self.vault.record(vec![change], Vec::new())?;
+        let recorded = self
+            .vault
+            .record(vec![change], Vec::new())
+            .map_err(|e| self.not_saved(&node.path, e))?;
+        lock(&self.activity).last_write_error = None;
         if let (Some(v), Some(s)) = (
             recorded.iter().find(|v| v.path == node.path),
             st.files.staged.get_mut(&ino),
@@ -250,6 +257,13 @@ impl MountFs {
         self.refresh(st, &scope)?;
         self.note_change();
         Ok(())
+    }
+
+    /// A file's new content could not be kept: the program is told (the errno), and
+    /// `status` shows why until a later save succeeds.
+    fn not_saved(&self, path: &str, e: crate::sync::SyncError) -> Errno {
+        lock(&self.activity).last_write_error = Some(format!("cannot save {path}: {e}"));
+        Errno::from(e)
     }
 
     /// chmod, truncate, utimens (chown to anyone else is refused: one owner).

@@ -72,11 +72,17 @@ pub enum IndexError {
     Corrupt { path: PathBuf, reason: String },
     #[error("the local index failed: {0}")]
     Sql(String),
+    /// The disk under the index is full (or over quota): the change was not recorded.
+    #[error("the local index cannot grow: the disk is full")]
+    DiskFull,
 }
 
 impl From<rusqlite::Error> for IndexError {
     fn from(e: rusqlite::Error) -> Self {
-        IndexError::Sql(e.to_string())
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => IndexError::DiskFull,
+            _ => IndexError::Sql(e.to_string()),
+        }
     }
 }
 
@@ -116,6 +122,10 @@ pub enum LocalKind {
     File,
     Dir,
     Symlink,
+    /// Nothing is written here on purpose: this device refused the version it shows
+    /// (a link pointing outside the folder). Not a deletion: scans leave it alone,
+    /// and a newer version replaces it.
+    Refused,
 }
 
 impl LocalKind {
@@ -124,12 +134,14 @@ impl LocalKind {
             LocalKind::File => "file",
             LocalKind::Dir => "dir",
             LocalKind::Symlink => "symlink",
+            LocalKind::Refused => "refused",
         }
     }
     fn parse(s: &str) -> Self {
         match s {
             "dir" => LocalKind::Dir,
             "symlink" => LocalKind::Symlink,
+            "refused" => LocalKind::Refused,
             _ => LocalKind::File,
         }
     }
@@ -260,13 +272,14 @@ impl Index {
     pub fn relax_durability(&self) -> IndexResult<()> {
         // The mount holds the home lock for its whole life, so it may also keep
         // SQLite's file lock instead of taking it for every statement. It checkpoints
-        // by itself (`Vault::checkpoint_queue`), after putting the packs its records
-        // name on disk, and seldom: its commits rewrite the same few pages (counter,
+        // by itself (`Vault::checkpoint_queue`, and every hundred records in
+        // `Vault::record`), after putting the packs its records name on disk, and
+        // not at every commit: its commits rewrite the same few pages (counter,
         // index roots), which a checkpoint then copies once. After one, the log file
-        // shrinks back to 64 MiB.
+        // shrinks back to 8 MiB: on a nearly full disk the log is what grows.
         self.conn.execute_batch(
             "PRAGMA synchronous=NORMAL; PRAGMA locking_mode=EXCLUSIVE; PRAGMA cache_size=-8192; \
-             PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;",
+             PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=8388608;",
         )?;
         Ok(())
     }

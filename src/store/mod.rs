@@ -2,10 +2,10 @@
 //! place that names SQLite), the ciphertext cache of sealed packs waiting for upload
 //! (`cache`), and the lock that keeps two commands off one home at once (`lock`).
 
-pub mod cache;
 pub mod index;
 pub mod lock;
+pub mod queue;
 
-pub use cache::PackCache;
 pub use index::{DeviceRow, Index, IndexError, IndexTx, LocalFile, LocalKind, RACY_CTIME};
 pub use lock::HomeLock;
+pub use queue::PackQueue;

@@ -19,7 +19,7 @@ use crate::crypto::layout::{
 };
 use crate::crypto::SubKeys;
 use crate::model::{ContentHash, ContentRef, DeviceId, ObjectId};
-use crate::store::PackCache;
+use crate::store::PackQueue;
 
 /// Blobs closer than this are read together, gap included.
 const MAX_GAP: u64 = 256 * 1024;
@@ -30,7 +30,7 @@ const MAX_RUN: u64 = 16 * 1024 * 1024;
 pub(crate) struct Source<'a> {
     pub store: &'a dyn ObjectStore,
     pub layout: &'a Layout,
-    pub cache: &'a PackCache,
+    pub queue: &'a PackQueue,
     pub keys: &'a SubKeys,
 }
 
@@ -88,39 +88,39 @@ fn plan(refs: &[ContentRef]) -> Vec<Run> {
 fn read_run(
     store: &dyn ObjectStore,
     layout: &Layout,
-    cache: &PackCache,
+    queue: &PackQueue,
     run: &Run,
 ) -> SyncResult<Vec<u8>> {
     read_range(
-        store, layout, cache, &run.owner, &run.pack, run.start, run.end,
+        store, layout, queue, &run.owner, &run.pack, run.start, run.end,
     )
 }
 
 pub(crate) fn read_range(
     store: &dyn ObjectStore,
     layout: &Layout,
-    cache: &PackCache,
+    queue: &PackQueue,
     owner: &DeviceId,
     pack: &ObjectId,
     start: u64,
     end: u64,
 ) -> SyncResult<Vec<u8>> {
-    // A pack sealed here and not yet uploaded is read from the cache.
-    let cached = cache.path_of(pack);
-    match std::fs::File::open(&cached) {
+    // A pack sealed here and not yet uploaded is read from the queue.
+    let queued = queue.path_of(pack);
+    match std::fs::File::open(&queued) {
         Ok(mut f) => {
             use std::io::{Read, Seek, SeekFrom};
             f.seek(SeekFrom::Start(start))
-                .map_err(SyncError::io(&cached))?;
+                .map_err(SyncError::io(&queued))?;
             let mut buf = Vec::new();
             f.take(end - start)
                 .read_to_end(&mut buf)
-                .map_err(SyncError::io(&cached))?;
+                .map_err(SyncError::io(&queued))?;
             return Ok(buf);
         }
         // Not sealed here, or uploaded (and removed) a moment ago: the vault has it.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(SyncError::io(&cached)(e)),
+        Err(e) => return Err(SyncError::io(&queued)(e)),
     }
     Ok(store.get_range(&layout.pack(owner, pack), start..end)?)
 }
@@ -143,7 +143,7 @@ pub(crate) fn stream_blob(
         match read_range(
             from.store,
             from.layout,
-            from.cache,
+            from.queue,
             &r.owner,
             &r.pack,
             start,
@@ -210,7 +210,7 @@ pub(crate) fn fetch_contents<T: Send>(
                 }
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
                 let Some(run) = next else { break };
-                let data = read_run(from.store, from.layout, from.cache, &run);
+                let data = read_run(from.store, from.layout, from.queue, &run);
                 for &i in &run.members {
                     let r = &refs[i];
                     let result = match &data {

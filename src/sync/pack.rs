@@ -1,5 +1,5 @@
 //! The one pack writer (DESIGN §4): contents are sealed one at a time, each a blob of
-//! its own, appended to an open pack in the upload queue (`sync/cache/`), so the
+//! its own, appended to an open pack in the upload queue (`sync/queue/`), so the
 //! contents of many small files travel in one object while a large file gets a pack of
 //! its own. A push seals a folder's changes through it, the mount each file as it
 //! closes.
@@ -11,20 +11,30 @@
 //! yet: a record in a durable index syncs them first; a mount, whose index commits
 //! lazily, syncs them at its checkpoints, so a durable record never names bytes that
 //! were not.
+//!
+//! The queue is acknowledged data, but it is a folder a user or a cleaner can remove.
+//! The writer keeps a descriptor of each pack it wrote until the pack is uploaded (up
+//! to [`HELD_AT_MOST`]), so a pack whose name vanished is written back from its
+//! descriptor before it is appended to, synced or uploaded, and the folder is made
+//! again when a new pack needs it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 
 use crate::crypto::blob::{Sealer, PACK_HEADER};
 use crate::crypto::SubKeys;
 use crate::model::{BlobId, ContentHash, ContentRef, DeviceId, ObjectId};
-use crate::store::PackCache;
+use crate::store::PackQueue;
 
 /// Packs close once they pass this size.
 pub const PACK_TARGET: u64 = 4 * 1024 * 1024;
 /// Files at least this large get a pack of their own.
 pub const OWN_PACK_FROM: u64 = 1024 * 1024;
+/// Descriptors kept of packs waiting for upload: a bound on open files, not on the
+/// queue (older packs are then protected by their names alone).
+pub const HELD_AT_MOST: usize = 128;
 
 struct OpenPack {
     id: ObjectId,
@@ -33,7 +43,7 @@ struct OpenPack {
 }
 
 pub(crate) struct PackWriter {
-    cache: PackCache,
+    queue: PackQueue,
     owner: DeviceId,
     open: Option<OpenPack>,
     sealer: Sealer,
@@ -42,29 +52,44 @@ pub(crate) struct PackWriter {
     unregistered: BTreeSet<ObjectId>,
     /// Packs whose bytes may still be only in the page cache.
     unsynced: BTreeSet<ObjectId>,
+    /// Descriptors of packs written here and not uploaded yet.
+    held: BTreeMap<ObjectId, File>,
 }
 
 impl PackWriter {
-    pub fn new(cache: PackCache, owner: DeviceId) -> Self {
+    pub fn new(queue: PackQueue, owner: DeviceId) -> Self {
         Self {
-            cache,
+            queue,
             owner,
             open: None,
             sealer: Sealer::default(),
             buf: Vec::new(),
             unregistered: BTreeSet::new(),
             unsynced: BTreeSet::new(),
+            held: BTreeMap::new(),
         }
     }
 
     fn open_pack(&mut self) -> io::Result<()> {
+        if let Some(p) = &self.open {
+            if !self.queue.path_of(&p.id).exists() {
+                let id = p.id.clone();
+                self.write_back(&id)?;
+                if let (Some(p), Some(f)) = (self.open.as_mut(), self.held.get(&id)) {
+                    p.file = f.try_clone()?;
+                }
+            }
+        }
         if self.open.is_none() {
+            self.queue.ensure_dir()?;
             let id = ObjectId::new(crate::now_ms() as u64);
             let mut file = OpenOptions::new()
                 .create_new(true)
+                .read(true)
                 .write(true)
-                .open(self.cache.path_of(&id))?;
+                .open(self.queue.path_of(&id))?;
             file.write_all(&PACK_HEADER)?;
+            self.hold(&id, &file);
             self.unsynced.insert(id.clone());
             self.open = Some(OpenPack {
                 id,
@@ -148,6 +173,84 @@ impl PackWriter {
         self.open = None;
     }
 
+    fn hold(&mut self, id: &ObjectId, file: &File) {
+        if self.held.len() >= HELD_AT_MOST {
+            // The oldest pack is the likeliest to be uploaded soon.
+            self.held.pop_first();
+        }
+        if let Ok(copy) = file.try_clone() {
+            self.held.insert(id.clone(), copy);
+        }
+    }
+
+    /// Writes a held pack back under its name in the queue (made again if need be)
+    /// from the descriptor this writer kept; the new file is held from then on.
+    fn write_back(&mut self, id: &ObjectId) -> io::Result<()> {
+        let Some(old) = self.held.get(id) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("the queued pack {id} was removed"),
+            ));
+        };
+        self.queue.ensure_dir()?;
+        let path = self.queue.path_of(id);
+        let tmp = path.with_extension("enc.tmp");
+        let mut new = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&tmp)?;
+        let len = old.metadata()?.len();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < len {
+            let n = old.read_at(&mut buf, at)?;
+            if n == 0 {
+                break;
+            }
+            new.write_all(&buf[..n])?;
+            at += n as u64;
+        }
+        new.sync_data()?;
+        std::fs::rename(&tmp, &path)?;
+        File::open(self.queue.dir())?.sync_all()?;
+        tracing::warn!(
+            "{} was removed while waiting for upload; written back from this process",
+            path.display()
+        );
+        self.held.insert(id.clone(), new);
+        Ok(())
+    }
+
+    /// Of `packs` (waiting for upload), writes back those whose name is gone from the
+    /// queue while this writer still holds them. The rest of the missing ones are
+    /// returned: their bytes are gone from this device.
+    pub fn restore_missing(&mut self, packs: &[ObjectId]) -> io::Result<Vec<ObjectId>> {
+        let mut gone = Vec::new();
+        for id in packs {
+            if self.queue.path_of(id).exists() {
+                continue;
+            }
+            if self.held.contains_key(id) {
+                self.write_back(id)?;
+                if let (Some(p), Some(f)) = (self.open.as_mut(), self.held.get(id)) {
+                    if p.id == *id {
+                        p.file = f.try_clone()?;
+                    }
+                }
+            } else {
+                gone.push(id.clone());
+            }
+        }
+        Ok(gone)
+    }
+
+    /// The backend holds `pack`: its descriptor is of no more use.
+    pub fn uploaded(&mut self, pack: &ObjectId) {
+        self.held.remove(pack);
+    }
+
     /// Of `packs`, those that still need registering as pending uploads.
     pub fn to_register(&self, packs: impl IntoIterator<Item = ObjectId>) -> Vec<ObjectId> {
         let mut out: Vec<ObjectId> = packs
@@ -170,6 +273,9 @@ impl PackWriter {
         if self.unsynced.is_empty() {
             return Ok(());
         }
+        // Syncing a descriptor whose name is gone would make nothing durable.
+        let ids: Vec<ObjectId> = self.unsynced.iter().cloned().collect();
+        self.restore_missing(&ids)?;
         if let Some(p) = &self.open {
             p.file.sync_data()?;
         }
@@ -177,7 +283,11 @@ impl PackWriter {
             if self.open.as_ref().is_some_and(|p| p.id == id) {
                 continue;
             }
-            match File::open(self.cache.path_of(&id)).and_then(|f| f.sync_data()) {
+            let synced = match self.held.get(&id) {
+                Some(f) => f.sync_data(),
+                None => File::open(self.queue.path_of(&id)).and_then(|f| f.sync_data()),
+            };
+            match synced {
                 Ok(()) => {}
                 // Uploaded and dropped from the queue meanwhile.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -190,7 +300,8 @@ impl PackWriter {
         if let Some(p) = &self.open {
             self.unsynced.insert(p.id.clone());
         }
-        File::open(self.cache.dir())?.sync_all()
+        self.queue.ensure_dir()?;
+        File::open(self.queue.dir())?.sync_all()
     }
 }
 

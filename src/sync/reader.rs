@@ -9,7 +9,7 @@ use crate::crypto::blob::open_chunks_owned;
 use crate::crypto::layout::chunk_span;
 use crate::crypto::SubKeys;
 use crate::model::ContentRef;
-use crate::store::PackCache;
+use crate::store::PackQueue;
 
 /// Fetches in flight at once for a batch.
 const PARALLEL_FETCH: usize = 4;
@@ -18,7 +18,7 @@ const PARALLEL_FETCH: usize = 4;
 pub struct ContentReader {
     store: SharedStore,
     layout: Layout,
-    cache: PackCache,
+    queue: PackQueue,
     keys: SubKeys,
 }
 
@@ -29,11 +29,11 @@ impl std::fmt::Debug for ContentReader {
 }
 
 impl ContentReader {
-    pub(crate) fn new(store: SharedStore, layout: Layout, cache: PackCache, keys: SubKeys) -> Self {
+    pub(crate) fn new(store: SharedStore, layout: Layout, queue: PackQueue, keys: SubKeys) -> Self {
         Self {
             store,
             layout,
-            cache,
+            queue,
             keys,
         }
     }
@@ -42,7 +42,7 @@ impl ContentReader {
         Source {
             store: self.store.as_ref(),
             layout: &self.layout,
-            cache: &self.cache,
+            queue: &self.queue,
             keys: &self.keys,
         }
     }
@@ -71,7 +71,7 @@ impl ContentReader {
         let sealed = match read_range(
             self.store.as_ref(),
             &self.layout,
-            &self.cache,
+            &self.queue,
             &r.owner,
             &r.pack,
             start,

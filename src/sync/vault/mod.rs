@@ -26,7 +26,7 @@
 //! uploaded. So local work never waits for the backend.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use zeroize::Zeroizing;
@@ -47,7 +47,7 @@ use crate::crypto::envelope::RecordKind;
 use crate::crypto::keyring::{random_id, WrappedKey, DEFAULT_ITERATIONS};
 use crate::crypto::{MasterKey, SubKeys};
 use crate::model::{ContentHash, ContentRef, DeviceId, Entry, Seq, Version};
-use crate::store::{DeviceRow, HomeLock, Index, LocalFile, PackCache};
+use crate::store::{DeviceRow, HomeLock, Index, LocalFile, PackQueue};
 
 mod conflicts;
 mod poll;
@@ -81,7 +81,7 @@ pub struct Vault {
     device: DeviceId,
     store: SharedStore,
     layout: Layout,
-    cache: PackCache,
+    queue: PackQueue,
     passphrase: Arc<dyn PassphraseSource>,
     keys: OnceLock<SubKeys>,
     /// Key derivation started early (see [`Vault::begin_unlock`]).
@@ -93,6 +93,8 @@ pub struct Vault {
     /// The index commits without waiting for the disk (the mount; see
     /// [`Vault::relax_durability`]).
     relaxed: AtomicBool,
+    /// Relaxed commits since the index's log was last copied into the database.
+    records_since_checkpoint: AtomicU32,
     defer_snapshots: AtomicBool,
     snapshot_due: AtomicBool,
     /// Device names by id, read once: a mount names conflict siblings after every
@@ -165,23 +167,29 @@ impl Vault {
             ));
         }
         let layout = Layout::new(&config.prefix);
-        let cache = PackCache::new(home.cache_dir());
+        let queue = PackQueue::new(home.queue_dir());
+        let adopted = queue
+            .adopt_old(&home.old_queue_dir())
+            .map_err(SyncError::io(home.old_queue_dir()))?;
+        if adopted > 0 {
+            tracing::info!("moved {adopted} queued packs from sync/cache/ to sync/queue/");
+        }
         // Packs no pending upload names are what a run killed between sealing and
         // recording left behind: nobody was told they were kept, and their contents
         // are still where they came from. This process holds the home, so no writer
         // of ours is using them.
         let pending = index.pending_packs()?;
-        cache
+        queue
             .remove_orphans(&pending)
-            .map_err(SyncError::io(cache.dir().to_path_buf()))?;
-        let writer = PackWriter::new(cache.clone(), device.clone());
+            .map_err(SyncError::io(queue.dir().to_path_buf()))?;
+        let writer = PackWriter::new(queue.clone(), device.clone());
         Ok(Self {
             home,
             config,
             device,
             store,
             layout,
-            cache,
+            queue,
             passphrase: Arc::from(passphrase),
             keys: OnceLock::new(),
             unlocking: Mutex::new(None),
@@ -190,6 +198,7 @@ impl Vault {
             publishing: Mutex::new(()),
             polling: Mutex::new(()),
             relaxed: AtomicBool::new(false),
+            records_since_checkpoint: AtomicU32::new(0),
             defer_snapshots: AtomicBool::new(false),
             snapshot_due: AtomicBool::new(false),
             names: Mutex::new(None),
@@ -293,7 +302,7 @@ impl Vault {
         let keys = self.keys()?;
         self.writer()
             .seal(keys, input, size_hint, known)
-            .map_err(SyncError::io(self.cache.dir().to_path_buf()))
+            .map_err(SyncError::io(self.queue.dir().to_path_buf()))
     }
 
     /// Where each content already lives in the vault, if anywhere: a rename or a copy
@@ -366,7 +375,7 @@ impl Vault {
         Ok(Source {
             store: self.store.as_ref(),
             layout: &self.layout,
-            cache: &self.cache,
+            queue: &self.queue,
             keys: self.keys()?,
         })
     }
@@ -404,7 +413,7 @@ impl Vault {
         Ok(ContentReader::new(
             self.store.clone(),
             self.layout.clone(),
-            self.cache.clone(),
+            self.queue.clone(),
             self.keys()?.clone(),
         ))
     }
@@ -425,7 +434,7 @@ impl Vault {
     pub fn sync_queue(&self) -> SyncResult<()> {
         self.writer()
             .sync()
-            .map_err(SyncError::io(self.cache.dir().to_path_buf()))?;
+            .map_err(SyncError::io(self.queue.dir().to_path_buf()))?;
         self.index().checkpoint()?;
         Ok(())
     }
@@ -437,7 +446,7 @@ impl Vault {
     pub fn checkpoint_queue(&self) -> SyncResult<()> {
         self.writer()
             .sync()
-            .map_err(SyncError::io(self.cache.dir().to_path_buf()))?;
+            .map_err(SyncError::io(self.queue.dir().to_path_buf()))?;
         self.index().checkpoint_quietly()?;
         Ok(())
     }
@@ -447,7 +456,7 @@ impl Vault {
         let pending = self.index().pending_packs()?;
         Ok(pending
             .iter()
-            .filter_map(|p| std::fs::metadata(self.cache.path_of(p)).ok())
+            .filter_map(|p| std::fs::metadata(self.queue.path_of(p)).ok())
             .map(|m| m.len())
             .sum())
     }

@@ -10,6 +10,10 @@ use crate::store::index::{HeadChange, IndexTx};
 use crate::store::IndexError;
 use crate::sync::rules::{self, After, Change, Known, LocalChange};
 
+/// A mount's index copies its log into the database at least this often (about 3 MiB
+/// of log for small files).
+const RECORDS_PER_CHECKPOINT: u32 = 100;
+
 /// What the rules learn from the index inside the recording transaction.
 struct Knowledge<'a> {
     deletions: HashMap<String, VersionVector>,
@@ -141,7 +145,7 @@ impl Vault {
             // A durable record must not name bytes that are not on disk yet.
             writer
                 .sync()
-                .map_err(SyncError::io(self.cache.dir().to_path_buf()))?;
+                .map_err(SyncError::io(self.queue.dir().to_path_buf()))?;
         }
         let recorded = self.index().transaction(|tx| {
             let known = Knowledge {
@@ -189,6 +193,20 @@ impl Vault {
             Ok(out)
         })?;
         writer.registered(&register);
+        if self.relaxed.load(Ordering::Acquire)
+            && self.records_since_checkpoint.fetch_add(1, Ordering::AcqRel) + 1
+                >= RECORDS_PER_CHECKPOINT
+        {
+            // Each relaxed commit adds a few pages to the index's log; a burst of
+            // writes must not grow it without bound before a quiet moment comes.
+            let synced = writer
+                .sync()
+                .map_err(SyncError::io(self.queue.dir().to_path_buf()));
+            match synced.and_then(|()| Ok(self.index().checkpoint_quietly()?)) {
+                Ok(()) => self.records_since_checkpoint.store(0, Ordering::Release),
+                Err(e) => tracing::warn!("index checkpoint failed, retried later: {e}"),
+            }
+        }
         Ok(recorded)
     }
 }

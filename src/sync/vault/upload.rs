@@ -31,10 +31,17 @@ impl Vault {
         let mut writer = self.writer();
         writer.close_open();
         let index = self.index();
-        Ok(Round {
+        let round = Round {
             packs: index.pending_packs()?,
             up_to: index.meta_u64(META_COUNTER)?,
-        })
+        };
+        drop(index);
+        // A queue folder removed under a running mount: what this process wrote comes
+        // back from its descriptors; the rest is judged pack by pack in `upload_one`.
+        writer
+            .restore_missing(&round.packs)
+            .map_err(SyncError::io(self.queue.dir().to_path_buf()))?;
+        Ok(round)
     }
 
     /// Uploads `packs`, a few at a time; stops at the first failure (what made it is
@@ -51,7 +58,7 @@ impl Vault {
         let sizes: Vec<u64> = packs
             .iter()
             .map(|p| {
-                std::fs::metadata(self.cache.path_of(p))
+                std::fs::metadata(self.queue.path_of(p))
                     .map(|m| m.len())
                     .unwrap_or(0)
             })
@@ -85,7 +92,8 @@ impl Vault {
                             first_error.get_or_insert(SyncError::from(e));
                             continue;
                         }
-                        let _ = self.cache.remove(pack);
+                        self.writer().uploaded(pack);
+                        let _ = self.queue.remove(pack);
                         report.packs += 1;
                         report.bytes += size;
                         progress.advance(size);
@@ -106,7 +114,7 @@ impl Vault {
 
     /// Puts one pack in the backend; false if it was there already.
     fn upload_one(&self, pack: &ObjectId) -> SyncResult<bool> {
-        let path = self.cache.path_of(pack);
+        let path = self.queue.path_of(pack);
         let key = self.layout.pack(&self.device, pack);
         if path.exists() {
             self.store.put_file(&key, &path)?;
@@ -119,12 +127,37 @@ impl Vault {
             Ok(_) => Err(SyncError::Invalid(format!(
                 "pack {pack} is empty in the vault"
             ))),
-            Err(e) if e.is_not_found() => Err(SyncError::Invalid(format!(
-                "the sealed pack {} waiting for upload is missing; run \
-                 'ghostie-fs setup --force' to rebuild this device from its folder",
-                path.display()
-            ))),
+            Err(e) if e.is_not_found() => {
+                let lost = self.paths_in_pack(pack)?;
+                Err(SyncError::Invalid(format!(
+                    "the sealed pack {} waiting for upload was removed, and with it the \
+                     changes to {}; run 'ghostie-fs setup --force' to rebuild this device \
+                     from its folder",
+                    path.display(),
+                    if lost.is_empty() {
+                        "no file still shown".to_owned()
+                    } else {
+                        lost.join(", ")
+                    }
+                )))
+            }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The files whose unpublished versions name `pack`: what is lost with it.
+    fn paths_in_pack(&self, pack: &ObjectId) -> SyncResult<Vec<String>> {
+        let mut paths: Vec<String> = self
+            .index()
+            .unpublished()?
+            .into_iter()
+            .filter(|h| match &h.version.entry {
+                Entry::File { content, .. } => content.pack == *pack,
+                _ => false,
+            })
+            .map(|h| h.version.path)
+            .collect();
+        paths.sort();
+        Ok(paths)
     }
 }
