@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use ghostie_fs::config::{filename_safe, valid_prefix, BackendConfig, Home};
 use ghostie_fs::folder;
-use ghostie_fs::sync::{Keep, SetupOutcome, SetupRequest, Vault};
+use ghostie_fs::sync::{Holder, Keep, SetupOutcome, SetupRequest, Vault};
 
 use super::errors::{CliError, EXIT_DAMAGED, EXIT_FAILURE};
 use super::passphrase::CliPassphrase;
@@ -40,6 +40,24 @@ fn open_vault(cli: &Cli, home: Home) -> Result<Vault, CliError> {
     Ok(Vault::open(home, Box::new(passphrase(cli)))?)
 }
 
+/// The command's name, as `status` shows it to others while it holds the home.
+fn name_of(command: &Command) -> &'static str {
+    match command {
+        Command::Setup(_) => "setup",
+        Command::Push(_) => "push",
+        Command::Pull(_) => "pull",
+        Command::Sync(_) => "sync",
+        Command::Status(_) => "status",
+        Command::Conflict(_) => "conflict",
+        Command::Devices(_) => "devices",
+        Command::Passwd(_) => "passwd",
+        Command::Verify => "verify",
+        Command::Mount(_) => "mount",
+        Command::Unmount(_) => "unmount",
+        Command::BenchSeal { .. } => "bench-seal",
+    }
+}
+
 /// Prints unless --quiet.
 macro_rules! say {
     ($cli:expr, $($arg:tt)*) => {
@@ -54,6 +72,7 @@ fn print_json(value: &serde_json::Value) {
 }
 
 pub fn run(cli: Cli) -> CmdResult {
+    Vault::name_this_process(name_of(&cli.command));
     let home = home_of(&cli)?;
     match &cli.command {
         Command::Push(_) | Command::Pull(_) | Command::Sync(_) => {
@@ -80,7 +99,7 @@ pub fn run(cli: Cli) -> CmdResult {
             let pushed = push(&cli, &vault, a.json)?;
             Ok(code.max(pushed))
         }
-        Command::Status(a) => status(&cli, home, a.json),
+        Command::Status(a) => status(home, a.json),
         Command::Conflict(c) => match &c.action {
             None => conflict_list(&cli, home, c.json),
             Some(ConflictAction::List { json }) => conflict_list(&cli, home, *json || c.json),
@@ -212,19 +231,56 @@ fn pull(cli: &Cli, vault: &Vault, json: bool) -> CmdResult {
     }
 }
 
-fn status(cli: &Cli, home: Home, json: bool) -> CmdResult {
-    if let Some(r) = mount::status(&home, json) {
+/// Who holds the home, as `status --json` shows it: null when nobody does.
+pub(super) fn busy_json(holder: Option<&Holder>) -> serde_json::Value {
+    match holder {
+        None => serde_json::Value::Null,
+        Some(h) => serde_json::json!({
+            "command": h.command,
+            "pid": h.pid,
+            "since": h.since_ms.map(folder::format_time),
+        }),
+    }
+}
+
+/// "push (process 1234) since 2026-11-30T02:00:00Z", as much of it as is known.
+pub(super) fn busy_text(h: &Holder) -> String {
+    let mut text = h
+        .command
+        .clone()
+        .unwrap_or_else(|| "another command".into());
+    if let Some(pid) = h.pid {
+        text += &format!(" (process {pid})");
+    }
+    if let Some(ms) = h.since_ms {
+        text += &format!(" since {}", folder::format_time(ms));
+    }
+    text
+}
+
+/// `status` answers at once: it never waits for the home's lock (it names the
+/// command holding the home instead) nor for the backend (see `Vault::open_to_look`),
+/// and asks no passphrase.
+fn status(home: Home, json: bool) -> CmdResult {
+    let holder = Vault::holder(&home)?;
+    if let Some(r) = mount::status(&home, holder.as_ref(), json) {
         return r;
     }
-    let vault = open_vault(cli, home)?;
+    let vault = Vault::open_to_look(home)?;
     let s = folder::status(&vault)?;
     if json {
-        print_json(
-            &serde_json::to_value(&s).map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?,
-        );
+        let mut v =
+            serde_json::to_value(&s).map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("busy".into(), busy_json(holder.as_ref()));
+        }
+        print_json(&v);
         return Ok(0);
     }
     println!("🔗 SYNC STATUS:");
+    if let Some(h) = &holder {
+        println!("   Busy: {}", busy_text(h));
+    }
     println!("   Backend: {}", s.backend);
     match &s.backend_problem {
         None => println!("   Backend reachable: yes"),

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use ghostie_fs::config::Home;
 use ghostie_fs::folder;
 use ghostie_fs::fs::{is_mounted, serve, MountError, MountHome, MountOptions, MountStatus};
-use ghostie_fs::sync::{PassphraseSource, SyncError, Vault};
+use ghostie_fs::sync::{Holder, PassphraseSource, SyncError, Vault};
 
 use super::errors::{CliError, EXIT_FAILURE};
 use super::passphrase::CliPassphrase;
@@ -520,25 +520,30 @@ pub fn refuse_while_mounted(home: &Home) -> Result<(), CliError> {
 }
 
 /// `status` of a mount home: the running mount's own report (the vault is its to hold),
-/// or, unmounted, what the index says without reading the empty mount point.
-pub fn status(home: &Home, json: bool) -> Option<CmdResult> {
+/// or, unmounted, what the index says without reading the empty mount point. Like a
+/// folder home's, it never waits for the home's lock or the backend.
+pub fn status(home: &Home, holder: Option<&Holder>, json: bool) -> Option<CmdResult> {
     let marked = MountHome::read(home)?;
-    Some(mount_status(home, &marked, json))
+    Some(mount_status(home, &marked, holder, json))
 }
 
-fn mount_status(home: &Home, marked: &MountHome, json: bool) -> CmdResult {
+fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: bool) -> CmdResult {
     let config = home.load_config().map_err(SyncError::from)?;
     let running = MountStatus::running(home);
-    let (cloud, pending, conflicts, last_sync) = match &running {
-        Some(_) => (None, None, None, None),
+    let (cloud, pending, conflicts, last_sync, backend_problem) = match &running {
+        Some(s) => (
+            None,
+            None,
+            None,
+            None,
+            (!s.backend_reachable).then(|| {
+                s.last_error
+                    .clone()
+                    .unwrap_or_else(|| "the backend did not answer the mount".into())
+            }),
+        ),
         None => {
-            let source = CliPassphrase {
-                file: None,
-                new_file: None,
-                changing: false,
-                preset: None,
-            };
-            let vault = Vault::open(home.clone(), Box::new(source))?;
+            let vault = Vault::open_to_look(home.clone())?;
             let ns = vault.namespace()?;
             let cloud = ns
                 .values()
@@ -553,6 +558,7 @@ fn mount_status(home: &Home, marked: &MountHome, json: bool) -> CmdResult {
                 Some(vault.unpublished_count()?),
                 Some(conflicts),
                 vault.last_sync_ms()?.map(folder::format_time),
+                vault.check_backend().err().map(|e| e.to_string()),
             )
         }
     };
@@ -579,6 +585,9 @@ fn mount_status(home: &Home, marked: &MountHome, json: bool) -> CmdResult {
             "pending": pending,
             "conflict_count": conflicts,
             "last_sync": last_sync,
+            "backend_reachable": backend_problem.is_none(),
+            "backend_problem": backend_problem,
+            "busy": super::commands::busy_json(holder),
         });
         println!("{v}");
         return Ok(0);
@@ -625,6 +634,13 @@ fn mount_status(home: &Home, marked: &MountHome, json: bool) -> CmdResult {
             );
         }
         None => {
+            if let Some(h) = holder {
+                println!("   Busy: {}", super::commands::busy_text(h));
+            }
+            match &backend_problem {
+                None => println!("   Backend reachable: yes"),
+                Some(why) => println!("   Backend reachable: no ({why})"),
+            }
             println!(
                 "   Mount home, not mounted (last mounted at {}); run 'ghostie-fs mount'",
                 marked.mountpoint.display()
