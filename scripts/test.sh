@@ -170,7 +170,7 @@ cargo test --all-targets -- --test-threads=2
 # tests/s3.rs (S3 only, ran above).
 header "the engine and mount tests again, on S3 (GHOSTIE_TEST_BACKEND=s3)"
 on_both=(two_devices conflicts crash faults packing tamper zero_knowledge bad_input
-    terminal mount mount_helpers)
+    terminal mount mount_helpers status passphrase)
 GHOSTIE_TEST_BACKEND=s3 cargo test $(printf -- '--test %s ' "${on_both[@]}") -- --test-threads=2
 
 header "pjdfstest: POSIX conformance of the mount"

@@ -304,6 +304,7 @@ fn status_json_has_exactly_the_documented_keys() {
             "backend",
             "backend_problem",
             "backend_reachable",
+            "busy",
             "cloud_count",
             "conflict_count",
             "device_id",

@@ -67,6 +67,11 @@ impl LocalStore {
         })
     }
 
+    /// What [`ObjectStore::describe`] says of a folder at `root`.
+    pub fn describe_path(root: &Path) -> String {
+        format!("local folder {}", root.display())
+    }
+
     /// Fails unless a file can be created in the folder.
     pub fn check_writable(&self) -> BackendResult<()> {
         let probe = self
@@ -329,7 +334,7 @@ impl ObjectStore for LocalStore {
     }
 
     fn describe(&self) -> String {
-        format!("local folder {}", self.root.display())
+        Self::describe_path(&self.root)
     }
 }
 

@@ -4,6 +4,7 @@
 //! decorators over [`ObjectStore`], never inside one backend.
 
 pub mod counting;
+pub mod deadline;
 pub mod fault;
 pub mod local;
 pub mod memory;
@@ -18,6 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use counting::{CountingStore, RequestCounts};
+pub use deadline::DeadlineStore;
 pub use fault::FaultStore;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
@@ -142,6 +144,31 @@ pub fn open(config: &BackendConfig, policy: RetryPolicy) -> BackendResult<Shared
         BackendConfig::S3 { .. } => metered(open_s3(config)?),
     };
     Ok(Arc::new(RetryStore::new(store, policy)))
+}
+
+/// Opens the store a config names for a look that must not wait (`status`): no
+/// retries, and every request, opening the store included, gives up after
+/// `patience`. Never fails: a store that cannot be opened (a vault folder on a disk
+/// that is not plugged in) fails each request with the reason.
+pub fn open_to_look(config: &BackendConfig, patience: std::time::Duration) -> SharedStore {
+    let config = config.clone();
+    let described = describe(&config);
+    Arc::new(DeadlineStore::new(patience, described, move || {
+        Ok(match &config {
+            BackendConfig::Local { path } => metered(LocalStore::open(path)?),
+            BackendConfig::S3 { .. } => metered(open_s3(&config)?),
+        })
+    }))
+}
+
+/// The description the store a config names gives of itself, without opening it.
+pub fn describe(config: &BackendConfig) -> String {
+    match config {
+        BackendConfig::Local { path } => LocalStore::describe_path(path),
+        BackendConfig::S3 {
+            bucket, endpoint, ..
+        } => S3Store::describe_bucket(bucket, endpoint.as_deref()),
+    }
 }
 
 /// The store itself, or, for tests and benchmarks, behind a meter counting requests

@@ -138,10 +138,7 @@ impl S3Store {
         if let Some(endpoint) = &options.endpoint {
             config = config.endpoint_url(endpoint);
         }
-        let described = match &options.endpoint {
-            Some(e) => format!("s3://{} at {e}", options.bucket),
-            None => format!("s3://{}", options.bucket),
-        };
+        let described = Self::describe_bucket(&options.bucket, options.endpoint.as_deref());
         let place = match &options.endpoint {
             Some(e) => format!("the S3 server at {e}"),
             None => "AWS S3".to_owned(),
@@ -154,6 +151,14 @@ impl S3Store {
             place,
             address: options.endpoint.clone().unwrap_or_else(|| "AWS S3".into()),
         })
+    }
+
+    /// What [`ObjectStore::describe`] says of `bucket` at `endpoint`.
+    pub fn describe_bucket(bucket: &str, endpoint: Option<&str>) -> String {
+        match endpoint {
+            Some(e) => format!("s3://{bucket} at {e}"),
+            None => format!("s3://{bucket}"),
+        }
     }
 
     /// Hands `each` every page of a listing under `prefix` (S3 answers at most 1,000

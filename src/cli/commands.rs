@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use ghostie_fs::config::{filename_safe, valid_prefix, BackendConfig, Home};
 use ghostie_fs::folder;
-use ghostie_fs::sync::{Keep, SetupOutcome, SetupRequest, Vault};
+use ghostie_fs::sync::{Holder, Keep, NoProgress, SetupOutcome, SetupRequest, SyncError, Vault};
 
 use super::errors::{CliError, EXIT_DAMAGED, EXIT_FAILURE};
 use super::passphrase::CliPassphrase;
@@ -27,17 +27,42 @@ fn home_of(cli: &Cli) -> Result<Home, CliError> {
     }
 }
 
-fn passphrase(cli: &Cli) -> CliPassphrase {
-    CliPassphrase {
-        file: cli.passphrase_file.clone(),
-        new_file: None,
-        changing: false,
-        preset: None,
+/// Opens the vault. A passphrase given without asking starts unlocking at once, on
+/// another core, so that it is checked (see [`confirm`]) at little cost.
+fn open_vault(home: Home, pass: &CliPassphrase) -> Result<Vault, CliError> {
+    let vault = Vault::open(home, Box::new(pass.clone()))?;
+    if pass.given() {
+        vault.begin_unlock();
     }
+    Ok(vault)
 }
 
-fn open_vault(cli: &Cli, home: Home) -> Result<Vault, CliError> {
-    Ok(Vault::open(home, Box::new(passphrase(cli)))?)
+/// Checks a given passphrase before a command reports success, even if its work
+/// needed no key: a wrong one must never end in "✅". A passphrase typed at a prompt
+/// was asked for because a key was needed, and was checked then.
+fn confirm(vault: &Vault, pass: &CliPassphrase) -> Result<(), CliError> {
+    if pass.given() {
+        vault.unlock()?;
+    }
+    Ok(())
+}
+
+/// The command's name, as `status` shows it to others while it holds the home.
+fn name_of(command: &Command) -> &'static str {
+    match command {
+        Command::Setup(_) => "setup",
+        Command::Push(_) => "push",
+        Command::Pull(_) => "pull",
+        Command::Sync(_) => "sync",
+        Command::Status(_) => "status",
+        Command::Conflict(_) => "conflict",
+        Command::Devices(_) => "devices",
+        Command::Passwd(_) => "passwd",
+        Command::Verify => "verify",
+        Command::Mount(_) => "mount",
+        Command::Unmount(_) => "unmount",
+        Command::BenchSeal { .. } => "bench-seal",
+    }
 }
 
 /// Prints unless --quiet.
@@ -54,6 +79,7 @@ fn print_json(value: &serde_json::Value) {
 }
 
 pub fn run(cli: Cli) -> CmdResult {
+    Vault::name_this_process(name_of(&cli.command));
     let home = home_of(&cli)?;
     match &cli.command {
         Command::Push(_) | Command::Pull(_) | Command::Sync(_) => {
@@ -67,35 +93,42 @@ pub fn run(cli: Cli) -> CmdResult {
         | Command::Setup(_) => mount::refuse_while_mounted(&home)?,
         _ => {}
     }
+    // Read once, now: a passphrase file that is not there is an error for every
+    // command, and a passphrase command runs once, here in the foreground.
+    let pass = CliPassphrase::from_options(
+        cli.passphrase_file.as_deref(),
+        cli.passphrase_command.as_deref(),
+    )?;
+    let pass = &pass;
     match &cli.command {
-        Command::Mount(a) => mount::mount(&cli, home, a),
-        Command::Unmount(a) => mount::unmount(&cli, home, a),
-        Command::Setup(args) => setup(&cli, home, args),
-        Command::Push(a) => push(&cli, &open_vault(&cli, home)?, a.json),
-        Command::Pull(a) => pull(&cli, &open_vault(&cli, home)?, a.json),
+        Command::Mount(a) => mount::mount(&cli, home, pass, a),
+        Command::Unmount(a) => mount::unmount(&cli, home, pass, a),
+        Command::Setup(args) => setup(&cli, home, pass, args),
+        Command::Push(a) => push(&cli, &open_vault(home, pass)?, pass, a.json),
+        Command::Pull(a) => pull(&cli, &open_vault(home, pass)?, pass, a.json),
         Command::Sync(a) => {
             // One vault for both halves: one unlock, one passphrase prompt.
-            let vault = open_vault(&cli, home)?;
-            let code = pull(&cli, &vault, a.json)?;
-            let pushed = push(&cli, &vault, a.json)?;
+            let vault = open_vault(home, pass)?;
+            let code = pull(&cli, &vault, pass, a.json)?;
+            let pushed = push(&cli, &vault, pass, a.json)?;
             Ok(code.max(pushed))
         }
-        Command::Status(a) => status(&cli, home, a.json),
+        Command::Status(a) => status(home, pass, a.json),
         Command::Conflict(c) => match &c.action {
-            None => conflict_list(&cli, home, c.json),
-            Some(ConflictAction::List { json }) => conflict_list(&cli, home, *json || c.json),
+            None => conflict_list(&cli, home, pass, c.json),
+            Some(ConflictAction::List { json }) => conflict_list(&cli, home, pass, *json || c.json),
             Some(ConflictAction::Resolve { path, keep }) => {
-                conflict_resolve(&cli, home, path, keep)
+                conflict_resolve(&cli, home, pass, path, keep)
             }
         },
-        Command::Devices(a) => devices(&cli, home, a.json),
-        Command::Passwd(a) => passwd(&cli, home, a.new_passphrase_file.clone()),
-        Command::Verify => verify(&cli, home),
+        Command::Devices(a) => devices(home, pass, a.json),
+        Command::Passwd(a) => passwd(&cli, home, pass, a.new_passphrase_file.clone()),
+        Command::Verify => verify(&cli, home, pass),
         Command::BenchSeal { file } => bench_seal(file),
     }
 }
 
-fn setup(cli: &Cli, home: Home, args: &SetupArgs) -> CmdResult {
+fn setup(cli: &Cli, home: Home, pass: &CliPassphrase, args: &SetupArgs) -> CmdResult {
     let backend = match args.backend.as_str() {
         "local" => {
             let Some(path) = &args.path else {
@@ -147,7 +180,7 @@ fn setup(cli: &Cli, home: Home, args: &SetupArgs) -> CmdResult {
         device_name: device_name.clone(),
         force: args.force,
     };
-    let (outcome, place) = ghostie_fs::sync::setup(&req, &passphrase(cli))?;
+    let (outcome, place) = ghostie_fs::sync::setup(&req, pass)?;
     match outcome {
         SetupOutcome::Created => say!(cli, "✅ Cloud sync configured! Created a new vault in {place} for device '{device_name}'"),
         SetupOutcome::Joined { devices } => say!(
@@ -160,10 +193,11 @@ fn setup(cli: &Cli, home: Home, args: &SetupArgs) -> CmdResult {
     Ok(0)
 }
 
-fn push(cli: &Cli, vault: &Vault, json: bool) -> CmdResult {
+fn push(cli: &Cli, vault: &Vault, pass: &CliPassphrase, json: bool) -> CmdResult {
     let progress = BarProgress::new(cli.quiet || json);
     let started = Instant::now();
     let r = folder::push(vault, &progress)?;
+    confirm(vault, pass)?;
     if json {
         print_json(&serde_json::json!({
             "uploaded": r.uploaded,
@@ -185,9 +219,10 @@ fn push(cli: &Cli, vault: &Vault, json: bool) -> CmdResult {
     Ok(0)
 }
 
-fn pull(cli: &Cli, vault: &Vault, json: bool) -> CmdResult {
+fn pull(cli: &Cli, vault: &Vault, pass: &CliPassphrase, json: bool) -> CmdResult {
     let progress = BarProgress::new(cli.quiet || json);
     let r = folder::pull(vault, &progress)?;
+    confirm(vault, pass)?;
     if json {
         print_json(&serde_json::json!({
             "downloaded": r.downloaded,
@@ -221,19 +256,59 @@ fn pull(cli: &Cli, vault: &Vault, json: bool) -> CmdResult {
     }
 }
 
-fn status(cli: &Cli, home: Home, json: bool) -> CmdResult {
-    if let Some(r) = mount::status(&home, json) {
+/// Who holds the home, as `status --json` shows it: null when nobody does.
+pub(super) fn busy_json(holder: Option<&Holder>) -> serde_json::Value {
+    match holder {
+        None => serde_json::Value::Null,
+        Some(h) => serde_json::json!({
+            "command": h.command,
+            "pid": h.pid,
+            "since": h.since_ms.map(folder::format_time),
+        }),
+    }
+}
+
+/// "push (process 1234) since 2026-11-30T02:00:00Z", as much of it as is known.
+pub(super) fn busy_text(h: &Holder) -> String {
+    let mut text = h
+        .command
+        .clone()
+        .unwrap_or_else(|| "another command".into());
+    if let Some(pid) = h.pid {
+        text += &format!(" (process {pid})");
+    }
+    if let Some(ms) = h.since_ms {
+        text += &format!(" since {}", folder::format_time(ms));
+    }
+    text
+}
+
+/// `status` answers at once: it never waits for the home's lock (it names the
+/// command holding the home instead) nor for the backend (see `Vault::open_to_look`),
+/// and asks no passphrase; one given is checked against this device's key file.
+fn status(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
+    if pass.given() {
+        Vault::check_passphrase(&home, pass)?;
+    }
+    let holder = Vault::holder(&home)?;
+    if let Some(r) = mount::status(&home, holder.as_ref(), json) {
         return r;
     }
-    let vault = open_vault(cli, home)?;
+    let vault = Vault::open_to_look(home)?;
     let s = folder::status(&vault)?;
     if json {
-        print_json(
-            &serde_json::to_value(&s).map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?,
-        );
+        let mut v =
+            serde_json::to_value(&s).map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("busy".into(), busy_json(holder.as_ref()));
+        }
+        print_json(&v);
         return Ok(0);
     }
     println!("🔗 SYNC STATUS:");
+    if let Some(h) = &holder {
+        println!("   Busy: {}", busy_text(h));
+    }
     println!("   Backend: {}", s.backend);
     match &s.backend_problem {
         None => println!("   Backend reachable: yes"),
@@ -259,8 +334,9 @@ fn status(cli: &Cli, home: Home, json: bool) -> CmdResult {
     Ok(0)
 }
 
-fn conflict_list(cli: &Cli, home: Home, json: bool) -> CmdResult {
-    let vault = open_vault(cli, home)?;
+fn conflict_list(cli: &Cli, home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
+    let vault = open_vault(home, pass)?;
+    confirm(&vault, pass)?;
     let list = vault.conflicts()?;
     if json {
         print_json(
@@ -282,8 +358,17 @@ fn conflict_list(cli: &Cli, home: Home, json: bool) -> CmdResult {
     Ok(0)
 }
 
-fn conflict_resolve(cli: &Cli, home: Home, path: &str, keep: &str) -> CmdResult {
-    let vault = open_vault(cli, home)?;
+fn conflict_resolve(
+    cli: &Cli,
+    home: Home,
+    pass: &CliPassphrase,
+    path: &str,
+    keep: &str,
+) -> CmdResult {
+    let vault = open_vault(home, pass)?;
+    // A resolution is published, so the key is needed: ask (or check) before the
+    // folder changes, not after.
+    vault.unlock()?;
     let keep = if keep == "all" {
         Keep::All
     } else {
@@ -296,10 +381,16 @@ fn conflict_resolve(cli: &Cli, home: Home, path: &str, keep: &str) -> CmdResult 
     Ok(0)
 }
 
-fn devices(cli: &Cli, home: Home, json: bool) -> CmdResult {
-    let vault = open_vault(cli, home)?;
-    // Learn names and activity of devices that joined since the last pull.
-    let refreshed = vault.poll(&ghostie_fs::sync::NoProgress).is_ok();
+fn devices(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
+    let vault = open_vault(home, pass)?;
+    confirm(&vault, pass)?;
+    // Learn names and activity of devices that joined since the last pull. The list
+    // is the index's either way; only a wrong passphrase stops it.
+    let stale = match vault.poll(&NoProgress) {
+        Ok(_) => None,
+        Err(SyncError::WrongPassphrase) => return Err(SyncError::WrongPassphrase.into()),
+        Err(e) => Some(e),
+    };
     let me = vault.device().clone();
     let rows = vault.devices()?;
     let list: Vec<serde_json::Value> = rows
@@ -331,18 +422,17 @@ fn devices(cli: &Cli, home: Home, json: bool) -> CmdResult {
             d["last_activity"].as_str().unwrap_or("never"),
         );
     }
-    if !refreshed {
-        eprintln!("⚠️ the backend did not answer; this list may be out of date");
+    if let Some(e) = stale {
+        eprintln!("⚠️ this list may be out of date: {e}");
     }
     Ok(0)
 }
 
-fn passwd(cli: &Cli, home: Home, new_file: Option<PathBuf>) -> CmdResult {
+fn passwd(cli: &Cli, home: Home, pass: &CliPassphrase, new_file: Option<PathBuf>) -> CmdResult {
     let source = CliPassphrase {
-        file: cli.passphrase_file.clone(),
         new_file,
         changing: true,
-        preset: None,
+        ..pass.clone()
     };
     let vault = Vault::open(home, Box::new(source))?;
     vault.change_passphrase()?;
@@ -353,8 +443,9 @@ fn passwd(cli: &Cli, home: Home, new_file: Option<PathBuf>) -> CmdResult {
     Ok(0)
 }
 
-fn verify(cli: &Cli, home: Home) -> CmdResult {
-    let vault = open_vault(cli, home)?;
+fn verify(cli: &Cli, home: Home, pass: &CliPassphrase) -> CmdResult {
+    let vault = open_vault(home, pass)?;
+    confirm(&vault, pass)?;
     let progress = BarProgress::new(cli.quiet);
     let damaged = vault.verify(&progress)?;
     for r in folder::refused(&vault)? {

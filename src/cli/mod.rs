@@ -17,16 +17,26 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "ghostie-fs", version, about, long_about = None)]
 #[command(
-    after_help = "Passphrase: --passphrase-file FILE, else $GHOSTIE_PASSPHRASE, else a prompt.\n\
+    after_help = "Passphrase: --passphrase-file FILE or --passphrase-command CMD, else $GHOSTIE_PASSPHRASE, else a prompt.\n\
+A passphrase given is checked by every command, even one that needs no key.\n\
 Exit codes: 0 ok, 1 failure, 2 bad usage, 3 damaged data found, 4 not set up, 5 wrong passphrase."
 )]
 pub struct Cli {
     /// The device's home: settings, keys, index and the memories folder.
     #[arg(long, global = true, env = "GHOSTIE_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
-    /// Read the passphrase from this file (first line).
+    /// Read the passphrase from the first line of this file.
     #[arg(long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// Run this command (with sh -c) and use the first line it prints as the
+    /// passphrase, e.g. "pass show ghostie".
+    #[arg(
+        long,
+        global = true,
+        value_name = "CMD",
+        conflicts_with = "passphrase_file"
+    )]
+    pub passphrase_command: Option<String>,
     /// Print nothing but errors.
     #[arg(long, short, global = true)]
     pub quiet: bool,

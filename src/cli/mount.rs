@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use ghostie_fs::config::Home;
 use ghostie_fs::folder;
 use ghostie_fs::fs::{is_mounted, serve, MountError, MountHome, MountOptions, MountStatus};
-use ghostie_fs::sync::{PassphraseSource, SyncError, Vault};
+use ghostie_fs::sync::{Holder, PassphraseSource, SyncError, Vault};
 
 use super::errors::{CliError, EXIT_FAILURE};
 use super::passphrase::CliPassphrase;
@@ -163,13 +163,13 @@ fn preflight(home: &Home, mountpoint: &Path) -> Result<(), CliError> {
     fuse_available()
 }
 
-pub fn mount(cli: &Cli, home: Home, args: &MountArgs) -> CmdResult {
+pub fn mount(cli: &Cli, home: Home, pass: &CliPassphrase, args: &MountArgs) -> CmdResult {
     let mountpoint =
         std::path::absolute(args.mountpoint.clone().unwrap_or_else(|| home.memories()))
             .map_err(|e| fail(format!("Cannot resolve the mount point: {e}.")))?;
     if args.daemon_child {
         // Errors go to the parent, which is waiting for one line.
-        let code = match run_here(cli, &home, args, &mountpoint, true) {
+        let code = match run_here(cli, &home, pass, args, &mountpoint, true) {
             Ok(code) => code,
             Err(e) => {
                 println!("error {} {}", e.code, e.sentence);
@@ -181,9 +181,9 @@ pub fn mount(cli: &Cli, home: Home, args: &MountArgs) -> CmdResult {
     preflight(&home, &mountpoint)?;
     mount_options(args, &home)?;
     if args.foreground {
-        return run_here(cli, &home, args, &mountpoint, false);
+        return run_here(cli, &home, pass, args, &mountpoint, false);
     }
-    start_in_background(cli, &home, args, &mountpoint)
+    start_in_background(cli, &home, pass, args, &mountpoint)
 }
 
 fn read_stdin_passphrase() -> Result<Zeroizing<String>, CliError> {
@@ -195,16 +195,18 @@ fn read_stdin_passphrase() -> Result<Zeroizing<String>, CliError> {
     Ok(Zeroizing::new(trimmed))
 }
 
-fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: bool) -> CmdResult {
+fn run_here(
+    cli: &Cli,
+    home: &Home,
+    pass: &CliPassphrase,
+    args: &MountArgs,
+    mountpoint: &Path,
+    child: bool,
+) -> CmdResult {
     if child {
         preflight(home, mountpoint)?;
     }
-    let mut source = CliPassphrase {
-        file: cli.passphrase_file.clone(),
-        new_file: None,
-        changing: false,
-        preset: None,
-    };
+    let mut source = pass.clone();
     if args.passphrase_stdin {
         source.preset = Some(read_stdin_passphrase()?);
     }
@@ -258,7 +260,13 @@ fn run_here(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path, child: 
     Ok(0)
 }
 
-fn start_in_background(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Path) -> CmdResult {
+fn start_in_background(
+    cli: &Cli,
+    home: &Home,
+    pass: &CliPassphrase,
+    args: &MountArgs,
+    mountpoint: &Path,
+) -> CmdResult {
     let exe = std::env::current_exe()
         .map_err(|e| fail(format!("Cannot find this program to start the mount: {e}.")))?;
     let log_path = home.sync_dir().join("mount.log");
@@ -269,9 +277,6 @@ fn start_in_background(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Pa
         .map_err(|e| fail(format!("Cannot open the log {}: {e}.", log_path.display())))?;
     let mut cmd = Command::new(exe);
     cmd.arg("--home").arg(home.root());
-    if let Some(f) = &cli.passphrase_file {
-        cmd.arg("--passphrase-file").arg(f);
-    }
     cmd.arg("mount")
         .arg(mountpoint)
         .arg("--daemon-child")
@@ -288,18 +293,14 @@ fn start_in_background(cli: &Cli, home: &Home, args: &MountArgs, mountpoint: &Pa
     for o in &args.options {
         cmd.arg("-o").arg(o);
     }
-    let source = CliPassphrase {
-        file: cli.passphrase_file.clone(),
-        new_file: None,
-        changing: false,
-        preset: None,
-    };
-    // The passphrase is asked here, on the terminal, and handed over a pipe.
-    let typed = if source.is_interactive() && std::io::stdin().is_terminal() {
-        Some(source.existing()?)
-    } else {
-        None
-    };
+    // The passphrase is read here (a file, a command run once) or asked here, on
+    // the terminal, and handed over a pipe; one in the environment is inherited.
+    let typed =
+        if pass.preset.is_some() || (pass.is_interactive() && std::io::stdin().is_terminal()) {
+            Some(pass.existing()?)
+        } else {
+            None
+        };
     if typed.is_some() {
         cmd.arg("--passphrase-stdin");
     }
@@ -422,7 +423,12 @@ fn wait_for_drain(cli: &Cli, home: &Home) {
     }
 }
 
-pub fn unmount(cli: &Cli, home: Home, args: &UnmountArgs) -> CmdResult {
+pub fn unmount(cli: &Cli, home: Home, pass: &CliPassphrase, args: &UnmountArgs) -> CmdResult {
+    // Unmounting needs no key, but a passphrase given is checked all the same
+    // (`--to-folder` unlocks the vault, which checks it).
+    if pass.given() && !args.to_folder {
+        Vault::check_passphrase(&home, pass)?;
+    }
     let running = MountStatus::running(&home);
     let mountpoint = args
         .mountpoint
@@ -466,20 +472,16 @@ pub fn unmount(cli: &Cli, home: Home, args: &UnmountArgs) -> CmdResult {
         println!("✅ Unmounted {}", mountpoint.display());
     }
     if args.to_folder {
-        to_folder(cli, home)?;
+        to_folder(cli, home, pass)?;
     }
     Ok(0)
 }
 
 /// Turns a mount home back into a folder-sync home with every file in its folder.
-fn to_folder(cli: &Cli, home: Home) -> Result<(), CliError> {
-    let source = CliPassphrase {
-        file: cli.passphrase_file.clone(),
-        new_file: None,
-        changing: false,
-        preset: None,
-    };
-    let vault = Vault::open(home.clone(), Box::new(source))?;
+fn to_folder(cli: &Cli, home: Home, pass: &CliPassphrase) -> Result<(), CliError> {
+    let vault = Vault::open(home.clone(), Box::new(pass.clone()))?;
+    // The pull below needs the key: ask (or check) before anything changes.
+    vault.unlock()?;
     let progress = BarProgress::new(cli.quiet);
     // Whatever is still queued goes out first, so the folder starts in step.
     vault.publish(&progress)?;
@@ -520,25 +522,30 @@ pub fn refuse_while_mounted(home: &Home) -> Result<(), CliError> {
 }
 
 /// `status` of a mount home: the running mount's own report (the vault is its to hold),
-/// or, unmounted, what the index says without reading the empty mount point.
-pub fn status(home: &Home, json: bool) -> Option<CmdResult> {
+/// or, unmounted, what the index says without reading the empty mount point. Like a
+/// folder home's, it never waits for the home's lock or the backend.
+pub fn status(home: &Home, holder: Option<&Holder>, json: bool) -> Option<CmdResult> {
     let marked = MountHome::read(home)?;
-    Some(mount_status(home, &marked, json))
+    Some(mount_status(home, &marked, holder, json))
 }
 
-fn mount_status(home: &Home, marked: &MountHome, json: bool) -> CmdResult {
+fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: bool) -> CmdResult {
     let config = home.load_config().map_err(SyncError::from)?;
     let running = MountStatus::running(home);
-    let (cloud, pending, conflicts, last_sync) = match &running {
-        Some(_) => (None, None, None, None),
+    let (cloud, pending, conflicts, last_sync, backend_problem) = match &running {
+        Some(s) => (
+            None,
+            None,
+            None,
+            None,
+            (!s.backend_reachable).then(|| {
+                s.last_error
+                    .clone()
+                    .unwrap_or_else(|| "the backend did not answer the mount".into())
+            }),
+        ),
         None => {
-            let source = CliPassphrase {
-                file: None,
-                new_file: None,
-                changing: false,
-                preset: None,
-            };
-            let vault = Vault::open(home.clone(), Box::new(source))?;
+            let vault = Vault::open_to_look(home.clone())?;
             let ns = vault.namespace()?;
             let cloud = ns
                 .values()
@@ -553,6 +560,7 @@ fn mount_status(home: &Home, marked: &MountHome, json: bool) -> CmdResult {
                 Some(vault.unpublished_count()?),
                 Some(conflicts),
                 vault.last_sync_ms()?.map(folder::format_time),
+                vault.check_backend().err().map(|e| e.to_string()),
             )
         }
     };
@@ -579,6 +587,9 @@ fn mount_status(home: &Home, marked: &MountHome, json: bool) -> CmdResult {
             "pending": pending,
             "conflict_count": conflicts,
             "last_sync": last_sync,
+            "backend_reachable": backend_problem.is_none(),
+            "backend_problem": backend_problem,
+            "busy": super::commands::busy_json(holder),
         });
         println!("{v}");
         return Ok(0);
@@ -625,6 +636,13 @@ fn mount_status(home: &Home, marked: &MountHome, json: bool) -> CmdResult {
             );
         }
         None => {
+            if let Some(h) = holder {
+                println!("   Busy: {}", super::commands::busy_text(h));
+            }
+            match &backend_problem {
+                None => println!("   Backend reachable: yes"),
+                Some(why) => println!("   Backend reachable: no ({why})"),
+            }
             println!(
                 "   Mount home, not mounted (last mounted at {}); run 'ghostie-fs mount'",
                 marked.mountpoint.display()

@@ -1,8 +1,18 @@
-//! Where the CLI gets passphrases: `--passphrase-file`, else `GHOSTIE_PASSPHRASE`, else
-//! a prompt without echo on the terminal; with none of these, a clear error.
+//! Where the CLI gets passphrases: `--passphrase-file` (its first line) or
+//! `--passphrase-command` (the first line the command prints), else
+//! `GHOSTIE_PASSPHRASE`, else a prompt without echo on the terminal; with none of
+//! these, a clear error.
+//!
+//! A file or a command is read once, as the command starts: a file that cannot be
+//! read, or a command that fails, is an error even for a command that turns out to
+//! need no key. A passphrase that came without asking (a file, a command, the
+//! environment) is "given", and each command checks a given passphrase before it
+//! reports success. No passphrase ever goes into a message, a log, the arguments or
+//! environment of another process, or a file of the home.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use zeroize::Zeroizing;
 
@@ -10,28 +20,110 @@ use ghostie_fs::sync::{PassphraseSource, SyncError, SyncResult};
 
 const MIN_NEW_LEN: usize = 8;
 
-#[derive(Debug, Clone)]
+#[derive(Clone, Default)]
 pub struct CliPassphrase {
-    pub file: Option<PathBuf>,
+    /// Already read: from `--passphrase-file` or `--passphrase-command`, or handed
+    /// over by the command that started a mount.
+    pub preset: Option<Zeroizing<String>>,
     /// For `passwd`: where the new passphrase comes from.
     pub new_file: Option<PathBuf>,
     pub changing: bool,
-    /// Already read (from the terminal of the command that started the mount).
-    pub preset: Option<Zeroizing<String>>,
 }
 
-fn read_file(path: &PathBuf) -> SyncResult<Zeroizing<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+/// Never shows the passphrase, should anything print one.
+impl std::fmt::Debug for CliPassphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CliPassphrase")
+            .field("preset", &self.preset.as_ref().map(|_| "<hidden>"))
+            .field("new_file", &self.new_file)
+            .field("changing", &self.changing)
+            .finish()
+    }
+}
+
+impl CliPassphrase {
+    /// The passphrase the global options name, read now: the first line of `file`,
+    /// or the first line `command` prints.
+    pub fn from_options(file: Option<&Path>, command: Option<&str>) -> SyncResult<Self> {
+        let preset = match (file, command) {
+            (Some(f), _) => Some(read_file(f)?),
+            (None, Some(c)) => Some(run_command(c)?),
+            (None, None) => None,
+        };
+        Ok(Self {
+            preset,
+            ..Self::default()
+        })
+    }
+
+    /// Whether the passphrase comes without asking anyone: such a passphrase is
+    /// checked before a command reports success, even one that needs no key.
+    pub fn given(&self) -> bool {
+        !self.is_interactive()
+    }
+}
+
+/// The first line of `text`, without its line ending.
+fn first_line(text: &str) -> &str {
+    let line = text.split('\n').next().unwrap_or_default();
+    line.strip_suffix('\r').unwrap_or(line)
+}
+
+fn read_file(path: &Path) -> SyncResult<Zeroizing<String>> {
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
         SyncError::Passphrase(format!(
             "cannot read the passphrase file {}: {e}",
             path.display()
         ))
-    })?;
-    let text = Zeroizing::new(text);
-    // One trailing newline is what `echo secret > file` adds; it is not part of it.
-    let trimmed = text.strip_suffix('\n').unwrap_or(&text);
-    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
-    Ok(Zeroizing::new(trimmed.to_owned()))
+    })?);
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Err(SyncError::Passphrase(format!(
+            "the passphrase file {} is not text (UTF-8)",
+            path.display()
+        )));
+    };
+    let line = first_line(text);
+    if line.is_empty() {
+        return Err(SyncError::Passphrase(format!(
+            "the passphrase file {} has nothing on its first line",
+            path.display()
+        )));
+    }
+    Ok(Zeroizing::new(line.to_owned()))
+}
+
+/// Runs `command` through `sh -c`, as restic's `--password-command` and gocryptfs's
+/// `-extpass` do: it may ask on the terminal (its stdin and stderr are ours), and
+/// what it prints is read, never shown. The command line itself is not repeated in
+/// an error: it may hold a secret of its own.
+fn run_command(command: &str) -> SyncResult<Zeroizing<String>> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| SyncError::Passphrase(format!("cannot run the passphrase command: {e}")))?;
+    let printed = Zeroizing::new(out.stdout);
+    if !out.status.success() {
+        return Err(SyncError::Passphrase(format!(
+            "the passphrase command failed ({})",
+            out.status
+        )));
+    }
+    let Ok(text) = std::str::from_utf8(&printed) else {
+        return Err(SyncError::Passphrase(
+            "the passphrase command printed something that is not text (UTF-8)".into(),
+        ));
+    };
+    let line = first_line(text);
+    if line.is_empty() {
+        return Err(SyncError::Passphrase(
+            "the passphrase command printed nothing on its first line".into(),
+        ));
+    }
+    Ok(Zeroizing::new(line.to_owned()))
 }
 
 fn from_env(var: &str) -> Option<Zeroizing<String>> {
@@ -70,19 +162,16 @@ fn prompt_twice(first: &str) -> SyncResult<Zeroizing<String>> {
     Ok(a)
 }
 
+const NONE_GIVEN: &str = "no passphrase given: use --passphrase-file or --passphrase-command, set GHOSTIE_PASSPHRASE, or run on a terminal";
+
 impl PassphraseSource for CliPassphrase {
     fn is_interactive(&self) -> bool {
-        self.preset.is_none()
-            && self.file.is_none()
-            && std::env::var_os("GHOSTIE_PASSPHRASE").is_none()
+        self.preset.is_none() && std::env::var_os("GHOSTIE_PASSPHRASE").is_none()
     }
 
     fn existing(&self) -> SyncResult<Zeroizing<String>> {
         if let Some(p) = &self.preset {
             return Ok(p.clone());
-        }
-        if let Some(f) = &self.file {
-            return read_file(f);
         }
         if let Some(p) = from_env("GHOSTIE_PASSPHRASE") {
             return Ok(p);
@@ -95,9 +184,7 @@ impl PassphraseSource for CliPassphrase {
             };
             return prompt(text);
         }
-        Err(SyncError::Passphrase(
-            "no passphrase given: use --passphrase-file, set GHOSTIE_PASSPHRASE, or run on a terminal".into(),
-        ))
+        Err(SyncError::Passphrase(NONE_GIVEN.into()))
     }
 
     fn new_passphrase(&self) -> SyncResult<Zeroizing<String>> {
@@ -115,8 +202,8 @@ impl PassphraseSource for CliPassphrase {
                 "no new passphrase given: use --new-passphrase-file, set GHOSTIE_NEW_PASSPHRASE, or run on a terminal".into(),
             ));
         }
-        if let Some(f) = &self.file {
-            return check_new(read_file(f)?);
+        if let Some(p) = &self.preset {
+            return check_new(p.clone());
         }
         if let Some(p) = from_env("GHOSTIE_PASSPHRASE") {
             return check_new(p);
@@ -124,8 +211,30 @@ impl PassphraseSource for CliPassphrase {
         if on_terminal() {
             return prompt_twice("Choose a passphrase for the new vault: ");
         }
-        Err(SyncError::Passphrase(
-            "no passphrase given: use --passphrase-file, set GHOSTIE_PASSPHRASE, or run on a terminal".into(),
-        ))
+        Err(SyncError::Passphrase(NONE_GIVEN.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_lines() {
+        assert_eq!(first_line("secret"), "secret");
+        assert_eq!(first_line("secret\n"), "secret");
+        assert_eq!(first_line("secret\r\njunk\n"), "secret");
+        assert_eq!(first_line(" spaced out \nsecond"), " spaced out ");
+        assert_eq!(first_line("\nsecond"), "");
+        assert_eq!(first_line(""), "");
+    }
+
+    #[test]
+    fn debug_hides_the_passphrase() {
+        let p = CliPassphrase {
+            preset: Some(Zeroizing::new("hunter2 hunter2".into())),
+            ..CliPassphrase::default()
+        };
+        assert!(!format!("{p:?}").contains("hunter2"));
     }
 }

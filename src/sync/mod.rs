@@ -15,6 +15,8 @@ mod vault;
 
 /// The layers' errors a [`SyncError`] carries, for callers that tell them apart.
 pub use crate::backend::BackendError;
+/// Who holds a home, as `status` shows it (see [`Vault::holder`]).
+pub use crate::store::lock::Holder;
 pub use crate::store::IndexError;
 /// What the engine keeps of a plain folder and of the vault's devices, for the
 /// front-ends to read and hand back.

@@ -50,6 +50,7 @@ use crate::model::{ContentHash, ContentRef, DeviceId, Entry, Seq, Version};
 use crate::store::{DeviceRow, HomeLock, Index, LocalFile, PackQueue};
 
 mod conflicts;
+mod look;
 mod poll;
 mod publish;
 mod record;
@@ -100,7 +101,8 @@ pub struct Vault {
     /// Device names by id, read once: a mount names conflict siblings after every
     /// close. Cleared when a device learns its name.
     names: Mutex<Option<Arc<BTreeMap<DeviceId, String>>>>,
-    _lock: HomeLock,
+    /// None for a vault opened to look ([`Vault::open_to_look`]).
+    _lock: Option<HomeLock>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -202,7 +204,7 @@ impl Vault {
             defer_snapshots: AtomicBool::new(false),
             snapshot_due: AtomicBool::new(false),
             names: Mutex::new(None),
-            _lock: lock,
+            _lock: Some(lock),
         })
     }
 
