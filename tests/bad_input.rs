@@ -312,6 +312,7 @@ fn status_json_has_exactly_the_documented_keys() {
             "known_devices",
             "last_sync",
             "local_count",
+            "lost",
             "pending",
             "refused"
         ]

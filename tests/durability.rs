@@ -315,3 +315,136 @@ fn free_bytes(dir: &Path) -> u64 {
         .and_then(|l| l.trim().parse().ok())
         .expect("free bytes")
 }
+
+/// The packs waiting in a home's upload queue.
+fn queued_packs(home: &TempHome) -> Vec<PathBuf> {
+    let mut packs: Vec<PathBuf> = fs::read_dir(home.home().join("sync/queue"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    packs.retain(|p| p.extension().is_some_and(|e| e == "enc"));
+    packs.sort();
+    packs
+}
+
+/// What a power cut leaves of a pack whose tail never reached the disk.
+fn cut_short(pack: &Path, keep: u64) {
+    let f = fs::OpenOptions::new().write(true).open(pack).expect("pack");
+    f.set_len(keep).expect("truncate");
+}
+
+#[test]
+fn a_damaged_queued_pack_is_never_uploaded_and_a_push_seals_the_folder_again() {
+    let vault = TempVault::local();
+    let a = TempHome::joined("laptop", &vault);
+    a.write("first.json", memory_json(1, 4000));
+    a.write("second.json", memory_json(2, 4000));
+    // Killed once the changes are recorded and before anything is uploaded.
+    let out = a
+        .cmd()
+        .env("GHOSTIE_FAILPOINT", "push-before-upload")
+        .arg("push")
+        .output()
+        .expect("push");
+    assert!(!out.status.success(), "the push was killed");
+    let packs = queued_packs(&a);
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    // The second blob loses its end, as after a power cut.
+    let len = fs::metadata(&packs[0]).unwrap().len();
+    cut_short(&packs[0], len - 100);
+    let damaged_id = packs[0].file_stem().unwrap().to_string_lossy().into_owned();
+
+    let out = a.run(&["push"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("lost"), "{}", stderr(&out));
+    assert!(
+        vault.keys().iter().all(|k| !k.contains(&damaged_id)),
+        "the damaged pack was uploaded"
+    );
+    let seen = pulled(&vault);
+    assert_eq!(seen.get("first.json"), Some(&memory_json(1, 4000)));
+    assert_eq!(seen.get("second.json"), Some(&memory_json(2, 4000)));
+    let b = TempHome::joined("checker", &vault);
+    b.ok(&["pull"]);
+    b.ok(&["verify"]);
+}
+
+#[test]
+fn after_a_kill_and_a_power_cut_a_mount_names_what_was_lost_and_uploads_nothing_damaged() {
+    let vault = TempVault::local();
+    let a = TempHome::joined("laptop", &vault);
+    let env = vault.stall_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let m = a.mount_with(&[], &env);
+    write_and_close(&m.path("kept.json"), b"published before").expect("write");
+    write_and_close(&m.path("edited.json"), b"old").expect("write");
+    assert!(settled(&m), "{}", m.log());
+    vault.stall();
+    write_and_close(&m.path("edited.json"), b"new, never on disk").expect("write");
+    write_and_close(&m.path("fresh.json"), b"also never on disk").expect("write");
+    assert!(eventually(WAIT, || vault.stalled_requests() > 0));
+    let pid = m.pid();
+    // SAFETY: a plain kill(2) of the mount process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(eventually(WAIT, || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    }));
+    force_unmount(&m.at);
+    std::mem::forget(m);
+    // Only the header reached the disk.
+    let packs = queued_packs(&a);
+    assert!(!packs.is_empty());
+    for p in &packs {
+        cut_short(p, 8);
+    }
+    let ids: Vec<String> = packs
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    vault.unstall();
+
+    let m = a.mount_with(&[], &env);
+    assert!(settled(&m), "{}", m.log());
+    assert!(
+        eventually(WAIT, || {
+            let lost = m.status()["lost"].clone();
+            lost == serde_json::json!(["edited.json", "fresh.json"])
+        }),
+        "status names what was lost: {:?}",
+        m.status()
+    );
+    assert!(m
+        .log()
+        .contains("lost before upload: the change to edited.json"));
+    let status = a.ok(&["status"]);
+    assert!(
+        status.contains("Lost before upload: edited.json, fresh.json"),
+        "{status}"
+    );
+    // The path shows what it showed before the lost change; the new file is gone.
+    assert!(eventually(WAIT, || fs::read(m.path("edited.json"))
+        .ok()
+        .as_deref()
+        == Some(&b"old"[..])));
+    assert!(!m.path("fresh.json").exists());
+    assert!(
+        vault
+            .keys()
+            .iter()
+            .all(|k| ids.iter().all(|id| !k.contains(id))),
+        "a damaged pack was uploaded"
+    );
+    drop(m);
+    let seen = pulled(&vault);
+    assert_eq!(
+        seen.get("kept.json").map(Vec::as_slice),
+        Some(&b"published before"[..])
+    );
+    assert_eq!(
+        seen.get("edited.json").map(Vec::as_slice),
+        Some(&b"old"[..])
+    );
+    assert!(!seen.contains_key("fresh.json"));
+    let b = TempHome::joined("checker", &vault);
+    b.ok(&["pull"]);
+    b.ok(&["verify"]);
+}

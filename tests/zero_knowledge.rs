@@ -99,7 +99,7 @@ fn what_the_device_keeps_is_private() {
     ] {
         assert_eq!(mode(file), 0o600, "{file}");
     }
-    for dir in ["keys", "sync", "sync/cache", "sync/staging"] {
+    for dir in ["keys", "sync", "sync/queue", "sync/staging"] {
         assert_eq!(mode(dir), 0o700, "{dir}");
     }
     // The key file holds the master key only wrapped: no passphrase, no raw key.

@@ -209,12 +209,16 @@ fn push(cli: &Cli, vault: &Vault, pass: &CliPassphrase, json: bool) -> CmdResult
             "bytes_uploaded": r.bytes,
             "seconds": started.elapsed().as_secs_f64(),
             "warnings": r.scan.warnings,
+            "lost": r.lost,
         }));
     } else {
         say!(cli, "✅ Uploaded {} memories", r.uploaded);
     }
     for w in &r.scan.warnings {
         eprintln!("⚠️  {w}");
+    }
+    for p in &r.lost {
+        eprintln!("❌ lost before upload: the last change to {p} (its queued copy was damaged)");
     }
     Ok(0)
 }
@@ -325,6 +329,9 @@ fn status(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
     println!("   Conflicts: {}", s.conflict_count);
     println!("   Pending: {}", s.pending);
     println!("   Known Devices: {}", s.known_devices.join(", "));
+    if !s.lost.is_empty() {
+        println!("   Lost before upload: {}", s.lost.join(", "));
+    }
     if !s.refused.is_empty() {
         println!("   Not written here: {}", s.refused.len());
         for r in &s.refused {

@@ -634,6 +634,9 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
                 "   Last error: {}",
                 s.last_error.as_deref().unwrap_or("none")
             );
+            if !s.lost.is_empty() {
+                println!("   Lost before upload: {}", s.lost.join(", "));
+            }
         }
         None => {
             if let Some(h) = holder {

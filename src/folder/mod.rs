@@ -24,6 +24,8 @@ pub struct PushReport {
     pub uploaded: usize,
     pub bytes: u64,
     pub packs: usize,
+    /// Paths whose last change was lost before upload (see `sync::Retake`).
+    pub lost: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -63,8 +65,31 @@ pub fn folder_of(vault: &Vault) -> SyncResult<PathBuf> {
     }
 }
 
-pub fn push(vault: &Vault, progress: &dyn Progress) -> SyncResult<PushReport> {
+/// The folder is where a file's bytes can be read again when their queued copy was
+/// damaged by a crash (`sync::Retake`).
+struct FolderRetake {
+    root: PathBuf,
+}
+
+impl crate::sync::Retake for FolderRetake {
+    fn retake(&self, path: &str) -> Option<Box<dyn io::Read + '_>> {
+        let full = self.root.join(path);
+        let meta = fs::symlink_metadata(&full).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        Some(Box::new(fs::File::open(full).ok()?))
+    }
+}
+
+fn folder_with_retake(vault: &Vault) -> SyncResult<PathBuf> {
     let root = folder_of(vault)?;
+    vault.retake_from(std::sync::Arc::new(FolderRetake { root: root.clone() }));
+    Ok(root)
+}
+
+pub fn push(vault: &Vault, progress: &dyn Progress) -> SyncResult<PushReport> {
+    let root = folder_with_retake(vault)?;
     let scan = scan::scan_and_record(vault, &root, false)?;
     let published = vault.publish(progress)?;
     if published.versions > 0 || scan.versions > 0 {
@@ -75,6 +100,7 @@ pub fn push(vault: &Vault, progress: &dyn Progress) -> SyncResult<PushReport> {
         uploaded: published.versions,
         bytes: published.bytes,
         packs: published.packs,
+        lost: published.lost,
     })
 }
 
@@ -148,7 +174,7 @@ pub fn resolve(
     keep: &Keep,
     progress: &dyn Progress,
 ) -> SyncResult<PushReport> {
-    let root = folder_of(vault)?;
+    let root = folder_with_retake(vault)?;
     scan::scan_and_record(vault, &root, false)?;
     vault.resolve_conflict(path, keep, &|p| root.join(p).exists())?;
     let applied = apply::apply(vault, &root, progress)?;
@@ -160,6 +186,7 @@ pub fn resolve(
         uploaded: published.versions,
         bytes: published.bytes,
         packs: published.packs,
+        lost: published.lost,
     })
 }
 
@@ -227,6 +254,9 @@ pub struct Status {
     pub backend_problem: Option<String>,
     /// What this device refused to write (see [`refused`]).
     pub refused: Vec<String>,
+    /// Files whose last change was lost before upload (a crash damaged its queued
+    /// copy and the folder no longer held the same bytes).
+    pub lost: Vec<String>,
 }
 
 pub fn status(vault: &Vault) -> SyncResult<Status> {
@@ -264,6 +294,7 @@ pub fn status(vault: &Vault) -> SyncResult<Status> {
         backend_reachable: backend_problem.is_none(),
         backend_problem,
         refused: refused(vault)?,
+        lost: vault.lost_files()?,
     })
 }
 

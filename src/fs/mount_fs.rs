@@ -83,6 +83,8 @@ pub struct Activity {
     pub last_error: Option<String>,
     /// Why the last close() or truncate could not be recorded, until one is again.
     pub last_write_error: Option<String>,
+    /// The index changed under the tree (queued contents repaired): rebuild it.
+    pub view_stale: bool,
 }
 
 /// Everything the state lock guards: the tree the kernel sees and the open files.

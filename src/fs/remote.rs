@@ -60,8 +60,11 @@ impl MountFs {
     /// One round of what the worker does, for tests that drive the filesystem
     /// without one: publish what is queued, poll, apply what changed.
     pub fn sync_once(&self) -> Result<Vec<Invalidation>, SyncError> {
-        self.publish_queue()?;
+        let published = self.publish_queue()?;
         let polled = self.poll_vault()?;
+        if published.repaired {
+            return self.apply_remote(None);
+        }
         if polled.new_versions == 0 {
             return Ok(Vec::new());
         }

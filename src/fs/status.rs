@@ -66,6 +66,10 @@ pub struct MountStatus {
     pub last_publish_ms: Option<i64>,
     pub last_error: Option<String>,
     pub backend_reachable: bool,
+    /// Files whose last change was lost before upload (a crash damaged its queued
+    /// copy): named until the home is set up again.
+    #[serde(default)]
+    pub lost: Vec<String>,
 }
 
 impl MountStatus {

@@ -75,6 +75,7 @@ impl Reporter {
         status.open_dirty = fs.dirty_count() as u64;
         status.cache_used = fs.plain_cache_used();
         status.cache_limit = fs.opts.cache_limit;
+        status.lost = fs.vault.lost_files().unwrap_or_default();
         status.last_error = {
             let a = lock(&fs.activity);
             a.last_write_error.clone().or_else(|| a.last_error.clone())
@@ -176,6 +177,9 @@ fn upload_loop(fs: &MountFs, reporter: &Reporter) {
             Ok(r) => {
                 a.publishes_done = a.publishes_started;
                 a.last_error = None;
+                // Contents moved or went while the queue was checked: the poller
+                // rebuilds the tree from the index.
+                a.view_stale |= r.repaired;
                 backoff = FIRST_BACKOFF;
                 retry_at = None;
                 if r.versions > 0 {
@@ -234,6 +238,10 @@ fn poll_loop(fs: &MountFs, inval: &dyn Invalidator, reporter: &Reporter) {
             Ok(r) => {
                 for p in &r.problems {
                     tracing::error!("{p}");
+                }
+                let stale = std::mem::take(&mut lock(&fs.activity).view_stale);
+                if stale {
+                    poll_failed = true;
                 }
                 if r.new_versions > 0 || poll_failed {
                     let changed = if poll_failed {

@@ -727,6 +727,69 @@ impl IndexTx<'_> {
         Ok(())
     }
 
+    /// Moves an unpublished own version's content to `content` (the same bytes, kept
+    /// elsewhere): nobody has seen the version yet, so it keeps its identity.
+    pub fn move_unpublished_content(
+        &mut self,
+        device: &DeviceId,
+        counter: u64,
+        content: &ContentRef,
+    ) -> IndexResult<()> {
+        let record: Option<String> = self
+            .tx
+            .prepare_cached(
+                "SELECT record FROM heads WHERE device = ?1 AND counter = ?2 AND published = 0",
+            )?
+            .query_row(params![device.as_str(), counter as i64], |r| r.get(0))
+            .optional()?;
+        let Some(record) = record else {
+            return Ok(());
+        };
+        let mut v = decode_version(&record)?;
+        if let crate::model::Entry::File { content: c, .. } = &mut v.entry {
+            *c = content.clone();
+        }
+        self.tx
+            .prepare_cached("UPDATE heads SET record = ?3 WHERE device = ?1 AND counter = ?2")?
+            .execute(params![device.as_str(), counter as i64, encode(&v)])?;
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO contents(sha256, record) VALUES(?1, ?2)")?
+            .execute(params![content.sha256.to_string(), encode(content)])?;
+        Ok(())
+    }
+
+    /// Removes an unpublished own version whose content is gone: nobody has seen it.
+    pub fn drop_unpublished(&mut self, device: &DeviceId, counter: u64) -> IndexResult<()> {
+        self.tx
+            .prepare_cached(
+                "DELETE FROM heads WHERE device = ?1 AND counter = ?2 AND published = 0",
+            )?
+            .execute(params![device.as_str(), counter as i64])?;
+        Ok(())
+    }
+
+    /// Forgets where contents in `pack` live, so no later change reuses them.
+    pub fn forget_contents_in(&mut self, pack: &ObjectId) -> IndexResult<()> {
+        let mut doomed = Vec::new();
+        {
+            let mut stmt = self.tx.prepare("SELECT sha256, record FROM contents")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (sha, record) = row?;
+                if serde_json::from_str::<ContentRef>(&record).is_ok_and(|c| c.pack == *pack) {
+                    doomed.push(sha);
+                }
+            }
+        }
+        for sha in doomed {
+            self.tx
+                .prepare_cached("DELETE FROM contents WHERE sha256 = ?1")?
+                .execute([sha])?;
+        }
+        Ok(())
+    }
+
     pub fn remove_pending_pack(&mut self, pack: &ObjectId) -> IndexResult<()> {
         self.tx
             .prepare_cached("DELETE FROM pending_packs WHERE pack = ?1")?

@@ -31,7 +31,7 @@ pub use reader::ContentReader;
 pub use rules::{After, Change, LocalChange, Seen};
 pub use vault::{
     kept_name, setup, setup_vault, Conflict, ConflictSibling, Keep, PassphraseSource, PollReport,
-    PublishReport, SetupOutcome, SetupRequest, Vault,
+    PublishReport, Retake, SetupOutcome, SetupRequest, Vault,
 };
 
 use crate::config::ConfigError;

@@ -54,6 +54,9 @@ pub(crate) struct PackWriter {
     unsynced: BTreeSet<ObjectId>,
     /// Descriptors of packs written here and not uploaded yet.
     held: BTreeMap<ObjectId, File>,
+    /// Every pack this writer made: their bytes went through this process, so no
+    /// earlier crash can have cut them short.
+    made: BTreeSet<ObjectId>,
 }
 
 impl PackWriter {
@@ -67,6 +70,7 @@ impl PackWriter {
             unregistered: BTreeSet::new(),
             unsynced: BTreeSet::new(),
             held: BTreeMap::new(),
+            made: BTreeSet::new(),
         }
     }
 
@@ -90,6 +94,7 @@ impl PackWriter {
                 .open(self.queue.path_of(&id))?;
             file.write_all(&PACK_HEADER)?;
             self.hold(&id, &file);
+            self.made.insert(id.clone());
             self.unsynced.insert(id.clone());
             self.open = Some(OpenPack {
                 id,
@@ -166,6 +171,36 @@ impl PackWriter {
                 Err(e)
             }
         }
+    }
+
+    /// Appends a blob sealed earlier (its bytes are position-free: nothing in them
+    /// names the pack or the offset) and returns where it now lives.
+    pub fn append_sealed(&mut self, sealed: &[u8]) -> io::Result<(ObjectId, u64)> {
+        if sealed.len() as u64 >= OWN_PACK_FROM {
+            self.close_open();
+        }
+        self.open_pack()?;
+        let pack = self
+            .open
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("opened above"));
+        let offset = pack.len;
+        if let Err(e) = pack.file.write_all(sealed) {
+            self.open = None;
+            return Err(e);
+        }
+        pack.len += sealed.len() as u64;
+        let id = pack.id.clone();
+        self.unregistered.insert(id.clone());
+        if pack.len >= PACK_TARGET || sealed.len() as u64 >= OWN_PACK_FROM {
+            self.close_open();
+        }
+        Ok((id, offset))
+    }
+
+    /// Whether this writer made `pack` (in this process).
+    pub fn made(&self, pack: &ObjectId) -> bool {
+        self.made.contains(pack)
     }
 
     /// Closes the open pack, so it can be uploaded as it is.

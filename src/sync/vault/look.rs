@@ -56,6 +56,8 @@ impl Vault {
             defer_snapshots: AtomicBool::new(false),
             snapshot_due: AtomicBool::new(false),
             names: Mutex::new(None),
+            retake: Mutex::new(None),
+            checked: Mutex::new(std::collections::BTreeSet::new()),
             _lock: None,
         })
     }

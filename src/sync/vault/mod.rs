@@ -54,6 +54,7 @@ mod look;
 mod poll;
 mod publish;
 mod record;
+mod repair;
 mod setup;
 mod unlock;
 mod upload;
@@ -61,6 +62,7 @@ mod upload;
 pub use conflicts::{kept_name, Conflict, ConflictSibling, Keep};
 pub use poll::PollReport;
 pub use publish::PublishReport;
+pub use repair::Retake;
 pub use setup::{setup, setup_vault, SetupOutcome, SetupRequest};
 pub use unlock::PassphraseSource;
 use unlock::{write_master_key, NoPassphrase};
@@ -101,6 +103,10 @@ pub struct Vault {
     /// Device names by id, read once: a mount names conflict siblings after every
     /// close. Cleared when a device learns its name.
     names: Mutex<Option<Arc<BTreeMap<DeviceId, String>>>>,
+    /// Where the front-end can read a file's bytes again (see `repair.rs`).
+    retake: Mutex<Option<Arc<dyn Retake>>>,
+    /// Packs of earlier processes checked whole in this one.
+    checked: Mutex<std::collections::BTreeSet<crate::model::ObjectId>>,
     /// None for a vault opened to look ([`Vault::open_to_look`]).
     _lock: Option<HomeLock>,
 }
@@ -204,6 +210,8 @@ impl Vault {
             defer_snapshots: AtomicBool::new(false),
             snapshot_due: AtomicBool::new(false),
             names: Mutex::new(None),
+            retake: Mutex::new(None),
+            checked: Mutex::new(std::collections::BTreeSet::new()),
             _lock: Some(lock),
         })
     }

@@ -111,7 +111,7 @@ impl Vault {
     /// Applies `d`'s snapshot (when starting from nothing) and segments after
     /// `applied`. Stops at the first damaged or missing segment: later ones may depend
     /// on it. Returns the number of versions offered.
-    fn apply_log_of(
+    pub(super) fn apply_log_of(
         &self,
         d: &DeviceId,
         mut applied: Seq,

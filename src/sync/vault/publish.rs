@@ -11,6 +11,10 @@ pub struct PublishReport {
     pub bytes: u64,
     pub versions: usize,
     pub segments: usize,
+    /// Paths whose change was lost before upload (a crash damaged its queued copy).
+    pub lost: Vec<String>,
+    /// Whether contents of queued versions moved or went (a view of them is stale).
+    pub repaired: bool,
 }
 
 impl Vault {
@@ -27,7 +31,10 @@ impl Vault {
             }
         }
         self.keys()?;
-        self.upload(&round.packs, progress, &mut report)?;
+        let checked = self.check_queued(round.packs)?;
+        report.lost = checked.lost;
+        report.repaired = checked.changed;
+        self.upload(&checked.packs, progress, &mut report)?;
         loop {
             let device = self.device.clone();
             // Numbers are published in order with no gap: a number whose versions were

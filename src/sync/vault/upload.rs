@@ -55,6 +55,7 @@ impl Vault {
         if packs.is_empty() {
             return Ok(());
         }
+        crate::failpoint("push-before-upload");
         let sizes: Vec<u64> = packs
             .iter()
             .map(|p| {
