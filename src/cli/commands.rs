@@ -246,6 +246,9 @@ fn pull(cli: &Cli, vault: &Vault, pass: &CliPassphrase, json: bool) -> CmdResult
     for d in &r.refused {
         eprintln!("⚠️  not written here: {d}");
     }
+    for d in &r.known_damage {
+        eprintln!("⚠️  still damaged (reported before): {d}");
+    }
     for d in &r.damaged {
         eprintln!("❌ damaged: {d}");
     }

@@ -80,6 +80,16 @@ fn dir_mode(mode: u32) -> u32 {
     (mode & 0o777) | 0o700
 }
 
+/// A damaged content is reported by the pull that meets it, then passed by: where
+/// the folder had nothing, the path is recorded as refused (listed by `status`) until
+/// a newer version comes. Where it holds an older file, that file stays and the
+/// damage is reported again by each pull, as the record must keep describing it.
+fn refuse_damaged(w: &Wanted<'_>, updates: &mut Vec<(String, Option<LocalFile>)>) {
+    if w.disk_before.is_none() {
+        updates.push((w.path.clone(), Some(refusal(w.shown))));
+    }
+}
+
 /// What the index keeps of a version this device refused to write.
 fn refusal(shown: &Shown) -> LocalFile {
     LocalFile {
@@ -377,6 +387,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
     progress.start("Downloading", total, Unit::Bytes);
     let mut failures: HashMap<usize, String> = HashMap::new();
     let mut written_updates = Vec::new();
+    let mut refusals = Vec::new();
     let mut first_error: Option<SyncError> = None;
     // Writing runs on the fetching threads, so both cores write files.
     let write = |i: usize, fetched: SyncResult<Vec<u8>>| -> Written {
@@ -418,6 +429,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
             Written::Skipped(bytes) => progress.advance(bytes),
             Written::Damaged(why) => {
                 tracing::error!("not writing {}: {why}", wanted[i].path);
+                refuse_damaged(&wanted[i], &mut refusals);
                 failures.insert(i, why);
             }
             Written::Failed(e) => {
@@ -449,6 +461,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
             (Some(e @ SyncError::Backend(_)), _) => return Err(e),
             (Some(e), _) => {
                 tracing::error!("not writing {}: {e}", w.path);
+                refuse_damaged(w, &mut refusals);
                 failures.insert(i, e.to_string());
             }
             (None, Err(e)) => return Err(SyncError::io(full)(e)),
@@ -470,6 +483,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
     progress.finish();
     report.written += written_updates.len();
     updates.extend(written_updates);
+    updates.extend(refusals);
     vault.update_local(&updates)?;
     if let Some(e) = first_error {
         return Err(e);

@@ -38,6 +38,8 @@ pub struct PullReport {
     pub damaged: Vec<String>,
     /// One line per version this pull refused to write (see [`refused`]).
     pub refused: Vec<String>,
+    /// Damage an earlier pull already reported and that is still there.
+    pub known_damage: Vec<String>,
 }
 
 /// The plain folder of a home. A file in its place is refused. A missing folder is
@@ -120,6 +122,7 @@ pub fn pull(vault: &Vault, progress: &dyn Progress) -> SyncResult<PullReport> {
         conflicts: applied.conflicts,
         damaged,
         refused: applied.refused,
+        known_damage: polled.known_problems,
     })
 }
 
@@ -143,6 +146,7 @@ pub fn refused(vault: &Vault) -> SyncResult<Vec<String>> {
             Some(Entry::Symlink { target }) => {
                 format!("{p}: a link pointing outside the folder ({target})")
             }
+            Some(Entry::File { .. }) => format!("{p}: its content in the vault is damaged"),
             _ => format!("{p}: refused"),
         })
         .collect())

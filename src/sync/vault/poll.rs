@@ -8,8 +8,11 @@ use super::*;
 pub struct PollReport {
     pub new_versions: usize,
     pub devices: usize,
-    /// One sentence per device whose log could not be applied past some point.
+    /// One sentence per device whose log could not be applied past some point,
+    /// found by this poll.
     pub problems: Vec<String>,
+    /// The same, for damage an earlier poll already reported: not new.
+    pub known_problems: Vec<String>,
     /// The paths whose heads changed, when they are few enough to look at one by one;
     /// `None` after a snapshot, a newly named device or a large batch, when anything
     /// may have moved.
@@ -83,6 +86,10 @@ impl Vault {
                 Err(SyncError::Damaged(why)) => {
                     let name = self.name_map()?.get(d).cloned().unwrap_or_default();
                     let sentence = format!("the log of device {name} is damaged: {why}");
+                    if row.and_then(|r| r.problem.as_deref()) == Some(sentence.as_str()) {
+                        report.known_problems.push(sentence);
+                        continue;
+                    }
                     self.index()
                         .transaction(|tx| tx.set_device_problem(d, Some(&sentence)))?;
                     report.problems.push(sentence);
