@@ -179,11 +179,16 @@ fn an_unwritable_queue_fails_the_close_and_status_says_why_until_it_clears() {
 
     let queue = a.home().join("sync/queue");
     let ro = MountedOver::read_only(&queue);
-    let refused = write_and_close(&m.path("refused.json"), b"not kept");
+    let refused = write_and_close(&m.path("refused.json"), b"not kept yet");
     assert_eq!(
         refused,
         Err(libc::EROFS),
         "a close() whose bytes could not be queued says so"
+    );
+    // The bytes stay where the next attempt finds them: in the file.
+    assert_eq!(
+        fs::read(m.path("refused.json")).expect("read"),
+        b"not kept yet"
     );
     assert!(
         eventually(WAIT, || last_error(&m).contains("refused.json")),
@@ -209,10 +214,10 @@ fn an_unwritable_queue_fails_the_close_and_status_says_why_until_it_clears() {
         seen.get("later.json").map(Vec::as_slice),
         Some(&b"later"[..])
     );
-    assert_ne!(
+    assert_eq!(
         seen.get("refused.json").map(Vec::as_slice),
-        Some(&b"not kept"[..]),
-        "what was refused was not kept either"
+        Some(&b"not kept yet"[..]),
+        "what could not be queued then is recorded once the queue is writable"
     );
 }
 

@@ -26,6 +26,8 @@ const SNAPSHOT_WHEN_QUIET: Duration = Duration::from_secs(2);
 /// During long bursts of writes the quiet moment may not come: the index's log is
 /// copied into the database at least this often then.
 const CHECKPOINT_AT_LEAST_EVERY: Duration = Duration::from_secs(10);
+/// How often files whose close could not be recorded (a full disk) are tried again.
+const UNSAVED_RETRY: Duration = Duration::from_secs(2);
 
 /// Tells the kernel to drop what it cached.
 pub trait Invalidator: Send {
@@ -120,7 +122,12 @@ fn upload_loop(fs: &MountFs, reporter: &Reporter) {
     let mut retry_at: Option<Instant> = None;
     let mut snapshot_checked = false;
     let mut last_checkpoint = Instant::now();
+    let mut last_unsaved_try = Instant::now();
     loop {
+        if last_unsaved_try.elapsed() >= UNSAVED_RETRY && fs.has_unsaved() {
+            fs.save_unsaved();
+            last_unsaved_try = Instant::now();
+        }
         let now = Instant::now();
         let mut a = lock(&fs.activity);
         if a.shutdown {
@@ -205,7 +212,9 @@ fn upload_loop(fs: &MountFs, reporter: &Reporter) {
             }
         });
     }
-    // Unmounted: one last try to send what is queued; what fails waits for the next start.
+    // Unmounted: one last try to record and send what is queued; what fails to be
+    // sent waits for the next start.
+    fs.save_unsaved();
     let pending = fs.vault.unpublished_count().unwrap_or(0);
     if pending > 0 {
         if let Err(e) = fs.publish_queue() {

@@ -197,9 +197,46 @@ impl MountFs {
         } else {
             Ok(())
         };
+        // Not kept (a full disk, say): the program is told, and the bytes stay
+        // staged, shown by the file, for `save_unsaved` to record once it can.
+        result?;
         st.files.staged.remove(&ino);
         st.files.orphans.remove(&ino);
-        result
+        Ok(())
+    }
+
+    /// Whether a file closed with changes that could not be recorded yet.
+    pub fn has_unsaved(&self) -> bool {
+        self.state()
+            .files
+            .staged
+            .values()
+            .any(|s| s.opens == 0 && s.dirty && !s.unlinked)
+    }
+
+    /// Records the files whose last close could not be recorded (their bytes stayed
+    /// staged), now that it may work; those that still fail wait for the next try.
+    pub fn save_unsaved(&self) {
+        let unsaved: Vec<Ino> = self
+            .state()
+            .files
+            .staged
+            .iter()
+            .filter(|(_, s)| s.opens == 0 && s.dirty && !s.unlinked)
+            .map(|(ino, _)| *ino)
+            .collect();
+        for ino in unsaved {
+            let Ok(mut st) = self.filled(ino) else {
+                continue;
+            };
+            if st.files.staged.get(&ino).is_some_and(|s| s.opens > 0) {
+                continue;
+            }
+            if self.commit(&mut st, ino).is_ok() {
+                st.files.staged.remove(&ino);
+                st.files.orphans.remove(&ino);
+            }
+        }
     }
 
     /// Seals the staged bytes of `ino` into the queue and records the version. The
