@@ -34,32 +34,15 @@ impl Vault {
             ));
         }
         let store = backend::open_to_look(&config.backend, LOOK_PATIENCE);
-        let layout = Layout::new(&config.prefix);
-        let queue = PackQueue::new(home.queue_dir());
-        let writer = PackWriter::new(queue.clone(), device.clone());
-        Ok(Self {
+        Ok(Self::assemble(
             home,
             config,
             device,
             store,
-            layout,
-            queue,
-            passphrase: Arc::new(NoPassphrase),
-            keys: OnceLock::new(),
-            unlocking: Mutex::new(None),
-            index: Mutex::new(index),
-            writer: Mutex::new(writer),
-            publishing: Mutex::new(()),
-            polling: Mutex::new(()),
-            relaxed: AtomicBool::new(false),
-            records_since_checkpoint: AtomicU32::new(0),
-            defer_snapshots: AtomicBool::new(false),
-            snapshot_due: AtomicBool::new(false),
-            names: Mutex::new(None),
-            retake: Mutex::new(None),
-            checked: Mutex::new(std::collections::BTreeSet::new()),
-            _lock: None,
-        })
+            index,
+            Arc::new(NoPassphrase),
+            None,
+        ))
     }
 
     /// Who holds `home` right now (a command running on it), without waiting; `None`

@@ -174,7 +174,6 @@ impl Vault {
                     .into(),
             ));
         }
-        let layout = Layout::new(&config.prefix);
         let queue = PackQueue::new(home.queue_dir());
         let adopted = queue
             .adopt_old(&home.old_queue_dir())
@@ -190,15 +189,38 @@ impl Vault {
         queue
             .remove_orphans(&pending)
             .map_err(SyncError::io(queue.dir().to_path_buf()))?;
+        Ok(Self::assemble(
+            home,
+            config,
+            device,
+            store,
+            index,
+            Arc::from(passphrase),
+            Some(lock),
+        ))
+    }
+
+    /// A vault of the given parts, with nothing unlocked, written or checked yet.
+    fn assemble(
+        home: Home,
+        config: Config,
+        device: DeviceId,
+        store: SharedStore,
+        index: Index,
+        passphrase: Arc<dyn PassphraseSource>,
+        lock: Option<HomeLock>,
+    ) -> Self {
+        let layout = Layout::new(&config.prefix);
+        let queue = PackQueue::new(home.queue_dir());
         let writer = PackWriter::new(queue.clone(), device.clone());
-        Ok(Self {
+        Self {
             home,
             config,
             device,
             store,
             layout,
             queue,
-            passphrase: Arc::from(passphrase),
+            passphrase,
             keys: OnceLock::new(),
             unlocking: Mutex::new(None),
             index: Mutex::new(index),
@@ -212,8 +234,8 @@ impl Vault {
             names: Mutex::new(None),
             retake: Mutex::new(None),
             checked: Mutex::new(std::collections::BTreeSet::new()),
-            _lock: Some(lock),
-        })
+            _lock: lock,
+        }
     }
 
     pub fn device(&self) -> &DeviceId {
