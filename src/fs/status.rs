@@ -66,6 +66,10 @@ pub struct MountStatus {
     pub last_publish_ms: Option<i64>,
     pub last_error: Option<String>,
     pub backend_reachable: bool,
+    /// Fifos and sockets in the mount: they exist on this device only and are
+    /// never uploaded.
+    #[serde(default)]
+    pub local_only: Vec<String>,
 }
 
 impl MountStatus {

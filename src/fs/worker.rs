@@ -73,6 +73,7 @@ impl Reporter {
         status.pending_uploads = fs.vault.unpublished_count().unwrap_or(0);
         status.pending_bytes = fs.vault.queued_bytes().unwrap_or(0);
         status.open_dirty = fs.dirty_count() as u64;
+        status.local_only = fs.local_only();
         status.cache_used = fs.plain_cache_used();
         status.cache_limit = fs.opts.cache_limit;
         status.last_error = {
