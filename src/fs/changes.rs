@@ -205,6 +205,15 @@ impl MountFs {
             if let Some(n) = st.tree.get_mut(canonical) {
                 n.ctime_ns = now;
             }
+            // A file open for writing may now stand at another of its names: its
+            // close writes on top of what that name shows.
+            let at = st.tree.get(canonical).map(|n| n.path.clone());
+            if let Some(path) = at.filter(|_| st.files.staged.contains_key(&canonical)) {
+                let seen = seen_in(&st.tree, &path);
+                if let Some(s) = st.files.staged.get_mut(&canonical) {
+                    s.seen = seen;
+                }
+            }
         }
         let mut paths = rows.to_vec();
         paths.extend(other_names.iter().cloned());
@@ -268,6 +277,17 @@ impl MountFs {
         let mut restaged = Vec::new();
         let mut rows = Self::paths_under(st, to);
         let mut relinked = Vec::new();
+        let replaces_a_version = st
+            .tree
+            .ino_of(to)
+            .and_then(|i| st.tree.get(i))
+            .is_some_and(|t| t.ino != node.ino && t.shown.is_some());
+        if node.kind.is_local_only() && replaces_a_version {
+            // A fifo or socket takes the name of a file: the file is gone everywhere
+            // (nothing of the fifo is recorded).
+            changes.push(gone(st, to));
+            scope.push(to.to_owned());
+        }
         for n in &moved {
             let new_path = format!("{to}{}", &n.path[from.len()..]);
             rows.push(n.path.clone());

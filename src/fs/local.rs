@@ -11,6 +11,9 @@
 //!   utimens sets it outright. A change of atime alone records nothing in the vault.
 //!   Reads the kernel answers from its page cache never reach the mount, so they do
 //!   not move atime (as with any FUSE filesystem that keeps pages across opens).
+//!   Times moved by reads are written in batches (`flush_atimes`, every poll
+//!   interval and at unmount), never one transaction per read; utimens is written
+//!   before it returns.
 //! - **Fifos and sockets** are made by mknod, can be renamed, chmod-ed, touched and
 //!   unlinked, and are never recorded. When another device's file arrives at the same
 //!   path, the file wins the name: the fifo or socket is dropped here, with a warning
@@ -188,11 +191,29 @@ impl MountFs {
         }
         n.atime_ns = now;
         n.atime_kept = true;
-        let mut paths = vec![n.path.clone()];
-        paths.extend(st.tree.other_names(ino));
-        if let Err(e) = self.keep_local(st, &paths) {
-            // Only the access time is lost; the read itself is fine.
-            tracing::warn!("cannot keep the access time of {}: {e:?}", paths[0]);
+        // Written later, in a batch: a `cat *` of a fresh mount must not cost a
+        // transaction per file (see `flush_atimes`).
+        st.atimes_due.insert(st.tree.canonical(ino));
+    }
+
+    /// Keeps the access times reads moved since the last time, in one transaction.
+    /// The worker calls it every poll interval and at unmount; a crash loses only
+    /// the access times of that last interval.
+    pub fn flush_atimes(&self) {
+        let mut st = self.state();
+        if st.atimes_due.is_empty() {
+            return;
+        }
+        let due: Vec<Ino> = st.atimes_due.drain().collect();
+        let mut paths = Vec::new();
+        for ino in due {
+            for i in st.tree.link_nodes(ino) {
+                paths.extend(st.tree.get(i).map(|n| n.path.clone()));
+            }
+        }
+        if let Err(e) = self.write_rows(&mut st, &paths) {
+            // Only access times are lost; every read itself was fine.
+            tracing::warn!("cannot keep the access times of {} files: {e}", paths.len());
         }
     }
 

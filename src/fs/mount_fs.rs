@@ -21,7 +21,7 @@
 //! Locks, outermost first: `state`, then the vault's own (see `sync::Vault`), then the
 //! small leaf locks of the reading side (`read.rs`) and `activity`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -93,6 +93,8 @@ pub(super) struct State {
     pub files: OpenFiles,
     /// Paths with a row of this device's own in the index (see `local.rs`).
     pub local: LocalRows,
+    /// Files whose atime a read moved and that are not written yet.
+    pub atimes_due: HashSet<Ino>,
 }
 
 pub struct MountFs {
@@ -204,6 +206,7 @@ impl MountFs {
                 tree,
                 files: OpenFiles::default(),
                 local: LocalRows::default(),
+                atimes_due: HashSet::new(),
             }),
             reading: Arc::new(Reading::new(reader, opts.cache_limit)),
             vault,
@@ -402,6 +405,7 @@ impl MountFs {
 
     /// Stops the worker (after its last upload attempt).
     pub fn shutdown(&self) {
+        self.flush_atimes();
         lock(&self.activity).shutdown = true;
         self.wake.notify_all();
     }

@@ -647,6 +647,16 @@ fn fifos_and_sockets_live_on_this_device_only_and_survive_a_remount() {
         names(&b, "run").is_empty(),
         "another device never sees them"
     );
+    // A socket renamed onto a file replaces it, everywhere.
+    write_file(&a, "run/f.json", b"f");
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    assert_eq!(names(&b, "run"), vec!["f.json"]);
+    a.rename(d, "s.sock", d, "f.json", false).unwrap();
+    a.rename(d, "f.json", d, "s.sock", false).unwrap();
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    assert!(names(&b, "run").is_empty());
 
     let a = remount(dir.path(), "laptop", &store, a);
     let q = a.lookup(ino_of(&a, "run").unwrap(), "q.fifo").unwrap();
@@ -694,6 +704,11 @@ fn atime_follows_relatime_is_set_by_utimens_and_kept_locally() {
         after.atime_ns,
         "a later read leaves it (relatime)"
     );
+    // Reads' times are written in batches, by the worker (here by hand).
+    a.flush_atimes();
+    let a = remount(dir.path(), "laptop", &store, a);
+    let x = ino_of(&a, "x.json").unwrap();
+    assert_eq!(a.getattr(x).unwrap().atime_ns, after.atime_ns);
     let pending = a.vault.unpublished_count().unwrap();
     let old = 1_000_000_000i64 * 1_000_000_000;
     let times = super::Times {

@@ -231,6 +231,7 @@ fn poll_loop(fs: &MountFs, inval: &dyn Invalidator, reporter: &Reporter) {
             break;
         }
         let next_poll = Instant::now() + fs.opts.poll;
+        fs.flush_atimes();
         match fs.poll_vault() {
             Ok(r) => {
                 for p in &r.problems {

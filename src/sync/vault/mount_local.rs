@@ -17,6 +17,10 @@ use std::collections::HashMap;
 use super::*;
 pub use crate::store::{LocalSpecial, MountLocal, SpecialKind};
 
+/// As `RECORDS_PER_CHECKPOINT` in `record.rs`: relaxed commits between two copies
+/// of the index's log into the database.
+const LOCAL_WRITES_PER_CHECKPOINT: u32 = 100;
+
 impl Vault {
     /// Every path the mount keeps something of on this device.
     pub fn mount_local(&self) -> SyncResult<HashMap<String, MountLocal>> {
@@ -34,6 +38,16 @@ impl Vault {
             }
             Ok(())
         })?;
+        // These commits grow the index's log like any other (see `Vault::record`).
+        if self.relaxed.load(Ordering::Acquire)
+            && self.records_since_checkpoint.fetch_add(1, Ordering::AcqRel) + 1
+                >= LOCAL_WRITES_PER_CHECKPOINT
+        {
+            match self.checkpoint_queue() {
+                Ok(()) => self.records_since_checkpoint.store(0, Ordering::Release),
+                Err(e) => tracing::warn!("index checkpoint failed, retried later: {e}"),
+            }
+        }
         Ok(())
     }
 }
