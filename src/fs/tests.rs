@@ -799,3 +799,28 @@ fn a_name_another_device_changes_leaves_the_hard_link() {
     assert_ne!(ino_of(&a, "y"), Ok(x));
     assert_eq!(a.getattr(x).unwrap().nlink, 1);
 }
+
+#[test]
+fn removing_the_first_name_of_a_hard_link_keeps_the_inode_at_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = memory();
+    let a = device(dir.path(), "laptop", &store);
+    let b = device(dir.path(), "phone", &store);
+    let x = write_file(&a, "x", b"kept");
+    a.link(x, ROOT, "y").unwrap();
+    a.link(x, ROOT, "z").unwrap();
+    assert_eq!(a.getattr(x).unwrap().nlink, 3);
+    a.unlink(ROOT, "x").unwrap();
+    assert_eq!(ino_of(&a, "y"), Ok(x), "the kernel's inode lives on");
+    assert_eq!(ino_of(&a, "z"), Ok(x));
+    assert_eq!(a.getattr(x).unwrap().nlink, 2);
+    // rename(2) between two names of one file does nothing.
+    a.rename(ROOT, "y", ROOT, "z", false).unwrap();
+    assert_eq!(names(&a, ""), vec!["y", "z"]);
+    write_file(&a, "z", b"written via z");
+    assert_eq!(read_file(&a, "y").unwrap(), b"written via z");
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    assert_eq!(names(&b, ""), vec!["y", "z"]);
+    assert_eq!(read_file(&b, "y").unwrap(), b"written via z");
+}
