@@ -13,7 +13,8 @@
 //!   each answer decided.
 //! - `local`: what the mount keeps on this device only (atime, fifos and sockets,
 //!   hard-link groups), never a version.
-//! - `tree`: the inode table, a pure function of the namespace plus local changes.
+//! - `tree`: the inode table, a pure function of the namespace plus local changes;
+//!   `tree/links` maps the names of hard-linked files to one inode.
 //! - `open_files`, `staging`, `plain_cache`: the tables and buffers behind them.
 //! - `errno`: the errno type, and the one table from engine and I/O errors to errnos.
 //! - `worker`: the uploader and the poller, in the background.
