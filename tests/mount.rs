@@ -850,3 +850,60 @@ fn reading_by_name_without_a_listing_brings_in_each_pack_once() {
         "reading 300 small files by name took {gets} requests"
     );
 }
+
+#[test]
+fn fifos_sockets_and_hard_links_work_here_and_travel_as_files() {
+    use std::os::unix::fs::FileTypeExt;
+    let vault = TempVault::new();
+    let b = TempHome::joined("laptop", &vault);
+    let f = TempHome::joined("phone", &vault);
+    let m = b.mount();
+    // A writer and a reader meet through a fifo in the mount.
+    let out = sh(
+        &m.at,
+        "mkfifo pipe && (echo through the pipe > pipe &) && read line < pipe && echo \"$line\"",
+    );
+    assert_eq!(out.trim(), "through the pipe");
+    sh(
+        &m.at,
+        "python3 -c \"import socket\ns=socket.socket(socket.AF_UNIX)\ns.bind('sock')\"",
+    );
+    assert!(fs::symlink_metadata(m.path("sock"))
+        .unwrap()
+        .file_type()
+        .is_socket());
+    // Hard links: one inode, two names, writes through either.
+    fs::write(m.path("a.json"), b"one").unwrap();
+    sh(&m.at, "ln a.json b.json");
+    let (a, l) = (
+        fs::metadata(m.path("a.json")).unwrap(),
+        fs::metadata(m.path("b.json")).unwrap(),
+    );
+    assert_eq!((a.ino(), a.nlink()), (l.ino(), 2));
+    fs::write(m.path("b.json"), b"two, via b").unwrap();
+    assert_eq!(fs::read(m.path("a.json")).unwrap(), b"two, via b");
+    // status lists what stays on this device.
+    assert!(eventually(WAIT, || b.ok(&["status"]).contains(
+        "Local only (fifos and sockets, never uploaded): 2 (pipe, sock)"
+    )));
+    // Another device gets two files, and no fifo or socket.
+    assert!(m.drained(WAIT));
+    f.ok(&["pull"]);
+    assert_eq!(f.read("a.json"), Some(b"two, via b".to_vec()));
+    assert_eq!(f.read("b.json"), Some(b"two, via b".to_vec()));
+    assert!(f.read("pipe").is_none());
+    assert!(f.read("sock").is_none());
+    // All of it survives a remount.
+    drop(m);
+    let m = b.mount();
+    assert!(fs::symlink_metadata(m.path("pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(fs::metadata(m.path("b.json")).unwrap().nlink(), 2);
+    let out = sh(
+        &m.at,
+        "(echo again > pipe &) && read line < pipe && echo \"$line\"",
+    );
+    assert_eq!(out.trim(), "again");
+}

@@ -614,6 +614,13 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
                     String::new()
                 }
             );
+            if !s.local_only.is_empty() {
+                println!(
+                    "   Local only (fifos and sockets, never uploaded): {} ({})",
+                    s.local_only.len(),
+                    s.local_only.join(", ")
+                );
+            }
             println!("   Cache: {} of {} bytes", s.cache_used, s.cache_limit);
             println!(
                 "   Looks for changes every: {} s",

@@ -12,8 +12,9 @@ use super::tree::{join, Ino, Kind, Node};
 use crate::model::Entry;
 use crate::sync::{After, Change, LocalChange};
 
-/// What a node holds, as an entry, with its current mode.
-fn entry_of(n: &Node) -> Option<Entry> {
+/// What a node holds, as an entry, with its current mode (nothing for a fifo or a
+/// socket: those are never versions).
+pub(super) fn entry_of(n: &Node) -> Option<Entry> {
     match (&n.kind, n.shown.as_ref().map(|s| &s.version.entry)) {
         (Kind::Dir, _) => Some(Entry::Dir { mode: n.mode }),
         (Kind::Symlink, _) => Some(Entry::Symlink {
@@ -23,11 +24,11 @@ fn entry_of(n: &Node) -> Option<Entry> {
             content: content.clone(),
             mode: n.mode,
         }),
-        (Kind::File, _) => None,
+        (Kind::File | Kind::Fifo | Kind::Socket, _) => None,
     }
 }
 
-fn put(st: &State, path: &str, entry: Entry, mtime_ns: i64) -> Change {
+pub(super) fn put(st: &State, path: &str, entry: Entry, mtime_ns: i64) -> Change {
     Change {
         path: path.to_owned(),
         seen: seen_in(&st.tree, path),
@@ -70,11 +71,17 @@ impl MountFs {
         // Local changes: the kernel already knows, and must not be called back from
         // inside one of its own requests.
         let _ = st.tree.refresh(scope, &ns, &|p| staged.contains(p));
+        let _ = st.tree.split_diverged();
         Ok(())
     }
 
     /// Records `changes`, then shows what `scope` shows now.
-    fn record(&self, st: &mut State, changes: Vec<Change>, scope: &[String]) -> FsResult<()> {
+    pub(super) fn record(
+        &self,
+        st: &mut State,
+        changes: Vec<Change>,
+        scope: &[String],
+    ) -> FsResult<()> {
         if !changes.is_empty() {
             self.vault.record(changes, Vec::new())?;
         }
@@ -151,7 +158,19 @@ impl MountFs {
         let mut st = self.state();
         let node = st.tree.lookup(parent, name).cloned().ok_or(Errno::NOENT)?;
         allowed(&node)?;
-        st.files.unlink(&node);
+        let now = precise_now_ns();
+        let canonical = st.tree.canonical(node.ino);
+        let other_names = st.tree.other_names(node.ino);
+        let rows = Self::paths_under(&st, &node.path);
+        if node.kind.is_local_only() {
+            // Never recorded: it only leaves the tree and the local rows.
+            st.tree.remove_subtree(node.ino);
+            self.after_removal(&mut st, parent, canonical, &rows, &other_names, now)?;
+            return Ok(());
+        }
+        if other_names.is_empty() {
+            st.files.unlink(&node);
+        }
         let change = gone(&st, &node.path);
         let mut scope = vec![node.path.clone()];
         scope.extend(node.sibling_of().map(str::to_owned));
@@ -165,9 +184,40 @@ impl MountFs {
         if st.tree.ino_of(&node.path) == Some(node.ino) && node.kind != Kind::Dir {
             st.tree.remove_subtree(node.ino);
         }
-        st.tree.touch_dir(parent, precise_now_ns());
+        self.after_removal(&mut st, parent, canonical, &rows, &other_names, now)?;
         self.note_change();
         Ok(())
+    }
+
+    /// A name went: its folder's times move, and so does the ctime of the file if
+    /// other names still stand for it; local rows follow.
+    fn after_removal(
+        &self,
+        st: &mut State,
+        parent: Ino,
+        canonical: Ino,
+        rows: &[String],
+        other_names: &[String],
+        now: i64,
+    ) -> FsResult<()> {
+        st.tree.touch_dir(parent, now);
+        if !other_names.is_empty() {
+            if let Some(n) = st.tree.get_mut(canonical) {
+                n.ctime_ns = now;
+            }
+            // A file open for writing may now stand at another of its names: its
+            // close writes on top of what that name shows.
+            let at = st.tree.get(canonical).map(|n| n.path.clone());
+            if let Some(path) = at.filter(|_| st.files.staged.contains_key(&canonical)) {
+                let seen = seen_in(&st.tree, &path);
+                if let Some(s) = st.files.staged.get_mut(&canonical) {
+                    s.seen = seen;
+                }
+            }
+        }
+        let mut paths = rows.to_vec();
+        paths.extend(other_names.iter().cloned());
+        self.keep_local(st, &paths)
     }
 
     pub fn rename(
@@ -191,6 +241,10 @@ impl MountFs {
         if let Some(target) = st.tree.ino_of(&to).and_then(|i| st.tree.get(i)) {
             if no_replace {
                 return Err(Errno::EXIST);
+            }
+            if st.tree.canonical(target.ino) == st.tree.canonical(node.ino) {
+                // Two names of one file: rename(2) does nothing and succeeds.
+                return Ok(());
             }
             match (node.kind == Kind::Dir, target.kind == Kind::Dir) {
                 (true, false) => return Err(Errno::NOTDIR),
@@ -221,8 +275,27 @@ impl MountFs {
         let mut changes = Vec::new();
         let mut scope = Vec::new();
         let mut restaged = Vec::new();
+        let mut rows = Self::paths_under(st, to);
+        let mut relinked = Vec::new();
+        let replaces_a_version = st
+            .tree
+            .ino_of(to)
+            .and_then(|i| st.tree.get(i))
+            .is_some_and(|t| t.ino != node.ino && t.shown.is_some());
+        if node.kind.is_local_only() && replaces_a_version {
+            // A fifo or socket takes the name of a file: the file is gone everywhere
+            // (nothing of the fifo is recorded).
+            changes.push(gone(st, to));
+            scope.push(to.to_owned());
+        }
         for n in &moved {
             let new_path = format!("{to}{}", &n.path[from.len()..]);
+            rows.push(n.path.clone());
+            rows.push(new_path.clone());
+            relinked.extend(st.tree.other_names(n.ino));
+            if n.kind.is_local_only() {
+                continue;
+            }
             changes.push(gone(st, &n.path));
             if let Some(main) = n.sibling_of() {
                 scope.push(main.to_owned());
@@ -239,16 +312,27 @@ impl MountFs {
             scope.push(new_path);
         }
         // What `to` held before is replaced: its subtree leaves with it.
+        let mut replaced_canonical = None;
         if let Some(old) = st.tree.ino_of(to) {
             if old != node.ino {
                 for gone_ino in st.tree.subtree(to) {
+                    relinked.extend(st.tree.other_names(gone_ino));
+                    if st.tree.link_count(gone_ino) > 1 {
+                        // Its other names keep the file.
+                        replaced_canonical = Some(st.tree.canonical(gone_ino));
+                        continue;
+                    }
                     if let Some(g) = st.tree.get(gone_ino).cloned() {
                         st.files.unlink(&g);
                     }
                 }
             }
         }
-        st.tree.rename(&from, to, precise_now_ns());
+        let now = precise_now_ns();
+        st.tree.rename(&from, to, now);
+        if let Some(n) = replaced_canonical.and_then(|c| st.tree.get_mut(c)) {
+            n.ctime_ns = now;
+        }
         self.vault.record(changes, Vec::new())?;
         // An open file now writes on top of whatever its new path shows.
         for (ino, path) in restaged {
@@ -259,7 +343,11 @@ impl MountFs {
         }
         scope.sort();
         scope.dedup();
-        self.refresh(st, &scope)
+        self.refresh(st, &scope)?;
+        rows.extend(relinked);
+        rows.sort();
+        rows.dedup();
+        self.keep_local(st, &rows)
     }
 
     /// chmod or utimens of a closed node: the same entry, new metadata.
@@ -267,12 +355,21 @@ impl MountFs {
         let Some(n) = st.tree.get(ino).cloned() else {
             return Ok(());
         };
+        let others = st.tree.other_names(ino);
         let Some(entry) = entry_of(&n) else {
-            return Ok(());
+            // A fifo or socket: kept on this device only.
+            let mut paths = vec![n.path.clone()];
+            paths.extend(others);
+            return self.keep_local(st, &paths);
         };
-        let change = put(st, &n.path, entry, n.mtime_ns);
+        // Every name of a hard-linked file shows the same mode and times.
+        let mut changes = vec![put(st, &n.path, entry.clone(), n.mtime_ns)];
         let mut scope = vec![n.path.clone()];
         scope.extend(n.sibling_of().map(str::to_owned));
-        self.record(st, vec![change], &scope)
+        for p in others {
+            changes.push(put(st, &p, entry.clone(), n.mtime_ns));
+            scope.push(p);
+        }
+        self.record(st, changes, &scope)
     }
 }

@@ -26,6 +26,7 @@ impl Errno {
     pub const NODATA: Errno = Errno(libc::ENODATA);
     pub const NOTSUP: Errno = Errno(libc::ENOTSUP);
     pub const RANGE: Errno = Errno(libc::ERANGE);
+    pub const NXIO: Errno = Errno(libc::ENXIO);
 }
 
 /// The engine failed: the disk under the home (full, gone, unwritable) says so in

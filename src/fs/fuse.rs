@@ -19,6 +19,7 @@ use super::mount_fs::{Attr, MountFs};
 use super::special::{name_of, RenameMode};
 use super::tree::Kind;
 use super::worker::Invalidator;
+use super::write::Times;
 
 fn kerr(e: Errno) -> KErrno {
     KErrno::from_i32(e.0)
@@ -37,7 +38,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.size.div_ceil(512),
-        atime: time(a.mtime_ns),
+        atime: time(a.atime_ns),
         mtime: time(a.mtime_ns),
         ctime: time(a.ctime_ns),
         crtime: time(a.mtime_ns),
@@ -45,6 +46,8 @@ fn file_attr(a: &Attr) -> FileAttr {
             Kind::File => FileType::RegularFile,
             Kind::Dir => FileType::Directory,
             Kind::Symlink => FileType::Symlink,
+            Kind::Fifo => FileType::NamedPipe,
+            Kind::Socket => FileType::Socket,
         },
         perm: (a.mode & 0o7777) as u16,
         nlink: a.nlink,
@@ -135,7 +138,7 @@ impl Filesystem for Adapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -145,15 +148,13 @@ impl Filesystem for Adapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let r = self.fs.setattr(
-            ino.0,
-            mode,
-            uid,
-            gid,
-            size,
-            mtime.map(ns_of),
-            fh.map(|f| f.0),
-        );
+        let times = Times {
+            atime_ns: atime.map(ns_of),
+            mtime_ns: mtime.map(ns_of),
+        };
+        let r = self
+            .fs
+            .setattr_times(ino.0, mode, uid, gid, size, times, fh.map(|f| f.0));
         match r {
             Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
             Err(e) => reply.error(kerr(e)),
@@ -563,14 +564,19 @@ pub fn mount(
         MountOption::FSName("ghostie-fs".into()),
         MountOption::Subtype("ghostie-fs".into()),
         MountOption::DefaultPermissions,
-        MountOption::NoAtime,
     ];
     for o in options {
         match o.as_str() {
             "allow_other" => cfg.acl = fuser::SessionACL::All,
             "allow_root" => cfg.acl = fuser::SessionACL::RootAndOwner,
             "ro" => opts.push(MountOption::RO),
-            "rw" | "default_permissions" | "noatime" | "" => {}
+            "rw" | "default_permissions" | "" => {}
+            // The mount keeps atime itself (relatime, see `local.rs`); the kernel's
+            // own flags only say so in /proc/mounts.
+            "noatime" => {
+                fs.noatime.store(true, std::sync::atomic::Ordering::Relaxed);
+                opts.push(MountOption::NoAtime)
+            }
             "nosuid" => opts.push(MountOption::NoSuid),
             "nodev" => opts.push(MountOption::NoDev),
             "noexec" => opts.push(MountOption::NoExec),

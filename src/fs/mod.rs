@@ -9,8 +9,12 @@
 //! - `changes`: mkdir, symlink, unlink, rmdir, rename and chmod, told to the engine.
 //! - `read`: reads, the memory cache, prefetch and read-ahead.
 //! - `remote`: other devices' changes applied to the tree.
-//! - `special`: xattrs, hard links, device nodes, ioctls and names: each answer decided.
-//! - `tree`: the inode table, a pure function of the namespace plus local changes.
+//! - `special`: xattrs, hard links, fifos, sockets, device nodes, ioctls and names:
+//!   each answer decided.
+//! - `local`: what the mount keeps on this device only (atime, fifos and sockets,
+//!   hard-link groups), never a version.
+//! - `tree`: the inode table, a pure function of the namespace plus local changes;
+//!   `tree/links` maps the names of hard-linked files to one inode.
 //! - `open_files`, `staging`, `plain_cache`: the tables and buffers behind them.
 //! - `errno`: the errno type, and the one table from engine and I/O errors to errnos.
 //! - `worker`: the uploader and the poller, in the background.
@@ -20,6 +24,7 @@
 mod changes;
 mod errno;
 mod fuse;
+mod local;
 mod mount_fs;
 mod open_files;
 mod plain_cache;
@@ -43,6 +48,7 @@ pub use read::ReadData;
 pub use status::{is_mounted, MountHome, MountStatus};
 pub use tree::Invalidation;
 pub use worker::Invalidator;
+pub use write::Times;
 
 use crate::sync::{SyncError, Vault};
 

@@ -21,13 +21,14 @@
 //! Locks, outermost first: `state`, then the vault's own (see `sync::Vault`), then the
 //! small leaf locks of the reading side (`read.rs`) and `activity`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::errno::{Errno, FsResult};
+use super::local::LocalRows;
 use super::open_files::{OpenFiles, Staged};
 use super::read::Reading;
 use super::tree::{parent_path, Ino, Kind, Node, Tree, ROOT};
@@ -67,6 +68,7 @@ pub struct Attr {
     pub mode: u32,
     pub mtime_ns: i64,
     pub ctime_ns: i64,
+    pub atime_ns: i64,
     pub nlink: u32,
     pub uid: u32,
     pub gid: u32,
@@ -91,6 +93,10 @@ pub struct Activity {
 pub(super) struct State {
     pub tree: Tree,
     pub files: OpenFiles,
+    /// Paths with a row of this device's own in the index (see `local.rs`).
+    pub local: LocalRows,
+    /// Files whose atime a read moved and that are not written yet.
+    pub atimes_due: HashSet<Ino>,
 }
 
 pub struct MountFs {
@@ -107,6 +113,8 @@ pub struct MountFs {
     /// `ls -lR` or `find` that reads nothing fetches nothing.
     listed: Mutex<VecDeque<Ino>>,
     next_dir_fh: AtomicU64,
+    /// Mounted `-o noatime`: reads leave atime alone (utimens still sets it).
+    pub(super) noatime: AtomicBool,
     pub(super) activity: Mutex<Activity>,
     pub(super) wake: Condvar,
     pub opts: MountOptions,
@@ -199,6 +207,8 @@ impl MountFs {
             state: Mutex::new(State {
                 tree,
                 files: OpenFiles::default(),
+                local: LocalRows::default(),
+                atimes_due: HashSet::new(),
             }),
             reading: Arc::new(Reading::new(reader, opts.cache_limit)),
             vault,
@@ -206,12 +216,17 @@ impl MountFs {
             listings: Mutex::new(HashMap::new()),
             listed: Mutex::new(VecDeque::new()),
             next_dir_fh: AtomicU64::new(1),
+            noatime: AtomicBool::new(false),
             activity: Mutex::new(Activity::default()),
             wake: Condvar::new(),
             opts,
             uid,
             gid,
         });
+        {
+            let mut st = fs.state();
+            fs.restore_local(&mut st)?;
+        }
         if pending {
             // A queue left by an earlier run resumes at once.
             fs.note_change();
@@ -245,6 +260,7 @@ impl MountFs {
             mode: n.mode,
             mtime_ns: n.mtime_ns,
             ctime_ns: n.ctime_ns.max(n.mtime_ns),
+            atime_ns: n.atime_ns,
             nlink: if n.kind == Kind::Dir { 2 } else { 1 },
             uid: self.uid,
             gid: self.gid,
@@ -255,11 +271,15 @@ impl MountFs {
         let mut a = self.attr(n, staged);
         if n.kind == Kind::Dir {
             a.nlink = tree.dir_links(n);
+        } else {
+            a.nlink = tree.link_count(n.ino);
         }
         a
     }
 
     pub(super) fn node_attr(&self, st: &State, ino: Ino) -> FsResult<Attr> {
+        // An extra name of a hard-linked file answers as the file (its first inode).
+        let ino = st.tree.canonical(ino);
         if let Some(n) = st.tree.get(ino) {
             return Ok(self.attr_in(&st.tree, n, st.files.staged.get(&ino)));
         }
@@ -303,7 +323,7 @@ impl MountFs {
 
     /// Children of a folder, `.` and `..` first.
     pub fn readdir(&self, ino: Ino) -> FsResult<Vec<(Attr, String)>> {
-        let st = self.state();
+        let mut st = self.state();
         let dir = st.tree.get(ino).ok_or(Errno::NOENT)?;
         if dir.kind != Kind::Dir {
             return Err(Errno::NOTDIR);
@@ -313,13 +333,11 @@ impl MountFs {
         out.push((self.node_attr(&st, ino)?, ".".to_owned()));
         out.push((self.node_attr(&st, parent)?, "..".to_owned()));
         for (name, child) in &dir.children {
-            if let Some(n) = st.tree.get(*child) {
-                out.push((
-                    self.attr_in(&st.tree, n, st.files.staged.get(child)),
-                    name.clone(),
-                ));
+            if st.tree.get(*child).is_some() {
+                out.push((self.node_attr(&st, *child)?, name.clone()));
             }
         }
+        self.accessed(&mut st, ino);
         drop(st);
         self.arm_prefetch(ino);
         Ok(out)
@@ -389,6 +407,7 @@ impl MountFs {
 
     /// Stops the worker (after its last upload attempt).
     pub fn shutdown(&self) {
+        self.flush_atimes();
         lock(&self.activity).shutdown = true;
         self.wake.notify_all();
     }

@@ -410,6 +410,7 @@ impl MountFs {
 
     pub fn read(&self, ino: Ino, offset: u64, size: u32) -> FsResult<ReadData> {
         let mut st = self.state();
+        self.accessed(&mut st, ino);
         if st.files.staged.contains_key(&ino) {
             drop(st);
             st = self.filled(ino)?;

@@ -21,6 +21,7 @@ impl MountFs {
         // The namespace is read under the state lock (the index is local): a close
         // recorded between reading and applying would otherwise be undone here.
         let mut st = self.state();
+        let specials = st.tree.local_only_paths();
         if let Some(paths) = changed {
             let scope: Vec<String> = paths.iter().cloned().collect();
             let ns = self.vault.namespace_of(&scope)?;
@@ -35,12 +36,15 @@ impl MountFs {
             };
             if !scope.iter().any(is_dir) {
                 let staged = Self::staged_paths(&st);
-                return Ok(st.tree.refresh(&scope, &ns, &|p| staged.contains(p)));
+                let mut inval = st.tree.refresh(&scope, &ns, &|p| staged.contains(p));
+                inval.extend(self.after_remote(&mut st, &specials));
+                return Ok(inval);
             }
         }
         let ns = self.vault.namespace()?;
         let staged = Self::staged_paths(&st);
-        let inval = st.tree.apply(&ns, &|p| staged.contains(p));
+        let mut inval = st.tree.apply(&ns, &|p| staged.contains(p));
+        inval.extend(self.after_remote(&mut st, &specials));
         drop(st);
         drop(ns);
         return_freed_memory();

@@ -2,9 +2,10 @@
 //! attributes (read-only `user.ghostie.*`), hard links, device nodes, ioctls and
 //! names that are not UTF-8. Each answer is decided here, not in the binding.
 
+use super::changes::{entry_of, put};
 use super::errno::{Errno, FsResult};
-use super::mount_fs::{Attr, MountFs};
-use super::tree::Ino;
+use super::mount_fs::{check_name, precise_now_ns, Attr, MountFs};
+use super::tree::{Ino, Kind};
 use crate::model::Entry;
 
 /// The attributes the mount shows, all read-only.
@@ -25,20 +26,84 @@ pub struct RenameMode {
 }
 
 impl MountFs {
-    /// mknod(2): regular files only; devices, fifos and sockets are not memories.
+    /// mknod(2): a regular file is created as by open(O_CREAT) and recorded at once;
+    /// a fifo or a socket is made on this device only (see `local.rs`); device
+    /// nodes are refused (a FUSE mount is `nodev`, and a device number means
+    /// nothing on another machine).
     pub fn mknod(&self, parent: Ino, name: &str, mode: u32) -> FsResult<Attr> {
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(Errno::PERM);
+        let kind = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => {
+                let (a, fh) = self.create(parent, name, mode & 0o7777, libc::O_WRONLY)?;
+                self.flush(a.ino, fh)?;
+                self.release(a.ino, fh)?;
+                return self.getattr(a.ino);
+            }
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            _ => return Err(Errno::PERM),
+        };
+        check_name(name)?;
+        let mut st = self.state();
+        let path = Self::child_path(&st, parent, name)?;
+        if st.tree.ino_of(&path).is_some() {
+            return Err(Errno::EXIST);
         }
-        let (a, fh) = self.create(parent, name, mode & 0o7777, libc::O_WRONLY)?;
-        self.flush(a.ino, fh)?;
-        self.release(a.ino, fh)?;
-        self.getattr(a.ino)
+        let now = precise_now_ns();
+        let ino = st.tree.add_local(&path, kind, mode & 0o7777, now);
+        if let Err(e) = self.keep_local(&mut st, std::slice::from_ref(&path)) {
+            st.tree.remove_subtree(ino);
+            return Err(e);
+        }
+        st.tree.touch_dir(parent, now);
+        self.node_attr(&st, ino)
     }
 
-    /// link(2): a version names one path, so hard links have no place in the vault.
-    pub fn link(&self, _ino: Ino, _new_parent: Ino, _new_name: &str) -> FsResult<Attr> {
-        Err(Errno::PERM)
+    /// link(2): one more name for the same inode on this device. In the vault the
+    /// new name is a file of its own with the same content (sealed once: nothing is
+    /// uploaded again), so other devices see two files; here both names share the
+    /// inode, its attributes and its writes, and the grouping is kept locally.
+    pub fn link(&self, ino: Ino, new_parent: Ino, new_name: &str) -> FsResult<Attr> {
+        check_name(new_name)?;
+        let ino = self.state().tree.canonical(ino);
+        // A file open with unrecorded changes is recorded first: the new name must
+        // hold what the file holds.
+        self.commit_if_dirty(ino)?;
+        let mut st = self.state();
+        let node = st.tree.get(ino).cloned().ok_or(Errno::NOENT)?;
+        let path = Self::child_path(&st, new_parent, new_name)?;
+        if st.tree.ino_of(&path).is_some() {
+            return Err(Errno::EXIST);
+        }
+        let now = precise_now_ns();
+        let group = st.tree.link_group(ino).unwrap_or(now);
+        let extra = match node.kind {
+            Kind::Dir => return Err(Errno::PERM),
+            Kind::Fifo | Kind::Socket => {
+                let extra = st.tree.add_local(&path, node.kind, node.mode, now);
+                st.tree.add_link(ino, extra, group);
+                extra
+            }
+            Kind::File | Kind::Symlink => {
+                let entry = entry_of(&node).ok_or(Errno::IO)?;
+                let change = put(&st, &path, entry, node.mtime_ns);
+                self.record(&mut st, vec![change], std::slice::from_ref(&path))?;
+                self.note_change();
+                let extra = st.tree.ino_of(&path).ok_or(Errno::IO)?;
+                st.tree.add_link(ino, extra, group);
+                extra
+            }
+        };
+        if let Some(n) = st.tree.get_mut(ino) {
+            n.ctime_ns = now;
+        }
+        st.tree.touch_dir(new_parent, now);
+        let mut paths = vec![node.path.clone()];
+        paths.extend(st.tree.other_names(ino));
+        if let Err(e) = self.keep_local(&mut st, &paths) {
+            tracing::warn!("cannot keep the link {path} of {}: {e:?}", node.path);
+        }
+        let _ = extra;
+        self.node_attr(&st, ino)
     }
 
     /// Programs ask every file whether it is a terminal (Python does on every open):

@@ -70,6 +70,10 @@ pub struct MountStatus {
     /// copy): named until the home is set up again.
     #[serde(default)]
     pub lost: Vec<String>,
+    /// Fifos and sockets in the mount: they exist on this device only and are
+    /// never uploaded.
+    #[serde(default)]
+    pub local_only: Vec<String>,
 }
 
 impl MountStatus {

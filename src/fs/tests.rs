@@ -150,11 +150,10 @@ fn lookups_readdir_and_refusals_answer_like_a_local_folder() {
     assert_eq!(a.rename(ROOT, "d", d, "inside", false), Err(Errno::INVAL));
     assert_eq!(a.mkdir(ROOT, "a/b", 0o755).map(|_| ()), Err(Errno::INVAL));
     assert_eq!(
-        a.mknod(ROOT, "fifo", libc::S_IFIFO | 0o644).map(|_| ()),
+        a.mknod(ROOT, "blk", libc::S_IFBLK | 0o644).map(|_| ()),
         Err(Errno::PERM)
     );
-    let x = ino_of(&a, "d/x.json").unwrap();
-    assert_eq!(a.link(x, ROOT, "hard").map(|_| ()), Err(Errno::PERM));
+    assert_eq!(a.link(d, ROOT, "hard").map(|_| ()), Err(Errno::PERM));
     assert_eq!(a.open(d, libc::O_RDONLY), Err(Errno::ISDIR));
     let listing = a.readdir(d).unwrap();
     assert_eq!(listing[0].1, ".");
@@ -592,4 +591,236 @@ fn a_sequential_read_keeps_a_few_windows_in_flight_ahead_of_the_reader() {
     assert!(most >= 3, "at most {most} requests were in flight");
     assert!(most <= 6, "{most} requests in flight: unbounded");
     assert!(ranged <= 40, "{ranged} ranged requests for 40 MiB");
+}
+
+/// The same device mounted again (after an unmount): a new `MountFs` over its home.
+fn remount(dir: &Path, name: &str, store: &SharedStore, old: Arc<MountFs>) -> Arc<MountFs> {
+    drop(old);
+    let home = Home::new(dir.join(name));
+    let vault = Vault::open_with_store(home, store.clone(), Box::new(Pass)).expect("open");
+    MountFs::new(vault, MountOptions::default()).expect("mount")
+}
+
+#[test]
+fn mknod_of_a_regular_file_makes_an_empty_recorded_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = memory();
+    let a = device(dir.path(), "laptop", &store);
+    let b = device(dir.path(), "phone", &store);
+    let attr = a.mknod(ROOT, "empty", libc::S_IFREG | 0o640).unwrap();
+    assert_eq!((attr.kind, attr.size, attr.mode), (Kind::File, 0, 0o640));
+    assert_eq!(
+        a.mknod(ROOT, "empty", libc::S_IFREG | 0o640).map(|_| ()),
+        Err(Errno::EXIST)
+    );
+    assert_eq!(
+        a.mknod(ROOT, "dev", libc::S_IFCHR | 0o640).map(|_| ()),
+        Err(Errno::PERM),
+        "device nodes stay refused"
+    );
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    assert_eq!(read_file(&b, "empty").unwrap(), b"");
+}
+
+#[test]
+fn fifos_and_sockets_live_on_this_device_only_and_survive_a_remount() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = memory();
+    let a = device(dir.path(), "laptop", &store);
+    let b = device(dir.path(), "phone", &store);
+    let d = mkdirs(&a, "run");
+    let fifo = a.mknod(d, "p.fifo", libc::S_IFIFO | 0o600).unwrap();
+    let sock = a.mknod(d, "s.sock", libc::S_IFSOCK | 0o644).unwrap();
+    assert_eq!((fifo.kind, fifo.mode, fifo.nlink), (Kind::Fifo, 0o600, 1));
+    assert_eq!(sock.kind, Kind::Socket);
+    // Only the folder is a version; the fifo and the socket are not.
+    assert_eq!(a.vault.unpublished_count().unwrap(), 1);
+    a.setattr(fifo.ino, Some(0o640), None, None, None, None, None)
+        .unwrap();
+    a.rename(d, "p.fifo", d, "q.fifo", false).unwrap();
+    assert_eq!(a.vault.unpublished_count().unwrap(), 1);
+    assert_eq!(a.local_only(), vec!["run/q.fifo", "run/s.sock"]);
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    assert!(
+        names(&b, "run").is_empty(),
+        "another device never sees them"
+    );
+    // A socket renamed onto a file replaces it, everywhere.
+    write_file(&a, "run/f.json", b"f");
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    assert_eq!(names(&b, "run"), vec!["f.json"]);
+    a.rename(d, "s.sock", d, "f.json", false).unwrap();
+    a.rename(d, "f.json", d, "s.sock", false).unwrap();
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    assert!(names(&b, "run").is_empty());
+
+    let a = remount(dir.path(), "laptop", &store, a);
+    let q = a.lookup(ino_of(&a, "run").unwrap(), "q.fifo").unwrap();
+    assert_eq!(
+        (q.kind, q.mode),
+        (Kind::Fifo, 0o640),
+        "kept across a remount"
+    );
+    assert_eq!(names(&a, "run"), vec!["q.fifo", "s.sock"]);
+    let d = ino_of(&a, "run").unwrap();
+    a.unlink(d, "s.sock").unwrap();
+    let a = remount(dir.path(), "laptop", &store, a);
+    assert_eq!(names(&a, "run"), vec!["q.fifo"], "an unlink is kept too");
+
+    // Another device's file at the same path takes the name.
+    write_file(&b, "run/q.fifo", b"a file");
+    b.sync_once().unwrap();
+    a.sync_once().unwrap();
+    assert_eq!(read_file(&a, "run/q.fifo").unwrap(), b"a file");
+    assert!(a.local_only().is_empty());
+    let a = remount(dir.path(), "laptop", &store, a);
+    assert_eq!(
+        a.lookup(ino_of(&a, "run").unwrap(), "q.fifo").unwrap().kind,
+        Kind::File
+    );
+}
+
+#[test]
+fn atime_follows_relatime_is_set_by_utimens_and_kept_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = memory();
+    let a = device(dir.path(), "laptop", &store);
+    let b = device(dir.path(), "phone", &store);
+    let x = write_file(&a, "x.json", b"x");
+    let before = a.getattr(x).unwrap();
+    read_file(&a, "x.json").unwrap();
+    let after = a.getattr(x).unwrap();
+    assert!(
+        after.atime_ns > before.mtime_ns,
+        "the first read after a write moves atime"
+    );
+    read_file(&a, "x.json").unwrap();
+    assert_eq!(
+        a.getattr(x).unwrap().atime_ns,
+        after.atime_ns,
+        "a later read leaves it (relatime)"
+    );
+    // Reads' times are written in batches, by the worker (here by hand).
+    a.flush_atimes();
+    let a = remount(dir.path(), "laptop", &store, a);
+    let x = ino_of(&a, "x.json").unwrap();
+    assert_eq!(a.getattr(x).unwrap().atime_ns, after.atime_ns);
+    let pending = a.vault.unpublished_count().unwrap();
+    let old = 1_000_000_000i64 * 1_000_000_000;
+    let times = super::Times {
+        atime_ns: Some(old),
+        mtime_ns: None,
+    };
+    a.setattr_times(x, None, None, None, None, times, None)
+        .unwrap();
+    assert_eq!(a.getattr(x).unwrap().atime_ns, old);
+    assert_eq!(
+        a.vault.unpublished_count().unwrap(),
+        pending,
+        "an access time is never a version"
+    );
+    let a = remount(dir.path(), "laptop", &store, a);
+    let x = ino_of(&a, "x.json").unwrap();
+    assert_eq!(a.getattr(x).unwrap().atime_ns, old, "kept across a remount");
+    // A day old: the next read moves it.
+    read_file(&a, "x.json").unwrap();
+    assert!(a.getattr(x).unwrap().atime_ns > old);
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    let bx = ino_of(&b, "x.json").unwrap();
+    assert_ne!(
+        b.getattr(bx).unwrap().atime_ns,
+        old,
+        "atime is this device's own"
+    );
+}
+
+#[test]
+fn hard_links_share_an_inode_here_and_are_separate_files_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = memory();
+    let a = device(dir.path(), "laptop", &store);
+    let b = device(dir.path(), "phone", &store);
+    let x = write_file(&a, "x.json", b"one");
+    let d = mkdirs(&a, "d");
+    let l = a.link(x, d, "y.json").unwrap();
+    assert_eq!((l.ino, l.nlink), (x, 2));
+    assert_eq!(ino_of(&a, "d/y.json"), Ok(x), "both names are one inode");
+    assert_eq!(a.getattr(x).unwrap().nlink, 2);
+    assert_eq!(a.link(x, d, "y.json").map(|_| ()), Err(Errno::EXIST));
+    // A write through one name is read through the other.
+    write_file(&a, "d/y.json", b"two, written via y");
+    assert_eq!(read_file(&a, "x.json").unwrap(), b"two, written via y");
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    let (bx, by) = (
+        ino_of(&b, "x.json").unwrap(),
+        ino_of(&b, "d/y.json").unwrap(),
+    );
+    assert_ne!(bx, by, "another device sees two files");
+    assert_eq!(b.getattr(bx).unwrap().nlink, 1);
+    assert_eq!(read_file(&b, "x.json").unwrap(), b"two, written via y");
+    assert_eq!(read_file(&b, "d/y.json").unwrap(), b"two, written via y");
+
+    let a = remount(dir.path(), "laptop", &store, a);
+    let x = ino_of(&a, "x.json").unwrap();
+    assert_eq!(ino_of(&a, "d/y.json"), Ok(x), "the link survives a remount");
+    assert_eq!(a.getattr(x).unwrap().nlink, 2);
+    // Unlinking one name keeps the other, with the same inode.
+    a.unlink(ROOT, "x.json").unwrap();
+    assert_eq!(ino_of(&a, "d/y.json"), Ok(x));
+    assert_eq!(a.getattr(x).unwrap().nlink, 1);
+    assert_eq!(read_file(&a, "d/y.json").unwrap(), b"two, written via y");
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    assert_eq!(b.lookup(ROOT, "x.json").map(|_| ()), Err(Errno::NOENT));
+    assert_eq!(read_file(&b, "d/y.json").unwrap(), b"two, written via y");
+}
+
+#[test]
+fn a_name_another_device_changes_leaves_the_hard_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = memory();
+    let a = device(dir.path(), "laptop", &store);
+    let b = device(dir.path(), "phone", &store);
+    let x = write_file(&a, "x", b"same");
+    a.link(x, ROOT, "y").unwrap();
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    write_file(&b, "y", b"changed on the phone");
+    b.sync_once().unwrap();
+    a.sync_once().unwrap();
+    assert_eq!(read_file(&a, "x").unwrap(), b"same");
+    assert_eq!(read_file(&a, "y").unwrap(), b"changed on the phone");
+    assert_ne!(ino_of(&a, "y"), Ok(x));
+    assert_eq!(a.getattr(x).unwrap().nlink, 1);
+}
+
+#[test]
+fn removing_the_first_name_of_a_hard_link_keeps_the_inode_at_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = memory();
+    let a = device(dir.path(), "laptop", &store);
+    let b = device(dir.path(), "phone", &store);
+    let x = write_file(&a, "x", b"kept");
+    a.link(x, ROOT, "y").unwrap();
+    a.link(x, ROOT, "z").unwrap();
+    assert_eq!(a.getattr(x).unwrap().nlink, 3);
+    a.unlink(ROOT, "x").unwrap();
+    assert_eq!(ino_of(&a, "y"), Ok(x), "the kernel's inode lives on");
+    assert_eq!(ino_of(&a, "z"), Ok(x));
+    assert_eq!(a.getattr(x).unwrap().nlink, 2);
+    // rename(2) between two names of one file does nothing.
+    a.rename(ROOT, "y", ROOT, "z", false).unwrap();
+    assert_eq!(names(&a, ""), vec!["y", "z"]);
+    write_file(&a, "z", b"written via z");
+    assert_eq!(read_file(&a, "y").unwrap(), b"written via z");
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    assert_eq!(names(&b, ""), vec!["y", "z"]);
+    assert_eq!(read_file(&b, "y").unwrap(), b"written via z");
 }

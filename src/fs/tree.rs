@@ -7,6 +7,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::model::{ContentRef, DeviceId, Entry, ObjectId};
 use crate::sync::{Namespace, Shown};
 
+mod links;
+use links::Links;
+
 pub type Ino = u64;
 pub const ROOT: Ino = 1;
 
@@ -15,6 +18,16 @@ pub enum Kind {
     File,
     Dir,
     Symlink,
+    /// A fifo or a socket: on this device only, never a version (see `special.rs`).
+    Fifo,
+    Socket,
+}
+
+impl Kind {
+    /// Fifos and sockets: kept by this device alone.
+    pub fn is_local_only(self) -> bool {
+        matches!(self, Kind::Fifo | Kind::Socket)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -28,6 +41,11 @@ pub struct Node {
     pub size: u64,
     pub mtime_ns: i64,
     pub ctime_ns: i64,
+    /// The access time: this device's alone, never synced (a read makes no version).
+    pub atime_ns: i64,
+    /// `atime_ns` was set by a read or a utimens and is kept on this device (see
+    /// `sync::MountLocal`); otherwise it is the modification time a version brought.
+    pub atime_kept: bool,
     /// Set while an open file's node learnt a newer version its fields do not
     /// show yet (they are taken from it once the file closes).
     pub stale: bool,
@@ -51,6 +69,8 @@ impl Node {
             size: 0,
             mtime_ns: now_ns,
             ctime_ns: now_ns,
+            atime_ns: now_ns,
+            atime_kept: false,
             stale: false,
             target: String::new(),
             shown: None,
@@ -107,6 +127,11 @@ pub struct Tree {
     by_pack: HashMap<PackKey, HashSet<Ino>>,
     next: Ino,
     root_mtime_ns: i64,
+    /// Hard links made on this device. Each name is a node of its own (its own
+    /// path and version, as another device sees it), but the kernel only ever sees
+    /// the group's first inode, the canonical one: lookups and listings answer with
+    /// it, and its node holds the attributes, the open files and the writes.
+    links: Links,
 }
 
 /// A pack, by the device whose prefix holds it and its id.
@@ -155,6 +180,7 @@ impl Tree {
             by_pack: HashMap::new(),
             next: ROOT + 1,
             root_mtime_ns: now_ns,
+            links: Links::default(),
         }
     }
 
@@ -354,7 +380,18 @@ impl Tree {
                 p.subdirs = p.subdirs.saturating_sub(1);
             }
         }
-        for i in self.subtree_from(ino) {
+        let doomed = self.subtree_from(ino);
+        for i in &doomed {
+            self.unalias(*i);
+        }
+        for i in doomed {
+            if self.links.names.contains_key(&i) {
+                // Its other names live on: the inode moves to one of them.
+                if let Some(n) = self.promote(i) {
+                    removed.push(n);
+                }
+                continue;
+            }
             if let Some(n) = self.nodes.remove(&i) {
                 self.by_path.remove(&n.path);
                 self.repack(i, (pack_of(n.shown.as_ref()), None));
@@ -440,7 +477,7 @@ impl Tree {
                 .filter_map(|i| self.nodes.get(&i).map(|n| n.path.clone()))
                 .filter(|p| !ns.contains_key(p))
                 .collect();
-            if !ns.contains_key(path) && !keep(path) {
+            if !ns.contains_key(path) && !keep(path) && !self.is_local_only(path) {
                 stale.push(path.clone());
             }
             for p in stale {
@@ -525,7 +562,11 @@ impl Tree {
             .by_path
             .keys()
             .filter(|p| {
-                !p.is_empty() && !ns.contains_key(*p) && !needed.contains(p.as_str()) && !keep(p)
+                !p.is_empty()
+                    && !ns.contains_key(*p)
+                    && !needed.contains(p.as_str())
+                    && !keep(p)
+                    && !self.is_local_only(p)
             })
             .cloned()
             .collect();
@@ -537,7 +578,7 @@ impl Tree {
                 .subtree(&p)
                 .iter()
                 .filter_map(|i| self.nodes.get(i))
-                .any(|n| keep(&n.path));
+                .any(|n| keep(&n.path) || n.kind.is_local_only());
             if !holds_kept {
                 self.remove_path(&p, &mut inval);
             }
@@ -546,6 +587,25 @@ impl Tree {
             self.show(p, s, keep(p), &mut inval);
         }
         inval
+    }
+
+    /// Whether `path` is a fifo or socket of this device's (no version stands for it).
+    pub fn is_local_only(&self, path: &str) -> bool {
+        self.ino_of(path)
+            .and_then(|i| self.nodes.get(&i))
+            .is_some_and(|n| n.kind.is_local_only())
+    }
+
+    /// Every fifo and socket, by path.
+    pub fn local_only_paths(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| n.kind.is_local_only())
+            .map(|n| n.path.clone())
+            .collect();
+        out.sort();
+        out
     }
 
     pub fn root_mtime_ns(&self) -> i64 {

@@ -75,6 +75,7 @@ impl Reporter {
         status.pending_uploads = fs.vault.unpublished_count().unwrap_or(0);
         status.pending_bytes = fs.vault.queued_bytes().unwrap_or(0);
         status.open_dirty = fs.dirty_count() as u64;
+        status.local_only = fs.local_only();
         status.cache_used = fs.plain_cache_used();
         status.cache_limit = fs.opts.cache_limit;
         status.lost = fs.vault.lost_files().unwrap_or_default();
@@ -243,6 +244,7 @@ fn poll_loop(fs: &MountFs, inval: &dyn Invalidator, reporter: &Reporter) {
             break;
         }
         let next_poll = Instant::now() + fs.opts.poll;
+        fs.flush_atimes();
         match fs.poll_vault() {
             Ok(r) => {
                 for p in &r.problems {

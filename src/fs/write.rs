@@ -6,6 +6,7 @@
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
+use super::changes::put;
 use super::errno::{from_io, Errno, FsResult};
 use super::mount_fs::{check_name, lock, precise_now_ns, seen_in, Attr, MountFs, State};
 use super::open_files::Staged;
@@ -20,6 +21,8 @@ impl MountFs {
         match n.kind {
             Kind::Dir => return Err(Errno::ISDIR),
             Kind::Symlink => return Err(Errno::LOOP),
+            // The kernel opens fifos and sockets itself; this is never asked.
+            Kind::Fifo | Kind::Socket => return Err(Errno::NXIO),
             Kind::File => {}
         }
         // O_TRUNC never arrives here: the kernel truncates with a setattr after the
@@ -107,7 +110,7 @@ impl MountFs {
     }
 
     /// Records `ino`'s staged bytes if it has changes nobody recorded yet.
-    fn commit_if_dirty(&self, ino: Ino) -> FsResult<()> {
+    pub(super) fn commit_if_dirty(&self, ino: Ino) -> FsResult<()> {
         if !self.state().files.is_dirty(ino) {
             return Ok(());
         }
@@ -264,21 +267,28 @@ impl MountFs {
             .map_err(|e| self.not_saved(&node.path, e))?;
         drop(input);
         let seen = s.seen.clone();
-        let change = Change {
+        let entry = Entry::File {
+            content,
+            mode: node.mode,
+        };
+        let mut changes = vec![Change {
             path: node.path.clone(),
             seen,
             after: After::Put {
-                entry: Entry::File {
-                    content,
-                    mode: node.mode,
-                },
+                entry: entry.clone(),
                 mtime_ns: node.mtime_ns,
             },
             local: LocalChange::Keep,
-        };
+        }];
+        // The other names of a hard-linked file hold the same bytes: each is a file
+        // of its own in the vault, with the same content (sealed once).
+        let others = st.tree.other_names(ino);
+        for p in &others {
+            changes.push(put(st, p, entry.clone(), node.mtime_ns));
+        }
         let recorded = self
             .vault
-            .record(vec![change], Vec::new())
+            .record(changes, Vec::new())
             .map_err(|e| self.not_saved(&node.path, e))?;
         lock(&self.activity).last_write_error = None;
         if let (Some(v), Some(s)) = (
@@ -291,6 +301,7 @@ impl MountFs {
         }
         let mut scope = vec![node.path.clone()];
         scope.extend(node.sibling_of().map(str::to_owned));
+        scope.extend(others);
         self.refresh(st, &scope)?;
         self.note_change();
         Ok(())
@@ -303,7 +314,8 @@ impl MountFs {
         Errno::from(e)
     }
 
-    /// chmod, truncate, utimens (chown to anyone else is refused: one owner).
+    /// chmod, truncate, utimens of the modification time (chown to anyone else is
+    /// refused: one owner).
     #[allow(clippy::too_many_arguments)]
     pub fn setattr(
         &self,
@@ -313,17 +325,41 @@ impl MountFs {
         gid: Option<u32>,
         size: Option<u64>,
         mtime_ns: Option<i64>,
+        fh: Option<u64>,
+    ) -> FsResult<Attr> {
+        let times = Times {
+            atime_ns: None,
+            mtime_ns,
+        };
+        self.setattr_times(ino, mode, uid, gid, size, times, fh)
+    }
+
+    /// As [`MountFs::setattr`], with both times of utimens.
+    #[allow(clippy::too_many_arguments)]
+    pub fn setattr_times(
+        &self,
+        ino: Ino,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        times: Times,
         _fh: Option<u64>,
     ) -> FsResult<Attr> {
+        let Times { atime_ns, mtime_ns } = times;
         let (my_uid, my_gid) = self.owner();
         if uid.is_some_and(|u| u != my_uid) || gid.is_some_and(|g| g != my_gid) {
             return Err(Errno::PERM);
         }
         let mut st = self.state();
+        let ino = st.tree.canonical(ino);
         let node = st.tree.get(ino).cloned().ok_or(Errno::NOENT)?;
         if let Some(size) = size {
             if node.kind == Kind::Dir {
                 return Err(Errno::ISDIR);
+            }
+            if node.kind != Kind::File {
+                return Err(Errno::INVAL);
             }
             let was_staged = st.files.staged.contains_key(&ino);
             if !was_staged {
@@ -377,6 +413,25 @@ impl MountFs {
                 n.ctime_ns = precise_now_ns();
             }
         }
+        let mut atime_set = false;
+        if let Some(t) = atime_ns {
+            if let Some(n) = st.tree.get_mut(ino) {
+                // This device's alone: kept locally, never a version.
+                n.atime_ns = t;
+                n.atime_kept = true;
+                n.ctime_ns = precise_now_ns();
+                atime_set = true;
+            }
+        }
+        if changed && node.kind.is_local_only() {
+            changed = false;
+            atime_set = true;
+        }
+        if atime_set {
+            let mut paths = vec![node.path.clone()];
+            paths.extend(st.tree.other_names(ino));
+            self.keep_local(&mut st, &paths)?;
+        }
         if changed {
             if let Some(s) = st.files.staged.get_mut(&ino) {
                 // Goes with the content when the file closes.
@@ -388,6 +443,13 @@ impl MountFs {
         }
         self.node_attr(&st, ino)
     }
+}
+
+/// The times a setattr sets (utimens), each in ns since the epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Times {
+    pub atime_ns: Option<i64>,
+    pub mtime_ns: Option<i64>,
 }
 
 /// Makes `ino` writable: a staging file standing for its current bytes (copied in

@@ -13,6 +13,9 @@
 //! - `contents`: sha256 → where that content already lives, so a rename or a copy
 //!   uploads nothing.
 //! - `meta`: counters and times.
+//! - `mount_local` (schema 2): what the mount keeps of a path on this device alone and
+//!   never records as a version: its access time, a fifo or socket made here, and which
+//!   paths are hard links of one file (see `sync::vault::mount_local`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +26,20 @@ use crate::model::{
     ContentHash, ContentRef, DeviceId, ObjectId, Seq, Showing, Version, VersionVector,
 };
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Added by schema 2; an index of schema 1 gains it when it is opened.
+const MOUNT_LOCAL_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS mount_local (
+    path TEXT PRIMARY KEY,
+    atime_ns INTEGER,
+    special TEXT,
+    mode INTEGER,
+    mtime_ns INTEGER,
+    ctime_ns INTEGER,
+    link_group INTEGER
+);
+";
 
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -238,7 +254,15 @@ impl Index {
         match version {
             0 if create => {
                 conn.execute_batch(&format!(
-                    "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                    "BEGIN; {SCHEMA} {MOUNT_LOCAL_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))
+                .map_err(corrupt)?;
+            }
+            // Schema 1 (before the mount kept anything of its own): migrated in place,
+            // in one transaction, keeping every row it had.
+            1 => {
+                conn.execute_batch(&format!(
+                    "BEGIN; {MOUNT_LOCAL_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 ))
                 .map_err(corrupt)?;
             }
@@ -248,7 +272,8 @@ impl Index {
                     .map_err(corrupt)?;
                 conn.execute_batch(
                     "SELECT path, vector, ctime_ns, ino FROM local_files LIMIT 0; \
-                     SELECT pack FROM pending_packs LIMIT 0; SELECT sha256 FROM contents LIMIT 0;",
+                     SELECT pack FROM pending_packs LIMIT 0; SELECT sha256 FROM contents LIMIT 0; \
+                     SELECT path, atime_ns, special, link_group FROM mount_local LIMIT 0;",
                 )
                 .map_err(corrupt)?;
             }
@@ -798,6 +823,117 @@ impl IndexTx<'_> {
     }
 }
 
+/// A fifo or a socket made in the mount: it exists on this device only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialKind {
+    Fifo,
+    Socket,
+}
+
+impl SpecialKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            SpecialKind::Fifo => "fifo",
+            SpecialKind::Socket => "socket",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "fifo" => Some(SpecialKind::Fifo),
+            "socket" => Some(SpecialKind::Socket),
+            _ => None,
+        }
+    }
+}
+
+/// A special file's attributes (it has no version to hold them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalSpecial {
+    pub kind: SpecialKind,
+    pub mode: u32,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+/// What the mount keeps of one path on this device only: a `mount_local` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MountLocal {
+    /// The access time, once a read or utimens set it.
+    pub atime_ns: Option<i64>,
+    pub special: Option<LocalSpecial>,
+    /// Paths with the same group are hard links of one file.
+    pub link_group: Option<i64>,
+}
+
+impl MountLocal {
+    pub fn is_empty(&self) -> bool {
+        *self == MountLocal::default()
+    }
+}
+
+impl Index {
+    pub fn mount_local(&self) -> IndexResult<HashMap<String, MountLocal>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT path, atime_ns, special, mode, mtime_ns, ctime_ns, link_group FROM mount_local",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let special = r
+                .get::<_, Option<String>>(2)?
+                .and_then(|k| SpecialKind::parse(&k));
+            Ok((
+                r.get::<_, String>(0)?,
+                MountLocal {
+                    atime_ns: r.get(1)?,
+                    special: match special {
+                        Some(kind) => Some(LocalSpecial {
+                            kind,
+                            mode: r.get::<_, Option<u32>>(3)?.unwrap_or(0o644),
+                            mtime_ns: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                            ctime_ns: r.get::<_, Option<i64>>(5)?.unwrap_or(0),
+                        }),
+                        None => None,
+                    },
+                    link_group: r.get(6)?,
+                },
+            ))
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (path, local) = row?;
+            out.insert(path, local);
+        }
+        Ok(out)
+    }
+}
+
+impl IndexTx<'_> {
+    /// Sets (or, with an empty value, removes) the `mount_local` row of `path`.
+    pub fn set_mount_local(&mut self, path: &str, local: &MountLocal) -> IndexResult<()> {
+        if local.is_empty() {
+            self.tx
+                .prepare_cached("DELETE FROM mount_local WHERE path = ?1")?
+                .execute([path])?;
+            return Ok(());
+        }
+        let s = local.special.as_ref();
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO mount_local(path, atime_ns, special, mode, mtime_ns, \
+                 ctime_ns, link_group) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                path,
+                local.atime_ns,
+                s.map(|s| s.kind.as_str()),
+                s.map(|s| s.mode),
+                s.map(|s| s.mtime_ns),
+                s.map(|s| s.ctime_ns),
+                local.link_group,
+            ])?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -815,6 +951,43 @@ mod tests {
             mtime_ns: 0,
             entry: Entry::Deleted,
         }
+    }
+
+    #[test]
+    fn an_index_of_schema_1_is_migrated_in_place_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            // Exactly what a release before schema 2 made.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = 1; COMMIT;"))
+                .unwrap();
+            conn.execute("INSERT INTO meta(key, value) VALUES('counter', '41')", [])
+                .unwrap();
+        }
+        let mut idx = Index::open(&path, false).unwrap();
+        assert_eq!(idx.meta("counter").unwrap().as_deref(), Some("41"));
+        assert!(idx.mount_local().unwrap().is_empty());
+        let fifo = MountLocal {
+            atime_ns: Some(5),
+            special: Some(LocalSpecial {
+                kind: SpecialKind::Fifo,
+                mode: 0o600,
+                mtime_ns: 6,
+                ctime_ns: 7,
+            }),
+            link_group: None,
+        };
+        idx.transaction(|tx| tx.set_mount_local("p", &fifo))
+            .unwrap();
+        drop(idx);
+        let idx = Index::open(&path, false).unwrap();
+        assert_eq!(idx.mount_local().unwrap().get("p"), Some(&fifo));
+        let version: i64 = idx
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

@@ -6,6 +6,9 @@ pub mod index;
 pub mod lock;
 pub mod queue;
 
-pub use index::{DeviceRow, Index, IndexError, IndexTx, LocalFile, LocalKind, RACY_CTIME};
+pub use index::{
+    DeviceRow, Index, IndexError, IndexTx, LocalFile, LocalKind, LocalSpecial, MountLocal,
+    SpecialKind, RACY_CTIME,
+};
 pub use lock::HomeLock;
 pub use queue::PackQueue;

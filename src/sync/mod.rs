@@ -33,6 +33,8 @@ pub use vault::{
     kept_name, setup, setup_vault, Conflict, ConflictSibling, Keep, PassphraseSource, PollReport,
     PublishReport, Retake, SetupOutcome, SetupRequest, Vault,
 };
+/// What the mount keeps on this device only (see `Vault::mount_local`).
+pub use vault::{LocalSpecial, MountLocal, SpecialKind};
 
 use crate::config::ConfigError;
 use crate::crypto::CryptoError;

@@ -51,6 +51,7 @@ use crate::store::{DeviceRow, HomeLock, Index, LocalFile, PackQueue};
 
 mod conflicts;
 mod look;
+mod mount_local;
 mod poll;
 mod publish;
 mod record;
@@ -60,6 +61,7 @@ mod unlock;
 mod upload;
 
 pub use conflicts::{kept_name, Conflict, ConflictSibling, Keep};
+pub use mount_local::{LocalSpecial, MountLocal, SpecialKind};
 pub use poll::PollReport;
 pub use publish::PublishReport;
 pub use repair::Retake;
