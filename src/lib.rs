@@ -11,13 +11,16 @@
 //!          sync::Vault ── the one engine API. Front-ends say "this path now holds X,
 //!             │           seen as Y" (rules: DESIGN §6, pure), seal contents, ask what
 //!             │           is shown (namespace: the pure merge), poll and publish.
-//!             │           pack (one writer), upload (one path), fetch, reader, records
+//!             │           pack (one writer), upload (one path), repair (a crash's
+//!             │           damage found before upload), fetch, reader, records; a home
+//!             │           opened to look (status) needs no lock and no backend
 //!             ▼
-//!          store ── index (SQLite: heads, folder records, upload queue), queue folder,
-//!             │     the home's lock
+//!          store ── index (SQLite: heads, folder records, upload queue, the mount's
+//!             │     own local rows), queue folder, the home's lock (names its holder)
 //!             ▼
 //!     crypto (keyring, HKDF sub-keys, chunked AES-256-GCM blobs, envelopes)
-//!     backend (ObjectStore: local, s3, memory; decorators: retry, counting, fault, stall)
+//!     backend (ObjectStore: local, s3, memory; decorators: retry, counting, fault, stall,
+//!              deadline)
 //!
 //!  model (ids, version vectors, versions) and config (~/.ghostie) are used by all.
 //! ```
