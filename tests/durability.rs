@@ -337,8 +337,29 @@ fn cut_short(pack: &Path, keep: u64) {
     f.set_len(keep).expect("truncate");
 }
 
+/// A byte of a pack changed on the disk: what a torn write can leave.
+fn corrupt_middle(pack: &Path) {
+    let mut bytes = fs::read(pack).expect("pack");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x5a;
+    fs::write(pack, bytes).expect("write pack");
+}
+
 #[test]
 fn a_damaged_queued_pack_is_never_uploaded_and_a_push_seals_the_folder_again() {
+    push_after_damage(|pack| {
+        // The second blob loses its end, as after a power cut.
+        let len = fs::metadata(pack).unwrap().len();
+        cut_short(pack, len - 100);
+    });
+}
+
+#[test]
+fn a_corrupted_queued_pack_is_never_uploaded_either() {
+    push_after_damage(corrupt_middle);
+}
+
+fn push_after_damage(damage: impl Fn(&Path)) {
     let vault = TempVault::local();
     let a = TempHome::joined("laptop", &vault);
     a.write("first.json", memory_json(1, 4000));
@@ -353,9 +374,7 @@ fn a_damaged_queued_pack_is_never_uploaded_and_a_push_seals_the_folder_again() {
     assert!(!out.status.success(), "the push was killed");
     let packs = queued_packs(&a);
     assert_eq!(packs.len(), 1, "{packs:?}");
-    // The second blob loses its end, as after a power cut.
-    let len = fs::metadata(&packs[0]).unwrap().len();
-    cut_short(&packs[0], len - 100);
+    damage(&packs[0]);
     let damaged_id = packs[0].file_stem().unwrap().to_string_lossy().into_owned();
 
     let out = a.run(&["push"]);
