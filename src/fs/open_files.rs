@@ -93,12 +93,18 @@ impl OpenFiles {
     /// Marks an open file as unlinked, keeping its node for the handles still open;
     /// true if it was open.
     pub fn unlink(&mut self, n: &Node) -> bool {
+        let handles = self.handles.values().any(|h| h.ino == n.ino);
         let open = match self.staged.get_mut(&n.ino) {
+            // Closed, with bytes its close could not record: they go with the name.
+            Some(s) if s.opens == 0 && !handles => {
+                self.staged.remove(&n.ino);
+                false
+            }
             Some(s) => {
                 s.unlinked = true;
                 true
             }
-            None => self.handles.values().any(|h| h.ino == n.ino),
+            None => handles,
         };
         if open {
             self.orphans.insert(n.ino, n.clone());

@@ -824,3 +824,61 @@ fn removing_the_first_name_of_a_hard_link_keeps_the_inode_at_the_other() {
     assert_eq!(names(&b, ""), vec!["y", "z"]);
     assert_eq!(read_file(&b, "y").unwrap(), b"written via z");
 }
+
+/// Makes the queue folder unusable for new packs (as root, permissions would not
+/// stop us): a regular file where the folder should be.
+fn block_queue(home: &Path) {
+    let queue = home.join("sync/queue");
+    std::fs::remove_dir_all(&queue).unwrap();
+    std::fs::write(&queue, b"not a folder").unwrap();
+}
+
+fn unblock_queue(home: &Path) {
+    std::fs::remove_file(home.join("sync/queue")).unwrap();
+}
+
+#[test]
+fn a_close_that_cannot_be_recorded_keeps_its_bytes_until_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = memory();
+    let a = device(dir.path(), "laptop", &store);
+    let b = device(dir.path(), "phone", &store);
+    write_file(&a, "before.json", b"before");
+    a.sync_once().unwrap();
+    block_queue(&dir.path().join("laptop"));
+
+    let (attr, fh) = a.create(ROOT, "kept.json", 0o644, libc::O_WRONLY).unwrap();
+    a.write(attr.ino, fh, 0, b"kept later").unwrap();
+    assert!(a.flush(attr.ino, fh).is_err(), "close says it was not kept");
+    assert!(a.release(attr.ino, fh).is_err());
+    assert!(a.has_unsaved());
+    assert_eq!(read_file(&a, "kept.json").unwrap(), b"kept later");
+    a.save_unsaved();
+    assert!(a.has_unsaved(), "still blocked");
+
+    unblock_queue(&dir.path().join("laptop"));
+    a.save_unsaved();
+    assert!(!a.has_unsaved());
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    assert_eq!(read_file(&b, "kept.json").unwrap(), b"kept later");
+
+    // Removing such a file drops its bytes with it, and nothing waits for them.
+    a.sync_once().unwrap();
+    block_queue(&dir.path().join("laptop"));
+    let (attr, fh) = a
+        .create(ROOT, "dropped.json", 0o644, libc::O_WRONLY)
+        .unwrap();
+    a.write(attr.ino, fh, 0, b"dropped").unwrap();
+    assert!(a.release(attr.ino, fh).is_err());
+    assert!(a.has_unsaved());
+    a.unlink(ROOT, "dropped.json").unwrap();
+    assert!(!a.has_unsaved());
+    assert_eq!(a.dirty_count(), 0);
+    let st = a.state();
+    assert!(
+        st.files.staged.is_empty(),
+        "the staged bytes were left behind"
+    );
+    assert!(st.files.orphans.is_empty(), "no handle holds the node");
+}
