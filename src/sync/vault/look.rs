@@ -23,16 +23,7 @@ impl Vault {
     pub fn open_to_look(home: Home) -> SyncResult<Self> {
         let config = home.load_config()?;
         let device = home.load_device_id()?;
-        let index = Index::open(&home.state_db(), false)?;
-        if index
-            .meta(META_SETUP_INCOMPLETE)?
-            .is_some_and(|v| !v.is_empty())
-        {
-            return Err(SyncError::Invalid(
-                "the setup of this home did not finish; run 'ghostie-fs setup --force' again"
-                    .into(),
-            ));
-        }
+        let index = open_index(&home, false)?;
         let store = backend::open_to_look(&config.backend, LOOK_PATIENCE);
         Ok(Self::assemble(
             home,

@@ -123,6 +123,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The home's index, refused if its setup never finished (unless this is that setup).
+fn open_index(home: &Home, during_setup: bool) -> SyncResult<Index> {
+    let index = Index::open(&home.state_db(), false)?;
+    if !during_setup
+        && index
+            .meta(META_SETUP_INCOMPLETE)?
+            .is_some_and(|v| !v.is_empty())
+    {
+        return Err(SyncError::Invalid(
+            "the setup of this home did not finish; run 'ghostie-fs setup --force' again".into(),
+        ));
+    }
+    Ok(index)
+}
+
 impl Vault {
     /// Opens a set-up home; the passphrase is asked only when keys are first needed.
     pub fn open(home: Home, passphrase: Box<dyn PassphraseSource>) -> SyncResult<Self> {
@@ -165,17 +180,7 @@ impl Vault {
         let device = home.load_device_id()?;
         let lock = HomeLock::acquire(&home.sync_dir().join("lock"))
             .map_err(SyncError::io(home.sync_dir().join("lock")))?;
-        let index = Index::open(&home.state_db(), false)?;
-        if !during_setup
-            && index
-                .meta(META_SETUP_INCOMPLETE)?
-                .is_some_and(|v| !v.is_empty())
-        {
-            return Err(SyncError::Invalid(
-                "the setup of this home did not finish; run 'ghostie-fs setup --force' again"
-                    .into(),
-            ));
-        }
+        let index = open_index(&home, during_setup)?;
         let queue = PackQueue::new(home.queue_dir());
         let adopted = queue
             .adopt_old(&home.old_queue_dir())
