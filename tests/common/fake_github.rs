@@ -1,0 +1,1499 @@
+//! A fake of the GitHub REST API on a loopback port, for tests of the product's
+//! GitHub code (login today, the Gist store later) that must not reach github.com.
+//!
+//! It is meant to be faithful rather than convenient: what GitHub documents (and
+//! does) for each endpoint it serves is enforced, limits included, so a test that
+//! passes here fails for the same reasons the real service would make it fail.
+//! Plain HTTP/1.1 with keep-alive, std only: a request parser ([`http`]), one lock
+//! over the whole service's state ([`State`]), a router ([`State::route`]) and a
+//! handler per endpoint. Stopped on drop.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use self::http::{Framing, Head, Response};
+use self::json::Json;
+
+/// GitHub's documented primary rate limits, per hour.
+const AUTHENTICATED_PER_HOUR: u32 = 5_000;
+const UNAUTHENTICATED_PER_HOUR: u32 = 60;
+const WINDOW_SECS: u64 = 3_600;
+/// The versions GitHub's REST API accepts in `X-GitHub-Api-Version`.
+const API_VERSIONS: [&str; 2] = ["2022-11-28", "2026-03-10"];
+const DEFAULT_API_VERSION: &str = "2022-11-28";
+/// `POST /credentials/revoke` takes at most this many credentials per request.
+const MAX_REVOKED_PER_REQUEST: usize = 1_000;
+const JSON_TYPE: &str = "application/json; charset=utf-8";
+
+const DOCS: &str = "https://docs.github.com/rest";
+const DOCS_USER: &str = "https://docs.github.com/rest/users/users#get-the-authenticated-user";
+const DOCS_LIST_GISTS: &str =
+    "https://docs.github.com/rest/gists/gists#list-gists-for-the-authenticated-user";
+const DOCS_REVOKE: &str =
+    "https://docs.github.com/rest/credentials/revoke#revoke-a-list-of-credentials";
+const DOCS_RATE_LIMITS: &str = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api";
+const DOCS_VERSIONS: &str = "https://docs.github.com/rest/overview/api-versions";
+const USER_AGENT_REQUIRED: &str = "Request forbidden by administrative rules. Please make sure \
+     your request has a User-Agent header \
+     (https://docs.github.com/en/rest/overview/resources-in-the-rest-api#user-agent-required).";
+
+/// The fake GitHub API server. Serves until dropped.
+pub struct FakeGithub {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+/// Ways the service can fail as seen from the product, for tests of its error paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outage {
+    /// Normal service.
+    #[default]
+    None,
+    /// Every request is answered 503 `{"message":"Service unavailable"}`, as during
+    /// an incident on GitHub's side.
+    ServerError,
+    /// Each connection is closed as soon as a request's head has arrived, with no
+    /// answer: a network that drops mid-request.
+    CutConnections,
+    /// Every request is answered 200 with an HTML page: a captive portal, or an
+    /// `--api-url` that points at some other web server.
+    NotGithub,
+}
+
+/// One request as the fake received it, for tests that check what the product sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub method: String,
+    /// The path alone, without the query string (`/gists`, not `/gists?per_page=1`),
+    /// so tests can compare routes whatever paging the product asks for.
+    pub path: String,
+    /// The `Authorization` header exactly as sent (`token …` or `Bearer …`).
+    pub authorization: Option<String>,
+    pub user_agent: Option<String>,
+    /// The status answered; 0 when the connection was cut without an answer.
+    pub status: u16,
+}
+
+/// GitHub's header format for a token's expiry (`2026-12-07 12:00:00 UTC`) for the
+/// moment `from_now` ahead: a test that needs a live token with an expiry should not
+/// write a date that will one day have passed, since the fake, like GitHub, refuses
+/// an expired token.
+pub fn expiry_in(from_now: Duration) -> String {
+    github_time(now() + from_now.as_secs())
+}
+
+impl FakeGithub {
+    /// Binds a free loopback port and serves on it from background threads.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake GitHub");
+        let addr = listener.local_addr().expect("the fake GitHub's address");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(format!("http://{addr}"))),
+            stopping: AtomicBool::new(false),
+            connections: Mutex::new(Connections::default()),
+        });
+        let s = shared.clone();
+        let acceptor = std::thread::Builder::new()
+            .name("fake-github".into())
+            .spawn(move || accept_loop(listener, s))
+            .expect("start the fake GitHub");
+        Self {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// The API root, as the product's `--api-url` takes it (no trailing slash, like
+    /// `https://api.github.com`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A classic personal access token: GitHub lists its scopes in X-OAuth-Scopes.
+    /// `expires` is GitHub's format (`2026-12-07 12:00:00 UTC`), sent back in
+    /// `github-authentication-token-expiration`; past it the token is refused.
+    pub fn add_classic_token(
+        &self,
+        token: &str,
+        login: &str,
+        scopes: &[&str],
+        expires: Option<&str>,
+    ) {
+        let kind = Kind::Classic {
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        };
+        self.shared.state().add_token(token, login, kind, expires);
+    }
+
+    /// A fine-grained token: no X-OAuth-Scopes header at all; gists: whether it has
+    /// the Gists permission (without it the Gist endpoints answer 404, as GitHub
+    /// hides what a token may not see).
+    pub fn add_fine_grained_token(
+        &self,
+        token: &str,
+        login: &str,
+        gists: bool,
+        expires: Option<&str>,
+    ) {
+        self.shared
+            .state()
+            .add_token(token, login, Kind::FineGrained { gists }, expires);
+    }
+
+    /// Whether a token added here has been revoked (by [`Self::revoke`] or through
+    /// `POST /credentials/revoke`); false for a token never added.
+    pub fn is_revoked(&self, token: &str) -> bool {
+        self.shared
+            .state()
+            .tokens
+            .get(token)
+            .is_some_and(|t| t.revoked)
+    }
+
+    /// As if the owner revoked the token on github.com: every later request with it
+    /// gets 401 Bad credentials.
+    pub fn revoke(&self, token: &str) {
+        let mut state = self.shared.state();
+        // A test revoking a token it never added is mistaken about its own setup;
+        // the token itself stays out of the message.
+        let t = state
+            .tokens
+            .get_mut(token)
+            .expect("revoke: that token was never added to the fake GitHub");
+        t.revoked = true;
+    }
+
+    pub fn set_outage(&self, o: Outage) {
+        self.shared.state().outage = o;
+    }
+
+    /// The primary rate limits per hour: per token for authenticated requests, per
+    /// client address for the others (GitHub's are 5,000 and 60). Counts already
+    /// made this hour are kept.
+    pub fn set_hourly_limits(&self, authenticated: u32, unauthenticated: u32) {
+        let mut state = self.shared.state();
+        state.limits = Limits {
+            authenticated,
+            unauthenticated,
+        };
+    }
+
+    /// Every request received so far, in order, outages included.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.state().seen.clone()
+    }
+}
+
+impl Drop for FakeGithub {
+    fn drop(&mut self) {
+        {
+            // Under the lock `register` takes, so no connection can slip in after
+            // the sweep below and keep a thread waiting on a client forever.
+            let mut conns = self.shared.connections();
+            self.shared.stopping.store(true, SeqCst);
+            for (_, c) in conns.open.drain() {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+        // The acceptor only looks at `stopping` when a connection arrives.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.acceptor.take() {
+            // Joined so the port is closed once the fake is gone, as a test that
+            // checks the product's "cannot reach GitHub" path expects.
+            let _ = acceptor.join();
+        }
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    stopping: AtomicBool,
+    connections: Mutex<Connections>,
+}
+
+#[derive(Default)]
+struct Connections {
+    next: u64,
+    /// Kept so that drop can end keep-alive connections a client left open.
+    open: HashMap<u64, TcpStream>,
+}
+
+impl Shared {
+    /// A handler that panicked has already failed its test; the state it leaves is
+    /// still the best account of what happened, so later requests still see it.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn connections(&self) -> MutexGuard<'_, Connections> {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn register(&self, stream: &TcpStream) -> Option<u64> {
+        let mut conns = self.connections();
+        if self.stopping.load(SeqCst) {
+            return None;
+        }
+        let clone = stream.try_clone().ok()?;
+        conns.next += 1;
+        let id = conns.next;
+        conns.open.insert(id, clone);
+        Some(id)
+    }
+
+    fn unregister(&self, id: u64) {
+        self.connections().open.remove(&id);
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let Some(id) = shared.register(&stream) else {
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
+        };
+        let s = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fake-github-conn".into())
+            .spawn(move || {
+                serve(stream, &s);
+                s.unregister(id);
+            });
+        if spawned.is_err() {
+            shared.unregister(id);
+        }
+    }
+}
+
+/// Answers the requests of one connection, in turn, until either side closes it.
+fn serve(stream: TcpStream, shared: &Shared) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let head = match http::read_head(&mut reader) {
+            Ok(Some(head)) => head,
+            Ok(None) | Err(http::HeadError::Io) => return,
+            Err(http::HeadError::Malformed { method, target }) => {
+                let response = Response::error(400, "Problems parsing the request", DOCS);
+                shared.state().record_raw(&method, &target, response.status);
+                let _ = response.write_to(&mut writer, true);
+                http::linger_close(&mut reader, &writer);
+                return;
+            }
+        };
+        let framing = http::framing(&head);
+        if shared.state().outage == Outage::CutConnections {
+            // The declared body is read first: closing with unread bytes makes the
+            // kernel send a reset, and the client should see a plain end of stream.
+            if let Framing::Length(n) = framing {
+                let _ = io::copy(&mut (&mut reader).take(n as u64), &mut io::sink());
+            }
+            shared.state().record(&head, 0);
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
+        let body = match framing {
+            Framing::Length(n) => {
+                let mut body = vec![0; n];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                Some(body)
+            }
+            _ => None,
+        };
+        let close = head.wants_close() || framing.must_close();
+        let response = shared
+            .state()
+            .answer(&head, &framing, body.as_deref(), peer.ip());
+        if response.write_to(&mut writer, close).is_err() {
+            return;
+        }
+        if close {
+            http::linger_close(&mut reader, &writer);
+            return;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    authenticated: u32,
+    unauthenticated: u32,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Classic { scopes: Vec<String> },
+    FineGrained { gists: bool },
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    login: String,
+    user_id: u64,
+    kind: Kind,
+    /// As given (GitHub's format, echoed back) and as unix seconds.
+    expires: Option<(String, u64)>,
+    revoked: bool,
+}
+
+impl Token {
+    fn usable_at(&self, now: u64) -> bool {
+        !self.revoked && self.expires.as_ref().is_none_or(|(_, at)| now < *at)
+    }
+}
+
+/// Whose allowance a request counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Bucket {
+    Token(String),
+    Address(IpAddr),
+}
+
+/// One hour of a bucket's requests, from its first one (GitHub's windows start at
+/// the first request, not on the clock's hour).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: u64,
+    used: u32,
+}
+
+struct RateLimit {
+    limit: u32,
+    used: u32,
+    reset: u64,
+}
+
+/// Who is calling, as far as the token says.
+enum Caller {
+    Anonymous,
+    Known(Token),
+    /// A token GitHub does not know, or no longer honours.
+    Bad,
+}
+
+struct State {
+    base_url: String,
+    tokens: HashMap<String, Token>,
+    /// User IDs by login, so that two tokens of one user show one ID.
+    users: HashMap<String, u64>,
+    outage: Outage,
+    limits: Limits,
+    windows: HashMap<Bucket, Window>,
+    seen: Vec<Seen>,
+    requests: u64,
+}
+
+impl State {
+    fn new(base_url: String) -> Self {
+        Self {
+            base_url,
+            tokens: HashMap::new(),
+            users: HashMap::new(),
+            outage: Outage::None,
+            limits: Limits {
+                authenticated: AUTHENTICATED_PER_HOUR,
+                unauthenticated: UNAUTHENTICATED_PER_HOUR,
+            },
+            windows: HashMap::new(),
+            seen: Vec::new(),
+            requests: 0,
+        }
+    }
+
+    fn add_token(&mut self, token: &str, login: &str, kind: Kind, expires: Option<&str>) {
+        let next_id = 1_000 + self.users.len() as u64 + 1;
+        let user_id = *self.users.entry(login.to_owned()).or_insert(next_id);
+        let expires = expires.map(|e| {
+            let at = parse_github_time(e).unwrap_or_else(|| {
+                panic!("token expiry {e:?} is not in GitHub's format, 2026-12-07 12:00:00 UTC")
+            });
+            (e.to_owned(), at)
+        });
+        self.tokens.insert(
+            token.to_owned(),
+            Token {
+                login: login.to_owned(),
+                user_id,
+                kind,
+                expires,
+                revoked: false,
+            },
+        );
+    }
+
+    fn record(&mut self, head: &Head, status: u16) {
+        self.seen.push(Seen {
+            method: head.method.clone(),
+            path: head.path.clone(),
+            authorization: head.header("authorization").map(str::to_owned),
+            user_agent: head.header("user-agent").map(str::to_owned),
+            status,
+        });
+    }
+
+    fn record_raw(&mut self, method: &str, target: &str, status: u16) {
+        self.seen.push(Seen {
+            method: method.to_owned(),
+            path: target.split('?').next().unwrap_or_default().to_owned(),
+            authorization: None,
+            user_agent: None,
+            status,
+        });
+    }
+
+    /// The whole answer to one request (recorded before it is sent, so a test that
+    /// has its answer also finds it in `seen`).
+    fn answer(
+        &mut self,
+        head: &Head,
+        framing: &Framing,
+        body: Option<&[u8]>,
+        peer: IpAddr,
+    ) -> Response {
+        let response = match self.outage {
+            Outage::ServerError => Response::json(
+                503,
+                &Json::obj([("message", Json::str("Service unavailable"))]),
+            ),
+            Outage::NotGithub => Response::html(
+                200,
+                "<html><head><title>Welcome</title></head><body><p>Please sign in to \
+                 continue to the internet.</p></body></html>",
+            ),
+            Outage::None | Outage::CutConnections => match framing {
+                Framing::Length(_) | Framing::Empty => {
+                    self.api(head, body.unwrap_or_default(), peer)
+                }
+                Framing::LengthRequired { .. } => {
+                    Response::text(411, "text/html", "<h1>411 Length Required</h1>")
+                }
+                Framing::TooLarge => {
+                    Response::text(413, "text/html", "<h1>413 Payload Too Large</h1>")
+                }
+                Framing::Invalid => Response::error(400, "Problems parsing the request", DOCS),
+            },
+        };
+        self.record(head, response.status);
+        response
+    }
+
+    /// The API proper: the checks GitHub makes of every request, then the endpoint.
+    fn api(&mut self, head: &Head, body: &[u8], peer: IpAddr) -> Response {
+        let now = now();
+        self.requests += 1;
+        let request_id = format!(
+            "FA4E:{:04X}:{:06X}:{:07X}:{:08X}",
+            port_of(&self.base_url),
+            self.requests,
+            self.requests.wrapping_mul(7_919) & 0xFF_FFFF,
+            now & 0xFFFF_FFFF
+        );
+        let caller = self.caller(head, now);
+        let (bucket, limit) = match &caller {
+            Caller::Known(_) => {
+                let token = head
+                    .header("authorization")
+                    .and_then(token_of)
+                    .unwrap_or_default();
+                (Bucket::Token(token.to_owned()), self.limits.authenticated)
+            }
+            Caller::Anonymous | Caller::Bad => (Bucket::Address(peer), self.limits.unauthenticated),
+        };
+
+        let user_agent = head.header("user-agent").filter(|ua| !ua.trim().is_empty());
+        let (rate, response) = if user_agent.is_none() {
+            // Refused at GitHub's front door, before the request is counted.
+            let rate = self.peek(&bucket, limit, now);
+            let body = Json::obj([("message", Json::str(USER_AGENT_REQUIRED))]);
+            (rate, Response::json(403, &body))
+        } else {
+            let (rate, over) = self.count(&bucket, limit, now);
+            let response = if over {
+                rate_limited(&caller, peer, &request_id, now)
+            } else if let Caller::Bad = caller {
+                Response::error(401, "Bad credentials", DOCS)
+            } else if let Some(v) = head
+                .header("x-github-api-version")
+                .filter(|v| !API_VERSIONS.contains(v))
+            {
+                Response::error(
+                    400,
+                    &format!("API version {v} is not supported."),
+                    DOCS_VERSIONS,
+                )
+            } else {
+                let who = match &caller {
+                    Caller::Known(t) => Some(t),
+                    _ => None,
+                };
+                self.route(head, body, who)
+            };
+            (rate, response)
+        };
+
+        let mut response = response
+            .with("x-ratelimit-limit", rate.limit.to_string())
+            .with(
+                "x-ratelimit-remaining",
+                rate.limit.saturating_sub(rate.used).to_string(),
+            )
+            .with("x-ratelimit-reset", rate.reset.to_string())
+            .with("x-ratelimit-used", rate.used.to_string())
+            .with("x-ratelimit-resource", "core")
+            .with("x-github-request-id", request_id)
+            .with("x-github-media-type", "github.v3; format=json")
+            .with(
+                "x-github-api-version-selected",
+                head.header("x-github-api-version")
+                    .filter(|v| API_VERSIONS.contains(v))
+                    .unwrap_or(DEFAULT_API_VERSION),
+            );
+        if let Caller::Known(t) = &caller {
+            if let Kind::Classic { scopes } = &t.kind {
+                response = response.with("x-oauth-scopes", scopes.join(", "));
+            }
+            if let Some((expires, _)) = &t.expires {
+                response = response.with("github-authentication-token-expiration", expires.clone());
+            }
+        }
+        response
+    }
+
+    fn caller(&self, head: &Head, now: u64) -> Caller {
+        let Some(value) = head.header("authorization") else {
+            return Caller::Anonymous;
+        };
+        match token_of(value).and_then(|t| self.tokens.get(t)) {
+            Some(t) if t.usable_at(now) => Caller::Known(t.clone()),
+            _ => Caller::Bad,
+        }
+    }
+
+    /// The bucket's window as of `now`, a new one if the last has run out.
+    fn window(&self, bucket: &Bucket, now: u64) -> Window {
+        match self.windows.get(bucket) {
+            Some(w) if now < w.start + WINDOW_SECS => *w,
+            _ => Window {
+                start: now,
+                used: 0,
+            },
+        }
+    }
+
+    fn peek(&self, bucket: &Bucket, limit: u32, now: u64) -> RateLimit {
+        let w = self.window(bucket, now);
+        RateLimit {
+            limit,
+            used: w.used.min(limit),
+            reset: w.start + WINDOW_SECS,
+        }
+    }
+
+    /// Counts one request; true when the bucket's hour is already used up, in which
+    /// case the request is refused and not counted.
+    fn count(&mut self, bucket: &Bucket, limit: u32, now: u64) -> (RateLimit, bool) {
+        let mut w = self.window(bucket, now);
+        let over = w.used >= limit;
+        if !over {
+            w.used += 1;
+        }
+        self.windows.insert(bucket.clone(), w);
+        (self.peek(bucket, limit, now), over)
+    }
+
+    fn route(&mut self, head: &Head, body: &[u8], who: Option<&Token>) -> Response {
+        match (head.method.as_str(), head.path.as_str()) {
+            ("GET", "/user") => self.get_user(who),
+            ("GET", "/gists") => list_gists(who),
+            ("POST", "/credentials/revoke") => self.revoke_credentials(who, body),
+            _ => Response::error(404, "Not Found", DOCS),
+        }
+    }
+
+    /// `GET /user`: the token's owner.
+    fn get_user(&self, who: Option<&Token>) -> Response {
+        let Some(t) = who else {
+            return Response::error(401, "Requires authentication", DOCS_USER);
+        };
+        let response = Response::json(200, &self.user_json(t)).with("x-accepted-oauth-scopes", "");
+        match t.kind {
+            Kind::FineGrained { .. } => response.with(
+                "x-accepted-github-permissions",
+                "allows_permissionless_access=true",
+            ),
+            Kind::Classic { .. } => response,
+        }
+    }
+
+    fn user_json(&self, t: &Token) -> Json {
+        let login = &t.login;
+        let api = format!("{}/users/{login}", self.base_url);
+        let created = "2020-01-01T00:00:00Z";
+        Json::obj([
+            ("login", Json::str(login)),
+            ("id", Json::int(t.user_id)),
+            (
+                "node_id",
+                Json::str(base64(format!("04:User{}", t.user_id).as_bytes())),
+            ),
+            (
+                "avatar_url",
+                Json::str(format!(
+                    "https://avatars.githubusercontent.com/u/{}?v=4",
+                    t.user_id
+                )),
+            ),
+            ("gravatar_id", Json::str("")),
+            ("url", Json::str(&api)),
+            ("html_url", Json::str(format!("https://github.com/{login}"))),
+            ("followers_url", Json::str(format!("{api}/followers"))),
+            (
+                "following_url",
+                Json::str(format!("{api}/following{{/other_user}}")),
+            ),
+            ("gists_url", Json::str(format!("{api}/gists{{/gist_id}}"))),
+            (
+                "starred_url",
+                Json::str(format!("{api}/starred{{/owner}}{{/repo}}")),
+            ),
+            (
+                "subscriptions_url",
+                Json::str(format!("{api}/subscriptions")),
+            ),
+            ("organizations_url", Json::str(format!("{api}/orgs"))),
+            ("repos_url", Json::str(format!("{api}/repos"))),
+            ("events_url", Json::str(format!("{api}/events{{/privacy}}"))),
+            (
+                "received_events_url",
+                Json::str(format!("{api}/received_events")),
+            ),
+            ("type", Json::str("User")),
+            ("user_view_type", Json::str("private")),
+            ("site_admin", Json::Bool(false)),
+            ("name", Json::Null),
+            ("company", Json::Null),
+            ("blog", Json::str("")),
+            ("location", Json::Null),
+            ("email", Json::Null),
+            ("hireable", Json::Null),
+            ("bio", Json::Null),
+            ("twitter_username", Json::Null),
+            ("notification_email", Json::Null),
+            ("public_repos", Json::int(0)),
+            ("public_gists", Json::int(0)),
+            ("followers", Json::int(0)),
+            ("following", Json::int(0)),
+            ("created_at", Json::str(created)),
+            ("updated_at", Json::str(created)),
+        ])
+    }
+
+    /// `POST /credentials/revoke`: anyone may report leaked tokens, so only callers
+    /// without one are served.
+    fn revoke_credentials(&mut self, who: Option<&Token>, body: &[u8]) -> Response {
+        if who.is_some() {
+            return Response::error(
+                403,
+                "Authenticated requests are not accepted by this endpoint.",
+                DOCS_REVOKE,
+            );
+        }
+        // GitHub's documented split: a body that is not JSON, or not a JSON object,
+        // is a 400; an object whose fields are wrong is a 422.
+        let Some(doc) = std::str::from_utf8(body).ok().and_then(Json::parse) else {
+            return Response::error(400, "Problems parsing JSON", DOCS_REVOKE);
+        };
+        let Json::Obj(_) = doc else {
+            return Response::error(400, "Body should be a JSON object", DOCS_REVOKE);
+        };
+        let listed = match doc.get("credentials") {
+            Some(Json::Arr(items)) => items
+                .iter()
+                .map(|i| match i {
+                    Json::Str(s) => Some(s.as_str()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<&str>>>(),
+            _ => None,
+        };
+        let Some(listed) = listed.filter(|l| (1..=MAX_REVOKED_PER_REQUEST).contains(&l.len()))
+        else {
+            let errors = Json::Arr(vec![Json::obj([
+                ("resource", Json::str("Credential")),
+                ("field", Json::str("credentials")),
+                ("code", Json::str("invalid")),
+            ])]);
+            let body = Json::obj([
+                ("message", Json::str("Validation Failed")),
+                ("errors", errors),
+                ("documentation_url", Json::str(DOCS_REVOKE)),
+                ("status", Json::str("422")),
+            ]);
+            return Response::json(422, &body);
+        };
+        for token in listed {
+            // Unknown credentials are passed over in silence: the answer must not
+            // tell a caller which strings are live tokens.
+            if let Some(t) = self.tokens.get_mut(token) {
+                t.revoked = true;
+            }
+        }
+        Response::json(202, &Json::Obj(Vec::new()))
+    }
+}
+
+/// `GET /gists`: listing needs no scope from a classic token, but a fine-grained
+/// token without the Gists permission is told there is nothing there at all.
+fn list_gists(who: Option<&Token>) -> Response {
+    match who.map(|t| &t.kind) {
+        Some(Kind::FineGrained { gists: false }) => {
+            Response::error(404, "Not Found", DOCS_LIST_GISTS)
+        }
+        Some(Kind::FineGrained { gists: true }) => Response::json(200, &Json::Arr(Vec::new()))
+            .with("x-accepted-github-permissions", "gists=read"),
+        Some(Kind::Classic { .. }) => {
+            Response::json(200, &Json::Arr(Vec::new())).with("x-accepted-oauth-scopes", "")
+        }
+        // Anonymous callers get every public gist; there are none here yet.
+        None => Response::json(200, &Json::Arr(Vec::new())),
+    }
+}
+
+fn rate_limited(caller: &Caller, peer: IpAddr, request_id: &str, now: u64) -> Response {
+    let support = format!(
+        "If you reach out to GitHub Support for help, please include the request ID \
+         {request_id} and timestamp {}.",
+        github_time(now)
+    );
+    let message = match caller {
+        Caller::Known(t) => format!(
+            "API rate limit exceeded for user ID {}. {support}",
+            t.user_id
+        ),
+        Caller::Anonymous | Caller::Bad => format!(
+            "API rate limit exceeded for {peer}. (But here's the good news: Authenticated \
+             requests get a higher rate limit. Check out the documentation for more \
+             details.) {support}"
+        ),
+    };
+    Response::error(403, &message, DOCS_RATE_LIMITS)
+}
+
+/// The token in an `Authorization` header; GitHub takes both schemes, in any case.
+fn token_of(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    let known = scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer");
+    (known && !token.is_empty()).then_some(token)
+}
+
+/// A per-fake number for request IDs, so two fakes in one test do not share them.
+fn port_of(base_url: &str) -> u16 {
+    base_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `2026-12-07 12:00:00 UTC`, the format of GitHub's expiry header.
+fn github_time(unix: u64) -> String {
+    let secs = unix as i64;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let t = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        t / 3_600,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
+fn parse_github_time(s: &str) -> Option<u64> {
+    let (date, rest) = s.trim().split_once(' ')?;
+    let (time, zone) = rest.split_once(' ')?;
+    if zone != "UTC" {
+        return None;
+    }
+    let num = |p: &str, max: i64| p.parse::<i64>().ok().filter(|n| (0..=max).contains(n));
+    let mut ymd = date.split('-');
+    let (y, m, d) = (
+        num(ymd.next()?, 9_999)?,
+        num(ymd.next()?, 12)?,
+        num(ymd.next()?, 31)?,
+    );
+    let mut hms = time.split(':');
+    let (h, mi, sec) = (
+        num(hms.next()?, 23)?,
+        num(hms.next()?, 59)?,
+        num(hms.next()?, 60)?,
+    );
+    if ymd.next().is_some() || hms.next().is_some() || m == 0 || d == 0 {
+        return None;
+    }
+    let secs = days_from_civil(y, m, d) * 86_400 + h * 3_600 + mi * 60 + sec;
+    u64::try_from(secs).ok()
+}
+
+/// `Mon, 30 Nov 2026 05:23:14 GMT`, for the `Date` header.
+fn http_date(unix: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = (unix / 86_400) as i64;
+    let (y, m, d) = civil_from_days(days);
+    let t = unix % 86_400;
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        t / 3_600,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
+/// HTTP/1.1 as far as a fake server needs it: request heads, body framing by
+/// `Content-Length`, responses.
+mod http {
+    use super::*;
+
+    /// More than any request the product sends; a larger head is an error.
+    const HEAD_LIMIT: usize = 64 * 1024;
+    /// Gists are capped far lower on GitHub; a body past this is not a real request.
+    const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+    pub struct Head {
+        pub method: String,
+        pub path: String,
+        /// Unparsed: the paged Gist endpoints to come read `per_page` and `page`.
+        pub query: String,
+        http10: bool,
+        headers: Vec<(String, String)>,
+    }
+
+    impl Head {
+        /// The first header of that name (names are case-insensitive).
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+            self.headers
+                .iter()
+                .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        /// Whether the client asked for the connection to end after this request
+        /// (HTTP/1.0 ends it unless asked to keep it).
+        pub fn wants_close(&self) -> bool {
+            let has = |token: &str| {
+                self.headers_named("connection")
+                    .flat_map(|v| v.split(','))
+                    .any(|t| t.trim().eq_ignore_ascii_case(token))
+            };
+            if self.http10 {
+                !has("keep-alive")
+            } else {
+                has("close")
+            }
+        }
+    }
+
+    pub enum HeadError {
+        /// The client went away, or broke off mid-head.
+        Io,
+        /// Not HTTP/1.x; what could be made of the request line, for the record.
+        Malformed { method: String, target: String },
+    }
+
+    /// The next request's head; None when the client closed between requests.
+    pub fn read_head(r: &mut impl BufRead) -> Result<Option<Head>, HeadError> {
+        let mut lines = Vec::new();
+        let mut total = 0;
+        loop {
+            let mut line = Vec::new();
+            let room = (HEAD_LIMIT + 1).saturating_sub(total) as u64;
+            let n = r
+                .take(room)
+                .read_until(b'\n', &mut line)
+                .map_err(|_| HeadError::Io)?;
+            if n == 0 {
+                return if lines.is_empty() && total == 0 {
+                    Ok(None)
+                } else {
+                    Err(HeadError::Io)
+                };
+            }
+            total += n;
+            if total > HEAD_LIMIT {
+                return Err(malformed(&lines));
+            }
+            if line.last() != Some(&b'\n') {
+                return Err(HeadError::Io);
+            }
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if line.is_empty() {
+                // RFC 9112 lets a server skip empty lines before a request line.
+                if lines.is_empty() {
+                    continue;
+                }
+                return parse_head(&lines).map(Some);
+            }
+            lines.push(String::from_utf8_lossy(&line).into_owned());
+        }
+    }
+
+    fn malformed(lines: &[String]) -> HeadError {
+        let mut parts = lines.first().map(|l| l.split(' ')).into_iter().flatten();
+        HeadError::Malformed {
+            method: parts.next().unwrap_or_default().to_owned(),
+            target: parts.next().unwrap_or_default().to_owned(),
+        }
+    }
+
+    fn parse_head(lines: &[String]) -> Result<Head, HeadError> {
+        let bad = || malformed(lines);
+        let request_line = lines.first().ok_or_else(bad)?;
+        let parts: Vec<&str> = request_line.split(' ').collect();
+        let [method, target, version] = parts[..] else {
+            return Err(bad());
+        };
+        let http10 = match version {
+            "HTTP/1.1" => false,
+            "HTTP/1.0" => true,
+            _ => return Err(bad()),
+        };
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(bad());
+        }
+        // The absolute form is what a client sends through a proxy.
+        let origin = match target
+            .strip_prefix("http://")
+            .or(target.strip_prefix("https://"))
+        {
+            Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+            None => target,
+        };
+        if !origin.starts_with('/') {
+            return Err(bad());
+        }
+        let (path, query) = origin.split_once('?').unwrap_or((origin, ""));
+        let mut headers = Vec::new();
+        for line in &lines[1..] {
+            // Folded continuation lines are obsolete and refused (RFC 9112 §5.2).
+            let (name, value) = line.split_once(':').ok_or_else(bad)?;
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace()) {
+                return Err(bad());
+            }
+            headers.push((name.to_owned(), value.trim().to_owned()));
+        }
+        Ok(Head {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: query.to_owned(),
+            http10,
+            headers,
+        })
+    }
+
+    /// How the body after a head is delimited.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Framing {
+        Length(usize),
+        /// No body, and none expected.
+        Empty,
+        /// A method that carries a body came without `Content-Length`. With
+        /// `Transfer-Encoding` the body is there but unread, so the connection
+        /// cannot carry another request.
+        LengthRequired {
+            unread_body: bool,
+        },
+        TooLarge,
+        /// Conflicting or unreadable lengths: nothing after this head can be trusted.
+        Invalid,
+    }
+
+    impl Framing {
+        pub fn must_close(&self) -> bool {
+            match self {
+                Framing::Length(_) | Framing::Empty => false,
+                Framing::LengthRequired { unread_body } => *unread_body,
+                Framing::TooLarge | Framing::Invalid => true,
+            }
+        }
+    }
+
+    pub fn framing(head: &Head) -> Framing {
+        let lengths: Vec<&str> = head.headers_named("content-length").collect();
+        let chunked = head.header("transfer-encoding").is_some();
+        if chunked {
+            return if lengths.is_empty() {
+                Framing::LengthRequired { unread_body: true }
+            } else {
+                // Both at once is how request smuggling is done (RFC 9112 §6.3).
+                Framing::Invalid
+            };
+        }
+        match lengths.as_slice() {
+            [] if matches!(head.method.as_str(), "POST" | "PUT" | "PATCH") => {
+                Framing::LengthRequired { unread_body: false }
+            }
+            [] => Framing::Empty,
+            [first, rest @ ..] if rest.iter().all(|l| l == first) => match first.parse::<usize>() {
+                Ok(n) if n > BODY_LIMIT => Framing::TooLarge,
+                Ok(n) => Framing::Length(n),
+                Err(_) => Framing::Invalid,
+            },
+            _ => Framing::Invalid,
+        }
+    }
+
+    /// Ends a connection after its last answer without resetting it: bytes the
+    /// client sent that were never read would make the kernel send a reset, which
+    /// can destroy the answer before the client reads it.
+    pub fn linger_close(reader: &mut impl Read, writer: &TcpStream) {
+        let _ = writer.shutdown(Shutdown::Write);
+        let _ = writer.set_read_timeout(Some(Duration::from_millis(500)));
+        let _ = io::copy(&mut reader.take(1024 * 1024), &mut io::sink());
+    }
+
+    pub struct Response {
+        pub status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Response {
+        pub fn text(status: u16, content_type: &str, body: &str) -> Self {
+            Self {
+                status,
+                headers: vec![
+                    ("server".into(), "github.com".into()),
+                    ("date".into(), http_date(now())),
+                    ("content-type".into(), content_type.into()),
+                ],
+                body: body.as_bytes().to_vec(),
+            }
+        }
+
+        pub fn json(status: u16, body: &Json) -> Self {
+            Self::text(status, JSON_TYPE, &body.to_string())
+        }
+
+        pub fn html(status: u16, body: &str) -> Self {
+            Self::text(status, "text/html; charset=utf-8", body)
+        }
+
+        /// GitHub's error document.
+        pub fn error(status: u16, message: &str, documentation_url: &str) -> Self {
+            let body = Json::obj([
+                ("message", Json::str(message)),
+                ("documentation_url", Json::str(documentation_url)),
+                ("status", Json::str(status.to_string())),
+            ]);
+            Self::json(status, &body)
+        }
+
+        pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+            self.headers.push((name.to_owned(), value.into()));
+            self
+        }
+
+        pub fn write_to(&self, w: &mut impl Write, close: bool) -> io::Result<()> {
+            let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+            for (name, value) in &self.headers {
+                out.push_str(&format!("{name}: {value}\r\n"));
+            }
+            out.push_str(&format!("content-length: {}\r\n", self.body.len()));
+            if close {
+                out.push_str("connection: close\r\n");
+            }
+            out.push_str("\r\n");
+            let mut bytes = out.into_bytes();
+            bytes.extend_from_slice(&self.body);
+            w.write_all(&bytes)?;
+            w.flush()
+        }
+    }
+
+    fn reason(status: u16) -> &'static str {
+        match status {
+            200 => "OK",
+            201 => "Created",
+            202 => "Accepted",
+            204 => "No Content",
+            304 => "Not Modified",
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "Not Found",
+            409 => "Conflict",
+            411 => "Length Required",
+            413 => "Payload Too Large",
+            422 => "Unprocessable Entity",
+            500 => "Internal Server Error",
+            503 => "Service Unavailable",
+            _ => "Unknown",
+        }
+    }
+}
+
+/// Just enough JSON for GitHub's request and response bodies, without a dependency.
+mod json {
+    use std::fmt;
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Json {
+        Null,
+        Bool(bool),
+        /// The number's text, as written: checked, never computed with.
+        Num(String),
+        Str(String),
+        Arr(Vec<Json>),
+        /// In order, as GitHub's documents are written.
+        Obj(Vec<(String, Json)>),
+    }
+
+    /// Deeper documents are refused rather than risking the parser's stack.
+    const MAX_DEPTH: usize = 128;
+
+    impl Json {
+        pub fn str(s: impl Into<String>) -> Self {
+            Json::Str(s.into())
+        }
+
+        pub fn int(n: u64) -> Self {
+            Json::Num(n.to_string())
+        }
+
+        pub fn obj<'a>(pairs: impl IntoIterator<Item = (&'a str, Json)>) -> Self {
+            Json::Obj(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        }
+
+        /// A member of an object (the last, if the key repeats, as most parsers do).
+        pub fn get(&self, key: &str) -> Option<&Json> {
+            match self {
+                Json::Obj(members) => members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+                _ => None,
+            }
+        }
+
+        /// A whole document (RFC 8259); None if it is not one.
+        pub fn parse(text: &str) -> Option<Json> {
+            let mut p = Parser {
+                s: text.as_bytes(),
+                i: 0,
+            };
+            let value = p.value(0)?;
+            p.ws();
+            (p.i == p.s.len()).then_some(value)
+        }
+    }
+
+    struct Parser<'a> {
+        s: &'a [u8],
+        i: usize,
+    }
+
+    impl Parser<'_> {
+        fn ws(&mut self) {
+            while matches!(self.s.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.i += 1;
+            }
+        }
+
+        fn eat(&mut self, b: u8) -> bool {
+            self.ws();
+            let hit = self.s.get(self.i) == Some(&b);
+            if hit {
+                self.i += 1;
+            }
+            hit
+        }
+
+        fn literal(&mut self, word: &str, value: Json) -> Option<Json> {
+            let end = self.i + word.len();
+            (self.s.get(self.i..end) == Some(word.as_bytes())).then(|| {
+                self.i = end;
+                value
+            })
+        }
+
+        fn value(&mut self, depth: usize) -> Option<Json> {
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            self.ws();
+            match *self.s.get(self.i)? {
+                b'n' => self.literal("null", Json::Null),
+                b't' => self.literal("true", Json::Bool(true)),
+                b'f' => self.literal("false", Json::Bool(false)),
+                b'"' => self.string().map(Json::Str),
+                b'[' => {
+                    self.i += 1;
+                    let mut items = Vec::new();
+                    if self.eat(b']') {
+                        return Some(Json::Arr(items));
+                    }
+                    loop {
+                        items.push(self.value(depth + 1)?);
+                        if self.eat(b']') {
+                            return Some(Json::Arr(items));
+                        }
+                        if !self.eat(b',') {
+                            return None;
+                        }
+                    }
+                }
+                b'{' => {
+                    self.i += 1;
+                    let mut members = Vec::new();
+                    if self.eat(b'}') {
+                        return Some(Json::Obj(members));
+                    }
+                    loop {
+                        self.ws();
+                        let key = self.string()?;
+                        if !self.eat(b':') {
+                            return None;
+                        }
+                        members.push((key, self.value(depth + 1)?));
+                        if self.eat(b'}') {
+                            return Some(Json::Obj(members));
+                        }
+                        if !self.eat(b',') {
+                            return None;
+                        }
+                    }
+                }
+                _ => self.number(),
+            }
+        }
+
+        fn digits(&mut self) -> usize {
+            let start = self.i;
+            while self.s.get(self.i).is_some_and(u8::is_ascii_digit) {
+                self.i += 1;
+            }
+            self.i - start
+        }
+
+        fn number(&mut self) -> Option<Json> {
+            let start = self.i;
+            if self.s.get(self.i) == Some(&b'-') {
+                self.i += 1;
+            }
+            match self.s.get(self.i) {
+                Some(b'0') => self.i += 1,
+                Some(b'1'..=b'9') => {
+                    self.digits();
+                }
+                _ => return None,
+            }
+            if self.s.get(self.i) == Some(&b'.') {
+                self.i += 1;
+                if self.digits() == 0 {
+                    return None;
+                }
+            }
+            if matches!(self.s.get(self.i), Some(b'e' | b'E')) {
+                self.i += 1;
+                if matches!(self.s.get(self.i), Some(b'+' | b'-')) {
+                    self.i += 1;
+                }
+                if self.digits() == 0 {
+                    return None;
+                }
+            }
+            let text = std::str::from_utf8(&self.s[start..self.i]).ok()?;
+            Some(Json::Num(text.to_owned()))
+        }
+
+        fn hex4(&mut self) -> Option<u32> {
+            let digits = self.s.get(self.i..self.i + 4)?;
+            let n = u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()?;
+            self.i += 4;
+            Some(n)
+        }
+
+        fn string(&mut self) -> Option<String> {
+            if self.s.get(self.i) != Some(&b'"') {
+                return None;
+            }
+            self.i += 1;
+            // Bytes are copied whole between escapes, so UTF-8 in the input (valid,
+            // as it came from a str) stays valid.
+            let mut out = Vec::new();
+            loop {
+                let b = *self.s.get(self.i)?;
+                self.i += 1;
+                match b {
+                    b'"' => return String::from_utf8(out).ok(),
+                    b'\\' => {
+                        let e = *self.s.get(self.i)?;
+                        self.i += 1;
+                        let c = match e {
+                            b'"' => '"',
+                            b'\\' => '\\',
+                            b'/' => '/',
+                            b'b' => '\u{8}',
+                            b'f' => '\u{c}',
+                            b'n' => '\n',
+                            b'r' => '\r',
+                            b't' => '\t',
+                            b'u' => {
+                                let hi = self.hex4()?;
+                                let code = if (0xD800..0xDC00).contains(&hi) {
+                                    if self.s.get(self.i..self.i + 2) != Some(b"\\u") {
+                                        return None;
+                                    }
+                                    self.i += 2;
+                                    let lo = self.hex4()?;
+                                    if !(0xDC00..0xE000).contains(&lo) {
+                                        return None;
+                                    }
+                                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                                } else {
+                                    hi
+                                };
+                                char::from_u32(code)?
+                            }
+                            _ => return None,
+                        };
+                        let mut buf = [0; 4];
+                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    }
+                    0..=0x1F => return None,
+                    _ => out.push(b),
+                }
+            }
+        }
+    }
+
+    fn write_str(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+        f.write_str("\"")?;
+        for c in s.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if u32::from(c) < 0x20 => write!(f, "\\u{:04x}", u32::from(c))?,
+                c => write!(f, "{c}")?,
+            }
+        }
+        f.write_str("\"")
+    }
+
+    /// Compact, as GitHub writes its documents.
+    impl fmt::Display for Json {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                Json::Null => f.write_str("null"),
+                Json::Bool(b) => write!(f, "{b}"),
+                Json::Num(n) => f.write_str(n),
+                Json::Str(s) => write_str(f, s),
+                Json::Arr(items) => {
+                    f.write_str("[")?;
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            f.write_str(",")?;
+                        }
+                        write!(f, "{item}")?;
+                    }
+                    f.write_str("]")
+                }
+                Json::Obj(members) => {
+                    f.write_str("{")?;
+                    for (i, (k, v)) in members.iter().enumerate() {
+                        if i > 0 {
+                            f.write_str(",")?;
+                        }
+                        write_str(f, k)?;
+                        write!(f, ":{v}")?;
+                    }
+                    f.write_str("}")
+                }
+            }
+        }
+    }
+}
