@@ -32,7 +32,8 @@ header "system packages"
 # fuse3 is needed by the mount tests; a container without /dev/fuse can still
 # install the package, and the mount tests themselves decide what a missing
 # /dev/fuse means (they fail, per STYLE.md: never skip silently).
-ensure_packages fusermount3:fuse3 script:bsdutils getfattr:attr rsync:rsync git:git unshare:util-linux python3:python3 curl:curl
+ensure_packages fusermount3:fuse3 script:bsdutils getfattr:attr rsync:rsync git:git unshare:util-linux python3:python3 curl:curl \
+    dbus-daemon:dbus-daemon dbus-send:dbus-bin gnome-keyring-daemon:gnome-keyring secret-tool:libsecret-tools
 if [[ ! -e /dev/fuse ]]; then
     echo "warning: /dev/fuse is absent; mount tests cannot run on this machine" >&2
 fi
@@ -76,6 +77,7 @@ check_dep indicatif  '^src/cli/'              'src/cli/'
 check_dep fuser      '^src/fs/fuse\.rs$'      'src/fs/fuse.rs'
 check_dep aws_sdk_s3 '^src/backend/s3\.rs$'   'src/backend/s3.rs'
 check_dep reqwest    '^src/backend/'          'src/backend/'
+check_dep keyring    '^src/credentials/os_keyring\.rs$' 'src/credentials/os_keyring.rs'
 
 header "dependencies point one way (DESIGN §8)"
 # cli -> fs | folder -> sync (the Vault) -> store -> crypto, backend; everyone may
@@ -103,9 +105,10 @@ forbid() {
 lower='crate::(config|crypto|backend|store|sync|folder|fs)([^A-Za-z0-9_]|$)'
 forbid src/model.rs "$lower" "model uses no other module"
 forbid src/config.rs 'crate::(crypto|backend|store|sync|folder|fs)([^A-Za-z0-9_]|$)' "config uses only model"
-forbid src/crypto 'crate::(backend|store|sync|folder|fs)([^A-Za-z0-9_]|$)' "crypto knows nothing of where bytes go"
-forbid src/backend 'crate::(crypto|store|sync|folder|fs)([^A-Za-z0-9_]|$)' "backends store opaque bytes"
-forbid src/store 'crate::(sync|folder|fs)([^A-Za-z0-9_]|$)' "store is below the engine"
+forbid src/crypto 'crate::(credentials|backend|store|sync|folder|fs)([^A-Za-z0-9_]|$)' "crypto knows nothing of where bytes go"
+forbid src/backend 'crate::(credentials|crypto|store|sync|folder|fs)([^A-Za-z0-9_]|$)' "backends store opaque bytes"
+forbid src/store 'crate::(credentials|sync|folder|fs)([^A-Za-z0-9_]|$)' "store is below the engine"
+forbid src/credentials 'crate::(store|sync|folder|fs)([^A-Za-z0-9_]|$)' "credentials sit below the engine"
 forbid src/sync 'crate::(folder|fs)([^A-Za-z0-9_]|$)' "the engine knows no front-end"
 internals='index\(\)|index_mut|IndexTx|PackWriter|pack_writer|PackQueue|VersionVector|NewVersion'
 forbid src/folder "crate::(fs|store|backend|crypto)([^A-Za-z0-9_]|$)|$internals" "folder sync speaks to the engine's API only"
@@ -158,6 +161,9 @@ if ! s3_server_start "$s3_data"; then
 fi
 # Tests that need it fail instead of skipping when it is missing.
 export GHOSTIE_REQUIRE_S3=1
+# The credential tests start their own private D-Bus session with a real Secret
+# Service (gnome-keyring, installed above) and fail rather than skip without one.
+export GHOSTIE_REQUIRE_KEYRING=1
 
 header "cargo test --all-targets -- --test-threads=2"
 # Two threads: the machines have two cores, and the mount tests each hold a

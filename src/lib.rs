@@ -18,6 +18,8 @@
 //!          store ── index (SQLite: heads, folder records, upload queue, the mount's
 //!             │     own local rows), queue folder, the home's lock (names its holder)
 //!             ▼
+//!     credentials (provider tokens and a remembered master key: the OS keyring, or
+//!                  files sealed under the vault's key; the GitHub token check)
 //!     crypto (keyring, HKDF sub-keys, chunked AES-256-GCM blobs, envelopes)
 //!     backend (ObjectStore: local, s3, memory; decorators: retry, counting, fault, stall,
 //!              deadline)
@@ -36,6 +38,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod credentials;
 pub mod crypto;
 pub mod folder;
 pub mod fs;

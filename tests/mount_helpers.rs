@@ -136,8 +136,28 @@ fn systemd_user_unit_starts_and_stops_the_mount() {
         .output()
         .unwrap();
     assert!(setup.status.success(), "{}", stderr(&setup));
-    fs::create_dir_all(home.join("keys")).unwrap();
-    fs::write(home.join("keys/passphrase"), PASSPHRASE).unwrap();
+    // The unit has no passphrase: the device remembers its key, as the unit's
+    // comment says to do once. The user's own folders are the temp home's, with no
+    // D-Bus session (a headless box): the key is sealed, its unlock key in
+    // ~/.local/state.
+    fs::create_dir_all(h.join("run")).unwrap();
+    let user_env = |c: &mut Command| {
+        c.env("HOME", h)
+            .env("XDG_RUNTIME_DIR", h.join("run"))
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("GHOSTIE_CREDENTIAL_STORE");
+    };
+    let mut remember = Command::new(bin());
+    remember
+        .arg("--home")
+        .arg(&home)
+        .arg("remember")
+        .env("GHOSTIE_PASSPHRASE", PASSPHRASE);
+    user_env(&mut remember);
+    let out = remember.output().unwrap();
+    assert!(out.status.success(), "remember: {}", stderr(&out));
+    assert!(h.join(".local/state/ghostie-fs").is_dir());
     let expand = |v: String| -> Vec<String> {
         v.replace("%h", h.to_str().unwrap())
             .split_whitespace()
@@ -147,12 +167,14 @@ fn systemd_user_unit_starts_and_stops_the_mount() {
     let env_home = unit_value(&unit, "Environment").replace("%h", h.to_str().unwrap());
     let (var, value) = env_home.split_once('=').unwrap();
     let start = expand(unit_value(&unit, "ExecStart"));
-    let mut service = Command::new(&start[0])
+    let mut service_cmd = Command::new(&start[0]);
+    service_cmd
         .args(&start[1..])
         .env(var, value)
         .env_remove("GHOSTIE_PASSPHRASE")
-        .spawn()
-        .unwrap();
+        .stdin(std::process::Stdio::null());
+    user_env(&mut service_cmd);
+    let mut service = service_cmd.spawn().unwrap();
     let at = home.join("memories");
     assert!(eventually(30, || mounted(&at)), "ExecStart did not mount");
     fs::write(at.join("via-unit.json"), b"{}").unwrap();
@@ -170,4 +192,54 @@ fn systemd_user_unit_starts_and_stops_the_mount() {
     let other = TempHome::joined("check", &vault);
     other.ok(&["pull"]);
     assert_eq!(other.read("via-unit.json"), Some(b"{}".to_vec()));
+}
+
+#[test]
+fn the_termux_job_syncs_a_device_that_remembers_its_key() {
+    let script = repo().join("mount-helpers/termux/ghostie-sync-job.sh");
+    let vault = TempVault::new();
+    let phone = TempHome::joined("phone", &vault);
+    let laptop = TempHome::joined("laptop", &vault);
+    let user = tempfile::tempdir().unwrap();
+    fs::create_dir_all(user.path().join("run")).unwrap();
+    let job = || {
+        let out = Command::new("bash")
+            .arg(&script)
+            .env("HOME", user.path())
+            .env("GHOSTIE_HOME", phone.home())
+            .env("GHOSTIE_BIN", bin())
+            .env("XDG_RUNTIME_DIR", user.path().join("run"))
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("GHOSTIE_PASSPHRASE")
+            .env_remove("GHOSTIE_PASSPHRASE_FILE")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let log = fs::read_to_string(phone.home().join("sync/termux-job.log")).unwrap_or_default();
+        (out, log)
+    };
+    // Neither a remembered key nor a passphrase file: the log says what to do.
+    phone.write("from-phone.json", b"{\"n\":1}");
+    let (out, log) = job();
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("ghostie-fs remember"), "{log}");
+
+    let mut remember = Command::new(bin());
+    remember
+        .arg("--home")
+        .arg(phone.home())
+        .arg("remember")
+        .env("HOME", user.path())
+        .env("XDG_RUNTIME_DIR", user.path().join("run"))
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env("GHOSTIE_PASSPHRASE", PASSPHRASE);
+    let r = remember.output().unwrap();
+    assert!(r.status.success(), "{}", stderr(&r));
+    let (out, log) = job();
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("sync done"), "{log}");
+    laptop.ok(&["pull"]);
+    assert_eq!(laptop.read("from-phone.json"), Some(b"{\"n\":1}".to_vec()));
 }

@@ -8,8 +8,10 @@
 #
 # Settings, all optional, from the environment:
 #   GHOSTIE_HOME             the ghostie home (default ~/.ghostie)
-#   GHOSTIE_PASSPHRASE_FILE  the passphrase, alone in a file that only you can
-#                            read (chmod 600); default $GHOSTIE_HOME/keys/passphrase
+#   GHOSTIE_PASSPHRASE_FILE  only for a device that does not remember its key
+#                            (`ghostie-fs remember`, the way to set up a job):
+#                            the passphrase, alone in a file only you can read
+#                            (chmod 600); default $GHOSTIE_HOME/keys/passphrase
 #   GHOSTIE_BIN              the binary (default: ghostie-fs on PATH)
 #   GHOSTIE_JOB_TIMEOUT      seconds before a stuck sync is stopped (default 540)
 #   GHOSTIE_JOB_LOG_LINES    lines the log keeps (default 1000)
@@ -81,18 +83,18 @@ else
     trap 'rm -rf "$lock_dir"' EXIT
 fi
 
-if [[ ! -r $passphrase_file ]]; then
-    log "failed: no passphrase file at $passphrase_file (write the passphrase there, chmod 600)"
-    trim_log
-    exit 1
-fi
-# Like ssh with a private key: a passphrase others can read is refused, so a
-# mistake shows in the log instead of leaking quietly.
-mode=$(stat -c '%a' "$passphrase_file" 2>/dev/null || echo unknown)
-if [[ ! $mode =~ ^[0-7]?[0-7]00$ ]]; then
-    log "failed: $passphrase_file has mode $mode; run chmod 600 on it"
-    trim_log
-    exit 1
+# A device that ran `ghostie-fs remember` needs no passphrase file; one that did
+# not may still use one. Like ssh with a private key, a passphrase file others can
+# read is refused, so a mistake shows in the log instead of leaking quietly.
+passphrase_args=()
+if [[ -e $passphrase_file ]]; then
+    mode=$(stat -c '%a' "$passphrase_file" 2>/dev/null || echo unknown)
+    if [[ ! $mode =~ ^[0-7]?[0-7]00$ ]]; then
+        log "failed: $passphrase_file has mode $mode; run chmod 600 on it"
+        trim_log
+        exit 1
+    fi
+    passphrase_args=(--passphrase-file "$passphrase_file")
 fi
 if ! command -v "$bin" >/dev/null 2>&1; then
     log "failed: $bin not found on PATH ($PATH)"
@@ -100,7 +102,7 @@ if ! command -v "$bin" >/dev/null 2>&1; then
     exit 1
 fi
 
-run=("$bin" --home "$home" --quiet --passphrase-file "$passphrase_file" sync)
+run=("$bin" --home "$home" --quiet ${passphrase_args[@]+"${passphrase_args[@]}"} sync)
 if command -v timeout >/dev/null 2>&1; then
     run=(timeout "$job_timeout" "${run[@]}")
 fi

@@ -6,6 +6,7 @@
 pub mod counting;
 pub mod deadline;
 pub mod fault;
+pub mod github;
 pub mod local;
 pub mod memory;
 pub mod retry;

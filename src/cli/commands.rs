@@ -10,7 +10,7 @@ use ghostie_fs::sync::{Holder, Keep, NoProgress, SetupOutcome, SetupRequest, Syn
 use super::errors::{CliError, EXIT_DAMAGED, EXIT_FAILURE};
 use super::passphrase::CliPassphrase;
 use super::progress::BarProgress;
-use super::{mount, Cli, Command, ConflictAction, SetupArgs};
+use super::{login, mount, Cli, Command, ConflictAction, SetupArgs};
 
 type CmdResult = Result<u8, CliError>;
 
@@ -61,6 +61,10 @@ fn name_of(command: &Command) -> &'static str {
         Command::Verify => "verify",
         Command::Mount(_) => "mount",
         Command::Unmount(_) => "unmount",
+        Command::Login(_) => "login",
+        Command::Logout(_) => "logout",
+        Command::Remember(_) => "remember",
+        Command::Forget => "forget",
         Command::BenchSeal { .. } => "bench-seal",
     }
 }
@@ -103,6 +107,10 @@ pub fn run(cli: Cli) -> CmdResult {
     match &cli.command {
         Command::Mount(a) => mount::mount(&cli, home, pass, a),
         Command::Unmount(a) => mount::unmount(&cli, home, pass, a),
+        Command::Login(a) => login::login(&cli, home, pass, a),
+        Command::Logout(a) => login::logout(&cli, home, pass, a),
+        Command::Remember(a) => login::remember(&cli, home, pass, a),
+        Command::Forget => login::forget(&cli, home),
         Command::Setup(args) => setup(&cli, home, pass, args),
         Command::Push(a) => push(&cli, &open_vault(home, pass)?, pass, a.json),
         Command::Pull(a) => pull(&cli, &open_vault(home, pass)?, pass, a.json),
@@ -308,6 +316,7 @@ fn status(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
             serde_json::to_value(&s).map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
             o.insert("busy".into(), busy_json(holder.as_ref()));
+            o.insert("credentials".into(), login::credentials_json(vault.home())?);
         }
         print_json(&v);
         return Ok(0);
@@ -334,6 +343,9 @@ fn status(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
     println!("   Known Devices: {}", s.known_devices.join(", "));
     if !s.lost.is_empty() {
         println!("   Lost before upload: {}", s.lost.join(", "));
+    }
+    for line in login::status_lines(vault.home()) {
+        println!("   {line}");
     }
     if !s.refused.is_empty() {
         println!("   Not written here: {}", s.refused.len());

@@ -2,15 +2,19 @@
 //!
 //! Exit codes (documented in the README):
 //! 0 success (a pull that found conflicts included), 1 failure, 2 bad usage,
-//! 3 damaged data found (pull and verify), 4 not set up, 5 wrong passphrase.
+//! 3 damaged data found (pull and verify), 4 not set up, 5 wrong passphrase,
+//! 6 a provider refused the credential (a wrong, revoked or too weak token).
 
 use ghostie_fs::config::ConfigError;
+use ghostie_fs::credentials::CredentialError;
 use ghostie_fs::sync::{BackendError, IndexError, SyncError};
 
 pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_DAMAGED: u8 = 3;
 pub const EXIT_NOT_SET_UP: u8 = 4;
 pub const EXIT_WRONG_PASSPHRASE: u8 = 5;
+pub const EXIT_REFUSED: u8 = 6;
 
 /// A failure on its way to the user.
 #[derive(Debug)]
@@ -47,6 +51,10 @@ fn end(s: String) -> String {
 
 impl From<SyncError> for CliError {
     fn from(e: SyncError) -> Self {
+        let e = match e {
+            SyncError::Credentials(c) => return c.into(),
+            other => other,
+        };
         let (code, text) = match &e {
             SyncError::Config(ConfigError::NotSetUp) => {
                 return CliError::new(EXIT_NOT_SET_UP, "Run 'ghostie-fs setup' first");
@@ -75,6 +83,32 @@ impl From<SyncError> for CliError {
             other => (EXIT_FAILURE, other.to_string()),
         };
         CliError::new(code, end(text))
+    }
+}
+
+impl From<CredentialError> for CliError {
+    fn from(e: CredentialError) -> Self {
+        let (code, text) = match &e {
+            CredentialError::WrongPassphrase => (
+                EXIT_WRONG_PASSPHRASE,
+                "wrong passphrase; nothing was changed".to_owned(),
+            ),
+            CredentialError::Config(c) => return SyncError::Config(clone_config(c)).into(),
+            CredentialError::KeyringUnavailable(_) => (
+                EXIT_FAILURE,
+                format!("{e}: unlock your desktop's keyring, or set GHOSTIE_CREDENTIAL_STORE=file for a new home"),
+            ),
+            _ => (EXIT_FAILURE, e.to_string()),
+        };
+        CliError::new(code, end(text))
+    }
+}
+
+/// The config errors the credentials layer passes on, told as the engine's are.
+fn clone_config(c: &ConfigError) -> ConfigError {
+    match c {
+        ConfigError::NotSetUp => ConfigError::NotSetUp,
+        other => ConfigError::Invalid(other.to_string()),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod commands;
 mod errors;
+mod login;
 mod mount;
 mod passphrase;
 mod progress;
@@ -19,7 +20,9 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     after_help = "Passphrase: --passphrase-file FILE or --passphrase-command CMD, else $GHOSTIE_PASSPHRASE, else a prompt.\n\
 A passphrase given is checked by every command, even one that needs no key.\n\
-Exit codes: 0 ok, 1 failure, 2 bad usage, 3 damaged data found, 4 not set up, 5 wrong passphrase."
+A device that ran 'remember' needs no passphrase at all.\n\
+Exit codes: 0 ok, 1 failure, 2 bad usage, 3 damaged data found, 4 not set up, 5 wrong passphrase,\n\
+6 a provider refused the credential."
 )]
 pub struct Cli {
     /// The device's home: settings, keys, index and the memories folder.
@@ -69,6 +72,17 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount, once every change is uploaded.
     Unmount(UnmountArgs),
+    /// Store a provider's token for this home (checked with the provider first), or
+    /// list what is stored (--status). The token goes to the OS keyring, or, where
+    /// there is none, to a file sealed under the vault's key.
+    Login(LoginArgs),
+    /// Remove a provider's stored token, and revoke it at the provider.
+    Logout(LogoutArgs),
+    /// Keep this device's unlocked key (in the OS keyring, or sealed with a key
+    /// outside the home) so that commands and scheduled syncs need no passphrase.
+    Remember(RememberArgs),
+    /// Stop remembering this device's key: commands ask for the passphrase again.
+    Forget,
     /// Measure sealing throughput of one file (benchmarks).
     #[command(hide = true)]
     BenchSeal { file: PathBuf },
@@ -191,6 +205,51 @@ pub struct UnmountArgs {
     /// folder, for push, pull and sync.
     #[arg(long)]
     pub to_folder: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+  ghostie-fs login github                      paste a token at the prompt (not echoed)\n  \
+  pass show github | ghostie-fs login github --token-stdin\n  \
+  ghostie-fs login --status                    what is stored where (never a secret)\n\
+GH_TOKEN, then GITHUB_TOKEN, win over a stored token while set, and are never stored.")]
+pub struct LoginArgs {
+    /// The provider: github.
+    #[arg(value_name = "PROVIDER", required_unless_present = "status")]
+    pub provider: Option<String>,
+    /// Read the token from the first line of standard input.
+    #[arg(long)]
+    pub token_stdin: bool,
+    /// The provider's API (GitHub Enterprise Server: https://HOST/api/v3)
+    /// [default: https://api.github.com].
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// List the stored credentials (provider, account, where kept, scopes, expiry).
+    #[arg(long, conflicts_with_all = ["token_stdin", "api_url"])]
+    pub status: bool,
+    /// With --status: print one JSON object.
+    #[arg(long, requires = "status")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The provider: github.
+    #[arg(value_name = "PROVIDER")]
+    pub provider: String,
+    /// Only forget the token here; leave it valid at the provider.
+    #[arg(long)]
+    pub keep_at_provider: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+  ghostie-fs remember              until 'ghostie-fs forget'\n  \
+  ghostie-fs remember --for 30d    then the passphrase is asked again")]
+pub struct RememberArgs {
+    /// How long: e.g. 12h, 30d, 2w [default: until 'ghostie-fs forget'].
+    #[arg(long = "for", value_name = "DURATION")]
+    pub duration: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -295,12 +295,16 @@ fn start_in_background(
     }
     // The passphrase is read here (a file, a command run once) or asked here, on
     // the terminal, and handed over a pipe; one in the environment is inherited.
-    let typed =
-        if pass.preset.is_some() || (pass.is_interactive() && std::io::stdin().is_terminal()) {
-            Some(pass.existing()?)
-        } else {
-            None
-        };
+    // A remembered key is the child's to read: nothing to ask then.
+    let typed = if pass.preset.is_some()
+        || (pass.is_interactive()
+            && std::io::stdin().is_terminal()
+            && !ghostie_fs::credentials::remembers(home))
+    {
+        Some(pass.existing()?)
+    } else {
+        None
+    };
     if typed.is_some() {
         cmd.arg("--passphrase-stdin");
     }
@@ -590,6 +594,7 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
             "backend_reachable": backend_problem.is_none(),
             "backend_problem": backend_problem,
             "busy": super::commands::busy_json(holder),
+            "credentials": super::login::credentials_json(home)?,
         });
         println!("{v}");
         return Ok(0);
@@ -662,6 +667,9 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
             println!("   Conflicts: {}", conflicts.unwrap_or_default());
             println!("   Pending: {}", pending.unwrap_or_default());
         }
+    }
+    for line in super::login::status_lines(home) {
+        println!("   {line}");
     }
     Ok(0)
 }

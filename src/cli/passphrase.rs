@@ -162,7 +162,7 @@ fn prompt_twice(first: &str) -> SyncResult<Zeroizing<String>> {
     Ok(a)
 }
 
-const NONE_GIVEN: &str = "no passphrase given: use --passphrase-file or --passphrase-command, set GHOSTIE_PASSPHRASE, or run on a terminal";
+const NONE_GIVEN: &str = "no passphrase given: use --passphrase-file or --passphrase-command, set GHOSTIE_PASSPHRASE, run on a terminal, or run 'ghostie-fs remember' once on this device";
 
 impl PassphraseSource for CliPassphrase {
     fn is_interactive(&self) -> bool {

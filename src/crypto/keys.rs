@@ -34,6 +34,18 @@ impl std::fmt::Debug for MasterKey {
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Key32(pub(crate) [u8; 32]);
 
+impl Key32 {
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Key32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key32(..)")
+    }
+}
+
 /// The keys one vault uses, each derived once at unlock.
 #[derive(Clone)]
 pub struct SubKeys {
@@ -68,6 +80,14 @@ impl SubKeys {
         }
     }
 
+    /// The key that seals this device's stored provider credentials where no OS
+    /// keyring exists (`keys/credentials.enc`): whoever cannot unlock the vault cannot
+    /// read them, and it seals nothing else.
+    pub fn credentials_key(master: &MasterKey) -> Key32 {
+        let hk = Hkdf::<Sha256>::new(Some(b"ghostie-fs v1"), master.as_bytes());
+        expand(&hk, &[b"credentials"])
+    }
+
     /// The key that seals the chunks of one blob: unique per blob, so a chunk moved
     /// into another blob fails its tag even before the associated data is checked.
     pub fn blob_key(&self, blob: &BlobId) -> Key32 {
@@ -93,5 +113,10 @@ mod tests {
         );
         let again = SubKeys::derive(&MasterKey::from_bytes(*MasterKey::random().as_bytes()));
         assert_ne!(again.log.0, k.log.0);
+        let m = MasterKey::random();
+        assert_ne!(
+            SubKeys::credentials_key(&m).0,
+            SubKeys::derive(&m).content.0
+        );
     }
 }

@@ -62,6 +62,8 @@ pub enum SyncError {
     },
     #[error("{0}")]
     Passphrase(String),
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialError),
     #[error("{0}")]
     Invalid(String),
 }

@@ -331,14 +331,50 @@ fn walk_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
 pub struct TempHome {
     pub dir: tempfile::TempDir,
     pub name: String,
+    /// The user's folders outside the home (XDG state and runtime), so that no test
+    /// touches the developer's own: a remembered key's unlock key goes here, and the
+    /// empty runtime folder holds no D-Bus session, hence no OS keyring.
+    pub outside: tempfile::TempDir,
 }
 
 impl TempHome {
     pub fn new(name: &str) -> Self {
+        let outside = tempfile::tempdir().expect("temp dir");
+        for sub in ["state", "run"] {
+            std::fs::create_dir(outside.path().join(sub)).expect("user folder");
+        }
+        std::fs::set_permissions(
+            outside.path().join("run"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .expect("chmod");
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
             name: name.to_owned(),
+            outside,
         }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.outside.path().join("state")
+    }
+
+    /// The environment every command of this device runs with, apart from the
+    /// passphrase: isolated from the developer's keyring, tokens and state.
+    pub fn isolated_env(&self) -> Vec<(&'static str, Option<std::ffi::OsString>)> {
+        vec![
+            ("GHOSTIE_HOME", None),
+            ("GHOSTIE_FAILPOINT", None),
+            ("GHOSTIE_CREDENTIAL_STORE", None),
+            ("GH_TOKEN", None),
+            ("GITHUB_TOKEN", None),
+            ("DBUS_SESSION_BUS_ADDRESS", None),
+            ("XDG_STATE_HOME", Some(self.state_dir().into_os_string())),
+            (
+                "XDG_RUNTIME_DIR",
+                Some(self.outside.path().join("run").into_os_string()),
+            ),
+        ]
     }
 
     /// A home set up on `vault` (creating it if it holds none).
@@ -368,8 +404,7 @@ impl TempHome {
             .arg(self.home())
             .args(args)
             .env("GHOSTIE_PASSPHRASE", PASSPHRASE)
-            .env_remove("GHOSTIE_HOME")
-            .env_remove("GHOSTIE_FAILPOINT")
+            .envs_isolated(self)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -380,8 +415,12 @@ impl TempHome {
         let mut c = assert_cmd::Command::cargo_bin("ghostie-fs").expect("binary");
         c.arg("--home").arg(self.home());
         c.env("GHOSTIE_PASSPHRASE", PASSPHRASE);
-        c.env_remove("GHOSTIE_HOME");
-        c.env_remove("GHOSTIE_FAILPOINT");
+        for (k, v) in self.isolated_env() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
         c.env_remove("GHOSTIE_NEW_PASSPHRASE");
         c.timeout(std::time::Duration::from_secs(300));
         c
@@ -501,6 +540,23 @@ pub fn contents_of(t: &Tree) -> BTreeMap<String, Option<Vec<u8>>> {
             )
         })
         .collect()
+}
+
+/// Applies a device's isolated environment to a plain process command.
+pub trait EnvsIsolated {
+    fn envs_isolated(&mut self, h: &TempHome) -> &mut Self;
+}
+
+impl EnvsIsolated for std::process::Command {
+    fn envs_isolated(&mut self, h: &TempHome) -> &mut Self {
+        for (k, v) in h.isolated_env() {
+            match v {
+                Some(v) => self.env(k, v),
+                None => self.env_remove(k),
+            };
+        }
+        self
+    }
 }
 
 /// One line on stderr, starting with ❌, no panic, the given exit code.

@@ -71,6 +71,23 @@ fn unlock(
         // not after work was queued that can never be uploaded.
         Err(e) => return Err(e.into()),
     };
+    // No passphrase at hand: a key this device remembers spares asking for one.
+    if passphrase.is_interactive() {
+        if let Some(ring) = &remote {
+            if ring.vault_id != config.vault_id {
+                return Err(SyncError::Invalid(
+                    "the backend holds a different vault than this device joined".into(),
+                ));
+            }
+        }
+        match crate::credentials::remembered_key(home, &config.vault_id) {
+            Ok(Some(master)) => return Ok(SubKeys::derive(&master)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("the remembered key cannot be read ({e}); asking for the passphrase")
+            }
+        }
+    }
     let pass = passphrase.existing()?;
     let master = match remote {
         Some(ring) if ring.generation != local.generation => {

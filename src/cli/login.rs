@@ -1,0 +1,543 @@
+//! `login`, `logout`, `remember`, `forget`, and the credentials part of `status`.
+//! Tokens are read without echo, checked against the provider before anything is
+//! stored, and never printed: only the account, the scopes and the expiry are.
+
+use std::io::{BufRead, IsTerminal};
+
+use zeroize::Zeroizing;
+
+use ghostie_fs::config::Home;
+use ghostie_fs::credentials::github::{self, GithubError};
+use ghostie_fs::credentials::{
+    self, env_secret, CredentialError, CredentialKey, Credentials, Place, Provider, Secret,
+    StoredInfo, EXPIRY_WARNING_SECS,
+};
+use ghostie_fs::folder::format_time;
+use ghostie_fs::sync::PassphraseSource;
+
+use super::errors::{CliError, EXIT_FAILURE, EXIT_REFUSED, EXIT_USAGE};
+use super::passphrase::CliPassphrase;
+use super::{Cli, LoginArgs, LogoutArgs, RememberArgs};
+
+type CmdResult = Result<u8, CliError>;
+
+macro_rules! say {
+    ($cli:expr, $($arg:tt)*) => {
+        if !$cli.quiet {
+            println!($($arg)*);
+        }
+    };
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn when(secs: u64) -> String {
+    format_time(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+}
+
+fn provider_of(name: &str) -> Result<Provider, CliError> {
+    Provider::from_name(name).ok_or_else(|| {
+        let known: Vec<_> = Provider::ALL.iter().map(|p| p.name()).collect();
+        CliError::new(
+            EXIT_USAGE,
+            format!(
+                "Unknown provider '{name}' (this version supports: {}).",
+                known.join(", ")
+            ),
+        )
+    })
+}
+
+/// The passphrase as the credentials layer asks for it: one given without asking,
+/// and how to ask otherwise.
+fn given(pass: &CliPassphrase) -> Option<Zeroizing<String>> {
+    if pass.given() {
+        pass.existing().ok()
+    } else {
+        None
+    }
+}
+
+fn ask(pass: &CliPassphrase) -> impl Fn() -> credentials::CredentialResult<Zeroizing<String>> + '_ {
+    move || {
+        pass.existing()
+            .map_err(|e| CredentialError::Passphrase(e.to_string()))
+    }
+}
+
+/// The key of the sealed credentials file, for a home that keeps secrets there.
+fn key_if_needed(
+    home: &Home,
+    place: Place,
+    pass: &CliPassphrase,
+) -> Result<Option<CredentialKey>, CliError> {
+    if place != Place::File {
+        return Ok(None);
+    }
+    if !home.config_path().exists() {
+        return Err(CliError::new(
+            EXIT_FAILURE,
+            "This device has no OS keyring, so its tokens are sealed under the vault's key: \
+             run 'ghostie-fs setup' first (a token in GH_TOKEN works meanwhile).",
+        ));
+    }
+    let key = CredentialKey::unlock(home, given(pass), &ask(pass))?;
+    Ok(Some(key))
+}
+
+fn read_token(args: &LoginArgs) -> Result<Secret, CliError> {
+    let text = if args.token_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+            CliError::new(EXIT_FAILURE, format!("Cannot read standard input: {e}."))
+        })?;
+        Zeroizing::new(line.trim().to_owned())
+    } else if std::io::stdin().is_terminal() {
+        let typed = rpassword::prompt_password(format!(
+            "Paste a GitHub token with the '{}' scope (make one at https://github.com/settings/tokens/new?scopes=gist&description=ghostie-fs): ",
+            github::NEEDED_SCOPE
+        ))
+        .map_err(|e| CliError::new(EXIT_FAILURE, format!("Cannot read the token: {e}.")))?;
+        Zeroizing::new(typed.trim().to_owned())
+    } else {
+        return Err(CliError::new(
+            EXIT_USAGE,
+            "No token given: use --token-stdin, set GH_TOKEN, or run on a terminal; nothing was stored.",
+        ));
+    };
+    if text.is_empty() {
+        return Err(CliError::new(
+            EXIT_USAGE,
+            "No token was given (the input was empty); nothing was stored.",
+        ));
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(CliError::new(
+            EXIT_REFUSED,
+            "That is not a token (it holds spaces or control characters); nothing was stored.",
+        ));
+    }
+    Ok(Secret::new(text))
+}
+
+fn github_error(e: GithubError, stored: bool) -> CliError {
+    let tail = if stored { "" } else { "; nothing was stored" };
+    match e {
+        GithubError::BadToken => CliError::new(
+            EXIT_REFUSED,
+            format!("GitHub refused this token (it is wrong, expired or revoked){tail}."),
+        ),
+        other => CliError::new(
+            EXIT_FAILURE,
+            format!("{}{tail}.", capital(&other.to_string())),
+        ),
+    }
+}
+
+fn capital(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// Checks a GitHub token: refused when it cannot reach gists; warnings for more power
+/// than needed and a near expiry.
+fn check_github(
+    api_url: &str,
+    token: &Secret,
+) -> Result<(github::TokenInfo, Vec<String>), CliError> {
+    let info = github::check(api_url, token).map_err(|e| github_error(e, false))?;
+    let mut warnings = Vec::new();
+    match &info.scopes {
+        Some(scopes) => {
+            if !info.reaches_gists {
+                return Err(CliError::new(
+                    EXIT_REFUSED,
+                    format!(
+                        "This token lacks the '{}' scope that ghostie-fs needs; nothing was stored.",
+                        github::NEEDED_SCOPE
+                    ),
+                ));
+            }
+            let extra = github::excess_scopes(scopes);
+            if !extra.is_empty() {
+                warnings.push(format!(
+                    "This token can do more than ghostie-fs needs ({}): a token with only the '{}' scope is enough.",
+                    extra.join(", "),
+                    github::NEEDED_SCOPE
+                ));
+            }
+        }
+        None if !info.reaches_gists => {
+            return Err(CliError::new(
+                EXIT_REFUSED,
+                "This fine-grained token cannot reach gists: give it the Gists permission (read and write); nothing was stored.",
+            ));
+        }
+        None => {}
+    }
+    if let Some(w) = expiry_warning(info.expires.as_deref()) {
+        warnings.push(w);
+    }
+    Ok((info, warnings))
+}
+
+fn expiry_warning(expires: Option<&str>) -> Option<String> {
+    let text = expires?;
+    let at = github::parse_expiry(text)?;
+    let now = now();
+    if at <= now {
+        Some(format!(
+            "This token expired on {text}: make a new one and run 'ghostie-fs login github' again."
+        ))
+    } else if at - now <= EXPIRY_WARNING_SECS {
+        Some(format!(
+            "This token expires on {text}: make a new one and run 'ghostie-fs login github' again before then."
+        ))
+    } else {
+        None
+    }
+}
+
+pub fn login(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LoginArgs) -> CmdResult {
+    if args.status {
+        return login_status(&home, args.json);
+    }
+    let Some(name) = &args.provider else {
+        return Err(CliError::new(
+            EXIT_USAGE,
+            "Name a provider ('ghostie-fs login github'), or use --status to list what is stored.",
+        ));
+    };
+    let provider = provider_of(name)?;
+    let api_url = args
+        .api_url
+        .clone()
+        .unwrap_or_else(|| github::DEFAULT_API_URL.to_owned());
+    let env = env_secret(provider);
+    if !args.token_stdin {
+        if let Some((var, token)) = &env {
+            // The environment wins and is never stored: check it, say whose it is.
+            let (info, warnings) = check_github(&api_url, token)?;
+            for w in &warnings {
+                eprintln!("⚠️  {w}");
+            }
+            say!(
+                cli,
+                "✅ {var} holds a token of GitHub account '{}': ghostie-fs uses it while it is set, and stores nothing.",
+                info.account
+            );
+            return Ok(0);
+        }
+    }
+    let token = read_token(args)?;
+    let mut store = Credentials::open(&home)?;
+    let place = store.decide()?;
+    let key = key_if_needed(&home, place, pass)?;
+    let (info, warnings) = check_github(&api_url, &token)?;
+    let replaced = store.info(provider).map(|i| i.account.clone());
+    let stored = StoredInfo {
+        account: info.account.clone(),
+        scopes: info.scopes.clone(),
+        expires: info.expires.clone(),
+        expires_at: info.expires.as_deref().and_then(github::parse_expiry),
+        api_url: api_url.clone(),
+        stored_at: now(),
+    };
+    let place = store.store(provider, stored, &token, key.as_ref())?;
+    for w in &warnings {
+        eprintln!("⚠️  {w}");
+    }
+    if let Some((var, _)) = &env {
+        eprintln!("⚠️  {var} is set: while it is, ghostie-fs uses it instead of the stored token.");
+    }
+    let verb = if replaced.is_some() {
+        "replaced"
+    } else {
+        "kept"
+    };
+    say!(
+        cli,
+        "✅ Logged in to GitHub as '{}'; the token is {verb} in {}.",
+        info.account,
+        place.describe()
+    );
+    Ok(0)
+}
+
+fn login_status(home: &Home, json: bool) -> CmdResult {
+    let store = Credentials::open(home)?;
+    let env: Vec<_> = Provider::ALL
+        .iter()
+        .filter_map(|p| env_secret(*p).map(|(var, _)| (p.name(), var)))
+        .collect();
+    if json {
+        println!("{}", credentials_json(home)?);
+        return Ok(0);
+    }
+    let mut any = false;
+    for (provider, info) in store.list() {
+        any = true;
+        let place = store.place().map(Place::describe).unwrap_or_default();
+        println!("{provider}: account '{}', kept in {place}", info.account);
+        match &info.scopes {
+            Some(s) if s.is_empty() => println!("   scopes: none"),
+            Some(s) => println!("   scopes: {}", s.join(", ")),
+            None => println!("   scopes: not listed (a fine-grained token)"),
+        }
+        println!("   expires: {}", expiry_text(info));
+        if info.api_url != github::DEFAULT_API_URL {
+            println!("   API: {}", info.api_url);
+        }
+    }
+    for (provider, var) in &env {
+        any = true;
+        println!(
+            "{provider}: from the environment ({var}), not stored; it wins over a stored token"
+        );
+    }
+    if !any {
+        println!("No credentials stored. Log in with 'ghostie-fs login github'.");
+    }
+    if let Some(r) = store.remembered() {
+        println!("{}", remembered_text(store.place(), r));
+    }
+    Ok(0)
+}
+
+fn expiry_text(info: &StoredInfo) -> String {
+    match (&info.expires, info.expires_at) {
+        (None, _) => "never".into(),
+        (Some(text), Some(at)) if at <= now() => format!("{text} (expired)"),
+        (Some(text), Some(at)) if at - now() <= EXPIRY_WARNING_SECS => {
+            format!(
+                "{text} ⚠️ in {} days: make a new token soon",
+                (at - now()) / 86_400
+            )
+        }
+        (Some(text), _) => text.clone(),
+    }
+}
+
+fn remembered_text(place: Option<Place>, r: &credentials::RememberedInfo) -> String {
+    let where_ = place.map(Place::describe).unwrap_or_default();
+    match r.until {
+        Some(u) => format!(
+            "Unlock: this device's key is remembered in {where_} until {}",
+            when(u)
+        ),
+        None => {
+            format!("Unlock: this device's key is remembered in {where_} until 'ghostie-fs forget'")
+        }
+    }
+}
+
+/// The credentials part of `status --json` and `login --status --json`: never a secret.
+pub fn credentials_json(home: &Home) -> Result<serde_json::Value, CliError> {
+    let store = Credentials::open(home)?;
+    let list: Vec<_> = store
+        .list()
+        .map(|(provider, info)| {
+            serde_json::json!({
+                "provider": provider,
+                "account": info.account,
+                "kept_in": store.place().map(Place::name),
+                "scopes": info.scopes,
+                "expires": info.expires,
+                "expires_soon": info.expires_at.is_some_and(|at| at <= now() + EXPIRY_WARNING_SECS),
+                "api_url": info.api_url,
+                "stored_at": when(info.stored_at),
+            })
+        })
+        .collect();
+    let env: Vec<_> = Provider::ALL
+        .iter()
+        .filter_map(|p| {
+            env_secret(*p)
+                .map(|(var, _)| serde_json::json!({"provider": p.name(), "variable": var}))
+        })
+        .collect();
+    let remembered = store.remembered().map(|r| {
+        serde_json::json!({
+            "kept_in": store.place().map(Place::name),
+            "since": when(r.since),
+            "until": r.until.map(when),
+        })
+    });
+    Ok(serde_json::json!({
+        "store": store.place().map(Place::name),
+        "credentials": list,
+        "environment": env,
+        "remembered": remembered,
+    }))
+}
+
+/// The credentials lines of `status`: what is stored, what expires soon.
+pub fn status_lines(home: &Home) -> Vec<String> {
+    let Ok(store) = Credentials::open(home) else {
+        return vec!["Credentials: keys/credentials.json cannot be read".into()];
+    };
+    let mut lines = Vec::new();
+    for (provider, info) in store.list() {
+        lines.push(format!(
+            "Credentials: {provider} ('{}', in {}), expires {}",
+            info.account,
+            store.place().map(Place::describe).unwrap_or_default(),
+            expiry_text(info)
+        ));
+    }
+    for p in Provider::ALL {
+        if let Some((var, _)) = env_secret(p) {
+            lines.push(format!(
+                "Credentials: {} from {var} (environment)",
+                p.name()
+            ));
+        }
+    }
+    if let Some(r) = store.remembered() {
+        lines.push(remembered_text(store.place(), r));
+    }
+    lines
+}
+
+pub fn logout(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LogoutArgs) -> CmdResult {
+    let provider = provider_of(&args.provider)?;
+    let mut store = Credentials::open(&home)?;
+    let env = env_secret(provider);
+    let Some(info) = store.info(provider).cloned() else {
+        say!(cli, "No {} credential is stored here.", provider.name());
+        if let Some((var, _)) = env {
+            eprintln!("⚠️  {var} is set: unset it to stop ghostie-fs using that token.");
+        }
+        return Ok(0);
+    };
+    let key = match store.place() {
+        Some(place) => key_if_needed(&home, place, pass)?,
+        None => None,
+    };
+    let mut revoked = false;
+    if !args.keep_at_provider {
+        match store.secret(provider, key.as_ref())? {
+            Some(token) => match github::revoke(&info.api_url, &token) {
+                Ok(()) => revoked = true,
+                Err(e) => eprintln!(
+                    "⚠️  Could not revoke the token at GitHub ({e}); revoke it at https://github.com/settings/tokens."
+                ),
+            },
+            None => eprintln!("⚠️  The stored token was already gone from its store."),
+        }
+    }
+    store.remove(provider, key.as_ref())?;
+    let tail = if revoked {
+        "removed here and revoked at GitHub"
+    } else {
+        "removed here"
+    };
+    say!(
+        cli,
+        "✅ Logged out of GitHub ('{}'): the token is {tail}.",
+        info.account
+    );
+    if let Some((var, _)) = env {
+        eprintln!("⚠️  {var} is still set: unset it to stop ghostie-fs using that token.");
+    }
+    Ok(0)
+}
+
+/// "90s", "30m", "12h", "7d", "2w" in seconds.
+fn parse_duration(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let unit_secs = match unit.trim() {
+        "s" | "sec" | "secs" | "second" | "seconds" => 1,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60,
+        "h" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86_400,
+        "w" | "week" | "weeks" => 7 * 86_400,
+        _ => return None,
+    };
+    n.checked_mul(unit_secs).filter(|s| *s > 0)
+}
+
+pub fn remember(cli: &Cli, home: Home, pass: &CliPassphrase, args: &RememberArgs) -> CmdResult {
+    let until = match &args.duration {
+        None => None,
+        Some(text) => {
+            let secs = parse_duration(text).ok_or_else(|| {
+                CliError::new(
+                    EXIT_USAGE,
+                    format!("'{text}' is not a duration: use e.g. 90m, 12h, 30d or 2w."),
+                )
+            })?;
+            Some(now().saturating_add(secs))
+        }
+    };
+    // The passphrase is asked even when a key is remembered already: remembering
+    // is a decision the owner makes, not one a remembered key can renew by itself.
+    let given = given(pass);
+    let passphrase = match given {
+        Some(p) => p,
+        None => pass.existing()?,
+    };
+    let (master, vault_id) = credentials::unlock_master(&home, Some(passphrase), &ask(pass))?;
+    let place = credentials::remember(&home, &vault_id, &master, until)?;
+    let how_long = match until {
+        Some(u) => format!("until {}", when(u)),
+        None => "until 'ghostie-fs forget'".into(),
+    };
+    say!(
+        cli,
+        "✅ This device's key is kept in {} {how_long}: push, pull, sync, mount and status need no passphrase here.",
+        place.describe()
+    );
+    if place == Place::File {
+        say!(
+            cli,
+            "   Its unlock key is outside the home, in {}: a copy of the home alone cannot use it.",
+            credentials::unlock_key_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+pub fn forget(cli: &Cli, home: Home) -> CmdResult {
+    if credentials::forget(&home)? {
+        say!(
+            cli,
+            "✅ Forgotten: commands on this device ask for the passphrase again."
+        );
+    } else {
+        say!(cli, "Nothing was remembered on this device.");
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Some(90));
+        assert_eq!(parse_duration("30m"), Some(1800));
+        assert_eq!(parse_duration("12h"), Some(43_200));
+        assert_eq!(parse_duration("7d"), Some(604_800));
+        assert_eq!(parse_duration("2w"), Some(1_209_600));
+        assert_eq!(parse_duration("2 days"), Some(172_800));
+        assert_eq!(parse_duration("0d"), None);
+        assert_eq!(parse_duration("12"), None);
+        assert_eq!(parse_duration("d"), None);
+        assert_eq!(parse_duration("5y"), None);
+    }
+}

@@ -1,0 +1,654 @@
+//! Issue 12: provider tokens and a remembered key, kept where they are safe.
+//!
+//! The OS keyring is a real Secret Service (gnome-keyring) in a private D-Bus
+//! session each test starts; "no keyring" is the same machine with no session at
+//! all. GitHub is the fake in tests/common/fake_github.rs.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fake_github::{FakeGithub, Outage};
+use common::*;
+
+const TOKEN: &str = "ghp_c0ffee0credentials0test0token00000001";
+const OTHER_TOKEN: &str = "ghp_c0ffee0credentials0test0token00000002";
+const BAD_TOKEN: &str = "ghp_c0ffee0credentials0test0token0000bad0";
+
+/// A real Secret Service: a private D-Bus session and gnome-keyring on it, with an
+/// unlocked login keyring, stopped when dropped.
+struct SecretService {
+    dir: tempfile::TempDir,
+    address: String,
+    dbus: Child,
+    keyring: Child,
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+impl SecretService {
+    fn start() -> Option<Self> {
+        let tools = [
+            "dbus-daemon",
+            "dbus-send",
+            "gnome-keyring-daemon",
+            "secret-tool",
+        ];
+        if let Some(missing) = tools.iter().find(|t| !have(t)) {
+            assert!(
+                std::env::var_os("GHOSTIE_REQUIRE_KEYRING").is_none(),
+                "{missing} is missing: scripts/test.sh installs dbus-daemon, dbus-bin, gnome-keyring and libsecret-tools"
+            );
+            eprintln!("no Secret Service here ({missing} is missing): run scripts/test.sh");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).expect("run dir");
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod");
+        let env = |c: &mut Command| {
+            c.env("HOME", dir.path())
+                .env("XDG_DATA_HOME", dir.path().join("data"))
+                .env("XDG_RUNTIME_DIR", &run)
+                .env_remove("DBUS_SESSION_BUS_ADDRESS");
+        };
+        let mut dbus_cmd = Command::new("dbus-daemon");
+        dbus_cmd
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        env(&mut dbus_cmd);
+        let mut dbus = dbus_cmd.spawn().expect("start dbus-daemon");
+        let mut line = String::new();
+        BufReader::new(dbus.stdout.take().expect("dbus stdout"))
+            .read_line(&mut line)
+            .expect("read the bus address");
+        let address = line.trim().to_owned();
+        assert!(address.starts_with("unix:"), "bus address {address:?}");
+        let mut keyring_cmd = Command::new("gnome-keyring-daemon");
+        env(&mut keyring_cmd);
+        keyring_cmd
+            .args(["--foreground", "--unlock", "--components=secrets"])
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut keyring = keyring_cmd.spawn().expect("start gnome-keyring-daemon");
+        {
+            let mut stdin = keyring.stdin.take().expect("keyring stdin");
+            stdin
+                .write_all(b"login keyring password")
+                .expect("unlock the keyring");
+        }
+        let ss = Self {
+            dir,
+            address,
+            dbus,
+            keyring,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ss.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "gnome-keyring never took the Secret Service name"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(ss)
+    }
+
+    fn tool(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .env("HOME", self.dir.path())
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("run"));
+        c
+    }
+
+    fn answers(&self) -> bool {
+        self.tool("dbus-send")
+            .args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                "string:org.freedesktop.secrets",
+            ])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
+    }
+
+    /// What `secret-tool` reads for ghostie-fs's entry `user`.
+    fn lookup(&self, user: &str) -> Option<String> {
+        let out = self
+            .tool("secret-tool")
+            .args(["lookup", "service", "ghostie-fs", "username", user])
+            .output()
+            .expect("secret-tool");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for SecretService {
+    fn drop(&mut self) {
+        let _ = self.keyring.kill();
+        let _ = self.keyring.wait();
+        let _ = self.dbus.kill();
+        let _ = self.dbus.wait();
+    }
+}
+
+/// Every file under `dirs`, for scans.
+fn files_under(dirs: &[&Path]) -> Vec<PathBuf> {
+    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(p) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&path, out),
+                Ok(t) if t.is_file() => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for d in dirs {
+        walk(d, &mut out);
+    }
+    out
+}
+
+fn assert_nowhere(secret: &str, dirs: &[&Path]) {
+    for f in files_under(dirs) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds a secret in clear",
+            f.display()
+        );
+    }
+}
+
+/// Runs `args` with `stdin` on standard input and `env` added.
+fn run_in(h: &TempHome, env: &[(&str, &str)], stdin: &str, args: &[&str]) -> Output {
+    let mut c = h.cmd();
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.args(args)
+        .write_stdin(stdin.to_owned())
+        .output()
+        .expect("run")
+}
+
+fn login(h: &TempHome, env: &[(&str, &str)], fake: &FakeGithub, token: &str) -> Output {
+    run_in(
+        h,
+        env,
+        &format!("{token}\n"),
+        &["login", "github", "--token-stdin", "--api-url", &fake.url()],
+    )
+}
+
+fn home_id(h: &TempHome) -> String {
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(h.home().join("keys/credentials.json")).expect("credentials.json"),
+    )
+    .expect("json");
+    meta["home_id"].as_str().expect("home_id").to_owned()
+}
+
+fn stored(h: &TempHome, env: &[(&str, &str)]) -> serde_json::Value {
+    let out = run_in(h, env, "", &["login", "--status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("login --status --json")
+}
+
+fn nothing_stored(h: &TempHome) {
+    let s = stored(h, &[]);
+    assert_eq!(s["credentials"], serde_json::json!([]), "{s}");
+    assert!(!h.home().join("keys/credentials.enc").exists());
+}
+
+/// GitHub's expiry header for `secs` from now.
+fn github_time(secs_from_now: u64) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + secs_from_now;
+    let (days, rest) = ((t / 86_400) as i64, t % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[test]
+fn a_token_goes_to_the_os_keyring_when_a_real_one_answers() {
+    let Some(ss) = SecretService::start() else {
+        return;
+    };
+    let bus = [("DBUS_SESSION_BUS_ADDRESS", ss.address.as_str())];
+    let fake = FakeGithub::start();
+    fake.add_classic_token(TOKEN, "octo-ghost", &["gist"], None);
+    // Not set up yet: with a keyring, a token can be stored before setup.
+    let h = TempHome::new("laptop");
+    let out = login(&h, &bus, &fake, TOKEN);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("OS keyring"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("octo-ghost"), "{}", stdout(&out));
+
+    let user = format!("github@{}", home_id(&h));
+    assert_eq!(ss.lookup(&user).as_deref(), Some(TOKEN));
+    assert!(!h.home().join("keys/credentials.enc").exists());
+    assert_nowhere(TOKEN, &[h.home(), h.outside.path()]);
+
+    let s = stored(&h, &bus);
+    assert_eq!(s["store"], "os-keyring");
+    assert_eq!(s["credentials"][0]["account"], "octo-ghost");
+    assert_eq!(s["credentials"][0]["kept_in"], "os-keyring");
+    assert_eq!(s["credentials"][0]["scopes"], serde_json::json!(["gist"]));
+    assert!(!s.to_string().contains(TOKEN));
+
+    // The store was decided once: later commands use the keyring, and logging out
+    // removes the entry and revokes the token at GitHub.
+    let out = run_in(&h, &bus, "", &["logout", "github"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fake.is_revoked(TOKEN));
+    assert_eq!(ss.lookup(&user), None);
+    assert_eq!(stored(&h, &bus)["credentials"], serde_json::json!([]));
+}
+
+#[test]
+fn without_a_keyring_the_token_is_sealed_and_a_copied_home_cannot_read_it() {
+    let vault = TempVault::local();
+    let h = TempHome::joined("server", &vault);
+    let fake = FakeGithub::start();
+    fake.add_classic_token(TOKEN, "octo-ghost", &["gist"], None);
+    let out = login(&h, &[], &fake, TOKEN);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("encrypted file"), "{}", stdout(&out));
+    assert!(h.home().join("keys/credentials.enc").exists());
+    assert_nowhere(TOKEN, &[h.home(), h.outside.path(), vault.path()]);
+    assert_eq!(stored(&h, &[])["store"], "file");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(h.home().join("keys/credentials.enc"))
+            .expect("stat")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A copy of the home, with a wrong passphrase: the token cannot be read, so it
+    // cannot be used (here: to revoke it) and GitHub never sees it.
+    let thief = TempHome::new("thief");
+    copy_dir(h.home(), thief.home());
+    let out = run_in(
+        &thief,
+        &[("GHOSTIE_PASSPHRASE", "not the passphrase")],
+        "",
+        &["logout", "github"],
+    );
+    one_sentence(&out, 5, "Wrong passphrase");
+    assert!(!fake.is_revoked(TOKEN));
+    assert!(fake.seen().iter().all(|s| s.path != "/credentials/revoke"));
+
+    // The passphrase opens it: the sealed file does hold the token.
+    let out = run_in(&thief, &[], "", &["logout", "github"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fake.is_revoked(TOKEN));
+    assert!(!thief.home().join("keys/credentials.enc").exists());
+}
+
+/// Runs with no passphrase source at all: no variable, no file, no terminal.
+fn bare(h: &TempHome, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = h.cmd();
+    c.env_remove("GHOSTIE_PASSPHRASE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.args(args).write_stdin(Vec::new()).output().expect("run")
+}
+
+fn remember_then_sync(env: &[(&str, &str)], place: &str) -> (TempVault, TempHome) {
+    let vault = TempVault::local();
+    let h = TempHome::joined("cron-box", &vault);
+    let other = TempHome::joined("phone", &vault);
+    let out = run_in(&h, env, "", &["remember"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(place), "{}", stdout(&out));
+
+    h.write("note.json", b"{\"from\":\"a scheduled sync\"}");
+    let out = bare(&h, env, &["sync"]);
+    assert!(
+        out.status.success(),
+        "sync without a passphrase: {}",
+        stderr(&out)
+    );
+    other.ok(&["pull"]);
+    assert_eq!(
+        other.read("note.json").as_deref(),
+        Some(&b"{\"from\":\"a scheduled sync\"}"[..])
+    );
+    let out = bare(&h, env, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(s["credentials"]["remembered"].is_object(), "{s}");
+
+    let out = run_in(&h, env, "", &["forget"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = bare(&h, env, &["sync"]);
+    one_sentence(&out, 1, "run 'ghostie-fs remember' once");
+    assert!(
+        stderr(&out).contains("GHOSTIE_PASSPHRASE"),
+        "{}",
+        stderr(&out)
+    );
+    (vault, h)
+}
+
+#[test]
+fn remember_lets_a_scheduled_sync_run_without_a_passphrase_until_forget() {
+    let (_vault, h) = remember_then_sync(&[], "encrypted");
+    // Nothing is left of the remembered key: neither its sealed copy nor the unlock
+    // key outside the home.
+    assert!(!h.home().join("keys/remembered.enc").exists());
+    assert!(files_under(&[&h.state_dir()]).is_empty());
+}
+
+#[test]
+fn remember_uses_the_os_keyring_when_a_real_one_answers() {
+    let Some(ss) = SecretService::start() else {
+        return;
+    };
+    let bus = [("DBUS_SESSION_BUS_ADDRESS", ss.address.as_str())];
+    let (_vault, h) = remember_then_sync(&bus, "OS keyring");
+    assert_eq!(ss.lookup(&format!("master-key@{}", home_id(&h))), None);
+    assert!(!h.home().join("keys/remembered.enc").exists());
+}
+
+#[test]
+fn a_remembered_key_expires_and_a_copied_home_does_not_carry_it() {
+    let vault = TempVault::local();
+    let h = TempHome::joined("laptop", &vault);
+    h.ok(&["remember"]);
+    assert!(h.home().join("keys/remembered.enc").exists());
+    assert_eq!(files_under(&[&h.state_dir()]).len(), 1);
+
+    // The home copied elsewhere (a backup, a stolen disk image) without the unlock
+    // key kept outside it: no passphrase, no access.
+    let copy = TempHome::new("copy");
+    copy_dir(h.home(), copy.home());
+    let out = bare(&copy, &[], &["sync"]);
+    one_sentence(&out, 1, "No passphrase given");
+
+    let out = run_in(&h, &[], "", &["remember", "--for", "1s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = bare(&h, &[], &["sync"]);
+    one_sentence(&out, 1, "No passphrase given");
+    // An expired key is removed, not kept around.
+    assert!(!h.home().join("keys/remembered.enc").exists());
+
+    let out = run_in(&h, &[], "", &["remember", "--for", "soon"]);
+    one_sentence(&out, 2, "not a duration");
+}
+
+#[test]
+fn bad_tokens_and_bad_apis_are_one_sentence_each_and_store_nothing() {
+    let vault = TempVault::local();
+    let h = TempHome::joined("laptop", &vault);
+    let fake = FakeGithub::start();
+    fake.add_classic_token(TOKEN, "octo-ghost", &["gist"], None);
+    fake.add_classic_token(OTHER_TOKEN, "octo-ghost", &["repo", "read:org"], None);
+    fake.add_fine_grained_token("github_pat_nogists0000000000", "octo-ghost", false, None);
+    fake.add_classic_token(
+        "ghp_revoked0000000000000000000000",
+        "octo-ghost",
+        &["gist"],
+        None,
+    );
+    fake.revoke("ghp_revoked0000000000000000000000");
+
+    one_sentence(&login(&h, &[], &fake, BAD_TOKEN), 6, "refused this token");
+    one_sentence(
+        &login(&h, &[], &fake, "ghp_revoked0000000000000000000000"),
+        6,
+        "refused this token",
+    );
+    one_sentence(
+        &login(&h, &[], &fake, OTHER_TOKEN),
+        6,
+        "lacks the 'gist' scope",
+    );
+    one_sentence(
+        &login(&h, &[], &fake, "github_pat_nogists0000000000"),
+        6,
+        "Gists permission",
+    );
+    one_sentence(&login(&h, &[], &fake, ""), 2, "empty");
+    one_sentence(&login(&h, &[], &fake, "ghp_has a space"), 6, "not a token");
+    nothing_stored(&h);
+
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let out = run_in(
+        &h,
+        &[],
+        &format!("{TOKEN}\n"),
+        &[
+            "login",
+            "github",
+            "--token-stdin",
+            "--api-url",
+            &format!("http://{closed}"),
+        ],
+    );
+    one_sentence(&out, 1, "does not answer");
+    fake.set_outage(Outage::CutConnections);
+    one_sentence(&login(&h, &[], &fake, TOKEN), 1, "does not answer");
+    fake.set_outage(Outage::ServerError);
+    one_sentence(&login(&h, &[], &fake, TOKEN), 1, "503");
+    fake.set_outage(Outage::NotGithub);
+    one_sentence(&login(&h, &[], &fake, TOKEN), 1, "check --api-url");
+    fake.set_outage(Outage::None);
+    one_sentence(
+        &run_in(&h, &[], "", &["login", "gitlab", "--token-stdin"]),
+        2,
+        "Unknown provider 'gitlab'",
+    );
+    nothing_stored(&h);
+
+    // Every one of them was said to the user and to nobody else: no secret in any
+    // message.
+    assert!(fake.seen().iter().all(|s| s.user_agent.is_some()));
+}
+
+#[test]
+fn more_power_than_needed_and_a_near_expiry_are_warned_about() {
+    let vault = TempVault::local();
+    let h = TempHome::joined("laptop", &vault);
+    let fake = FakeGithub::start();
+    let soon = github_time(3 * 86_400);
+    fake.add_classic_token(TOKEN, "octo-ghost", &["gist", "repo"], Some(&soon));
+    let out = login(&h, &[], &fake, TOKEN);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("more than ghostie-fs needs (repo)"), "{err}");
+    assert!(err.contains("only the 'gist' scope"), "{err}");
+    assert!(err.contains(&format!("expires on {soon}")), "{err}");
+    let s = stored(&h, &[]);
+    assert_eq!(s["credentials"][0]["expires"], soon.as_str());
+    assert_eq!(s["credentials"][0]["expires_soon"], true);
+    let text = h.ok(&["status"]);
+    assert!(
+        text.contains(&soon) && text.contains("make a new token soon"),
+        "{text}"
+    );
+
+    // A fine-grained token lists no scopes; with the Gists permission it is taken.
+    let far = github_time(90 * 86_400);
+    fake.add_fine_grained_token(
+        "github_pat_gists0000000000000",
+        "octo-ghost",
+        true,
+        Some(&far),
+    );
+    let out = login(&h, &[], &fake, "github_pat_gists0000000000000");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("expires"), "{}", stderr(&out));
+    let s = stored(&h, &[]);
+    assert_eq!(s["credentials"][0]["scopes"], serde_json::Value::Null);
+    assert_eq!(s["credentials"][0]["expires_soon"], false);
+}
+
+#[test]
+fn logging_in_again_replaces_the_token_and_a_failed_login_keeps_the_old_one() {
+    let vault = TempVault::local();
+    let h = TempHome::joined("laptop", &vault);
+    let fake = FakeGithub::start();
+    fake.add_classic_token(TOKEN, "octo-ghost", &["gist"], None);
+    fake.add_classic_token(OTHER_TOKEN, "octo-second", &["gist"], None);
+    assert!(login(&h, &[], &fake, TOKEN).status.success());
+    // A bad new token changes nothing: the old one stays.
+    one_sentence(&login(&h, &[], &fake, BAD_TOKEN), 6, "refused this token");
+    assert_eq!(stored(&h, &[])["credentials"][0]["account"], "octo-ghost");
+
+    let out = login(&h, &[], &fake, OTHER_TOKEN);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("replaced"), "{}", stdout(&out));
+    assert_eq!(stored(&h, &[])["credentials"][0]["account"], "octo-second");
+    // The stored token is the new one: logout revokes it, and only it.
+    let out = run_in(&h, &[], "", &["logout", "github"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fake.is_revoked(OTHER_TOKEN));
+    assert!(!fake.is_revoked(TOKEN));
+    // Keeping it at the provider is a choice.
+    assert!(login(&h, &[], &fake, TOKEN).status.success());
+    let out = run_in(&h, &[], "", &["logout", "github", "--keep-at-provider"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!fake.is_revoked(TOKEN));
+    nothing_stored(&h);
+}
+
+#[test]
+fn a_token_in_the_environment_wins_and_is_never_stored() {
+    let vault = TempVault::local();
+    let h = TempHome::joined("laptop", &vault);
+    let fake = FakeGithub::start();
+    fake.add_classic_token(TOKEN, "from-gh-token", &["gist"], None);
+    fake.add_classic_token(OTHER_TOKEN, "from-github-token", &["gist"], None);
+    let both = [("GH_TOKEN", TOKEN), ("GITHUB_TOKEN", OTHER_TOKEN)];
+    let out = run_in(
+        &h,
+        &both,
+        "",
+        &["login", "github", "--api-url", &fake.url()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("GH_TOKEN"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("from-gh-token"), "{}", stdout(&out));
+    let only = [("GITHUB_TOKEN", OTHER_TOKEN)];
+    let out = run_in(
+        &h,
+        &only,
+        "",
+        &["login", "github", "--api-url", &fake.url()],
+    );
+    assert!(
+        stdout(&out).contains("from-github-token"),
+        "{}",
+        stdout(&out)
+    );
+    nothing_stored(&h);
+    assert!(!h.home().join("keys/credentials.json").exists());
+    assert_nowhere(TOKEN, &[h.home(), h.outside.path()]);
+
+    let s = stored(&h, &both);
+    assert_eq!(
+        s["environment"],
+        serde_json::json!([{"provider": "github", "variable": "GH_TOKEN"}])
+    );
+    let out = run_in(&h, &both, "", &["status"]);
+    assert!(
+        stdout(&out).contains("github from GH_TOKEN"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn no_secret_reaches_a_log_a_message_json_or_a_file() {
+    let vault = TempVault::local();
+    let h = TempHome::joined("laptop", &vault);
+    let fake = FakeGithub::start();
+    fake.add_classic_token(TOKEN, "octo-ghost", &["gist"], None);
+    let trace = [("GHOSTIE_LOG", "trace")];
+    let mut outputs = Vec::new();
+    // A failed login, a good one, every way of looking, a remembered key in use.
+    outputs.push(login(&h, &trace, &fake, BAD_TOKEN));
+    outputs.push(login(&h, &trace, &fake, TOKEN));
+    for args in [
+        &["login", "--status"][..],
+        &["login", "--status", "--json"],
+        &["status"],
+        &["status", "--json"],
+        &["remember"],
+    ] {
+        outputs.push(run_in(&h, &trace, "", args));
+    }
+    h.write("a.json", b"{}");
+    outputs.push(bare(&h, &trace, &["sync", "--json"]));
+    // A backend error: the vault folder gone.
+    let moved = vault.path().with_extension("moved");
+    std::fs::rename(vault.path(), &moved).expect("move the vault away");
+    h.write("b.json", b"{}");
+    let failed = bare(&h, &trace, &["push"]);
+    assert!(!failed.status.success());
+    outputs.push(failed);
+    outputs.push(run_in(&h, &trace, "", &["logout", "github"]));
+    std::fs::rename(&moved, vault.path()).expect("move the vault back");
+    for o in &outputs {
+        for text in [stdout(o), stderr(o)] {
+            for secret in [TOKEN, BAD_TOKEN, PASSPHRASE] {
+                assert!(!text.contains(secret), "a secret was printed: {text}");
+            }
+        }
+    }
+    // The trace log did run (so the check above read real log lines).
+    assert!(outputs.iter().any(|o| stderr(o).contains("TRACE")));
+    for secret in [TOKEN, BAD_TOKEN, PASSPHRASE] {
+        assert_nowhere(secret, &[h.home(), h.outside.path(), vault.path()]);
+    }
+    let config = std::fs::read_to_string(h.home().join("sync/config.json")).expect("config");
+    assert!(!config.contains("ghp_"));
+}
