@@ -652,3 +652,246 @@ fn no_secret_reaches_a_log_a_message_json_or_a_file() {
     let config = std::fs::read_to_string(h.home().join("sync/config.json")).expect("config");
     assert!(!config.contains("ghp_"));
 }
+
+/// A token endpoint as Dropbox and Google run them (RFC 6749 §6): a refresh token
+/// buys an access token; with `rotate`, each answer carries a new refresh token and
+/// retires the old one; an unknown or retired refresh token is `invalid_grant`.
+struct FakeTokenEndpoint {
+    url: String,
+    state: std::sync::Arc<std::sync::Mutex<TokenState>>,
+}
+
+#[derive(Default)]
+struct TokenState {
+    valid_refresh: std::collections::HashSet<String>,
+    rotate: bool,
+    issued: usize,
+    expires_in: u64,
+}
+
+fn form_value(body: &str, name: &str) -> Option<String> {
+    body.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| {
+            let v = v.replace('+', " ");
+            let mut out = Vec::new();
+            let b = v.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%' && i + 2 < b.len() {
+                    let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
+                    out.push(u8::from_str_radix(hex, 16).unwrap());
+                    i += 3;
+                } else {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(out).unwrap()
+        })
+    })
+}
+
+impl FakeTokenEndpoint {
+    fn start(first_refresh: &str, rotate: bool, expires_in: u64) -> Self {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!(
+            "http://{}/oauth2/token",
+            listener.local_addr().expect("addr")
+        );
+        let state = std::sync::Arc::new(std::sync::Mutex::new(TokenState {
+            valid_refresh: [first_refresh.to_owned()].into(),
+            rotate,
+            expires_in,
+            ..TokenState::default()
+        }));
+        let s = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body) = loop {
+                    let n = stream.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        break (String::new(), String::new());
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if rest.len() >= len {
+                            break (head.to_owned(), rest[..len].to_owned());
+                        }
+                    }
+                };
+                let form = head
+                    .to_ascii_lowercase()
+                    .contains("content-type: application/x-www-form-urlencoded");
+                let (status, json) = {
+                    let mut st = s.lock().unwrap();
+                    let presented = form_value(&body, "refresh_token").unwrap_or_default();
+                    if !head.starts_with("POST ") || !form {
+                        (400, serde_json::json!({"error": "invalid_request"}))
+                    } else if form_value(&body, "grant_type").as_deref() != Some("refresh_token") {
+                        (400, serde_json::json!({"error": "unsupported_grant_type"}))
+                    } else if !st.valid_refresh.contains(&presented) {
+                        (
+                            400,
+                            serde_json::json!({"error": "invalid_grant", "error_description": "refresh token is invalid"}),
+                        )
+                    } else {
+                        st.issued += 1;
+                        let mut answer = serde_json::json!({
+                            "access_token": format!("access-{}", st.issued),
+                            "token_type": "bearer",
+                            "expires_in": st.expires_in,
+                        });
+                        if st.rotate {
+                            st.valid_refresh.remove(&presented);
+                            let next = format!("refresh-{}", st.issued);
+                            st.valid_refresh.insert(next.clone());
+                            answer["refresh_token"] = serde_json::Value::String(next);
+                        }
+                        (200, answer)
+                    }
+                };
+                let body = json.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { url, state }
+    }
+
+    fn issued(&self) -> usize {
+        self.state.lock().unwrap().issued
+    }
+
+    fn retire_everything(&self) {
+        self.state.lock().unwrap().valid_refresh.clear();
+    }
+}
+
+/// The refresh that Dropbox's and Google's logins will use, through the library:
+/// the same layer `login` stores through, on the sealed-file store.
+#[test]
+fn short_lived_access_tokens_are_refreshed_and_a_rotated_refresh_token_is_stored_at_once() {
+    use ghostie_fs::config::Home;
+    use ghostie_fs::credentials::oauth::OAuthClient;
+    use ghostie_fs::credentials::{
+        CredentialError, CredentialKey, Credentials, Provider, Secret, StoredInfo,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    std::fs::create_dir_all(home.keys_dir()).unwrap();
+    std::fs::write(
+        home.keys_dir().join("credentials.json"),
+        r#"{"format":1,"home_id":"0123456789abcdef","store":"file"}"#,
+    )
+    .unwrap();
+    let key = CredentialKey::from_master(&ghostie_fs::crypto::MasterKey::random(), "vault");
+    let endpoint = FakeTokenEndpoint::start("refresh-0", true, 3600);
+    let client = OAuthClient {
+        token_url: endpoint.url.clone(),
+        client_id: "ghostie-test-app".into(),
+        client_secret: None,
+    };
+    let secret = |s: &str| Secret::new(zeroize::Zeroizing::new(s.to_owned()));
+    let info = StoredInfo {
+        account: "owner@example.com".into(),
+        scopes: None,
+        expires: None,
+        expires_at: None,
+        api_url: endpoint.url.clone(),
+        stored_at: 0,
+    };
+    let mut creds = Credentials::open(&home).unwrap();
+    // A login that came with an access token that has already run out.
+    let stale = (&secret("access-from-login"), 1);
+    creds
+        .store_tokens(
+            Provider::Github,
+            info,
+            &secret("refresh-0"),
+            Some(stale),
+            Some(&key),
+        )
+        .unwrap();
+
+    let first = creds
+        .access_token(Provider::Github, &client, Some(&key))
+        .unwrap();
+    assert_eq!(first.expose(), "access-1");
+    assert_eq!(endpoint.issued(), 1);
+    // The rotated refresh token is what the store holds now, read afresh from disk.
+    let reopened = Credentials::open(&home).unwrap();
+    let stored = reopened
+        .refresh_token(Provider::Github, Some(&key))
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.expose(), "refresh-1");
+    assert_nowhere("refresh-1", &[dir.path()]);
+
+    // Still valid: handed out again without a request.
+    let mut creds = reopened;
+    let again = creds
+        .access_token(Provider::Github, &client, Some(&key))
+        .unwrap();
+    assert_eq!(again.expose(), "access-1");
+    assert_eq!(endpoint.issued(), 1);
+
+    // An hour later (the access token stored as run out), at an endpoint that grants
+    // tokens for less than the margin: every use refreshes, each time with the
+    // refresh token the last answer rotated in (the endpoint retires each one used).
+    let info = creds.info(Provider::Github).cloned().unwrap();
+    creds
+        .store_tokens(
+            Provider::Github,
+            info,
+            &secret("refresh-1"),
+            Some(stale),
+            Some(&key),
+        )
+        .unwrap();
+    let short = FakeTokenEndpoint::start("refresh-1", true, 30);
+    let short_client = OAuthClient {
+        token_url: short.url.clone(),
+        ..client
+    };
+    for _ in 0..3 {
+        creds
+            .access_token(Provider::Github, &short_client, Some(&key))
+            .unwrap();
+    }
+    assert_eq!(short.issued(), 3);
+    assert_eq!(
+        creds
+            .refresh_token(Provider::Github, Some(&key))
+            .unwrap()
+            .unwrap()
+            .expose(),
+        "refresh-3"
+    );
+
+    // Revoked at the provider: one clear error that says to log in again.
+    short.retire_everything();
+    match creds.access_token(Provider::Github, &short_client, Some(&key)) {
+        Err(e @ CredentialError::LoginExpired(_)) => {
+            assert!(e.to_string().contains("ghostie-fs login github"), "{e}")
+        }
+        Err(other) => panic!("expected LoginExpired, got {other}"),
+        Ok(_) => panic!("a retired refresh token bought an access token"),
+    }
+}

@@ -9,6 +9,7 @@ pub mod fault;
 pub mod github;
 pub mod local;
 pub mod memory;
+pub mod oauth;
 pub mod retry;
 pub mod s3;
 pub mod stall;

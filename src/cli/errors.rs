@@ -94,6 +94,7 @@ impl From<CredentialError> for CliError {
                 "wrong passphrase; nothing was changed".to_owned(),
             ),
             CredentialError::Config(c) => return SyncError::Config(clone_config(c)).into(),
+            CredentialError::LoginExpired(_) => (EXIT_REFUSED, e.to_string()),
             CredentialError::KeyringUnavailable(_) => (
                 EXIT_FAILURE,
                 format!("{e}: unlock your desktop's keyring, or set GHOSTIE_CREDENTIAL_STORE=file for a new home"),

@@ -15,6 +15,7 @@
 
 pub mod github;
 mod meta;
+pub mod oauth;
 mod os_keyring;
 mod sealed;
 
@@ -61,6 +62,11 @@ pub enum CredentialError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Invalid(String),
+    /// The provider no longer takes the stored refresh token.
+    #[error("the {0} login expired or was revoked: run 'ghostie-fs login {0}' again")]
+    LoginExpired(&'static str),
+    #[error("{0}")]
+    Provider(String),
 }
 
 impl CredentialError {

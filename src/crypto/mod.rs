@@ -11,7 +11,7 @@ pub mod keyring;
 pub mod keys;
 pub mod layout;
 
-pub use keyring::{KdfParams, WrappedKey};
+pub use self::keyring::{KdfParams, WrappedKey};
 pub use keys::{MasterKey, SubKeys};
 
 /// Errors of the crypto layer. `Damaged` is what tampering, truncation and swapping

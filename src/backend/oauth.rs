@@ -1,0 +1,122 @@
+//! An OAuth 2.0 token endpoint, for refreshing a short-lived access token with a
+//! refresh token (RFC 6749 §6). Dropbox and Google both work this way; each may send
+//! a new refresh token with the answer, which then replaces the old one.
+
+use std::time::Duration;
+
+use reqwest::blocking::Client;
+use zeroize::Zeroizing;
+
+/// What a token endpoint grants.
+pub struct TokenGrant {
+    pub access_token: Zeroizing<String>,
+    /// Seconds the access token lives, when the endpoint says.
+    pub expires_in: Option<u64>,
+    /// A new refresh token, when the endpoint rotates them.
+    pub refresh_token: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for TokenGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenGrant")
+            .field("expires_in", &self.expires_in)
+            .field("rotated", &self.refresh_token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OAuthError {
+    /// `invalid_grant`: the refresh token expired or was revoked; only a new login helps.
+    #[error("the provider no longer accepts this login (it expired or was revoked)")]
+    LoginExpired,
+    #[error("the token endpoint {url} does not answer ({reason})")]
+    Unreachable { url: String, reason: String },
+    #[error("the token endpoint answered {status}: {error}")]
+    Refused { status: u16, error: String },
+    #[error("{url} does not answer as an OAuth token endpoint does ({reason})")]
+    NotOAuth { url: String, reason: String },
+}
+
+/// Trades a refresh token for a new access token.
+pub fn refresh(
+    token_url: &str,
+    client_id: &str,
+    client_secret: Option<&str>,
+    refresh_token: &str,
+) -> Result<TokenGrant, OAuthError> {
+    let unreachable = |reason: &str| OAuthError::Unreachable {
+        url: token_url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let client = Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("ghostie-fs/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|_| unreachable("no HTTP client"))?;
+    let mut form: Vec<(&str, &str)> = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+        ("client_id", client_id),
+    ];
+    if let Some(secret) = client_secret {
+        form.push(("client_secret", secret));
+    }
+    let response = client
+        .post(token_url)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .form(&form)
+        .send()
+        .map_err(|e| {
+            // Never the error's own text: it could quote the request.
+            unreachable(if e.is_timeout() {
+                "no answer in time"
+            } else if e.is_connect() {
+                "cannot connect"
+            } else {
+                "the connection broke"
+            })
+        })?;
+    let status = response.status().as_u16();
+    let body = Zeroizing::new(
+        response
+            .text()
+            .map_err(|_| unreachable("the answer broke off"))?,
+    );
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return Err(OAuthError::NotOAuth {
+            url: token_url.to_owned(),
+            reason: format!("it answered {status} without JSON"),
+        });
+    };
+    if !(200..300).contains(&status) {
+        let error = json
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or("no error code")
+            .to_owned();
+        if error == "invalid_grant" {
+            return Err(OAuthError::LoginExpired);
+        }
+        return Err(OAuthError::Refused { status, error });
+    }
+    let text = |name: &str| {
+        json.get(name)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(|s| Zeroizing::new(s.to_owned()))
+    };
+    let Some(access_token) = text("access_token") else {
+        return Err(OAuthError::NotOAuth {
+            url: token_url.to_owned(),
+            reason: "its answer holds no access token".into(),
+        });
+    };
+    Ok(TokenGrant {
+        access_token,
+        expires_in: json.get("expires_in").and_then(|v| v.as_u64()),
+        refresh_token: text("refresh_token"),
+    })
+}
