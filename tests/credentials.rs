@@ -96,11 +96,13 @@ impl SecretService {
             dbus,
             keyring,
         };
+        // The bus name is taken before the login collection is ready: wait for a
+        // store and lookup to go through, as ghostie-fs's own probe does.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !ss.answers() {
+        while !(ss.answers() && ss.round_trip()) {
             assert!(
                 Instant::now() < deadline,
-                "gnome-keyring never took the Secret Service name"
+                "gnome-keyring never answered a store and lookup"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -127,6 +129,32 @@ impl SecretService {
             ])
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
+    }
+
+    fn round_trip(&self) -> bool {
+        let mut store = self
+            .tool("secret-tool")
+            .args([
+                "store",
+                "--label=probe",
+                "service",
+                "test-probe",
+                "username",
+                "p",
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("secret-tool");
+        if let Some(mut stdin) = store.stdin.take() {
+            let _ = stdin.write_all(b"ready");
+        }
+        let stored = store.wait().is_ok_and(|s| s.success());
+        let back = self
+            .tool("secret-tool")
+            .args(["lookup", "service", "test-probe", "username", "p"])
+            .output()
+            .is_ok_and(|o| o.stdout == b"ready");
+        stored && back
     }
 
     /// What `secret-tool` reads for ghostie-fs's entry `user`.
@@ -337,7 +365,11 @@ fn bare(h: &TempHome, env: &[(&str, &str)], args: &[&str]) -> Output {
     c.args(args).write_stdin(Vec::new()).output().expect("run")
 }
 
-fn remember_then_sync(env: &[(&str, &str)], place: &str) -> (TempVault, TempHome) {
+fn remember_then_sync(
+    env: &[(&str, &str)],
+    place: &str,
+    while_remembered: impl Fn(&TempHome),
+) -> (TempVault, TempHome) {
     let vault = TempVault::local();
     let h = TempHome::joined("cron-box", &vault);
     let other = TempHome::joined("phone", &vault);
@@ -361,6 +393,11 @@ fn remember_then_sync(env: &[(&str, &str)], place: &str) -> (TempVault, TempHome
     assert!(out.status.success(), "{}", stderr(&out));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(s["credentials"]["remembered"].is_object(), "{s}");
+    while_remembered(&h);
+    // A passphrase given still wins, and is checked: a wrong one fails.
+    let mut wrong = env.to_vec();
+    wrong.push(("GHOSTIE_PASSPHRASE", "not the passphrase"));
+    one_sentence(&run_in(&h, &wrong, "", &["sync"]), 5, "Wrong passphrase");
 
     let out = run_in(&h, env, "", &["forget"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -376,7 +413,10 @@ fn remember_then_sync(env: &[(&str, &str)], place: &str) -> (TempVault, TempHome
 
 #[test]
 fn remember_lets_a_scheduled_sync_run_without_a_passphrase_until_forget() {
-    let (_vault, h) = remember_then_sync(&[], "encrypted");
+    let (_vault, h) = remember_then_sync(&[], "encrypted", |h| {
+        assert!(h.home().join("keys/remembered.enc").exists());
+        assert_eq!(files_under(&[&h.state_dir()]).len(), 1);
+    });
     // Nothing is left of the remembered key: neither its sealed copy nor the unlock
     // key outside the home.
     assert!(!h.home().join("keys/remembered.enc").exists());
@@ -389,9 +429,13 @@ fn remember_uses_the_os_keyring_when_a_real_one_answers() {
         return;
     };
     let bus = [("DBUS_SESSION_BUS_ADDRESS", ss.address.as_str())];
-    let (_vault, h) = remember_then_sync(&bus, "OS keyring");
+    let (_vault, h) = remember_then_sync(&bus, "OS keyring", |h| {
+        let entry = ss.lookup(&format!("master-key@{}", home_id(h)));
+        assert!(entry.is_some_and(|e| e.contains("vault_id")));
+        assert!(!h.home().join("keys/remembered.enc").exists());
+        assert!(files_under(&[&h.state_dir()]).is_empty());
+    });
     assert_eq!(ss.lookup(&format!("master-key@{}", home_id(&h))), None);
-    assert!(!h.home().join("keys/remembered.enc").exists());
 }
 
 #[test]
@@ -404,18 +448,23 @@ fn a_remembered_key_expires_and_a_copied_home_does_not_carry_it() {
 
     // The home copied elsewhere (a backup, a stolen disk image) without the unlock
     // key kept outside it: no passphrase, no access.
+    // (On another machine, the unlock key's place is empty: moved away here.)
     let copy = TempHome::new("copy");
     copy_dir(h.home(), copy.home());
+    let away = h.outside.path().join("state-away");
+    std::fs::rename(h.state_dir(), &away).expect("move the state folder");
     let out = bare(&copy, &[], &["sync"]);
-    one_sentence(&out, 1, "No passphrase given");
+    one_sentence(&out, 1, "remembers its key, but its unlock key");
+    std::fs::rename(&away, h.state_dir()).expect("move it back");
 
     let out = run_in(&h, &[], "", &["remember", "--for", "1s"]);
     assert!(out.status.success(), "{}", stderr(&out));
     std::thread::sleep(Duration::from_millis(2100));
     let out = bare(&h, &[], &["sync"]);
     one_sentence(&out, 1, "No passphrase given");
-    // An expired key is removed, not kept around.
+    // An expired key is removed, not kept around: its sealed copy and its unlock key.
     assert!(!h.home().join("keys/remembered.enc").exists());
+    assert!(files_under(&[&h.state_dir()]).is_empty());
 
     let out = run_in(&h, &[], "", &["remember", "--for", "soon"]);
     one_sentence(&out, 2, "not a duration");
@@ -457,10 +506,7 @@ fn bad_tokens_and_bad_apis_are_one_sentence_each_and_store_nothing() {
     one_sentence(&login(&h, &[], &fake, "ghp_has a space"), 6, "not a token");
     nothing_stored(&h);
 
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    // Nothing listens on port 1 of this machine: the connection is refused.
     let out = run_in(
         &h,
         &[],
@@ -470,10 +516,38 @@ fn bad_tokens_and_bad_apis_are_one_sentence_each_and_store_nothing() {
             "github",
             "--token-stdin",
             "--api-url",
-            &format!("http://{closed}"),
+            "http://127.0.0.1:1",
         ],
     );
-    one_sentence(&out, 1, "does not answer");
+    one_sentence(&out, 1, "does not answer (cannot connect");
+    // A server that takes the request and hangs: the timeout ends it.
+    fake.set_outage(Outage::Stall);
+    let out = run_in(
+        &h,
+        &[("GHOSTIE_PROVIDER_TIMEOUT", "1")],
+        &format!("{TOKEN}\n"),
+        &["login", "github", "--token-stdin", "--api-url", &fake.url()],
+    );
+    one_sentence(&out, 1, "no answer in 1 s");
+    // URLs a token must not travel to.
+    for (url, why) in [
+        ("http://github.example.com/api/v3", "plain HTTP"),
+        (
+            "https://user:pw@github.example.com/api/v3",
+            "user name or password",
+        ),
+        ("https://github.example.com/api/v3?x=1", "query or fragment"),
+        ("ftp://github.example.com", "not an HTTPS one"),
+        ("github.example.com", "not a URL"),
+    ] {
+        let out = run_in(
+            &h,
+            &[],
+            &format!("{TOKEN}\n"),
+            &["login", "github", "--token-stdin", "--api-url", url],
+        );
+        one_sentence(&out, 2, why);
+    }
     fake.set_outage(Outage::CutConnections);
     one_sentence(&login(&h, &[], &fake, TOKEN), 1, "does not answer");
     fake.set_outage(Outage::ServerError);
@@ -565,40 +639,56 @@ fn a_token_in_the_environment_wins_and_is_never_stored() {
     let vault = TempVault::local();
     let h = TempHome::joined("laptop", &vault);
     let fake = FakeGithub::start();
-    fake.add_classic_token(TOKEN, "from-gh-token", &["gist"], None);
-    fake.add_classic_token(OTHER_TOKEN, "from-github-token", &["gist"], None);
-    let both = [("GH_TOKEN", TOKEN), ("GITHUB_TOKEN", OTHER_TOKEN)];
-    let out = run_in(
-        &h,
-        &both,
-        "",
-        &["login", "github", "--api-url", &fake.url()],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("GH_TOKEN"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("from-gh-token"), "{}", stdout(&out));
-    let only = [("GITHUB_TOKEN", OTHER_TOKEN)];
-    let out = run_in(
-        &h,
-        &only,
-        "",
-        &["login", "github", "--api-url", &fake.url()],
-    );
+    fake.add_classic_token(TOKEN, "from-enterprise-token", &["gist"], None);
+    fake.add_classic_token(OTHER_TOKEN, "from-github-enterprise-token", &["gist"], None);
+    fake.add_classic_token(BAD_TOKEN, "a-github-com-user", &["gist"], None);
+    let api = ["login", "github", "--api-url", &fake.url()];
+    // The fake is not github.com: as with `gh`, GH_TOKEN and GITHUB_TOKEN (meant for
+    // github.com) are not sent to it; the enterprise variables are.
+    let com = [("GH_TOKEN", BAD_TOKEN), ("GITHUB_TOKEN", BAD_TOKEN)];
+    one_sentence(&run_in(&h, &com, "", &api), 2, "No token given");
     assert!(
-        stdout(&out).contains("from-github-token"),
+        fake.seen().is_empty(),
+        "a github.com token went to another host"
+    );
+    let both = [
+        ("GH_ENTERPRISE_TOKEN", TOKEN),
+        ("GITHUB_ENTERPRISE_TOKEN", OTHER_TOKEN),
+    ];
+    let out = run_in(&h, &both, "", &api);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("GH_ENTERPRISE_TOKEN"),
         "{}",
         stdout(&out)
     );
+    assert!(
+        stdout(&out).contains("from-enterprise-token"),
+        "{}",
+        stdout(&out)
+    );
+    let only = [("GITHUB_ENTERPRISE_TOKEN", OTHER_TOKEN)];
+    let out = run_in(&h, &only, "", &api);
+    assert!(
+        stdout(&out).contains("from-github-enterprise-token"),
+        "{}",
+        stdout(&out)
+    );
+    // A refused environment token is named as such.
+    fake.revoke(OTHER_TOKEN);
+    let out = run_in(&h, &only, "", &api);
+    one_sentence(&out, 6, "the token in GITHUB_ENTERPRISE_TOKEN");
     nothing_stored(&h);
     assert!(!h.home().join("keys/credentials.json").exists());
     assert_nowhere(TOKEN, &[h.home(), h.outside.path()]);
 
-    let s = stored(&h, &both);
+    // For github.com itself (no --api-url), GH_TOKEN is what status reports.
+    let s = stored(&h, &com);
     assert_eq!(
         s["environment"],
         serde_json::json!([{"provider": "github", "variable": "GH_TOKEN"}])
     );
-    let out = run_in(&h, &both, "", &["status"]);
+    let out = run_in(&h, &com, "", &["status"]);
     assert!(
         stdout(&out).contains("github from GH_TOKEN"),
         "{}",
@@ -628,6 +718,28 @@ fn no_secret_reaches_a_log_a_message_json_or_a_file() {
     }
     h.write("a.json", b"{}");
     outputs.push(bare(&h, &trace, &["sync", "--json"]));
+    // The passphrase through every way of giving it, a wrong one included.
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let pass_file = elsewhere.path().join("pass");
+    std::fs::write(&pass_file, format!("{PASSPHRASE}\n")).expect("pass file");
+    let file_arg = pass_file.to_str().expect("utf-8").to_owned();
+    outputs.push(bare(
+        &h,
+        &trace,
+        &["--passphrase-file", &file_arg, "status"],
+    ));
+    let command = format!("cat {file_arg}");
+    outputs.push(bare(
+        &h,
+        &trace,
+        &["--passphrase-command", &command, "sync"],
+    ));
+    outputs.push(run_in(
+        &h,
+        &[("GHOSTIE_PASSPHRASE", "wrong wrong wrong"), trace[0]],
+        "",
+        &["sync"],
+    ));
     // A backend error: the vault folder gone.
     let moved = vault.path().with_extension("moved");
     std::fs::rename(vault.path(), &moved).expect("move the vault away");
@@ -639,7 +751,7 @@ fn no_secret_reaches_a_log_a_message_json_or_a_file() {
     std::fs::rename(&moved, vault.path()).expect("move the vault back");
     for o in &outputs {
         for text in [stdout(o), stderr(o)] {
-            for secret in [TOKEN, BAD_TOKEN, PASSPHRASE] {
+            for secret in [TOKEN, BAD_TOKEN, PASSPHRASE, "wrong wrong wrong"] {
                 assert!(!text.contains(secret), "a secret was printed: {text}");
             }
         }
@@ -894,4 +1006,27 @@ fn short_lived_access_tokens_are_refreshed_and_a_rotated_refresh_token_is_stored
         Err(other) => panic!("expected LoginExpired, got {other}"),
         Ok(_) => panic!("a retired refresh token bought an access token"),
     }
+}
+
+#[test]
+fn a_background_mount_unlocks_with_the_remembered_key() {
+    let vault = TempVault::local();
+    let h = TempHome::joined("desktop", &vault);
+    let other = TempHome::joined("phone", &vault);
+    h.ok(&["remember"]);
+    // No passphrase anywhere: the mount's background process reads the key itself.
+    let out = bare(&h, &[], &["mount"]);
+    assert!(out.status.success(), "mount: {}", stderr(&out));
+    let guard = h.adopt_mount();
+    std::fs::write(h.file("mounted.json"), b"{\"via\":\"remembered key\"}").expect("write");
+    let out = bare(&h, &[], &["unmount"]);
+    assert!(out.status.success(), "unmount: {}", stderr(&out));
+    drop(guard);
+    other.ok(&["pull"]);
+    assert_eq!(
+        other.read("mounted.json").as_deref(),
+        Some(&b"{\"via\":\"remembered key\"}"[..])
+    );
+    let log = std::fs::read_to_string(h.home().join("sync/mount.log")).unwrap_or_default();
+    assert!(!log.contains(PASSPHRASE));
 }

@@ -560,18 +560,54 @@ fn a_post_without_content_length_is_411() {
 // 6. GET /gists
 
 #[test]
-fn listing_gists_depends_on_the_kind_of_token() {
+fn listing_gists_needs_no_permission_but_writing_does() {
     let fake = FakeGithub::start();
     fake.add_classic_token("ghp_noscopes", "octo", &[], None);
+    fake.add_classic_token("ghp_gist", "octo", &["gist"], None);
     fake.add_fine_grained_token("github_pat_nogists", "octo", false, None);
     fake.add_fine_grained_token("github_pat_gists", "octo", true, None);
-    let r = get(&fake, "/gists?per_page=100", Some("ghp_noscopes"));
-    assert_eq!((r.status, r.json()), (200, serde_json::json!([])));
-    let r = get(&fake, "/gists?per_page=1", Some("github_pat_nogists"));
-    assert_eq!(r.status, 404);
-    assert_eq!(r.message(), "Not Found");
-    let r = get(&fake, "/gists?per_page=1", Some("github_pat_gists"));
-    assert_eq!((r.status, r.json()), (200, serde_json::json!([])));
+    for token in [
+        "ghp_noscopes",
+        "ghp_gist",
+        "github_pat_nogists",
+        "github_pat_gists",
+    ] {
+        let r = get(&fake, "/gists?per_page=1", Some(token));
+        assert_eq!(
+            (r.status, r.json()),
+            (200, serde_json::json!([])),
+            "{token}"
+        );
+    }
+    let empty = r#"{"files":{}}"#;
+    let post = |token: &str| {
+        let auth = format!("Bearer {token}");
+        call(
+            &fake,
+            "POST",
+            "/gists",
+            &[UA, ("Authorization", &auth)],
+            Some(empty),
+        )
+    };
+    let r = post("ghp_noscopes");
+    assert_eq!((r.status, r.message()), (404, "Not Found".to_owned()));
+    let r = post("github_pat_nogists");
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.message(),
+        "Resource not accessible by personal access token"
+    );
+    for token in ["ghp_gist", "github_pat_gists"] {
+        let r = post(token);
+        assert_eq!(
+            (r.status, r.message()),
+            (422, "Validation Failed".to_owned()),
+            "{token}"
+        );
+    }
+    let r = call(&fake, "POST", "/gists", &[UA], Some(empty));
+    assert_eq!(r.status, 401);
 }
 
 // 7. Other paths
@@ -823,4 +859,33 @@ fn dropping_the_fake_stops_it() {
         TcpStream::connect(addr).is_err(),
         "nothing listens any more"
     );
+}
+
+#[test]
+fn a_stalled_fake_answers_nothing_until_the_stall_ends() {
+    let fake = fake_with_tokens();
+    fake.set_outage(Outage::Stall);
+    let addr = fake.url().trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .expect("timeout");
+    let request = request_bytes("GET", "/user", &[UA, ("Connection", "close")], None);
+    std::io::Write::write_all(&mut stream, &request).expect("send");
+    let mut buf = [0u8; 64];
+    let e = std::io::Read::read(&mut stream, &mut buf).expect_err("an answer came");
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{e}"
+    );
+    fake.set_outage(Outage::None);
+    // The stalled connection is closed, unanswered, once the stall ends.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    assert_eq!(std::io::Read::read(&mut stream, &mut buf).expect("end"), 0);
+    assert_eq!(fake.seen()[0].status, 0);
 }

@@ -213,6 +213,7 @@ fn the_termux_job_syncs_a_device_that_remembers_its_key() {
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .env_remove("GHOSTIE_PASSPHRASE")
             .env_remove("GHOSTIE_PASSPHRASE_FILE")
+            .env_remove("GHOSTIE_CREDENTIAL_STORE")
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
@@ -234,6 +235,7 @@ fn the_termux_job_syncs_a_device_that_remembers_its_key() {
         .env("XDG_RUNTIME_DIR", user.path().join("run"))
         .env_remove("XDG_STATE_HOME")
         .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env_remove("GHOSTIE_CREDENTIAL_STORE")
         .env("GHOSTIE_PASSPHRASE", PASSPHRASE);
     let r = remember.output().unwrap();
     assert!(r.status.success(), "{}", stderr(&r));

@@ -38,7 +38,7 @@ pub enum GithubError {
     Unreachable { url: String, reason: String },
     #[error("{url} does not answer as the GitHub API does ({reason}); check --api-url")]
     NotGithub { url: String, reason: String },
-    #[error("GitHub's rate limit is spent; it resets at {reset} (Unix time)")]
+    #[error("GitHub's rate limit for this token is spent; it resets {reset}")]
     RateLimited { reset: String },
     #[error("GitHub answered {status}: {message}")]
     Refused { status: u16, message: String },
@@ -60,13 +60,85 @@ pub struct GithubApi {
     client: Client,
 }
 
+/// How long one request may take: `GHOSTIE_PROVIDER_TIMEOUT` seconds (a slow link),
+/// else 30.
+pub fn request_timeout() -> Duration {
+    let secs = std::env::var("GHOSTIE_PROVIDER_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(30.0);
+    Duration::from_secs_f64(secs)
+}
+
+/// Checks an API root given by the user: HTTPS (plain HTTP only to this machine,
+/// where a test server or a tunnel listens), and nothing a token could leak
+/// through (user info, a query, a fragment). Returns it without a trailing slash.
+pub fn check_api_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text.trim()).map_err(|e| {
+        format!("'{text}' is not a URL ({e}); give e.g. https://github.example.com/api/v3")
+    })?;
+    let host = url.host_str().unwrap_or_default().to_owned();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(format!(
+                "'{text}' is plain HTTP: a token must travel over HTTPS (plain HTTP is taken only for this machine)"
+            ))
+        }
+        other => return Err(format!("'{text}' is a {other}: URL, not an HTTPS one")),
+    }
+    if host.is_empty() {
+        return Err(format!("'{text}' names no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "'{}' holds a user name or password: give the token by login instead",
+            url.host_str().unwrap_or_default()
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "'{text}' has a query or fragment: give only the API's root"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Whether `api_url` is github.com's own API (not GitHub Enterprise Server): the
+/// environment's `GH_TOKEN` and `GITHUB_TOKEN` are meant for it alone.
+pub fn is_github_com(api_url: &str) -> bool {
+    reqwest::Url::parse(api_url).is_ok_and(|u| u.host_str() == Some("api.github.com"))
+}
+
+/// The cause at the bottom of an error's chain (a refused connection, an unknown
+/// certificate issuer): what a user can act on. reqwest's own text names the URL,
+/// never a header.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 impl GithubApi {
     pub fn new(api_url: &str) -> Result<Self, GithubError> {
         let url = api_url.trim_end_matches('/').to_owned();
         let client = Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10).min(request_timeout()))
+            .timeout(request_timeout())
             .user_agent(concat!("ghostie-fs/", env!("CARGO_PKG_VERSION")))
+            // A redirect would carry a revoke's body (the token) to wherever it
+            // points, and drops the Authorization header of a check across hosts.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| GithubError::Unreachable {
                 url: url.clone(),
@@ -80,13 +152,12 @@ impl GithubApi {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> GithubError {
-        // reqwest's message names the URL but never a header, so no token.
         let reason = if e.is_timeout() {
-            "no answer in time".to_owned()
+            format!("no answer in {} s", request_timeout().as_secs_f64())
         } else if e.is_connect() {
-            "cannot connect".to_owned()
+            format!("cannot connect: {}", root_cause(&e))
         } else {
-            "the connection broke".to_owned()
+            format!("the connection broke: {}", root_cause(&e))
         };
         GithubError::Unreachable {
             url: self.url.clone(),
@@ -94,23 +165,37 @@ impl GithubApi {
         }
     }
 
-    fn get(&self, path: &str, token: &str) -> Result<Response, GithubError> {
-        let auth = Zeroizing::new(format!("Bearer {token}"));
-        let mut value =
-            reqwest::header::HeaderValue::from_str(&auth).map_err(|_| GithubError::BadToken)?;
-        // Kept out of any debug print of the request.
-        value.set_sensitive(true);
-        self.client
-            .get(format!("{}{path}", self.url))
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        let builder = self
+            .client
+            .request(method, format!("{}{path}", self.url))
             .header(ACCEPT, "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", API_VERSION)
-            .header(AUTHORIZATION, value)
+            .header("X-GitHub-Api-Version", API_VERSION);
+        let auth = Zeroizing::new(format!("Bearer {token}"));
+        match reqwest::header::HeaderValue::from_str(&auth) {
+            Ok(mut value) => {
+                // Kept out of any debug print of the request.
+                value.set_sensitive(true);
+                builder.header(AUTHORIZATION, value)
+            }
+            // Not a header value at all: sent without, GitHub answers 401.
+            Err(_) => builder,
+        }
+    }
+
+    fn get(&self, path: &str, token: &str) -> Result<Response, GithubError> {
+        self.request(reqwest::Method::GET, path, token)
             .send()
             .map_err(|e| self.unreachable(e))
     }
 
     /// Who the token belongs to and what it may do (`GET /user`, then, for a
-    /// fine-grained token, whether the gists answer).
+    /// fine-grained token, whether it may write gists).
     pub fn check_token(&self, token: &str) -> Result<TokenInfo, GithubError> {
         let response = self.get("/user", token)?;
         let status = response.status().as_u16();
@@ -131,18 +216,29 @@ impl GithubApi {
                 .collect::<Vec<_>>()
         });
         let expires = header(&headers, "github-authentication-token-expiration");
+        let fine_grained = scopes.is_none() || token.starts_with("github_pat_");
         let reaches_gists = match &scopes {
-            Some(list) => list.iter().any(|s| s == NEEDED_SCOPE),
-            None => {
-                let r = self.get("/gists?per_page=1", token)?;
+            Some(list) if !fine_grained => list.iter().any(|s| s == NEEDED_SCOPE),
+            // GitHub lists no permissions of a fine-grained token, and listing gists
+            // needs none: only a write tells. An empty gist is refused (422) after
+            // the permission is checked (403 or 404 without it), so nothing is made.
+            _ => {
+                let r = self
+                    .request(reqwest::Method::POST, "/gists", token)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(r#"{"files":{}}"#)
+                    .send()
+                    .map_err(|e| self.unreachable(e))?;
                 let status = r.status().as_u16();
                 let headers = r.headers().clone();
                 let body = r.text().map_err(|e| self.unreachable(e))?;
-                if status == 404 {
-                    false
-                } else {
-                    self.judge(status, &headers, &body)?;
-                    true
+                match status {
+                    422 => true,
+                    403 | 404 => false,
+                    _ => {
+                        self.judge(status, &headers, &body)?;
+                        true
+                    }
                 }
             }
         };
@@ -175,6 +271,13 @@ impl GithubApi {
 
     /// Turns an answer that is not a success into the error a user can act on.
     fn judge(&self, status: u16, headers: &HeaderMap, body: &str) -> Result<(), GithubError> {
+        if (300..400).contains(&status) {
+            let to = header(headers, "location").unwrap_or_else(|| "elsewhere".into());
+            return Err(GithubError::NotGithub {
+                url: self.url.clone(),
+                reason: format!("it redirects to {}; give that as --api-url", one_line(&to)),
+            });
+        }
         let json = serde_json::from_str::<serde_json::Value>(body).ok();
         let is_json =
             json.is_some() && header(headers, "content-type").is_some_and(|c| c.contains("json"));
@@ -189,18 +292,39 @@ impl GithubApi {
         }
         let message = json
             .as_ref()
-            .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+            .and_then(|v| v.get("message")?.as_str().map(one_line))
             .unwrap_or_default();
         if status == 401 {
             return Err(GithubError::BadToken);
         }
         let spent = header(headers, "x-ratelimit-remaining").as_deref() == Some("0");
         if (status == 403 || status == 429) && spent {
-            return Err(GithubError::RateLimited {
-                reset: header(headers, "x-ratelimit-reset").unwrap_or_else(|| "?".into()),
-            });
+            let reset = header(headers, "x-ratelimit-reset")
+                .and_then(|r| r.parse::<u64>().ok())
+                .map(|at| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    format!("in {} minutes", at.saturating_sub(now).div_ceil(60))
+                })
+                .unwrap_or_else(|| "within the hour".into());
+            return Err(GithubError::RateLimited { reset });
         }
         Err(GithubError::Refused { status, message })
+    }
+}
+
+/// A server's text as one short line: it goes into a one-sentence error.
+fn one_line(text: &str) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let flat = flat.trim();
+    match flat.char_indices().nth(160) {
+        Some((cut, _)) => format!("{}…", &flat[..cut]),
+        None => flat.to_owned(),
     }
 }
 
@@ -268,6 +392,38 @@ mod tests {
         assert_eq!(parse_expiry("2024-02-29 00:00:01 UTC"), Some(1_709_164_801));
         assert_eq!(parse_expiry("tomorrow"), None);
         assert_eq!(parse_expiry("2026-13-01 00:00:00 UTC"), None);
+    }
+
+    #[test]
+    fn api_urls_a_token_may_travel_to() {
+        assert_eq!(
+            check_api_url("https://github.example.com/api/v3/").as_deref(),
+            Ok("https://github.example.com/api/v3")
+        );
+        assert!(check_api_url("http://127.0.0.1:8080").is_ok());
+        assert!(check_api_url("http://[::1]:8080").is_ok());
+        assert!(check_api_url("http://localhost:1").is_ok());
+        for bad in [
+            "http://github.example.com",
+            "http://127.0.0.2.example.com",
+            "https://u:p@github.example.com",
+            "https://github.example.com/?a=b",
+            "https://github.example.com/#x",
+            "file:///etc/passwd",
+            "api.github.com",
+        ] {
+            assert!(check_api_url(bad).is_err(), "{bad}");
+        }
+        assert!(is_github_com("https://api.github.com"));
+        assert!(!is_github_com("https://github.example.com/api/v3"));
+        assert!(!is_github_com("http://127.0.0.1:9"));
+    }
+
+    #[test]
+    fn server_text_becomes_one_short_line() {
+        assert_eq!(one_line("two\nlines\r\n"), "two lines");
+        let long = "x".repeat(500);
+        assert_eq!(one_line(&long).chars().count(), 161);
     }
 
     #[test]

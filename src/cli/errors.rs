@@ -91,7 +91,7 @@ impl From<CredentialError> for CliError {
         let (code, text) = match &e {
             CredentialError::WrongPassphrase => (
                 EXIT_WRONG_PASSPHRASE,
-                "wrong passphrase; nothing was changed".to_owned(),
+                "wrong passphrase (if it was changed on another device, run 'ghostie-fs sync' here with the new one first); nothing was changed".to_owned(),
             ),
             CredentialError::Config(c) => return SyncError::Config(clone_config(c)).into(),
             CredentialError::LoginExpired(_) => (EXIT_REFUSED, e.to_string()),

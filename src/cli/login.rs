@@ -9,8 +9,8 @@ use zeroize::Zeroizing;
 use ghostie_fs::config::Home;
 use ghostie_fs::credentials::github::{self, GithubError};
 use ghostie_fs::credentials::{
-    self, env_secret, CredentialError, CredentialKey, Credentials, Place, Provider, Secret,
-    StoredInfo, EXPIRY_WARNING_SECS,
+    self, env_secret, CredentialError, CredentialKey, Credentials, Place, Provider, Remembered,
+    Secret, StoredInfo, EXPIRY_WARNING_SECS,
 };
 use ghostie_fs::folder::format_time;
 use ghostie_fs::sync::PassphraseSource;
@@ -91,7 +91,12 @@ fn key_if_needed(
 }
 
 fn read_token(args: &LoginArgs) -> Result<Secret, CliError> {
-    let text = if args.token_stdin {
+    let text = if args.token_stdin && std::io::stdin().is_terminal() {
+        // Typed or pasted by hand after all: not echoed.
+        let typed = rpassword::prompt_password("Token: ")
+            .map_err(|e| CliError::new(EXIT_FAILURE, format!("Cannot read the token: {e}.")))?;
+        Zeroizing::new(typed.trim().to_owned())
+    } else if args.token_stdin {
         let mut line = Zeroizing::new(String::new());
         std::io::stdin().lock().read_line(&mut line).map_err(|e| {
             CliError::new(EXIT_FAILURE, format!("Cannot read standard input: {e}."))
@@ -217,15 +222,22 @@ pub fn login(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LoginArgs) -> C
         ));
     };
     let provider = provider_of(name)?;
-    let api_url = args
-        .api_url
-        .clone()
-        .unwrap_or_else(|| github::DEFAULT_API_URL.to_owned());
-    let env = env_secret(provider);
+    let api_url = match &args.api_url {
+        Some(u) => github::check_api_url(u)
+            .map_err(|e| CliError::new(EXIT_USAGE, format!("{}.", capital(&e))))?,
+        None => provider.default_api_url().to_owned(),
+    };
+    let env = env_secret(provider, &api_url);
     if !args.token_stdin {
         if let Some((var, token)) = &env {
             // The environment wins and is never stored: check it, say whose it is.
-            let (info, warnings) = check_github(&api_url, token)?;
+            let (info, warnings) = check_github(&api_url, token).map_err(|e| CliError {
+                sentence: format!(
+                    "{} (the token in {var}; unset it, or use --token-stdin to store another).",
+                    e.sentence.trim_end_matches('.')
+                ),
+                ..e
+            })?;
             for w in &warnings {
                 eprintln!("⚠️  {w}");
             }
@@ -274,10 +286,7 @@ pub fn login(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LoginArgs) -> C
 
 fn login_status(home: &Home, json: bool) -> CmdResult {
     let store = Credentials::open(home)?;
-    let env: Vec<_> = Provider::ALL
-        .iter()
-        .filter_map(|p| env_secret(*p).map(|(var, _)| (p.name(), var)))
-        .collect();
+    let env = env_in_use(&store);
     if json {
         println!("{}", credentials_json(home)?);
         return Ok(0);
@@ -329,6 +338,10 @@ fn expiry_text(info: &StoredInfo) -> String {
 fn remembered_text(place: Option<Place>, r: &credentials::RememberedInfo) -> String {
     let where_ = place.map(Place::describe).unwrap_or_default();
     match r.until {
+        Some(u) if u <= now() => format!(
+            "Unlock: the key remembered in {where_} expired at {}; the passphrase is needed",
+            when(u)
+        ),
         Some(u) => format!(
             "Unlock: this device's key is remembered in {where_} until {}",
             when(u)
@@ -339,9 +352,28 @@ fn remembered_text(place: Option<Place>, r: &credentials::RememberedInfo) -> Str
     }
 }
 
-/// The credentials part of `status --json` and `login --status --json`: never a secret.
+/// Each provider's token variable that is set, for the API its stored credential
+/// names (or the provider's default).
+fn env_in_use(store: &Credentials) -> Vec<(&'static str, &'static str)> {
+    Provider::ALL
+        .iter()
+        .filter_map(|p| {
+            let api = store
+                .info(*p)
+                .map(|i| i.api_url.clone())
+                .unwrap_or_else(|| p.default_api_url().to_owned());
+            env_secret(*p, &api).map(|(var, _)| (p.name(), var))
+        })
+        .collect()
+}
+
+/// The credentials part of `status --json` and `login --status --json`: never a
+/// secret; a record that cannot be read is said, not fatal.
 pub fn credentials_json(home: &Home) -> Result<serde_json::Value, CliError> {
-    let store = Credentials::open(home)?;
+    let store = match Credentials::open(home) {
+        Ok(s) => s,
+        Err(e) => return Ok(serde_json::json!({ "error": e.to_string() })),
+    };
     let list: Vec<_> = store
         .list()
         .map(|(provider, info)| {
@@ -357,18 +389,16 @@ pub fn credentials_json(home: &Home) -> Result<serde_json::Value, CliError> {
             })
         })
         .collect();
-    let env: Vec<_> = Provider::ALL
-        .iter()
-        .filter_map(|p| {
-            env_secret(*p)
-                .map(|(var, _)| serde_json::json!({"provider": p.name(), "variable": var}))
-        })
+    let env: Vec<_> = env_in_use(&store)
+        .into_iter()
+        .map(|(provider, var)| serde_json::json!({"provider": provider, "variable": var}))
         .collect();
     let remembered = store.remembered().map(|r| {
         serde_json::json!({
             "kept_in": store.place().map(Place::name),
             "since": when(r.since),
             "until": r.until.map(when),
+            "expired": r.until.is_some_and(|u| u <= now()),
         })
     });
     Ok(serde_json::json!({
@@ -393,13 +423,8 @@ pub fn status_lines(home: &Home) -> Vec<String> {
             expiry_text(info)
         ));
     }
-    for p in Provider::ALL {
-        if let Some((var, _)) = env_secret(p) {
-            lines.push(format!(
-                "Credentials: {} from {var} (environment)",
-                p.name()
-            ));
-        }
+    for (provider, var) in env_in_use(&store) {
+        lines.push(format!("Credentials: {provider} from {var} (environment)"));
     }
     if let Some(r) = store.remembered() {
         lines.push(remembered_text(store.place(), r));
@@ -410,7 +435,11 @@ pub fn status_lines(home: &Home) -> Vec<String> {
 pub fn logout(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LogoutArgs) -> CmdResult {
     let provider = provider_of(&args.provider)?;
     let mut store = Credentials::open(&home)?;
-    let env = env_secret(provider);
+    let api = store
+        .info(provider)
+        .map(|i| i.api_url.clone())
+        .unwrap_or_else(|| provider.default_api_url().to_owned());
+    let env = env_secret(provider, &api);
     let Some(info) = store.info(provider).cloned() else {
         say!(cli, "No {} credential is stored here.", provider.name());
         if let Some((var, _)) = env {
@@ -521,6 +550,18 @@ pub fn forget(cli: &Cli, home: Home) -> CmdResult {
         say!(cli, "Nothing was remembered on this device.");
     }
     Ok(0)
+}
+
+/// Whether this device's remembered key can be had now, so a background mount's
+/// child can unlock without a passphrase handed over.
+pub fn remembered_usable(home: &Home) -> bool {
+    let Ok(config) = home.load_config() else {
+        return false;
+    };
+    matches!(
+        credentials::remembered_key(home, &config.vault_id),
+        Ok(Remembered::Key(_))
+    )
 }
 
 #[cfg(test)]

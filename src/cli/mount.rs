@@ -299,7 +299,7 @@ fn start_in_background(
     let typed = if pass.preset.is_some()
         || (pass.is_interactive()
             && std::io::stdin().is_terminal()
-            && !ghostie_fs::credentials::remembers(home))
+            && !super::login::remembered_usable(home))
     {
         Some(pass.existing()?)
     } else {

@@ -2,7 +2,8 @@
 //! The client itself is the backend's (`backend::github`), shared with the Gist store.
 
 pub use crate::backend::github::{
-    excess_scopes, parse_expiry, GithubError, TokenInfo, DEFAULT_API_URL, NEEDED_SCOPE,
+    check_api_url, excess_scopes, is_github_com, parse_expiry, GithubError, TokenInfo,
+    DEFAULT_API_URL, NEEDED_SCOPE,
 };
 
 use super::Secret;

@@ -48,6 +48,10 @@ pub struct RememberedInfo {
     pub since: u64,
     /// Unix seconds after which the key is no longer used; `None`: until `forget`.
     pub until: Option<u64>,
+    /// Where the unlock key of a sealed remembered key was put, so a command run
+    /// with other environment variables (cron, sudo) still finds it.
+    #[serde(default)]
+    pub unlock_key: Option<PathBuf>,
 }
 
 pub fn path(home: &Home) -> PathBuf {
@@ -83,8 +87,57 @@ pub fn load(home: &Home) -> Result<Meta, CredentialError> {
     }
 }
 
-pub fn save(home: &Home, meta: &Meta) -> Result<(), CredentialError> {
-    crate::config::create_private_dir(&home.keys_dir())?;
+/// Loads the record, lets `change` modify it, and saves it, with every other
+/// process's change of the same home's secrets held off meanwhile: a `login`, a
+/// `remember` and a cron sync forgetting an expired key must not undo each other.
+/// The store choice is undone once nothing is stored, so a new one can be made.
+pub fn update<T>(
+    home: &Home,
+    change: impl FnOnce(&mut Meta) -> Result<T, CredentialError>,
+) -> Result<(Meta, T), CredentialError> {
+    let _lock = Lock::take(home)?;
+    let mut meta = load(home)?;
+    let out = change(&mut meta)?;
+    if meta.credentials.is_empty() && meta.remembered.is_none() {
+        meta.store = None;
+    }
+    save(home, &meta)?;
+    Ok((meta, out))
+}
+
+/// An exclusive `flock` on `keys/credentials.lock`, released when dropped.
+struct Lock {
+    _held: std::fs::File,
+}
+
+impl Lock {
+    fn take(home: &Home) -> Result<Self, CredentialError> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        crate::config::create_private_dir(&home.keys_dir())?;
+        let path = home.keys_dir().join("credentials.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(CredentialError::io(&path))?;
+        loop {
+            // SAFETY: flock on a descriptor this function owns for the call.
+            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if r == 0 {
+                return Ok(Self { _held: file });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(CredentialError::io(&path)(e));
+            }
+        }
+    }
+}
+
+fn save(home: &Home, meta: &Meta) -> Result<(), CredentialError> {
     let mut bytes = serde_json::to_vec_pretty(meta)
         .map_err(|e| CredentialError::Invalid(format!("cannot write the record: {e}")))?;
     bytes.push(b'\n');

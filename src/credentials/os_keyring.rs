@@ -135,12 +135,13 @@ pub fn delete(user: &str) -> Result<bool, CredentialError> {
 }
 
 /// Whether a real keyring answers here: an entry written, read back equal and
-/// removed. Any failure (no D-Bus session, no Secret Service on it, a headless
-/// server, Termux) says why none is used.
-pub fn probe(user: &str) -> Result<(), String> {
+/// removed. A refusal (no D-Bus session, no Secret Service on it, a headless
+/// server, Termux) is `Keyring`, saying why none is used; no answer in time is
+/// `KeyringUnavailable`.
+pub fn probe(user: &str) -> Result<(), CredentialError> {
     let user = user.to_owned();
     let token = super::random_hex(16);
-    let result = within(PROBE_PATIENCE, move || {
+    within(PROBE_PATIENCE, move || {
         native::set(&user, &token)?;
         let back = native::get(&user)?;
         let _ = native::delete(&user);
@@ -148,6 +149,5 @@ pub fn probe(user: &str) -> Result<(), String> {
             Some(b) if *b == token => Ok(()),
             _ => Err("what was written did not read back".into()),
         }
-    });
-    result.map_err(|e| e.to_string())
+    })
 }

@@ -16,10 +16,15 @@ fn info() -> StoredInfo {
 fn file_home() -> (tempfile::TempDir, Home, Credentials) {
     let dir = tempfile::tempdir().expect("temp dir");
     let home = Home::new(dir.path().join("home"));
-    let mut creds = Credentials::open(&home).expect("open");
     // The file store, whatever this machine offers: the OS keyring is the
     // integration tests' business (tests/credentials.rs, with a real one).
-    creds.meta.store = Some(Place::File);
+    std::fs::create_dir_all(home.keys_dir()).expect("keys dir");
+    std::fs::write(
+        home.keys_dir().join("credentials.json"),
+        r#"{"format":1,"home_id":"00112233aabbccdd","store":"file"}"#,
+    )
+    .expect("record");
+    let creds = Credentials::open(&home).expect("open");
     (dir, home, creds)
 }
 

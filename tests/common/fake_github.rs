@@ -32,8 +32,7 @@ const JSON_TYPE: &str = "application/json; charset=utf-8";
 
 const DOCS: &str = "https://docs.github.com/rest";
 const DOCS_USER: &str = "https://docs.github.com/rest/users/users#get-the-authenticated-user";
-const DOCS_LIST_GISTS: &str =
-    "https://docs.github.com/rest/gists/gists#list-gists-for-the-authenticated-user";
+const DOCS_CREATE_GIST: &str = "https://docs.github.com/rest/gists/gists#create-a-gist";
 const DOCS_REVOKE: &str =
     "https://docs.github.com/rest/credentials/revoke#revoke-a-list-of-credentials";
 const DOCS_RATE_LIMITS: &str = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api";
@@ -64,6 +63,9 @@ pub enum Outage {
     /// Every request is answered 200 with an HTML page: a captive portal, or an
     /// `--api-url` that points at some other web server.
     NotGithub,
+    /// Each request is read and never answered while the stall lasts (at most a
+    /// minute): a server that hangs, for the client's timeouts.
+    Stall,
 }
 
 /// One request as the fake received it, for tests that check what the product sent.
@@ -298,6 +300,15 @@ fn serve(stream: TcpStream, shared: &Shared) {
             }
         };
         let framing = http::framing(&head);
+        if shared.state().outage == Outage::Stall {
+            shared.state().record(&head, 0);
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while shared.state().outage == Outage::Stall && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
         if shared.state().outage == Outage::CutConnections {
             // The declared body is read first: closing with unread bytes makes the
             // kernel send a reset, and the client should see a plain end of stream.
@@ -478,7 +489,7 @@ impl State {
                 "<html><head><title>Welcome</title></head><body><p>Please sign in to \
                  continue to the internet.</p></body></html>",
             ),
-            Outage::None | Outage::CutConnections => match framing {
+            Outage::None | Outage::CutConnections | Outage::Stall => match framing {
                 Framing::Length(_) | Framing::Empty => {
                     self.api(head, body.unwrap_or_default(), peer)
                 }
@@ -623,6 +634,7 @@ impl State {
         match (head.method.as_str(), head.path.as_str()) {
             ("GET", "/user") => self.get_user(who),
             ("GET", "/gists") => list_gists(who),
+            ("POST", "/gists") => create_gist(who, body),
             ("POST", "/credentials/revoke") => self.revoke_credentials(who, body),
             _ => Response::error(404, "Not Found", DOCS),
         }
@@ -760,20 +772,69 @@ impl State {
     }
 }
 
-/// `GET /gists`: listing needs no scope from a classic token, but a fine-grained
-/// token without the Gists permission is told there is nothing there at all.
+/// `GET /gists`: listing the owner's gists needs no scope from a classic token and
+/// no permission from a fine-grained one (GitHub's documentation), so it tells
+/// nothing about whether a token may write gists.
 fn list_gists(who: Option<&Token>) -> Response {
     match who.map(|t| &t.kind) {
-        Some(Kind::FineGrained { gists: false }) => {
-            Response::error(404, "Not Found", DOCS_LIST_GISTS)
-        }
-        Some(Kind::FineGrained { gists: true }) => Response::json(200, &Json::Arr(Vec::new()))
-            .with("x-accepted-github-permissions", "gists=read"),
+        Some(Kind::FineGrained { .. }) => Response::json(200, &Json::Arr(Vec::new())).with(
+            "x-accepted-github-permissions",
+            "allows_permissionless_access=true",
+        ),
         Some(Kind::Classic { .. }) => {
             Response::json(200, &Json::Arr(Vec::new())).with("x-accepted-oauth-scopes", "")
         }
         // Anonymous callers get every public gist; there are none here yet.
         None => Response::json(200, &Json::Arr(Vec::new())),
+    }
+}
+
+/// `POST /gists`: the permission is checked before the body, so an empty `files`
+/// tells a token that may write gists (422) from one that may not: a classic token
+/// without the `gist` scope gets 404, a fine-grained one without the Gists
+/// permission 403. Creating gists comes with the Gist backend.
+fn create_gist(who: Option<&Token>, body: &[u8]) -> Response {
+    let Some(t) = who else {
+        return Response::error(401, "Requires authentication", DOCS_CREATE_GIST);
+    };
+    match &t.kind {
+        Kind::Classic { scopes } if !scopes.iter().any(|s| s == "gist") => {
+            return Response::error(404, "Not Found", DOCS_CREATE_GIST)
+                .with("x-accepted-oauth-scopes", "gist");
+        }
+        Kind::FineGrained { gists: false } => {
+            return Response::error(
+                403,
+                "Resource not accessible by personal access token",
+                DOCS_CREATE_GIST,
+            )
+            .with("x-accepted-github-permissions", "gists=write");
+        }
+        _ => {}
+    }
+    let Some(doc) = std::str::from_utf8(body).ok().and_then(Json::parse) else {
+        return Response::error(400, "Problems parsing JSON", DOCS_CREATE_GIST);
+    };
+    match doc.get("files") {
+        Some(Json::Obj(files)) if !files.is_empty() => {
+            Response::error(501, "this fake does not create gists yet", DOCS_CREATE_GIST)
+        }
+        _ => {
+            let errors = Json::Arr(vec![Json::obj([
+                ("resource", Json::str("Gist")),
+                ("field", Json::str("files")),
+                ("code", Json::str("missing_field")),
+            ])]);
+            Response::json(
+                422,
+                &Json::obj([
+                    ("message", Json::str("Validation Failed")),
+                    ("errors", errors),
+                    ("documentation_url", Json::str(DOCS_CREATE_GIST)),
+                    ("status", Json::str("422")),
+                ]),
+            )
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Unlocking: the passphrase, the wrapped master key, and changing the passphrase.
 
 use super::*;
+use crate::credentials::Remembered;
 
 /// Where passphrases come from; the CLI asks the terminal, tests pass strings.
 pub trait PassphraseSource: Send + Sync {
@@ -72,6 +73,7 @@ fn unlock(
         Err(e) => return Err(e.into()),
     };
     // No passphrase at hand: a key this device remembers spares asking for one.
+    let mut unavailable = None;
     if passphrase.is_interactive() {
         if let Some(ring) = &remote {
             if ring.vault_id != config.vault_id {
@@ -81,14 +83,21 @@ fn unlock(
             }
         }
         match crate::credentials::remembered_key(home, &config.vault_id) {
-            Ok(Some(master)) => return Ok(SubKeys::derive(&master)),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!("the remembered key cannot be read ({e}); asking for the passphrase")
-            }
+            Ok(Remembered::Key(master)) => return Ok(SubKeys::derive(&master)),
+            Ok(Remembered::Nothing) => {}
+            Ok(Remembered::Unavailable(why)) => unavailable = Some(why),
+            Err(e) => unavailable = Some(e.to_string()),
         }
     }
-    let pass = passphrase.existing()?;
+    // Without a passphrase either, the reason the remembered key did not serve is
+    // what the user needs to read, not "no passphrase given".
+    let pass = match (passphrase.existing(), unavailable) {
+        (Ok(p), _) => p,
+        (Err(_), Some(why)) => {
+            return Err(crate::credentials::CredentialError::RememberedUnavailable(why).into())
+        }
+        (Err(e), None) => return Err(e),
+    };
     let master = match remote {
         Some(ring) if ring.generation != local.generation => {
             if ring.vault_id != config.vault_id {
