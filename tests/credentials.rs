@@ -554,6 +554,17 @@ fn bad_tokens_and_bad_apis_are_one_sentence_each_and_store_nothing() {
     one_sentence(&login(&h, &[], &fake, TOKEN), 1, "503");
     fake.set_outage(Outage::NotGithub);
     one_sentence(&login(&h, &[], &fake, TOKEN), 1, "check --api-url");
+    // A redirect is not followed: the token goes nowhere but where it was sent.
+    let elsewhere = FakeGithub::start();
+    let port: u16 = elsewhere
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    fake.set_outage(Outage::RedirectToPort(port));
+    one_sentence(&login(&h, &[], &fake, TOKEN), 1, "redirects to");
+    assert!(elsewhere.seen().is_empty(), "the redirect was followed");
     fake.set_outage(Outage::None);
     one_sentence(
         &run_in(&h, &[], "", &["login", "gitlab", "--token-stdin"]),

@@ -889,3 +889,12 @@ fn a_stalled_fake_answers_nothing_until_the_stall_ends() {
     assert_eq!(std::io::Read::read(&mut stream, &mut buf).expect("end"), 0);
     assert_eq!(fake.seen()[0].status, 0);
 }
+
+#[test]
+fn a_redirecting_fake_points_elsewhere() {
+    let fake = fake_with_tokens();
+    fake.set_outage(Outage::RedirectToPort(4321));
+    let r = get(&fake, "/user", Some(CLASSIC));
+    assert_eq!(r.status, 307);
+    assert_eq!(r.header("location"), Some("http://127.0.0.1:4321/user"));
+}

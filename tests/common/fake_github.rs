@@ -66,6 +66,9 @@ pub enum Outage {
     /// Each request is read and never answered while the stall lasts (at most a
     /// minute): a server that hangs, for the client's timeouts.
     Stall,
+    /// Every request is answered `307 Temporary Redirect` to the same path on
+    /// `127.0.0.1:PORT`: a moved server, or one that would lure a token elsewhere.
+    RedirectToPort(u16),
 }
 
 /// One request as the fake received it, for tests that check what the product sent.
@@ -484,6 +487,8 @@ impl State {
                 503,
                 &Json::obj([("message", Json::str("Service unavailable"))]),
             ),
+            Outage::RedirectToPort(port) => Response::text(307, "text/html", "")
+                .with("location", format!("http://127.0.0.1:{port}{}", head.path)),
             Outage::NotGithub => Response::html(
                 200,
                 "<html><head><title>Welcome</title></head><body><p>Please sign in to \
@@ -1262,6 +1267,7 @@ mod http {
             202 => "Accepted",
             204 => "No Content",
             304 => "Not Modified",
+            307 => "Temporary Redirect",
             400 => "Bad Request",
             401 => "Unauthorized",
             403 => "Forbidden",
