@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fake_github::{FakeGithub, Outage};
+use common::fake_github::{expiry_in, FakeGithub, Outage};
 use common::*;
 
 const TOKEN: &str = "ghp_c0ffee0credentials0test0token00000001";
@@ -251,32 +251,6 @@ fn nothing_stored(h: &TempHome) {
     let s = stored(h, &[]);
     assert_eq!(s["credentials"], serde_json::json!([]), "{s}");
     assert!(!h.home().join("keys/credentials.enc").exists());
-}
-
-/// GitHub's expiry header for `secs` from now.
-fn github_time(secs_from_now: u64) -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + secs_from_now;
-    let (days, rest) = ((t / 86_400) as i64, t % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
 }
 
 #[test]
@@ -583,7 +557,7 @@ fn more_power_than_needed_and_a_near_expiry_are_warned_about() {
     let vault = TempVault::local();
     let h = TempHome::joined("laptop", &vault);
     let fake = FakeGithub::start();
-    let soon = github_time(3 * 86_400);
+    let soon = expiry_in(Duration::from_secs(3 * 86_400));
     fake.add_classic_token(TOKEN, "octo-ghost", &["gist", "repo"], Some(&soon));
     let out = login(&h, &[], &fake, TOKEN);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -601,7 +575,7 @@ fn more_power_than_needed_and_a_near_expiry_are_warned_about() {
     );
 
     // A fine-grained token lists no scopes; with the Gists permission it is taken.
-    let far = github_time(90 * 86_400);
+    let far = expiry_in(Duration::from_secs(90 * 86_400));
     fake.add_fine_grained_token(
         "github_pat_gists0000000000000",
         "octo-ghost",
