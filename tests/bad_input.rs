@@ -307,6 +307,7 @@ fn status_json_has_exactly_the_documented_keys() {
             "busy",
             "cloud_count",
             "conflict_count",
+            "credentials",
             "device_id",
             "device_name",
             "known_devices",
