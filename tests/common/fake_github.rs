@@ -1,14 +1,30 @@
 //! A fake of the GitHub REST API on a loopback port, for tests of the product's
-//! GitHub code (login today, the Gist store later) that must not reach github.com.
+//! GitHub code (login, the Gist store) that must not reach github.com.
 //!
 //! It is meant to be faithful rather than convenient: what GitHub documents (and
 //! does) for each endpoint it serves is enforced, limits included, so a test that
 //! passes here fails for the same reasons the real service would make it fail.
 //! Plain HTTP/1.1 with keep-alive, std only: a request parser ([`http`]), one lock
 //! over the whole service's state ([`State`]), a router ([`State::route`]) and a
-//! handler per endpoint. Stopped on drop.
+//! handler per endpoint; the Gist API's store and endpoints live in [`gist`].
+//! Stopped on drop.
+//!
+//! Time is the fake's own clock: the wall clock plus whatever a test has added with
+//! [`FakeGithub::advance_clock`], so a test can cover an hour of rate-limit windows
+//! without waiting. Every window, `x-ratelimit-reset`, `retry-after`, token expiry,
+//! `Date` and the gists' timestamps are read from it.
+//!
+//! Limits, and where they are enforced: the primary hourly limits in
+//! [`State::api`] (every API request but a 304, which GitHub does not count); the
+//! secondary limits on content-creating requests (`POST`/`PATCH`/`PUT`/`DELETE` under
+//! `/gists`, per token) in [`State::gist_write`]; truncation at 1 MiB a file and 300
+//! files a gist, raw_url's 10 MiB and the rules on file names in [`gist`].
 
-use std::collections::HashMap;
+mod gist;
+
+pub use self::gist::StoredGist;
+
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -23,6 +39,12 @@ use self::json::Json;
 const AUTHENTICATED_PER_HOUR: u32 = 5_000;
 const UNAUTHENTICATED_PER_HOUR: u32 = 60;
 const WINDOW_SECS: u64 = 3_600;
+/// GitHub's documented secondary limits on content-creating requests: "no more than
+/// 80 content-generating requests per minute and no more than 500 per hour".
+const SECONDARY_PER_MINUTE: u32 = 80;
+const SECONDARY_PER_HOUR: u32 = 500;
+const MINUTE_MS: u64 = 60_000;
+const HOUR_MS: u64 = 3_600_000;
 /// The versions GitHub's REST API accepts in `X-GitHub-Api-Version`.
 const API_VERSIONS: [&str; 2] = ["2022-11-28", "2026-03-10"];
 const DEFAULT_API_VERSION: &str = "2022-11-28";
@@ -32,10 +54,13 @@ const JSON_TYPE: &str = "application/json; charset=utf-8";
 
 const DOCS: &str = "https://docs.github.com/rest";
 const DOCS_USER: &str = "https://docs.github.com/rest/users/users#get-the-authenticated-user";
-const DOCS_CREATE_GIST: &str = "https://docs.github.com/rest/gists/gists#create-a-gist";
+const DOCS_GISTS: &str = "https://docs.github.com/rest/gists/gists";
 const DOCS_REVOKE: &str =
     "https://docs.github.com/rest/credentials/revoke#revoke-a-list-of-credentials";
 const DOCS_RATE_LIMITS: &str = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api";
+const DOCS_SECONDARY: &str = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits";
+const SECONDARY_MESSAGE: &str = "You have exceeded a secondary rate limit. Please wait a few \
+     minutes before you try again.";
 const DOCS_VERSIONS: &str = "https://docs.github.com/rest/overview/api-versions";
 const USER_AGENT_REQUIRED: &str = "Request forbidden by administrative rules. Please make sure \
      your request has a User-Agent header \
@@ -190,7 +215,58 @@ impl FakeGithub {
         };
     }
 
-    /// Every request received so far, in order, outages included.
+    /// The secondary limits on content-creating requests (every `POST`, `PATCH`,
+    /// `PUT` and `DELETE` under `/gists`), per token: at most `per_minute` in any
+    /// sixty seconds and `per_hour` in any hour (GitHub's are 80 and 500). Requests
+    /// already let through stay counted.
+    pub fn set_secondary_limits(&self, per_minute: u32, per_hour: u32) {
+        let mut state = self.shared.state();
+        state.secondary.per_minute = per_minute;
+        state.secondary.per_hour = per_hour;
+    }
+
+    /// The status of a request refused by a secondary limit: GitHub documents both
+    /// 403 (the default here) and 429, so the product must take either.
+    pub fn secondary_status(&self, status: u16) {
+        assert!(
+            matches!(status, 403 | 429),
+            "GitHub answers a secondary limit with 403 or 429, not {status}"
+        );
+        self.shared.state().secondary.status = status;
+    }
+
+    /// Moves the fake's clock ahead (it never goes back): rate-limit windows,
+    /// `retry-after`, `x-ratelimit-reset`, token expiry and the gists' timestamps
+    /// all follow it, so a test can cover an hour without waiting one.
+    pub fn advance_clock(&self, d: Duration) {
+        self.shared.state().clock += d;
+    }
+
+    /// Everything GitHub keeps of the gists, as anyone who knows their ids can read
+    /// it: every revision's full files, oldest revision first; deleted gists (whose
+    /// history GitHub drops with them) are left out. In the order of creation.
+    pub fn everything_stored(&self) -> Vec<StoredGist> {
+        self.shared.state().gists.everything()
+    }
+
+    /// Content-creating requests received (`POST`, `PATCH`, `PUT`, `DELETE` under
+    /// `/gists`), whatever became of them: refused, failed, cut or served.
+    pub fn content_requests(&self) -> usize {
+        self.shared.state().content_requests
+    }
+
+    /// Requests refused by a secondary rate limit.
+    pub fn secondary_refusals(&self) -> usize {
+        self.shared.state().secondary_refusals
+    }
+
+    /// Conditional requests answered 304 Not Modified (free of the primary limit).
+    pub fn not_modified_count(&self) -> usize {
+        self.shared.state().not_modified
+    }
+
+    /// Every request received so far, in order, outages and raw_url fetches
+    /// included.
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.state().seen.clone()
     }
@@ -295,8 +371,11 @@ fn serve(stream: TcpStream, shared: &Shared) {
             Ok(Some(head)) => head,
             Ok(None) | Err(http::HeadError::Io) => return,
             Err(http::HeadError::Malformed { method, target }) => {
-                let response = Response::error(400, "Problems parsing the request", DOCS);
-                shared.state().record_raw(&method, &target, response.status);
+                let mut state = shared.state();
+                let response =
+                    Response::error(400, "Problems parsing the request", DOCS).dated(state.now());
+                state.record_raw(&method, &target, response.status);
+                drop(state);
                 let _ = response.write_to(&mut writer, true);
                 http::linger_close(&mut reader, &writer);
                 return;
@@ -403,6 +482,70 @@ enum Caller {
     Bad,
 }
 
+/// The secondary limits on content-creating requests, per token. Each token's
+/// log holds the moments of the requests let through in the last hour, so the
+/// limits hold over any sixty seconds and any hour (a sliding window: stricter than
+/// fixed windows, which would let 160 through across a minute's boundary, and
+/// GitHub does not say which it uses).
+struct Secondary {
+    per_minute: u32,
+    per_hour: u32,
+    status: u16,
+    /// Milliseconds on the fake's clock, oldest first.
+    writes: HashMap<String, VecDeque<u64>>,
+}
+
+impl Secondary {
+    /// Whole seconds until `token` may make another content-creating request
+    /// (rounded up, so waiting that long is always enough); None if it may now.
+    fn wait(&mut self, token: &str, now_ms: u64) -> Option<u64> {
+        let log = self.writes.entry(token.to_owned()).or_default();
+        while log.front().is_some_and(|&t| t + HOUR_MS <= now_ms) {
+            log.pop_front();
+        }
+        let mut wait_ms = 0;
+        for (limit, span) in [(self.per_minute, MINUTE_MS), (self.per_hour, HOUR_MS)] {
+            let limit = limit as usize;
+            let in_span = log.iter().rev().take_while(|&&t| t + span > now_ms).count();
+            if in_span >= limit {
+                // Under the limit again once the limit-th newest request has left
+                // the span.
+                let frees_at = match limit {
+                    0 => now_ms + span,
+                    _ => log[log.len() - limit] + span,
+                };
+                wait_ms = wait_ms.max(frees_at.saturating_sub(now_ms).max(1));
+            }
+        }
+        (wait_ms > 0).then(|| wait_ms.div_ceil(1_000))
+    }
+
+    fn note(&mut self, token: &str, now_ms: u64) {
+        self.writes
+            .entry(token.to_owned())
+            .or_default()
+            .push_back(now_ms);
+    }
+}
+
+/// One request on its way through the API, with what the checks before the
+/// endpoint found out about it.
+struct Call<'a> {
+    head: &'a Head,
+    body: &'a [u8],
+    who: Option<&'a Token>,
+    /// The token as sent, for the limits kept per token.
+    token: Option<&'a str>,
+    request_id: &'a str,
+    now_ms: u64,
+}
+
+impl Call<'_> {
+    fn now(&self) -> u64 {
+        self.now_ms / 1_000
+    }
+}
+
 struct State {
     base_url: String,
     tokens: HashMap<String, Token>,
@@ -411,8 +554,15 @@ struct State {
     outage: Outage,
     limits: Limits,
     windows: HashMap<Bucket, Window>,
+    secondary: Secondary,
+    /// How far the fake's clock is ahead of the wall clock.
+    clock: Duration,
+    gists: gist::Gists,
     seen: Vec<Seen>,
     requests: u64,
+    content_requests: usize,
+    secondary_refusals: usize,
+    not_modified: usize,
 }
 
 impl State {
@@ -427,9 +577,33 @@ impl State {
                 unauthenticated: UNAUTHENTICATED_PER_HOUR,
             },
             windows: HashMap::new(),
+            secondary: Secondary {
+                per_minute: SECONDARY_PER_MINUTE,
+                per_hour: SECONDARY_PER_HOUR,
+                status: 403,
+                writes: HashMap::new(),
+            },
+            clock: Duration::ZERO,
+            gists: gist::Gists::default(),
             seen: Vec::new(),
             requests: 0,
+            content_requests: 0,
+            secondary_refusals: 0,
+            not_modified: 0,
         }
+    }
+
+    /// The fake's clock, in milliseconds since the epoch.
+    fn now_ms(&self) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        u64::try_from((wall + self.clock).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The fake's clock, in seconds since the epoch.
+    fn now(&self) -> u64 {
+        self.now_ms() / 1_000
     }
 
     fn add_token(&mut self, token: &str, login: &str, kind: Kind, expires: Option<&str>) {
@@ -454,7 +628,7 @@ impl State {
     }
 
     fn record(&mut self, head: &Head, status: u16) {
-        self.seen.push(Seen {
+        self.push_seen(Seen {
             method: head.method.clone(),
             path: head.path.clone(),
             authorization: head.header("authorization").map(str::to_owned),
@@ -464,13 +638,20 @@ impl State {
     }
 
     fn record_raw(&mut self, method: &str, target: &str, status: u16) {
-        self.seen.push(Seen {
+        self.push_seen(Seen {
             method: method.to_owned(),
             path: target.split('?').next().unwrap_or_default().to_owned(),
             authorization: None,
             user_agent: None,
             status,
         });
+    }
+
+    fn push_seen(&mut self, seen: Seen) {
+        if is_content_request(&seen.method, &seen.path) {
+            self.content_requests += 1;
+        }
+        self.seen.push(seen);
     }
 
     /// The whole answer to one request (recorded before it is sent, so a test that
@@ -495,6 +676,10 @@ impl State {
                  continue to the internet.</p></body></html>",
             ),
             Outage::None | Outage::CutConnections | Outage::Stall => match framing {
+                // The raw host is not the API: no token, no User-Agent, no limits.
+                Framing::Length(_) | Framing::Empty if head.path.starts_with("/raw/") => {
+                    self.gists.raw(head)
+                }
                 Framing::Length(_) | Framing::Empty => {
                     self.api(head, body.unwrap_or_default(), peer)
                 }
@@ -507,13 +692,15 @@ impl State {
                 Framing::Invalid => Response::error(400, "Problems parsing the request", DOCS),
             },
         };
+        let response = response.dated(self.now());
         self.record(head, response.status);
         response
     }
 
     /// The API proper: the checks GitHub makes of every request, then the endpoint.
     fn api(&mut self, head: &Head, body: &[u8], peer: IpAddr) -> Response {
-        let now = now();
+        let now_ms = self.now_ms();
+        let now = now_ms / 1_000;
         self.requests += 1;
         let request_id = format!(
             "FA4E:{:04X}:{:06X}:{:07X}:{:08X}",
@@ -523,15 +710,13 @@ impl State {
             now & 0xFFFF_FFFF
         );
         let caller = self.caller(head, now);
-        let (bucket, limit) = match &caller {
-            Caller::Known(_) => {
-                let token = head
-                    .header("authorization")
-                    .and_then(token_of)
-                    .unwrap_or_default();
-                (Bucket::Token(token.to_owned()), self.limits.authenticated)
-            }
-            Caller::Anonymous | Caller::Bad => (Bucket::Address(peer), self.limits.unauthenticated),
+        let token = match &caller {
+            Caller::Known(_) => head.header("authorization").and_then(token_of),
+            Caller::Anonymous | Caller::Bad => None,
+        };
+        let (bucket, limit) = match token {
+            Some(token) => (Bucket::Token(token.to_owned()), self.limits.authenticated),
+            None => (Bucket::Address(peer), self.limits.unauthenticated),
         };
 
         let user_agent = head.header("user-agent").filter(|ua| !ua.trim().is_empty());
@@ -541,7 +726,11 @@ impl State {
             let body = Json::obj([("message", Json::str(USER_AGENT_REQUIRED))]);
             (rate, Response::json(403, &body))
         } else {
-            let (rate, over) = self.count(&bucket, limit, now);
+            // A conditional request past the limit is refused like any other:
+            // GitHub promises that a 304 is not counted, not that one is given
+            // once the hour is used up.
+            let rate = self.peek(&bucket, limit, now);
+            let over = rate.used >= limit;
             let response = if over {
                 rate_limited(&caller, peer, &request_id, now)
             } else if let Caller::Bad = caller {
@@ -560,7 +749,23 @@ impl State {
                     Caller::Known(t) => Some(t),
                     _ => None,
                 };
-                self.route(head, body, who)
+                self.route(&Call {
+                    head,
+                    body,
+                    who,
+                    token,
+                    request_id: &request_id,
+                    now_ms,
+                })
+            };
+            // A refused request is not counted, and neither is a 304: "making a
+            // conditional request does not count against your primary rate limit
+            // if a 304 response is returned" (GitHub). So the headers of a 304
+            // show the allowance as it was.
+            let rate = if over || response.status == 304 {
+                rate
+            } else {
+                self.charge(&bucket, limit, now)
             };
             (rate, response)
         };
@@ -623,26 +828,103 @@ impl State {
         }
     }
 
-    /// Counts one request; true when the bucket's hour is already used up, in which
-    /// case the request is refused and not counted.
-    fn count(&mut self, bucket: &Bucket, limit: u32, now: u64) -> (RateLimit, bool) {
+    /// Counts one request the bucket's hour had room for.
+    fn charge(&mut self, bucket: &Bucket, limit: u32, now: u64) -> RateLimit {
         let mut w = self.window(bucket, now);
-        let over = w.used >= limit;
-        if !over {
-            w.used += 1;
-        }
+        w.used += 1;
         self.windows.insert(bucket.clone(), w);
-        (self.peek(bucket, limit, now), over)
+        self.peek(bucket, limit, now)
     }
 
-    fn route(&mut self, head: &Head, body: &[u8], who: Option<&Token>) -> Response {
-        match (head.method.as_str(), head.path.as_str()) {
-            ("GET", "/user") => self.get_user(who),
-            ("GET", "/gists") => list_gists(who),
-            ("POST", "/gists") => create_gist(who, body),
-            ("POST", "/credentials/revoke") => self.revoke_credentials(who, body),
-            _ => Response::error(404, "Not Found", DOCS),
+    fn route(&mut self, call: &Call) -> Response {
+        let (method, path) = (call.head.method.as_str(), call.head.path.as_str());
+        if is_content_request(method, path) {
+            return self.gist_write(call);
         }
+        let response = match (method, path) {
+            ("GET", "/user") => return self.get_user(call.who),
+            ("POST", "/credentials/revoke") => return self.revoke_credentials(call.who, call.body),
+            ("GET", "/gists") => self.gists.list(call, &self.base_url),
+            ("GET", p) if p.starts_with("/gists/") => self.gists.get(call, &self.base_url),
+            _ => return Response::error(404, "Not Found", DOCS),
+        };
+        self.conditional(call.head, response)
+    }
+
+    /// GitHub's conditional GET: each representation has an `ETag`, and a request
+    /// whose `If-None-Match` names it is answered 304 with no body.
+    fn conditional(&mut self, head: &Head, response: Response) -> Response {
+        if response.status != 200 {
+            return response;
+        }
+        let etag = response.etag();
+        let matches = head.header("if-none-match").is_some_and(|wanted| {
+            wanted.split(',').map(str::trim).any(|w| {
+                // Weak comparison (RFC 9110 §13.1.2): the W/ prefix is not compared.
+                w == "*" || w.trim_start_matches("W/") == etag.trim_start_matches("W/")
+            })
+        });
+        if matches {
+            self.not_modified += 1;
+            Response::empty(304).with("etag", etag)
+        } else {
+            response.with("etag", etag)
+        }
+    }
+
+    /// Every content-creating request under `/gists`: authentication, then the
+    /// secondary limits (which count every such request of the token, whatever its
+    /// fate after them), then the permission, then the endpoint.
+    fn gist_write(&mut self, call: &Call) -> Response {
+        let (Some(t), Some(token)) = (call.who, call.token) else {
+            return Response::error(401, "Requires authentication", DOCS_GISTS);
+        };
+        if let Some(retry_after) = self.secondary.wait(token, call.now_ms) {
+            // Refused, not counted, and nothing changes.
+            self.secondary_refusals += 1;
+            let message = format!(
+                "{SECONDARY_MESSAGE} If you reach out to GitHub Support for help, please \
+                 include the request ID {}.",
+                call.request_id
+            );
+            return Response::error(self.secondary.status, &message, DOCS_SECONDARY)
+                .with("retry-after", retry_after.to_string());
+        }
+        self.secondary.note(token, call.now_ms);
+        // GitHub hides what a classic token may not reach (404) and names the
+        // permission a fine-grained one lacks (403), on every write alike; and it
+        // checks before reading the body, so an empty POST tells a token that may
+        // write gists (422) from one that may not without making anything.
+        match &t.kind {
+            Kind::Classic { scopes } if !scopes.iter().any(|s| s == "gist") => {
+                return Response::error(404, "Not Found", DOCS_GISTS)
+                    .with("x-accepted-oauth-scopes", "gist");
+            }
+            Kind::FineGrained { gists: false } => {
+                return Response::error(
+                    403,
+                    "Resource not accessible by personal access token",
+                    DOCS_GISTS,
+                )
+                .with("x-accepted-github-permissions", "gists=write");
+            }
+            _ => {}
+        }
+        // GitHub has no conditional writes: no compare-and-swap on a revision and
+        // no create-only write, so a client that sends the headers is told so
+        // rather than left believing it was protected.
+        if let Some(h) = ["if-match", "if-none-match", "if-unmodified-since"]
+            .into_iter()
+            .find(|h| call.head.header(h).is_some())
+        {
+            return Response::error(
+                400,
+                &format!("Conditional requests are not supported: {h} was sent."),
+                DOCS_GISTS,
+            );
+        }
+        let base = self.base_url.clone();
+        self.gists.write(call, t, &base)
     }
 
     /// `GET /user`: the token's owner.
@@ -650,7 +932,8 @@ impl State {
         let Some(t) = who else {
             return Response::error(401, "Requires authentication", DOCS_USER);
         };
-        let response = Response::json(200, &self.user_json(t)).with("x-accepted-oauth-scopes", "");
+        let user = user_json(&self.base_url, &t.login, t.user_id);
+        let response = Response::json(200, &user).with("x-accepted-oauth-scopes", "");
         match t.kind {
             Kind::FineGrained { .. } => response.with(
                 "x-accepted-github-permissions",
@@ -658,69 +941,6 @@ impl State {
             ),
             Kind::Classic { .. } => response,
         }
-    }
-
-    fn user_json(&self, t: &Token) -> Json {
-        let login = &t.login;
-        let api = format!("{}/users/{login}", self.base_url);
-        let created = "2020-01-01T00:00:00Z";
-        Json::obj([
-            ("login", Json::str(login)),
-            ("id", Json::int(t.user_id)),
-            (
-                "node_id",
-                Json::str(base64(format!("04:User{}", t.user_id).as_bytes())),
-            ),
-            (
-                "avatar_url",
-                Json::str(format!(
-                    "https://avatars.githubusercontent.com/u/{}?v=4",
-                    t.user_id
-                )),
-            ),
-            ("gravatar_id", Json::str("")),
-            ("url", Json::str(&api)),
-            ("html_url", Json::str(format!("https://github.com/{login}"))),
-            ("followers_url", Json::str(format!("{api}/followers"))),
-            (
-                "following_url",
-                Json::str(format!("{api}/following{{/other_user}}")),
-            ),
-            ("gists_url", Json::str(format!("{api}/gists{{/gist_id}}"))),
-            (
-                "starred_url",
-                Json::str(format!("{api}/starred{{/owner}}{{/repo}}")),
-            ),
-            (
-                "subscriptions_url",
-                Json::str(format!("{api}/subscriptions")),
-            ),
-            ("organizations_url", Json::str(format!("{api}/orgs"))),
-            ("repos_url", Json::str(format!("{api}/repos"))),
-            ("events_url", Json::str(format!("{api}/events{{/privacy}}"))),
-            (
-                "received_events_url",
-                Json::str(format!("{api}/received_events")),
-            ),
-            ("type", Json::str("User")),
-            ("user_view_type", Json::str("private")),
-            ("site_admin", Json::Bool(false)),
-            ("name", Json::Null),
-            ("company", Json::Null),
-            ("blog", Json::str("")),
-            ("location", Json::Null),
-            ("email", Json::Null),
-            ("hireable", Json::Null),
-            ("bio", Json::Null),
-            ("twitter_username", Json::Null),
-            ("notification_email", Json::Null),
-            ("public_repos", Json::int(0)),
-            ("public_gists", Json::int(0)),
-            ("followers", Json::int(0)),
-            ("following", Json::int(0)),
-            ("created_at", Json::str(created)),
-            ("updated_at", Json::str(created)),
-        ])
     }
 
     /// `POST /credentials/revoke`: anyone may report leaked tokens, so only callers
@@ -777,70 +997,66 @@ impl State {
     }
 }
 
-/// `GET /gists`: listing the owner's gists needs no scope from a classic token and
-/// no permission from a fine-grained one (GitHub's documentation), so it tells
-/// nothing about whether a token may write gists.
-fn list_gists(who: Option<&Token>) -> Response {
-    match who.map(|t| &t.kind) {
-        Some(Kind::FineGrained { .. }) => Response::json(200, &Json::Arr(Vec::new())).with(
-            "x-accepted-github-permissions",
-            "allows_permissionless_access=true",
+/// A user as `GET /user` shows it (a gist's `owner` is the same object).
+fn user_json(base_url: &str, login: &str, user_id: u64) -> Json {
+    let api = format!("{base_url}/users/{login}");
+    let created = "2020-01-01T00:00:00Z";
+    Json::obj([
+        ("login", Json::str(login)),
+        ("id", Json::int(user_id)),
+        (
+            "node_id",
+            Json::str(base64(format!("04:User{user_id}").as_bytes())),
         ),
-        Some(Kind::Classic { .. }) => {
-            Response::json(200, &Json::Arr(Vec::new())).with("x-accepted-oauth-scopes", "")
-        }
-        // Anonymous callers get every public gist; there are none here yet.
-        None => Response::json(200, &Json::Arr(Vec::new())),
-    }
-}
-
-/// `POST /gists`: the permission is checked before the body, so an empty `files`
-/// tells a token that may write gists (422) from one that may not: a classic token
-/// without the `gist` scope gets 404, a fine-grained one without the Gists
-/// permission 403. Creating gists comes with the Gist backend.
-fn create_gist(who: Option<&Token>, body: &[u8]) -> Response {
-    let Some(t) = who else {
-        return Response::error(401, "Requires authentication", DOCS_CREATE_GIST);
-    };
-    match &t.kind {
-        Kind::Classic { scopes } if !scopes.iter().any(|s| s == "gist") => {
-            return Response::error(404, "Not Found", DOCS_CREATE_GIST)
-                .with("x-accepted-oauth-scopes", "gist");
-        }
-        Kind::FineGrained { gists: false } => {
-            return Response::error(
-                403,
-                "Resource not accessible by personal access token",
-                DOCS_CREATE_GIST,
-            )
-            .with("x-accepted-github-permissions", "gists=write");
-        }
-        _ => {}
-    }
-    let Some(doc) = std::str::from_utf8(body).ok().and_then(Json::parse) else {
-        return Response::error(400, "Problems parsing JSON", DOCS_CREATE_GIST);
-    };
-    match doc.get("files") {
-        Some(Json::Obj(files)) if !files.is_empty() => {
-            Response::error(501, "this fake does not create gists yet", DOCS_CREATE_GIST)
-        }
-        _ => {
-            let errors = Json::Arr(vec![Json::obj([
-                ("resource", Json::str("Gist")),
-                ("field", Json::str("files")),
-                ("code", Json::str("missing_field")),
-            ])]);
-            Response::json(
-                422,
-                &Json::obj([
-                    ("message", Json::str("Validation Failed")),
-                    ("errors", errors),
-                    ("documentation_url", Json::str(DOCS_CREATE_GIST)),
-                    ("status", Json::str("422")),
-                ]),
-            )
-        }
-    }
+        (
+            "avatar_url",
+            Json::str(format!(
+                "https://avatars.githubusercontent.com/u/{user_id}?v=4"
+            )),
+        ),
+        ("gravatar_id", Json::str("")),
+        ("url", Json::str(&api)),
+        ("html_url", Json::str(format!("https://github.com/{login}"))),
+        ("followers_url", Json::str(format!("{api}/followers"))),
+        (
+            "following_url",
+            Json::str(format!("{api}/following{{/other_user}}")),
+        ),
+        ("gists_url", Json::str(format!("{api}/gists{{/gist_id}}"))),
+        (
+            "starred_url",
+            Json::str(format!("{api}/starred{{/owner}}{{/repo}}")),
+        ),
+        (
+            "subscriptions_url",
+            Json::str(format!("{api}/subscriptions")),
+        ),
+        ("organizations_url", Json::str(format!("{api}/orgs"))),
+        ("repos_url", Json::str(format!("{api}/repos"))),
+        ("events_url", Json::str(format!("{api}/events{{/privacy}}"))),
+        (
+            "received_events_url",
+            Json::str(format!("{api}/received_events")),
+        ),
+        ("type", Json::str("User")),
+        ("user_view_type", Json::str("private")),
+        ("site_admin", Json::Bool(false)),
+        ("name", Json::Null),
+        ("company", Json::Null),
+        ("blog", Json::str("")),
+        ("location", Json::Null),
+        ("email", Json::Null),
+        ("hireable", Json::Null),
+        ("bio", Json::Null),
+        ("twitter_username", Json::Null),
+        ("notification_email", Json::Null),
+        ("public_repos", Json::int(0)),
+        ("public_gists", Json::int(0)),
+        ("followers", Json::int(0)),
+        ("following", Json::int(0)),
+        ("created_at", Json::str(created)),
+        ("updated_at", Json::str(created)),
+    ])
 }
 
 fn rate_limited(caller: &Caller, peer: IpAddr, request_id: &str, now: u64) -> Response {
@@ -861,6 +1077,13 @@ fn rate_limited(caller: &Caller, peer: IpAddr, request_id: &str, now: u64) -> Re
         ),
     };
     Response::error(403, &message, DOCS_RATE_LIMITS)
+}
+
+/// Whether a request is one of GitHub's "content-creating" ones that the secondary
+/// limits count: any write under `/gists`.
+fn is_content_request(method: &str, path: &str) -> bool {
+    matches!(method, "POST" | "PATCH" | "PUT" | "DELETE")
+        && (path == "/gists" || path.starts_with("/gists/"))
 }
 
 /// The token in an `Authorization` header; GitHub takes both schemes, in any case.
@@ -970,6 +1193,16 @@ fn parse_github_time(s: &str) -> Option<u64> {
     u64::try_from(secs).ok()
 }
 
+/// `2026-12-07T12:00:00Z`, GitHub's timestamps in JSON (ISO 8601, UTC).
+fn iso_time(unix: u64) -> String {
+    github_time(unix).replacen(' ', "T", 1).replace(" UTC", "Z")
+}
+
+fn parse_iso_time(s: &str) -> Option<u64> {
+    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+    parse_github_time(&format!("{date} {time} UTC"))
+}
+
 /// `Mon, 30 Nov 2026 05:23:14 GMT`, for the `Date` header.
 fn http_date(unix: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
@@ -996,13 +1229,14 @@ mod http {
 
     /// More than any request the product sends; a larger head is an error.
     const HEAD_LIMIT: usize = 64 * 1024;
-    /// Gists are capped far lower on GitHub; a body past this is not a real request.
-    const BODY_LIMIT: usize = 64 * 1024 * 1024;
+    /// GitHub caps request bodies lower, but does not say where; past this the
+    /// fake refuses (413) rather than hold an unbounded body in memory.
+    const BODY_LIMIT: usize = 100 * 1024 * 1024;
 
     pub struct Head {
         pub method: String,
         pub path: String,
-        /// Unparsed: the paged Gist endpoints to come read `per_page` and `page`.
+        /// Unparsed: `GET /gists` reads `per_page`, `page` and `since` from it.
         pub query: String,
         http10: bool,
         headers: Vec<(String, String)>,
@@ -1238,9 +1472,46 @@ mod http {
             Self::json(status, &body)
         }
 
+        /// No body at all: a 204, or a 304 (which carries its 200's `ETag`).
+        pub fn empty(status: u16) -> Self {
+            Self {
+                status,
+                headers: vec![
+                    ("server".into(), "github.com".into()),
+                    ("date".into(), http_date(now())),
+                ],
+                body: Vec::new(),
+            }
+        }
+
         pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
             self.headers.push((name.to_owned(), value.into()));
             self
+        }
+
+        /// The `Date` header as of the fake's clock.
+        pub fn dated(mut self, unix: u64) -> Self {
+            for (name, value) in &mut self.headers {
+                if name == "date" {
+                    *value = http_date(unix);
+                }
+            }
+            self
+        }
+
+        /// A weak validator of what is shown: the body and, for a page of a
+        /// list, its `Link` (the same items with no next page are news too).
+        pub fn etag(&self) -> String {
+            use std::hash::{DefaultHasher, Hash, Hasher};
+            let link = self.headers.iter().find(|(n, _)| n == "link");
+            let half = |salt: u8| {
+                let mut h = DefaultHasher::new();
+                salt.hash(&mut h);
+                self.body.hash(&mut h);
+                link.hash(&mut h);
+                h.finish()
+            };
+            format!("W/\"{:016x}{:016x}\"", half(1), half(2))
         }
 
         pub fn write_to(&self, w: &mut impl Write, close: bool) -> io::Result<()> {
@@ -1248,7 +1519,11 @@ mod http {
             for (name, value) in &self.headers {
                 out.push_str(&format!("{name}: {value}\r\n"));
             }
-            out.push_str(&format!("content-length: {}\r\n", self.body.len()));
+            // RFC 9110 §8.6: no Content-Length on a 204; on a 304 it would have to
+            // be the 200's, and none is clearer.
+            if !matches!(self.status, 204 | 304) {
+                out.push_str(&format!("content-length: {}\r\n", self.body.len()));
+            }
             if close {
                 out.push_str("connection: close\r\n");
             }
@@ -1276,6 +1551,7 @@ mod http {
             411 => "Length Required",
             413 => "Payload Too Large",
             422 => "Unprocessable Entity",
+            429 => "Too Many Requests",
             500 => "Internal Server Error",
             503 => "Service Unavailable",
             _ => "Unknown",
@@ -1517,17 +1793,26 @@ mod json {
 
     fn write_str(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
         f.write_str("\"")?;
-        for c in s.chars() {
-            match c {
-                '"' => f.write_str("\\\"")?,
-                '\\' => f.write_str("\\\\")?,
-                '\n' => f.write_str("\\n")?,
-                '\r' => f.write_str("\\r")?,
-                '\t' => f.write_str("\\t")?,
-                c if u32::from(c) < 0x20 => write!(f, "\\u{:04x}", u32::from(c))?,
-                c => write!(f, "{c}")?,
+        // Runs without escapes are written whole: gist contents run to megabytes.
+        let mut plain = 0;
+        for (i, c) in s.char_indices() {
+            let short = match c {
+                '"' => Some("\\\""),
+                '\\' => Some("\\\\"),
+                '\n' => Some("\\n"),
+                '\r' => Some("\\r"),
+                '\t' => Some("\\t"),
+                c if u32::from(c) < 0x20 => None,
+                _ => continue,
+            };
+            f.write_str(&s[plain..i])?;
+            match short {
+                Some(e) => f.write_str(e)?,
+                None => write!(f, "\\u{:04x}", u32::from(c))?,
             }
+            plain = i + c.len_utf8();
         }
+        f.write_str(&s[plain..])?;
         f.write_str("\"")
     }
 
