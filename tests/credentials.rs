@@ -528,6 +528,17 @@ fn bad_tokens_and_bad_apis_are_one_sentence_each_and_store_nothing() {
     one_sentence(&login(&h, &[], &fake, TOKEN), 1, "503");
     fake.set_outage(Outage::NotGithub);
     one_sentence(&login(&h, &[], &fake, TOKEN), 1, "check --api-url");
+    // A secondary rate limit on the permission check is a wait, not a missing
+    // permission.
+    fake.set_outage(Outage::None);
+    fake.add_fine_grained_token("github_pat_gists0000000000000", "octo-ghost", true, None);
+    fake.set_secondary_limits(0, 0);
+    one_sentence(
+        &login(&h, &[], &fake, "github_pat_gists0000000000000"),
+        1,
+        "secondary limit",
+    );
+    fake.set_secondary_limits(80, 500);
     // A redirect is not followed: the token goes nowhere but where it was sent.
     let elsewhere = FakeGithub::start();
     let port: u16 = elsewhere

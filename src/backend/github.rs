@@ -36,7 +36,9 @@ pub enum GithubError {
     BadToken,
     #[error("the GitHub API at {url} does not answer ({reason})")]
     Unreachable { url: String, reason: String },
-    #[error("{url} does not answer as the GitHub API does ({reason}); check --api-url")]
+    #[error(
+        "the server at {url} does not answer as the GitHub API does ({reason}); check --api-url"
+    )]
     NotGithub { url: String, reason: String },
     #[error("GitHub's rate limit for this token is spent; it resets {reset}")]
     RateLimited { reset: String },
@@ -232,6 +234,11 @@ impl GithubApi {
                 let status = r.status().as_u16();
                 let headers = r.headers().clone();
                 let body = r.text().map_err(|e| self.unreachable(e))?;
+                // A secondary rate limit is also a 403 (or 429): told apart by
+                // its retry-after, and never read as a missing permission.
+                if limited(status, &headers) {
+                    self.judge(status, &headers, &body)?;
+                }
                 match status {
                     422 => true,
                     403 | 404 => false,
@@ -297,8 +304,16 @@ impl GithubApi {
         if status == 401 {
             return Err(GithubError::BadToken);
         }
-        let spent = header(headers, "x-ratelimit-remaining").as_deref() == Some("0");
-        if (status == 403 || status == 429) && spent {
+        if let Some(secs) =
+            header(headers, "retry-after").and_then(|r| r.trim().parse::<u64>().ok())
+        {
+            if status == 403 || status == 429 {
+                return Err(GithubError::RateLimited {
+                    reset: format!("in {secs} s (a secondary limit)"),
+                });
+            }
+        }
+        if limited(status, headers) {
             let reset = header(headers, "x-ratelimit-reset")
                 .and_then(|r| r.parse::<u64>().ok())
                 .map(|at| {
@@ -313,6 +328,14 @@ impl GithubApi {
         }
         Err(GithubError::Refused { status, message })
     }
+}
+
+/// Whether an answer is GitHub saying "too many requests" (primary limit spent, or
+/// a secondary limit with its retry-after), not refusing the token.
+fn limited(status: u16, headers: &HeaderMap) -> bool {
+    (status == 403 || status == 429)
+        && (header(headers, "retry-after").is_some()
+            || header(headers, "x-ratelimit-remaining").as_deref() == Some("0"))
 }
 
 /// A server's text as one short line: it goes into a one-sentence error.

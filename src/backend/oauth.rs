@@ -35,7 +35,7 @@ pub enum OAuthError {
     Unreachable { url: String, reason: String },
     #[error("the token endpoint answered {status}: {error}")]
     Refused { status: u16, error: String },
-    #[error("{url} does not answer as an OAuth token endpoint does ({reason})")]
+    #[error("the server at {url} does not answer as an OAuth token endpoint does ({reason})")]
     NotOAuth { url: String, reason: String },
 }
 
