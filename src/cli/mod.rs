@@ -72,14 +72,17 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount, once every change is uploaded.
     Unmount(UnmountArgs),
-    /// Store a provider's token for this home (checked with the provider first), or
-    /// list what is stored (--status). The token goes to the OS keyring, or, where
-    /// there is none, to a file sealed under the vault's key.
+    /// Store a provider's token, checked with the provider first (--status: list them).
+    ///
+    /// The token goes to the OS keyring, or, where there is none, to a file sealed
+    /// under the vault's key.
     Login(LoginArgs),
     /// Remove a provider's stored token, and revoke it at the provider.
     Logout(LogoutArgs),
-    /// Keep this device's unlocked key (in the OS keyring, or sealed with a key
-    /// outside the home) so that commands and scheduled syncs need no passphrase.
+    /// Keep this device's unlocked key, so that commands need no passphrase here.
+    ///
+    /// The key goes to the OS keyring, or, where there is none, to a file sealed with
+    /// an unlock key kept outside the home. For scheduled syncs and unattended mounts.
     Remember(RememberArgs),
     /// Stop remembering this device's key: commands ask for the passphrase again.
     Forget,
@@ -212,7 +215,8 @@ pub struct UnmountArgs {
   ghostie-fs login github                      paste a token at the prompt (not echoed)\n  \
   pass show github | ghostie-fs login github --token-stdin\n  \
   ghostie-fs login --status                    what is stored where (never a secret)\n\
-GH_TOKEN, then GITHUB_TOKEN, win over a stored token while set, and are never stored.")]
+GH_TOKEN, then GITHUB_TOKEN (for github.com; GH_ENTERPRISE_TOKEN, then GITHUB_ENTERPRISE_TOKEN,\n\
+for another server), win over a stored token while set, and are never stored.")]
 pub struct LoginArgs {
     /// The provider: github.
     #[arg(value_name = "PROVIDER", required_unless_present = "status")]
