@@ -56,6 +56,14 @@ impl GithubError {
     }
 }
 
+/// What one API call answered (a success, or 304 Not Modified).
+pub(crate) struct Answer {
+    pub status: u16,
+    pub etag: Option<String>,
+    pub link: Option<String>,
+    pub body: String,
+}
+
 /// A client of one GitHub API root.
 pub struct GithubApi {
     url: String,
@@ -188,6 +196,59 @@ impl GithubApi {
             // Not a header value at all: sent without, GitHub answers 401.
             Err(_) => builder,
         }
+    }
+
+    /// One call of the API: `body` as JSON, `etag` as If-None-Match. A success or a
+    /// 304 is an answer; anything else the error a user can act on.
+    pub(crate) fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&serde_json::Value>,
+        etag: Option<&str>,
+    ) -> Result<Answer, GithubError> {
+        let mut request = self.request(method, path, token);
+        if let Some(b) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        if let Some(tag) = etag {
+            request = request.header(reqwest::header::IF_NONE_MATCH, tag);
+        }
+        let response = request.send().map_err(|e| self.unreachable(e))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().map_err(|e| self.unreachable(e))?;
+        if status != 304 {
+            self.judge(status, &headers, &text)?;
+        }
+        Ok(Answer {
+            status,
+            etag: header(&headers, "etag"),
+            link: header(&headers, "link"),
+            body: text,
+        })
+    }
+
+    /// A gist file's whole content from its raw URL: no token goes there (another
+    /// host on github.com), and no Range is asked (GitHub does not promise it).
+    pub(crate) fn raw(&self, url: &str) -> Result<String, GithubError> {
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status().as_u16();
+        let text = response.text().map_err(|e| self.unreachable(e))?;
+        if status != 200 {
+            return Err(GithubError::Refused {
+                status,
+                message: format!("the raw file answered {status}"),
+            });
+        }
+        Ok(text)
     }
 
     fn get(&self, path: &str, token: &str) -> Result<Response, GithubError> {

@@ -6,6 +6,7 @@
 pub mod counting;
 pub mod deadline;
 pub mod fault;
+pub mod gist;
 pub mod github;
 pub mod local;
 pub mod memory;
@@ -13,8 +14,10 @@ pub mod oauth;
 pub mod retry;
 pub mod s3;
 pub mod stall;
-#[cfg(test)]
-pub(crate) mod tests;
+/// The conformance suite every backend passes (public for the integration tests of
+/// backends whose server is a fake there).
+#[doc(hidden)]
+pub mod tests;
 
 use std::ops::Range;
 use std::path::Path;
