@@ -107,3 +107,32 @@ fn github_sees_no_content_and_no_key_holds_a_slash() {
         }
     }
 }
+
+#[test]
+fn a_rate_limit_is_waited_out_as_github_says_and_nothing_is_lost() {
+    let fake = std::sync::Arc::new(fake());
+    fake.set_secondary_limits(3, 500);
+    let clock = fake.clone();
+    let slept = std::sync::Arc::new(std::sync::Mutex::new(std::time::Duration::ZERO));
+    let total = slept.clone();
+    // The fake's clock moves instead of the test sleeping.
+    let s = store(&fake, "wait").with_sleeper(Box::new(move |d| {
+        *total.lock().unwrap() += d;
+        clock.advance_clock(d);
+    }));
+    for i in 0..8 {
+        s.put(&format!("ghostie/dev1/log/{i:06}.enc"), &[i as u8; 10])
+            .unwrap();
+    }
+    assert!(fake.secondary_refusals() > 0, "the limit never bit");
+    let waited = *slept.lock().unwrap();
+    assert!(waited >= std::time::Duration::from_secs(60), "{waited:?}");
+    assert!(s.waiting_until().is_none());
+    let other = store(&fake, "wait");
+    for i in 0..8u8 {
+        assert_eq!(
+            other.get(&format!("ghostie/dev1/log/{i:06}.enc")).unwrap(),
+            vec![i; 10]
+        );
+    }
+}

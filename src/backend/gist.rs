@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -28,6 +29,13 @@ use super::{BackendError, BackendResult, ObjectStore};
 
 /// Files a gist lists before it truncates the list.
 pub const FILES_PER_GIST: usize = 300;
+/// The longest wait GitHub's rate limits are obeyed for (the primary limit resets
+/// within the hour); beyond it, or after this many waits in a row, the request fails.
+const MAX_WAIT: Duration = Duration::from_secs(65 * 60);
+const MAX_WAITS: u32 = 5;
+
+/// How the store waits out a rate limit: sleeping, or (tests) moving a fake clock.
+pub type Sleeper = Box<dyn Fn(Duration) + Send + Sync>;
 const DESCRIPTION: &str = "ghostie-fs v1";
 
 pub struct GistStore {
@@ -36,6 +44,9 @@ pub struct GistStore {
     /// A random tag of the vault, in every one of its gists' descriptions.
     tag: String,
     state: Mutex<State>,
+    sleeper: Sleeper,
+    /// Until when a rate limit holds this store back, for `status`.
+    waiting_until: Mutex<Option<SystemTime>>,
 }
 
 impl std::fmt::Debug for GistStore {
@@ -119,7 +130,21 @@ impl GistStore {
             token,
             tag: tag.to_owned(),
             state: Mutex::new(State::default()),
+            sleeper: Box::new(std::thread::sleep),
+            waiting_until: Mutex::new(None),
         })
+    }
+
+    /// Waits out rate limits with `sleeper` instead of sleeping (tests move a fake
+    /// clock).
+    pub fn with_sleeper(mut self, sleeper: Sleeper) -> Self {
+        self.sleeper = sleeper;
+        self
+    }
+
+    /// Until when GitHub's rate limit holds this store back, while it does.
+    pub fn waiting_until(&self) -> Option<SystemTime> {
+        *self.waiting_until.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -137,6 +162,8 @@ impl GistStore {
         Some((group.to_owned(), index.parse().ok()?))
     }
 
+    /// One API call; a rate limit is waited out as GitHub says (retry-after, or the
+    /// hour's reset), then the call is made again.
     fn call(
         &self,
         method: Method,
@@ -144,9 +171,28 @@ impl GistStore {
         body: Option<&serde_json::Value>,
         etag: Option<&str>,
     ) -> BackendResult<super::github::Answer> {
-        self.api
-            .call(method, path, &self.token, body, etag)
-            .map_err(backend_error)
+        let mut waits = 0;
+        loop {
+            match self.api.call(method.clone(), path, &self.token, body, etag) {
+                Err(GithubError::RateLimited {
+                    wait: Some(wait),
+                    reset,
+                }) if waits < MAX_WAITS && wait <= MAX_WAIT => {
+                    waits += 1;
+                    // A second more: GitHub's windows end on whole seconds.
+                    let wait = wait + Duration::from_secs(1);
+                    tracing::info!("GitHub's rate limit: waiting {reset}");
+                    self.set_waiting(Some(SystemTime::now() + wait));
+                    (self.sleeper)(wait);
+                    self.set_waiting(None);
+                }
+                other => return other.map_err(backend_error),
+            }
+        }
+    }
+
+    fn set_waiting(&self, until: Option<SystemTime>) {
+        *self.waiting_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
     }
 
     /// Every gist of the account that belongs to this vault (new ones included).

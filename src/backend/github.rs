@@ -41,7 +41,11 @@ pub enum GithubError {
     )]
     NotGithub { url: String, reason: String },
     #[error("GitHub's rate limit for this token is spent; it resets {reset}")]
-    RateLimited { reset: String },
+    RateLimited {
+        reset: String,
+        /// How long GitHub asks to wait, when it says.
+        wait: Option<Duration>,
+    },
     #[error("GitHub answered {status}: {message}")]
     Refused { status: u16, message: String },
 }
@@ -371,21 +375,26 @@ impl GithubApi {
             if status == 403 || status == 429 {
                 return Err(GithubError::RateLimited {
                     reset: format!("in {secs} s (a secondary limit)"),
+                    wait: Some(Duration::from_secs(secs)),
                 });
             }
         }
         if limited(status, headers) {
-            let reset = header(headers, "x-ratelimit-reset")
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let left = header(headers, "x-ratelimit-reset")
                 .and_then(|r| r.parse::<u64>().ok())
-                .map(|at| {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    format!("in {} minutes", at.saturating_sub(now).div_ceil(60))
-                })
-                .unwrap_or_else(|| "within the hour".into());
-            return Err(GithubError::RateLimited { reset });
+                .map(|at| at.saturating_sub(now));
+            let reset = match left {
+                Some(secs) => format!("in {} minutes", secs.div_ceil(60)),
+                None => "within the hour".into(),
+            };
+            return Err(GithubError::RateLimited {
+                reset,
+                wait: left.map(Duration::from_secs),
+            });
         }
         Err(GithubError::Refused { status, message })
     }
