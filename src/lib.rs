@@ -21,8 +21,9 @@
 //!     credentials (provider tokens and a remembered master key: the OS keyring, or
 //!                  files sealed under the vault's key; the GitHub token check)
 //!     crypto (keyring, HKDF sub-keys, chunked AES-256-GCM blobs, envelopes)
-//!     backend (ObjectStore: local, s3, memory; decorators: retry, counting, fault, stall,
-//!              deadline)
+//!     backend (ObjectStore: local, s3, memory, gist (not yet offered by setup);
+//!              decorators: retry, counting, fault, stall, deadline; the GitHub API
+//!              client and an OAuth token endpoint, for credentials)
 //!
 //!  model (ids, version vectors, versions) and config (~/.ghostie) are used by all.
 //! ```
