@@ -3,7 +3,7 @@
 
 mod common;
 
-use ghostie_fs::backend::gist::{GistStore, FILES_PER_GIST};
+use ghostie_fs::backend::gist::{GistStore, FILES_PER_GIST, PART_BYTES};
 use ghostie_fs::backend::ObjectStore;
 use zeroize::Zeroizing;
 
@@ -135,4 +135,56 @@ fn a_rate_limit_is_waited_out_as_github_says_and_nothing_is_lost() {
             vec![i; 10]
         );
     }
+}
+
+#[test]
+fn an_object_too_big_for_a_raw_url_is_stored_in_parts() {
+    let fake = fake();
+    let s = store(&fake, "parts");
+    // 2.5 parts: a 50 MiB file's own object would be seven.
+    let len = PART_BYTES * 5 / 2;
+    let big: Vec<u8> = (0..len as u32).map(|i| (i % 253) as u8).collect();
+    let key = "ghostie/dev1/memories/big.enc";
+    s.put(key, &big).unwrap();
+    // No file GitHub holds is over what a raw URL serves (10 MiB).
+    for g in fake.everything_stored() {
+        for (name, content) in g.revisions.last().unwrap() {
+            assert!(
+                content.len() <= 10 * 1024 * 1024,
+                "{name}: {}",
+                content.len()
+            );
+        }
+    }
+    let other = store(&fake, "parts");
+    assert_eq!(other.list("ghostie/dev1/", None).unwrap(), vec![key]);
+    assert_eq!(other.get(key).unwrap(), big);
+    // A range across the first part boundary reads only the two parts it needs.
+    let raw_before = fake
+        .seen()
+        .iter()
+        .filter(|r| r.path.starts_with("/raw/"))
+        .count();
+    let at = PART_BYTES as u64;
+    assert_eq!(
+        other.get_range(key, at - 5..at + 5).unwrap(),
+        &big[PART_BYTES - 5..PART_BYTES + 5]
+    );
+    let raw_after = fake
+        .seen()
+        .iter()
+        .filter(|r| r.path.starts_with("/raw/"))
+        .count();
+    assert_eq!(raw_after - raw_before, 2);
+    // Replaced by a small object: the parts go.
+    s.put(key, b"small now").unwrap();
+    assert_eq!(other.get(key).unwrap(), b"small now");
+    let files: usize = fake
+        .everything_stored()
+        .iter()
+        .map(|g| g.revisions.last().unwrap().len())
+        .sum();
+    assert_eq!(files, 1);
+    s.delete(key).unwrap();
+    assert!(other.get(key).unwrap_err().is_not_found());
 }

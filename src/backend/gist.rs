@@ -10,7 +10,10 @@
 //! - a gist lists at most 300 files, so a group continues in gist n+1 when gist n
 //!   has 300;
 //! - content over 1 MB comes back truncated inline: such a file is read whole from
-//!   its raw URL (up to 10 MB; packs are sized to stay below), never from the cut;
+//!   its raw URL, never from the cut; raw URLs serve up to 10 MB, so an object over
+//!   [`PART_BYTES`] is stored as parts (files `NAME~~part~00000`, …, keys no real
+//!   key can be: `/` never doubles in one) named by a small manifest under its own
+//!   name, written last so no reader sees a manifest without its parts;
 //! - a read of a gist sends its ETag: an unchanged gist answers 304, which GitHub
 //!   does not count against the hourly limit.
 
@@ -29,6 +32,13 @@ use super::{BackendError, BackendResult, ObjectStore};
 
 /// Files a gist lists before it truncates the list.
 pub const FILES_PER_GIST: usize = 300;
+/// Bytes of an object per gist file: their base64 (4/3 as long) stays under the
+/// 10 MiB that GitHub serves from a raw URL.
+pub const PART_BYTES: usize = 7 * 1024 * 1024;
+/// A split object's manifest starts so: `:` is not base64, so no object's content
+/// can be taken for one.
+const MANIFEST: &str = "parts:v1:";
+const PART_KEY: &str = "//part/";
 /// The longest wait GitHub's rate limits are obeyed for (the primary limit resets
 /// within the hour); beyond it, or after this many waits in a row, the request fails.
 const MAX_WAIT: Duration = Duration::from_secs(65 * 60);
@@ -108,6 +118,7 @@ fn backend_error(e: GithubError) -> BackendError {
     let message = e.to_string();
     match e {
         GithubError::BadToken | GithubError::NotGithub { .. } => BackendError::Refused(message),
+        GithubError::Refused { status: 404, .. } => BackendError::NotFound { key: message },
         GithubError::Refused { status, .. } if (400..500).contains(&status) && status != 429 => {
             BackendError::Refused(message)
         }
@@ -252,7 +263,15 @@ impl GistStore {
     /// Reads one gist (a 304 keeps what was read before).
     fn refresh_gist(&self, id: &str) -> BackendResult<()> {
         let etag = self.state().gists.get(id).and_then(|g| g.etag.clone());
-        let answer = self.call(Method::GET, &format!("/gists/{id}"), None, etag.as_deref())?;
+        let answer = match self.call(Method::GET, &format!("/gists/{id}"), None, etag.as_deref()) {
+            Ok(a) => a,
+            // Deleted since it was listed (its last file removed, by its device).
+            Err(e) if e.is_not_found() => {
+                self.state().gists.remove(id);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         if answer.status == 304 {
             return Ok(());
         }
@@ -339,17 +358,104 @@ impl GistStore {
         Ok(None)
     }
 
-    fn content(&self, file: &File) -> BackendResult<Vec<u8>> {
-        let text = match &file.inline {
+    fn text(&self, file: &File) -> BackendResult<Zeroizing<String>> {
+        Ok(match &file.inline {
             Some(t) => Zeroizing::new(t.clone()),
             None => Zeroizing::new(self.api.raw(&file.raw_url).map_err(backend_error)?),
-        };
+        })
+    }
+
+    fn decode(file: &File, text: &str) -> BackendResult<Vec<u8>> {
         B64.decode(text.trim()).map_err(|_| {
             BackendError::Invalid(format!("the gist file {} is not base64", file.name))
         })
     }
 
+    /// The object at `key`, or, for a split one, bytes `range` of it fetching only
+    /// the parts that hold them.
+    fn read(&self, key: &str, range: Option<Range<u64>>) -> BackendResult<Vec<u8>> {
+        let Some((_, file)) = self.find(key)? else {
+            return Err(BackendError::NotFound {
+                key: key.to_owned(),
+            });
+        };
+        let text = self.text(&file)?;
+        let Some((parts, len)) = parse_manifest(&text) else {
+            let all = Self::decode(&file, &text)?;
+            return Ok(match range {
+                Some(r) => slice(&all, r).to_vec(),
+                None => all,
+            });
+        };
+        let want = range.unwrap_or(0..len);
+        let (start, end) = (want.start.min(len), want.end.min(len));
+        let mut out = Vec::new();
+        for i in 0..parts {
+            let from = i * PART_BYTES as u64;
+            let to = (from + PART_BYTES as u64).min(len);
+            if to <= start || from >= end {
+                continue;
+            }
+            let part_key = format!("{key}{PART_KEY}{i:05}");
+            let Some((_, part)) = self.find(&part_key)? else {
+                return Err(BackendError::Invalid(format!(
+                    "part {i} of {key} is missing from the gist"
+                )));
+            };
+            let bytes = Self::decode(&part, &self.text(&part)?)?;
+            let lo = start.saturating_sub(from) as usize;
+            let hi = (end.min(to) - from) as usize;
+            out.extend_from_slice(slice(&bytes, lo as u64..hi as u64));
+        }
+        Ok(out)
+    }
+
     fn write(&self, key: &str, data: &[u8], only_new: bool) -> BackendResult<()> {
+        if only_new && self.find(key)?.is_some() {
+            return Err(BackendError::AlreadyExists {
+                key: key.to_owned(),
+            });
+        }
+        let old_parts = self.parts_of(key)?;
+        if data.len() <= PART_BYTES {
+            self.write_text(key, &B64.encode(data), only_new)?;
+        } else {
+            let chunks: Vec<&[u8]> = data.chunks(PART_BYTES).collect();
+            for (i, chunk) in chunks.iter().enumerate() {
+                self.write_text(&format!("{key}{PART_KEY}{i:05}"), &B64.encode(chunk), false)?;
+            }
+            let manifest = format!("{MANIFEST}{}:{}", chunks.len(), data.len());
+            self.write_text(key, &manifest, only_new)?;
+        }
+        // Parts the object no longer has (it was split before, into more).
+        let kept = if data.len() > PART_BYTES {
+            data.len().div_ceil(PART_BYTES) as u64
+        } else {
+            0
+        };
+        for i in kept..old_parts {
+            self.remove(&format!("{key}{PART_KEY}{i:05}"))?;
+        }
+        Ok(())
+    }
+
+    /// How many parts the object at `key` is split into now (0: not split, or none).
+    fn parts_of(&self, key: &str) -> BackendResult<u64> {
+        let Some((_, file)) = self.find(key)? else {
+            return Ok(0);
+        };
+        // Only a small file can be a manifest; a big one is not read for this.
+        if file
+            .inline
+            .as_deref()
+            .is_some_and(|t| t.starts_with(MANIFEST))
+        {
+            return Ok(parse_manifest(&self.text(&file)?).map_or(0, |(n, _)| n));
+        }
+        Ok(0)
+    }
+
+    fn write_text(&self, key: &str, text: &str, only_new: bool) -> BackendResult<()> {
         let (group, rest) = group_of(key)?;
         let name = file_name(rest);
         let found = self.find(key)?;
@@ -358,8 +464,7 @@ impl GistStore {
                 key: key.to_owned(),
             });
         }
-        let content =
-            serde_json::json!({ "files": { name.clone(): { "content": B64.encode(data) } } });
+        let content = serde_json::json!({ "files": { name.clone(): { "content": text } } });
         let target = match found {
             Some((id, _)) => Some(id),
             None => {
@@ -432,7 +537,12 @@ impl GistStore {
             for id in self.group_gists(&group)? {
                 let state = self.state();
                 if let Some(files) = state.gists.get(&id).and_then(|g| g.files.as_ref()) {
-                    keys.extend(files.keys().filter(|k| k.starts_with(prefix)).cloned());
+                    keys.extend(
+                        files
+                            .keys()
+                            .filter(|k| k.starts_with(prefix) && !k.contains(PART_KEY))
+                            .cloned(),
+                    );
                 }
             }
         }
@@ -452,23 +562,11 @@ impl ObjectStore for GistStore {
     }
 
     fn get(&self, key: &str) -> BackendResult<Vec<u8>> {
-        match self.find(key)? {
-            Some((_, file)) => self.content(&file),
-            None => Err(BackendError::NotFound {
-                key: key.to_owned(),
-            }),
-        }
+        self.read(key, None)
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> BackendResult<Vec<u8>> {
-        let all = self.get(key)?;
-        let start = usize::try_from(range.start)
-            .unwrap_or(usize::MAX)
-            .min(all.len());
-        let end = usize::try_from(range.end)
-            .unwrap_or(usize::MAX)
-            .min(all.len());
-        Ok(all[start..end.max(start)].to_vec())
+        self.read(key, Some(range))
     }
 
     fn list(&self, prefix: &str, start_after: Option<&str>) -> BackendResult<Vec<String>> {
@@ -494,6 +592,24 @@ impl ObjectStore for GistStore {
     }
 
     fn delete(&self, key: &str) -> BackendResult<()> {
+        // The manifest first: a reader then finds nothing, never a manifest whose
+        // parts are gone.
+        let parts = self.parts_of(key)?;
+        self.remove(key)?;
+        for i in 0..parts {
+            self.remove(&format!("{key}{PART_KEY}{i:05}"))?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("gist (GitHub at {})", self.api.url())
+    }
+}
+
+impl GistStore {
+    /// Removes one gist file (the whole gist when it is the last file).
+    fn remove(&self, key: &str) -> BackendResult<()> {
         let Some((id, file)) = self.find(key)? else {
             return Ok(());
         };
@@ -513,8 +629,21 @@ impl ObjectStore for GistStore {
         let answer = self.call(Method::PATCH, &format!("/gists/{id}"), Some(&body), None)?;
         self.take_gist(&id, &answer.body, None)
     }
+}
 
-    fn describe(&self) -> String {
-        format!("gist (GitHub at {})", self.api.url())
-    }
+/// `(parts, length)` of a split object's manifest.
+fn parse_manifest(text: &str) -> Option<(u64, u64)> {
+    let rest = text.trim().strip_prefix(MANIFEST)?;
+    let (parts, len) = rest.split_once(':')?;
+    Some((parts.parse().ok()?, len.parse().ok()?))
+}
+
+fn slice(bytes: &[u8], range: Range<u64>) -> &[u8] {
+    let start = usize::try_from(range.start)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let end = usize::try_from(range.end)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    &bytes[start..end.max(start)]
 }

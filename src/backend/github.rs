@@ -225,7 +225,8 @@ impl GithubApi {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().map_err(|e| self.unreachable(e))?;
-        if status != 304 {
+        // 204 (a deleted gist) and 304 (unchanged) carry no body to judge.
+        if status != 204 && status != 304 {
             self.judge(status, &headers, &text)?;
         }
         Ok(Answer {
