@@ -143,21 +143,25 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
+/// The HTTP client of every provider call (GitHub's API, OAuth token endpoints):
+/// `GHOSTIE_PROVIDER_TIMEOUT`, and no redirects: one would carry a request's body
+/// (a token to revoke, a refresh token) to wherever it points.
+pub(crate) fn provider_client() -> reqwest::Result<Client> {
+    Client::builder()
+        .connect_timeout(Duration::from_secs(10).min(request_timeout()))
+        .timeout(request_timeout())
+        .user_agent(concat!("ghostie-fs/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 impl GithubApi {
     pub fn new(api_url: &str) -> Result<Self, GithubError> {
         let url = api_url.trim_end_matches('/').to_owned();
-        let client = Client::builder()
-            .connect_timeout(Duration::from_secs(10).min(request_timeout()))
-            .timeout(request_timeout())
-            .user_agent(concat!("ghostie-fs/", env!("CARGO_PKG_VERSION")))
-            // A redirect would carry a revoke's body (the token) to wherever it
-            // points, and drops the Authorization header of a check across hosts.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| GithubError::Unreachable {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+        let client = provider_client().map_err(|e| GithubError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(Self { url, client })
     }
 

@@ -2,9 +2,6 @@
 //! refresh token (RFC 6749 §6). Dropbox and Google both work this way; each may send
 //! a new refresh token with the answer, which then replaces the old one.
 
-use std::time::Duration;
-
-use reqwest::blocking::Client;
 use zeroize::Zeroizing;
 
 /// What a token endpoint grants.
@@ -50,12 +47,7 @@ pub fn refresh(
         url: token_url.to_owned(),
         reason: reason.to_owned(),
     };
-    let client = Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(30))
-        .user_agent(concat!("ghostie-fs/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|_| unreachable("no HTTP client"))?;
+    let client = super::github::provider_client().map_err(|_| unreachable("no HTTP client"))?;
     let mut form: Vec<(&str, &str)> = vec![
         ("grant_type", "refresh_token"),
         ("refresh_token", refresh_token),

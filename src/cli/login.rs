@@ -15,7 +15,7 @@ use ghostie_fs::credentials::{
 use ghostie_fs::folder::format_time;
 use ghostie_fs::sync::PassphraseSource;
 
-use super::errors::{CliError, EXIT_FAILURE, EXIT_REFUSED, EXIT_USAGE};
+use super::errors::{capitalise, CliError, EXIT_FAILURE, EXIT_REFUSED, EXIT_USAGE};
 use super::passphrase::CliPassphrase;
 use super::{Cli, LoginArgs, LogoutArgs, RememberArgs};
 
@@ -139,16 +139,8 @@ fn github_error(e: GithubError, stored: bool) -> CliError {
         ),
         other => CliError::new(
             EXIT_FAILURE,
-            format!("{}{tail}.", capital(&other.to_string())),
+            format!("{}{tail}.", capitalise(&other.to_string())),
         ),
-    }
-}
-
-fn capital(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
-        None => String::new(),
     }
 }
 
@@ -224,7 +216,7 @@ pub fn login(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LoginArgs) -> C
     let provider = provider_of(name)?;
     let api_url = match &args.api_url {
         Some(u) => github::check_api_url(u)
-            .map_err(|e| CliError::new(EXIT_USAGE, format!("{}.", capital(&e))))?,
+            .map_err(|e| CliError::new(EXIT_USAGE, format!("{}.", capitalise(&e))))?,
         None => provider.default_api_url().to_owned(),
     };
     let env = env_secret(provider, &api_url);
