@@ -182,6 +182,12 @@ on_both=(two_devices conflicts crash faults packing tamper zero_knowledge bad_in
     terminal mount mount_helpers status passphrase)
 GHOSTIE_TEST_BACKEND=s3 cargo test $(printf -- '--test %s ' "${on_both[@]}") -- --test-threads=2
 
+# And on GitHub Gist: each vault in the gists of a fake GitHub account that the
+# test starts on loopback (tests/common/fake_github.rs, which enforces GitHub's
+# documented limits); tests/gist.rs and tests/gist_store.rs ran above.
+header "the engine and mount tests again, on Gist (GHOSTIE_TEST_BACKEND=gist)"
+GHOSTIE_TEST_BACKEND=gist cargo test $(printf -- '--test %s ' "${on_both[@]}") -- --test-threads=2
+
 header "pjdfstest: POSIX conformance of the mount"
 # Every failure must be a documented exception (scripts/pjdfstest-expected.txt).
 if [[ $(id -u) -eq 0 && -e /dev/fuse ]]; then

@@ -218,6 +218,11 @@ pub enum BackendConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         profile: Option<String>,
     },
+    /// Secret gists of the owner's GitHub account. The token comes from the
+    /// environment or the credential store at run time and is never written here.
+    Gist {
+        api_url: String,
+    },
 }
 
 impl BackendConfig {
@@ -225,6 +230,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Local { .. } => "local",
             BackendConfig::S3 { .. } => "s3",
+            BackendConfig::Gist { .. } => "gist",
         }
     }
 
@@ -235,6 +241,19 @@ impl BackendConfig {
         match self {
             BackendConfig::Local { .. } => std::time::Duration::from_secs(1),
             BackendConfig::S3 { .. } => std::time::Duration::from_secs(10),
+            // An idle look costs a 304, which GitHub does not count.
+            BackendConfig::Gist { .. } => std::time::Duration::from_secs(10),
+        }
+    }
+
+    /// The shortest time between a mount's publishes while writes keep coming. A
+    /// publish is a few content-creating requests, and GitHub allows 500 of those
+    /// an hour: one publish every 20 s is 180 an hour, about 360 requests with their
+    /// log segments (README: "Gist as a backend").
+    pub fn publish_gap(&self) -> std::time::Duration {
+        match self {
+            BackendConfig::Local { .. } | BackendConfig::S3 { .. } => std::time::Duration::ZERO,
+            BackendConfig::Gist { .. } => std::time::Duration::from_secs(20),
         }
     }
 }

@@ -315,6 +315,7 @@ fn status_json_has_exactly_the_documented_keys() {
             "local_count",
             "lost",
             "pending",
+            "provider",
             "refused"
         ]
     );

@@ -769,7 +769,10 @@ fn a_stalled_backend_never_holds_up_the_mount() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let m = a.mount_with(&["--poll", "0.2"], &env);
     fs::write(m.path("cached.json"), memory_json(0, 1500)).unwrap();
-    b.write("cold.json", memory_json(1, 2500));
+    // Big enough that no backend hands it over with a listing (a gist inlines
+    // files under 1 MB in its answer): reading it needs a request of its own.
+    let cold_bytes = memory_json(1, 1_200_000);
+    b.write("cold.json", &cold_bytes);
     b.ok(&["push"]);
     assert!(eventually(WAIT, || m.path("cold.json").exists()));
     assert_eq!(
@@ -812,7 +815,7 @@ fn a_stalled_backend_never_holds_up_the_mount() {
         cold_waiting,
         "the cold read finished while the backend was stalled"
     );
-    assert_eq!(cold.join().unwrap().unwrap(), memory_json(1, 2500));
+    assert_eq!(cold.join().unwrap().unwrap(), cold_bytes);
 
     assert!(m.drained(WAIT));
     b.ok(&["pull"]);

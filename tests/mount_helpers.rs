@@ -133,6 +133,7 @@ fn systemd_user_unit_starts_and_stops_the_mount() {
         .args(vault.setup_args())
         .args(["--device", "unit"])
         .env("GHOSTIE_PASSPHRASE", PASSPHRASE)
+        .envs(vault.token_env())
         .output()
         .unwrap();
     assert!(setup.status.success(), "{}", stderr(&setup));
@@ -158,6 +159,10 @@ fn systemd_user_unit_starts_and_stops_the_mount() {
     let out = remember.output().unwrap();
     assert!(out.status.success(), "remember: {}", stderr(&out));
     assert!(h.join(".local/state/ghostie-fs").is_dir());
+    vault.keep_token(&home, |c| {
+        c.env("GHOSTIE_PASSPHRASE", PASSPHRASE);
+        user_env(c);
+    });
     let expand = |v: String| -> Vec<String> {
         v.replace("%h", h.to_str().unwrap())
             .split_whitespace()

@@ -7,7 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 
 use common::*;
 
@@ -401,116 +400,11 @@ fn a_mount_keeps_every_write_through_a_stopped_server() {
         == Some(b"{\"after\":true}".to_vec())));
 }
 
-/// What one device wrote during the minute: the last content of each path.
-type Written = std::collections::BTreeMap<String, Vec<u8>>;
-
-/// One device's minute: new files of its own, overwrites of files both devices share,
-/// and reads of the other's files (each read must be whole).
-fn a_minute_of_work(me: &str, other: &str, at: &Path, secs: u64) -> (Written, usize) {
-    let mut written = Written::new();
-    let mut reads = 0;
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    let mut i = 0usize;
-    while std::time::Instant::now() < end {
-        let own = format!("{me}/n{i}.json");
-        let body = format!(
-            "{{\"device\":\"{me}\",\"n\":{i},\"pad\":\"{}\"}}",
-            "x".repeat(i % 700)
-        );
-        std::fs::write(at.join(&own), &body).unwrap();
-        written.insert(own, body.into_bytes());
-        if i % 4 == 0 {
-            let shared = format!("shared/s{}.json", (i / 4) % 8);
-            let body = format!("{{\"by\":\"{me}\",\"n\":{i}}}").into_bytes();
-            std::fs::write(at.join(&shared), &body).unwrap();
-            written.insert(shared, body);
-        }
-        if i % 3 == 0 {
-            // Whatever of the other's files this mount shows must read whole.
-            let theirs = at.join(other);
-            if let Ok(entries) = std::fs::read_dir(&theirs) {
-                for e in entries.flatten().take(5) {
-                    let data = std::fs::read(e.path()).unwrap();
-                    let text = String::from_utf8(data).unwrap();
-                    assert!(
-                        text.starts_with(&format!("{{\"device\":\"{other}\""))
-                            && text.ends_with('}'),
-                        "{me} read a torn {}: {text}",
-                        e.path().display()
-                    );
-                    reads += 1;
-                }
-            }
-        }
-        i += 1;
-        std::thread::sleep(std::time::Duration::from_millis(40));
-    }
-    (written, reads)
-}
-
 /// Must-hold 6: two devices mounted on one S3 vault write and read at once for a
 /// minute; both end with the same namespace, and every file written is there, as
 /// itself or as a conflict sibling.
 #[test]
 fn two_mounted_devices_write_and_read_at_once_for_a_minute() {
     let Some(vault) = TempVault::s3() else { return };
-    let laptop = TempHome::joined("laptop", &vault);
-    let desktop = TempHome::joined("desktop", &vault);
-    let ml = laptop.mount_with(&["--poll", "1"], &[]);
-    let md = desktop.mount_with(&["--poll", "1"], &[]);
-    for m in [&ml, &md] {
-        for d in ["laptop", "desktop", "shared"] {
-            let _ = std::fs::create_dir(m.path(d));
-        }
-    }
-    let (at_l, at_d) = (ml.at.clone(), md.at.clone());
-    let l = std::thread::spawn(move || a_minute_of_work("laptop", "desktop", &at_l, 60));
-    let d = std::thread::spawn(move || a_minute_of_work("desktop", "laptop", &at_d, 60));
-    let (by_laptop, laptop_reads) = l.join().unwrap();
-    let (by_desktop, desktop_reads) = d.join().unwrap();
-    assert!(
-        laptop_reads > 0 && desktop_reads > 0,
-        "the devices never saw each other's files"
-    );
-
-    assert!(
-        ml.drained(WAIT) && md.drained(WAIT),
-        "uploads did not finish"
-    );
-    assert!(
-        eventually(WAIT, || contents_of(&tree_of(&ml.at))
-            == contents_of(&tree_of(&md.at))),
-        "the two mounts did not converge"
-    );
-    let end = contents_of(&tree_of(&ml.at));
-    for (who, written) in [("laptop", &by_laptop), ("desktop", &by_desktop)] {
-        for (path, body) in written {
-            if path.starts_with("shared/") {
-                // Both wrote these: the path (or a sibling of it) must be there.
-                assert!(
-                    end.keys()
-                        .any(|k| k == path || k.starts_with(&format!("{path}.conflict-"))),
-                    "{path} by {who} is gone"
-                );
-            } else {
-                assert_eq!(end.get(path), Some(&Some(body.clone())), "{path} by {who}");
-            }
-        }
-    }
-    // Nothing appeared that nobody wrote.
-    for path in end.keys() {
-        let base = path.split(".conflict-").next().unwrap_or(path);
-        assert!(
-            ["laptop", "desktop", "shared"].contains(&base)
-                || by_laptop.contains_key(base)
-                || by_desktop.contains_key(base),
-            "{path} came from nowhere"
-        );
-    }
-    eprintln!(
-        "{} files by laptop, {} by desktop, {} paths at the end",
-        by_laptop.len(),
-        by_desktop.len(),
-        end.len()
-    );
+    two_mounts_write_and_read_at_once(&vault, 60);
 }

@@ -14,6 +14,7 @@ fn on_terminal(home: &TempHome, args: &str, input: &str) -> (bool, String) {
     let line = format!("{} --home {} {args}", bin.display(), home.home().display());
     let mut child = Command::new("script")
         .args(["-qec", &line, "/dev/null"])
+        .envs_isolated(home)
         .env_remove("GHOSTIE_PASSPHRASE")
         .env_remove("GHOSTIE_HOME")
         .stdin(Stdio::piped())

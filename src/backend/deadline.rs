@@ -162,6 +162,11 @@ impl ObjectStore for DeadlineStore {
     fn describe(&self) -> String {
         self.described.clone()
     }
+    fn provider_status(&self, look: bool) -> Option<super::ProviderStatus> {
+        self.call(move |s| Ok(s.provider_status(look)))
+            .ok()
+            .flatten()
+    }
 }
 
 #[cfg(test)]

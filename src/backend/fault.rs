@@ -80,4 +80,7 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn provider_status(&self, look: bool) -> Option<super::ProviderStatus> {
+        self.inner.provider_status(look)
+    }
 }

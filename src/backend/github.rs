@@ -66,6 +66,27 @@ pub(crate) struct Answer {
     pub etag: Option<String>,
     pub link: Option<String>,
     pub body: String,
+    pub rate: RateHeaders,
+}
+
+/// What GitHub's `x-ratelimit-*` headers said of the hour's budget.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RateHeaders {
+    pub limit: Option<u64>,
+    pub used: Option<u64>,
+    /// Unix seconds.
+    pub reset: Option<u64>,
+}
+
+impl RateHeaders {
+    fn of(headers: &HeaderMap) -> Self {
+        let number = |name| header(headers, name).and_then(|v| v.trim().parse().ok());
+        Self {
+            limit: number("x-ratelimit-limit"),
+            used: number("x-ratelimit-used"),
+            reset: number("x-ratelimit-reset"),
+        }
+    }
 }
 
 /// A client of one GitHub API root.
@@ -238,6 +259,7 @@ impl GithubApi {
             etag: header(&headers, "etag"),
             link: header(&headers, "link"),
             body: text,
+            rate: RateHeaders::of(&headers),
         })
     }
 

@@ -24,6 +24,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use counting::{CountingStore, RequestCounts};
+pub use gist::GistStore;
+
 pub use deadline::DeadlineStore;
 pub use fault::FaultStore;
 pub use local::LocalStore;
@@ -107,6 +109,30 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn delete(&self, key: &str) -> BackendResult<()>;
     /// A short description for `status`: kind and location, never credentials.
     fn describe(&self) -> String;
+    /// What a provider that counts requests tells of its account and limits, for
+    /// `status`; `look` lets it ask the provider (a few requests), else it says
+    /// only what it saw so far. None for stores with nothing of the kind.
+    fn provider_status(&self, look: bool) -> Option<ProviderStatus> {
+        let _ = look;
+        None
+    }
+}
+
+/// A provider's account and request budget, as `status` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProviderStatus {
+    pub account: Option<String>,
+    /// Containers in use (gists).
+    pub containers: Option<usize>,
+    /// The provider's count of this hour's requests, and its limit.
+    pub requests_used: Option<u64>,
+    pub requests_limit: Option<u64>,
+    /// When the hourly budget resets (Unix seconds).
+    pub resets_at: Option<u64>,
+    /// Writes this process made in the last hour (of the provider's 500 a hour).
+    pub writes_last_hour: Option<usize>,
+    /// Until when a rate limit holds the store back (Unix seconds), while one does.
+    pub waiting_until: Option<u64>,
 }
 
 pub type SharedStore = Arc<dyn ObjectStore>;
@@ -140,29 +166,54 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Arc<S> {
     fn describe(&self) -> String {
         (**self).describe()
     }
+    fn provider_status(&self, look: bool) -> Option<ProviderStatus> {
+        (**self).provider_status(look)
+    }
 }
 
+/// The provider's token, for the backends that need one (Gist); the layers above
+/// find it (environment, credential store) so that a backend never reads secrets.
+pub type Token = zeroize::Zeroizing<String>;
+
 /// Opens the store a config names, retrying temporary failures as `policy` says.
-pub fn open(config: &BackendConfig, policy: RetryPolicy) -> BackendResult<SharedStore> {
-    let store = match config {
+pub fn open(
+    config: &BackendConfig,
+    policy: RetryPolicy,
+    token: Option<Token>,
+) -> BackendResult<SharedStore> {
+    let store = metered_store(config, token)?;
+    Ok(Arc::new(RetryStore::new(store, policy)))
+}
+
+fn metered_store(config: &BackendConfig, token: Option<Token>) -> BackendResult<SharedStore> {
+    Ok(match config {
         BackendConfig::Local { path } => metered(LocalStore::open(path)?),
         BackendConfig::S3 { .. } => metered(open_s3(config)?),
-    };
-    Ok(Arc::new(RetryStore::new(store, policy)))
+        BackendConfig::Gist { api_url } => metered(GistStore::new(api_url, need(token)?)?),
+    })
+}
+
+fn need(token: Option<Token>) -> BackendResult<Token> {
+    token.ok_or_else(|| {
+        BackendError::Refused(
+            "there is no GitHub token: run 'ghostie-fs login github' or set GH_TOKEN".into(),
+        )
+    })
 }
 
 /// Opens the store a config names for a look that must not wait (`status`): no
 /// retries, and every request, opening the store included, gives up after
 /// `patience`. Never fails: a store that cannot be opened (a vault folder on a disk
 /// that is not plugged in) fails each request with the reason.
-pub fn open_to_look(config: &BackendConfig, patience: std::time::Duration) -> SharedStore {
+pub fn open_to_look(
+    config: &BackendConfig,
+    patience: std::time::Duration,
+    token: Option<Token>,
+) -> SharedStore {
     let config = config.clone();
     let described = describe(&config);
     Arc::new(DeadlineStore::new(patience, described, move || {
-        Ok(match &config {
-            BackendConfig::Local { path } => metered(LocalStore::open(path)?),
-            BackendConfig::S3 { .. } => metered(open_s3(&config)?),
-        })
+        metered_store(&config, token.clone())
     }))
 }
 
@@ -173,6 +224,7 @@ pub fn describe(config: &BackendConfig) -> String {
         BackendConfig::S3 {
             bucket, endpoint, ..
         } => S3Store::describe_bucket(bucket, endpoint.as_deref()),
+        BackendConfig::Gist { api_url } => gist::describe_api(api_url),
     }
 }
 
@@ -191,7 +243,7 @@ fn metered<S: ObjectStore + 'static>(store: S) -> SharedStore {
 
 /// Opens the store a config names and checks that this device can reach it (and,
 /// for a folder, write to it).
-pub fn open_for_setup(config: &BackendConfig) -> BackendResult<SharedStore> {
+pub fn open_for_setup(config: &BackendConfig, token: Option<Token>) -> BackendResult<SharedStore> {
     match config {
         BackendConfig::Local { path } => {
             let store = LocalStore::open(path)?;
@@ -203,6 +255,14 @@ pub fn open_for_setup(config: &BackendConfig) -> BackendResult<SharedStore> {
             // Answers only with the right credentials, bucket and endpoint.
             store.list_dirs("")?;
             Ok(Arc::new(store))
+        }
+        BackendConfig::Gist { api_url } => {
+            let store = GistStore::new(api_url, need(token)?)?;
+            // Whose token, and whether it may write gists: said now, not at the
+            // first upload.
+            let account = store.account()?;
+            tracing::info!("the vault lives in the gists of GitHub account {account}");
+            Ok(Arc::new(RetryStore::new(store, RetryPolicy::commands())))
         }
     }
 }

@@ -179,6 +179,9 @@ impl<S: ObjectStore> ObjectStore for RetryStore<S> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn provider_status(&self, look: bool) -> Option<super::ProviderStatus> {
+        self.inner.provider_status(look)
+    }
 }
 
 #[cfg(test)]

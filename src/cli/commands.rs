@@ -163,10 +163,19 @@ fn setup(cli: &Cli, home: Home, pass: &CliPassphrase, args: &SetupArgs) -> CmdRe
                 profile: args.profile.clone(),
             }
         }
+        "gist" => {
+            let api_url = match &args.api_url {
+                Some(u) => super::login::checked_api_url(u)?,
+                None => ghostie_fs::credentials::Provider::Github
+                    .default_api_url()
+                    .to_owned(),
+            };
+            BackendConfig::Gist { api_url }
+        }
         other => {
             return Err(CliError::new(
                 EXIT_FAILURE,
-                format!("Unknown backend '{other}' (this version supports: local, s3)."),
+                format!("Unknown backend '{other}' (this version supports: local, s3, gist)."),
             ))
         }
     };
@@ -311,12 +320,18 @@ fn status(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
     }
     let vault = Vault::open_to_look(home)?;
     let s = folder::status(&vault)?;
+    let provider = if s.backend_problem.is_none() {
+        vault.provider_status(true)
+    } else {
+        vault.provider_status(false)
+    };
     if json {
         let mut v =
             serde_json::to_value(&s).map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
             o.insert("busy".into(), busy_json(holder.as_ref()));
             o.insert("credentials".into(), login::credentials_json(vault.home())?);
+            o.insert("provider".into(), super::provider::json(provider.as_ref()));
         }
         print_json(&v);
         return Ok(0);
@@ -329,6 +344,9 @@ fn status(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
     match &s.backend_problem {
         None => println!("   Backend reachable: yes"),
         Some(why) => println!("   Backend reachable: no ({why})"),
+    }
+    for line in provider.iter().flat_map(super::provider::lines) {
+        println!("   {line}");
     }
     println!("   Device ID: {}", s.device_id);
     println!("   Device Name: {}", s.device_name);

@@ -203,6 +203,12 @@ fn expiry_warning(expires: Option<&str>) -> Option<String> {
     }
 }
 
+/// An `--api-url` as given, refused in one sentence when it cannot be GitHub's API.
+pub fn checked_api_url(text: &str) -> Result<String, CliError> {
+    github::check_api_url(text)
+        .map_err(|e| CliError::new(EXIT_USAGE, format!("{}.", capitalise(&e))))
+}
+
 pub fn login(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LoginArgs) -> CmdResult {
     if args.status {
         return login_status(&home, args.json);
@@ -215,8 +221,7 @@ pub fn login(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LoginArgs) -> C
     };
     let provider = provider_of(name)?;
     let api_url = match &args.api_url {
-        Some(u) => github::check_api_url(u)
-            .map_err(|e| CliError::new(EXIT_USAGE, format!("{}.", capitalise(&e))))?,
+        Some(u) => checked_api_url(u)?,
         None => provider.default_api_url().to_owned(),
     };
     let env = env_secret(provider, &api_url);

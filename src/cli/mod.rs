@@ -7,6 +7,7 @@ mod login;
 mod mount;
 mod passphrase;
 mod progress;
+mod provider;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,9 +101,11 @@ pub struct JsonArg {
 
 #[derive(Debug, Args)]
 pub struct SetupArgs {
-    /// Where the vault lives: local (a folder) or s3 (a bucket of AWS S3 or of an
+    /// Where the vault lives: local (a folder), s3 (a bucket of AWS S3 or of an
     /// S3-compatible server; credentials come from the usual AWS environment
-    /// variables, shared files or profile, and are never stored).
+    /// variables, shared files or profile, and are never stored) or gist (secret
+    /// gists of your GitHub account; the token from 'ghostie-fs login github' or
+    /// GH_TOKEN).
     #[arg(long, value_name = "KIND")]
     pub backend: String,
     /// The vault folder (local backend). It must exist.
@@ -123,6 +126,10 @@ pub struct SetupArgs {
     /// A profile of the shared AWS configuration files (s3 backend).
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
+    /// The GitHub API (gist backend): GitHub Enterprise Server's
+    /// https://HOST/api/v3 [default: https://api.github.com].
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
     /// This device's name, unique in the vault [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,

@@ -64,17 +64,15 @@ fn mount_options(args: &MountArgs, home: &Home) -> Result<MountOptions, CliError
             args.cache_size
         ))
     })?;
+    let backend = home.load_config().map_err(SyncError::from)?.backend;
     let poll = match args.poll {
         Some(secs) if secs > 0.0 && secs <= 86_400.0 => Duration::from_secs_f64(secs),
         Some(_) => return Err(fail("--poll must be a number of seconds above 0.")),
-        None => home
-            .load_config()
-            .map_err(SyncError::from)?
-            .backend
-            .default_poll(),
+        None => backend.default_poll(),
     };
     Ok(MountOptions {
         poll,
+        publish_gap: backend.publish_gap(),
         cache_limit: cache.max(1 << 20),
         fsync_remote: args.fsync == super::FsyncMode::Remote,
         ..MountOptions::default()
@@ -568,6 +566,14 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
             )
         }
     };
+    // The account and budget as a look finds them now; the mount's own wait, if a
+    // rate limit holds it back.
+    let mut provider = Vault::provider_look(home);
+    if let Some(mine) = running.as_ref().and_then(|s| s.provider.as_ref()) {
+        let p = provider.get_or_insert_with(|| mine.clone());
+        p.waiting_until = mine.waiting_until;
+        p.writes_last_hour = mine.writes_last_hour;
+    }
     let backend = match &config.backend {
         ghostie_fs::config::BackendConfig::Local { path } => {
             format!("local (local folder {})", path.display())
@@ -578,6 +584,13 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
             Some(e) => format!("s3 (bucket {bucket} at {e})"),
             None => format!("s3 (bucket {bucket})"),
         },
+        ghostie_fs::config::BackendConfig::Gist { api_url } => {
+            if api_url == ghostie_fs::credentials::Provider::Github.default_api_url() {
+                "gist (GitHub)".to_owned()
+            } else {
+                format!("gist (GitHub API at {api_url})")
+            }
+        }
     };
     if json {
         let v = serde_json::json!({
@@ -595,12 +608,16 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
             "backend_problem": backend_problem,
             "busy": super::commands::busy_json(holder),
             "credentials": super::login::credentials_json(home)?,
+            "provider": super::provider::json(provider.as_ref()),
         });
         println!("{v}");
         return Ok(0);
     }
     println!("🔗 SYNC STATUS:");
     println!("   Backend: {backend}");
+    for line in provider.iter().flat_map(super::provider::lines) {
+        println!("   {line}");
+    }
     println!("   Device Name: {}", config.device_name);
     match &running {
         Some(s) => {

@@ -27,6 +27,7 @@ mod fuse;
 mod local;
 mod mount_fs;
 mod open_files;
+mod pacer;
 mod plain_cache;
 mod read;
 mod remote;

@@ -47,6 +47,9 @@ pub struct MountOptions {
     pub fsync_remote: bool,
     /// How long the kernel may trust attributes and names.
     pub ttl: Duration,
+    /// The shortest time between publishes while writes keep coming (the backend's
+    /// own, for providers that count writes).
+    pub publish_gap: Duration,
 }
 
 impl Default for MountOptions {
@@ -56,6 +59,7 @@ impl Default for MountOptions {
             cache_limit: 64 * 1024 * 1024,
             fsync_remote: false,
             ttl: Duration::from_secs(5),
+            publish_gap: Duration::ZERO,
         }
     }
 }

@@ -74,6 +74,10 @@ pub struct MountStatus {
     /// never uploaded.
     #[serde(default)]
     pub local_only: Vec<String>,
+    /// A provider's request budget as the mount last saw it (Gist), and until when
+    /// its rate limit holds the mount back.
+    #[serde(default)]
+    pub provider: Option<crate::sync::ProviderStatus>,
 }
 
 impl MountStatus {

@@ -79,6 +79,7 @@ impl Reporter {
         status.cache_used = fs.plain_cache_used();
         status.cache_limit = fs.opts.cache_limit;
         status.lost = fs.vault.lost_files().unwrap_or_default();
+        status.provider = fs.vault.provider_status(false);
         status.last_error = {
             let a = lock(&fs.activity);
             a.last_write_error.clone().or_else(|| a.last_error.clone())
@@ -124,6 +125,7 @@ fn upload_loop(fs: &MountFs, reporter: &Reporter) {
     let mut snapshot_checked = false;
     let mut last_checkpoint = Instant::now();
     let mut last_unsaved_try = Instant::now();
+    let mut pacer = super::pacer::PublishPacer::new(fs.opts.publish_gap, Instant::now());
     loop {
         if last_unsaved_try.elapsed() >= UNSAVED_RETRY && fs.has_unsaved() {
             fs.save_unsaved();
@@ -136,6 +138,7 @@ fn upload_loop(fs: &MountFs, reporter: &Reporter) {
         }
         let publish_at = a.first_unsent.map(|first| {
             let ready = (a.last_change.unwrap_or(first) + QUIET).min(first + MAX_DELAY);
+            let ready = ready.max(pacer.next_allowed(now));
             retry_at.map_or(ready, |r| ready.max(r))
         });
         if publish_at.is_none_or(|t| now < t) {
@@ -178,6 +181,7 @@ fn upload_loop(fs: &MountFs, reporter: &Reporter) {
         a.first_unsent = None;
         a.publishes_started += 1;
         drop(a);
+        pacer.spend(now);
 
         let result = fs.publish_queue();
         let mut a = lock(&fs.activity);

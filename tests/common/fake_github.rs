@@ -200,6 +200,12 @@ impl FakeGithub {
         t.revoked = true;
     }
 
+    /// The address the fake names itself by in its answers (`raw_url`, `url`): a
+    /// relay's in front of it, so that a test cutting the relay cuts raw reads too.
+    pub fn serve_as(&self, base_url: &str) {
+        self.shared.state().base_url = base_url.trim_end_matches('/').to_owned();
+    }
+
     pub fn set_outage(&self, o: Outage) {
         self.shared.state().outage = o;
     }
@@ -240,6 +246,16 @@ impl FakeGithub {
     /// all follow it, so a test can cover an hour without waiting one.
     pub fn advance_clock(&self, d: Duration) {
         self.shared.state().clock += d;
+    }
+
+    /// Every answer comes `latency` after its request (a network's round trip).
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.state().latency = latency;
+    }
+
+    /// The fake's clock: the wall clock plus what tests added.
+    pub fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.shared.state().now_ms())
     }
 
     /// Everything GitHub keeps of the gists, as anyone who knows their ids can read
@@ -412,6 +428,12 @@ fn serve(stream: TcpStream, shared: &Shared) {
             _ => None,
         };
         let close = head.wants_close() || framing.must_close();
+        // A network's round trip, outside the lock: requests on other connections
+        // travel meanwhile, as on a real link.
+        let latency = shared.state().latency;
+        if !latency.is_zero() {
+            std::thread::sleep(latency);
+        }
         let response = shared
             .state()
             .answer(&head, &framing, body.as_deref(), peer.ip());
@@ -557,6 +579,8 @@ struct State {
     secondary: Secondary,
     /// How far the fake's clock is ahead of the wall clock.
     clock: Duration,
+    /// Added before each answer (benchmarks: a realistic round trip).
+    latency: Duration,
     gists: gist::Gists,
     seen: Vec<Seen>,
     requests: u64,
@@ -584,6 +608,7 @@ impl State {
                 writes: HashMap::new(),
             },
             clock: Duration::ZERO,
+            latency: Duration::ZERO,
             gists: gist::Gists::default(),
             seen: Vec::new(),
             requests: 0,

@@ -17,12 +17,28 @@ pub mod proxy;
 /// scripts/test.sh starts, when GHOSTIE_TEST_BACKEND=s3. Every test that takes its
 /// vault from [`TempVault::new`] runs over either, unchanged.
 pub fn s3_selected() -> bool {
+    selected_backend() == "s3"
+}
+
+/// Whether this run's vaults are gists of a fake GitHub (GHOSTIE_TEST_BACKEND=gist):
+/// each vault starts its own fake on loopback, one account per test.
+pub fn gist_selected() -> bool {
+    selected_backend() == "gist"
+}
+
+fn selected_backend() -> &'static str {
     match std::env::var("GHOSTIE_TEST_BACKEND").as_deref() {
-        Ok("s3") => true,
-        Ok("local") | Err(_) => false,
-        Ok(other) => panic!("GHOSTIE_TEST_BACKEND={other}: use local or s3"),
+        Ok("s3") => "s3",
+        Ok("gist") => "gist",
+        Ok("local") | Err(_) => "local",
+        Ok(other) => panic!("GHOSTIE_TEST_BACKEND={other}: use local, s3 or gist"),
     }
 }
+
+/// The token every device of a gist run holds (GH_ENTERPRISE_TOKEN: the fake is not
+/// api.github.com), and the account it belongs to in each vault's fake.
+pub const GIST_TOKEN: &str = "ghp_ghostie0test0owner0token00000000000001";
+pub const GIST_ACCOUNT: &str = "ghost-owner";
 
 /// The test S3 server's endpoint and bucket; None (with a note) when the run has none.
 pub fn s3_server() -> Option<(String, String)> {
@@ -64,6 +80,7 @@ pub fn unique_prefix(tag: &str) -> String {
 pub struct TempVault {
     pub dir: tempfile::TempDir,
     s3: Option<S3Vault>,
+    gist: Option<GistVault>,
     /// Where a local vault's stall control file lives (see [`TempVault::stall`]).
     ctl: tempfile::TempDir,
 }
@@ -78,13 +95,105 @@ pub struct S3Vault {
     pub store: ghostie_fs::backend::S3Store,
 }
 
+/// A vault in the gists of a fake GitHub account, reached through a relay the test
+/// can cut or stall (raw URLs included: the fake names itself by the relay).
+pub struct GistVault {
+    pub fake: fake_github::FakeGithub,
+    pub relay: proxy::Relay,
+    /// The vault as the test reads it, straight from the fake.
+    pub store: ghostie_fs::backend::GistStore,
+}
+
 impl TempVault {
     /// A vault on the backend this run tests (GHOSTIE_TEST_BACKEND).
     pub fn new() -> Self {
         if s3_selected() {
             Self::s3().expect("an S3 server")
+        } else if gist_selected() {
+            Self::gist()
         } else {
             Self::local()
+        }
+    }
+
+    /// Gists of a fresh fake GitHub account.
+    pub fn gist() -> Self {
+        let fake = fake_github::FakeGithub::start();
+        fake.add_classic_token(GIST_TOKEN, GIST_ACCOUNT, &["gist"], None);
+        let relay = proxy::Relay::start(fake.url().trim_start_matches("http://"));
+        fake.serve_as(&relay.url());
+        let store = ghostie_fs::backend::GistStore::new(
+            &fake.url(),
+            zeroize::Zeroizing::new(GIST_TOKEN.to_owned()),
+        )
+        .expect("a store on the fake GitHub");
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            s3: None,
+            gist: Some(GistVault { fake, relay, store }),
+            ctl: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn is_gist(&self) -> bool {
+        self.gist.is_some()
+    }
+
+    /// The environment a device's setup needs to reach this vault: the GitHub
+    /// token for a gist vault, nothing for others.
+    pub fn token_env(&self) -> Vec<(String, String)> {
+        match &self.gist {
+            Some(_) => vec![("GH_ENTERPRISE_TOKEN".into(), GIST_TOKEN.into())],
+            None => Vec::new(),
+        }
+    }
+
+    /// For a gist vault, keeps the token in the home at `home` (`login github`), as
+    /// a user does once, so that a service started without it in its environment
+    /// has it; `prepare` sets the command's environment. Nothing for other vaults.
+    pub fn keep_token(&self, home: &Path, prepare: impl FnOnce(&mut std::process::Command)) {
+        let Some(g) = &self.gist else { return };
+        use std::io::Write;
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("ghostie-fs"));
+        c.arg("--home")
+            .arg(home)
+            .args([
+                "login",
+                "github",
+                "--api-url",
+                &g.relay.url(),
+                "--token-stdin",
+            ])
+            .env_remove("GH_ENTERPRISE_TOKEN")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        prepare(&mut c);
+        let mut child = c.spawn().expect("run login");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{GIST_TOKEN}\n").as_bytes())
+            .expect("type the token");
+        let out = child.wait_with_output().expect("login");
+        assert!(out.status.success(), "login: {}", stderr(&out));
+    }
+
+    pub fn gist_parts(&self) -> Option<&GistVault> {
+        self.gist.as_ref()
+    }
+
+    /// Whether the vault is somewhere other than a local folder.
+    pub fn is_remote(&self) -> bool {
+        self.s3.is_some() || self.gist.is_some()
+    }
+
+    fn relay(&self) -> Option<&proxy::Relay> {
+        match (&self.s3, &self.gist) {
+            (Some(s), _) => Some(&s.relay),
+            (_, Some(g)) => Some(&g.relay),
+            _ => None,
         }
     }
 
@@ -93,6 +202,7 @@ impl TempVault {
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
             s3: None,
+            gist: None,
             ctl: tempfile::tempdir().expect("temp dir"),
         }
     }
@@ -115,6 +225,7 @@ impl TempVault {
         Some(Self {
             dir: tempfile::tempdir().expect("temp dir"),
             ctl: tempfile::tempdir().expect("temp dir"),
+            gist: None,
             s3: Some(S3Vault {
                 relay,
                 endpoint: endpoint.to_owned(),
@@ -135,7 +246,7 @@ impl TempVault {
 
     /// The local vault's folder (local vaults only).
     pub fn path(&self) -> &Path {
-        assert!(self.s3.is_none(), "an S3 vault has no folder");
+        assert!(!self.is_remote(), "a remote vault has no folder");
         self.dir.path()
     }
 
@@ -149,6 +260,14 @@ impl TempVault {
 
     /// The setup arguments that join this vault.
     pub fn setup_args(&self) -> Vec<String> {
+        if let Some(g) = &self.gist {
+            return vec![
+                "--backend".into(),
+                "gist".into(),
+                "--api-url".into(),
+                g.relay.url(),
+            ];
+        }
         match &self.s3 {
             None => vec![
                 "--backend".into(),
@@ -172,6 +291,15 @@ impl TempVault {
 
     /// The store under this vault, as the library opens it (no retries, no meter).
     pub fn store(&self) -> ghostie_fs::backend::SharedStore {
+        if let Some(g) = &self.gist {
+            return std::sync::Arc::new(
+                ghostie_fs::backend::GistStore::new(
+                    &g.fake.url(),
+                    zeroize::Zeroizing::new(GIST_TOKEN.to_owned()),
+                )
+                .expect("a store on the fake GitHub"),
+            );
+        }
         match &self.s3 {
             None => std::sync::Arc::new(
                 ghostie_fs::backend::LocalStore::open(self.dir.path()).expect("open vault"),
@@ -182,6 +310,10 @@ impl TempVault {
 
     /// Every object's key, relative to the vault (so "ghostie/…" on every backend).
     pub fn keys(&self) -> Vec<String> {
+        if let Some(g) = &self.gist {
+            use ghostie_fs::backend::ObjectStore;
+            return g.store.list("ghostie/", None).expect("list the vault");
+        }
         match &self.s3 {
             None => {
                 let mut out = BTreeMap::new();
@@ -216,6 +348,10 @@ impl TempVault {
     }
 
     pub fn get(&self, key: &str) -> Vec<u8> {
+        if let Some(g) = &self.gist {
+            use ghostie_fs::backend::ObjectStore;
+            return g.store.get(key).expect("get object");
+        }
         match &self.s3 {
             None => fs::read(self.dir.path().join(key)).expect("read object"),
             Some(s) => {
@@ -226,6 +362,10 @@ impl TempVault {
     }
 
     pub fn put(&self, key: &str, data: &[u8]) {
+        if let Some(g) = &self.gist {
+            use ghostie_fs::backend::ObjectStore;
+            return g.store.put(key, data).expect("put object");
+        }
         match &self.s3 {
             None => fs::write(self.dir.path().join(key), data).expect("write object"),
             Some(s) => {
@@ -249,10 +389,10 @@ impl TempVault {
     /// Takes the backend away from every device: the folder moves, or the network
     /// to the S3 server is cut.
     pub fn go_offline(&self) {
-        match &self.s3 {
+        match self.relay() {
             None => fs::rename(self.dir.path(), self.dir.path().with_extension("away"))
                 .expect("move the vault away"),
-            Some(s) => s.relay.cut(),
+            Some(r) => r.cut(),
         }
     }
 
@@ -264,7 +404,7 @@ impl TempVault {
     /// folder vault stalls in the process itself (`GHOSTIE_STALL_FILE`), an S3 vault
     /// in the loopback relay in front of the server.
     pub fn stall_env(&self) -> Vec<(String, String)> {
-        match &self.s3 {
+        match self.relay() {
             Some(_) => Vec::new(),
             None => vec![(
                 "GHOSTIE_STALL_FILE".into(),
@@ -276,15 +416,15 @@ impl TempVault {
     /// From now on every request to the backend waits, unanswered, until
     /// [`Self::unstall`].
     pub fn stall(&self) {
-        match &self.s3 {
-            Some(s) => s.relay.stall(),
+        match self.relay() {
+            Some(r) => r.stall(),
             None => fs::write(self.stall_file(), b"").expect("stall"),
         }
     }
 
     pub fn unstall(&self) {
-        match &self.s3 {
-            Some(s) => s.relay.unstall(),
+        match self.relay() {
+            Some(r) => r.unstall(),
             None => {
                 let _ = fs::remove_file(self.stall_file());
             }
@@ -293,8 +433,8 @@ impl TempVault {
 
     /// Requests that have waited in a stall so far.
     pub fn stalled_requests(&self) -> usize {
-        match &self.s3 {
-            Some(s) => s.relay.held(),
+        match self.relay() {
+            Some(r) => r.held(),
             None => fs::read_to_string(self.stall_file().with_extension("held"))
                 .map(|t| t.lines().count())
                 .unwrap_or(0),
@@ -302,10 +442,10 @@ impl TempVault {
     }
 
     pub fn come_back(&self) {
-        match &self.s3 {
+        match self.relay() {
             None => fs::rename(self.dir.path().with_extension("away"), self.dir.path())
                 .expect("move the vault back"),
-            Some(s) => s.relay.restore(),
+            Some(r) => r.restore(),
         }
     }
 }
@@ -335,6 +475,10 @@ pub struct TempHome {
     /// touches the developer's own: a remembered key's unlock key goes here, and the
     /// empty runtime folder holds no D-Bus session, hence no OS keyring.
     pub outside: tempfile::TempDir,
+    /// The GitHub token this device's commands hold (GH_ENTERPRISE_TOKEN), when its
+    /// vault is a gist one: set by [`TempHome::joined`], changed by tests of bad
+    /// tokens.
+    pub github_token: std::sync::Mutex<Option<String>>,
 }
 
 impl TempHome {
@@ -352,7 +496,12 @@ impl TempHome {
             dir: tempfile::tempdir().expect("temp dir"),
             name: name.to_owned(),
             outside,
+            github_token: std::sync::Mutex::new(None),
         }
+    }
+
+    pub fn set_github_token(&self, token: Option<&str>) {
+        *self.github_token.lock().unwrap() = token.map(str::to_owned);
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -368,6 +517,16 @@ impl TempHome {
             ("GHOSTIE_CREDENTIAL_STORE", None),
             ("GH_TOKEN", None),
             ("GITHUB_TOKEN", None),
+            (
+                "GH_ENTERPRISE_TOKEN",
+                self.github_token
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .or_else(|| gist_selected().then(|| GIST_TOKEN.to_owned()))
+                    .map(Into::into),
+            ),
+            ("GITHUB_ENTERPRISE_TOKEN", None),
             ("DBUS_SESSION_BUS_ADDRESS", None),
             ("XDG_STATE_HOME", Some(self.state_dir().into_os_string())),
             (
@@ -380,10 +539,30 @@ impl TempHome {
     /// A home set up on `vault` (creating it if it holds none).
     pub fn joined(name: &str, vault: &TempVault) -> Self {
         let h = Self::new(name);
+        if vault.is_gist() {
+            h.set_github_token(Some(GIST_TOKEN));
+        }
         let mut args = vec!["setup".to_owned()];
         args.extend(vault.setup_args());
         args.extend(["--device".to_owned(), name.to_owned()]);
         h.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        if let Some(g) = &vault.gist {
+            // As a user would: the token kept, so commands started without it in
+            // their environment (a service, a scheduled job) still have it.
+            let out = h
+                .cmd()
+                .args([
+                    "login",
+                    "github",
+                    "--api-url",
+                    &g.relay.url(),
+                    "--token-stdin",
+                ])
+                .write_stdin(format!("{GIST_TOKEN}\n"))
+                .output()
+                .expect("run login");
+            assert!(out.status.success(), "login: {}", stderr(&out));
+        }
         h
     }
 
@@ -907,4 +1086,117 @@ impl Drop for OwnS3Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// What one device wrote during the minute: the last content of each path.
+type Written = std::collections::BTreeMap<String, Vec<u8>>;
+
+/// One device's minute: new files of its own, overwrites of files both devices share,
+/// and reads of the other's files (each read must be whole).
+fn a_minute_of_work(me: &str, other: &str, at: &Path, secs: u64) -> (Written, usize) {
+    let mut written = Written::new();
+    let mut reads = 0;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut i = 0usize;
+    while std::time::Instant::now() < end {
+        let own = format!("{me}/n{i}.json");
+        let body = format!(
+            "{{\"device\":\"{me}\",\"n\":{i},\"pad\":\"{}\"}}",
+            "x".repeat(i % 700)
+        );
+        std::fs::write(at.join(&own), &body).unwrap();
+        written.insert(own, body.into_bytes());
+        if i % 4 == 0 {
+            let shared = format!("shared/s{}.json", (i / 4) % 8);
+            let body = format!("{{\"by\":\"{me}\",\"n\":{i}}}").into_bytes();
+            std::fs::write(at.join(&shared), &body).unwrap();
+            written.insert(shared, body);
+        }
+        if i % 3 == 0 {
+            // Whatever of the other's files this mount shows must read whole.
+            let theirs = at.join(other);
+            if let Ok(entries) = std::fs::read_dir(&theirs) {
+                for e in entries.flatten().take(5) {
+                    let data = std::fs::read(e.path()).unwrap();
+                    let text = String::from_utf8(data).unwrap();
+                    assert!(
+                        text.starts_with(&format!("{{\"device\":\"{other}\""))
+                            && text.ends_with('}'),
+                        "{me} read a torn {}: {text}",
+                        e.path().display()
+                    );
+                    reads += 1;
+                }
+            }
+        }
+        i += 1;
+        std::thread::sleep(std::time::Duration::from_millis(40));
+    }
+    (written, reads)
+}
+
+/// Two devices mounted on one vault write and read at once for `secs` seconds;
+/// both end with the same namespace, and every file written is there, as itself or
+/// as a conflict sibling.
+pub fn two_mounts_write_and_read_at_once(vault: &TempVault, secs: u64) {
+    const WAIT: u64 = 90;
+    let laptop = TempHome::joined("laptop", vault);
+    let desktop = TempHome::joined("desktop", vault);
+    let ml = laptop.mount_with(&["--poll", "1"], &[]);
+    let md = desktop.mount_with(&["--poll", "1"], &[]);
+    for m in [&ml, &md] {
+        for d in ["laptop", "desktop", "shared"] {
+            let _ = std::fs::create_dir(m.path(d));
+        }
+    }
+    let (at_l, at_d) = (ml.at.clone(), md.at.clone());
+    let l = std::thread::spawn(move || a_minute_of_work("laptop", "desktop", &at_l, secs));
+    let d = std::thread::spawn(move || a_minute_of_work("desktop", "laptop", &at_d, secs));
+    let (by_laptop, laptop_reads) = l.join().unwrap();
+    let (by_desktop, desktop_reads) = d.join().unwrap();
+    assert!(
+        laptop_reads > 0 && desktop_reads > 0,
+        "the devices never saw each other's files"
+    );
+
+    assert!(
+        ml.drained(WAIT) && md.drained(WAIT),
+        "uploads did not finish"
+    );
+    assert!(
+        eventually(WAIT, || contents_of(&tree_of(&ml.at))
+            == contents_of(&tree_of(&md.at))),
+        "the two mounts did not converge"
+    );
+    let end = contents_of(&tree_of(&ml.at));
+    for (who, written) in [("laptop", &by_laptop), ("desktop", &by_desktop)] {
+        for (path, body) in written {
+            if path.starts_with("shared/") {
+                // Both wrote these: the path (or a sibling of it) must be there.
+                assert!(
+                    end.keys()
+                        .any(|k| k == path || k.starts_with(&format!("{path}.conflict-"))),
+                    "{path} by {who} is gone"
+                );
+            } else {
+                assert_eq!(end.get(path), Some(&Some(body.clone())), "{path} by {who}");
+            }
+        }
+    }
+    // Nothing appeared that nobody wrote.
+    for path in end.keys() {
+        let base = path.split(".conflict-").next().unwrap_or(path);
+        assert!(
+            ["laptop", "desktop", "shared"].contains(&base)
+                || by_laptop.contains_key(base)
+                || by_desktop.contains_key(base),
+            "{path} came from nowhere"
+        );
+    }
+    eprintln!(
+        "{} files by laptop, {} by desktop, {} paths at the end",
+        by_laptop.len(),
+        by_desktop.len(),
+        end.len()
+    );
 }

@@ -24,7 +24,8 @@ impl Vault {
         let config = home.load_config()?;
         let device = home.load_device_id()?;
         let index = open_index(&home, false)?;
-        let store = backend::open_to_look(&config.backend, LOOK_PATIENCE);
+        let token = provider::token_for(&home, &config.backend, None).unwrap_or(None);
+        let store = backend::open_to_look(&config.backend, LOOK_PATIENCE, token);
         Ok(Self::assemble(
             home,
             config,
@@ -34,6 +35,21 @@ impl Vault {
             Arc::new(NoPassphrase),
             None,
         ))
+    }
+
+    /// The provider's account and budget for `home`'s vault (Gist), asked now,
+    /// without opening the index: a running mount keeps it to itself. None for a
+    /// backend with nothing of the kind, or one that does not answer in time.
+    pub fn provider_look(home: &Home) -> Option<backend::ProviderStatus> {
+        let config = home.load_config().ok()?;
+        if !matches!(config.backend, crate::config::BackendConfig::Gist { .. }) {
+            return None;
+        }
+        let token = provider::token_for(home, &config.backend, None).unwrap_or(None);
+        let store = backend::open_to_look(&config.backend, LOOK_PATIENCE, token);
+        // The listing teaches the store the vault's prefix, so it counts its gists.
+        store.list_dirs(&Layout::new(&config.prefix).root()).ok()?;
+        store.provider_status(true)
     }
 
     /// Who holds `home` right now (a command running on it), without waiting; `None`
@@ -69,7 +85,8 @@ impl Vault {
             Err(CryptoError::WrongPassphrase) => {}
             Err(e) => return Err(e.into()),
         }
-        let store = backend::open_to_look(&config.backend, LOOK_PATIENCE);
+        let token = provider::token_for(home, &config.backend, None).unwrap_or(None);
+        let store = backend::open_to_look(&config.backend, LOOK_PATIENCE, token);
         let layout = Layout::new(&config.prefix);
         // Unreachable or unreadable: this device's copy is all there is to go by, as
         // when a command unlocks offline.

@@ -53,6 +53,7 @@ mod conflicts;
 mod look;
 mod mount_local;
 mod poll;
+mod provider;
 mod publish;
 mod record;
 mod repair;
@@ -157,7 +158,14 @@ impl Vault {
         policy: backend::RetryPolicy,
     ) -> SyncResult<Self> {
         let config = home.load_config()?;
-        let store = backend::open(&config.backend, policy)?;
+        let passphrase: Box<dyn PassphraseSource> = match config.backend {
+            crate::config::BackendConfig::Gist { .. } => {
+                Box::new(provider::AskOnce::new(passphrase))
+            }
+            _ => passphrase,
+        };
+        let token = provider::token_for(&home, &config.backend, Some(passphrase.as_ref()))?;
+        let store = backend::open(&config.backend, policy, token)?;
         Self::open_with_store(home, store, passphrase)
     }
 
@@ -319,6 +327,11 @@ impl Vault {
     /// One listing of the vault's root: why the backend does not serve, if it does not.
     pub fn check_backend(&self) -> Result<(), BackendError> {
         self.store.list_dirs(&self.layout.root()).map(|_| ())
+    }
+
+    /// The provider's account and request budget (Gist), asking it when `look`.
+    pub fn provider_status(&self, look: bool) -> Option<backend::ProviderStatus> {
+        self.store.provider_status(look)
     }
 
     pub fn device_names(&self) -> SyncResult<BTreeMap<DeviceId, String>> {

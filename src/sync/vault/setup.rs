@@ -25,7 +25,15 @@ pub fn setup(
     req: &SetupRequest,
     pass: &dyn PassphraseSource,
 ) -> SyncResult<(SetupOutcome, String)> {
-    let store = backend::open_for_setup(&req.backend)?;
+    // Before setup a token can come only from the environment or the OS keyring
+    // (a sealed store needs the vault's key, which does not exist yet).
+    let token = provider::token_for(&req.home, &req.backend, None)?;
+    if token.is_none() && matches!(req.backend, crate::config::BackendConfig::Gist { .. }) {
+        return Err(SyncError::Invalid(
+            "there is no GitHub token: run 'ghostie-fs login github' first, or set GH_TOKEN (GH_ENTERPRISE_TOKEN for --api-url) for the setup".into(),
+        ));
+    }
+    let store = backend::open_for_setup(&req.backend, token)?;
     let outcome = setup_vault(req, Arc::clone(&store), pass)?;
     Ok((outcome, store.describe()))
 }
