@@ -208,21 +208,32 @@ fn bad_tokens_and_a_server_that_is_not_github_are_one_sentence_each() {
     ]);
     one_sentence(&out, 2, "HTTPS");
 
-    // A set-up device whose token is later revoked, at push and at mount.
+    // A set-up device whose token goes bad later: each case at push and at mount.
     let a = TempHome::joined("laptop", &vault);
     a.write("x.json", b"x");
     a.ok(&["push"]);
-    fake.revoke(GIST_TOKEN);
     a.write("y.json", b"y");
-    one_sentence(&a.run(&["push"]), 1, "GitHub refused the token");
-    let out = a.run(&["mount"]);
-    one_sentence(&out, 1, "GitHub refused the token");
+    let at_push_and_mount = |needle: &str| {
+        one_sentence(&a.run(&["push"]), 1, needle);
+        one_sentence(&a.run(&["mount"]), 1, needle);
+    };
+    a.set_github_token(Some(no_scope));
+    at_push_and_mount("may not write gists");
+    let own = "ghp_laptop0own0token000000000000000000001";
+    fake.add_classic_token(own, GIST_ACCOUNT, &["gist"], None);
+    a.set_github_token(Some(own));
+    a.ok(&["push"]);
+    fake.revoke(own);
+    a.write("z.json", b"z");
+    at_push_and_mount("GitHub refused the token");
 
     // An --api-url that answers, but not as GitHub does (a captive portal).
-    let portal = TempHome::new("portal");
-    portal.set_github_token(Some(no_scope));
     fake.set_outage(Outage::NotGithub);
+    let portal = TempHome::new("portal");
+    portal.set_github_token(Some(GIST_TOKEN));
     one_sentence(&setup(&portal), 1, "does not answer as the GitHub API does");
+    a.set_github_token(Some(GIST_TOKEN));
+    at_push_and_mount("does not answer as the GitHub API does");
 }
 
 #[test]
@@ -239,6 +250,36 @@ fn a_deleted_vault_gist_is_named_not_taken_for_an_empty_vault() {
     assert!(parts.fake.everything_stored().is_empty());
     a.write("y.json", b"y");
     one_sentence(&a.run(&["push"]), 3, "the vault has no keyring");
+    one_sentence(&a.run(&["mount"]), 3, "the vault has no keyring");
+}
+
+#[test]
+fn a_push_rides_out_github_failing_and_loses_nothing() {
+    let vault = TempVault::gist();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("phone", &vault);
+    let fake = &vault.gist_parts().unwrap().fake;
+    for (i, outage) in [Outage::ServerError, Outage::CutConnections]
+        .into_iter()
+        .enumerate()
+    {
+        a.write(&format!("f{i}.json"), format!("{{\"n\":{i}}}"));
+        fake.set_outage(outage);
+        let push = a.background(&["push"]);
+        std::thread::sleep(Duration::from_secs(3));
+        fake.set_outage(Outage::None);
+        let out = push.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{outage:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        b.ok(&["pull"]);
+        assert_eq!(
+            b.read(&format!("f{i}.json")).unwrap(),
+            format!("{{\"n\":{i}}}").into_bytes()
+        );
+    }
 }
 
 #[test]
@@ -424,16 +465,12 @@ fn ten_thousand_memories_and_a_50_mib_file_fit_githubs_limits() {
     );
     let fake = &vault.gist_parts().unwrap().fake;
     assert_eq!(fake.secondary_refusals(), 0, "a write met GitHub's limit");
-    // No file GitHub holds is beyond what its raw URL serves.
-    for g in fake.everything_stored() {
-        for (name, content) in g.revisions.last().unwrap() {
-            assert!(
-                content.len() <= 10 * 1024 * 1024,
-                "{name}: {}",
-                content.len()
-            );
-        }
-    }
+    // No file GitHub holds is beyond what its raw URL serves (10 MiB).
+    assert!(
+        fake.largest_file() <= 10 * 1024 * 1024,
+        "{}",
+        fake.largest_file()
+    );
     eprintln!(
         "{} content-creating requests, {} requests in all, {} gists",
         fake.content_requests(),

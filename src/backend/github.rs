@@ -291,6 +291,17 @@ impl GithubApi {
     /// Who the token belongs to and what it may do (`GET /user`, then, for a
     /// fine-grained token, whether it may write gists).
     pub fn check_token(&self, token: &str) -> Result<TokenInfo, GithubError> {
+        self.check_token_with(token, true)
+    }
+
+    /// As [`Self::check_token`]; `probe_write: false` spares a fine-grained token
+    /// the write that tells whether it may write gists (taken as yes), for a check
+    /// that runs at every start and must cost one read.
+    pub fn check_token_with(
+        &self,
+        token: &str,
+        probe_write: bool,
+    ) -> Result<TokenInfo, GithubError> {
         let response = self.get("/user", token)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -313,6 +324,7 @@ impl GithubApi {
         let fine_grained = scopes.is_none() || token.starts_with("github_pat_");
         let reaches_gists = match &scopes {
             Some(list) if !fine_grained => list.iter().any(|s| s == NEEDED_SCOPE),
+            _ if !probe_write => true,
             // GitHub lists no permissions of a fine-grained token, and listing gists
             // needs none: only a write tells. An empty gist is refused (422) after
             // the permission is checked (403 or 404 without it), so nothing is made.

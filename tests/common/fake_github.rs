@@ -265,6 +265,16 @@ impl FakeGithub {
         self.shared.state().gists.everything()
     }
 
+    /// The longest file any gist holds now, in bytes (raw URLs serve 10 MiB).
+    pub fn largest_file(&self) -> usize {
+        self.everything_stored()
+            .iter()
+            .filter_map(|g| g.revisions.last())
+            .flat_map(|files| files.iter().map(|(_, content)| content.len()))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Content-creating requests received (`POST`, `PATCH`, `PUT`, `DELETE` under
     /// `/gists`), whatever became of them: refused, failed, cut or served.
     pub fn content_requests(&self) -> usize {

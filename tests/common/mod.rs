@@ -546,23 +546,11 @@ impl TempHome {
         args.extend(vault.setup_args());
         args.extend(["--device".to_owned(), name.to_owned()]);
         h.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        if let Some(g) = &vault.gist {
-            // As a user would: the token kept, so commands started without it in
-            // their environment (a service, a scheduled job) still have it.
-            let out = h
-                .cmd()
-                .args([
-                    "login",
-                    "github",
-                    "--api-url",
-                    &g.relay.url(),
-                    "--token-stdin",
-                ])
-                .write_stdin(format!("{GIST_TOKEN}\n"))
-                .output()
-                .expect("run login");
-            assert!(out.status.success(), "login: {}", stderr(&out));
-        }
+        // As a user would: the token kept, so commands started without it in their
+        // environment (a service, a scheduled job) still have it.
+        vault.keep_token(h.home(), |c| {
+            c.envs_isolated(&h).env("GHOSTIE_PASSPHRASE", PASSPHRASE);
+        });
         h
     }
 

@@ -227,9 +227,28 @@ impl GistStore {
         usage
     }
 
-    /// The account the token belongs to (one request).
+    /// The account the token belongs to, refused when the token may not write gists
+    /// (one request; a fine-grained token's permission is tried with a write).
     pub fn account(&self) -> BackendResult<String> {
-        let info = self.api.check_token(&self.token).map_err(backend_error)?;
+        self.account_with(true)
+    }
+
+    /// Whether GitHub takes the token at all, for every start: one read, so a bad,
+    /// revoked or too narrow classic token, or a server that is not GitHub, is said
+    /// at once; a network that does not answer is not an error here (a mount starts
+    /// offline).
+    pub fn check_at_start(&self) -> BackendResult<()> {
+        match self.account_with(false) {
+            Err(e) if e.is_temporary() => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    fn account_with(&self, probe_write: bool) -> BackendResult<String> {
+        let info = self
+            .api
+            .check_token_with(&self.token, probe_write)
+            .map_err(backend_error)?;
         if !info.reaches_gists {
             return Err(BackendError::Refused(
                 "the GitHub token may not write gists: give it the 'gist' scope (or, for a fine-grained token, Gists read and write)".into(),
