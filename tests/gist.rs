@@ -266,7 +266,9 @@ fn a_push_rides_out_github_failing_and_loses_nothing() {
         a.write(&format!("f{i}.json"), format!("{{\"n\":{i}}}"));
         fake.set_outage(outage);
         let push = a.background(&["push"]);
-        std::thread::sleep(Duration::from_secs(3));
+        // Shorter than the 3 s a command gives a backend that has not answered yet
+        // (README "Backends"): longer, and the push rightly gives up.
+        std::thread::sleep(Duration::from_secs(1));
         fake.set_outage(Outage::None);
         let out = push.wait_with_output().unwrap();
         assert!(
