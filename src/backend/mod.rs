@@ -189,11 +189,7 @@ fn metered_store(config: &BackendConfig, token: Option<Token>) -> BackendResult<
     Ok(match config {
         BackendConfig::Local { path } => metered(LocalStore::open(path)?),
         BackendConfig::S3 { .. } => metered(open_s3(config)?),
-        BackendConfig::Gist { api_url } => {
-            let store = GistStore::new(api_url, need(token)?)?;
-            store.check_at_start()?;
-            metered(store)
-        }
+        BackendConfig::Gist { api_url } => metered(GistStore::new(api_url, need(token)?)?),
     })
 }
 

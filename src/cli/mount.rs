@@ -586,9 +586,9 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
         },
         ghostie_fs::config::BackendConfig::Gist { api_url } => {
             if api_url == ghostie_fs::credentials::Provider::Github.default_api_url() {
-                "gist (GitHub)".to_owned()
+                "gist (secret gists of GitHub)".to_owned()
             } else {
-                format!("gist (GitHub API at {api_url})")
+                format!("gist (secret gists of the GitHub API at {api_url})")
             }
         }
     };

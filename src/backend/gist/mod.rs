@@ -102,6 +102,8 @@ pub struct GistStore {
     usage: Mutex<GistUsage>,
     /// Tests: runs just before a gist is made, to let a rival in at that moment.
     before_create: Option<Box<dyn Fn() + Send + Sync>>,
+    /// GitHub took the token (see [`GistStore::check_once`]).
+    checked: std::sync::OnceLock<()>,
 }
 
 impl std::fmt::Debug for GistStore {
@@ -191,6 +193,7 @@ impl GistStore {
             budget: Mutex::new(WriteBudget::default()),
             usage: Mutex::new(GistUsage::default()),
             before_create: None,
+            checked: std::sync::OnceLock::new(),
         })
     }
 
@@ -233,14 +236,22 @@ impl GistStore {
         self.account_with(true)
     }
 
-    /// Whether GitHub takes the token at all, for every start: one read, so a bad,
-    /// revoked or too narrow classic token, or a server that is not GitHub, is said
-    /// at once; a network that does not answer is not an error here (a mount starts
-    /// offline).
-    pub fn check_at_start(&self) -> BackendResult<()> {
+    /// Whether GitHub takes the token at all, before this store's first call: one
+    /// read, so a bad, revoked or too narrow classic token, or a server that is not
+    /// GitHub, is said at once, in those words, rather than as whatever the first
+    /// call would fail with. A network that does not answer is not an error here (a
+    /// mount starts offline); the check is made again at the next call.
+    fn check_once(&self) -> BackendResult<()> {
+        if self.checked.get().is_some() {
+            return Ok(());
+        }
         match self.account_with(false) {
+            Ok(_) => {
+                let _ = self.checked.set(());
+                Ok(())
+            }
             Err(e) if e.is_temporary() => Ok(()),
-            other => other.map(|_| ()),
+            Err(e) => Err(e),
         }
     }
 
@@ -277,6 +288,7 @@ impl GistStore {
         body: Option<&serde_json::Value>,
         etag: Option<&str>,
     ) -> BackendResult<Answer> {
+        self.check_once()?;
         let creating = method != Method::GET;
         let mut waits = 0;
         loop {
@@ -958,9 +970,9 @@ impl ObjectStore for GistStore {
 /// How `status` names a Gist vault.
 pub fn describe_api(api_url: &str) -> String {
     if super::github::is_github_com(api_url) {
-        "gist (GitHub)".into()
+        "secret gists of GitHub".into()
     } else {
-        format!("gist (GitHub API at {api_url})")
+        format!("secret gists of the GitHub API at {api_url}")
     }
 }
 
