@@ -43,21 +43,15 @@ fn the_first_device_creates_the_vault_and_the_next_finds_it_without_an_id() {
     let vault = TempVault::gist();
     let a = TempHome::new("laptop");
     a.set_github_token(Some(GIST_TOKEN));
-    let mut args = vec!["setup".to_owned()];
-    args.extend(vault.setup_args());
-    args.extend(["--device".into(), "laptop".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = a.ok(&args);
+    let args = vault.setup_command("laptop");
+    let out = a.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.contains("Created a new vault"), "{out}");
     assert!(out.contains("gist"), "{out}");
 
     let b = TempHome::new("phone");
     b.set_github_token(Some(GIST_TOKEN));
-    let mut args = vec!["setup".to_owned()];
-    args.extend(vault.setup_args());
-    args.extend(["--device".into(), "phone".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = b.ok(&args);
+    let args = vault.setup_command("phone");
+    let out = b.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.contains("Joined the vault"), "{out}");
 
     a.write("notes/walk.json", b"{\"note\":\"walked by the river\"}");
@@ -174,9 +168,7 @@ fn bad_tokens_and_a_server_that_is_not_github_are_one_sentence_each() {
     let vault = TempVault::gist();
     let fake = &vault.gist_parts().unwrap().fake;
     let setup = |h: &TempHome| {
-        let mut args = vec!["setup".to_owned()];
-        args.extend(vault.setup_args());
-        args.extend(["--device".into(), h.name.clone()]);
+        let args = vault.setup_command(&h.name);
         h.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
 

@@ -29,14 +29,14 @@ macro_rules! say {
     };
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn when(secs: u64) -> String {
+pub(super) fn when(secs: u64) -> String {
     format_time(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
 }
 

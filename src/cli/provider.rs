@@ -3,15 +3,10 @@
 
 use ghostie_fs::sync::ProviderStatus;
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use super::login::{now, when};
 
 fn minutes_from_now(at: u64) -> String {
-    let secs = at.saturating_sub(now_secs());
+    let secs = at.saturating_sub(now());
     match secs.div_ceil(60) {
         0 => "now".into(),
         1 => "in 1 minute".into(),
@@ -40,7 +35,7 @@ pub fn lines(p: &ProviderStatus) -> Vec<String> {
     if let Some(until) = p.waiting_until {
         out.push(format!(
             "Waiting for GitHub's rate limit until {} ({})",
-            ghostie_fs::folder::format_time(i64::try_from(until).unwrap_or(i64::MAX / 1000) * 1000),
+            when(until),
             minutes_from_now(until)
         ));
     }

@@ -258,6 +258,14 @@ impl TempVault {
         }
     }
 
+    /// The whole `setup` command line that sets device `name` up on this vault.
+    pub fn setup_command(&self, name: &str) -> Vec<String> {
+        let mut args = vec!["setup".to_owned()];
+        args.extend(self.setup_args());
+        args.extend(["--device".to_owned(), name.to_owned()]);
+        args
+    }
+
     /// The setup arguments that join this vault.
     pub fn setup_args(&self) -> Vec<String> {
         if let Some(g) = &self.gist {
@@ -542,9 +550,7 @@ impl TempHome {
         if vault.is_gist() {
             h.set_github_token(Some(GIST_TOKEN));
         }
-        let mut args = vec!["setup".to_owned()];
-        args.extend(vault.setup_args());
-        args.extend(["--device".to_owned(), name.to_owned()]);
+        let args = vault.setup_command(name);
         h.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
         // As a user would: the token kept, so commands started without it in their
         // environment (a service, a scheduled job) still have it.
