@@ -188,6 +188,12 @@ GHOSTIE_TEST_BACKEND=s3 cargo test $(printf -- '--test %s ' "${on_both[@]}") -- 
 header "the engine and mount tests again, on Gist (GHOSTIE_TEST_BACKEND=gist)"
 GHOSTIE_TEST_BACKEND=gist cargo test $(printf -- '--test %s ' "${on_both[@]}") -- --test-threads=2
 
+# And on Dropbox: each vault in the app folder of a fake Dropbox that the test
+# starts on loopback (tests/common/fake_dropbox.rs, which enforces Dropbox's
+# documented behaviour); tests/dropbox.rs and tests/dropbox_store.rs ran above.
+header "the engine and mount tests again, on Dropbox (GHOSTIE_TEST_BACKEND=dropbox)"
+GHOSTIE_TEST_BACKEND=dropbox cargo test $(printf -- '--test %s ' "${on_both[@]}") -- --test-threads=2
+
 header "pjdfstest: POSIX conformance of the mount"
 # Every failure must be a documented exception (scripts/pjdfstest-expected.txt).
 if [[ $(id -u) -eq 0 && -e /dev/fuse ]]; then

@@ -223,6 +223,12 @@ pub enum BackendConfig {
     Gist {
         api_url: String,
     },
+    /// The app folder of the owner's Dropbox. The login comes from the credential
+    /// store (or the environment) at run time and is never written here.
+    Dropbox {
+        #[serde(flatten)]
+        urls: crate::backend::dropbox::DropboxUrls,
+    },
 }
 
 impl BackendConfig {
@@ -231,6 +237,7 @@ impl BackendConfig {
             BackendConfig::Local { .. } => "local",
             BackendConfig::S3 { .. } => "s3",
             BackendConfig::Gist { .. } => "gist",
+            BackendConfig::Dropbox { .. } => "dropbox",
         }
     }
 
@@ -243,6 +250,9 @@ impl BackendConfig {
             BackendConfig::S3 { .. } => std::time::Duration::from_secs(10),
             // An idle look costs a 304, which GitHub does not count.
             BackendConfig::Gist { .. } => std::time::Duration::from_secs(10),
+            // An idle look is one list_folder/continue; a mount also holds a
+            // longpoll open, which tells of a change at once.
+            BackendConfig::Dropbox { .. } => std::time::Duration::from_secs(10),
         }
     }
 
@@ -252,7 +262,9 @@ impl BackendConfig {
     /// log segments (README: "Gist as a backend").
     pub fn publish_gap(&self) -> std::time::Duration {
         match self {
-            BackendConfig::Local { .. } | BackendConfig::S3 { .. } => std::time::Duration::ZERO,
+            BackendConfig::Local { .. }
+            | BackendConfig::S3 { .. }
+            | BackendConfig::Dropbox { .. } => std::time::Duration::ZERO,
             BackendConfig::Gist { .. } => std::time::Duration::from_secs(20),
         }
     }

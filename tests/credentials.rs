@@ -924,6 +924,7 @@ fn short_lived_access_tokens_are_refreshed_and_a_rotated_refresh_token_is_stored
         expires_at: None,
         api_url: endpoint.url.clone(),
         stored_at: 0,
+        client_id: None,
     };
     let mut creds = Credentials::open(&home).unwrap();
     // A login that came with an access token that has already run out.
@@ -938,8 +939,8 @@ fn short_lived_access_tokens_are_refreshed_and_a_rotated_refresh_token_is_stored
         )
         .unwrap();
 
-    let first = creds
-        .access_token(Provider::Github, &client, Some(&key))
+    let (first, _) = creds
+        .access_token(Provider::Github, &client, Some(&key), None)
         .unwrap();
     assert_eq!(first.expose(), "access-1");
     assert_eq!(endpoint.issued(), 1);
@@ -954,11 +955,18 @@ fn short_lived_access_tokens_are_refreshed_and_a_rotated_refresh_token_is_stored
 
     // Still valid: handed out again without a request.
     let mut creds = reopened;
-    let again = creds
-        .access_token(Provider::Github, &client, Some(&key))
+    let (again, _) = creds
+        .access_token(Provider::Github, &client, Some(&key), None)
         .unwrap();
     assert_eq!(again.expose(), "access-1");
     assert_eq!(endpoint.issued(), 1);
+    // Called expired by the provider although it has time left by this clock: the
+    // refused token is never handed out again.
+    let (renewed, _) = creds
+        .access_token(Provider::Github, &client, Some(&key), Some("access-1"))
+        .unwrap();
+    assert_eq!(renewed.expose(), "access-2");
+    assert_eq!(endpoint.issued(), 2);
 
     // An hour later (the access token stored as run out), at an endpoint that grants
     // tokens for less than the margin: every use refreshes, each time with the
@@ -980,7 +988,7 @@ fn short_lived_access_tokens_are_refreshed_and_a_rotated_refresh_token_is_stored
     };
     for _ in 0..3 {
         creds
-            .access_token(Provider::Github, &short_client, Some(&key))
+            .access_token(Provider::Github, &short_client, Some(&key), None)
             .unwrap();
     }
     assert_eq!(short.issued(), 3);
@@ -995,7 +1003,7 @@ fn short_lived_access_tokens_are_refreshed_and_a_rotated_refresh_token_is_stored
 
     // Revoked at the provider: one clear error that says to log in again.
     short.retire_everything();
-    match creds.access_token(Provider::Github, &short_client, Some(&key)) {
+    match creds.access_token(Provider::Github, &short_client, Some(&key), None) {
         Err(e @ CredentialError::LoginExpired(_)) => {
             assert!(e.to_string().contains("ghostie-fs login github"), "{e}")
         }

@@ -59,6 +59,7 @@ fn again(e: &BackendError) -> BackendError {
         },
         BackendError::Invalid(m) => BackendError::Invalid(m.clone()),
         BackendError::Refused(m) => BackendError::Refused(m.clone()),
+        BackendError::LoginRefused(m) => BackendError::LoginRefused(m.clone()),
     }
 }
 

@@ -83,4 +83,7 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
     fn provider_status(&self, look: bool) -> Option<super::ProviderStatus> {
         self.inner.provider_status(look)
     }
+    fn wait_for_change(&self, max: std::time::Duration) -> Option<super::BackendResult<bool>> {
+        self.inner.wait_for_change(max)
+    }
 }

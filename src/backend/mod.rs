@@ -5,6 +5,7 @@
 
 pub mod counting;
 pub mod deadline;
+pub mod dropbox;
 pub mod fault;
 pub mod gist;
 pub mod github;
@@ -24,6 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use counting::{CountingStore, RequestCounts};
+pub use dropbox::{AccessTokens, DropboxStore};
 pub use gist::GistStore;
 
 pub use deadline::DeadlineStore;
@@ -59,6 +61,10 @@ pub enum BackendError {
     /// bucket, region, or not the kind of server configured): a retry cannot help.
     #[error("{0}")]
     Refused(String),
+    /// The provider refused the login itself (revoked, expired for good): only the
+    /// user can help, by logging in again.
+    #[error("{0}")]
+    LoginRefused(String),
 }
 
 impl BackendError {
@@ -116,6 +122,14 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         let _ = look;
         None
     }
+    /// Waits up to about `max` for another writer to change something in the
+    /// store, where the provider can tell (Dropbox's longpoll): `Some(Ok(true))` as
+    /// soon as something changed. None for stores that cannot tell; their readers
+    /// poll.
+    fn wait_for_change(&self, max: std::time::Duration) -> Option<BackendResult<bool>> {
+        let _ = max;
+        None
+    }
 }
 
 /// A provider's account and request budget, as `status` shows them.
@@ -133,6 +147,11 @@ pub struct ProviderStatus {
     pub writes_last_hour: Option<usize>,
     /// Until when a rate limit holds the store back (Unix seconds), while one does.
     pub waiting_until: Option<u64>,
+    /// Bytes the account uses, and may use (Dropbox).
+    #[serde(default)]
+    pub space_used: Option<u64>,
+    #[serde(default)]
+    pub space_allocated: Option<u64>,
 }
 
 pub type SharedStore = Arc<dyn ObjectStore>;
@@ -169,36 +188,91 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Arc<S> {
     fn provider_status(&self, look: bool) -> Option<ProviderStatus> {
         (**self).provider_status(look)
     }
+    fn wait_for_change(&self, max: std::time::Duration) -> Option<BackendResult<bool>> {
+        (**self).wait_for_change(max)
+    }
 }
 
 /// The provider's token, for the backends that need one (Gist); the layers above
 /// find it (environment, credential store) so that a backend never reads secrets.
 pub type Token = zeroize::Zeroizing<String>;
 
+/// What a provider's backend signs in with.
+#[derive(Clone)]
+pub enum Credential {
+    /// A token that stays good (GitHub).
+    Token(Token),
+    /// Short-lived access tokens, renewed as they lapse (Dropbox).
+    Refreshing(Arc<dyn AccessTokens>),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::Token(_) => "Credential::Token(..)",
+            Credential::Refreshing(_) => "Credential::Refreshing(..)",
+        })
+    }
+}
+
 /// Opens the store a config names, retrying temporary failures as `policy` says.
 pub fn open(
     config: &BackendConfig,
     policy: RetryPolicy,
-    token: Option<Token>,
+    credential: Option<Credential>,
 ) -> BackendResult<SharedStore> {
-    let store = metered_store(config, token)?;
+    let store = metered_store(config, credential)?;
     Ok(Arc::new(RetryStore::new(store, policy)))
 }
 
-fn metered_store(config: &BackendConfig, token: Option<Token>) -> BackendResult<SharedStore> {
+fn metered_store(
+    config: &BackendConfig,
+    credential: Option<Credential>,
+) -> BackendResult<SharedStore> {
     Ok(match config {
         BackendConfig::Local { path } => metered(LocalStore::open(path)?),
         BackendConfig::S3 { .. } => metered(open_s3(config)?),
-        BackendConfig::Gist { api_url } => metered(GistStore::new(api_url, need(token)?)?),
+        BackendConfig::Gist { api_url } => {
+            metered(GistStore::new(api_url, github_token(credential)?)?)
+        }
+        BackendConfig::Dropbox { urls } => {
+            metered(DropboxStore::new(urls.clone(), dropbox_login(credential)?)?)
+        }
     })
 }
 
-fn need(token: Option<Token>) -> BackendResult<Token> {
-    token.ok_or_else(|| {
-        BackendError::Refused(
+fn github_token(credential: Option<Credential>) -> BackendResult<Token> {
+    match credential {
+        Some(Credential::Token(t)) => Ok(t),
+        _ => Err(BackendError::Refused(
             "there is no GitHub token: run 'ghostie-fs login github' or set GH_TOKEN".into(),
-        )
-    })
+        )),
+    }
+}
+
+fn dropbox_login(credential: Option<Credential>) -> BackendResult<Arc<dyn AccessTokens>> {
+    match credential {
+        Some(Credential::Refreshing(tokens)) => Ok(tokens),
+        // An access token alone (one made in the App Console): good until it lapses.
+        Some(Credential::Token(t)) => Ok(Arc::new(FixedToken(t))),
+        None => Err(BackendError::Refused(
+            "there is no Dropbox login here: run 'ghostie-fs login dropbox'".into(),
+        )),
+    }
+}
+
+/// An access token handed out as it is; when it lapses, only a login helps.
+struct FixedToken(Token);
+
+impl AccessTokens for FixedToken {
+    fn access_token(&self, refused: Option<&str>) -> BackendResult<Token> {
+        if refused.is_some() {
+            return Err(BackendError::Refused(
+                "the Dropbox access token expired: run 'ghostie-fs login dropbox' to stay logged in".into(),
+            ));
+        }
+        Ok(self.0.clone())
+    }
 }
 
 /// Opens the store a config names for a look that must not wait (`status`): no
@@ -208,12 +282,12 @@ fn need(token: Option<Token>) -> BackendResult<Token> {
 pub fn open_to_look(
     config: &BackendConfig,
     patience: std::time::Duration,
-    token: Option<Token>,
+    credential: Option<Credential>,
 ) -> SharedStore {
     let config = config.clone();
     let described = describe(&config);
     Arc::new(DeadlineStore::new(patience, described, move || {
-        metered_store(&config, token.clone())
+        metered_store(&config, credential.clone())
     }))
 }
 
@@ -225,6 +299,7 @@ pub fn describe(config: &BackendConfig) -> String {
             bucket, endpoint, ..
         } => S3Store::describe_bucket(bucket, endpoint.as_deref()),
         BackendConfig::Gist { api_url } => gist::describe_api(api_url),
+        BackendConfig::Dropbox { urls } => dropbox::describe_api(urls),
     }
 }
 
@@ -243,7 +318,10 @@ fn metered<S: ObjectStore + 'static>(store: S) -> SharedStore {
 
 /// Opens the store a config names and checks that this device can reach it (and,
 /// for a folder, write to it).
-pub fn open_for_setup(config: &BackendConfig, token: Option<Token>) -> BackendResult<SharedStore> {
+pub fn open_for_setup(
+    config: &BackendConfig,
+    credential: Option<Credential>,
+) -> BackendResult<SharedStore> {
     match config {
         BackendConfig::Local { path } => {
             let store = LocalStore::open(path)?;
@@ -257,11 +335,18 @@ pub fn open_for_setup(config: &BackendConfig, token: Option<Token>) -> BackendRe
             Ok(Arc::new(store))
         }
         BackendConfig::Gist { api_url } => {
-            let store = GistStore::new(api_url, need(token)?)?;
+            let store = GistStore::new(api_url, github_token(credential)?)?;
             // Whose token, and whether it may write gists: said now, not at the
             // first upload.
             let account = store.account()?;
             tracing::info!("the vault lives in the gists of GitHub account {account}");
+            Ok(Arc::new(RetryStore::new(store, RetryPolicy::commands())))
+        }
+        BackendConfig::Dropbox { urls } => {
+            let store = DropboxStore::new(urls.clone(), dropbox_login(credential)?)?;
+            // Whose Dropbox, and whether the login works: said now.
+            let account = store.account()?;
+            tracing::info!("the vault lives in the app folder of Dropbox account {account}");
             Ok(Arc::new(RetryStore::new(store, RetryPolicy::commands())))
         }
     }

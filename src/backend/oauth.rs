@@ -28,6 +28,9 @@ pub enum OAuthError {
     /// `invalid_grant`: the refresh token expired or was revoked; only a new login helps.
     #[error("the provider no longer accepts this login (it expired or was revoked)")]
     LoginExpired,
+    /// `invalid_client`: the provider knows no such client (a wrong app key).
+    #[error("the provider does not know this app (client id)")]
+    UnknownClient,
     #[error("the token endpoint {url} does not answer ({reason})")]
     Unreachable { url: String, reason: String },
     #[error("the token endpoint answered {status}: {error}")]
@@ -43,11 +46,6 @@ pub fn refresh(
     client_secret: Option<&str>,
     refresh_token: &str,
 ) -> Result<TokenGrant, OAuthError> {
-    let unreachable = |reason: &str| OAuthError::Unreachable {
-        url: token_url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let client = super::github::provider_client().map_err(|_| unreachable("no HTTP client"))?;
     let mut form: Vec<(&str, &str)> = vec![
         ("grant_type", "refresh_token"),
         ("refresh_token", refresh_token),
@@ -56,10 +54,53 @@ pub fn refresh(
     if let Some(secret) = client_secret {
         form.push(("client_secret", secret));
     }
+    token_request(token_url, &form)
+}
+
+/// Trades the code a user brought back from the provider's consent page for
+/// tokens (RFC 6749 §4.1.3), proving with `verifier` that this is the client that
+/// asked for it (PKCE, RFC 7636).
+pub fn exchange_code(
+    token_url: &str,
+    client_id: &str,
+    code: &str,
+    verifier: &str,
+) -> Result<TokenGrant, OAuthError> {
+    token_request(
+        token_url,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("client_id", client_id),
+            ("code_verifier", verifier),
+        ],
+    )
+}
+
+/// A PKCE verifier (RFC 7636 §4.1: 43 to 128 unreserved characters) and its S256
+/// challenge.
+pub fn pkce_pair() -> (zeroize::Zeroizing<String>, String) {
+    use base64::Engine;
+    use rand::RngCore;
+    use sha2::Digest;
+    let mut bytes = [0u8; 48];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let verifier = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+fn token_request(token_url: &str, form: &[(&str, &str)]) -> Result<TokenGrant, OAuthError> {
+    let unreachable = |reason: &str| OAuthError::Unreachable {
+        url: token_url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let client = super::github::provider_client().map_err(|_| unreachable("no HTTP client"))?;
     let response = client
         .post(token_url)
         .header(reqwest::header::ACCEPT, "application/json")
-        .form(&form)
+        .form(form)
         .send()
         .map_err(|e| {
             // Never the error's own text: it could quote the request.
@@ -91,6 +132,9 @@ pub fn refresh(
             .to_owned();
         if error == "invalid_grant" {
             return Err(OAuthError::LoginExpired);
+        }
+        if error == "invalid_client" {
+            return Err(OAuthError::UnknownClient);
         }
         return Err(OAuthError::Refused { status, error });
     }

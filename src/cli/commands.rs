@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use ghostie_fs::backend::dropbox::DropboxUrls;
 use ghostie_fs::config::{filename_safe, valid_prefix, BackendConfig, Home};
 use ghostie_fs::folder;
 use ghostie_fs::sync::{Holder, Keep, NoProgress, SetupOutcome, SetupRequest, SyncError, Vault};
@@ -172,10 +173,26 @@ fn setup(cli: &Cli, home: Home, pass: &CliPassphrase, args: &SetupArgs) -> CmdRe
             };
             BackendConfig::Gist { api_url }
         }
+        "dropbox" => {
+            let checked = |given: &Option<String>, default: &str| match given {
+                Some(u) => super::login::checked_url(u),
+                None => Ok(default.to_owned()),
+            };
+            let defaults = DropboxUrls::default();
+            BackendConfig::Dropbox {
+                urls: DropboxUrls {
+                    api: checked(&args.api_url, &defaults.api)?,
+                    content: checked(&args.content_url, &defaults.content)?,
+                    notify: checked(&args.notify_url, &defaults.notify)?,
+                },
+            }
+        }
         other => {
             return Err(CliError::new(
                 EXIT_FAILURE,
-                format!("Unknown backend '{other}' (this version supports: local, s3, gist)."),
+                format!(
+                    "Unknown backend '{other}' (this version supports: local, s3, gist, dropbox)."
+                ),
             ))
         }
     };

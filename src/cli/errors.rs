@@ -78,6 +78,7 @@ impl From<SyncError> for CliError {
             SyncError::Backend(BackendError::Invalid(m) | BackendError::Refused(m)) => {
                 (EXIT_FAILURE, m.clone())
             }
+            SyncError::Backend(BackendError::LoginRefused(m)) => (EXIT_REFUSED, m.clone()),
             SyncError::Backend(b) => (EXIT_FAILURE, format!("the backend failed: {b}")),
             SyncError::Damaged(m) => (EXIT_DAMAGED, format!("damaged data in the vault: {m}")),
             other => (EXIT_FAILURE, other.to_string()),

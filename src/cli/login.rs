@@ -71,7 +71,7 @@ fn ask(pass: &CliPassphrase) -> impl Fn() -> credentials::CredentialResult<Zeroi
 }
 
 /// The key of the sealed credentials file, for a home that keeps secrets there.
-fn key_if_needed(
+pub(super) fn key_if_needed(
     home: &Home,
     place: Place,
     pass: &CliPassphrase,
@@ -205,6 +205,12 @@ fn expiry_warning(expires: Option<&str>) -> Option<String> {
 
 /// An `--api-url` as given, refused in one sentence when it cannot be GitHub's API.
 pub fn checked_api_url(text: &str) -> Result<String, CliError> {
+    checked_url(text)
+}
+
+/// A provider's URL as given (HTTPS, or plain HTTP to this machine; no user
+/// info, query or fragment), refused in one sentence otherwise.
+pub fn checked_url(text: &str) -> Result<String, CliError> {
     github::check_api_url(text)
         .map_err(|e| CliError::new(EXIT_USAGE, format!("{}.", capitalise(&e))))
 }
@@ -224,6 +230,21 @@ pub fn login(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LoginArgs) -> C
         Some(u) => checked_api_url(u)?,
         None => provider.default_api_url().to_owned(),
     };
+    if provider == Provider::Dropbox {
+        if args.token_stdin {
+            return Err(CliError::new(
+                EXIT_USAGE,
+                "Dropbox logs in through its own page, not with a pasted token: run 'ghostie-fs login dropbox --app-key KEY'.",
+            ));
+        }
+        return super::login_dropbox::login(cli, home, pass, args, &api_url);
+    }
+    if args.app_key.is_some() || args.code_stdin {
+        return Err(CliError::new(
+            EXIT_USAGE,
+            "--app-key and --code-stdin are for 'ghostie-fs login dropbox'.",
+        ));
+    }
     let env = env_secret(provider, &api_url);
     if !args.token_stdin {
         if let Some((var, token)) = &env {
@@ -259,6 +280,7 @@ pub fn login(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LoginArgs) -> C
         expires_at: info.expires.as_deref().and_then(github::parse_expiry),
         api_url: api_url.clone(),
         stored_at: now(),
+        client_id: None,
     };
     let place = store.store(provider, stored, &token, key.as_ref())?;
     for w in &warnings {
@@ -449,6 +471,23 @@ pub fn logout(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LogoutArgs) ->
         None => None,
     };
     let mut revoked = false;
+    if provider == Provider::Dropbox {
+        if !args.keep_at_provider {
+            revoked = super::login_dropbox::revoke_stored(&home, &mut store, &info, pass)?;
+        }
+        store.remove(provider, key.as_ref())?;
+        let tail = if revoked {
+            "removed here and revoked at Dropbox"
+        } else {
+            "removed here"
+        };
+        say!(
+            cli,
+            "✅ Logged out of Dropbox ('{}'): the login is {tail}.",
+            info.account
+        );
+        return Ok(0);
+    }
     if !args.keep_at_provider {
         match store.secret(provider, key.as_ref())? {
             Some(token) => match github::revoke(&info.api_url, &token) {

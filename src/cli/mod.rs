@@ -4,6 +4,7 @@
 mod commands;
 mod errors;
 mod login;
+mod login_dropbox;
 mod mount;
 mod passphrase;
 mod progress;
@@ -103,9 +104,10 @@ pub struct JsonArg {
 pub struct SetupArgs {
     /// Where the vault lives: local (a folder), s3 (a bucket of AWS S3 or of an
     /// S3-compatible server; credentials come from the usual AWS environment
-    /// variables, shared files or profile, and are never stored) or gist (secret
+    /// variables, shared files or profile, and are never stored), gist (secret
     /// gists of your GitHub account; the token from 'ghostie-fs login github' or
-    /// GH_TOKEN).
+    /// GH_TOKEN) or dropbox (your Dropbox app's folder; the login from
+    /// 'ghostie-fs login dropbox').
     #[arg(long, value_name = "KIND")]
     pub backend: String,
     /// The vault folder (local backend). It must exist.
@@ -126,10 +128,19 @@ pub struct SetupArgs {
     /// A profile of the shared AWS configuration files (s3 backend).
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
-    /// The GitHub API (gist backend): GitHub Enterprise Server's
-    /// https://HOST/api/v3 [default: https://api.github.com].
+    /// The provider's API: for gist, GitHub Enterprise Server's
+    /// https://HOST/api/v3 [default: https://api.github.com]; for dropbox
+    /// [default: https://api.dropboxapi.com].
     #[arg(long, value_name = "URL")]
     pub api_url: Option<String>,
+    /// Dropbox's content host (dropbox backend) [default:
+    /// https://content.dropboxapi.com].
+    #[arg(long, value_name = "URL")]
+    pub content_url: Option<String>,
+    /// Dropbox's notification host (dropbox backend) [default:
+    /// https://notify.dropboxapi.com].
+    #[arg(long, value_name = "URL")]
+    pub notify_url: Option<String>,
     /// This device's name, unique in the vault [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
@@ -225,18 +236,26 @@ pub struct UnmountArgs {
 GH_TOKEN, then GITHUB_TOKEN (for github.com; GH_ENTERPRISE_TOKEN, then GITHUB_ENTERPRISE_TOKEN,\n\
 for another server), win over a stored token while set, and are never stored.")]
 pub struct LoginArgs {
-    /// The provider: github.
+    /// The provider: github or dropbox.
     #[arg(value_name = "PROVIDER", required_unless_present = "status")]
     pub provider: Option<String>,
+    /// Your Dropbox app's key (dropbox; an app with "App folder" access made in
+    /// Dropbox's App Console: see the README) [env: GHOSTIE_DROPBOX_APP_KEY].
+    #[arg(long, value_name = "KEY")]
+    pub app_key: Option<String>,
+    /// Read Dropbox's code from the first line of standard input, without asking
+    /// (dropbox).
+    #[arg(long)]
+    pub code_stdin: bool,
     /// Read the token from the first line of standard input.
     #[arg(long)]
     pub token_stdin: bool,
     /// The provider's API (GitHub Enterprise Server: https://HOST/api/v3)
-    /// [default: https://api.github.com].
+    /// [default: https://api.github.com, https://api.dropboxapi.com].
     #[arg(long, value_name = "URL")]
     pub api_url: Option<String>,
     /// List the stored credentials (provider, account, where kept, scopes, expiry).
-    #[arg(long, conflicts_with_all = ["token_stdin", "api_url"])]
+    #[arg(long, conflicts_with_all = ["token_stdin", "api_url", "app_key", "code_stdin"])]
     pub status: bool,
     /// With --status: print one JSON object.
     #[arg(long, requires = "status")]
@@ -245,7 +264,7 @@ pub struct LoginArgs {
 
 #[derive(Debug, Args)]
 pub struct LogoutArgs {
-    /// The provider: github.
+    /// The provider: github or dropbox.
     #[arg(value_name = "PROVIDER")]
     pub provider: String,
     /// Only forget the token here; leave it valid at the provider.

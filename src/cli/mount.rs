@@ -591,6 +591,12 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
                 format!("gist (secret gists of the GitHub API at {api_url})")
             }
         }
+        ghostie_fs::config::BackendConfig::Dropbox { urls } => {
+            format!(
+                "dropbox ({})",
+                ghostie_fs::backend::dropbox::describe_api(urls)
+            )
+        }
     };
     if json {
         let v = serde_json::json!({

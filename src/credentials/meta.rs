@@ -40,6 +40,9 @@ pub struct StoredInfo {
     pub expires_at: Option<u64>,
     pub api_url: String,
     pub stored_at: u64,
+    /// The OAuth client the login belongs to (Dropbox: the app key), for refreshing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@
 //! environment (`GH_TOKEN`, then `GITHUB_TOKEN`) wins over the store and is never
 //! written to it. No secret reaches a message, a log or a `Debug` print.
 
+pub mod dropbox;
 pub mod github;
 mod meta;
 pub mod oauth;
@@ -68,6 +69,9 @@ pub enum CredentialError {
     LoginExpired(&'static str),
     #[error("{0}")]
     Provider(String),
+    /// The provider's token endpoint does not answer now (the network, an outage).
+    #[error("{0}")]
+    Unreachable(String),
     /// This device remembers its key, but the key cannot be had now.
     #[error("this device remembers its key, but {0}")]
     RememberedUnavailable(String),
@@ -88,6 +92,11 @@ fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut b);
     hex::encode(b)
+}
+
+/// The clock logins are judged by (Unix seconds).
+pub(crate) fn unix_now() -> u64 {
+    now()
 }
 
 fn now() -> u64 {
@@ -127,14 +136,24 @@ impl Place {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
     Github,
+    Dropbox,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 1] = [Provider::Github];
+    pub const ALL: [Provider; 2] = [Provider::Github, Provider::Dropbox];
 
     pub fn name(self) -> &'static str {
         match self {
             Provider::Github => "github",
+            Provider::Dropbox => "dropbox",
+        }
+    }
+
+    /// For sentences ("Logged in to Dropbox").
+    pub fn title(self) -> &'static str {
+        match self {
+            Provider::Github => "GitHub",
+            Provider::Dropbox => "Dropbox",
         }
     }
 
@@ -153,6 +172,9 @@ impl Provider {
         match self {
             Provider::Github if github::is_github_com(api_url) => &["GH_TOKEN", "GITHUB_TOKEN"],
             Provider::Github => &["GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN"],
+            // A refresh token (with the app key in GHOSTIE_DROPBOX_APP_KEY), for a
+            // server or CI; Dropbox has no variable of its own tools to follow.
+            Provider::Dropbox => &[dropbox::REFRESH_TOKEN_VAR],
         }
     }
 
@@ -160,6 +182,7 @@ impl Provider {
     pub fn default_api_url(self) -> &'static str {
         match self {
             Provider::Github => github::DEFAULT_API_URL,
+            Provider::Dropbox => crate::backend::dropbox::api::DEFAULT_API_URL,
         }
     }
 }

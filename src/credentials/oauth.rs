@@ -89,15 +89,17 @@ impl Credentials {
         Ok(Some(Secret::new(Zeroizing::new(set.refresh_token.clone()))))
     }
 
-    /// An access token good for at least [`REFRESH_MARGIN_SECS`]: the stored one, or
-    /// a new one from the token endpoint, stored at once with the refresh token the
-    /// endpoint may have rotated.
+    /// An access token good for at least [`REFRESH_MARGIN_SECS`], and when it
+    /// lapses (Unix seconds): the stored one, unless it is `refused` (the provider
+    /// just called it expired), or a new one from the token endpoint, stored at once
+    /// with the refresh token the endpoint may have rotated.
     pub fn access_token(
         &mut self,
         provider: Provider,
         client: &OAuthClient,
         key: Option<&CredentialKey>,
-    ) -> CredentialResult<Secret> {
+        refused: Option<&str>,
+    ) -> CredentialResult<(Secret, u64)> {
         let Some(secret) = self.secret(provider, key)? else {
             return Err(CredentialError::Invalid(format!(
                 "no {} login is stored: run 'ghostie-fs login {}'",
@@ -107,8 +109,8 @@ impl Credentials {
         };
         let set = decode(provider, &secret)?;
         if let (Some(access), Some(at)) = (&set.access_token, set.access_expires_at) {
-            if at > now() + REFRESH_MARGIN_SECS {
-                return Ok(Secret::new(Zeroizing::new(access.clone())));
+            if at > now() + REFRESH_MARGIN_SECS && refused != Some(access.as_str()) {
+                return Ok((Secret::new(Zeroizing::new(access.clone())), at));
             }
         }
         let grant = oauth::refresh(
@@ -118,7 +120,10 @@ impl Credentials {
             &set.refresh_token,
         )
         .map_err(|e| match e {
-            OAuthError::LoginExpired => CredentialError::LoginExpired(provider.name()),
+            OAuthError::LoginExpired | OAuthError::UnknownClient => {
+                CredentialError::LoginExpired(provider.name())
+            }
+            e @ OAuthError::Unreachable { .. } => CredentialError::Unreachable(e.to_string()),
             other => CredentialError::Provider(other.to_string()),
         })?;
         let expires_at = now() + grant.expires_in.unwrap_or(3600);
@@ -134,6 +139,6 @@ impl Credentials {
             CredentialError::Invalid(format!("the {} login vanished", provider.name()))
         })?;
         self.store(provider, info, &encode(&renewed)?, key)?;
-        Ok(Secret::new(grant.access_token))
+        Ok((Secret::new(grant.access_token), expires_at))
     }
 }

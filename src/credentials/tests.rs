@@ -10,6 +10,7 @@ fn info() -> StoredInfo {
         expires_at: None,
         api_url: "http://127.0.0.1:1".into(),
         stored_at: 1,
+        client_id: None,
     }
 }
 

@@ -91,6 +91,8 @@ pub struct Activity {
     pub last_write_error: Option<String>,
     /// The index changed under the tree (queued contents repaired): rebuild it.
     pub view_stale: bool,
+    /// The backend told of another device's change: poll now, not at the interval.
+    pub change_heard: bool,
 }
 
 /// Everything the state lock guards: the tree the kernel sees and the open files.

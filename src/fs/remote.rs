@@ -61,6 +61,16 @@ impl MountFs {
         self.vault.poll(&NoProgress)
     }
 
+    /// Waits up to about `max` for the backend to tell of a change by another
+    /// writer; None when it cannot tell (the poller's interval is all there is).
+    /// No lock of the mount's is held.
+    pub fn wait_for_remote_change(
+        &self,
+        max: std::time::Duration,
+    ) -> Option<Result<bool, SyncError>> {
+        self.vault.wait_for_change(max)
+    }
+
     /// One round of what the worker does, for tests that drive the filesystem
     /// without one: publish what is queued, poll, apply what changed.
     pub fn sync_once(&self) -> Result<Vec<Invalidation>, SyncError> {

@@ -109,6 +109,14 @@ pub fn spawn(
             let (fs, reporter) = (fs.clone(), reporter.clone());
             move || upload_loop(&fs, &reporter)
         })?;
+    // Not joined at unmount: a longpoll may hold it for a minute, and it holds
+    // nothing that needs cleaning up.
+    std::thread::Builder::new()
+        .name("ghostie-notify".into())
+        .spawn({
+            let fs = fs.clone();
+            move || notify_loop(&fs)
+        })?;
     let poll = std::thread::Builder::new()
         .name("ghostie-poll".into())
         .spawn(move || poll_loop(&fs, inval.as_ref(), &reporter))?;
@@ -237,8 +245,42 @@ fn checkpoint(fs: &MountFs, last: &mut Instant) {
     *last = Instant::now();
 }
 
-/// Looks for other devices' changes every `--poll`, applies them to the tree and
-/// tells the kernel what to forget.
+/// How long one wait for the backend's change notification lasts (Dropbox's
+/// shortest longpoll).
+const NOTIFY_WAIT: Duration = Duration::from_secs(30);
+/// The pause after a failed wait, so an outage is not hammered.
+const NOTIFY_PAUSE: Duration = Duration::from_secs(5);
+
+/// Waits on the backend's change notification, where it has one, and wakes the
+/// poller as soon as another device changed something: a change is seen within
+/// a request's time instead of the poll interval.
+fn notify_loop(fs: &MountFs) {
+    // For the benchmark that compares against polling alone.
+    if std::env::var_os("GHOSTIE_NO_CHANGE_NOTIFY").is_some() {
+        return;
+    }
+    loop {
+        if lock(&fs.activity).shutdown {
+            return;
+        }
+        match fs.wait_for_remote_change(NOTIFY_WAIT) {
+            None => return,
+            Some(Ok(false)) => {}
+            Some(Ok(true)) => {
+                lock(&fs.activity).change_heard = true;
+                fs.wake.notify_all();
+            }
+            Some(Err(e)) => {
+                tracing::debug!("the change notification failed: {e}");
+                let a = lock(&fs.activity);
+                let _ = fs.wake.wait_timeout_while(a, NOTIFY_PAUSE, |a| !a.shutdown);
+            }
+        }
+    }
+}
+
+/// Looks for other devices' changes every `--poll` (at once when the backend tells
+/// of one), applies them to the tree and tells the kernel what to forget.
 fn poll_loop(fs: &MountFs, inval: &dyn Invalidator, reporter: &Reporter) {
     // A poll that failed half-way may have applied some segments whose paths it
     // never reported: the next good poll then rebuilds the whole view.
@@ -248,6 +290,7 @@ fn poll_loop(fs: &MountFs, inval: &dyn Invalidator, reporter: &Reporter) {
             break;
         }
         let next_poll = Instant::now() + fs.opts.poll;
+        lock(&fs.activity).change_heard = false;
         fs.flush_atimes();
         match fs.poll_vault() {
             Ok(r) => {
@@ -289,7 +332,7 @@ fn poll_loop(fs: &MountFs, inval: &dyn Invalidator, reporter: &Reporter) {
             }
         }
         let mut a = lock(&fs.activity);
-        while !a.shutdown && Instant::now() < next_poll {
+        while !a.shutdown && !a.change_heard && Instant::now() < next_poll {
             let wait = next_poll.saturating_duration_since(Instant::now());
             a = fs
                 .wake

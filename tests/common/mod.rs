@@ -10,6 +10,7 @@ use std::process::Output;
 
 pub const PASSPHRASE: &str = "correct horse battery staple";
 
+pub mod fake_dropbox;
 pub mod fake_github;
 pub mod proxy;
 
@@ -26,14 +27,27 @@ pub fn gist_selected() -> bool {
     selected_backend() == "gist"
 }
 
+/// Whether this run's vaults are app folders of a fake Dropbox
+/// (GHOSTIE_TEST_BACKEND=dropbox): each vault starts its own fake on loopback.
+pub fn dropbox_selected() -> bool {
+    selected_backend() == "dropbox"
+}
+
 fn selected_backend() -> &'static str {
     match std::env::var("GHOSTIE_TEST_BACKEND").as_deref() {
         Ok("s3") => "s3",
         Ok("gist") => "gist",
+        Ok("dropbox") => "dropbox",
         Ok("local") | Err(_) => "local",
-        Ok(other) => panic!("GHOSTIE_TEST_BACKEND={other}: use local, s3 or gist"),
+        Ok(other) => panic!("GHOSTIE_TEST_BACKEND={other}: use local, s3, gist or dropbox"),
     }
 }
+
+/// The app every device of a Dropbox run uses, and the refresh token of its login
+/// (GHOSTIE_DROPBOX_REFRESH_TOKEN), the same in each vault's fake.
+pub const DROPBOX_APP_KEY: &str = "ghostietestapp01";
+pub const DROPBOX_APP_NAME: &str = "ghostie-fs-test";
+pub const DROPBOX_REFRESH_TOKEN: &str = "ghostie-test-refresh-token-0000000000000001";
 
 /// The token every device of a gist run holds (GH_ENTERPRISE_TOKEN: the fake is not
 /// api.github.com), and the account it belongs to in each vault's fake.
@@ -81,6 +95,7 @@ pub struct TempVault {
     pub dir: tempfile::TempDir,
     s3: Option<S3Vault>,
     gist: Option<GistVault>,
+    dropbox: Option<DropboxVault>,
     /// Where a local vault's stall control file lives (see [`TempVault::stall`]).
     ctl: tempfile::TempDir,
 }
@@ -104,6 +119,79 @@ pub struct GistVault {
     pub store: ghostie_fs::backend::GistStore,
 }
 
+/// A vault in the app folder of a fake Dropbox, reached through a relay per host
+/// (api, content, notify) that the test can cut or stall.
+pub struct DropboxVault {
+    pub fake: fake_dropbox::FakeDropbox,
+    pub relays: [proxy::Relay; 3],
+    /// The vault as the test reads it, straight from the fake.
+    pub store: ghostie_fs::backend::DropboxStore,
+}
+
+impl DropboxVault {
+    /// The URLs a device is set up with: the relays.
+    pub fn urls(&self) -> ghostie_fs::backend::dropbox::DropboxUrls {
+        ghostie_fs::backend::dropbox::DropboxUrls {
+            api: self.relays[0].url(),
+            content: self.relays[1].url(),
+            notify: self.relays[2].url(),
+        }
+    }
+}
+
+/// Access tokens for the tests' own store on a fake Dropbox: refreshed from the
+/// test login's refresh token, as the product does.
+pub struct TestDropboxLogin {
+    token_url: String,
+    current: std::sync::Mutex<Option<String>>,
+}
+
+impl TestDropboxLogin {
+    pub fn new(api_url: &str) -> Self {
+        Self {
+            token_url: format!("{api_url}/oauth2/token"),
+            current: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl ghostie_fs::backend::AccessTokens for TestDropboxLogin {
+    fn access_token(
+        &self,
+        refused: Option<&str>,
+    ) -> ghostie_fs::backend::BackendResult<ghostie_fs::backend::Token> {
+        let mut current = self.current.lock().unwrap();
+        if let Some(t) = current.as_ref() {
+            if refused != Some(t.as_str()) {
+                return Ok(zeroize::Zeroizing::new(t.clone()));
+            }
+        }
+        let grant = ghostie_fs::backend::oauth::refresh(
+            &self.token_url,
+            DROPBOX_APP_KEY,
+            None,
+            DROPBOX_REFRESH_TOKEN,
+        )
+        .map_err(|e| ghostie_fs::backend::BackendError::Refused(e.to_string()))?;
+        *current = Some(grant.access_token.to_string());
+        Ok(grant.access_token)
+    }
+}
+
+/// A store on `fake`'s app folder as the tests' own login sees it.
+pub fn dropbox_store(fake: &fake_dropbox::FakeDropbox) -> ghostie_fs::backend::DropboxStore {
+    let urls = ghostie_fs::backend::dropbox::DropboxUrls {
+        api: fake.api_url(),
+        content: fake.content_url(),
+        notify: fake.notify_url(),
+    };
+    ghostie_fs::backend::DropboxStore::new(
+        urls,
+        std::sync::Arc::new(TestDropboxLogin::new(&fake.api_url())),
+    )
+    .expect("a store on the fake Dropbox")
+}
+
 impl TempVault {
     /// A vault on the backend this run tests (GHOSTIE_TEST_BACKEND).
     pub fn new() -> Self {
@@ -111,9 +199,43 @@ impl TempVault {
             Self::s3().expect("an S3 server")
         } else if gist_selected() {
             Self::gist()
+        } else if dropbox_selected() {
+            Self::dropbox()
         } else {
             Self::local()
         }
+    }
+
+    /// The app folder of a fresh fake Dropbox, logged in to as the test app.
+    pub fn dropbox() -> Self {
+        let fake = fake_dropbox::FakeDropbox::start();
+        fake.add_app(DROPBOX_APP_KEY, DROPBOX_APP_NAME);
+        fake.grant_as(DROPBOX_APP_KEY, DROPBOX_REFRESH_TOKEN);
+        let relays = [
+            proxy::Relay::start(&fake.api_addr()),
+            proxy::Relay::start(&fake.content_addr()),
+            proxy::Relay::start(&fake.notify_addr()),
+        ];
+        let store = dropbox_store(&fake);
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            s3: None,
+            gist: None,
+            dropbox: Some(DropboxVault {
+                fake,
+                relays,
+                store,
+            }),
+            ctl: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn is_dropbox(&self) -> bool {
+        self.dropbox.is_some()
+    }
+
+    pub fn dropbox_parts(&self) -> Option<&DropboxVault> {
+        self.dropbox.as_ref()
     }
 
     /// Gists of a fresh fake GitHub account.
@@ -130,6 +252,7 @@ impl TempVault {
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
             s3: None,
+            dropbox: None,
             gist: Some(GistVault { fake, relay, store }),
             ctl: tempfile::tempdir().expect("temp dir"),
         }
@@ -142,6 +265,9 @@ impl TempVault {
     /// The environment a device's setup needs to reach this vault: the GitHub
     /// token for a gist vault, nothing for others.
     pub fn token_env(&self) -> Vec<(String, String)> {
+        if self.dropbox.is_some() {
+            return dropbox_env();
+        }
         match &self.gist {
             Some(_) => vec![("GH_ENTERPRISE_TOKEN".into(), GIST_TOKEN.into())],
             None => Vec::new(),
@@ -152,6 +278,9 @@ impl TempVault {
     /// a user does once, so that a service started without it in its environment
     /// has it; `prepare` sets the command's environment. Nothing for other vaults.
     pub fn keep_token(&self, home: &Path, prepare: impl FnOnce(&mut std::process::Command)) {
+        if let Some(d) = &self.dropbox {
+            return dropbox_login(d, home, prepare);
+        }
         let Some(g) = &self.gist else { return };
         use std::io::Write;
         let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("ghostie-fs"));
@@ -186,14 +315,16 @@ impl TempVault {
 
     /// Whether the vault is somewhere other than a local folder.
     pub fn is_remote(&self) -> bool {
-        self.s3.is_some() || self.gist.is_some()
+        self.s3.is_some() || self.gist.is_some() || self.dropbox.is_some()
     }
 
-    fn relay(&self) -> Option<&proxy::Relay> {
-        match (&self.s3, &self.gist) {
-            (Some(s), _) => Some(&s.relay),
-            (_, Some(g)) => Some(&g.relay),
-            _ => None,
+    /// The relays in front of a remote vault's server (one per host).
+    fn relays(&self) -> Vec<&proxy::Relay> {
+        match (&self.s3, &self.gist, &self.dropbox) {
+            (Some(s), _, _) => vec![&s.relay],
+            (_, Some(g), _) => vec![&g.relay],
+            (_, _, Some(d)) => d.relays.iter().collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -203,6 +334,7 @@ impl TempVault {
             dir: tempfile::tempdir().expect("temp dir"),
             s3: None,
             gist: None,
+            dropbox: None,
             ctl: tempfile::tempdir().expect("temp dir"),
         }
     }
@@ -226,6 +358,7 @@ impl TempVault {
             dir: tempfile::tempdir().expect("temp dir"),
             ctl: tempfile::tempdir().expect("temp dir"),
             gist: None,
+            dropbox: None,
             s3: Some(S3Vault {
                 relay,
                 endpoint: endpoint.to_owned(),
@@ -268,6 +401,19 @@ impl TempVault {
 
     /// The setup arguments that join this vault.
     pub fn setup_args(&self) -> Vec<String> {
+        if let Some(d) = &self.dropbox {
+            let urls = d.urls();
+            return vec![
+                "--backend".into(),
+                "dropbox".into(),
+                "--api-url".into(),
+                urls.api,
+                "--content-url".into(),
+                urls.content,
+                "--notify-url".into(),
+                urls.notify,
+            ];
+        }
         if let Some(g) = &self.gist {
             return vec![
                 "--backend".into(),
@@ -299,6 +445,9 @@ impl TempVault {
 
     /// The store under this vault, as the library opens it (no retries, no meter).
     pub fn store(&self) -> ghostie_fs::backend::SharedStore {
+        if let Some(d) = &self.dropbox {
+            return std::sync::Arc::new(dropbox_store(&d.fake));
+        }
         if let Some(g) = &self.gist {
             return std::sync::Arc::new(
                 ghostie_fs::backend::GistStore::new(
@@ -318,6 +467,10 @@ impl TempVault {
 
     /// Every object's key, relative to the vault (so "ghostie/…" on every backend).
     pub fn keys(&self) -> Vec<String> {
+        if let Some(d) = &self.dropbox {
+            use ghostie_fs::backend::ObjectStore;
+            return d.store.list("ghostie/", None).expect("list the vault");
+        }
         if let Some(g) = &self.gist {
             use ghostie_fs::backend::ObjectStore;
             return g.store.list("ghostie/", None).expect("list the vault");
@@ -356,6 +509,10 @@ impl TempVault {
     }
 
     pub fn get(&self, key: &str) -> Vec<u8> {
+        if let Some(d) = &self.dropbox {
+            use ghostie_fs::backend::ObjectStore;
+            return d.store.get(key).expect("get object");
+        }
         if let Some(g) = &self.gist {
             use ghostie_fs::backend::ObjectStore;
             return g.store.get(key).expect("get object");
@@ -370,6 +527,10 @@ impl TempVault {
     }
 
     pub fn put(&self, key: &str, data: &[u8]) {
+        if let Some(d) = &self.dropbox {
+            use ghostie_fs::backend::ObjectStore;
+            return d.store.put(key, data).expect("put object");
+        }
         if let Some(g) = &self.gist {
             use ghostie_fs::backend::ObjectStore;
             return g.store.put(key, data).expect("put object");
@@ -397,11 +558,12 @@ impl TempVault {
     /// Takes the backend away from every device: the folder moves, or the network
     /// to the S3 server is cut.
     pub fn go_offline(&self) {
-        match self.relay() {
-            None => fs::rename(self.dir.path(), self.dir.path().with_extension("away"))
-                .expect("move the vault away"),
-            Some(r) => r.cut(),
+        let relays = self.relays();
+        if relays.is_empty() {
+            fs::rename(self.dir.path(), self.dir.path().with_extension("away"))
+                .expect("move the vault away");
         }
+        relays.iter().for_each(|r| r.cut());
     }
 
     fn stall_file(&self) -> PathBuf {
@@ -412,7 +574,7 @@ impl TempVault {
     /// folder vault stalls in the process itself (`GHOSTIE_STALL_FILE`), an S3 vault
     /// in the loopback relay in front of the server.
     pub fn stall_env(&self) -> Vec<(String, String)> {
-        match self.relay() {
+        match self.relays().first() {
             Some(_) => Vec::new(),
             None => vec![(
                 "GHOSTIE_STALL_FILE".into(),
@@ -424,38 +586,102 @@ impl TempVault {
     /// From now on every request to the backend waits, unanswered, until
     /// [`Self::unstall`].
     pub fn stall(&self) {
-        match self.relay() {
-            Some(r) => r.stall(),
-            None => fs::write(self.stall_file(), b"").expect("stall"),
+        let relays = self.relays();
+        if relays.is_empty() {
+            fs::write(self.stall_file(), b"").expect("stall");
         }
+        relays.iter().for_each(|r| r.stall());
     }
 
     pub fn unstall(&self) {
-        match self.relay() {
-            Some(r) => r.unstall(),
-            None => {
-                let _ = fs::remove_file(self.stall_file());
-            }
+        let relays = self.relays();
+        if relays.is_empty() {
+            let _ = fs::remove_file(self.stall_file());
         }
+        relays.iter().for_each(|r| r.unstall());
     }
 
     /// Requests that have waited in a stall so far.
     pub fn stalled_requests(&self) -> usize {
-        match self.relay() {
-            Some(r) => r.held(),
-            None => fs::read_to_string(self.stall_file().with_extension("held"))
+        let relays = self.relays();
+        if relays.is_empty() {
+            return fs::read_to_string(self.stall_file().with_extension("held"))
                 .map(|t| t.lines().count())
-                .unwrap_or(0),
+                .unwrap_or(0);
         }
+        relays.iter().map(|r| r.held()).sum()
     }
 
     pub fn come_back(&self) {
-        match self.relay() {
-            None => fs::rename(self.dir.path().with_extension("away"), self.dir.path())
-                .expect("move the vault back"),
-            Some(r) => r.restore(),
+        let relays = self.relays();
+        if relays.is_empty() {
+            fs::rename(self.dir.path().with_extension("away"), self.dir.path())
+                .expect("move the vault back");
         }
+        relays.iter().for_each(|r| r.restore());
     }
+}
+
+/// The environment that logs a device in to a Dropbox run's fakes.
+pub fn dropbox_env() -> Vec<(String, String)> {
+    vec![
+        (
+            "GHOSTIE_DROPBOX_REFRESH_TOKEN".into(),
+            DROPBOX_REFRESH_TOKEN.into(),
+        ),
+        ("GHOSTIE_DROPBOX_APP_KEY".into(), DROPBOX_APP_KEY.into()),
+    ]
+}
+
+/// `login dropbox` for the home at `home`, as a user does it: the page the command
+/// prints is approved (the fake stands in for the browser), and the code it shows
+/// is pasted back.
+pub fn dropbox_login(
+    d: &DropboxVault,
+    home: &Path,
+    prepare: impl FnOnce(&mut std::process::Command),
+) {
+    use std::io::{BufRead, Write};
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("ghostie-fs"));
+    c.arg("--home")
+        .arg(home)
+        .args([
+            "login",
+            "dropbox",
+            "--app-key",
+            DROPBOX_APP_KEY,
+            "--api-url",
+            &d.relays[0].url(),
+            "--code-stdin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    prepare(&mut c);
+    c.env_remove("GHOSTIE_DROPBOX_REFRESH_TOKEN")
+        .env_remove("GHOSTIE_DROPBOX_APP_KEY");
+    let mut child = c.spawn().expect("run login");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut url = String::new();
+    stdout.read_line(&mut url).expect("the consent page's address");
+    let code = d
+        .fake
+        .approve(url.trim())
+        .unwrap_or_else(|e| panic!("the fake Dropbox refused the page {url}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{code}\n").as_bytes())
+        .expect("paste the code");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("login's output");
+    let out = child.wait_with_output().expect("login");
+    assert!(
+        out.status.success(),
+        "login dropbox: {rest}{}",
+        stderr(&out)
+    );
 }
 
 fn walk_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
@@ -487,6 +713,10 @@ pub struct TempHome {
     /// vault is a gist one: set by [`TempHome::joined`], changed by tests of bad
     /// tokens.
     pub github_token: std::sync::Mutex<Option<String>>,
+    /// Whether this device's commands hold the test login's Dropbox refresh token
+    /// in their environment: set by [`TempHome::joined`] on a Dropbox vault, and
+    /// always in a Dropbox run.
+    pub dropbox_env: std::sync::atomic::AtomicBool,
 }
 
 impl TempHome {
@@ -505,7 +735,15 @@ impl TempHome {
             name: name.to_owned(),
             outside,
             github_token: std::sync::Mutex::new(None),
+            dropbox_env: std::sync::atomic::AtomicBool::new(dropbox_selected()),
         }
+    }
+
+    /// Gives this device's commands the test's Dropbox login in their environment,
+    /// or takes it away (they then use what `login dropbox` stored).
+    pub fn set_dropbox_env(&self, on: bool) {
+        self.dropbox_env
+            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn set_github_token(&self, token: Option<&str>) {
@@ -535,6 +773,19 @@ impl TempHome {
                     .map(Into::into),
             ),
             ("GITHUB_ENTERPRISE_TOKEN", None),
+            (
+                "GHOSTIE_DROPBOX_REFRESH_TOKEN",
+                self.dropbox_env
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    .then(|| DROPBOX_REFRESH_TOKEN.into()),
+            ),
+            (
+                "GHOSTIE_DROPBOX_APP_KEY",
+                self.dropbox_env
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    .then(|| DROPBOX_APP_KEY.into()),
+            ),
+            ("GHOSTIE_DROPBOX_TOKEN", None),
             ("DBUS_SESSION_BUS_ADDRESS", None),
             ("XDG_STATE_HOME", Some(self.state_dir().into_os_string())),
             (
@@ -549,6 +800,9 @@ impl TempHome {
         let h = Self::new(name);
         if vault.is_gist() {
             h.set_github_token(Some(GIST_TOKEN));
+        }
+        if vault.is_dropbox() {
+            h.set_dropbox_env(true);
         }
         let args = vault.setup_command(name);
         h.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());

@@ -963,6 +963,7 @@ impl ObjectStore for GistStore {
             resets_at: usage.reset.and_then(unix),
             writes_last_hour: Some(usage.writes_last_hour),
             waiting_until: usage.waiting_until.and_then(unix),
+            ..super::ProviderStatus::default()
         })
     }
 }

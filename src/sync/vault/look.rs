@@ -24,7 +24,7 @@ impl Vault {
         let config = home.load_config()?;
         let device = home.load_device_id()?;
         let index = open_index(&home, false)?;
-        let token = provider::token_for(&home, &config.backend, None).unwrap_or(None);
+        let token = provider::credential_for(&home, &config.backend, None).unwrap_or(None);
         let store = backend::open_to_look(&config.backend, LOOK_PATIENCE, token);
         Ok(Self::assemble(
             home,
@@ -42,10 +42,14 @@ impl Vault {
     /// backend with nothing of the kind, or one that does not answer in time.
     pub fn provider_look(home: &Home) -> Option<backend::ProviderStatus> {
         let config = home.load_config().ok()?;
-        if !matches!(config.backend, crate::config::BackendConfig::Gist { .. }) {
+        if !matches!(
+            config.backend,
+            crate::config::BackendConfig::Gist { .. }
+                | crate::config::BackendConfig::Dropbox { .. }
+        ) {
             return None;
         }
-        let token = provider::token_for(home, &config.backend, None).unwrap_or(None);
+        let token = provider::credential_for(home, &config.backend, None).unwrap_or(None);
         let store = backend::open_to_look(&config.backend, LOOK_PATIENCE, token);
         // The listing teaches the store the vault's prefix, so it counts its gists.
         store.list_dirs(&Layout::new(&config.prefix).root()).ok()?;
@@ -85,7 +89,7 @@ impl Vault {
             Err(CryptoError::WrongPassphrase) => {}
             Err(e) => return Err(e.into()),
         }
-        let token = provider::token_for(home, &config.backend, None).unwrap_or(None);
+        let token = provider::credential_for(home, &config.backend, None).unwrap_or(None);
         let store = backend::open_to_look(&config.backend, LOOK_PATIENCE, token);
         let layout = Layout::new(&config.prefix);
         // Unreachable or unreadable: this device's copy is all there is to go by, as

@@ -159,12 +159,13 @@ impl Vault {
     ) -> SyncResult<Self> {
         let config = home.load_config()?;
         let passphrase: Box<dyn PassphraseSource> = match config.backend {
-            crate::config::BackendConfig::Gist { .. } => {
+            crate::config::BackendConfig::Gist { .. }
+            | crate::config::BackendConfig::Dropbox { .. } => {
                 Box::new(provider::AskOnce::new(passphrase))
             }
             _ => passphrase,
         };
-        let token = provider::token_for(&home, &config.backend, Some(passphrase.as_ref()))?;
+        let token = provider::credential_for(&home, &config.backend, Some(passphrase.as_ref()))?;
         let store = backend::open(&config.backend, policy, token)?;
         Self::open_with_store(home, store, passphrase)
     }
@@ -327,6 +328,15 @@ impl Vault {
     /// One listing of the vault's root: why the backend does not serve, if it does not.
     pub fn check_backend(&self) -> Result<(), BackendError> {
         self.store.list_dirs(&self.layout.root()).map(|_| ())
+    }
+
+    /// Waits up to about `max` for the backend to tell of a change another writer
+    /// made (Dropbox's longpoll): `Some(Ok(true))` as soon as one comes; None for a
+    /// backend that cannot tell.
+    pub fn wait_for_change(&self, max: std::time::Duration) -> Option<SyncResult<bool>> {
+        self.store
+            .wait_for_change(max)
+            .map(|r| r.map_err(SyncError::from))
     }
 
     /// The provider's account and request budget (Gist), asking it when `look`.

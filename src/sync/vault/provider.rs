@@ -1,28 +1,65 @@
-//! The token a provider's backend needs (Gist), found where the owner put it: the
-//! environment first, else this home's credential store. Backends never read
-//! secrets themselves, so this is the one place the engine hands one down.
+//! What a provider's backend signs in with (a GitHub token, a Dropbox login), found
+//! where the owner put it: the environment first, else this home's credential
+//! store. Backends never read secrets themselves, so this is the one place the
+//! engine hands one down.
 
 use std::sync::Mutex;
 
 use super::*;
-use crate::backend::Token;
+use crate::backend::dropbox::AccessTokens;
+use crate::backend::{BackendError, Credential, Token};
 use crate::config::BackendConfig;
-use crate::credentials::{self, CredentialError, CredentialKey, Credentials, Place, Provider};
+use crate::credentials::oauth::{OAuthClient, REFRESH_MARGIN_SECS};
+use crate::credentials::{
+    self, dropbox, CredentialError, CredentialKey, Credentials, Place, Provider, Secret,
+};
 
-/// The token `backend` needs, if it needs one. `pass` opens a store sealed under
-/// the vault's key; without it (a look) only what needs no passphrase is tried, and
-/// a token that cannot be had without one is `None`.
-pub(super) fn token_for(
+/// What `backend` signs in with, if it needs anything. `pass` opens a store sealed
+/// under the vault's key; without it (a look) only what needs no passphrase is
+/// tried, and a credential that cannot be had without one is `None`.
+pub(super) fn credential_for(
     home: &Home,
     backend: &BackendConfig,
     pass: Option<&dyn PassphraseSource>,
-) -> SyncResult<Option<Token>> {
-    let BackendConfig::Gist { api_url } = backend else {
-        return Ok(None);
+) -> SyncResult<Option<Credential>> {
+    let (provider, api_url) = match backend {
+        BackendConfig::Gist { api_url } => (Provider::Github, api_url.clone()),
+        BackendConfig::Dropbox { urls } => (Provider::Dropbox, urls.api.clone()),
+        _ => return Ok(None),
     };
-    let provider = Provider::Github;
-    if let Some((_, secret)) = credentials::env_secret(provider, api_url) {
-        return Ok(Some(Zeroizing::new(secret.expose().to_owned())));
+    if provider == Provider::Dropbox {
+        if let Some(token) = std::env::var(dropbox::ACCESS_TOKEN_VAR)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+        {
+            return Ok(Some(Credential::Token(Zeroizing::new(
+                token.trim().to_owned(),
+            ))));
+        }
+    }
+    if let Some((var, secret)) = credentials::env_secret(provider, &api_url) {
+        return Ok(Some(match provider {
+            Provider::Github => Credential::Token(Zeroizing::new(secret.expose().to_owned())),
+            Provider::Dropbox => {
+                let app_key = std::env::var(dropbox::APP_KEY_VAR)
+                    .ok()
+                    .filter(|k| !k.trim().is_empty())
+                    .ok_or_else(|| {
+                        SyncError::Invalid(format!(
+                            "{var} holds a Dropbox refresh token, but {} does not name its app key",
+                            dropbox::APP_KEY_VAR
+                        ))
+                    })?;
+                Credential::Refreshing(Arc::new(DropboxLogin::new(LoginSource::Environment {
+                    client: OAuthClient {
+                        token_url: dropbox::token_url(&api_url),
+                        client_id: app_key.trim().to_owned(),
+                        client_secret: None,
+                    },
+                    refresh_token: secret,
+                })))
+            }
+        }));
     }
     let store = Credentials::open(home)?;
     let Some(info) = store.info(provider) else {
@@ -30,10 +67,13 @@ pub(super) fn token_for(
     };
     if info.api_url.trim_end_matches('/') != api_url.trim_end_matches('/') {
         return Err(SyncError::Invalid(format!(
-            "the stored GitHub token is for {}, and this vault lives at {api_url}: run 'ghostie-fs login github --api-url {api_url}'",
-            info.api_url
+            "the stored {} login is for {}, and this vault lives at {api_url}: run 'ghostie-fs login {} --api-url {api_url}'",
+            provider.title(),
+            info.api_url,
+            provider.name(),
         )));
     }
+    let client_id = info.client_id.clone();
     let key = match store.place() {
         Some(Place::File) => {
             let ask = || -> credentials::CredentialResult<Zeroizing<String>> {
@@ -54,9 +94,120 @@ pub(super) fn token_for(
         }
         _ => None,
     };
-    Ok(store
-        .secret(provider, key.as_ref())?
-        .map(|s| Zeroizing::new(s.expose().to_owned())))
+    match provider {
+        Provider::Github => Ok(store
+            .secret(provider, key.as_ref())?
+            .map(|s| Credential::Token(Zeroizing::new(s.expose().to_owned())))),
+        Provider::Dropbox => {
+            let Some(client_id) = client_id else {
+                return Err(SyncError::Invalid(
+                    "the stored Dropbox login names no app key: run 'ghostie-fs login dropbox' again"
+                        .into(),
+                ));
+            };
+            Ok(Some(Credential::Refreshing(Arc::new(DropboxLogin::new(
+                LoginSource::Stored {
+                    home: home.clone(),
+                    key,
+                    client: OAuthClient {
+                        token_url: dropbox::token_url(&api_url),
+                        client_id,
+                        client_secret: None,
+                    },
+                },
+            )))))
+        }
+    }
+}
+
+/// Where a refreshing login's refresh token is.
+enum LoginSource {
+    /// In the environment: renewed access tokens live in this process only.
+    Environment {
+        client: OAuthClient,
+        refresh_token: Secret,
+    },
+    /// In the home's credential store, where renewed access tokens are kept too,
+    /// so the next command starts with one.
+    Stored {
+        home: Home,
+        key: Option<CredentialKey>,
+        client: OAuthClient,
+    },
+}
+
+/// Access tokens for the Dropbox store, renewed before they lapse or when Dropbox
+/// calls one expired; one renewal at a time, shared by every request.
+pub(super) struct DropboxLogin {
+    source: LoginSource,
+    current: Mutex<Option<(Token, u64)>>,
+}
+
+impl DropboxLogin {
+    fn new(source: LoginSource) -> Self {
+        Self {
+            source,
+            current: Mutex::new(None),
+        }
+    }
+
+    fn renew(&self, refused: Option<&str>) -> Result<(Token, u64), CredentialError> {
+        match &self.source {
+            LoginSource::Environment {
+                client,
+                refresh_token,
+            } => {
+                let grant = crate::backend::oauth::refresh(
+                    &client.token_url,
+                    &client.client_id,
+                    None,
+                    refresh_token.expose(),
+                )
+                .map_err(|e| match e {
+                    crate::backend::oauth::OAuthError::LoginExpired
+                    | crate::backend::oauth::OAuthError::UnknownClient => CredentialError::Invalid(
+                        format!(
+                            "Dropbox no longer takes the refresh token in {}: make a new one, or run 'ghostie-fs login dropbox'",
+                            dropbox::REFRESH_TOKEN_VAR
+                        ),
+                    ),
+                    e @ crate::backend::oauth::OAuthError::Unreachable { .. } => {
+                        CredentialError::Unreachable(e.to_string())
+                    }
+                    other => CredentialError::Provider(other.to_string()),
+                })?;
+                let at = crate::credentials::unix_now() + grant.expires_in.unwrap_or(3_600);
+                Ok((grant.access_token, at))
+            }
+            LoginSource::Stored { home, key, client } => {
+                let mut store = Credentials::open(home)?;
+                let (secret, at) =
+                    store.access_token(Provider::Dropbox, client, key.as_ref(), refused)?;
+                Ok((Zeroizing::new(secret.expose().to_owned()), at))
+            }
+        }
+    }
+}
+
+impl AccessTokens for DropboxLogin {
+    fn access_token(&self, refused: Option<&str>) -> Result<Token, BackendError> {
+        let mut current = lock(&self.current);
+        if let Some((token, at)) = current.as_ref() {
+            let lapsing = *at <= crate::credentials::unix_now() + REFRESH_MARGIN_SECS;
+            if !lapsing && refused != Some(token.as_str()) {
+                return Ok(token.clone());
+            }
+        }
+        let (token, at) = self.renew(refused).map_err(|e| match e {
+            CredentialError::Unreachable(why) => crate::backend::dropbox::api::temporary(why),
+            e @ (CredentialError::LoginExpired(_) | CredentialError::Invalid(_)) => {
+                BackendError::LoginRefused(e.to_string())
+            }
+            other => BackendError::Refused(other.to_string()),
+        })?;
+        *current = Some((token.clone(), at));
+        Ok(token)
+    }
 }
 
 /// A passphrase source that asks once: the token sealed under the vault's key and

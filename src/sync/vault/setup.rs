@@ -27,11 +27,18 @@ pub fn setup(
 ) -> SyncResult<(SetupOutcome, String)> {
     // Before setup a token can come only from the environment or the OS keyring
     // (a sealed store needs the vault's key, which does not exist yet).
-    let token = provider::token_for(&req.home, &req.backend, None)?;
+    let token = provider::credential_for(&req.home, &req.backend, None)?;
     if token.is_none() && matches!(req.backend, crate::config::BackendConfig::Gist { .. }) {
         return Err(SyncError::Invalid(
             "there is no GitHub token: run 'ghostie-fs login github' first, or set GH_TOKEN (GH_ENTERPRISE_TOKEN for --api-url) for the setup".into(),
         ));
+    }
+    if token.is_none() && matches!(req.backend, crate::config::BackendConfig::Dropbox { .. }) {
+        return Err(SyncError::Invalid(format!(
+            "there is no Dropbox login here: run 'ghostie-fs login dropbox' first, or set {} and {} for the setup",
+            crate::credentials::dropbox::REFRESH_TOKEN_VAR,
+            crate::credentials::dropbox::APP_KEY_VAR
+        )));
     }
     let store = backend::open_for_setup(&req.backend, token)?;
     let outcome = setup_vault(req, Arc::clone(&store), pass)?;

@@ -1,0 +1,259 @@
+//! The store's view of the app folder: every key, kept current from Dropbox's
+//! change feed. The first look lists the folder once (`list_folder`, recursive);
+//! every later look asks only for what changed since (`list_folder/continue` with
+//! the cursor), so a look that finds nothing new costs one request for the whole
+//! vault, however many devices and prefixes the caller then lists. A cursor Dropbox
+//! resets is answered with a full listing again.
+//!
+//! Looks made within [`FRESH_FOR`] of the last one share it (the engine lists the
+//! root and then each device's log in one poll); a longpoll that saw a change, and
+//! every write of this process, keep the view right in between.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::api::{ApiError, DropboxApi};
+use super::names::key_of;
+use crate::backend::{BackendError, BackendResult};
+
+/// How long one look serves the lookups that follow it.
+pub const FRESH_FOR: Duration = Duration::from_secs(1);
+/// Entries per page (Dropbox's largest).
+const PAGE_LIMIT: u64 = 2_000;
+
+#[derive(Default)]
+struct View {
+    keys: BTreeSet<String>,
+    cursor: Option<String>,
+    /// A whole listing has been taken.
+    ready: bool,
+    looked_at: Option<Instant>,
+    /// Something changed that the view may not hold (a longpoll said so).
+    stale: bool,
+    /// This process's writes while a look is in flight, applied again after it:
+    /// the look's pages may predate them.
+    refreshing: bool,
+    during: Vec<(String, bool)>,
+}
+
+#[derive(Default)]
+pub(super) struct Listing {
+    view: Mutex<View>,
+    /// One look at a time; the others wait for it and share it.
+    looking: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Listing {
+    /// Records a write of this process: `present` after a put, not after a delete.
+    pub fn note(&self, key: &str, present: bool) {
+        let mut v = lock(&self.view);
+        if v.refreshing {
+            v.during.push((key.to_owned(), present));
+        }
+        if v.ready {
+            if present {
+                v.keys.insert(key.to_owned());
+            } else {
+                v.keys.remove(key);
+            }
+        }
+    }
+
+    pub fn mark_stale(&self) {
+        lock(&self.view).stale = true;
+    }
+
+    /// The cursor of the last look, for a longpoll.
+    pub fn cursor(&self) -> Option<String> {
+        lock(&self.view).cursor.clone()
+    }
+
+    /// Every key under `prefix`, from a view at most [`FRESH_FOR`] old.
+    pub fn keys(&self, api: &DropboxApi, prefix: &str) -> BackendResult<Vec<String>> {
+        self.fresh(api)?;
+        let v = lock(&self.view);
+        Ok(v.keys
+            .range(prefix.to_owned()..)
+            .take_while(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
+    /// Brings the view up to date unless a look has just done so.
+    pub fn fresh(&self, api: &DropboxApi) -> BackendResult<()> {
+        let is_fresh =
+            |v: &View| v.ready && !v.stale && v.looked_at.is_some_and(|t| t.elapsed() < FRESH_FOR);
+        if is_fresh(&lock(&self.view)) {
+            return Ok(());
+        }
+        let _one = lock(&self.looking);
+        // Another caller's look may have finished while this one waited.
+        if is_fresh(&lock(&self.view)) {
+            return Ok(());
+        }
+        self.look(api)
+    }
+
+    fn look(&self, api: &DropboxApi) -> BackendResult<()> {
+        let cursor = {
+            let mut v = lock(&self.view);
+            v.refreshing = true;
+            v.during.clear();
+            v.stale = false;
+            v.cursor.clone().filter(|_| v.ready)
+        };
+        let started = Instant::now();
+        let fetched = fetch(api, cursor);
+        let mut v = lock(&self.view);
+        v.refreshing = false;
+        let during = std::mem::take(&mut v.during);
+        let (pages, cursor, whole) = match fetched {
+            Ok(f) => f,
+            Err(e) => {
+                v.stale = true;
+                return Err(e);
+            }
+        };
+        if whole {
+            v.keys.clear();
+        }
+        for entry in &pages {
+            apply(&mut v.keys, entry);
+        }
+        for (key, present) in during {
+            if present {
+                v.keys.insert(key);
+            } else {
+                v.keys.remove(&key);
+            }
+        }
+        v.cursor = Some(cursor);
+        v.ready = true;
+        v.looked_at = Some(started);
+        Ok(())
+    }
+}
+
+/// One entry of a listing, applied to the set of keys.
+fn apply(keys: &mut BTreeSet<String>, entry: &Value) {
+    let tag = entry
+        .get(".tag")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let Some(key) = entry
+        .get("path_lower")
+        .and_then(Value::as_str)
+        .and_then(key_of)
+    else {
+        return;
+    };
+    match tag {
+        "file" => {
+            keys.insert(key);
+        }
+        "deleted" => {
+            // A deleted folder takes everything under it.
+            let under = format!("{key}/");
+            let gone: Vec<String> = keys
+                .range(under.clone()..)
+                .take_while(|k| k.starts_with(&under))
+                .cloned()
+                .collect();
+            for k in gone {
+                keys.remove(&k);
+            }
+            keys.remove(&key);
+        }
+        _ => {}
+    }
+}
+
+/// The entries since `cursor` (or all of them, when there is none or Dropbox reset
+/// it), the cursor after them, and whether they are the whole folder.
+fn fetch(api: &DropboxApi, cursor: Option<String>) -> BackendResult<(Vec<Value>, String, bool)> {
+    let mut entries = Vec::new();
+    let (mut page, whole) = match cursor {
+        Some(c) => match api.rpc("files/list_folder/continue", Some(&json!({ "cursor": c }))) {
+            Ok(p) => (p, false),
+            Err(e) if e.summary().is_some_and(|s| s.starts_with("reset")) => {
+                tracing::info!("Dropbox reset the listing's cursor; listing the app folder again");
+                (first_page(api)?, true)
+            }
+            Err(e) => return Err(e.into_backend("the listing")),
+        },
+        None => (first_page(api)?, true),
+    };
+    loop {
+        let Some(list) = page.get("entries").and_then(Value::as_array) else {
+            return Err(not_a_listing());
+        };
+        entries.extend(list.iter().cloned());
+        let cursor = page
+            .get("cursor")
+            .and_then(Value::as_str)
+            .ok_or_else(not_a_listing)?
+            .to_owned();
+        if !page
+            .get("has_more")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
+            return Ok((entries, cursor, whole));
+        }
+        page = match api.rpc(
+            "files/list_folder/continue",
+            Some(&json!({ "cursor": cursor })),
+        ) {
+            Ok(p) => p,
+            // Reset in the middle of a whole listing: start it over, once more.
+            Err(e) if whole && e.summary().is_some_and(|s| s.starts_with("reset")) => {
+                entries.clear();
+                first_page(api)?
+            }
+            Err(e) => return Err(e.into_backend("the listing")),
+        };
+    }
+}
+
+fn first_page(api: &DropboxApi) -> BackendResult<Value> {
+    let arg = json!({
+        "path": "",
+        "recursive": true,
+        "include_deleted": false,
+        "limit": PAGE_LIMIT,
+    });
+    api.rpc("files/list_folder", Some(&arg))
+        .map_err(|e: ApiError| e.into_backend("the listing"))
+}
+
+fn not_a_listing() -> BackendError {
+    BackendError::Refused("Dropbox answered a listing without entries or cursor".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_folder_takes_its_keys_and_only_those() {
+        let mut keys: BTreeSet<String> = ["v/a/x", "v/a/y", "v/ab", "v/b/z"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        apply(
+            &mut keys,
+            &json!({".tag": "deleted", "path_lower": "/v/a", "name": "a"}),
+        );
+        assert_eq!(
+            keys.into_iter().collect::<Vec<_>>(),
+            vec!["v/ab".to_owned(), "v/b/z".to_owned()]
+        );
+    }
+}
