@@ -68,10 +68,7 @@ fn read_reply(r: &mut impl BufRead) -> Reply {
     r.read_line(&mut status_line).expect("a status line");
     let mut parts = status_line.splitn(3, ' ');
     assert_eq!(parts.next(), Some("HTTP/1.1"), "{status_line:?}");
-    let status = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
+    let status = parts.next().and_then(|s| s.parse().ok()).expect("a status");
     let mut headers = Vec::new();
     loop {
         let mut line = String::new();
@@ -196,7 +193,10 @@ impl Dbx {
             &self.fake.api_addr(),
             "POST",
             &format!("/2/{endpoint}"),
-            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
             args.to_string().as_bytes(),
         )
     }
@@ -238,7 +238,13 @@ impl Dbx {
         if let Some(r) = range {
             headers.push(("Range", r));
         }
-        call(&self.fake.content_addr(), "POST", "/2/files/download", &headers, b"")
+        call(
+            &self.fake.content_addr(),
+            "POST",
+            "/2/files/download",
+            &headers,
+            b"",
+        )
     }
 
     fn list(&self, args: Value) -> Value {
@@ -252,7 +258,11 @@ impl Dbx {
     }
 
     fn start_session(&self, data: &[u8], close: bool) -> String {
-        let r = self.content("files/upload_session/start", &json!({ "close": close }), data);
+        let r = self.content(
+            "files/upload_session/start",
+            &json!({ "close": close }),
+            data,
+        );
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()["session_id"].as_str().expect("an id").to_owned()
     }
@@ -268,7 +278,13 @@ fn paths_of(listing: &Value) -> Vec<String> {
         .as_array()
         .expect("entries")
         .iter()
-        .map(|e| format!("{}:{}", e[".tag"].as_str().unwrap_or("?"), e["path_display"].as_str().unwrap_or("?")))
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e[".tag"].as_str().unwrap_or("?"),
+                e["path_display"].as_str().unwrap_or("?")
+            )
+        })
         .collect()
 }
 
@@ -292,19 +308,52 @@ fn each_endpoint_is_served_by_its_own_host_only() {
         ("Content-Type", "application/octet-stream"),
         ("Dropbox-API-Arg", arg.as_str()),
     ];
-    let on_api = call(&d.fake.api_addr(), "POST", "/2/files/upload", &upload_headers, b"x");
+    let on_api = call(
+        &d.fake.api_addr(),
+        "POST",
+        "/2/files/upload",
+        &upload_headers,
+        b"x",
+    );
     assert_eq!(on_api.status, 400);
-    assert!(on_api.header("content-type").unwrap_or_default().starts_with("text/plain"));
-    assert!(on_api.text().starts_with(r#"Error in call to API function "files/upload""#), "{}", on_api.text());
-    let on_content = call(&d.fake.content_addr(), "POST", "/2/files/upload", &upload_headers, b"x");
+    assert!(on_api
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/plain"));
+    assert!(
+        on_api
+            .text()
+            .starts_with(r#"Error in call to API function "files/upload""#),
+        "{}",
+        on_api.text()
+    );
+    let on_content = call(
+        &d.fake.content_addr(),
+        "POST",
+        "/2/files/upload",
+        &upload_headers,
+        b"x",
+    );
     assert_eq!(on_content.status, 200, "{}", on_content.text());
 
-    let list_headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let list_headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
     for host in [Host::Content, Host::Notify] {
-        let r = call(&addr_of(&d.fake, host), "POST", "/2/files/list_folder", &list_headers, br#"{"path":""}"#);
+        let r = call(
+            &addr_of(&d.fake, host),
+            "POST",
+            "/2/files/list_folder",
+            &list_headers,
+            br#"{"path":""}"#,
+        );
         assert_eq!(r.status, 400, "list_folder on {host:?}");
     }
-    let cursor = d.list(json!({ "path": "" }))["cursor"].as_str().expect("cursor").to_owned();
+    let cursor = d.list(json!({ "path": "" }))["cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
     let poll = json!({ "cursor": cursor, "timeout": 30 }).to_string();
     let on_api = call(
         &d.fake.api_addr(),
@@ -316,7 +365,13 @@ fn each_endpoint_is_served_by_its_own_host_only() {
     assert_eq!(on_api.status, 400, "the long poll is notify's");
     let unknown = d.rpc("files/no_such_thing", &json!({}));
     assert_eq!(unknown.status, 404);
-    let get = call(&d.fake.api_addr(), "GET", "/2/users/get_current_account", &[("Authorization", &auth)], b"");
+    let get = call(
+        &d.fake.api_addr(),
+        "GET",
+        "/2/users/get_current_account",
+        &[("Authorization", &auth)],
+        b"",
+    );
     assert_eq!(get.status, 405, "every API call is a POST");
 }
 
@@ -333,27 +388,69 @@ fn rpc_takes_json_and_no_argument_endpoints_take_nothing_or_null() {
         call(&api, "POST", &format!("/2/{endpoint}"), &headers, body)
     };
     assert_eq!(post(None, "users/get_current_account", b"").status, 200);
-    assert_eq!(post(Some("application/json"), "users/get_current_account", b"null").status, 200);
+    assert_eq!(
+        post(
+            Some("application/json"),
+            "users/get_current_account",
+            b"null"
+        )
+        .status,
+        200
+    );
     let with_value = post(Some("application/json"), "users/get_current_account", b"{}");
     assert_eq!(with_value.status, 400, "{}", with_value.text());
 
     let args = br#"{"path":""}"#;
-    for ct in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
         let r = post(ct, "files/list_folder", args);
         assert_eq!(r.status, 400, "{ct:?}");
         assert!(r.text().contains("Content-Type"), "{}", r.text());
     }
-    assert_eq!(post(Some("application/json; charset=utf-8"), "files/list_folder", args).status, 200);
+    assert_eq!(
+        post(
+            Some("application/json; charset=utf-8"),
+            "files/list_folder",
+            args
+        )
+        .status,
+        200
+    );
 
     let not_json = post(Some("application/json"), "files/list_folder", b"{path:");
     assert_eq!(not_json.status, 400);
-    assert!(not_json.text().ends_with("request body: could not decode input as JSON"), "{}", not_json.text());
-    let unknown = post(Some("application/json"), "files/list_folder/continue", br#"{"cursor":"x","path":""}"#);
+    assert!(
+        not_json
+            .text()
+            .ends_with("request body: could not decode input as JSON"),
+        "{}",
+        not_json.text()
+    );
+    let unknown = post(
+        Some("application/json"),
+        "files/list_folder/continue",
+        br#"{"cursor":"x","path":""}"#,
+    );
     assert_eq!(unknown.status, 400);
-    assert!(unknown.text().contains("unknown field 'path'"), "{}", unknown.text());
-    let wrong_type = post(Some("application/json"), "files/list_folder", br#"{"path":"","recursive":"yes"}"#);
+    assert!(
+        unknown.text().contains("unknown field 'path'"),
+        "{}",
+        unknown.text()
+    );
+    let wrong_type = post(
+        Some("application/json"),
+        "files/list_folder",
+        br#"{"path":"","recursive":"yes"}"#,
+    );
     assert_eq!(wrong_type.status, 400);
-    assert!(wrong_type.text().contains("recursive"), "{}", wrong_type.text());
+    assert!(
+        wrong_type.text().contains("recursive"),
+        "{}",
+        wrong_type.text()
+    );
 }
 
 #[test]
@@ -383,7 +480,9 @@ fn content_arguments_travel_in_an_ascii_header() {
     let down = d.download("/CAFÉ ☕.TXT", None);
     assert_eq!(down.status, 200, "{}", down.text());
     assert_eq!(down.body, b"latte");
-    let result = down.header("dropbox-api-result").expect("Dropbox-API-Result");
+    let result = down
+        .header("dropbox-api-result")
+        .expect("Dropbox-API-Result");
     assert!(result.is_ascii() && result.contains(r"\u00e9"), "{result}");
     let meta: Value = serde_json::from_str(result).expect("JSON");
     assert_eq!(meta["name"], "café ☕.txt");
@@ -393,11 +492,22 @@ fn content_arguments_travel_in_an_ascii_header() {
     let bare = |headers: &[(&str, &str)]| call(&content, "POST", "/2/files/upload", headers, b"x");
     let no_type = bare(&[("Authorization", &auth), ("Dropbox-API-Arg", &arg)]);
     assert_eq!(no_type.status, 400, "upload needs its content type");
-    let json_type = bare(&[("Authorization", &auth), ("Dropbox-API-Arg", &arg), ("Content-Type", "application/json")]);
+    let json_type = bare(&[
+        ("Authorization", &auth),
+        ("Dropbox-API-Arg", &arg),
+        ("Content-Type", "application/json"),
+    ]);
     assert_eq!(json_type.status, 400);
-    let no_arg = bare(&[("Authorization", &auth), ("Content-Type", "application/octet-stream")]);
+    let no_arg = bare(&[
+        ("Authorization", &auth),
+        ("Content-Type", "application/octet-stream"),
+    ]);
     assert_eq!(no_arg.status, 400);
-    assert!(no_arg.text().contains("Dropbox-API-Arg"), "{}", no_arg.text());
+    assert!(
+        no_arg.text().contains("Dropbox-API-Arg"),
+        "{}",
+        no_arg.text()
+    );
 }
 
 // 2. Tokens
@@ -408,9 +518,20 @@ fn requests_need_a_live_bearer_token() {
     let api = d.fake.api_addr();
     let none = call(&api, "POST", "/2/users/get_current_account", &[], b"");
     assert_eq!(none.status, 400);
-    assert!(none.text().contains(r#"Must provide HTTP header "Authorization""#), "{}", none.text());
+    assert!(
+        none.text()
+            .contains(r#"Must provide HTTP header "Authorization""#),
+        "{}",
+        none.text()
+    );
     let basic = format!("Basic {}", d.token);
-    let wrong_scheme = call(&api, "POST", "/2/users/get_current_account", &[("Authorization", &basic)], b"");
+    let wrong_scheme = call(
+        &api,
+        "POST",
+        "/2/users/get_current_account",
+        &[("Authorization", &basic)],
+        b"",
+    );
     assert_eq!(wrong_scheme.status, 400);
     let unknown = d.rpc_as("sl.nosuchtoken", "users/get_space_usage", &Value::Null);
     assert_eq!(unknown.status, 401);
@@ -432,15 +553,25 @@ fn access_tokens_expire_after_four_hours_and_refreshing_keeps_the_refresh_token(
 
     let r = token_request(
         &d.fake,
-        &format!("grant_type=refresh_token&refresh_token={}&client_id={APP}", d.refresh),
+        &format!(
+            "grant_type=refresh_token&refresh_token={}&client_id={APP}",
+            d.refresh
+        ),
     );
     assert_eq!(r.status, 200);
     let body = r.json();
     assert_eq!(body["token_type"], "bearer");
     assert_eq!(body["expires_in"], 14_400);
-    assert!(body.get("refresh_token").is_none(), "Dropbox does not rotate refresh tokens");
+    assert!(
+        body.get("refresh_token").is_none(),
+        "Dropbox does not rotate refresh tokens"
+    );
     let fresh = body["access_token"].as_str().expect("token");
-    assert_eq!(d.rpc_as(fresh, "users/get_current_account", &Value::Null).status, 200);
+    assert_eq!(
+        d.rpc_as(fresh, "users/get_current_account", &Value::Null)
+            .status,
+        200
+    );
     // The same refresh token goes on working.
     assert_ne!(access_from(&d.fake, APP, &d.refresh), fresh);
 }
@@ -457,7 +588,10 @@ fn revoking_a_refresh_token_revokes_every_access_token_from_it() {
     }
     let r = token_request(
         &d.fake,
-        &format!("grant_type=refresh_token&refresh_token={}&client_id={APP}", d.refresh),
+        &format!(
+            "grant_type=refresh_token&refresh_token={}&client_id={APP}",
+            d.refresh
+        ),
     );
     assert_eq!(r.status, 400);
     assert_eq!(
@@ -473,17 +607,25 @@ fn token_revoke_ends_the_calling_token_and_its_refresh_token() {
     let r = d.rpc_as(&d.token, "auth/token/revoke", &Value::Null);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(d.rpc("users/get_current_account", &Value::Null).status, 401);
-    assert_eq!(d.rpc_as(&sibling, "users/get_current_account", &Value::Null).status, 401);
+    assert_eq!(
+        d.rpc_as(&sibling, "users/get_current_account", &Value::Null)
+            .status,
+        401
+    );
     let again = token_request(
         &d.fake,
-        &format!("grant_type=refresh_token&refresh_token={}&client_id={APP}", d.refresh),
+        &format!(
+            "grant_type=refresh_token&refresh_token={}&client_id={APP}",
+            d.refresh
+        ),
     );
     assert_eq!(again.json()["error"], "invalid_grant");
 }
 
 fn pkce() -> (String, String) {
     let verifier = "ghostie-verifier-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEF".to_owned();
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(Sha256::digest(verifier.as_bytes()));
     (verifier, challenge)
 }
 
@@ -500,7 +642,9 @@ fn the_pkce_code_flow_trades_a_one_time_code_for_both_tokens() {
     let fake = FakeDropbox::start();
     fake.add_app(APP, "Ghostie");
     let (verifier, challenge) = pkce();
-    let code = fake.approve(&authorize_url(&fake, &challenge)).expect("the page shows a code");
+    let code = fake
+        .approve(&authorize_url(&fake, &challenge))
+        .expect("the page shows a code");
     let exchange = |code: &str, verifier: &str| {
         token_request(
             &fake,
@@ -525,13 +669,21 @@ fn the_pkce_code_flow_trades_a_one_time_code_for_both_tokens() {
         json!({ "error": "invalid_grant", "error_description": "code doesn't exist or has expired" })
     );
 
-    let late = fake.approve(&authorize_url(&fake, &challenge)).expect("a code");
+    let late = fake
+        .approve(&authorize_url(&fake, &challenge))
+        .expect("a code");
     fake.advance_clock(Duration::from_secs(11 * 60));
     assert_eq!(exchange(&late, &verifier).json()["error"], "invalid_grant");
 
-    let stranger = token_request(&fake, "grant_type=refresh_token&refresh_token=x&client_id=nosuchapp");
+    let stranger = token_request(
+        &fake,
+        "grant_type=refresh_token&refresh_token=x&client_id=nosuchapp",
+    );
     assert_eq!(stranger.status, 400);
-    assert_eq!(stranger.json(), json!({ "error": "invalid_client: Invalid client_id or client_secret" }));
+    assert_eq!(
+        stranger.json(),
+        json!({ "error": "invalid_client: Invalid client_id or client_secret" })
+    );
     let anonymous = token_request(&fake, "grant_type=refresh_token&refresh_token=x");
     assert_eq!(anonymous.json()["error"], "invalid_request");
     let implicit = token_request(&fake, &format!("grant_type=password&client_id={APP}"));
@@ -545,12 +697,24 @@ fn the_authorize_page_refuses_urls_the_flow_cannot_use() {
     let (_, challenge) = pkce();
     let good = authorize_url(&fake, &challenge);
     for (from, to) in [
-        (format!("client_id={APP}"), "client_id=someoneelse".to_owned()),
+        (
+            format!("client_id={APP}"),
+            "client_id=someoneelse".to_owned(),
+        ),
         ("response_type=code".into(), "response_type=token".into()),
-        (format!("code_challenge={challenge}"), "code_challenge=short".into()),
-        ("code_challenge_method=S256".into(), "code_challenge_method=plain".into()),
+        (
+            format!("code_challenge={challenge}"),
+            "code_challenge=short".into(),
+        ),
+        (
+            "code_challenge_method=S256".into(),
+            "code_challenge_method=plain".into(),
+        ),
         ("&token_access_type=offline".into(), String::new()),
-        ("response_type=code".into(), "response_type=code&redirect_uri=http://localhost/cb".into()),
+        (
+            "response_type=code".into(),
+            "response_type=code&redirect_uri=http://localhost/cb".into(),
+        ),
     ] {
         let bad = good.replace(&from, &to);
         assert_ne!(bad, good);
@@ -558,12 +722,34 @@ fn the_authorize_page_refuses_urls_the_flow_cannot_use() {
     }
     // What a browser shows at the same URL.
     let query = good.split_once('?').map(|(_, q)| q).expect("a query");
-    let page = call(&fake.api_addr(), "GET", &format!("/oauth2/authorize?{query}"), &[], b"");
+    let page = call(
+        &fake.api_addr(),
+        "GET",
+        &format!("/oauth2/authorize?{query}"),
+        &[],
+        b"",
+    );
     assert_eq!(page.status, 200);
-    assert!(page.text().contains("Enter this code into Ghostie"), "{}", page.text());
-    let refused = call(&fake.api_addr(), "GET", "/oauth2/authorize?client_id=someoneelse", &[], b"");
+    assert!(
+        page.text().contains("Enter this code into Ghostie"),
+        "{}",
+        page.text()
+    );
+    let refused = call(
+        &fake.api_addr(),
+        "GET",
+        "/oauth2/authorize?client_id=someoneelse",
+        &[],
+        b"",
+    );
     assert_eq!(refused.status, 400);
-    assert!(refused.text().contains(r#"Invalid client_id: "someoneelse""#), "{}", refused.text());
+    assert!(
+        refused
+            .text()
+            .contains(r#"Invalid client_id: "someoneelse""#),
+        "{}",
+        refused.text()
+    );
 }
 
 #[test]
@@ -571,11 +757,17 @@ fn the_account_and_its_space() {
     let d = Dbx::new();
     let me = d.rpc("users/get_current_account", &Value::Null).json();
     assert_eq!(me["account_id"], d.fake.account_id());
-    assert!(me["name"]["display_name"].is_string() && me["email"].is_string(), "{me}");
+    assert!(
+        me["name"]["display_name"].is_string() && me["email"].is_string(),
+        "{me}"
+    );
     d.upload_ok("/a.bin", &[7; 1000]);
     d.fake.set_quota(5_000);
     let space = d.rpc("users/get_space_usage", &Value::Null).json();
-    assert_eq!(space, json!({ "used": 1000, "allocation": { ".tag": "individual", "allocated": 5000 } }));
+    assert_eq!(
+        space,
+        json!({ "used": 1000, "allocation": { ".tag": "individual", "allocated": 5000 } })
+    );
 }
 
 // 3. Namespaces and paths
@@ -589,11 +781,21 @@ fn each_app_folder_is_its_own_namespace() {
     d.upload_ok("/mine.txt", b"1");
     let theirs = d.rpc_as(&other, "files/list_folder", &json!({ "path": "" }));
     assert_eq!(theirs.json()["entries"], json!([]));
-    let cursor = d.list(json!({ "path": "" }))["cursor"].as_str().expect("cursor").to_owned();
-    let borrowed = d.rpc_as(&other, "files/list_folder/continue", &json!({ "cursor": cursor }));
+    let cursor = d.list(json!({ "path": "" }))["cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
+    let borrowed = d.rpc_as(
+        &other,
+        "files/list_folder/continue",
+        &json!({ "cursor": cursor }),
+    );
     assert_eq!(borrowed.status, 400, "another app's cursor is no cursor");
     assert_eq!(d.fake.files_of("otherapp"), vec![]);
-    assert_eq!(d.fake.files_of(APP), vec![("/mine.txt".to_owned(), b"1".to_vec())]);
+    assert_eq!(
+        d.fake.files_of(APP),
+        vec![("/mine.txt".to_owned(), b"1".to_vec())]
+    );
 }
 
 #[test]
@@ -611,7 +813,10 @@ fn paths_are_case_insensitive_and_keep_their_first_casing() {
     assert_eq!(over.json()["path_display"], "/Docs/ReadMe.TXT");
     assert_eq!(over.json()["id"], first["id"], "the same file");
     let under = d.upload_ok("/docs/Other.txt", b"x");
-    assert_eq!(under["path_display"], "/Docs/Other.txt", "the folder keeps its casing");
+    assert_eq!(
+        under["path_display"], "/Docs/Other.txt",
+        "the folder keeps its casing"
+    );
     assert_eq!(d.download("/dOcS/README.txt", None).body, b"two");
     let root = d.list(json!({ "path": "" }));
     assert_eq!(paths_of(&root), ["folder:/Docs"]);
@@ -630,7 +835,11 @@ fn the_root_is_the_empty_path() {
     );
     let relative = d.rpc("files/list_folder", &json!({ "path": "docs" }));
     assert_eq!(relative.status, 400);
-    assert!(relative.text().contains("did not match pattern"), "{}", relative.text());
+    assert!(
+        relative.text().contains("did not match pattern"),
+        "{}",
+        relative.text()
+    );
     let upload_relative = d.upload("a.txt", b"x");
     assert_eq!(upload_relative.status, 400);
     let missing = d.rpc("files/list_folder", &json!({ "path": "/nowhere" }));
@@ -645,7 +854,15 @@ fn the_root_is_the_empty_path() {
 fn names_dropbox_refuses_are_malformed_paths() {
     let d = Dbx::new();
     let long = format!("/{}", "n".repeat(256));
-    for bad in ["/trailing space ", "/trailing.dot.", "/a/../b", "/a//b", "/dir/", "/", long.as_str()] {
+    for bad in [
+        "/trailing space ",
+        "/trailing.dot.",
+        "/a/../b",
+        "/a//b",
+        "/dir/",
+        "/",
+        long.as_str(),
+    ] {
         let r = d.upload(bad, b"x");
         assert_eq!(r.status, 409, "{bad:?}: {}", r.text());
         assert_eq!(r.summary(), "path/malformed_path/");
@@ -664,19 +881,40 @@ fn add_conflicts_unless_the_content_is_the_same() {
     let d = Dbx::new();
     let first = d.upload_ok("/a.txt", b"same");
     let again = d.upload_ok("/a.txt", b"same");
-    assert_eq!(again["rev"], first["rev"], "identical content is no new revision");
+    assert_eq!(
+        again["rev"], first["rev"],
+        "identical content is no new revision"
+    );
     let other = d.upload("/a.txt", b"different");
     assert_eq!(other.status, 409);
     assert_eq!(other.summary(), "path/conflict/file/");
-    assert_eq!(other.error()["reason"], json!({ ".tag": "conflict", "conflict": { ".tag": "file" } }));
-    let strict = d.content("files/upload", &json!({ "path": "/a.txt", "strict_conflict": true }), b"same");
-    assert_eq!(strict.summary(), "path/conflict/file/", "strict_conflict even for the same content");
-    let renamed = d.content("files/upload", &json!({ "path": "/a.txt", "autorename": true }), b"different");
+    assert_eq!(
+        other.error()["reason"],
+        json!({ ".tag": "conflict", "conflict": { ".tag": "file" } })
+    );
+    let strict = d.content(
+        "files/upload",
+        &json!({ "path": "/a.txt", "strict_conflict": true }),
+        b"same",
+    );
+    assert_eq!(
+        strict.summary(),
+        "path/conflict/file/",
+        "strict_conflict even for the same content"
+    );
+    let renamed = d.content(
+        "files/upload",
+        &json!({ "path": "/a.txt", "autorename": true }),
+        b"different",
+    );
     assert_eq!(renamed.json()["path_display"], "/a (1).txt");
     let onto_folder = d.upload("/d/x.txt", b"x");
     assert_eq!(onto_folder.status, 200);
     assert_eq!(d.upload("/d", b"x").summary(), "path/conflict/folder/");
-    assert_eq!(d.upload("/a.txt/inside", b"x").summary(), "path/conflict/file_ancestor/");
+    assert_eq!(
+        d.upload("/a.txt/inside", b"x").summary(),
+        "path/conflict/file_ancestor/"
+    );
 }
 
 #[test]
@@ -684,7 +922,10 @@ fn overwrite_and_update_follow_the_revision() {
     let d = Dbx::new();
     let first = d.upload_ok("/u.txt", b"v1");
     let rev1 = first["rev"].as_str().expect("rev").to_owned();
-    assert!(rev1.len() >= 9 && rev1.bytes().all(|b| b.is_ascii_hexdigit()), "{rev1}");
+    assert!(
+        rev1.len() >= 9 && rev1.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{rev1}"
+    );
     let update = |rev: &str, data: &[u8], extra: Value| {
         let mut arg = json!({ "path": "/u.txt", "mode": { ".tag": "update", "update": rev } });
         if let (Some(a), Value::Object(e)) = (arg.as_object_mut(), extra) {
@@ -700,10 +941,18 @@ fn overwrite_and_update_follow_the_revision() {
     assert_eq!(stale.summary(), "path/conflict/file/");
     let copy = update(&rev1, b"v3", json!({ "autorename": true }));
     assert_eq!(copy.json()["path_display"], "/u (conflicted copy).txt");
-    let over = d.content("files/upload", &json!({ "path": "/u.txt", "mode": "overwrite" }), b"v4");
+    let over = d.content(
+        "files/upload",
+        &json!({ "path": "/u.txt", "mode": "overwrite" }),
+        b"v4",
+    );
     assert_eq!(over.status, 200);
     assert_eq!(d.download("/u.txt", None).body, b"v4");
-    let bad_rev = d.content("files/upload", &json!({ "path": "/u.txt", "mode": { ".tag": "update", "update": "xyz" } }), b"x");
+    let bad_rev = d.content(
+        "files/upload",
+        &json!({ "path": "/u.txt", "mode": { ".tag": "update", "update": "xyz" } }),
+        b"x",
+    );
     assert_eq!(bad_rev.status, 400);
 }
 
@@ -719,18 +968,36 @@ fn upload_metadata_carries_dropbox_content_hash() {
     assert_eq!(m.status, 200, "{}", m.text());
     let m = m.json();
     assert_eq!(m["content_hash"], dropbox_hash(&data));
-    assert_ne!(m["content_hash"], hex::encode(Sha256::digest(&data)), "not a plain SHA-256");
+    assert_ne!(
+        m["content_hash"],
+        hex::encode(Sha256::digest(&data)),
+        "not a plain SHA-256"
+    );
     assert_eq!(m["size"], data.len());
     assert_eq!(m["client_modified"], "2024-02-29T12:34:56Z");
-    assert!(m["id"].as_str().is_some_and(|id| id.starts_with("id:")), "{m}");
+    assert!(
+        m["id"].as_str().is_some_and(|id| id.starts_with("id:")),
+        "{m}"
+    );
     let server = m["server_modified"].as_str().expect("server_modified");
     assert!(server.len() == 20 && server.ends_with('Z'), "{server}");
-    assert!(m.get(".tag").is_none(), "upload answers a bare FileMetadata");
+    assert!(
+        m.get(".tag").is_none(),
+        "upload answers a bare FileMetadata"
+    );
     let empty = d.upload_ok("/empty", b"");
     assert_eq!(empty["content_hash"], hex::encode(Sha256::digest(b"")));
-    let bad_time = d.content("files/upload", &json!({ "path": "/t", "client_modified": "2024-02-29T12:34:56.5Z" }), b"x");
+    let bad_time = d.content(
+        "files/upload",
+        &json!({ "path": "/t", "client_modified": "2024-02-29T12:34:56.5Z" }),
+        b"x",
+    );
     assert_eq!(bad_time.status, 400);
-    let wrong_hash = d.content("files/upload", &json!({ "path": "/h", "content_hash": dropbox_hash(b"y") }), b"x");
+    let wrong_hash = d.content(
+        "files/upload",
+        &json!({ "path": "/h", "content_hash": dropbox_hash(b"y") }),
+        b"x",
+    );
     assert_eq!(wrong_hash.summary(), "content_hash_mismatch/");
 }
 
@@ -764,7 +1031,9 @@ fn a_body_past_150_mib_is_refused_and_chunked_bodies_are_read() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(d.download("/chunked.txt", None).body, b"hello world");
     let seen = d.fake.seen();
-    assert!(seen.iter().any(|s| s.endpoint == "files/upload" && s.status == 413));
+    assert!(seen
+        .iter()
+        .any(|s| s.endpoint == "files/upload" && s.status == 413));
 }
 
 // 5. Upload sessions
@@ -776,13 +1045,17 @@ fn sessions_check_offsets_and_closing() {
     let wrong = d.append(&id, 2, b"def", false);
     assert_eq!(wrong.status, 409);
     assert_eq!(wrong.summary(), "incorrect_offset/");
-    assert_eq!(wrong.error(), json!({ ".tag": "incorrect_offset", "correct_offset": 3 }));
+    assert_eq!(
+        wrong.error(),
+        json!({ ".tag": "incorrect_offset", "correct_offset": 3 })
+    );
     assert_eq!(d.append(&id, 3, b"def", false).status, 200);
     assert_eq!(d.append(&id, 6, b"ghi", true).status, 200);
     let closed = d.append(&id, 9, b"jkl", false);
     assert_eq!(closed.error(), json!({ ".tag": "closed" }));
     let finish = |offset: usize, path: &str| {
-        let arg = json!({ "cursor": { "session_id": id, "offset": offset }, "commit": { "path": path } });
+        let arg =
+            json!({ "cursor": { "session_id": id, "offset": offset }, "commit": { "path": path } });
         d.content("files/upload_session/finish", &arg, b"")
     };
     let off = finish(8, "/s.txt");
@@ -792,12 +1065,20 @@ fn sessions_check_offsets_and_closing() {
     assert_eq!(done.status, 200, "{}", done.text());
     assert_eq!(done.json()["size"], 9);
     assert_eq!(d.download("/s.txt", None).body, b"abcdefghi");
-    assert_eq!(finish(9, "/t.txt").summary(), "lookup_failed/not_found/", "a session commits once");
+    assert_eq!(
+        finish(9, "/t.txt").summary(),
+        "lookup_failed/not_found/",
+        "a session commits once"
+    );
 
     // A finish may carry the last piece of an open session.
     let open = d.start_session(b"12", false);
-    let arg = json!({ "cursor": { "session_id": open, "offset": 2 }, "commit": { "path": "/n.txt" } });
-    assert_eq!(d.content("files/upload_session/finish", &arg, b"34").status, 200);
+    let arg =
+        json!({ "cursor": { "session_id": open, "offset": 2 }, "commit": { "path": "/n.txt" } });
+    assert_eq!(
+        d.content("files/upload_session/finish", &arg, b"34").status,
+        200
+    );
     assert_eq!(d.download("/n.txt", None).body, b"1234");
     let unknown = d.append("pid_upload_session:nosuch", 0, b"x", false);
     assert_eq!(unknown.summary(), "not_found/");
@@ -809,7 +1090,8 @@ fn a_failed_finish_leaves_the_session_to_commit_elsewhere() {
     d.upload_ok("/taken.txt", b"first");
     let id = d.start_session(b"second", true);
     let commit = |path: &str| {
-        let arg = json!({ "cursor": { "session_id": id, "offset": 6 }, "commit": { "path": path } });
+        let arg =
+            json!({ "cursor": { "session_id": id, "offset": 6 }, "commit": { "path": path } });
         d.content("files/upload_session/finish", &arg, b"")
     };
     let clash = commit("/taken.txt");
@@ -823,7 +1105,8 @@ fn a_failed_finish_leaves_the_session_to_commit_elsewhere() {
 fn sessions_expire_after_seven_days() {
     let d = Dbx::new();
     let id = d.start_session(b"a", false);
-    d.fake.advance_clock(Duration::from_secs(7 * 24 * 3_600 - 60));
+    d.fake
+        .advance_clock(Duration::from_secs(7 * 24 * 3_600 - 60));
     // A week outlives any access token.
     let d = Dbx {
         token: access_from(&d.fake, APP, &d.refresh),
@@ -841,9 +1124,7 @@ fn finish_batch_commits_closed_sessions_and_answers_each_entry() {
     let b = d.start_session(b"bb", false);
     assert_eq!(d.append(&b, 2, b"b", true).status, 200);
     let open = d.start_session(b"c", false);
-    let entry = |id: &str, offset: usize, path: &str| {
-        json!({ "cursor": { "session_id": id, "offset": offset }, "commit": { "path": path } })
-    };
+    let entry = |id: &str, offset: usize, path: &str| json!({ "cursor": { "session_id": id, "offset": offset }, "commit": { "path": path } });
     let r = d.rpc(
         "files/upload_session/finish_batch_v2",
         &json!({ "entries": [entry(&a, 3, "/batch/a"), entry(&b, 3, "/batch/b"), entry(&open, 1, "/batch/c")] }),
@@ -859,8 +1140,13 @@ fn finish_batch_commits_closed_sessions_and_answers_each_entry() {
     );
     assert_eq!(d.fake.files().len(), 2);
 
-    let too_many: Vec<Value> = (0..1_001).map(|i| entry("x", 0, &format!("/m{i}"))).collect();
-    let r = d.rpc("files/upload_session/finish_batch_v2", &json!({ "entries": too_many }));
+    let too_many: Vec<Value> = (0..1_001)
+        .map(|i| entry("x", 0, &format!("/m{i}")))
+        .collect();
+    let r = d.rpc(
+        "files/upload_session/finish_batch_v2",
+        &json!({ "entries": too_many }),
+    );
     assert_eq!(r.status, 400, "{}", r.text());
 }
 
@@ -912,7 +1198,10 @@ fn commits_into_one_namespace_at_once_collide() {
     d.fake.set_latency(Duration::from_millis(300));
     let replies = at_once(2, |i| d.upload(&format!("/p{i}.txt"), b"x"));
     let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
-    assert!(statuses.contains(&200) && statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.contains(&200) && statuses.contains(&429),
+        "{statuses:?}"
+    );
     let refused = replies.iter().find(|r| r.status == 429).expect("a refusal");
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert_eq!(refused.summary(), "too_many_write_operations/");
@@ -926,7 +1215,10 @@ fn commits_into_one_namespace_at_once_collide() {
     let ids: Vec<String> = (0..2).map(|_| d.start_session(b"q", true)).collect();
     let batches = at_once(2, |i| {
         let entry = json!({ "cursor": { "session_id": ids[i], "offset": 1 }, "commit": { "path": format!("/b{i}") } });
-        d.rpc("files/upload_session/finish_batch_v2", &json!({ "entries": [entry] }))
+        d.rpc(
+            "files/upload_session/finish_batch_v2",
+            &json!({ "entries": [entry] }),
+        )
     });
     let mut statuses: Vec<u16> = batches.iter().map(|r| r.status).collect();
     statuses.sort_unstable();
@@ -950,7 +1242,11 @@ fn appends_and_other_namespaces_run_alongside_a_commit() {
                 &d.fake.content_addr(),
                 "POST",
                 "/2/files/upload",
-                &[("Authorization", &auth), ("Content-Type", "application/octet-stream"), ("Dropbox-API-Arg", &arg)],
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/octet-stream"),
+                    ("Dropbox-API-Arg", &arg),
+                ],
                 b"y",
             )
         }
@@ -980,17 +1276,30 @@ fn download_honours_one_range() {
     assert_eq!(past.status, 416);
     assert_eq!(past.header("content-range"), Some("bytes */10"));
     let whole = d.download("/r.txt", None);
-    assert_eq!((whole.status, whole.body.as_slice()), (200, b"0123456789".as_slice()));
+    assert_eq!(
+        (whole.status, whole.body.as_slice()),
+        (200, b"0123456789".as_slice())
+    );
     let missing = d.download("/nope.txt", None);
     assert_eq!(missing.status, 409);
     assert_eq!(missing.summary(), "path/not_found/");
-    assert_eq!(missing.error(), json!({ ".tag": "path", "path": { ".tag": "not_found" } }));
+    assert_eq!(
+        missing.error(),
+        json!({ ".tag": "path", "path": { ".tag": "not_found" } })
+    );
     d.upload_ok("/dir/f", b"x");
     assert_eq!(d.download("/dir", None).summary(), "path/not_file/");
     let by_id = d.upload_ok("/byid.txt", b"id!");
-    assert_eq!(d.download(by_id["id"].as_str().expect("id"), None).body, b"id!");
+    assert_eq!(
+        d.download(by_id["id"].as_str().expect("id"), None).body,
+        b"id!"
+    );
     let old_rev = by_id["rev"].as_str().expect("rev").to_owned();
-    d.content("files/upload", &json!({ "path": "/byid.txt", "mode": "overwrite" }), b"new");
+    d.content(
+        "files/upload",
+        &json!({ "path": "/byid.txt", "mode": "overwrite" }),
+        b"new",
+    );
     assert_eq!(d.download(&format!("rev:{old_rev}"), None).body, b"id!");
 }
 
@@ -1018,16 +1327,34 @@ fn list_folder_pages_and_continue_shows_only_what_changed() {
     assert_eq!(pages, 2);
     assert_eq!(
         all,
-        ["file:/dir/f0.txt", "file:/dir/f1.txt", "file:/dir/f2.txt", "file:/dir/f3.txt", "file:/dir/f4.txt", "folder:/dir/sub"]
+        [
+            "file:/dir/f0.txt",
+            "file:/dir/f1.txt",
+            "file:/dir/f2.txt",
+            "file:/dir/f3.txt",
+            "file:/dir/f4.txt",
+            "folder:/dir/sub"
+        ]
     );
     let cursor = page["cursor"].as_str().expect("cursor").to_owned();
-    assert_eq!(d.more(&cursor).json()["entries"], json!([]), "nothing changed");
+    assert_eq!(
+        d.more(&cursor).json()["entries"],
+        json!([]),
+        "nothing changed"
+    );
 
     d.upload_ok("/dir/new.txt", b"n");
-    assert_eq!(d.rpc("files/delete_v2", &json!({ "path": "/dir/f1.txt" })).status, 200);
+    assert_eq!(
+        d.rpc("files/delete_v2", &json!({ "path": "/dir/f1.txt" }))
+            .status,
+        200
+    );
     d.upload_ok("/elsewhere.txt", b"not in /dir");
     let changes = d.more(&cursor).json();
-    assert_eq!(paths_of(&changes), ["file:/dir/new.txt", "deleted:/dir/f1.txt"]);
+    assert_eq!(
+        paths_of(&changes),
+        ["file:/dir/new.txt", "deleted:/dir/f1.txt"]
+    );
 
     let limited = d.list(json!({ "path": "/dir", "limit": 2 }));
     assert_eq!(limited["has_more"], true);
@@ -1035,11 +1362,21 @@ fn list_folder_pages_and_continue_shows_only_what_changed() {
     assert_eq!(limited["entries"].as_array().map(Vec::len), Some(2));
     let recursive = d.list(json!({ "path": "/dir", "recursive": true, "limit": 100 }));
     assert!(paths_of(&recursive).contains(&"file:/dir/sub/deep.txt".to_owned()));
-    assert_eq!(paths_of(&recursive)[0], "folder:/dir", "a recursive listing starts with the folder");
-    assert!(!paths_of(&recursive).iter().any(|p| p.starts_with("deleted:")));
+    assert_eq!(
+        paths_of(&recursive)[0],
+        "folder:/dir",
+        "a recursive listing starts with the folder"
+    );
+    assert!(!paths_of(&recursive)
+        .iter()
+        .any(|p| p.starts_with("deleted:")));
     let with_deleted = d.list(json!({ "path": "/dir", "include_deleted": true, "limit": 100 }));
     assert!(paths_of(&with_deleted).contains(&"deleted:/dir/f1.txt".to_owned()));
-    assert_eq!(d.rpc("files/list_folder", &json!({ "path": "", "limit": 0 })).status, 400);
+    assert_eq!(
+        d.rpc("files/list_folder", &json!({ "path": "", "limit": 0 }))
+            .status,
+        400
+    );
 }
 
 #[test]
@@ -1051,7 +1388,11 @@ fn a_change_while_a_listing_is_paged_is_not_lost() {
     }
     let first = d.list(json!({ "path": "" }));
     assert_eq!(paths_of(&first), ["file:/a", "file:/b"]);
-    d.content("files/upload", &json!({ "path": "/a", "mode": "overwrite" }), b"2");
+    d.content(
+        "files/upload",
+        &json!({ "path": "/a", "mode": "overwrite" }),
+        b"2",
+    );
     let mut cursor = first["cursor"].as_str().expect("cursor").to_owned();
     let mut rest = Vec::new();
     loop {
@@ -1068,19 +1409,28 @@ fn a_change_while_a_listing_is_paged_is_not_lost() {
 #[test]
 fn reset_cursors_answer_reset_and_garbled_ones_are_refused() {
     let d = Dbx::new();
-    let old = d.list(json!({ "path": "" }))["cursor"].as_str().expect("cursor").to_owned();
+    let old = d.list(json!({ "path": "" }))["cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
     d.fake.reset_cursors();
     let r = d.more(&old);
     assert_eq!(r.status, 409);
     assert_eq!(r.summary(), "reset/");
     assert_eq!(r.error(), json!({ ".tag": "reset" }));
-    let fresh = d.list(json!({ "path": "" }))["cursor"].as_str().expect("cursor").to_owned();
+    let fresh = d.list(json!({ "path": "" }))["cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
     assert_eq!(d.more(&fresh).status, 200);
     let mut garbled = fresh.clone();
     garbled.replace_range(garbled.len() - 2.., "00");
     assert_eq!(d.more(&garbled).status, 400);
     assert_eq!(d.more("not a cursor").status, 400);
-    let latest = d.rpc("files/list_folder/get_latest_cursor", &json!({ "path": "" }));
+    let latest = d.rpc(
+        "files/list_folder/get_latest_cursor",
+        &json!({ "path": "" }),
+    );
     let latest = latest.json()["cursor"].as_str().expect("cursor").to_owned();
     d.upload_ok("/after.txt", b"x");
     assert_eq!(paths_of(&d.more(&latest).json()), ["file:/after.txt"]);
@@ -1094,13 +1444,21 @@ fn longpoll_request(cursor: &str, timeout: u64, auth: Option<&str>) -> Vec<u8> {
     if let Some(a) = auth {
         headers.push(("Authorization", a));
     }
-    request_bytes("POST", "/2/files/list_folder/longpoll", &headers, body.as_bytes())
+    request_bytes(
+        "POST",
+        "/2/files/list_folder/longpoll",
+        &headers,
+        body.as_bytes(),
+    )
 }
 
 #[test]
 fn the_long_poll_takes_no_token_and_a_timeout_in_range() {
     let d = Dbx::new();
-    let cursor = d.list(json!({ "path": "" }))["cursor"].as_str().expect("cursor").to_owned();
+    let cursor = d.list(json!({ "path": "" }))["cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
     let auth = format!("Bearer {}", d.token);
     let notify = d.fake.notify_addr();
     let send = |raw: Vec<u8>| {
@@ -1110,36 +1468,58 @@ fn the_long_poll_takes_no_token_and_a_timeout_in_range() {
     };
     let with_token = send(longpoll_request(&cursor, 30, Some(&auth)));
     assert_eq!(with_token.status, 400);
-    assert!(with_token.text().contains("does not use it"), "{}", with_token.text());
+    assert!(
+        with_token.text().contains("does not use it"),
+        "{}",
+        with_token.text()
+    );
     for t in [29, 481] {
-        assert_eq!(send(longpoll_request(&cursor, t, None)).status, 400, "timeout {t}");
+        assert_eq!(
+            send(longpoll_request(&cursor, t, None)).status,
+            400,
+            "timeout {t}"
+        );
     }
 }
 
 #[test]
 fn the_long_poll_answers_as_soon_as_something_changed() {
     let d = Dbx::new();
-    let cursor = d.list(json!({ "path": "" }))["cursor"].as_str().expect("cursor").to_owned();
+    let cursor = d.list(json!({ "path": "" }))["cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
     let mut s = connect(&d.fake.notify_addr());
-    s.write_all(&longpoll_request(&cursor, 30, None)).expect("send");
-    s.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+    s.write_all(&longpoll_request(&cursor, 30, None))
+        .expect("send");
+    s.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
     let mut byte = [0u8; 1];
     let waiting = s.peek(&mut byte);
     assert!(
-        waiting.as_ref().is_err_and(|e| matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        waiting.as_ref().is_err_and(|e| matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )),
         "the poll answered with nothing changed: {waiting:?}"
     );
     let started = Instant::now();
     d.upload_ok("/news.txt", b"!");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let r = read_reply(&mut BufReader::new(s));
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), json!({ "changes": true }));
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 
     // A change before the call answers at once.
     let mut s = connect(&d.fake.notify_addr());
-    s.write_all(&longpoll_request(&cursor, 30, None)).expect("send");
+    s.write_all(&longpoll_request(&cursor, 30, None))
+        .expect("send");
     assert_eq!(read_reply(&mut BufReader::new(s)).json()["changes"], true);
 }
 
@@ -1147,11 +1527,15 @@ fn the_long_poll_answers_as_soon_as_something_changed() {
 fn a_long_poll_within_its_backoff_is_refused() {
     let d = Dbx::new();
     d.fake.set_longpoll_backoff(Some(5));
-    let cursor = d.list(json!({ "path": "" }))["cursor"].as_str().expect("cursor").to_owned();
+    let cursor = d.list(json!({ "path": "" }))["cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
     d.upload_ok("/x", b"x");
     let poll = || {
         let mut s = connect(&d.fake.notify_addr());
-        s.write_all(&longpoll_request(&cursor, 30, None)).expect("send");
+        s.write_all(&longpoll_request(&cursor, 30, None))
+            .expect("send");
         read_reply(&mut BufReader::new(s))
     };
     let first = poll();
@@ -1178,13 +1562,22 @@ fn delete_removes_one_file_and_leaves_its_folder() {
     let again = d.rpc("files/delete_v2", &json!({ "path": "/keep/a.txt" }));
     assert_eq!(again.status, 409);
     assert_eq!(again.summary(), "path_lookup/not_found/");
-    assert_eq!(again.error(), json!({ ".tag": "path_lookup", "path_lookup": { ".tag": "not_found" } }));
+    assert_eq!(
+        again.error(),
+        json!({ ".tag": "path_lookup", "path_lookup": { ".tag": "not_found" } })
+    );
     d.upload_ok("/keep/b/c.txt", b"c");
-    assert_eq!(d.rpc("files/delete_v2", &json!({ "path": "/keep" })).status, 200);
+    assert_eq!(
+        d.rpc("files/delete_v2", &json!({ "path": "/keep" })).status,
+        200
+    );
     assert!(d.fake.files().is_empty());
     let gone = d.rpc("files/get_metadata", &json!({ "path": "/keep/b/c.txt" }));
     assert_eq!(gone.summary(), "path/not_found/");
-    let tomb = d.rpc("files/get_metadata", &json!({ "path": "/keep/b/c.txt", "include_deleted": true }));
+    let tomb = d.rpc(
+        "files/get_metadata",
+        &json!({ "path": "/keep/b/c.txt", "include_deleted": true }),
+    );
     assert_eq!(tomb.json()[".tag"], "deleted");
 }
 
@@ -1196,9 +1589,19 @@ fn folders_are_made_once_and_metadata_names_what_is_there() {
     assert_eq!(made.json()["metadata"]["path_display"], "/New Folder");
     let twice = d.rpc("files/create_folder_v2", &json!({ "path": "/new folder" }));
     assert_eq!(twice.summary(), "path/conflict/folder/");
-    let renamed = d.rpc("files/create_folder_v2", &json!({ "path": "/new folder", "autorename": true }));
-    assert_eq!(renamed.json()["metadata"]["path_display"], "/new folder (1)");
-    assert_eq!(d.rpc("files/get_metadata", &json!({ "path": "/New Folder" })).json()[".tag"], "folder");
+    let renamed = d.rpc(
+        "files/create_folder_v2",
+        &json!({ "path": "/new folder", "autorename": true }),
+    );
+    assert_eq!(
+        renamed.json()["metadata"]["path_display"],
+        "/new folder (1)"
+    );
+    assert_eq!(
+        d.rpc("files/get_metadata", &json!({ "path": "/New Folder" }))
+            .json()[".tag"],
+        "folder"
+    );
     let root = d.rpc("files/get_metadata", &json!({ "path": "" }));
     assert_eq!(root.status, 400, "get_metadata does not take the root");
 }
@@ -1213,12 +1616,22 @@ fn commits_past_the_quota_are_refused_insufficient_space() {
     let over = d.upload("/five", &[2; 5]);
     assert_eq!(over.status, 409);
     assert_eq!(over.summary(), "path/insufficient_space/");
-    assert_eq!(over.error()["reason"], json!({ ".tag": "insufficient_space" }));
-    let replace = d.content("files/upload", &json!({ "path": "/six", "mode": "overwrite" }), &[3; 10]);
+    assert_eq!(
+        over.error()["reason"],
+        json!({ ".tag": "insufficient_space" })
+    );
+    let replace = d.content(
+        "files/upload",
+        &json!({ "path": "/six", "mode": "overwrite" }),
+        &[3; 10],
+    );
     assert_eq!(replace.status, 200, "an overwrite frees what it replaces");
     let id = d.start_session(b"z", true);
     let entry = json!({ "cursor": { "session_id": id, "offset": 1 }, "commit": { "path": "/z" } });
-    let batch = d.rpc("files/upload_session/finish_batch_v2", &json!({ "entries": [entry] }));
+    let batch = d.rpc(
+        "files/upload_session/finish_batch_v2",
+        &json!({ "entries": [entry] }),
+    );
     assert_eq!(
         batch.json()["entries"][0],
         json!({ ".tag": "failure", "failure": { ".tag": "path", "path": { ".tag": "insufficient_space" } } })
@@ -1240,29 +1653,51 @@ fn outages_fail_every_request_as_dropbox_does() {
     d.fake.set_outage(Outage::NotDropbox);
     let portal = d.rpc("users/get_current_account", &Value::Null);
     assert_eq!(portal.status, 200);
-    assert!(portal.header("content-type").unwrap_or_default().starts_with("text/html"));
+    assert!(portal
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/html"));
 
-    d.fake.set_outage(Outage::TooManyRequests { retry_after_secs: 7 });
+    d.fake.set_outage(Outage::TooManyRequests {
+        retry_after_secs: 7,
+    });
     let limited = d.rpc("files/list_folder", &json!({ "path": "" }));
     assert_eq!(limited.status, 429);
     assert_eq!(limited.header("retry-after"), Some("7"));
-    assert_eq!(limited.error(), json!({ "reason": { ".tag": "too_many_requests" }, "retry_after": 7 }));
+    assert_eq!(
+        limited.error(),
+        json!({ "reason": { ".tag": "too_many_requests" }, "retry_after": 7 })
+    );
 
     d.fake.set_outage(Outage::CutConnections);
     let mut s = connect(&d.fake.api_addr());
-    s.write_all(&request_bytes("POST", "/2/users/get_current_account", &[], b""))
-        .expect("send");
+    s.write_all(&request_bytes(
+        "POST",
+        "/2/users/get_current_account",
+        &[],
+        b"",
+    ))
+    .expect("send");
     let mut got = Vec::new();
     let _ = s.read_to_end(&mut got);
     assert!(got.is_empty(), "a cut connection answers nothing");
 
     d.fake.set_outage(Outage::Stall);
     let mut s = connect(&d.fake.api_addr());
-    s.write_all(&request_bytes("POST", "/2/users/get_current_account", &[], b""))
-        .expect("send");
-    s.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+    s.write_all(&request_bytes(
+        "POST",
+        "/2/users/get_current_account",
+        &[],
+        b"",
+    ))
+    .expect("send");
+    s.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
     let mut byte = [0u8; 1];
-    assert!(s.read(&mut byte).is_err(), "a stalled request is not answered");
+    assert!(
+        s.read(&mut byte).is_err(),
+        "a stalled request is not answered"
+    );
     d.fake.set_outage(Outage::None);
     assert_eq!(d.rpc("users/get_current_account", &Value::Null).status, 200);
     assert!(d.fake.seen().iter().filter(|s| s.status == 0).count() >= 2);
@@ -1277,8 +1712,14 @@ fn the_record_names_each_request() {
     assert_eq!(last.host, Host::Content);
     assert_eq!(last.endpoint, "files/download");
     assert_eq!(last.status, 409);
-    assert!(last.error_summary.as_deref().is_some_and(|s| s.starts_with("path/not_found/")));
-    assert_eq!(last.authorization.as_deref(), Some(format!("Bearer {}", d.token).as_str()));
+    assert!(last
+        .error_summary
+        .as_deref()
+        .is_some_and(|s| s.starts_with("path/not_found/")));
+    assert_eq!(
+        last.authorization.as_deref(),
+        Some(format!("Bearer {}", d.token).as_str())
+    );
     assert_eq!(d.fake.count("oauth2/token"), 1);
     assert_eq!(d.fake.count("files/download"), 1);
 }
@@ -1290,8 +1731,13 @@ fn connections_are_kept_alive() {
     let auth = format!("Bearer {}", d.token);
     let mut r = BufReader::new(s.try_clone().expect("clone"));
     for _ in 0..3 {
-        s.write_all(&request_bytes("POST", "/2/users/get_current_account", &[("Authorization", &auth)], b""))
-            .expect("send");
+        s.write_all(&request_bytes(
+            "POST",
+            "/2/users/get_current_account",
+            &[("Authorization", &auth)],
+            b"",
+        ))
+        .expect("send");
         assert_eq!(read_reply(&mut r).status, 200);
     }
 }
@@ -1300,8 +1746,15 @@ fn connections_are_kept_alive() {
 fn everything_stored_keeps_every_revision_deleted_files_and_folder_names() {
     let d = Dbx::new();
     d.upload_ok("/secret folder/note.txt", b"v1");
-    d.content("files/upload", &json!({ "path": "/secret folder/note.txt", "mode": "overwrite" }), b"v2");
-    d.rpc("files/delete_v2", &json!({ "path": "/secret folder/note.txt" }));
+    d.content(
+        "files/upload",
+        &json!({ "path": "/secret folder/note.txt", "mode": "overwrite" }),
+        b"v2",
+    );
+    d.rpc(
+        "files/delete_v2",
+        &json!({ "path": "/secret folder/note.txt" }),
+    );
     let pending = d.start_session(b"half", false);
     let all = d.fake.everything_stored();
     let has = |p: &str, b: &[u8]| all.iter().any(|(path, bytes)| path == p && bytes == b);

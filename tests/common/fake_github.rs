@@ -32,10 +32,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::fake_http as http;
-use super::fake_http::{http_date, iso_time, parse_iso_time};
 use self::http::{Framing, Head, Response};
 use self::json::Json;
+use super::fake_http as http;
+use super::fake_http::{http_date, iso_time, parse_iso_time};
 
 /// GitHub caps request bodies lower, but does not say where; past this the fake
 /// refuses (413) rather than hold an unbounded body in memory.

@@ -144,12 +144,16 @@ impl Auth {
             None => return Err("Missing response_type.".into()),
         }
         if let Some(uri) = get("redirect_uri") {
-            return Err(format!(r#"Invalid redirect_uri: "{uri}". It must exactly match one of the redirect URIs you've pre-configured for your app (including the path)."#));
+            return Err(format!(
+                r#"Invalid redirect_uri: "{uri}". It must exactly match one of the redirect URIs you've pre-configured for your app (including the path)."#
+            ));
         }
         let challenge = get("code_challenge").ok_or("Missing code_challenge.")?;
         let unreserved = |c: char| c.is_ascii_alphanumeric() || "-._~".contains(c);
         if !(43..=128).contains(&challenge.len()) || !challenge.chars().all(unreserved) {
-            return Err("Invalid code_challenge: must be 43 to 128 characters of [A-Za-z0-9-._~].".into());
+            return Err(
+                "Invalid code_challenge: must be 43 to 128 characters of [A-Za-z0-9-._~].".into(),
+            );
         }
         match get("code_challenge_method") {
             Some("S256") => {}
@@ -186,7 +190,12 @@ impl Auth {
     }
 
     /// The caller of an API request, from `Authorization: Bearer …`.
-    pub fn authenticate(&self, head: &Head, endpoint: &str, now_ms: u64) -> Result<Caller, Response> {
+    pub fn authenticate(
+        &self,
+        head: &Head,
+        endpoint: &str,
+        now_ms: u64,
+    ) -> Result<Caller, Response> {
         let Some(value) = head.header("authorization") else {
             return Err(wire::bad_input(
                 endpoint,
@@ -221,9 +230,10 @@ impl Auth {
 
     /// `POST /oauth2/token`.
     fn token(&mut self, head: &Head, body: &[u8], now_ms: u64) -> Response {
-        let form = head
-            .header("content-type")
-            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+        let form = head.header("content-type").is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
         let mut params = form_pairs(&head.query);
         if form {
             params.extend(form_pairs(&String::from_utf8_lossy(body)));
@@ -240,7 +250,10 @@ impl Auth {
             None => (get("client_id"), get("client_secret")),
         };
         let Some(client_id) = client_id else {
-            return oauth_error("invalid_request", "No auth function available for given request");
+            return oauth_error(
+                "invalid_request",
+                "No auth function available for given request",
+            );
         };
         let known = self
             .apps
@@ -322,7 +335,10 @@ impl Auth {
 
 /// The token endpoint's error document.
 fn oauth_error(error: &str, description: &str) -> Response {
-    wire::json(400, &json!({ "error": error, "error_description": description }))
+    wire::json(
+        400,
+        &json!({ "error": error, "error_description": description }),
+    )
 }
 
 /// `Basic base64(id:secret)`.
@@ -421,14 +437,10 @@ fn escape(s: &str) -> String {
 /// access token of that refresh token.
 pub fn revoke_token(call: Call) -> Result<Response, Response> {
     let mut state = call.shared.state();
-    let refresh = state
-        .auth
-        .access
-        .get_mut(&call.caller.token)
-        .and_then(|a| {
-            a.revoked = true;
-            a.refresh.clone()
-        });
+    let refresh = state.auth.access.get_mut(&call.caller.token).and_then(|a| {
+        a.revoked = true;
+        a.refresh.clone()
+    });
     if let Some(r) = refresh {
         state.auth.revoke_refresh(&r);
     }

@@ -25,10 +25,14 @@ pub fn write_path(obj: &Obj, field: &str) -> Result<Option<tree::Path>, Response
     if p.starts_with("id:") || p.starts_with("ns:") {
         // Valid for Dropbox, which would resolve them; the product writes by
         // path, so the fake does not resolve them and says so.
-        return Err(obj.err(&format!("{field}: the fake Dropbox writes by path only, not '{p}'")));
+        return Err(obj.err(&format!(
+            "{field}: the fake Dropbox writes by path only, not '{p}'"
+        )));
     }
     if !p.starts_with('/') {
-        return Err(obj.err(&format!("{field}: '{p}' did not match pattern '{WRITE_PATTERN}'")));
+        return Err(obj.err(&format!(
+            "{field}: '{p}' did not match pattern '{WRITE_PATTERN}'"
+        )));
     }
     Ok(tree::parse_path(p))
 }
@@ -47,7 +51,9 @@ fn read_path(obj: &Obj, field: &str) -> Result<Option<String>, Response> {
         return Ok(Some(p.to_owned()));
     }
     if !p.starts_with('/') || p.starts_with("ns:") {
-        return Err(obj.err(&format!("{field}: '{p}' did not match pattern '{READ_PATTERN}'")));
+        return Err(obj.err(&format!(
+            "{field}: '{p}' did not match pattern '{READ_PATTERN}'"
+        )));
     }
     Ok(tree::parse_path(p).map(|path| path.display))
 }
@@ -60,10 +66,15 @@ pub fn write_mode(obj: &Obj) -> Result<Mode, Response> {
         Some(("update", value)) => {
             let rev = value.and_then(|v| v.get("update")).and_then(Value::as_str);
             match rev {
-                Some(r) if r.len() >= 9 && r.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+                Some(r)
+                    if r.len() >= 9
+                        && r.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+                {
                     Ok(Mode::Update(r.to_owned()))
                 }
-                Some(r) => Err(obj.err(&format!("mode: update: '{r}' did not match pattern '{REV_PATTERN}'"))),
+                Some(r) => Err(obj.err(&format!(
+                    "mode: update: '{r}' did not match pattern '{REV_PATTERN}'"
+                ))),
                 None => Err(obj.err("mode: update: missing value")),
             }
         }
@@ -159,7 +170,10 @@ pub fn upload(mut call: Call) -> Result<Response, Response> {
         ))
     };
     if expected_hash.as_ref().is_some_and(|h| *h != content.hash) {
-        return Err(wire::route_error(409, json!({ ".tag": "content_hash_mismatch" })));
+        return Err(wire::route_error(
+            409,
+            json!({ ".tag": "content_hash_mismatch" }),
+        ));
     }
     let Some(path) = &commit.path else {
         return failed(content, malformed());
@@ -188,7 +202,10 @@ pub fn download(call: Call) -> Result<Response, Response> {
         target = target.map(|_| format!("rev:{rev}"));
     }
     let Some(target) = target else {
-        return Err(wire::route_error(409, json!({ ".tag": "path", "path": malformed() })));
+        return Err(wire::route_error(
+            409,
+            json!({ ".tag": "path", "path": malformed() }),
+        ));
     };
     let found = call.shared.state().tree(call.caller.ns).find(&target);
     let revision = match found {
@@ -199,7 +216,7 @@ pub fn download(call: Call) -> Result<Response, Response> {
                 json!({ ".tag": "path", "path": { ".tag": "not_file" } }),
             ))
         }
-        Found::Deleted(_) | Found::NotFound => {
+        Found::Deleted(_) | Found::Nothing => {
             return Err(wire::route_error(
                 409,
                 json!({ ".tag": "path", "path": { ".tag": "not_found" } }),
@@ -215,7 +232,11 @@ pub fn download(call: Call) -> Result<Response, Response> {
             .with("accept-ranges", "bytes")
             .with("etag", format!("W/\"{}\"", revision.rev))
     };
-    match call.head.header("range").and_then(|r| parse_range(r, total)) {
+    match call
+        .head
+        .header("range")
+        .and_then(|r| parse_range(r, total))
+    {
         None => Ok(ok(200).with_shared_body(revision.content.clone(), 0..total)),
         Some(None) => Err(wire::response(416)
             .with("content-range", format!("bytes */{total}"))
@@ -283,14 +304,20 @@ pub fn create_folder(call: Call) -> Result<Response, Response> {
     let args = call.args(&["path", "autorename"])?;
     let autorename = args.bool("autorename", false)?;
     let Some(path) = write_path(&args, "path")? else {
-        return Err(wire::route_error(409, json!({ ".tag": "path", "path": malformed() })));
+        return Err(wire::route_error(
+            409,
+            json!({ ".tag": "path", "path": malformed() }),
+        ));
     };
     let (shared, ns) = (call.shared, call.caller.ns);
     shared.commit(ns, || {
         let made = shared.state().tree(ns).create_folder(&path, autorename);
         match made {
             Ok(metadata) => Ok(wire::json(200, &json!({ "metadata": metadata }))),
-            Err(reason) => Err(wire::route_error(409, json!({ ".tag": "path", "path": reason }))),
+            Err(reason) => Err(wire::route_error(
+                409,
+                json!({ ".tag": "path", "path": reason }),
+            )),
         }
     })
 }
@@ -306,10 +333,16 @@ pub fn get_metadata(call: Call) -> Result<Response, Response> {
     ])?;
     let include_deleted = args.bool("include_deleted", false)?;
     let Some(target) = read_path(&args, "path")? else {
-        return Err(wire::route_error(409, json!({ ".tag": "path", "path": malformed() })));
+        return Err(wire::route_error(
+            409,
+            json!({ ".tag": "path", "path": malformed() }),
+        ));
     };
     let not_found = || {
-        wire::route_error(409, json!({ ".tag": "path", "path": { ".tag": "not_found" } }))
+        wire::route_error(
+            409,
+            json!({ ".tag": "path", "path": { ".tag": "not_found" } }),
+        )
     };
     let found = call.shared.state().tree(call.caller.ns).find(&target);
     match found {
@@ -320,6 +353,6 @@ pub fn get_metadata(call: Call) -> Result<Response, Response> {
         }
         Found::Folder(v) => Ok(wire::json(200, &v)),
         Found::Deleted(v) if include_deleted => Ok(wire::json(200, &v)),
-        Found::Deleted(_) | Found::NotFound => Err(not_found()),
+        Found::Deleted(_) | Found::Nothing => Err(not_found()),
     }
 }

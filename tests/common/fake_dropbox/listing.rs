@@ -148,7 +148,11 @@ fn new_cursor(call: &Call, args: &Obj) -> Result<Cursor, Response> {
     let path = args.req_str("path")?;
     let scope = match path {
         "" => String::new(),
-        "/" => return Err(args.err(r#"path: Specify the root folder as an empty string rather than as "/"."#)),
+        "/" => {
+            return Err(
+                args.err(r#"path: Specify the root folder as an empty string rather than as "/"."#)
+            )
+        }
         p if p.starts_with('/') => match tree::parse_path(p) {
             Some(p) => p.lower,
             None => {
@@ -167,7 +171,9 @@ fn new_cursor(call: &Call, args: &Obj) -> Result<Cursor, Response> {
     let limit = match args.u64("limit")? {
         None => 0,
         Some(n) if (1..=LIMIT_MAX).contains(&n) => n,
-        Some(n) => return Err(args.err(&format!("limit: {n} is not within range [1, {LIMIT_MAX}]"))),
+        Some(n) => {
+            return Err(args.err(&format!("limit: {n} is not within range [1, {LIMIT_MAX}]")))
+        }
     };
     let recursive = args.bool("recursive", false)?;
     let include_deleted = args.bool("include_deleted", false)?;
@@ -299,7 +305,10 @@ pub fn longpoll(shared: &Shared, endpoint: &str, args: &Value) -> Result<Respons
     let now = state.now_ms();
     if let Some(&after) = state.longpoll_after.get(&cursor.ns) {
         if now < after {
-            return Err(wire::rate_limited("too_many_requests", (after - now).div_ceil(1_000)));
+            return Err(wire::rate_limited(
+                "too_many_requests",
+                (after - now).div_ceil(1_000),
+            ));
         }
     }
     let deadline = Instant::now() + Duration::from_secs(timeout) + state.longpoll_jitter;
@@ -333,7 +342,9 @@ pub fn longpoll(shared: &Shared, endpoint: &str, args: &Value) -> Result<Respons
     if let Some(backoff) = state.longpoll_backoff {
         body["backoff"] = json!(backoff);
         let now = state.now_ms();
-        state.longpoll_after.insert(cursor.ns, now + backoff * 1_000);
+        state
+            .longpoll_after
+            .insert(cursor.ns, now + backoff * 1_000);
     }
     Ok(wire::json(200, &body))
 }

@@ -241,7 +241,13 @@ fn take(
 
 /// Commits a taken session under `commit`, in the state lock. Ok: the file's
 /// metadata; Err: the `WriteError`, the data back in its session.
-fn commit_one(shared: &Shared, ns: u64, id: &str, commit: &Commit, taken: Taken) -> Result<Map<String, Value>, Value> {
+fn commit_one(
+    shared: &Shared,
+    ns: u64,
+    id: &str,
+    commit: &Commit,
+    taken: Taken,
+) -> Result<Map<String, Value>, Value> {
     let Some(path) = &commit.path else {
         taken.restore();
         return Err(json!({ ".tag": "malformed_path", "malformed_path": null }));
@@ -249,7 +255,9 @@ fn commit_one(shared: &Shared, ns: u64, id: &str, commit: &Commit, taken: Taken)
     let kept = taken.content.bytes.clone();
     let hash = taken.content.hash.clone();
     let Taken {
-        session, old_len, content,
+        session,
+        old_len,
+        content,
     } = taken;
     let written = {
         let mut state = shared.state();
@@ -283,13 +291,22 @@ pub fn finish(mut call: Call) -> Result<Response, Response> {
         let taken = take(shared, ns, id, offset, &body, false).map_err(|e| {
             wire::route_error(409, json!({ ".tag": "lookup_failed", "lookup_failed": e }))
         })?;
-        if expected_hash.as_ref().is_some_and(|h| *h != taken.content.hash) {
+        if expected_hash
+            .as_ref()
+            .is_some_and(|h| *h != taken.content.hash)
+        {
             taken.restore();
-            return Err(wire::route_error(409, json!({ ".tag": "content_hash_mismatch" })));
+            return Err(wire::route_error(
+                409,
+                json!({ ".tag": "content_hash_mismatch" }),
+            ));
         }
         match commit_one(shared, ns, id, &commit, taken) {
             Ok(metadata) => Ok(wire::json(200, &Value::Object(metadata))),
-            Err(reason) => Err(wire::route_error(409, json!({ ".tag": "path", "path": reason }))),
+            Err(reason) => Err(wire::route_error(
+                409,
+                json!({ ".tag": "path", "path": reason }),
+            )),
         }
     })
 }
@@ -322,7 +339,9 @@ pub fn finish_batch(call: Call) -> Result<Response, Response> {
                 let failure = |f: Value| json!({ ".tag": "failure", "failure": f });
                 let taken = match take(shared, ns, id, *offset, &[], true) {
                     Ok(t) => t,
-                    Err(e) => return failure(json!({ ".tag": "lookup_failed", "lookup_failed": e })),
+                    Err(e) => {
+                        return failure(json!({ ".tag": "lookup_failed", "lookup_failed": e }))
+                    }
                 };
                 match commit_one(shared, ns, id, commit, taken) {
                     Ok(mut metadata) => {

@@ -236,7 +236,7 @@ pub enum Found {
     Folder(Value),
     /// A tombstone: what was there, tagged `deleted`.
     Deleted(Value),
-    NotFound,
+    Nothing,
 }
 
 static REVS: AtomicU64 = AtomicU64::new(1);
@@ -378,7 +378,8 @@ impl Tree {
             return Err(conflict("file_ancestor"));
         }
         let current = self.live(&w.path.lower);
-        let same = |r: &Revision| r.hash == w.content.hash && r.content.len() == w.content.bytes.len();
+        let same =
+            |r: &Revision| r.hash == w.content.hash && r.content.len() == w.content.bytes.len();
         let mut target = w.path.clone();
         let clash = match current.map(|n| &n.kind) {
             Some(Kind::Folder) => Some("folder"),
@@ -450,7 +451,11 @@ impl Tree {
     }
 
     /// Creates a folder (and its parents). Ok: its metadata, untagged.
-    pub fn create_folder(&mut self, path: &Path, autorename: bool) -> Result<Map<String, Value>, Value> {
+    pub fn create_folder(
+        &mut self,
+        path: &Path,
+        autorename: bool,
+    ) -> Result<Map<String, Value>, Value> {
         if self.file_ancestor(&path.lower) {
             return Err(conflict("file_ancestor"));
         }
@@ -515,13 +520,13 @@ impl Tree {
         if let Some(rev) = p.strip_prefix("rev:") {
             return match self.revs.get(rev) {
                 Some(r) => Found::File(r.clone()),
-                None => Found::NotFound,
+                None => Found::Nothing,
             };
         }
         let lower = match p.strip_prefix("id:") {
             Some(_) => match self.ids.get(p) {
                 Some(lower) => lower.clone(),
-                None => return Found::NotFound,
+                None => return Found::Nothing,
             },
             None => p.to_lowercase(),
         };
@@ -531,7 +536,7 @@ impl Tree {
                 Kind::Folder => Found::Folder(n.tagged()),
                 Kind::Deleted => Found::Deleted(n.tagged()),
             },
-            None => Found::NotFound,
+            None => Found::Nothing,
         }
     }
 
@@ -577,7 +582,13 @@ impl Tree {
     /// One page of what changed under `scope` after change `since`, each path
     /// once, as it is now (a deleted path as a `deleted` entry), in the order of
     /// the changes; and the change to go on from if there are more.
-    pub fn changes(&self, scope: &str, recursive: bool, since: u64, page: usize) -> (Vec<Value>, Option<u64>) {
+    pub fn changes(
+        &self,
+        scope: &str,
+        recursive: bool,
+        since: u64,
+        page: usize,
+    ) -> (Vec<Value>, Option<u64>) {
         let mut entries = Vec::new();
         let mut last = since;
         let changed = self

@@ -34,18 +34,46 @@ pub enum Style {
 /// Every endpoint the fake serves, with the host that serves it.
 const ROUTES: &[(&str, Host, Style)] = &[
     ("auth/token/revoke", Host::Api, Style::Rpc { void: true }),
-    ("users/get_current_account", Host::Api, Style::Rpc { void: true }),
-    ("users/get_space_usage", Host::Api, Style::Rpc { void: true }),
+    (
+        "users/get_current_account",
+        Host::Api,
+        Style::Rpc { void: true },
+    ),
+    (
+        "users/get_space_usage",
+        Host::Api,
+        Style::Rpc { void: true },
+    ),
     ("files/list_folder", Host::Api, Style::Rpc { void: false }),
-    ("files/list_folder/continue", Host::Api, Style::Rpc { void: false }),
-    ("files/list_folder/get_latest_cursor", Host::Api, Style::Rpc { void: false }),
+    (
+        "files/list_folder/continue",
+        Host::Api,
+        Style::Rpc { void: false },
+    ),
+    (
+        "files/list_folder/get_latest_cursor",
+        Host::Api,
+        Style::Rpc { void: false },
+    ),
     ("files/get_metadata", Host::Api, Style::Rpc { void: false }),
     ("files/delete_v2", Host::Api, Style::Rpc { void: false }),
-    ("files/create_folder_v2", Host::Api, Style::Rpc { void: false }),
-    ("files/upload_session/finish_batch_v2", Host::Api, Style::Rpc { void: false }),
+    (
+        "files/create_folder_v2",
+        Host::Api,
+        Style::Rpc { void: false },
+    ),
+    (
+        "files/upload_session/finish_batch_v2",
+        Host::Api,
+        Style::Rpc { void: false },
+    ),
     ("files/upload", Host::Content, Style::Upload),
     ("files/upload_session/start", Host::Content, Style::Upload),
-    ("files/upload_session/append_v2", Host::Content, Style::Upload),
+    (
+        "files/upload_session/append_v2",
+        Host::Content,
+        Style::Upload,
+    ),
     ("files/upload_session/finish", Host::Content, Style::Upload),
     ("files/download", Host::Content, Style::Download),
     ("files/list_folder/longpoll", Host::Notify, Style::NoAuth),
@@ -66,8 +94,7 @@ pub fn host_name(host: Host) -> &'static str {
     }
 }
 
-const RPC_TYPES: &str =
-    r#""application/json", "application/json; charset=utf-8", "text/plain; charset=dropbox-cors-hack""#;
+const RPC_TYPES: &str = r#""application/json", "application/json; charset=utf-8", "text/plain; charset=dropbox-cors-hack""#;
 const UPLOAD_TYPES: &str = r#""application/octet-stream", "text/plain; charset=dropbox-cors-hack""#;
 const DOWNLOAD_TYPES: &str = r#""text/plain", "text/plain; charset=dropbox-cors-hack""#;
 
@@ -96,7 +123,9 @@ pub fn rpc_args(
     if ct.is_empty() {
         return Err(bad_input(
             endpoint,
-            &format!(r#"Missing or empty HTTP "Content-Type" header. Expecting one of {RPC_TYPES}."#),
+            &format!(
+                r#"Missing or empty HTTP "Content-Type" header. Expecting one of {RPC_TYPES}."#
+            ),
         ));
     }
     let accepted = [
@@ -147,7 +176,8 @@ pub fn content_args(
             ))
         }
         Style::Upload
-            if ct != "application/octet-stream" && ct != "text/plain; charset=dropbox-cors-hack" =>
+            if ct != "application/octet-stream"
+                && ct != "text/plain; charset=dropbox-cors-hack" =>
         {
             return Err(bad_input(
                 endpoint,
@@ -160,8 +190,12 @@ pub fn content_args(
         // Download sends no body; what the fake does not know it refuses.
         Style::Download
             if !ct.is_empty()
-                && !["text/plain", "text/plain; charset=dropbox-cors-hack", "application/octet-stream"]
-                    .contains(&ct.as_str()) =>
+                && ![
+                    "text/plain",
+                    "text/plain; charset=dropbox-cors-hack",
+                    "application/octet-stream",
+                ]
+                .contains(&ct.as_str()) =>
         {
             return Err(bad_input(
                 endpoint,
@@ -183,7 +217,9 @@ pub fn content_args(
     // every non-ASCII character escaped as \uXXXX. A raw one is refused (it
     // has been seen to pass for valid UTF-8 at times, but the documented rule
     // is what a client can rely on).
-    let unsafe_byte = arg.bytes().any(|b| !(0x20..0x7F).contains(&b) && b != b'\t');
+    let unsafe_byte = arg
+        .bytes()
+        .any(|b| !(0x20..0x7F).contains(&b) && b != b'\t');
     if unsafe_byte {
         return Err(bad_input(
             endpoint,
@@ -311,7 +347,13 @@ impl<'a> Obj<'a> {
     }
 
     /// An element of a list field, as a struct (`entries: [..]`).
-    pub fn item(&self, k: &str, i: usize, v: &'a Value, fields: &[&str]) -> Result<Obj<'a>, Response> {
+    pub fn item(
+        &self,
+        k: &str,
+        i: usize,
+        v: &'a Value,
+        fields: &[&str],
+    ) -> Result<Obj<'a>, Response> {
         Obj::of(v, format!("{}{k}: [{i}]: ", self.at), self.endpoint, fields)
     }
 
