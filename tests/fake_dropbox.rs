@@ -399,6 +399,15 @@ fn rpc_takes_json_and_no_argument_endpoints_take_nothing_or_null() {
     );
     let with_value = post(Some("application/json"), "users/get_current_account", b"{}");
     assert_eq!(with_value.status, 400, "{}", with_value.text());
+    let form = post(
+        Some("application/x-www-form-urlencoded"),
+        "users/get_current_account",
+        b"",
+    );
+    assert_eq!(
+        form.status, 400,
+        "a form type is refused even on an empty body"
+    );
 
     let args = br#"{"path":""}"#;
     for ct in [
@@ -1261,6 +1270,22 @@ fn appends_and_other_namespaces_run_alongside_a_commit() {
 // 7. Downloads
 
 #[test]
+fn a_post_without_a_length_has_no_body() {
+    let d = Dbx::new();
+    d.upload_ok("/nolength.txt", b"here");
+    let mut s = connect(&d.fake.content_addr());
+    let raw = format!(
+        "POST /2/files/download HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Bearer {}\r\nDropbox-API-Arg: {}\r\n\r\n",
+        d.token,
+        ascii_json(&json!({ "path": "/nolength.txt" }))
+    );
+    s.write_all(raw.as_bytes()).expect("send");
+    let r = read_reply(&mut BufReader::new(s));
+    assert_eq!((r.status, r.body.as_slice()), (200, b"here".as_slice()));
+}
+
+#[test]
 fn download_honours_one_range() {
     let d = Dbx::new();
     d.upload_ok("/r.txt", b"0123456789");
@@ -1427,6 +1452,12 @@ fn reset_cursors_answer_reset_and_garbled_ones_are_refused() {
     garbled.replace_range(garbled.len() - 2.., "00");
     assert_eq!(d.more(&garbled).status, 400);
     assert_eq!(d.more("not a cursor").status, 400);
+    let elsewhere = Dbx::new();
+    let foreign = elsewhere.list(json!({ "path": "" }))["cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
+    assert_eq!(d.more(&foreign).status, 400, "another fake's cursor");
     let latest = d.rpc(
         "files/list_folder/get_latest_cursor",
         &json!({ "path": "" }),

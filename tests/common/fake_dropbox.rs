@@ -453,6 +453,8 @@ struct State {
     busy: HashSet<u64>,
     /// Cursors carry the epoch they were issued in; older ones are reset.
     cursor_epoch: u64,
+    /// Keys this fake's cursors, so another fake's are refused.
+    cursor_salt: u64,
     seen: Vec<Seen>,
     write_conflicts: usize,
 }
@@ -474,6 +476,7 @@ impl State {
             sessions: sessions::Sessions::default(),
             busy: HashSet::new(),
             cursor_epoch: 0,
+            cursor_salt: wire::random_u64(),
             seen: Vec::new(),
             write_conflicts: 0,
         }

@@ -57,7 +57,8 @@ struct Cursor {
 const SEP: char = '\u{1f}';
 
 impl Cursor {
-    fn encode(&self) -> String {
+    /// `salt` is the fake's own: a cursor from another fake is no cursor here.
+    fn encode(&self, salt: u64) -> String {
         let (kind, since, after) = match &self.phase {
             Phase::Listing { since, after } => ('L', since, after.as_deref().unwrap_or("")),
             Phase::Changes { since } => ('C', since, ""),
@@ -71,14 +72,14 @@ impl Cursor {
             self.limit,
             self.scope
         );
-        let mut out = format!("AAE{:016x}", checksum(&text));
+        let mut out = format!("AAE{:016x}", checksum(&text, salt));
         for b in text.bytes() {
             out.push_str(&format!("{b:02x}"));
         }
         out
     }
 
-    fn decode(s: &str) -> Option<Self> {
+    fn decode(s: &str, salt: u64) -> Option<Self> {
         let rest = s.strip_prefix("AAE")?;
         let sum = u64::from_str_radix(rest.get(..16)?, 16).ok()?;
         let hex = rest.get(16..)?;
@@ -90,7 +91,7 @@ impl Cursor {
             .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
             .collect::<Option<Vec<u8>>>()?;
         let text = String::from_utf8(bytes).ok()?;
-        if checksum(&text) != sum {
+        if checksum(&text, salt) != sum {
             return None;
         }
         let parts: Vec<&str> = text.split(SEP).collect();
@@ -122,9 +123,9 @@ impl Cursor {
 }
 
 /// Keeps a hand-edited cursor from passing for a real one.
-fn checksum(text: &str) -> u64 {
+fn checksum(text: &str, salt: u64) -> u64 {
     let mut h = DefaultHasher::new();
-    h.write(b"fake-dropbox-cursor");
+    h.write_u64(salt);
     h.write(text.as_bytes());
     h.finish()
 }
@@ -162,6 +163,13 @@ fn new_cursor(call: &Call, args: &Obj) -> Result<Cursor, Response> {
                 ))
             }
         },
+        p if p.starts_with("id:") || p.starts_with("ns:") => {
+            // Valid for Dropbox; the product lists by path, so the fake does not
+            // resolve them and says so.
+            return Err(args.err(&format!(
+                "path: the fake Dropbox lists by path only, not '{p}'"
+            )));
+        }
         p => {
             return Err(args.err(&format!(
                 r"path: '{p}' did not match pattern '(/(.|[\r\n])*)?|id:.*|(ns:[0-9]+(/.*)?)'"
@@ -244,7 +252,11 @@ fn page(state: &mut State, mut cursor: Cursor) -> Response {
     };
     wire::json(
         200,
-        &json!({ "entries": entries, "cursor": cursor.encode(), "has_more": has_more }),
+        &json!({
+            "entries": entries,
+            "cursor": cursor.encode(state.cursor_salt),
+            "has_more": has_more,
+        }),
     )
 }
 
@@ -260,15 +272,17 @@ pub fn list_folder(call: Call) -> Result<Response, Response> {
 pub fn latest_cursor(call: Call) -> Result<Response, Response> {
     let args = call.args(LIST_FIELDS)?;
     let mut cursor = new_cursor(&call, &args)?;
-    let since = call.shared.state().tree(call.caller.ns).seq();
-    cursor.phase = Phase::Changes { since };
-    Ok(wire::json(200, &json!({ "cursor": cursor.encode() })))
+    if let Phase::Listing { since, .. } = cursor.phase {
+        cursor.phase = Phase::Changes { since };
+    }
+    let cursor = cursor.encode(call.shared.state().cursor_salt);
+    Ok(wire::json(200, &json!({ "cursor": cursor })))
 }
 
 /// A cursor from the arguments, checked against the namespace and the epoch.
 fn cursor_arg(obj: &Obj, ns: Option<u64>, state: &State) -> Result<Cursor, Response> {
     let text = obj.req_str("cursor")?;
-    let cursor = Cursor::decode(text)
+    let cursor = Cursor::decode(text, state.cursor_salt)
         .filter(|c| ns.is_none_or(|ns| c.ns == ns) && state.trees.contains_key(&c.ns))
         .ok_or_else(|| obj.err("cursor: invalid cursor"))?;
     if cursor.epoch < state.cursor_epoch {

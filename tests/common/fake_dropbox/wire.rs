@@ -117,7 +117,9 @@ pub fn rpc_args(
     void: bool,
 ) -> Result<Value, Response> {
     let ct = content_type.map(normal_type).unwrap_or_default();
-    if void && body.is_empty() {
+    // No arguments may come as nothing at all; a content type, if sent, must
+    // still be JSON's (Dropbox refuses a form type even on an empty body).
+    if void && body.is_empty() && ct.is_empty() {
         return Ok(Value::Null);
     }
     if ct.is_empty() {
@@ -142,12 +144,11 @@ pub fn rpc_args(
             ),
         ));
     }
-    let value = if void && body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|_| bad_input(endpoint, "request body: could not decode input as JSON"))?
-    };
+    if void && body.is_empty() {
+        return Ok(Value::Null);
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| bad_input(endpoint, "request body: could not decode input as JSON"))?;
     if void && !value.is_null() {
         return Err(bad_input(
             endpoint,
@@ -488,16 +489,21 @@ pub fn mix(n: u64) -> u64 {
 
 static RANDOM: AtomicU64 = AtomicU64::new(0);
 
+/// 64 bits no one can guess, from std's per-process random hasher keys.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(RANDOM.fetch_add(1, Relaxed));
+    h.finish()
+}
+
 /// `len` characters of `[A-Za-z0-9_-]` no one can guess from the others: tokens,
 /// codes, session ids. Seeded per process by std's random hasher keys.
 pub fn random_string(len: usize) -> String {
-    use std::hash::{BuildHasher, Hasher};
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(len);
     while out.len() < len {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(RANDOM.fetch_add(1, Relaxed));
-        let mut bits = h.finish();
+        let mut bits = random_u64();
         for _ in 0..10 {
             if out.len() == len {
                 break;
