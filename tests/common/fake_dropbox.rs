@@ -6,8 +6,8 @@
 //! users' copies would fail there. The three listeners play Dropbox's three hosts
 //! (api: RPC endpoints, plus `/oauth2/token` and `/oauth2/authorize`; content:
 //! uploads and downloads; notify: the long poll), and an endpoint asked of the
-//! wrong host is refused. Plain HTTP/1.1 with keep-alive ([`fake_http`]), one
-//! thread per connection.
+//! wrong host is refused. Plain HTTP/1.1 with keep-alive (the shared
+//! `fake_http`), one thread per connection.
 //!
 //! The parts, one job each: [`server`] (listeners, connections, outages, routing),
 //! [`wire`] (routes, how arguments arrive, error shapes),
@@ -27,6 +27,8 @@
 //! one upload session's data. A namespace's write lock is a flag in the state, held
 //! across the commit without the state lock, so overlapping requests really
 //! overlap; hashing and copying large bodies happen outside the state lock too.
+//! The register of open connections has a lock of its own, never held with
+//! another.
 //!
 //! Time is the fake's own clock: the wall clock plus what a test has added with
 //! [`FakeDropbox::advance_clock`]. Token and code expiry, session expiry,
