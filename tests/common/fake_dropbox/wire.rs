@@ -451,7 +451,6 @@ pub fn summary(error: &Value) -> String {
 /// `expired_access_token`).
 pub fn auth_error(tag: &str) -> Response {
     route_error(401, serde_json::json!({ ".tag": tag }))
-        .with("www-authenticate", r#"Bearer realm="Dropbox-API""#)
 }
 
 /// 429 with Dropbox's RateLimitError and `Retry-After`.
