@@ -25,7 +25,7 @@ mod gist;
 pub use self::gist::StoredGist;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -34,7 +34,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use self::http::{Framing, Head, Response};
 use self::json::Json;
+use super::fake_http as http;
+use super::fake_http::{http_date, iso_time, parse_iso_time};
 
+/// GitHub caps request bodies lower, but does not say where; past this the fake
+/// refuses (413) rather than hold an unbounded body in memory.
+const BODY_LIMIT: usize = 100 * 1024 * 1024;
 /// GitHub's documented primary rate limits, per hour.
 const AUTHENTICATED_PER_HOUR: u32 = 5_000;
 const UNAUTHENTICATED_PER_HOUR: u32 = 60;
@@ -407,7 +412,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 return;
             }
         };
-        let framing = http::framing(&head);
+        let framing = http::framing(&head, BODY_LIMIT);
         if shared.state().outage == Outage::Stall {
             shared.state().record(&head, 0);
             let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -718,7 +723,7 @@ impl State {
                 Framing::Length(_) | Framing::Empty => {
                     self.api(head, body.unwrap_or_default(), peer)
                 }
-                Framing::LengthRequired { .. } => {
+                Framing::LengthRequired | Framing::Chunked => {
                     Response::text(411, "text/html", "<h1>411 Length Required</h1>")
                 }
                 Framing::TooLarge => {
@@ -1139,10 +1144,7 @@ fn port_of(base_url: &str) -> u16 {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    http::unix_now()
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -1166,40 +1168,9 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// `2026-12-07 12:00:00 UTC`, the format of GitHub's expiry header.
 fn github_time(unix: u64) -> String {
-    let secs = unix as i64;
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let t = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        t / 3_600,
-        t / 60 % 60,
-        t % 60
-    )
+    iso_time(unix).replacen('T', " ", 1).replace('Z', " UTC")
 }
 
 fn parse_github_time(s: &str) -> Option<u64> {
@@ -1208,389 +1179,55 @@ fn parse_github_time(s: &str) -> Option<u64> {
     if zone != "UTC" {
         return None;
     }
-    let num = |p: &str, max: i64| p.parse::<i64>().ok().filter(|n| (0..=max).contains(n));
-    let mut ymd = date.split('-');
-    let (y, m, d) = (
-        num(ymd.next()?, 9_999)?,
-        num(ymd.next()?, 12)?,
-        num(ymd.next()?, 31)?,
-    );
-    let mut hms = time.split(':');
-    let (h, mi, sec) = (
-        num(hms.next()?, 23)?,
-        num(hms.next()?, 59)?,
-        num(hms.next()?, 60)?,
-    );
-    if ymd.next().is_some() || hms.next().is_some() || m == 0 || d == 0 {
-        return None;
-    }
-    let secs = days_from_civil(y, m, d) * 86_400 + h * 3_600 + mi * 60 + sec;
-    u64::try_from(secs).ok()
+    http::parse_utc(date, time)
 }
 
-/// `2026-12-07T12:00:00Z`, GitHub's timestamps in JSON (ISO 8601, UTC).
-fn iso_time(unix: u64) -> String {
-    github_time(unix).replacen(' ', "T", 1).replace(" UTC", "Z")
+/// The constructors of GitHub's answers over the shared [`Response`]: every
+/// answer names its server and carries a `Date`.
+trait GithubReply: Sized {
+    fn text(status: u16, content_type: &str, body: &str) -> Self;
+    fn json(status: u16, body: &Json) -> Self;
+    fn html(status: u16, body: &str) -> Self;
+    /// GitHub's error document.
+    fn error(status: u16, message: &str, documentation_url: &str) -> Self;
+    /// No body at all: a 204, or a 304 (which carries its 200's `ETag`).
+    fn empty(status: u16) -> Self;
+    /// The `Date` header as of the fake's clock.
+    fn dated(self, unix: u64) -> Self;
 }
 
-fn parse_iso_time(s: &str) -> Option<u64> {
-    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
-    parse_github_time(&format!("{date} {time} UTC"))
-}
-
-/// `Mon, 30 Nov 2026 05:23:14 GMT`, for the `Date` header.
-fn http_date(unix: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = (unix / 86_400) as i64;
-    let (y, m, d) = civil_from_days(days);
-    let t = unix % 86_400;
-    format!(
-        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
-        DAYS[days.rem_euclid(7) as usize],
-        MONTHS[(m - 1) as usize],
-        t / 3_600,
-        t / 60 % 60,
-        t % 60
-    )
-}
-
-/// HTTP/1.1 as far as a fake server needs it: request heads, body framing by
-/// `Content-Length`, responses.
-mod http {
-    use super::*;
-
-    /// More than any request the product sends; a larger head is an error.
-    const HEAD_LIMIT: usize = 64 * 1024;
-    /// GitHub caps request bodies lower, but does not say where; past this the
-    /// fake refuses (413) rather than hold an unbounded body in memory.
-    const BODY_LIMIT: usize = 100 * 1024 * 1024;
-
-    pub struct Head {
-        pub method: String,
-        pub path: String,
-        /// Unparsed: `GET /gists` reads `per_page`, `page` and `since` from it.
-        pub query: String,
-        http10: bool,
-        headers: Vec<(String, String)>,
+impl GithubReply for Response {
+    fn text(status: u16, content_type: &str, body: &str) -> Self {
+        Self::empty(status)
+            .with("content-type", content_type)
+            .with_body(body.as_bytes().to_vec())
     }
 
-    impl Head {
-        /// The first header of that name (names are case-insensitive).
-        pub fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        }
-
-        fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-            self.headers
-                .iter()
-                .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        }
-
-        /// Whether the client asked for the connection to end after this request
-        /// (HTTP/1.0 ends it unless asked to keep it).
-        pub fn wants_close(&self) -> bool {
-            let has = |token: &str| {
-                self.headers_named("connection")
-                    .flat_map(|v| v.split(','))
-                    .any(|t| t.trim().eq_ignore_ascii_case(token))
-            };
-            if self.http10 {
-                !has("keep-alive")
-            } else {
-                has("close")
-            }
-        }
+    fn json(status: u16, body: &Json) -> Self {
+        Self::text(status, JSON_TYPE, &body.to_string())
     }
 
-    pub enum HeadError {
-        /// The client went away, or broke off mid-head.
-        Io,
-        /// Not HTTP/1.x; what could be made of the request line, for the record.
-        Malformed { method: String, target: String },
+    fn html(status: u16, body: &str) -> Self {
+        Self::text(status, "text/html; charset=utf-8", body)
     }
 
-    /// The next request's head; None when the client closed between requests.
-    pub fn read_head(r: &mut impl BufRead) -> Result<Option<Head>, HeadError> {
-        let mut lines = Vec::new();
-        let mut total = 0;
-        loop {
-            let mut line = Vec::new();
-            let room = (HEAD_LIMIT + 1).saturating_sub(total) as u64;
-            let n = r
-                .take(room)
-                .read_until(b'\n', &mut line)
-                .map_err(|_| HeadError::Io)?;
-            if n == 0 {
-                return if lines.is_empty() && total == 0 {
-                    Ok(None)
-                } else {
-                    Err(HeadError::Io)
-                };
-            }
-            total += n;
-            if total > HEAD_LIMIT {
-                return Err(malformed(&lines));
-            }
-            if line.last() != Some(&b'\n') {
-                return Err(HeadError::Io);
-            }
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            if line.is_empty() {
-                // RFC 9112 lets a server skip empty lines before a request line.
-                if lines.is_empty() {
-                    continue;
-                }
-                return parse_head(&lines).map(Some);
-            }
-            lines.push(String::from_utf8_lossy(&line).into_owned());
-        }
+    fn error(status: u16, message: &str, documentation_url: &str) -> Self {
+        let body = Json::obj([
+            ("message", Json::str(message)),
+            ("documentation_url", Json::str(documentation_url)),
+            ("status", Json::str(status.to_string())),
+        ]);
+        Self::json(status, &body)
     }
 
-    fn malformed(lines: &[String]) -> HeadError {
-        let mut parts = lines.first().map(|l| l.split(' ')).into_iter().flatten();
-        HeadError::Malformed {
-            method: parts.next().unwrap_or_default().to_owned(),
-            target: parts.next().unwrap_or_default().to_owned(),
-        }
+    fn empty(status: u16) -> Self {
+        Response::new(status)
+            .with("server", "github.com")
+            .with("date", http_date(now()))
     }
 
-    fn parse_head(lines: &[String]) -> Result<Head, HeadError> {
-        let bad = || malformed(lines);
-        let request_line = lines.first().ok_or_else(bad)?;
-        let parts: Vec<&str> = request_line.split(' ').collect();
-        let [method, target, version] = parts[..] else {
-            return Err(bad());
-        };
-        let http10 = match version {
-            "HTTP/1.1" => false,
-            "HTTP/1.0" => true,
-            _ => return Err(bad()),
-        };
-        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(bad());
-        }
-        // The absolute form is what a client sends through a proxy.
-        let origin = match target
-            .strip_prefix("http://")
-            .or(target.strip_prefix("https://"))
-        {
-            Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
-            None => target,
-        };
-        if !origin.starts_with('/') {
-            return Err(bad());
-        }
-        let (path, query) = origin.split_once('?').unwrap_or((origin, ""));
-        let mut headers = Vec::new();
-        for line in &lines[1..] {
-            // Folded continuation lines are obsolete and refused (RFC 9112 §5.2).
-            let (name, value) = line.split_once(':').ok_or_else(bad)?;
-            if name.is_empty() || name.contains(|c: char| c.is_whitespace()) {
-                return Err(bad());
-            }
-            headers.push((name.to_owned(), value.trim().to_owned()));
-        }
-        Ok(Head {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            query: query.to_owned(),
-            http10,
-            headers,
-        })
-    }
-
-    /// How the body after a head is delimited.
-    #[derive(Debug, Clone, Copy)]
-    pub enum Framing {
-        Length(usize),
-        /// No body, and none expected.
-        Empty,
-        /// A method that carries a body came without `Content-Length`. With
-        /// `Transfer-Encoding` the body is there but unread, so the connection
-        /// cannot carry another request.
-        LengthRequired {
-            unread_body: bool,
-        },
-        TooLarge,
-        /// Conflicting or unreadable lengths: nothing after this head can be trusted.
-        Invalid,
-    }
-
-    impl Framing {
-        pub fn must_close(&self) -> bool {
-            match self {
-                Framing::Length(_) | Framing::Empty => false,
-                Framing::LengthRequired { unread_body } => *unread_body,
-                Framing::TooLarge | Framing::Invalid => true,
-            }
-        }
-    }
-
-    pub fn framing(head: &Head) -> Framing {
-        let lengths: Vec<&str> = head.headers_named("content-length").collect();
-        let chunked = head.header("transfer-encoding").is_some();
-        if chunked {
-            return if lengths.is_empty() {
-                Framing::LengthRequired { unread_body: true }
-            } else {
-                // Both at once is how request smuggling is done (RFC 9112 §6.3).
-                Framing::Invalid
-            };
-        }
-        match lengths.as_slice() {
-            [] if matches!(head.method.as_str(), "POST" | "PUT" | "PATCH") => {
-                Framing::LengthRequired { unread_body: false }
-            }
-            [] => Framing::Empty,
-            [first, rest @ ..] if rest.iter().all(|l| l == first) => match first.parse::<usize>() {
-                Ok(n) if n > BODY_LIMIT => Framing::TooLarge,
-                Ok(n) => Framing::Length(n),
-                Err(_) => Framing::Invalid,
-            },
-            _ => Framing::Invalid,
-        }
-    }
-
-    /// Ends a connection after its last answer without resetting it: bytes the
-    /// client sent that were never read would make the kernel send a reset, which
-    /// can destroy the answer before the client reads it.
-    pub fn linger_close(reader: &mut impl Read, writer: &TcpStream) {
-        let _ = writer.shutdown(Shutdown::Write);
-        let _ = writer.set_read_timeout(Some(Duration::from_millis(500)));
-        let _ = io::copy(&mut reader.take(1024 * 1024), &mut io::sink());
-    }
-
-    pub struct Response {
-        pub status: u16,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    }
-
-    impl Response {
-        pub fn text(status: u16, content_type: &str, body: &str) -> Self {
-            Self {
-                status,
-                headers: vec![
-                    ("server".into(), "github.com".into()),
-                    ("date".into(), http_date(now())),
-                    ("content-type".into(), content_type.into()),
-                ],
-                body: body.as_bytes().to_vec(),
-            }
-        }
-
-        pub fn json(status: u16, body: &Json) -> Self {
-            Self::text(status, JSON_TYPE, &body.to_string())
-        }
-
-        pub fn html(status: u16, body: &str) -> Self {
-            Self::text(status, "text/html; charset=utf-8", body)
-        }
-
-        /// GitHub's error document.
-        pub fn error(status: u16, message: &str, documentation_url: &str) -> Self {
-            let body = Json::obj([
-                ("message", Json::str(message)),
-                ("documentation_url", Json::str(documentation_url)),
-                ("status", Json::str(status.to_string())),
-            ]);
-            Self::json(status, &body)
-        }
-
-        /// No body at all: a 204, or a 304 (which carries its 200's `ETag`).
-        pub fn empty(status: u16) -> Self {
-            Self {
-                status,
-                headers: vec![
-                    ("server".into(), "github.com".into()),
-                    ("date".into(), http_date(now())),
-                ],
-                body: Vec::new(),
-            }
-        }
-
-        pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
-            self.headers.push((name.to_owned(), value.into()));
-            self
-        }
-
-        /// The `Date` header as of the fake's clock.
-        pub fn dated(mut self, unix: u64) -> Self {
-            for (name, value) in &mut self.headers {
-                if name == "date" {
-                    *value = http_date(unix);
-                }
-            }
-            self
-        }
-
-        /// A weak validator of what is shown: the body and, for a page of a
-        /// list, its `Link` (the same items with no next page are news too).
-        pub fn etag(&self) -> String {
-            use std::hash::{DefaultHasher, Hash, Hasher};
-            let link = self.headers.iter().find(|(n, _)| n == "link");
-            let half = |salt: u8| {
-                let mut h = DefaultHasher::new();
-                salt.hash(&mut h);
-                self.body.hash(&mut h);
-                link.hash(&mut h);
-                h.finish()
-            };
-            format!("W/\"{:016x}{:016x}\"", half(1), half(2))
-        }
-
-        pub fn write_to(&self, w: &mut impl Write, close: bool) -> io::Result<()> {
-            let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
-            for (name, value) in &self.headers {
-                out.push_str(&format!("{name}: {value}\r\n"));
-            }
-            // RFC 9110 §8.6: no Content-Length on a 204; on a 304 it would have to
-            // be the 200's, and none is clearer.
-            if !matches!(self.status, 204 | 304) {
-                out.push_str(&format!("content-length: {}\r\n", self.body.len()));
-            }
-            if close {
-                out.push_str("connection: close\r\n");
-            }
-            out.push_str("\r\n");
-            let mut bytes = out.into_bytes();
-            bytes.extend_from_slice(&self.body);
-            w.write_all(&bytes)?;
-            w.flush()
-        }
-    }
-
-    fn reason(status: u16) -> &'static str {
-        match status {
-            200 => "OK",
-            201 => "Created",
-            202 => "Accepted",
-            204 => "No Content",
-            304 => "Not Modified",
-            307 => "Temporary Redirect",
-            400 => "Bad Request",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "Not Found",
-            409 => "Conflict",
-            411 => "Length Required",
-            413 => "Payload Too Large",
-            422 => "Unprocessable Entity",
-            429 => "Too Many Requests",
-            500 => "Internal Server Error",
-            503 => "Service Unavailable",
-            _ => "Unknown",
-        }
+    fn dated(self, unix: u64) -> Self {
+        self.set("date", http_date(unix))
     }
 }
 

@@ -12,6 +12,7 @@ pub const PASSPHRASE: &str = "correct horse battery staple";
 
 pub mod fake_dropbox;
 pub mod fake_github;
+pub mod fake_http;
 pub mod proxy;
 
 /// Where the tests' vaults live: a local folder, or the real S3 server that

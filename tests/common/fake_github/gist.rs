@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use super::http::{Head, Response};
 use super::json::Json;
+use super::GithubReply;
 use super::{iso_time, parse_iso_time, user_json, Call, Kind, Token, DOCS_GISTS};
 
 /// GET shows at most this many files of a gist.
