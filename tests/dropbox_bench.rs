@@ -52,12 +52,18 @@ fn bench_dropbox_w6_longpoll_against_polling() {
     println!(
         "longpoll (the product)   {:6.2} s   runs {:?}",
         median(longpoll.clone()),
-        longpoll.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>()
+        longpoll
+            .iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
     );
     println!(
         "polling alone            {:6.2} s   runs {:?}",
         median(polling.clone()),
-        polling.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>()
+        polling
+            .iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
     );
     println!(
         "polling / longpoll       {:6.1} x",

@@ -100,7 +100,9 @@ fn a_file_larger_than_one_request_goes_in_a_session_and_reads_back_by_range() {
     assert_eq!(store.get("v/big").unwrap(), data);
     let r = 9 * 1024 * 1024..9 * 1024 * 1024 + 4096;
     assert_eq!(
-        store.get_range("v/big", r.start as u64..r.end as u64).unwrap(),
+        store
+            .get_range("v/big", r.start as u64..r.end as u64)
+            .unwrap(),
         &data[r]
     );
     let tail = store
@@ -114,7 +116,9 @@ fn a_listing_that_finds_nothing_new_costs_one_request() {
     let fake = fake();
     let writer = dropbox_store(&fake);
     for i in 0..30 {
-        writer.put(&format!("v/d{}/log/{i:03}", i % 3), b"x").unwrap();
+        writer
+            .put(&format!("v/d{}/log/{i:03}", i % 3), b"x")
+            .unwrap();
     }
     let reader = dropbox_store(&fake);
     assert_eq!(reader.list_dirs("v/").unwrap().len(), 3);
@@ -123,7 +127,10 @@ fn a_listing_that_finds_nothing_new_costs_one_request() {
         let before = fake.seen().len();
         reader.list_dirs("v/").unwrap();
         for d in 0..3 {
-            assert_eq!(reader.list(&format!("v/d{d}/log/"), None).unwrap().len(), 10);
+            assert_eq!(
+                reader.list(&format!("v/d{d}/log/"), None).unwrap().len(),
+                10
+            );
         }
         let asked: Vec<String> = fake.seen()[before..]
             .iter()
@@ -156,7 +163,10 @@ fn the_longpoll_returns_when_another_writer_changes_something() {
     std::thread::scope(|s| {
         let waiting = s.spawn(|| reader.wait_for_change(Duration::from_secs(60)));
         std::thread::sleep(Duration::from_millis(500));
-        assert!(!waiting.is_finished(), "the longpoll returned with no change");
+        assert!(
+            !waiting.is_finished(),
+            "the longpoll returned with no change"
+        );
         writer.put("v/b", b"2").unwrap();
         let heard = waiting.join().unwrap();
         assert!(matches!(heard, Some(Ok(true))), "{heard:?}");

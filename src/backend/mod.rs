@@ -135,6 +135,9 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 /// A provider's account and request budget, as `status` shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProviderStatus {
+    /// Whose service this is, for people ("GitHub", "Dropbox").
+    #[serde(default)]
+    pub provider: Option<String>,
     pub account: Option<String>,
     /// Containers in use (gists).
     pub containers: Option<usize>,

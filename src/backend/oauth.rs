@@ -118,6 +118,10 @@ fn token_request(token_url: &str, form: &[(&str, &str)]) -> Result<TokenGrant, O
             .text()
             .map_err(|_| unreachable("the answer broke off"))?,
     );
+    // The endpoint's own trouble, or throttling: a later try may succeed.
+    if status >= 500 || status == 429 {
+        return Err(unreachable(&format!("it answered {status}")));
+    }
     let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) else {
         return Err(OAuthError::NotOAuth {
             url: token_url.to_owned(),
@@ -130,10 +134,11 @@ fn token_request(token_url: &str, form: &[(&str, &str)]) -> Result<TokenGrant, O
             .and_then(|e| e.as_str())
             .unwrap_or("no error code")
             .to_owned();
-        if error == "invalid_grant" {
+        if error.split(':').next().map(str::trim) == Some("invalid_grant") {
             return Err(OAuthError::LoginExpired);
         }
-        if error == "invalid_client" {
+        // Dropbox writes `invalid_client: Invalid client_id or client_secret`.
+        if error.split(':').next().map(str::trim) == Some("invalid_client") {
             return Err(OAuthError::UnknownClient);
         }
         return Err(OAuthError::Refused { status, error });

@@ -214,7 +214,23 @@ fn setup(cli: &Cli, home: Home, pass: &CliPassphrase, args: &SetupArgs) -> CmdRe
         device_name: device_name.clone(),
         force: args.force,
     };
-    let (outcome, place) = ghostie_fs::sync::setup(&req, pass)?;
+    let login = match &backend {
+        BackendConfig::Dropbox { urls } => super::login_dropbox::login_for_setup(
+            &home,
+            &urls.api,
+            args.app_key.as_deref(),
+            args.code_stdin,
+        )?,
+        _ => None,
+    };
+    let logged_in = login.as_ref().map(|l| l.info.account.clone());
+    let (outcome, place) = ghostie_fs::sync::setup_with_login(&req, pass, login)?;
+    if let Some(account) = logged_in {
+        say!(
+            cli,
+            "✅ Logged in to Dropbox as '{account}'; the login is kept with this device's keys."
+        );
+    }
     match outcome {
         SetupOutcome::Created => say!(cli, "✅ Cloud sync configured! Created a new vault in {place} for device '{device_name}'"),
         SetupOutcome::Joined { devices } => say!(

@@ -315,6 +315,11 @@ fn login_status(home: &Home, json: bool) -> CmdResult {
         any = true;
         let place = store.place().map(Place::describe).unwrap_or_default();
         println!("{provider}: account '{}', kept in {place}", info.account);
+        if let Some(app) = &info.client_id {
+            println!("   app key: {app} (its folder in your Dropbox is Apps/<the app's name>)");
+            println!("   access: renewed as needed from the stored login");
+            continue;
+        }
         match &info.scopes {
             Some(s) if s.is_empty() => println!("   scopes: none"),
             Some(s) => println!("   scopes: {}", s.join(", ")),
@@ -332,7 +337,7 @@ fn login_status(home: &Home, json: bool) -> CmdResult {
         );
     }
     if !any {
-        println!("No credentials stored. Log in with 'ghostie-fs login github'.");
+        println!("No credentials stored. Log in with 'ghostie-fs login github' or 'ghostie-fs login dropbox --app-key KEY'.");
     }
     if let Some(r) = store.remembered() {
         println!("{}", remembered_text(store.place(), r));
@@ -404,6 +409,7 @@ pub fn credentials_json(home: &Home) -> Result<serde_json::Value, CliError> {
                 "expires": info.expires,
                 "expires_soon": info.expires_at.is_some_and(|at| at <= now() + EXPIRY_WARNING_SECS),
                 "api_url": info.api_url,
+                "app_key": info.client_id,
                 "stored_at": when(info.stored_at),
             })
         })
@@ -435,12 +441,18 @@ pub fn status_lines(home: &Home) -> Vec<String> {
     };
     let mut lines = Vec::new();
     for (provider, info) in store.list() {
-        lines.push(format!(
-            "Credentials: {provider} ('{}', in {}), expires {}",
-            info.account,
-            store.place().map(Place::describe).unwrap_or_default(),
-            expiry_text(info)
-        ));
+        let place = store.place().map(Place::describe).unwrap_or_default();
+        lines.push(match &info.client_id {
+            Some(app) => format!(
+                "Credentials: {provider} ('{}', app key {app}, in {place}), renewed as needed",
+                info.account
+            ),
+            None => format!(
+                "Credentials: {provider} ('{}', in {place}), expires {}",
+                info.account,
+                expiry_text(info)
+            ),
+        });
     }
     for (provider, var) in env_in_use(&store) {
         lines.push(format!("Credentials: {provider} from {var} (environment)"));

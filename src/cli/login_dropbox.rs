@@ -11,7 +11,8 @@ use ghostie_fs::backend::oauth::OAuthError;
 use ghostie_fs::config::Home;
 use ghostie_fs::credentials::dropbox::{self, APP_KEY_VAR};
 use ghostie_fs::credentials::oauth::OAuthClient;
-use ghostie_fs::credentials::{env_secret, Credentials, Provider, Secret, StoredInfo};
+use ghostie_fs::credentials::{env_secret, Credentials, Place, Provider, Secret, StoredInfo};
+use ghostie_fs::sync::NewLogin;
 
 use super::errors::{CliError, EXIT_FAILURE, EXIT_REFUSED, EXIT_USAGE};
 use super::login::{key_if_needed, now};
@@ -23,10 +24,9 @@ type CmdResult = Result<u8, CliError>;
 const APP_HELP: &str = "make an app with 'App folder' access at https://www.dropbox.com/developers/apps (README: 'Dropbox as a backend')";
 
 /// The app key given, or from the environment; refused when it cannot be one.
-fn app_key(args: &LoginArgs) -> Result<String, CliError> {
-    let given = args
-        .app_key
-        .clone()
+fn app_key(given: Option<&str>) -> Result<String, CliError> {
+    let given = given
+        .map(str::to_owned)
         .or_else(|| std::env::var(APP_KEY_VAR).ok())
         .map(|k| k.trim().to_owned())
         .filter(|k| !k.is_empty());
@@ -47,9 +47,9 @@ fn app_key(args: &LoginArgs) -> Result<String, CliError> {
 
 /// The code the user pastes: from standard input when asked or when it is not a
 /// terminal, else asked for on the terminal.
-fn read_code(args: &LoginArgs) -> Result<Zeroizing<String>, CliError> {
+fn read_code(code_stdin: bool) -> Result<Zeroizing<String>, CliError> {
     let stdin = std::io::stdin();
-    if !args.code_stdin && stdin.is_terminal() {
+    if !code_stdin && stdin.is_terminal() {
         eprint!("Paste the code Dropbox shows: ");
         let _ = std::io::stderr().flush();
     }
@@ -85,25 +85,16 @@ fn oauth_error(e: OAuthError, app_key: &str) -> CliError {
     }
 }
 
-pub fn login(
-    cli: &Cli,
-    home: Home,
-    pass: &CliPassphrase,
-    args: &LoginArgs,
-    api_url: &str,
-) -> CmdResult {
-    let app_key = app_key(args)?;
-    let mut store = Credentials::open(&home)?;
-    let place = store.decide()?;
-    // The passphrase before the browser: a wrong one must not waste a code.
-    let key = key_if_needed(&home, place, pass)?;
-    let start = dropbox::start_login(api_url, &app_key);
-    eprintln!("Open this page, sign in to Dropbox and allow access for your app:");
+/// The consent page printed, the code read, traded for tokens and checked: a
+/// login ready to store.
+fn obtain(api_url: &str, app_key: &str, code_stdin: bool) -> Result<NewLogin, CliError> {
+    let start = dropbox::start_login(api_url, app_key);
+    println!("Open this page, sign in to Dropbox and allow access for your app:");
     println!("{}", start.url);
     let _ = std::io::stdout().flush();
-    let code = read_code(args)?;
-    let grant = dropbox::finish_login(&start, api_url, &app_key, &code)
-        .map_err(|e| oauth_error(e, &app_key))?;
+    let code = read_code(code_stdin)?;
+    let grant = dropbox::finish_login(&start, api_url, app_key, &code)
+        .map_err(|e| oauth_error(e, app_key))?;
     let Some(refresh) = grant.refresh_token.clone() else {
         return Err(CliError::new(
             EXIT_FAILURE,
@@ -118,20 +109,48 @@ pub fn login(
         )
     })?;
     let expires_at = now() + grant.expires_in.unwrap_or(14_400);
-    let info = StoredInfo {
-        account: account.clone(),
-        scopes: None,
-        expires: None,
-        expires_at: None,
-        api_url: api_url.to_owned(),
-        stored_at: now(),
-        client_id: Some(app_key),
-    };
+    Ok(NewLogin {
+        provider: Provider::Dropbox,
+        info: StoredInfo {
+            account,
+            scopes: None,
+            expires: None,
+            expires_at: None,
+            api_url: api_url.to_owned(),
+            stored_at: now(),
+            client_id: Some(app_key.to_owned()),
+        },
+        refresh_token: Secret::new(refresh),
+        access: Some((access, expires_at)),
+    })
+}
+
+pub fn login(
+    cli: &Cli,
+    home: Home,
+    pass: &CliPassphrase,
+    args: &LoginArgs,
+    api_url: &str,
+) -> CmdResult {
+    let app_key = app_key(args.app_key.as_deref())?;
+    let mut store = Credentials::open(&home)?;
+    let place = store.decide()?;
+    if place == Place::File && !home.config_path().exists() {
+        return Err(CliError::new(
+            EXIT_FAILURE,
+            "This device has no OS keyring, so a login is sealed under the vault's key: log in as you set up, with 'ghostie-fs setup --backend dropbox --app-key KEY'.",
+        ));
+    }
+    // The passphrase before the browser: a wrong one must not waste a code.
+    let key = key_if_needed(&home, place, pass)?;
+    let login = obtain(api_url, &app_key, args.code_stdin)?;
+    let account = login.info.account.clone();
+    let access = login.access.as_ref().map(|(s, at)| (s, *at));
     let place = store.store_tokens(
         Provider::Dropbox,
-        info,
-        &Secret::new(refresh),
-        Some((&access, expires_at)),
+        login.info.clone(),
+        &login.refresh_token,
+        access,
         key.as_ref(),
     )?;
     if let Some((var, _)) = env_secret(Provider::Dropbox, api_url) {
@@ -144,6 +163,39 @@ pub fn login(
         );
     }
     Ok(0)
+}
+
+/// Whether a setup on Dropbox at `api_url` has a login to use already: the
+/// environment's, or one stored in the home.
+pub fn has_login(home: &Home, api_url: &str) -> bool {
+    let env = |var: &str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
+    if env(dropbox::ACCESS_TOKEN_VAR) || env(dropbox::REFRESH_TOKEN_VAR) {
+        return true;
+    }
+    Credentials::open(home)
+        .ok()
+        .and_then(|c| c.info(Provider::Dropbox).cloned())
+        .is_some_and(|i| i.api_url.trim_end_matches('/') == api_url.trim_end_matches('/'))
+}
+
+/// The login a setup on Dropbox makes when the home has none: with the app key
+/// given (or from the environment); None when a login is there already.
+pub fn login_for_setup(
+    home: &Home,
+    api_url: &str,
+    app_key_given: Option<&str>,
+    code_stdin: bool,
+) -> Result<Option<NewLogin>, CliError> {
+    if has_login(home, api_url) {
+        return Ok(None);
+    }
+    let app_key = app_key(app_key_given).map_err(|_| {
+        CliError::new(
+            EXIT_USAGE,
+            format!("There is no Dropbox login here: give --app-key KEY to log in as you set up ({APP_HELP})."),
+        )
+    })?;
+    obtain(api_url, &app_key, code_stdin).map(Some)
 }
 
 /// Revokes the stored login at Dropbox; whether it was.

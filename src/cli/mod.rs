@@ -141,6 +141,14 @@ pub struct SetupArgs {
     /// https://notify.dropboxapi.com].
     #[arg(long, value_name = "URL")]
     pub notify_url: Option<String>,
+    /// Your Dropbox app's key, to log in as you set up when this device has no
+    /// Dropbox login yet (dropbox backend; see 'ghostie-fs login dropbox')
+    /// [env: GHOSTIE_DROPBOX_APP_KEY].
+    #[arg(long, value_name = "KEY")]
+    pub app_key: Option<String>,
+    /// Read Dropbox's code from the first line of standard input (dropbox backend).
+    #[arg(long)]
+    pub code_stdin: bool,
     /// This device's name, unique in the vault [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,

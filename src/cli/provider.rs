@@ -1,5 +1,6 @@
-//! What `status` says of a provider that counts requests (Gist): whose account, how
-//! many gists, how much of the hour's budget is spent and when it resets.
+//! What `status` says of a provider's account (Gist, Dropbox): whose it is, and
+//! what the provider counts: gists and the hour's request budget (GitHub), space
+//! (Dropbox).
 
 use ghostie_fs::sync::ProviderStatus;
 
@@ -14,10 +15,37 @@ fn minutes_from_now(at: u64) -> String {
     }
 }
 
+/// "1.5 GiB", "820 KiB", "12 B".
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
 pub fn lines(p: &ProviderStatus) -> Vec<String> {
     let mut out = Vec::new();
+    let provider = p.provider.as_deref().unwrap_or("Provider");
     if let Some(a) = &p.account {
-        out.push(format!("GitHub account: {a}"));
+        out.push(format!("{provider} account: {a}"));
+    }
+    if let Some(used) = p.space_used {
+        let of = p
+            .space_allocated
+            .map(|a| format!(" of {}", human_bytes(a)))
+            .unwrap_or_default();
+        out.push(format!("{provider} space used: {}{of}", human_bytes(used)));
     }
     if let Some(n) = p.containers {
         out.push(format!("Gists in use: {n}"));
@@ -34,7 +62,7 @@ pub fn lines(p: &ProviderStatus) -> Vec<String> {
     }
     if let Some(until) = p.waiting_until {
         out.push(format!(
-            "Waiting for GitHub's rate limit until {} ({})",
+            "Waiting for {provider}'s rate limit until {} ({})",
             when(until),
             minutes_from_now(until)
         ));
@@ -45,4 +73,35 @@ pub fn lines(p: &ProviderStatus) -> Vec<String> {
 pub fn json(p: Option<&ProviderStatus>) -> serde_json::Value {
     p.and_then(|p| serde_json::to_value(p).ok())
         .unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(human_bytes(2_000 * 1024 * 1024 * 1024), "2.0 TiB");
+    }
+
+    #[test]
+    fn each_provider_is_named_as_itself() {
+        let p = ProviderStatus {
+            provider: Some("Dropbox".into()),
+            account: Some("Ghost <g@example.com>".into()),
+            space_used: Some(2048),
+            space_allocated: Some(2 * 1024 * 1024 * 1024),
+            ..ProviderStatus::default()
+        };
+        assert_eq!(
+            lines(&p),
+            vec![
+                "Dropbox account: Ghost <g@example.com>".to_owned(),
+                "Dropbox space used: 2.0 KiB of 2.0 GiB".to_owned(),
+            ]
+        );
+    }
 }

@@ -30,8 +30,8 @@ pub use progress::{NoProgress, Progress};
 pub use reader::ContentReader;
 pub use rules::{After, Change, LocalChange, Seen};
 pub use vault::{
-    kept_name, setup, setup_vault, Conflict, ConflictSibling, Keep, PassphraseSource, PollReport,
-    PublishReport, Retake, SetupOutcome, SetupRequest, Vault,
+    kept_name, setup, setup_vault, setup_with_login, Conflict, ConflictSibling, Keep, NewLogin,
+    PassphraseSource, PollReport, PublishReport, Retake, SetupOutcome, SetupRequest, Vault,
 };
 /// What the mount keeps on this device only (see `Vault::mount_local`).
 pub use vault::{LocalSpecial, MountLocal, SpecialKind};

@@ -205,6 +205,25 @@ impl FakeDropbox {
             .expect("grant: that app was never added to the fake Dropbox")
     }
 
+    /// A refresh token of the test's choosing, as if the test account had approved
+    /// the app for offline access (every fake of a run can then share one).
+    pub fn grant_as(&self, app_key: &str, refresh_token: &str) {
+        self.shared
+            .state()
+            .auth
+            .grant_as(app_key, refresh_token)
+            .expect("grant_as: that app was never added to the fake Dropbox");
+    }
+
+    /// As if the user removed the app from their account (Dropbox's "connected
+    /// apps"): every login of it, and every access token, stops working.
+    pub fn revoke_app(&self, app_key: &str) {
+        let mut state = self.shared.state();
+        for token in state.auth.refresh_tokens_of(app_key) {
+            state.auth.revoke_refresh(&token);
+        }
+    }
+
     /// What the user's browser does with the URL the product prints: Ok(the code
     /// the page shows), or Err(the page's complaint about the URL).
     pub fn approve(&self, authorize_url: &str) -> Result<String, String> {

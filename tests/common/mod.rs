@@ -642,29 +642,55 @@ pub fn dropbox_login(
     home: &Path,
     prepare: impl FnOnce(&mut std::process::Command),
 ) {
+    let args = [
+        "login",
+        "dropbox",
+        "--app-key",
+        DROPBOX_APP_KEY,
+        "--api-url",
+        &d.relays[0].url(),
+        "--code-stdin",
+    ];
+    let (out, printed) = with_dropbox_consent(d, home, &args, prepare);
+    assert!(
+        out.status.success(),
+        "login dropbox: {printed}{}",
+        stderr(&out)
+    );
+}
+
+/// Runs `args` (a command that logs in to Dropbox: it prints the consent page and
+/// reads the code) for the home at `home`, approving the page as the user would;
+/// returns how it ended and what it printed.
+pub fn with_dropbox_consent(
+    d: &DropboxVault,
+    home: &Path,
+    args: &[&str],
+    prepare: impl FnOnce(&mut std::process::Command),
+) -> (Output, String) {
     use std::io::{BufRead, Write};
     let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("ghostie-fs"));
     c.arg("--home")
         .arg(home)
-        .args([
-            "login",
-            "dropbox",
-            "--app-key",
-            DROPBOX_APP_KEY,
-            "--api-url",
-            &d.relays[0].url(),
-            "--code-stdin",
-        ])
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     prepare(&mut c);
     c.env_remove("GHOSTIE_DROPBOX_REFRESH_TOKEN")
         .env_remove("GHOSTIE_DROPBOX_APP_KEY");
-    let mut child = c.spawn().expect("run login");
+    let mut child = c.spawn().expect("run the command");
     let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut printed = String::new();
     let mut url = String::new();
-    stdout.read_line(&mut url).expect("the consent page's address");
+    while !url.starts_with("http") {
+        url.clear();
+        let n = stdout
+            .read_line(&mut url)
+            .expect("the consent page's address");
+        printed.push_str(&url);
+        assert!(n > 0, "{args:?} printed no address to open: {printed}");
+    }
     let code = d
         .fake
         .approve(url.trim())
@@ -675,14 +701,9 @@ pub fn dropbox_login(
         .expect("stdin")
         .write_all(format!("{code}\n").as_bytes())
         .expect("paste the code");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("login's output");
-    let out = child.wait_with_output().expect("login");
-    assert!(
-        out.status.success(),
-        "login dropbox: {rest}{}",
-        stderr(&out)
-    );
+    std::io::Read::read_to_string(&mut stdout, &mut printed).expect("the output");
+    let out = child.wait_with_output().expect("the command");
+    (out, printed)
 }
 
 fn walk_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, PathBuf>) {

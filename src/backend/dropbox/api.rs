@@ -451,7 +451,10 @@ impl DropboxApi {
             // A server that ignored the range sent the whole file.
             Some(r) if whole => {
                 let end = (r.end as usize).min(bytes.len());
-                bytes.get(r.start as usize..end).unwrap_or_default().to_vec()
+                bytes
+                    .get(r.start as usize..end)
+                    .unwrap_or_default()
+                    .to_vec()
             }
             Some(r) => {
                 let mut part = bytes.to_vec();

@@ -5,9 +5,11 @@
 //! vault, however many devices and prefixes the caller then lists. A cursor Dropbox
 //! resets is answered with a full listing again.
 //!
-//! Looks made within [`FRESH_FOR`] of the last one share it (the engine lists the
-//! root and then each device's log in one poll); a longpoll that saw a change, and
-//! every write of this process, keep the view right in between.
+//! A listing of folders (the engine's first call of every poll: the vault's top)
+//! always asks; a listing of keys made within [`FRESH_FOR`] of the last look
+//! shares it (the engine lists each device's log right after, in the same poll).
+//! A longpoll that saw a change, and every write of this process, keep the view
+//! right in between.
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -75,9 +77,14 @@ impl Listing {
         lock(&self.view).cursor.clone()
     }
 
-    /// Every key under `prefix`, from a view at most [`FRESH_FOR`] old.
-    pub fn keys(&self, api: &DropboxApi, prefix: &str) -> BackendResult<Vec<String>> {
-        self.fresh(api)?;
+    /// Every key under `prefix`, from a view at most `fresh_for` old.
+    pub fn keys(
+        &self,
+        api: &DropboxApi,
+        prefix: &str,
+        fresh_for: Duration,
+    ) -> BackendResult<Vec<String>> {
+        self.fresh(api, fresh_for)?;
         let v = lock(&self.view);
         Ok(v.keys
             .range(prefix.to_owned()..)
@@ -86,16 +93,23 @@ impl Listing {
             .collect())
     }
 
-    /// Brings the view up to date unless a look has just done so.
-    pub fn fresh(&self, api: &DropboxApi) -> BackendResult<()> {
-        let is_fresh =
-            |v: &View| v.ready && !v.stale && v.looked_at.is_some_and(|t| t.elapsed() < FRESH_FOR);
-        if is_fresh(&lock(&self.view)) {
+    /// Brings the view up to date unless a look started less than `fresh_for` ago.
+    pub fn fresh(&self, api: &DropboxApi, fresh_for: Duration) -> BackendResult<()> {
+        let asked = Instant::now();
+        let is_fresh = |v: &View, since: Option<Instant>| {
+            v.ready
+                && !v.stale
+                && v.looked_at.is_some_and(|t| {
+                    t.elapsed() < fresh_for || since.is_some_and(|since| t >= since)
+                })
+        };
+        if is_fresh(&lock(&self.view), None) {
             return Ok(());
         }
         let _one = lock(&self.looking);
-        // Another caller's look may have finished while this one waited.
-        if is_fresh(&lock(&self.view)) {
+        // Another caller's look, started after this call, may have finished while
+        // this one waited: it saw everything this one would.
+        if is_fresh(&lock(&self.view), Some(asked)) {
             return Ok(());
         }
         self.look(api)

@@ -8,7 +8,9 @@
 //!   upload sessions, in parallel. A write alone uses one `files/upload`.
 //!   Create-only writes use `add` with `strict_conflict`, so an identical file
 //!   already there is a conflict too, as the engine needs.
-//! - Listing: a view of every key, kept current by the change feed ([`listing`]).
+//! - Listing: a view of every key, kept current by the change feed ([`listing`]):
+//!   a listing of folders always asks what changed, and listings of keys right
+//!   after it share that answer, so a poll that finds nothing costs one request.
 //! - Change notification: [`ObjectStore::wait_for_change`] holds a longpoll open on
 //!   the view's cursor, so a mount hears of another device's write at once.
 
@@ -377,16 +379,17 @@ impl ObjectStore for DropboxStore {
     fn list(&self, prefix: &str, start_after: Option<&str>) -> BackendResult<Vec<String>> {
         Ok(self
             .listing
-            .keys(&self.api, prefix)?
+            .keys(&self.api, prefix, listing::FRESH_FOR)?
             .into_iter()
             .filter(|k| start_after.is_none_or(|s| k.as_str() > s))
             .collect())
     }
 
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
+        // A new look always: the engine's polls start here.
         let mut dirs: Vec<String> = self
             .listing
-            .keys(&self.api, prefix)?
+            .keys(&self.api, prefix, Duration::ZERO)?
             .into_iter()
             .filter_map(|k| {
                 let rest = k.strip_prefix(prefix)?;
@@ -419,6 +422,7 @@ impl ObjectStore for DropboxStore {
 
     fn provider_status(&self, look: bool) -> Option<ProviderStatus> {
         let mut status = ProviderStatus {
+            provider: Some("Dropbox".into()),
             account: self
                 .account
                 .lock()
@@ -460,7 +464,7 @@ impl DropboxStore {
         let cursor = match self.listing.cursor() {
             Some(c) => c,
             None => {
-                self.listing.fresh(&self.api)?;
+                self.listing.fresh(&self.api, listing::FRESH_FOR)?;
                 self.listing
                     .cursor()
                     .ok_or_else(|| BackendError::Refused("Dropbox gave no cursor".into()))?

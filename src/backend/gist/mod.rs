@@ -956,6 +956,7 @@ impl ObjectStore for GistStore {
                 .map(|d| d.as_secs())
         };
         Some(super::ProviderStatus {
+            provider: Some("GitHub".into()),
             account,
             containers: Some(usage.gists),
             requests_used: usage.used,

@@ -66,7 +66,7 @@ pub use mount_local::{LocalSpecial, MountLocal, SpecialKind};
 pub use poll::PollReport;
 pub use publish::PublishReport;
 pub use repair::Retake;
-pub use setup::{setup, setup_vault, SetupOutcome, SetupRequest};
+pub use setup::{setup, setup_vault, setup_with_login, NewLogin, SetupOutcome, SetupRequest};
 pub use unlock::PassphraseSource;
 use unlock::{write_master_key, NoPassphrase};
 

@@ -120,6 +120,23 @@ pub(super) fn credential_for(
     }
 }
 
+/// What a login made during setup signs in with, before it is stored.
+pub(super) fn credential_of_login(login: &super::setup::NewLogin) -> Credential {
+    let client = OAuthClient {
+        token_url: dropbox::token_url(&login.info.api_url),
+        client_id: login.info.client_id.clone().unwrap_or_default(),
+        client_secret: None,
+    };
+    let held = DropboxLogin::new(LoginSource::Environment {
+        client,
+        refresh_token: login.refresh_token.clone(),
+    });
+    if let Some((access, at)) = &login.access {
+        *lock(&held.current) = Some((Zeroizing::new(access.expose().to_owned()), *at));
+    }
+    Credential::Refreshing(Arc::new(held))
+}
+
 /// Where a refreshing login's refresh token is.
 enum LoginSource {
     /// In the environment: renewed access tokens live in this process only.

@@ -1,6 +1,7 @@
 //! Setup: creating a vault or joining one, with no partial state on failure.
 
 use super::*;
+use crate::credentials::{CredentialKey, Credentials, Place, Provider, Secret, StoredInfo};
 
 /// What `setup` was asked to do.
 #[derive(Debug, Clone)]
@@ -25,23 +26,70 @@ pub fn setup(
     req: &SetupRequest,
     pass: &dyn PassphraseSource,
 ) -> SyncResult<(SetupOutcome, String)> {
+    setup_with_login(req, pass, None)
+}
+
+/// A provider login made during setup, before the home has anywhere safe to keep
+/// it (a device without an OS keyring seals logins under the vault's key, which
+/// setup is about to make or fetch): used for the setup, then stored.
+pub struct NewLogin {
+    pub provider: Provider,
+    pub info: StoredInfo,
+    pub refresh_token: Secret,
+    /// The access token that came with it, and when it lapses (Unix seconds).
+    pub access: Option<(Secret, u64)>,
+}
+
+impl std::fmt::Debug for NewLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewLogin")
+            .field("provider", &self.provider)
+            .field("account", &self.info.account)
+            .finish_non_exhaustive()
+    }
+}
+
+/// As [`setup`], signing in with `login` when one is given; once the home is set
+/// up the login is stored in its credential store. Returns also where it went.
+pub fn setup_with_login(
+    req: &SetupRequest,
+    pass: &dyn PassphraseSource,
+    login: Option<NewLogin>,
+) -> SyncResult<(SetupOutcome, String)> {
     // Before setup a token can come only from the environment or the OS keyring
     // (a sealed store needs the vault's key, which does not exist yet).
-    let token = provider::credential_for(&req.home, &req.backend, None)?;
+    let token = match &login {
+        Some(l) => Some(provider::credential_of_login(l)),
+        None => provider::credential_for(&req.home, &req.backend, None)?,
+    };
     if token.is_none() && matches!(req.backend, crate::config::BackendConfig::Gist { .. }) {
         return Err(SyncError::Invalid(
             "there is no GitHub token: run 'ghostie-fs login github' first, or set GH_TOKEN (GH_ENTERPRISE_TOKEN for --api-url) for the setup".into(),
         ));
     }
     if token.is_none() && matches!(req.backend, crate::config::BackendConfig::Dropbox { .. }) {
-        return Err(SyncError::Invalid(format!(
-            "there is no Dropbox login here: run 'ghostie-fs login dropbox' first, or set {} and {} for the setup",
-            crate::credentials::dropbox::REFRESH_TOKEN_VAR,
-            crate::credentials::dropbox::APP_KEY_VAR
-        )));
+        return Err(SyncError::Invalid(
+            "there is no Dropbox login here: give setup --app-key KEY to log in now, or run 'ghostie-fs login dropbox' first".into(),
+        ));
     }
     let store = backend::open_for_setup(&req.backend, token)?;
-    let outcome = setup_vault(req, Arc::clone(&store), pass)?;
+    let (outcome, master) = setup_vault_keyed(req, Arc::clone(&store), pass)?;
+    if let Some(login) = login {
+        let config = req.home.load_config()?;
+        let mut creds = Credentials::open(&req.home)?;
+        let key = match creds.decide()? {
+            Place::File => Some(CredentialKey::from_master(&master, &config.vault_id)),
+            Place::OsKeyring => None,
+        };
+        let access = login.access.as_ref().map(|(s, at)| (s, *at));
+        creds.store_tokens(
+            login.provider,
+            login.info,
+            &login.refresh_token,
+            access,
+            key.as_ref(),
+        )?;
+    }
     Ok((outcome, store.describe()))
 }
 
@@ -53,6 +101,15 @@ pub fn setup_vault(
     store: SharedStore,
     pass: &dyn PassphraseSource,
 ) -> SyncResult<SetupOutcome> {
+    setup_vault_keyed(req, store, pass).map(|(outcome, _)| outcome)
+}
+
+/// [`setup_vault`], returning the vault's master key as well.
+fn setup_vault_keyed(
+    req: &SetupRequest,
+    store: SharedStore,
+    pass: &dyn PassphraseSource,
+) -> SyncResult<(SetupOutcome, MasterKey)> {
     let home = &req.home;
     if home.is_set_up() && !req.force {
         return Err(SyncError::Invalid(format!(
@@ -196,5 +253,5 @@ pub fn setup_vault(
     vault
         .index()
         .transaction(|tx| tx.set_meta(META_SETUP_INCOMPLETE, ""))?;
-    Ok(outcome)
+    Ok((outcome, master))
 }

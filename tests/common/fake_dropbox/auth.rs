@@ -99,6 +99,26 @@ impl Auth {
         Some(token)
     }
 
+    /// A refresh token of the test's choosing (the same in every fake of a run).
+    pub fn grant_as(&mut self, key: &str, token: &str) -> Option<()> {
+        self.apps.get(key)?;
+        let r = Refresh {
+            app: key.to_owned(),
+            revoked: false,
+        };
+        self.refresh.insert(token.to_owned(), r);
+        Some(())
+    }
+
+    /// Every refresh token of the app `key`.
+    pub fn refresh_tokens_of(&self, key: &str) -> Vec<String> {
+        self.refresh
+            .iter()
+            .filter(|(_, r)| r.app == key)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
     /// Revokes a refresh token and every access token issued from it.
     pub fn revoke_refresh(&mut self, token: &str) {
         if let Some(r) = self.refresh.get_mut(token) {
