@@ -20,5 +20,7 @@ out=$(cargo test --test dropbox_bench -- --ignored --nocapture --test-threads=1 
 }
 {
     echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
-    printf '%s\n' "$out" | sed -n '/^ghostie-fs dropbox benchmark/,/^polling \/ longpoll/p'
+    # The test harness prints its own "test … ..." before the first line.
+    printf '%s\n' "$out" | sed -n '/ghostie-fs dropbox benchmark/,/^polling \/ longpoll/p' |
+        sed 's/^test .* \.\.\. //'
 } | tee "$results"
