@@ -76,6 +76,20 @@ fn a_device_logs_in_and_the_next_joins_and_status_names_the_account() {
     let listed = login["credentials"].as_array().unwrap();
     assert!(listed.iter().any(|c| c["provider"] == "dropbox"), "{login}");
     assert!(!login.to_string().contains(DROPBOX_REFRESH_TOKEN));
+    // Logging out revokes the login at Dropbox, not only here.
+    b.set_dropbox_env(false);
+    let out = b.ok(&["logout", "dropbox"]);
+    assert!(out.contains("revoked at Dropbox"), "{out}");
+    let fake = &vault.dropbox_parts().unwrap().fake;
+    assert!(fake.count("auth/token/revoke") >= 1);
+    let login = b.json(&["login", "--status", "--json"]);
+    assert!(
+        login["credentials"].as_array().unwrap().is_empty(),
+        "{login}"
+    );
+    b.write("after-logout.json", b"{}");
+    let out = b.run(&["push"]);
+    one_sentence(&out, 1, "login dropbox");
 }
 
 #[test]

@@ -197,8 +197,9 @@ pub struct MountArgs {
     #[arg(long)]
     pub foreground: bool,
     /// Seconds between looks for other devices' changes. Each look costs one listing
-    /// per device of the vault, which a cloud bills. Default: 1 for a local folder,
-    /// 10 for S3.
+    /// per device of the vault, which a cloud bills (one request in all on Gist and
+    /// Dropbox). Default: 1 for a local folder, 10 for S3, Gist and Dropbox; on
+    /// Dropbox a change is also heard at once, through Dropbox's longpoll.
     #[arg(long, value_name = "SECONDS")]
     pub poll: Option<f64>,
     /// Memory for decrypted small files (e.g. 64M, 1G).
