@@ -287,6 +287,49 @@ fn a_mount_hears_of_a_new_file_at_once_not_at_the_poll_interval() {
 }
 
 #[test]
+fn a_mount_whose_polls_fail_does_not_hammer_dropbox_when_told_of_changes() {
+    let vault = TempVault::dropbox();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("phone", &vault);
+    a.set_dropbox_env(false);
+    let fake = &vault.dropbox_parts().unwrap().fake;
+    let m = a.mount_with(&["--poll", "0.5"], &[]);
+    assert!(m.drained(WAIT));
+    std::thread::sleep(Duration::from_secs(1));
+    // The laptop's login is revoked (its polls now fail), the phone's is not; the
+    // longpoll needs no login and keeps telling the laptop of the phone's changes.
+    fake.revoke_logins_except(DROPBOX_APP_KEY, DROPBOX_REFRESH_TOKEN);
+    fake.advance_clock(Duration::from_secs(5 * 3600));
+    let before = fake.seen().len();
+    for i in 0..3 {
+        b.write(&format!("p{i}.json"), b"{}");
+        b.ok(&["push"]);
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let window: Vec<_> = fake.seen()[before..].to_vec();
+    let longpolls = window
+        .iter()
+        .filter(|s| s.endpoint == "files/list_folder/longpoll")
+        .count();
+    let from_laptop = window.len();
+    assert!(
+        longpolls <= 4,
+        "{longpolls} longpolls in 5 s: the change notification spins"
+    );
+    assert!(
+        from_laptop < 120,
+        "{from_laptop} requests in 5 s from a mount whose polls fail"
+    );
+    assert!(
+        m.status()["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("login dropbox")),
+        "{}",
+        m.status()
+    );
+}
+
+#[test]
 fn an_access_token_that_expires_mid_run_is_renewed_without_a_failure() {
     let vault = TempVault::dropbox();
     let a = TempHome::joined("laptop", &vault);

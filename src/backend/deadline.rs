@@ -43,8 +43,9 @@ impl std::fmt::Debug for DeadlineStore {
     }
 }
 
-/// The same error again, for a failure to open that every request reports.
-fn again(e: &BackendError) -> BackendError {
+/// The same error again, for a failure to open that every request reports (and
+/// for one failure shared by every write of a batch).
+pub(crate) fn again(e: &BackendError) -> BackendError {
     match e {
         BackendError::NotFound { key } => BackendError::NotFound { key: key.clone() },
         BackendError::AlreadyExists { key } => BackendError::AlreadyExists { key: key.clone() },

@@ -224,7 +224,15 @@ fn setup(cli: &Cli, home: Home, pass: &CliPassphrase, args: &SetupArgs) -> CmdRe
         _ => None,
     };
     let logged_in = login.as_ref().map(|l| l.info.account.clone());
-    let (outcome, place) = ghostie_fs::sync::setup_with_login(&req, pass, login)?;
+    let (outcome, place) = match ghostie_fs::sync::setup_with_login(&req, pass, login.as_ref()) {
+        Ok(done) => done,
+        Err(e) => {
+            if let Some(unused) = &login {
+                super::login_dropbox::revoke_unused(unused);
+            }
+            return Err(e.into());
+        }
+    };
     if let Some(account) = logged_in {
         say!(
             cli,

@@ -485,7 +485,7 @@ pub fn logout(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LogoutArgs) ->
     let mut revoked = false;
     if provider == Provider::Dropbox {
         if !args.keep_at_provider {
-            revoked = super::login_dropbox::revoke_stored(&home, &mut store, &info, pass)?;
+            revoked = super::login_dropbox::revoke_stored(&mut store, &info, key.as_ref())?;
         }
         store.remove(provider, key.as_ref())?;
         let tail = if revoked {

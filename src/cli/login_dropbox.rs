@@ -11,7 +11,9 @@ use ghostie_fs::backend::oauth::OAuthError;
 use ghostie_fs::config::Home;
 use ghostie_fs::credentials::dropbox::{self, APP_KEY_VAR};
 use ghostie_fs::credentials::oauth::OAuthClient;
-use ghostie_fs::credentials::{env_secret, Credentials, Place, Provider, Secret, StoredInfo};
+use ghostie_fs::credentials::{
+    env_secret, CredentialKey, Credentials, Place, Provider, Secret, StoredInfo,
+};
 use ghostie_fs::sync::NewLogin;
 
 use super::errors::{CliError, EXIT_FAILURE, EXIT_REFUSED, EXIT_USAGE};
@@ -198,17 +200,24 @@ pub fn login_for_setup(
     obtain(api_url, &app_key, code_stdin).map(Some)
 }
 
+/// Revokes at Dropbox a login that was never stored (its setup failed), so no
+/// usable refresh token is left behind.
+pub fn revoke_unused(login: &NewLogin) {
+    if let Some((access, _)) = &login.access {
+        if let Err(e) = dropbox::revoke(&login.info.api_url, access) {
+            eprintln!(
+                "⚠️  Could not revoke the unused login at Dropbox ({e}); remove the app's access at https://www.dropbox.com/account/connected_apps."
+            );
+        }
+    }
+}
+
 /// Revokes the stored login at Dropbox; whether it was.
 pub fn revoke_stored(
-    home: &Home,
     store: &mut Credentials,
     info: &StoredInfo,
-    pass: &CliPassphrase,
+    key: Option<&CredentialKey>,
 ) -> Result<bool, CliError> {
-    let key = match store.place() {
-        Some(place) => key_if_needed(home, place, pass)?,
-        None => None,
-    };
     let Some(client_id) = info.client_id.clone() else {
         return Ok(false);
     };
@@ -218,7 +227,7 @@ pub fn revoke_stored(
         client_secret: None,
     };
     let revoked = store
-        .access_token(Provider::Dropbox, &client, key.as_ref(), None)
+        .access_token(Provider::Dropbox, &client, key, None)
         .map_err(|e| e.to_string())
         .and_then(|(access, _)| dropbox::revoke(&info.api_url, &access).map_err(|e| e.to_string()));
     match revoked {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::mount_fs::MountFs;
+use super::mount_fs::{Activity, MountFs};
 use super::status::MountStatus;
 use super::tree::Invalidation;
 use crate::config::Home;
@@ -331,8 +331,11 @@ fn poll_loop(fs: &MountFs, inval: &dyn Invalidator, reporter: &Reporter) {
                 reporter.update(fs, true, |s| s.backend_reachable = false);
             }
         }
+        // A change told by the backend cuts the wait short, unless this poll
+        // failed: then the interval stands, so an outage is not hammered.
         let mut a = lock(&fs.activity);
-        while !a.shutdown && !a.change_heard && Instant::now() < next_poll {
+        let heard = |a: &Activity| a.change_heard && !poll_failed;
+        while !a.shutdown && !heard(&a) && Instant::now() < next_poll {
             let wait = next_poll.saturating_duration_since(Instant::now());
             a = fs
                 .wake

@@ -224,6 +224,17 @@ impl FakeDropbox {
         }
     }
 
+    /// Revokes every login of the app but `keep` (one device's login, say, while
+    /// the test's own stays good).
+    pub fn revoke_logins_except(&self, app_key: &str, keep: &str) {
+        let mut state = self.shared.state();
+        for token in state.auth.refresh_tokens_of(app_key) {
+            if token != keep {
+                state.auth.revoke_refresh(&token);
+            }
+        }
+    }
+
     /// What the user's browser does with the URL the product prints: Ok(the code
     /// the page shows), or Err(the page's complaint about the URL).
     pub fn approve(&self, authorize_url: &str) -> Result<String, String> {

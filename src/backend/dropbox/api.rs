@@ -100,6 +100,14 @@ impl From<BackendError> for ApiError {
 /// An endpoint's 409 in the store's terms.
 fn endpoint_error(summary: &str, what: &str) -> BackendError {
     let has = |tag: &str| summary.split('/').any(|part| part == tag);
+    // An upload session that lapsed or was spent by an earlier try: the content
+    // goes up again in a new one.
+    if has("lookup_failed") {
+        return temporary(format!(
+            "Dropbox lost an upload session ({})",
+            one_line(summary)
+        ));
+    }
     if has("not_found") {
         BackendError::NotFound { key: what.into() }
     } else if has("conflict") {
@@ -125,6 +133,17 @@ pub(crate) fn temporary(message: String) -> BackendError {
         message,
         temporary: true,
     }
+}
+
+/// A provider's text fit to quote to the user: one line, and nothing at all when
+/// it may echo what the request carried (Dropbox's 400 for a malformed header
+/// quotes the `Authorization` header back, token and all).
+fn safe_text(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("authorization") || lower.contains("bearer") || lower.contains("token") {
+        return "its answer is not repeated here: it may quote a credential".into();
+    }
+    one_line(text)
 }
 
 fn one_line(text: &str) -> String {
@@ -260,9 +279,17 @@ impl DropboxApi {
             let mut request = build(client, self.url(host, endpoint));
             if let Some(t) = &token {
                 let auth = Zeroizing::new(format!("Bearer {}", t.as_str()));
-                if let Ok(mut value) = reqwest::header::HeaderValue::from_str(&auth) {
-                    value.set_sensitive(true);
-                    request = request.header(AUTHORIZATION, value);
+                match reqwest::header::HeaderValue::from_str(&auth) {
+                    Ok(mut value) => {
+                        value.set_sensitive(true);
+                        request = request.header(AUTHORIZATION, value);
+                    }
+                    Err(_) => {
+                        return Err(BackendError::LoginRefused(
+                            "the Dropbox token holds characters no token has: log in again with 'ghostie-fs login dropbox'".into(),
+                        )
+                        .into())
+                    }
                 }
             }
             let response = request.send().map_err(|e| self.unreachable(host, &e))?;
@@ -313,13 +340,25 @@ impl DropboxApi {
         match status {
             401 => {
                 let tag = json.as_ref().and_then(tag).unwrap_or_default();
-                if tag == "expired_access_token" {
-                    Judged::Expired
-                } else {
-                    Judged::Failed(ApiError::Backend(BackendError::LoginRefused(
-                        "Dropbox no longer accepts this login (it was revoked): run 'ghostie-fs login dropbox' again"
+                match tag.as_str() {
+                    "expired_access_token" => Judged::Expired,
+                    // The app lacks a permission: a new login of the same app
+                    // cannot help until it is ticked in the App Console.
+                    "missing_scope" => {
+                        let scope = json
+                            .as_ref()
+                            .and_then(|j| j.get("error")?.get("required_scope")?.as_str())
+                            .filter(|s| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+                            .unwrap_or("a permission")
+                            .to_owned();
+                        Judged::Failed(ApiError::Backend(BackendError::LoginRefused(format!(
+                            "your Dropbox app lacks the permission {scope}: tick it on the app's Permissions tab in the App Console, then run 'ghostie-fs login dropbox' again"
+                        ))))
+                    }
+                    _ => Judged::Failed(ApiError::Backend(BackendError::LoginRefused(
+                        "Dropbox no longer accepts this login (it was revoked, or the token is wrong): run 'ghostie-fs login dropbox' again"
                             .into(),
-                    )))
+                    ))),
                 }
             }
             409 if summary.is_some() => Judged::Failed(ApiError::Endpoint {
@@ -338,8 +377,8 @@ impl DropboxApi {
                 "Dropbox's service failed ({status}); it usually recovers soon"
             )))),
             400 => Judged::Failed(ApiError::Backend(BackendError::Invalid(format!(
-                "Dropbox refused a request of ghostie-fs: {}",
-                one_line(body)
+                "Dropbox refused a request of ghostie-fs ({})",
+                safe_text(body)
             )))),
             416 => Judged::Failed(ApiError::Endpoint {
                 summary: RANGE_NOT_SATISFIABLE.into(),
@@ -348,8 +387,8 @@ impl DropboxApi {
                 "Dropbox does not let this app do that ({})",
                 summary
                     .as_deref()
-                    .map(one_line)
-                    .unwrap_or_else(|| one_line(body))
+                    .map(safe_text)
+                    .unwrap_or_else(|| safe_text(body))
             )))),
             _ => Judged::Failed(ApiError::Backend(self.not_dropbox(host, status))),
         }
@@ -526,5 +565,14 @@ mod tests {
             BackendError::Refused(_)
         ));
         assert!(endpoint_error("too_many_write_operations/..", "k").is_temporary());
+        assert!(endpoint_error("lookup_failed/not_found/.", "k").is_temporary());
+        assert!(endpoint_error("lookup_failed/closed/...", "k").is_temporary());
+    }
+
+    #[test]
+    fn an_answer_that_may_quote_a_credential_is_never_repeated() {
+        let echoed = "Error in call to API function \"files/upload\": Invalid authorization value in HTTP header \"Authorization\": \"Bearer sl.secret\"";
+        assert!(!safe_text(echoed).contains("sl.secret"));
+        assert_eq!(safe_text("path: bad\nmore"), "path: bad");
     }
 }

@@ -12,7 +12,7 @@
 //! right in between.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -46,6 +46,8 @@ pub(super) struct Listing {
     view: Mutex<View>,
     /// One look at a time; the others wait for it and share it.
     looking: Mutex<()>,
+    /// Told when a look moves the cursor.
+    moved: Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,6 +77,17 @@ impl Listing {
     /// The cursor of the last look, for a longpoll.
     pub fn cursor(&self) -> Option<String> {
         lock(&self.view).cursor.clone()
+    }
+
+    /// Waits up to `max` for a look to move the cursor past `cursor`; whether one
+    /// did.
+    pub fn wait_past(&self, cursor: &str, max: Duration) -> bool {
+        let v = lock(&self.view);
+        let (v, _) = self
+            .moved
+            .wait_timeout_while(v, max, |v| v.cursor.as_deref() == Some(cursor))
+            .unwrap_or_else(PoisonError::into_inner);
+        v.cursor.as_deref() != Some(cursor)
     }
 
     /// Every key under `prefix`, from a view at most `fresh_for` old.
@@ -123,7 +136,6 @@ impl Listing {
             v.stale = false;
             v.cursor.clone().filter(|_| v.ready)
         };
-        let started = Instant::now();
         let fetched = fetch(api, cursor);
         let mut v = lock(&self.view);
         v.refreshing = false;
@@ -150,7 +162,11 @@ impl Listing {
         }
         v.cursor = Some(cursor);
         v.ready = true;
-        v.looked_at = Some(started);
+        // From its end: a look slower than the window must still serve the
+        // listings of its poll.
+        v.looked_at = Some(Instant::now());
+        drop(v);
+        self.moved.notify_all();
         Ok(())
     }
 }
@@ -193,7 +209,7 @@ fn apply(keys: &mut BTreeSet<String>, entry: &Value) {
 /// it), the cursor after them, and whether they are the whole folder.
 fn fetch(api: &DropboxApi, cursor: Option<String>) -> BackendResult<(Vec<Value>, String, bool)> {
     let mut entries = Vec::new();
-    let (mut page, whole) = match cursor {
+    let (mut page, mut whole) = match cursor {
         Some(c) => match api.rpc("files/list_folder/continue", Some(&json!({ "cursor": c }))) {
             Ok(p) => (p, false),
             Err(e) if e.summary().is_some_and(|s| s.starts_with("reset")) => {
@@ -226,9 +242,10 @@ fn fetch(api: &DropboxApi, cursor: Option<String>) -> BackendResult<(Vec<Value>,
             Some(&json!({ "cursor": cursor })),
         ) {
             Ok(p) => p,
-            // Reset in the middle of a whole listing: start it over, once more.
-            Err(e) if whole && e.summary().is_some_and(|s| s.starts_with("reset")) => {
+            // Reset in the middle of paging: a whole listing, from the start.
+            Err(e) if e.summary().is_some_and(|s| s.starts_with("reset")) => {
                 entries.clear();
+                whole = true;
                 first_page(api)?
             }
             Err(e) => return Err(e.into_backend("the listing")),

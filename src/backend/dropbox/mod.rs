@@ -34,8 +34,6 @@ use listing::Listing;
 
 use super::{BackendError, BackendResult, ObjectStore, ProviderStatus};
 
-/// `files/upload` takes at most 150 MiB; larger content goes in a session.
-const UPLOAD_MAX: u64 = 150 * 1024 * 1024;
 /// The piece of a large file sent per request (a multiple of 4 MiB, as Dropbox
 /// advises), small enough to arrive within one request's timeout on a slow link.
 const CHUNK: usize = 8 * 1024 * 1024;
@@ -51,6 +49,8 @@ pub struct DropboxStore {
     commits: Commits,
     /// Until when Dropbox asked not to longpoll again.
     longpoll_backoff: Mutex<Option<Instant>>,
+    /// The cursor a longpoll last told a change on.
+    told_on: Mutex<Option<String>>,
     account: Mutex<Option<String>>,
 }
 
@@ -93,6 +93,7 @@ impl DropboxStore {
             listing: Listing::default(),
             commits: Commits::default(),
             longpoll_backoff: Mutex::new(None),
+            told_on: Mutex::new(None),
             account: Mutex::new(None),
         })
     }
@@ -152,7 +153,9 @@ impl DropboxStore {
     /// else staged in a session and committed with the others.
     fn write(&self, key: &str, data: &[u8], create_only: bool) -> BackendResult<()> {
         let path = names::path_of(key)?;
-        if data.len() as u64 <= UPLOAD_MAX {
+        // One request alone only while it is short: it holds the commit lane for
+        // its whole transfer, and must arrive within one request's timeout.
+        if data.len() <= CHUNK {
             let direct = self.commits.if_idle(|| {
                 self.api
                     .upload("files/upload", &Self::commit_arg(&path, create_only), data)
@@ -262,15 +265,10 @@ impl DropboxStore {
                 Ok(a) => a,
                 Err(e) => {
                     let e = e.into_backend("a batch commit");
-                    let message = e.to_string();
-                    let temporary = e.is_temporary();
                     for &i in &todo {
-                        results[i] = Some(Err(if temporary {
-                            api::temporary(message.clone())
-                        } else {
-                            BackendError::Refused(message.clone())
-                        }));
+                        results[i] = Some(Err(crate::backend::deadline::again(&e)));
                     }
+                    todo.clear();
                     break;
                 }
             };
@@ -448,7 +446,9 @@ impl ObjectStore for DropboxStore {
 impl DropboxStore {
     /// Holds a longpoll on the view's cursor: true as soon as anything in the app
     /// folder changed since the view's last look (the view is then marked stale, so
-    /// the next listing asks), false when `max` (at least Dropbox's 30 s) passed.
+    /// the next listing asks), false when `max` passed. Once a change is told on a
+    /// cursor, the next call waits for a look to move the cursor instead of asking
+    /// Dropbox again (which would answer at once, for the same change).
     fn longpoll(&self, max: Duration) -> BackendResult<bool> {
         let until = *self
             .longpoll_backoff
@@ -470,15 +470,22 @@ impl DropboxStore {
                     .ok_or_else(|| BackendError::Refused("Dropbox gave no cursor".into()))?
             }
         };
-        let secs = (max.as_secs() as u32).clamp(LONGPOLL_SECS, 480);
-        let (changed, backoff) = match self.api.longpoll(&cursor, secs) {
+        let told = self
+            .told_on
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if told.as_deref() == Some(cursor.as_str()) {
+            // The look that takes that change in is to come: wait for it, then
+            // longpoll again on the cursor it leaves.
+            self.listing.wait_past(&cursor, max);
+            return Ok(false);
+        }
+        let (changed, backoff) = match self.api.longpoll(&cursor, LONGPOLL_SECS) {
             Ok(answer) => answer,
             // The cursor no longer holds: the next look lists everything again,
             // which is what a change would have asked for.
-            Err(e) if e.summary().is_some_and(|s| s.starts_with("reset")) => {
-                self.listing.mark_stale();
-                return Ok(true);
-            }
+            Err(e) if e.summary().is_some_and(|s| s.starts_with("reset")) => (true, 0),
             Err(e) => return Err(e.into_backend("the change notification")),
         };
         if backoff > 0 {
@@ -489,6 +496,9 @@ impl DropboxStore {
                 Some(Instant::now() + Duration::from_secs(backoff));
         }
         if changed {
+            // Told even when a look moved the cursor meanwhile: that look may
+            // have come before the change.
+            *self.told_on.lock().unwrap_or_else(PoisonError::into_inner) = Some(cursor);
             self.listing.mark_stale();
         }
         Ok(changed)

@@ -54,11 +54,11 @@ impl std::fmt::Debug for NewLogin {
 pub fn setup_with_login(
     req: &SetupRequest,
     pass: &dyn PassphraseSource,
-    login: Option<NewLogin>,
+    login: Option<&NewLogin>,
 ) -> SyncResult<(SetupOutcome, String)> {
     // Before setup a token can come only from the environment or the OS keyring
     // (a sealed store needs the vault's key, which does not exist yet).
-    let token = match &login {
+    let token = match login {
         Some(l) => Some(provider::credential_of_login(l)),
         None => provider::credential_for(&req.home, &req.backend, None)?,
     };
@@ -84,7 +84,7 @@ pub fn setup_with_login(
         let access = login.access.as_ref().map(|(s, at)| (s, *at));
         creds.store_tokens(
             login.provider,
-            login.info,
+            login.info.clone(),
             &login.refresh_token,
             access,
             key.as_ref(),
