@@ -227,8 +227,34 @@ pub enum BackendConfig {
     /// store (or the environment) at run time and is never written here.
     Dropbox {
         #[serde(flatten)]
-        urls: crate::backend::dropbox::DropboxUrls,
+        urls: DropboxUrls,
     },
+}
+
+pub const DROPBOX_API_URL: &str = "https://api.dropboxapi.com";
+pub const DROPBOX_CONTENT_URL: &str = "https://content.dropboxapi.com";
+pub const DROPBOX_NOTIFY_URL: &str = "https://notify.dropboxapi.com";
+
+/// The three hosts of Dropbox's API (each can be pointed elsewhere, for the tests'
+/// fake).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropboxUrls {
+    #[serde(rename = "api_url")]
+    pub api: String,
+    #[serde(rename = "content_url")]
+    pub content: String,
+    #[serde(rename = "notify_url")]
+    pub notify: String,
+}
+
+impl Default for DropboxUrls {
+    fn default() -> Self {
+        Self {
+            api: DROPBOX_API_URL.into(),
+            content: DROPBOX_CONTENT_URL.into(),
+            notify: DROPBOX_NOTIFY_URL.into(),
+        }
+    }
 }
 
 impl BackendConfig {

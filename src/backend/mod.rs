@@ -159,6 +159,21 @@ pub struct ProviderStatus {
 
 pub type SharedStore = Arc<dyn ObjectStore>;
 
+/// The "folders" one level below `prefix` among `keys` (sorted, all under
+/// `prefix`), for stores that list keys and not folders.
+pub(crate) fn dirs_below(prefix: &str, keys: Vec<String>) -> Vec<String> {
+    let mut dirs: Vec<String> = keys
+        .into_iter()
+        .filter_map(|k| {
+            let rest = k.strip_prefix(prefix)?;
+            let (dir, _) = rest.split_once('/')?;
+            Some(format!("{prefix}{dir}/"))
+        })
+        .collect();
+    dirs.dedup();
+    dirs
+}
+
 /// A shared store is a store, so decorators can wrap one.
 impl<S: ObjectStore + ?Sized> ObjectStore for Arc<S> {
     fn put(&self, key: &str, data: &[u8]) -> BackendResult<()> {
@@ -265,7 +280,7 @@ fn dropbox_login(credential: Option<Credential>) -> BackendResult<Arc<dyn Access
 }
 
 /// An access token handed out as it is; when it lapses, only a login helps.
-struct FixedToken(Token);
+pub struct FixedToken(pub Token);
 
 impl AccessTokens for FixedToken {
     fn access_token(&self, refused: Option<&str>) -> BackendResult<Token> {

@@ -77,6 +77,16 @@ pub fn exchange_code(
     )
 }
 
+/// The provider's consent page at `root` with `params` in its query (RFC 6749
+/// §4.1.1); `root` as given when it is not a URL.
+pub fn authorize_url(root: &str, params: &[(&str, &str)]) -> String {
+    let Ok(mut url) = reqwest::Url::parse(root) else {
+        return root.to_owned();
+    };
+    url.query_pairs_mut().extend_pairs(params);
+    url.to_string()
+}
+
 /// A PKCE verifier (RFC 7636 §4.1: 43 to 128 unreserved characters) and its S256
 /// challenge.
 pub fn pkce_pair() -> (zeroize::Zeroizing<String>, String) {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ghostie_fs::backend::dropbox::DropboxUrls;
+use ghostie_fs::config::DropboxUrls;
 use ghostie_fs::config::{filename_safe, valid_prefix, BackendConfig, Home};
 use ghostie_fs::folder;
 use ghostie_fs::sync::{Holder, Keep, NoProgress, SetupOutcome, SetupRequest, SyncError, Vault};

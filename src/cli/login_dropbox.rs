@@ -7,10 +7,9 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use zeroize::Zeroizing;
 
-use ghostie_fs::backend::oauth::OAuthError;
 use ghostie_fs::config::Home;
 use ghostie_fs::credentials::dropbox::{self, APP_KEY_VAR};
-use ghostie_fs::credentials::oauth::OAuthClient;
+use ghostie_fs::credentials::oauth::{OAuthClient, OAuthError};
 use ghostie_fs::credentials::{
     env_secret, CredentialKey, Credentials, Place, Provider, Secret, StoredInfo,
 };

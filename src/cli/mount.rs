@@ -591,10 +591,10 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
                 format!("gist (secret gists of the GitHub API at {api_url})")
             }
         }
-        ghostie_fs::config::BackendConfig::Dropbox { urls } => {
+        ghostie_fs::config::BackendConfig::Dropbox { .. } => {
             format!(
                 "dropbox ({})",
-                ghostie_fs::backend::dropbox::describe_api(urls)
+                ghostie_fs::sync::describe_backend(&config.backend)
             )
         }
     };

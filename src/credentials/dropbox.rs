@@ -7,9 +7,10 @@
 use zeroize::Zeroizing;
 
 use super::Secret;
-use crate::backend::dropbox::{AccessTokens, DropboxStore, DropboxUrls};
+use crate::backend::dropbox::DropboxStore;
 use crate::backend::oauth::{self, OAuthError, TokenGrant};
-use crate::backend::{BackendError, BackendResult, Token};
+use crate::backend::{BackendResult, FixedToken, Token};
+use crate::config::DropboxUrls;
 
 /// A refresh token in the environment (a server, CI), with the app key beside it.
 pub const REFRESH_TOKEN_VAR: &str = "GHOSTIE_DROPBOX_REFRESH_TOKEN";
@@ -28,7 +29,7 @@ pub fn token_url(api_url: &str) -> String {
 /// The consent page: Dropbox's own for Dropbox's API, else the one beside the
 /// given API (the tests' fake).
 fn authorize_root(api_url: &str) -> String {
-    if api_url.trim_end_matches('/') == crate::backend::dropbox::api::DEFAULT_API_URL {
+    if api_url.trim_end_matches('/') == crate::config::DROPBOX_API_URL {
         AUTHORIZE_URL.into()
     } else {
         format!("{}/oauth2/authorize", api_url.trim_end_matches('/'))
@@ -45,25 +46,17 @@ pub struct LoginStart {
 /// Makes the consent page's address for `app_key`.
 pub fn start_login(api_url: &str, app_key: &str) -> LoginStart {
     let (verifier, challenge) = oauth::pkce_pair();
-    let mut url = match reqwest::Url::parse(&authorize_root(api_url)) {
-        Ok(u) => u,
-        Err(_) => {
-            return LoginStart {
-                url: authorize_root(api_url),
-                verifier,
-            }
-        }
-    };
-    url.query_pairs_mut()
-        .append_pair("client_id", app_key)
-        .append_pair("response_type", "code")
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("token_access_type", "offline");
-    LoginStart {
-        url: url.to_string(),
-        verifier,
-    }
+    let url = oauth::authorize_url(
+        &authorize_root(api_url),
+        &[
+            ("client_id", app_key),
+            ("response_type", "code"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("token_access_type", "offline"),
+        ],
+    );
+    LoginStart { url, verifier }
 }
 
 /// Trades the pasted code for tokens.
@@ -76,20 +69,6 @@ pub fn finish_login(
     oauth::exchange_code(&token_url(api_url), app_key, code.trim(), &start.verifier)
 }
 
-/// One access token handed out as it is (a login being checked).
-struct Given(Token);
-
-impl AccessTokens for Given {
-    fn access_token(&self, refused: Option<&str>) -> BackendResult<Token> {
-        if refused.is_some() {
-            return Err(BackendError::Refused(
-                "Dropbox called a token it had just granted expired".into(),
-            ));
-        }
-        Ok(self.0.clone())
-    }
-}
-
 /// Whose Dropbox an access token opens ("Name <email>").
 pub fn account(api_url: &str, access: &Secret) -> BackendResult<String> {
     let urls = DropboxUrls {
@@ -97,7 +76,7 @@ pub fn account(api_url: &str, access: &Secret) -> BackendResult<String> {
         ..DropboxUrls::default()
     };
     let token: Token = Zeroizing::new(access.expose().to_owned());
-    DropboxStore::new(urls, std::sync::Arc::new(Given(token)))?.account()
+    DropboxStore::new(urls, std::sync::Arc::new(FixedToken(token)))?.account()
 }
 
 /// Revokes an access token and the refresh token behind it, at Dropbox.
@@ -107,5 +86,5 @@ pub fn revoke(api_url: &str, access: &Secret) -> BackendResult<()> {
         ..DropboxUrls::default()
     };
     let token: Token = Zeroizing::new(access.expose().to_owned());
-    DropboxStore::new(urls, std::sync::Arc::new(Given(token)))?.revoke_login()
+    DropboxStore::new(urls, std::sync::Arc::new(FixedToken(token)))?.revoke_login()
 }

@@ -182,7 +182,7 @@ impl Provider {
     pub fn default_api_url(self) -> &'static str {
         match self {
             Provider::Github => github::DEFAULT_API_URL,
-            Provider::Dropbox => crate::backend::dropbox::api::DEFAULT_API_URL,
+            Provider::Dropbox => crate::config::DROPBOX_API_URL,
         }
     }
 }

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{now, CredentialError, CredentialKey, CredentialResult, Credentials, Provider, Secret};
-use crate::backend::oauth::{self, OAuthError};
+use crate::backend::oauth;
+pub use crate::backend::oauth::OAuthError;
 
 /// An access token with less than this left is refreshed first: a request that
 /// starts with one must not have it expire in flight.

@@ -14,7 +14,7 @@ pub mod rules;
 mod vault;
 
 /// The layers' errors a [`SyncError`] carries, for callers that tell them apart.
-pub use crate::backend::{BackendError, ProviderStatus};
+pub use crate::backend::{describe as describe_backend, BackendError, ProviderStatus};
 /// Who holds a home, as `status` shows it (see [`Vault::holder`]).
 pub use crate::store::lock::Holder;
 pub use crate::store::IndexError;

@@ -19,9 +19,8 @@ use zeroize::Zeroizing;
 use crate::backend::github::{provider_client, request_timeout};
 use crate::backend::{BackendError, Token};
 
-pub const DEFAULT_API_URL: &str = "https://api.dropboxapi.com";
-pub const DEFAULT_CONTENT_URL: &str = "https://content.dropboxapi.com";
-pub const DEFAULT_NOTIFY_URL: &str = "https://notify.dropboxapi.com";
+pub use crate::config::DropboxUrls;
+pub const DEFAULT_API_URL: &str = crate::config::DROPBOX_API_URL;
 
 /// How many 429s in a row one call waits out before it gives up as a temporary
 /// failure (the retry layer above may then try again later).
@@ -41,27 +40,6 @@ pub trait AccessTokens: Send + Sync {
     /// A token with time left. `refused` is one the provider has just called
     /// expired: that one must not be handed out again.
     fn access_token(&self, refused: Option<&str>) -> Result<Token, BackendError>;
-}
-
-/// The three hosts of the API (each can be pointed elsewhere, for the tests' fake).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DropboxUrls {
-    #[serde(rename = "api_url")]
-    pub api: String,
-    #[serde(rename = "content_url")]
-    pub content: String,
-    #[serde(rename = "notify_url")]
-    pub notify: String,
-}
-
-impl Default for DropboxUrls {
-    fn default() -> Self {
-        Self {
-            api: DEFAULT_API_URL.into(),
-            content: DEFAULT_CONTENT_URL.into(),
-            notify: DEFAULT_NOTIFY_URL.into(),
-        }
-    }
 }
 
 /// What a call can end in besides a success.

@@ -385,18 +385,8 @@ impl ObjectStore for DropboxStore {
 
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
         // A new look always: the engine's polls start here.
-        let mut dirs: Vec<String> = self
-            .listing
-            .keys(&self.api, prefix, Duration::ZERO)?
-            .into_iter()
-            .filter_map(|k| {
-                let rest = k.strip_prefix(prefix)?;
-                let (dir, _) = rest.split_once('/')?;
-                Some(format!("{prefix}{dir}/"))
-            })
-            .collect();
-        dirs.dedup();
-        Ok(dirs)
+        let keys = self.listing.keys(&self.api, prefix, Duration::ZERO)?;
+        Ok(super::dirs_below(prefix, keys))
     }
 
     fn delete(&self, key: &str) -> BackendResult<()> {

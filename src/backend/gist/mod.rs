@@ -910,17 +910,7 @@ impl ObjectStore for GistStore {
     }
 
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
-        let mut dirs: Vec<String> = self
-            .keys(prefix)?
-            .into_iter()
-            .filter_map(|k| {
-                let rest = k.strip_prefix(prefix)?;
-                let (dir, _) = rest.split_once('/')?;
-                Some(format!("{prefix}{dir}/"))
-            })
-            .collect();
-        dirs.dedup();
-        Ok(dirs)
+        Ok(super::dirs_below(prefix, self.keys(prefix)?))
     }
 
     fn delete(&self, key: &str) -> BackendResult<()> {
