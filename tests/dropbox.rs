@@ -139,6 +139,20 @@ fn a_device_without_a_keyring_logs_in_as_it_sets_up() {
     let h = TempHome::new("laptop");
     let out = setup(&h, &vault);
     one_sentence(&out, 2, "--app-key");
+    // A setup that fails after its login (a wrong passphrase for the vault)
+    // leaves no usable login behind: it is revoked at Dropbox.
+    let revoked_before = d.fake.count("auth/token/revoke");
+    let mut args: Vec<String> = vault.setup_command("desk");
+    args.extend(["--app-key".into(), DROPBOX_APP_KEY.into(), "--code-stdin".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let desk = TempHome::new("desk");
+    let (out, printed) = with_dropbox_consent(d, desk.home(), &args, |c| {
+        c.envs_isolated(&desk)
+            .env("GHOSTIE_PASSPHRASE", "not the vault's passphrase");
+    });
+    assert_eq!(out.status.code(), Some(5), "{printed}{}", stderr(&out));
+    assert_eq!(d.fake.count("auth/token/revoke"), revoked_before + 1);
+    assert!(!desk.home().join("sync/config.json").exists());
 }
 
 #[test]
