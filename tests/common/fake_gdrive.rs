@@ -128,7 +128,13 @@ impl FakeGdrive {
         self.addr.to_string()
     }
 
-    pub fn add_client(&self, client_id: &str, client_secret: &str, kind: ClientKind, testing: bool) {
+    pub fn add_client(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        kind: ClientKind,
+        testing: bool,
+    ) {
         self.shared
             .state()
             .auth
@@ -220,7 +226,13 @@ impl FakeGdrive {
         let mut state = self.shared.state();
         let now = state.now_ms();
         let root = state.root_id.clone();
-        let file = files::new_file(name, store::Space::Drive, root, Arc::new(data.to_vec()), now);
+        let file = files::new_file(
+            name,
+            store::Space::Drive,
+            root,
+            Arc::new(data.to_vec()),
+            now,
+        );
         let id = file.id.clone();
         state.store.put(file, now);
         id

@@ -169,7 +169,9 @@ impl Auth {
             .get(client_id)
             .ok_or("Error 401: invalid_client (The OAuth client was not found.)")?;
         if client.kind != ClientKind::Desktop {
-            return Err("Error 400: invalid_request (this client type cannot use a redirect URI)".into());
+            return Err(
+                "Error 400: invalid_request (this client type cannot use a redirect URI)".into(),
+            );
         }
         let redirect_uri = get("redirect_uri");
         if !is_loopback(redirect_uri) {
@@ -178,16 +180,25 @@ impl Auth {
         if get("response_type") != "code" {
             return Err("Error 400: invalid_request (response_type must be code)".into());
         }
-        let scopes: Vec<String> = get("scope").split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        let scopes: Vec<String> = get("scope")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
         if !scopes.iter().any(|s| s == APPDATA) {
             return Err(format!("the consent does not ask for {APPDATA}"));
         }
-        if let Some(s) = scopes.iter().find(|s| s.contains("googleapis.com/auth/") && !KNOWN_SCOPES.contains(&s.as_str())) {
+        if let Some(s) = scopes
+            .iter()
+            .find(|s| s.contains("googleapis.com/auth/") && !KNOWN_SCOPES.contains(&s.as_str()))
+        {
             return Err(format!("Error 400: invalid_scope ({s})"));
         }
         let challenge = get("code_challenge");
         if challenge.len() < 43 || get("code_challenge_method") != "S256" {
-            return Err("PKCE: a code_challenge with code_challenge_method=S256 is required".into());
+            return Err(
+                "PKCE: a code_challenge with code_challenge_method=S256 is required".into(),
+            );
         }
         let code = format!("4/0A{}", wire::random_string(60));
         self.codes.insert(
@@ -204,7 +215,12 @@ impl Auth {
         Ok(code)
     }
 
-    pub fn approve_device(&mut self, user_code: &str, approve: bool, now: u64) -> Result<(), String> {
+    pub fn approve_device(
+        &mut self,
+        user_code: &str,
+        approve: bool,
+        now: u64,
+    ) -> Result<(), String> {
         let device_code = self
             .user_codes
             .get(user_code)
@@ -274,10 +290,18 @@ impl Auth {
 
     /// The client of a `/token` or `/device/code` call, its secret checked
     /// unless `secret_needed` is false.
-    fn client(&self, p: &HashMap<String, String>, secret_needed: bool) -> Result<&Client, Response> {
+    fn client(
+        &self,
+        p: &HashMap<String, String>,
+        secret_needed: bool,
+    ) -> Result<&Client, Response> {
         let id = p.get("client_id").map(String::as_str).unwrap_or("");
         let Some(c) = self.clients.get(id) else {
-            return Err(wire::oauth_error(401, "invalid_client", "The OAuth client was not found."));
+            return Err(wire::oauth_error(
+                401,
+                "invalid_client",
+                "The OAuth client was not found.",
+            ));
         };
         if secret_needed && p.get("client_secret") != Some(&c.secret) {
             return Err(wire::oauth_error(401, "invalid_client", "Unauthorized"));
@@ -317,28 +341,47 @@ impl Auth {
                     .codes
                     .remove(get("code"))
                     .filter(|c| c.expires_ms > now && c.client_id == get("client_id"))
-                    .ok_or_else(|| wire::oauth_error(400, "invalid_grant", "Malformed auth code."))?;
+                    .ok_or_else(|| {
+                        wire::oauth_error(400, "invalid_grant", "Malformed auth code.")
+                    })?;
                 if code.redirect_uri != get("redirect_uri") {
-                    return Err(wire::oauth_error(400, "redirect_uri_mismatch", "Bad Request"));
+                    return Err(wire::oauth_error(
+                        400,
+                        "redirect_uri_mismatch",
+                        "Bad Request",
+                    ));
                 }
                 let verifier = get("code_verifier");
                 let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .encode(Sha256::digest(verifier.as_bytes()));
                 if verifier.is_empty() || computed != code.challenge {
-                    return Err(wire::oauth_error(400, "invalid_grant", "Invalid code verifier."));
+                    return Err(wire::oauth_error(
+                        400,
+                        "invalid_grant",
+                        "Invalid code verifier.",
+                    ));
                 }
                 let refresh = code
                     .offline
                     .then(|| self.mint_refresh(&code.client_id, code.scopes.clone(), now));
                 let access = self.mint_access(refresh.clone(), code.scopes.clone(), now);
-                Ok(token_answer(&access, refresh.as_deref(), &code.scopes, testing))
+                Ok(token_answer(
+                    &access,
+                    refresh.as_deref(),
+                    &code.scopes,
+                    testing,
+                ))
             }
             "urn:ietf:params:oauth:grant-type:device_code" => {
                 let client = self.client(p, true)?;
                 let testing = client.testing;
                 let device_code = get("device_code");
                 let Some(d) = self.devices.get_mut(device_code) else {
-                    return Err(wire::oauth_error(400, "invalid_grant", "Malformed device code."));
+                    return Err(wire::oauth_error(
+                        400,
+                        "invalid_grant",
+                        "Malformed device code.",
+                    ));
                 };
                 if d.client_id != get("client_id") {
                     return Err(wire::oauth_error(401, "invalid_client", "Unauthorized"));
@@ -351,7 +394,9 @@ impl Auth {
                     .is_some_and(|last| now < last + DEVICE_INTERVAL_S * 1_000);
                 d.last_poll_ms = Some(now);
                 match d.state {
-                    DeviceState::Denied => Err(wire::oauth_error(403, "access_denied", "Forbidden")),
+                    DeviceState::Denied => {
+                        Err(wire::oauth_error(403, "access_denied", "Forbidden"))
+                    }
                     _ if too_soon => Err(wire::oauth_error(403, "slow_down", "Forbidden")),
                     DeviceState::Pending => Err(wire::oauth_error(
                         428,
@@ -359,7 +404,10 @@ impl Auth {
                         "Precondition Required",
                     )),
                     DeviceState::Approved => {
-                        let d = self.devices.remove(device_code).ok_or_else(expired_or_revoked)?;
+                        let d = self
+                            .devices
+                            .remove(device_code)
+                            .ok_or_else(expired_or_revoked)?;
                         self.user_codes.remove(&d.user_code);
                         let refresh = self.mint_refresh(&d.client_id, d.scopes.clone(), now);
                         let access = self.mint_access(Some(refresh.clone()), d.scopes.clone(), now);
@@ -396,12 +444,19 @@ impl Auth {
             return wire::oauth_error(400, "invalid_scope", "Missing required parameter: scope");
         }
         if let Some(bad) = scopes.iter().find(|s| !DEVICE_SCOPES.contains(&s.as_str())) {
-            return wire::oauth_error(400, "invalid_scope", &format!("Invalid device flow scope: {bad}"));
+            return wire::oauth_error(
+                400,
+                "invalid_scope",
+                &format!("Invalid device flow scope: {bad}"),
+            );
         }
         let device_code = format!("AH-1Ng{}", wire::random_string(80));
-        let raw = wire::random_string(8).to_uppercase().replace(['-', '_'], "X");
+        let raw = wire::random_string(8)
+            .to_uppercase()
+            .replace(['-', '_'], "X");
         let user_code = format!("{}-{}", &raw[..4], &raw[4..]);
-        self.user_codes.insert(user_code.clone(), device_code.clone());
+        self.user_codes
+            .insert(user_code.clone(), device_code.clone());
         self.devices.insert(
             device_code.clone(),
             Device {

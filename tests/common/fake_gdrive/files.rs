@@ -46,7 +46,9 @@ impl Meta {
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| wire::bad_request(&format!("Invalid JSON payload received. {e}")))?;
         let Value::Object(obj) = v else {
-            return Err(wire::bad_request("Invalid JSON payload received. Expected an object."));
+            return Err(wire::bad_request(
+                "Invalid JSON payload received. Expected an object.",
+            ));
         };
         let mut m = Self::default();
         let text = |k: &str, v: &Value| {
@@ -61,11 +63,15 @@ impl Meta {
                 "mimeType" => m.mime = Some(text(k, v)?),
                 "trashed" => m.trashed = v.as_bool(),
                 "parents" => {
-                    let list = v.as_array().ok_or_else(|| wire::bad_request("parents: expected a list"))?;
+                    let list = v
+                        .as_array()
+                        .ok_or_else(|| wire::bad_request("parents: expected a list"))?;
                     m.parents = Some(list.iter().map(|p| text(k, p)).collect::<Result<_, _>>()?);
                 }
                 "appProperties" => {
-                    let props = v.as_object().ok_or_else(|| wire::bad_request("appProperties: expected an object"))?;
+                    let props = v
+                        .as_object()
+                        .ok_or_else(|| wire::bad_request("appProperties: expected an object"))?;
                     for (pk, pv) in props {
                         let value = match pv {
                             Value::Null => None,
@@ -87,8 +93,8 @@ impl Meta {
                 "kind" | "modifiedTime" | "createdTime" => {}
                 other => {
                     return Err(wire::bad_request(&format!(
-                        "Invalid JSON payload received. Unknown name \"{other}\": Cannot find field."
-                    )))
+                    "Invalid JSON payload received. Unknown name \"{other}\": Cannot find field."
+                )))
                 }
             }
         }
@@ -142,7 +148,11 @@ fn visible_file(shared: &Shared, caller: &Caller, id: &str) -> Result<File, Resp
         .ok_or_else(|| wire::not_found(id))
 }
 
-pub fn file_answer(status: u16, f: &File, params: &std::collections::HashMap<String, String>) -> Result<Response, Response> {
+pub fn file_answer(
+    status: u16,
+    f: &File,
+    params: &std::collections::HashMap<String, String>,
+) -> Result<Response, Response> {
     let fields = wire::fields_or(params, DEFAULT_FIELDS)?;
     Ok(wire::json(status, &wire::select(&f.resource(), &fields)))
 }
@@ -166,7 +176,12 @@ pub fn create_with(
         ));
     };
     let Some((parent_id, space)) = state.parent(parent) else {
-        return Err(wire::error_at(404, "notFound", &format!("File not found: {parent}."), Some(("parameter", "fileId"))));
+        return Err(wire::error_at(
+            404,
+            "notFound",
+            &format!("File not found: {parent}."),
+            Some(("parameter", "fileId")),
+        ));
     };
     let reach = match space {
         Space::AppData => caller.sees_app_data(),
@@ -178,7 +193,13 @@ pub fn create_with(
     if meta.trashed == Some(true) && space == Space::AppData {
         return Err(cannot_trash());
     }
-    let mut f = new_file(meta.name.as_deref().unwrap_or("Untitled"), space, parent_id, content, now);
+    let mut f = new_file(
+        meta.name.as_deref().unwrap_or("Untitled"),
+        space,
+        parent_id,
+        content,
+        now,
+    );
     f.sha256 = sha256;
     f.mime = meta.mime.clone().unwrap_or_else(|| f.mime.clone());
     f.description = meta.description.clone();
@@ -258,7 +279,11 @@ pub fn get(call: Call, id: &str) -> Result<Response, Response> {
         return file_answer(200, &f, &call.params);
     }
     if f.mime == FOLDER {
-        return Err(wire::error(403, "fileNotDownloadable", "Only files with binary content can be downloaded."));
+        return Err(wire::error(
+            403,
+            "fileNotDownloadable",
+            "Only files with binary content can be downloaded.",
+        ));
     }
     Ok(download(&f, call.head.header("range")))
 }
@@ -283,7 +308,9 @@ fn download(f: &File, range: Option<&str>) -> Response {
     let (start, end) = match (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
         (Ok(s), Ok(e)) if s <= e => (s, e.min(len.saturating_sub(1))),
         (Ok(s), Err(_)) if b.trim().is_empty() => (s, len.saturating_sub(1)),
-        (Err(_), Ok(n)) if a.trim().is_empty() && n > 0 => (len.saturating_sub(n), len.saturating_sub(1)),
+        (Err(_), Ok(n)) if a.trim().is_empty() && n > 0 => {
+            (len.saturating_sub(n), len.saturating_sub(1))
+        }
         _ => return whole(),
     };
     if start >= len {
@@ -376,7 +403,10 @@ pub fn upload(call: Call, id: Option<String>) -> Result<Response, Response> {
 }
 
 /// A `multipart/related` body: the JSON metadata part and the media part.
-fn split_multipart(content_type: Option<&str>, body: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Response> {
+fn split_multipart(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), Response> {
     let bad = |why: &str| wire::bad_request(&format!("Invalid multipart request: {why}"));
     let ct = content_type.unwrap_or("");
     if !ct.to_ascii_lowercase().starts_with("multipart/related") {

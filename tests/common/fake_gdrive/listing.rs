@@ -89,11 +89,7 @@ impl State {
 fn resolve(q: Query, state: &State) -> Query {
     let r = |q: Box<Query>| Box::new(resolve(*q, state));
     match q {
-        Query::InParents(id) => Query::InParents(
-            state
-                .parent(&id)
-                .map_or(id, |(real, _)| real),
-        ),
+        Query::InParents(id) => Query::InParents(state.parent(&id).map_or(id, |(real, _)| real)),
         Query::Not(a) => Query::Not(r(a)),
         Query::And(a, b) => Query::And(r(a), r(b)),
         Query::Or(a, b) => Query::Or(r(a), r(b)),
@@ -128,8 +124,12 @@ pub fn list(call: Call) -> Result<Response, Response> {
                 .filter(|(tfp, _)| *tfp == fp)
                 .ok_or_else(|| wire::invalid("pageToken", "Invalid Value"))?;
             let _ = tfp;
-            Some(String::from_utf8(hex::decode(last).map_err(|_| wire::invalid("pageToken", "Invalid Value"))?)
-                .map_err(|_| wire::invalid("pageToken", "Invalid Value"))?)
+            Some(
+                String::from_utf8(
+                    hex::decode(last).map_err(|_| wire::invalid("pageToken", "Invalid Value"))?,
+                )
+                .map_err(|_| wire::invalid("pageToken", "Invalid Value"))?,
+            )
         }
     };
     let mut state = call.shared.state();
@@ -179,7 +179,12 @@ pub fn changes(call: Call) -> Result<Response, Response> {
     let size = page_size(&call)?;
     let fields = wire::fields_or(&call.params, CHANGE_FIELDS)?;
     let Some(raw) = call.params.get("pageToken") else {
-        return Err(wire::error_at(400, "required", "Required parameter: pageToken", Some(("parameter", "pageToken"))));
+        return Err(wire::error_at(
+            400,
+            "required",
+            "Required parameter: pageToken",
+            Some(("parameter", "pageToken")),
+        ));
     };
     let include_removed = call.params.get("includeRemoved").map(String::as_str) != Some("false");
     let mut state = call.shared.state();
@@ -198,7 +203,10 @@ pub fn changes(call: Call) -> Result<Response, Response> {
             if !spaces.contains(&c.space) {
                 continue;
             }
-            let file = state.store.get(&c.file_id).filter(|f| visible(&call.caller, f));
+            let file = state
+                .store
+                .get(&c.file_id)
+                .filter(|f| visible(&call.caller, f));
             if file.is_none() && !include_removed {
                 continue;
             }

@@ -66,7 +66,10 @@ fn lex(q: &str) -> Result<Vec<Tok>, ()> {
             out.push(Tok::Str(s));
         } else if ch.is_ascii_alphanumeric() || ch == '_' {
             let start = i;
-            while c.get(i).is_some_and(|x| x.is_ascii_alphanumeric() || *x == '_' || *x == '.') {
+            while c
+                .get(i)
+                .is_some_and(|x| x.is_ascii_alphanumeric() || *x == '_' || *x == '.')
+            {
                 i += 1;
             }
             out.push(Tok::Word(c[start..i].iter().collect()));

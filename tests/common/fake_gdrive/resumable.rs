@@ -54,9 +54,11 @@ impl Sessions {
 pub fn start(call: Call, target: Option<String>) -> Result<Response, Response> {
     let meta = Meta::parse(&call.body)?;
     let total = match call.head.header("x-upload-content-length") {
-        Some(v) => Some(v.trim().parse::<usize>().map_err(|_| {
-            wire::bad_request("Invalid X-Upload-Content-Length header")
-        })?),
+        Some(v) => Some(
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| wire::bad_request("Invalid X-Upload-Content-Length header"))?,
+        ),
         None => None,
     };
     let mut state = call.shared.state();
@@ -223,7 +225,9 @@ pub fn chunk(
             }
             let last = s.total == Some(b + 1);
             if s.total.is_some_and(|t| b + 1 > t) {
-                return Err(wire::bad_request("Content-Range runs past the upload's length"));
+                return Err(wire::bad_request(
+                    "Content-Range runs past the upload's length",
+                ));
             }
             if !last && body.len() % CHUNK_UNIT != 0 {
                 return Err(wire::bad_request(&format!(

@@ -220,8 +220,14 @@ fn dispatch(shared: &Shared, head: &Head, body: Vec<u8>) -> Result<Response, Res
         }
         ("POST", "/revoke") => {
             let q = wire::params(&head.query);
-            let token = q.get("token").cloned().or_else(|| form().get("token").cloned());
-            return Ok(shared.state().auth.revoke_endpoint(token.as_deref().unwrap_or("")));
+            let token = q
+                .get("token")
+                .cloned()
+                .or_else(|| form().get("token").cloned());
+            return Ok(shared
+                .state()
+                .auth
+                .revoke_endpoint(token.as_deref().unwrap_or("")));
         }
         ("GET", "/o/oauth2/v2/auth") => return Ok(auth::consent_page()),
         _ => {}
@@ -263,7 +269,9 @@ fn dispatch(shared: &Shared, head: &Head, body: Vec<u8>) -> Result<Response, Res
                 let id = id.to_string();
                 files::upload(call, Some(id))
             }
-            (_, _, "media" | "multipart" | "resumable") => Err(html(404, "Error 404 (Not Found)!!1")),
+            (_, _, "media" | "multipart" | "resumable") => {
+                Err(html(404, "Error 404 (Not Found)!!1"))
+            }
             _ => Err(wire::invalid(
                 "uploadType",
                 &format!("Invalid value '{kind}' for uploadType: media, multipart or resumable"),
