@@ -326,7 +326,7 @@ impl Auth {
                     .refresh
                     .get(token)
                     .filter(|r| r.client_id == get("client_id"))
-                    .ok_or_else(|| expired_or_revoked())?;
+                    .ok_or_else(expired_or_revoked)?;
                 if testing && r.issued_ms + TESTING_REFRESH_MS <= now {
                     return Err(expired_or_revoked());
                 }

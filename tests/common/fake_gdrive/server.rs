@@ -256,7 +256,7 @@ fn dispatch(shared: &Shared, head: &Head, body: Vec<u8>) -> Result<Response, Res
         caller,
     };
     let segments: Vec<&str> = drive.or(upload).unwrap_or("").split('/').collect();
-    if let Some(_) = upload {
+    if upload.is_some() {
         let kind = call.params.get("uploadType").cloned().unwrap_or_default();
         return match (method, segments.as_slice(), kind.as_str()) {
             ("POST", ["files"], "resumable") => resumable::start(call, None),
