@@ -351,13 +351,19 @@ pub fn delete(call: Call, id: &str) -> Result<Response, Response> {
     let now = state.now_ms();
     let mut doomed = vec![id.to_owned()];
     while let Some(next) = doomed.pop() {
-        let children: Vec<String> = state
-            .store
-            .files
-            .values()
-            .filter(|f| f.parents.contains(&next))
-            .map(|f| f.id.clone())
-            .collect();
+        // Only a folder has children; a file's delete must not cost a scan.
+        let is_folder = state.store.get(&next).is_some_and(|f| f.mime == FOLDER);
+        let children: Vec<String> = if is_folder {
+            state
+                .store
+                .files
+                .values()
+                .filter(|f| f.parents.contains(&next))
+                .map(|f| f.id.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         state.store.delete(&next, now);
         doomed.extend(children);
     }
