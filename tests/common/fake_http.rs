@@ -415,6 +415,8 @@ fn reason(status: u16) -> &'static str {
         206 => "Partial Content",
         304 => "Not Modified",
         307 => "Temporary Redirect",
+        // Google calls it "Resume Incomplete" in its upload protocol.
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",

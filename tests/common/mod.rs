@@ -11,6 +11,7 @@ use std::process::Output;
 pub const PASSPHRASE: &str = "correct horse battery staple";
 
 pub mod fake_dropbox;
+pub mod fake_gdrive;
 pub mod fake_github;
 pub mod fake_http;
 pub mod proxy;
