@@ -143,7 +143,11 @@ fn a_device_without_a_keyring_logs_in_as_it_sets_up() {
     // leaves no usable login behind: it is revoked at Dropbox.
     let revoked_before = d.fake.count("auth/token/revoke");
     let mut args: Vec<String> = vault.setup_command("desk");
-    args.extend(["--app-key".into(), DROPBOX_APP_KEY.into(), "--code-stdin".into()]);
+    args.extend([
+        "--app-key".into(),
+        DROPBOX_APP_KEY.into(),
+        "--code-stdin".into(),
+    ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let desk = TempHome::new("desk");
     let (out, printed) = with_dropbox_consent(d, desk.home(), &args, |c| {
