@@ -194,6 +194,12 @@ GHOSTIE_TEST_BACKEND=gist cargo test $(printf -- '--test %s ' "${on_both[@]}") -
 header "the engine and mount tests again, on Dropbox (GHOSTIE_TEST_BACKEND=dropbox)"
 GHOSTIE_TEST_BACKEND=dropbox cargo test $(printf -- '--test %s ' "${on_both[@]}") -- --test-threads=2
 
+# And on Google Drive: each vault in the app data folder of a fake Drive that the
+# test starts on loopback (tests/common/fake_gdrive.rs, which enforces Drive's
+# documented behaviour, rate limit included); tests/gdrive.rs ran above.
+header "the engine and mount tests again, on Google Drive (GHOSTIE_TEST_BACKEND=gdrive)"
+GHOSTIE_TEST_BACKEND=gdrive cargo test $(printf -- '--test %s ' "${on_both[@]}") -- --test-threads=2
+
 header "pjdfstest: POSIX conformance of the mount"
 # Every failure must be a documented exception (scripts/pjdfstest-expected.txt).
 if [[ $(id -u) -eq 0 && -e /dev/fuse ]]; then

@@ -229,6 +229,41 @@ pub enum BackendConfig {
         #[serde(flatten)]
         urls: DropboxUrls,
     },
+    /// The hidden app data folder of the owner's Google Drive. The login comes
+    /// from the credential store (or the environment) at run time and is never
+    /// written here.
+    Gdrive {
+        #[serde(flatten)]
+        urls: GdriveUrls,
+    },
+}
+
+pub const GDRIVE_API_URL: &str = "https://www.googleapis.com";
+pub const GDRIVE_UPLOAD_URL: &str = "https://www.googleapis.com";
+pub const GOOGLE_OAUTH_URL: &str = "https://oauth2.googleapis.com";
+
+/// Where Google's Drive API, its upload endpoint and its OAuth endpoints are
+/// (each can be pointed elsewhere, for the tests' fake). The API lives under
+/// `<api>/drive/v3`, uploads under `<upload>/upload/drive/v3`, tokens at
+/// `<oauth>/token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GdriveUrls {
+    #[serde(rename = "api_url")]
+    pub api: String,
+    #[serde(rename = "upload_url")]
+    pub upload: String,
+    #[serde(rename = "oauth_url")]
+    pub oauth: String,
+}
+
+impl Default for GdriveUrls {
+    fn default() -> Self {
+        Self {
+            api: GDRIVE_API_URL.into(),
+            upload: GDRIVE_UPLOAD_URL.into(),
+            oauth: GOOGLE_OAUTH_URL.into(),
+        }
+    }
 }
 
 pub const DROPBOX_API_URL: &str = "https://api.dropboxapi.com";
@@ -264,6 +299,7 @@ impl BackendConfig {
             BackendConfig::S3 { .. } => "s3",
             BackendConfig::Gist { .. } => "gist",
             BackendConfig::Dropbox { .. } => "dropbox",
+            BackendConfig::Gdrive { .. } => "gdrive",
         }
     }
 
@@ -279,6 +315,9 @@ impl BackendConfig {
             // An idle look is one list_folder/continue; a mount also holds a
             // longpoll open, which tells of a change at once.
             BackendConfig::Dropbox { .. } => std::time::Duration::from_secs(10),
+            // An idle look is one changes.list; Drive has no change notification
+            // a device behind a NAT could receive.
+            BackendConfig::Gdrive { .. } => std::time::Duration::from_secs(10),
         }
     }
 
@@ -290,7 +329,8 @@ impl BackendConfig {
         match self {
             BackendConfig::Local { .. }
             | BackendConfig::S3 { .. }
-            | BackendConfig::Dropbox { .. } => std::time::Duration::ZERO,
+            | BackendConfig::Dropbox { .. }
+            | BackendConfig::Gdrive { .. } => std::time::Duration::ZERO,
             BackendConfig::Gist { .. } => std::time::Duration::from_secs(20),
         }
     }

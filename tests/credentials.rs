@@ -925,6 +925,7 @@ fn short_lived_access_tokens_are_refreshed_and_a_rotated_refresh_token_is_stored
         api_url: endpoint.url.clone(),
         stored_at: 0,
         client_id: None,
+        oauth_url: None,
     };
     let mut creds = Credentials::open(&home).unwrap();
     // A login that came with an access token that has already run out.
@@ -935,6 +936,7 @@ fn short_lived_access_tokens_are_refreshed_and_a_rotated_refresh_token_is_stored
             info,
             &secret("refresh-0"),
             Some(stale),
+            None,
             Some(&key),
         )
         .unwrap();
@@ -978,6 +980,7 @@ fn short_lived_access_tokens_are_refreshed_and_a_rotated_refresh_token_is_stored
             info,
             &secret("refresh-1"),
             Some(stale),
+            None,
             Some(&key),
         )
         .unwrap();

@@ -7,6 +7,7 @@ pub mod counting;
 pub mod deadline;
 pub mod dropbox;
 pub mod fault;
+pub mod gdrive;
 pub mod gist;
 pub mod github;
 pub mod local;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 pub use counting::{CountingStore, RequestCounts};
 pub use dropbox::{AccessTokens, DropboxStore};
+pub use gdrive::GdriveStore;
 pub use gist::GistStore;
 
 pub use deadline::DeadlineStore;
@@ -256,6 +258,9 @@ fn metered_store(
         BackendConfig::Dropbox { urls } => {
             metered(DropboxStore::new(urls.clone(), dropbox_login(credential)?)?)
         }
+        BackendConfig::Gdrive { urls } => {
+            metered(GdriveStore::new(urls.clone(), google_login(credential)?)?)
+        }
     })
 }
 
@@ -272,24 +277,52 @@ fn dropbox_login(credential: Option<Credential>) -> BackendResult<Arc<dyn Access
     match credential {
         Some(Credential::Refreshing(tokens)) => Ok(tokens),
         // An access token alone (one made in the App Console): good until it lapses.
-        Some(Credential::Token(t)) => Ok(Arc::new(FixedToken(t))),
+        Some(Credential::Token(t)) => Ok(Arc::new(FixedToken::new(t, "Dropbox", "dropbox"))),
         None => Err(BackendError::Refused(
             "there is no Dropbox login here: run 'ghostie-fs login dropbox'".into(),
         )),
     }
 }
 
+fn google_login(credential: Option<Credential>) -> BackendResult<Arc<dyn AccessTokens>> {
+    match credential {
+        Some(Credential::Refreshing(tokens)) => Ok(tokens),
+        // An access token alone (from Google's OAuth playground, for a live test):
+        // good for the hour it lives.
+        Some(Credential::Token(t)) => Ok(Arc::new(FixedToken::new(t, "Google", "google"))),
+        None => Err(BackendError::Refused(
+            "there is no Google login here: run 'ghostie-fs login google'".into(),
+        )),
+    }
+}
+
 /// An access token handed out as it is; when it lapses, only a login helps.
-pub struct FixedToken(pub Token);
+pub struct FixedToken {
+    token: Token,
+    /// The provider, for people ("Dropbox"), and its `login` command's name.
+    title: &'static str,
+    login: &'static str,
+}
+
+impl FixedToken {
+    pub fn new(token: Token, title: &'static str, login: &'static str) -> Self {
+        Self {
+            token,
+            title,
+            login,
+        }
+    }
+}
 
 impl AccessTokens for FixedToken {
     fn access_token(&self, refused: Option<&str>) -> BackendResult<Token> {
         if refused.is_some() {
-            return Err(BackendError::Refused(
-                "the Dropbox access token expired: run 'ghostie-fs login dropbox' to stay logged in".into(),
-            ));
+            return Err(BackendError::Refused(format!(
+                "the {} access token expired: run 'ghostie-fs login {}' to stay logged in",
+                self.title, self.login
+            )));
         }
-        Ok(self.0.clone())
+        Ok(self.token.clone())
     }
 }
 
@@ -318,6 +351,7 @@ pub fn describe(config: &BackendConfig) -> String {
         } => S3Store::describe_bucket(bucket, endpoint.as_deref()),
         BackendConfig::Gist { api_url } => gist::describe_api(api_url),
         BackendConfig::Dropbox { urls } => dropbox::describe_api(urls),
+        BackendConfig::Gdrive { urls } => gdrive::describe_api(urls),
     }
 }
 
@@ -365,6 +399,16 @@ pub fn open_for_setup(
             // Whose Dropbox, and whether the login works: said now.
             let account = store.account()?;
             tracing::info!("the vault lives in the app folder of Dropbox account {account}");
+            Ok(Arc::new(RetryStore::new(store, RetryPolicy::commands())))
+        }
+        BackendConfig::Gdrive { urls } => {
+            let store = GdriveStore::new(urls.clone(), google_login(credential)?)?;
+            // Whose Drive, and whether the login may use the app data folder: said now.
+            let account = store.account()?;
+            store.list_dirs("")?;
+            tracing::info!(
+                "the vault lives in the app data folder of the Google Drive of {account}"
+            );
             Ok(Arc::new(RetryStore::new(store, RetryPolicy::commands())))
         }
     }

@@ -11,6 +11,9 @@ pub struct TokenGrant {
     pub expires_in: Option<u64>,
     /// A new refresh token, when the endpoint rotates them.
     pub refresh_token: Option<Zeroizing<String>>,
+    /// Seconds the refresh token lives, when the endpoint says (Google, for an
+    /// app in "testing" status: a week).
+    pub refresh_expires_in: Option<u64>,
 }
 
 impl std::fmt::Debug for TokenGrant {
@@ -77,6 +80,107 @@ pub fn exchange_code(
     )
 }
 
+/// As [`exchange_code`], for a client with a secret and a redirect address
+/// (Google's installed apps: the loopback address the code came back to).
+pub fn exchange_code_with_secret(
+    token_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    code: &str,
+    verifier: &str,
+    redirect_uri: &str,
+) -> Result<TokenGrant, OAuthError> {
+    token_request(
+        token_url,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("code_verifier", verifier),
+            ("redirect_uri", redirect_uri),
+        ],
+    )
+}
+
+/// What a device authorization endpoint hands out (RFC 8628 §3.2).
+#[derive(Debug)]
+pub struct DeviceStart {
+    pub device_code: Zeroizing<String>,
+    pub user_code: String,
+    pub verification_url: String,
+    pub expires_in: u64,
+    pub interval: u64,
+}
+
+/// Asks `device_url` for a code the user types on another device.
+pub fn device_start(
+    device_url: &str,
+    client_id: &str,
+    scope: &str,
+) -> Result<DeviceStart, OAuthError> {
+    let json = form_request(device_url, &[("client_id", client_id), ("scope", scope)])?;
+    let text = |name: &str| {
+        json.get(name)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let (Some(device_code), Some(user_code)) = (text("device_code"), text("user_code")) else {
+        return Err(OAuthError::NotOAuth {
+            url: device_url.to_owned(),
+            reason: "its answer holds no device code".into(),
+        });
+    };
+    Ok(DeviceStart {
+        device_code: Zeroizing::new(device_code),
+        user_code,
+        verification_url: text("verification_url")
+            .or_else(|| text("verification_uri"))
+            .unwrap_or_default(),
+        expires_in: json
+            .get("expires_in")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1_800),
+        interval: json.get("interval").and_then(|v| v.as_u64()).unwrap_or(5),
+    })
+}
+
+/// One poll of the token endpoint for a device code (RFC 8628 §3.4): while the
+/// user has not answered, `Refused` with `authorization_pending` or `slow_down`.
+pub fn device_poll(
+    token_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    device_code: &str,
+) -> Result<TokenGrant, OAuthError> {
+    token_request(
+        token_url,
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("device_code", device_code),
+        ],
+    )
+}
+
+/// Revokes `token` at a revocation endpoint (RFC 7009), as Google's takes it.
+pub fn revoke(revoke_url: &str, token: &str) -> Result<(), OAuthError> {
+    form_request(revoke_url, &[("token", token)]).map(|_| ())
+}
+
+/// The query parameters of a request target (`/path?a=b`), decoded.
+pub fn query_params(target: &str) -> Vec<(String, String)> {
+    reqwest::Url::parse(&format!("http://localhost{target}"))
+        .map(|u| {
+            u.query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The provider's consent page at `root` with `params` in its query (RFC 6749
 /// §4.1.1); `root` as given when it is not a URL.
 pub fn authorize_url(root: &str, params: &[(&str, &str)]) -> String {
@@ -102,6 +206,31 @@ pub fn pkce_pair() -> (zeroize::Zeroizing<String>, String) {
 }
 
 fn token_request(token_url: &str, form: &[(&str, &str)]) -> Result<TokenGrant, OAuthError> {
+    let json = form_request(token_url, form)?;
+    let text = |name: &str| {
+        json.get(name)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(|s| Zeroizing::new(s.to_owned()))
+    };
+    let Some(access_token) = text("access_token") else {
+        return Err(OAuthError::NotOAuth {
+            url: token_url.to_owned(),
+            reason: "its answer holds no access token".into(),
+        });
+    };
+    Ok(TokenGrant {
+        access_token,
+        expires_in: json.get("expires_in").and_then(|v| v.as_u64()),
+        refresh_token: text("refresh_token"),
+        refresh_expires_in: json
+            .get("refresh_token_expires_in")
+            .and_then(|v| v.as_u64()),
+    })
+}
+
+/// Posts `form` to an OAuth endpoint; its JSON answer on success.
+fn form_request(token_url: &str, form: &[(&str, &str)]) -> Result<serde_json::Value, OAuthError> {
     let unreachable = |reason: &str| OAuthError::Unreachable {
         url: token_url.to_owned(),
         reason: reason.to_owned(),
@@ -153,21 +282,5 @@ fn token_request(token_url: &str, form: &[(&str, &str)]) -> Result<TokenGrant, O
         }
         return Err(OAuthError::Refused { status, error });
     }
-    let text = |name: &str| {
-        json.get(name)
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .map(|s| Zeroizing::new(s.to_owned()))
-    };
-    let Some(access_token) = text("access_token") else {
-        return Err(OAuthError::NotOAuth {
-            url: token_url.to_owned(),
-            reason: "its answer holds no access token".into(),
-        });
-    };
-    Ok(TokenGrant {
-        access_token,
-        expires_in: json.get("expires_in").and_then(|v| v.as_u64()),
-        refresh_token: text("refresh_token"),
-    })
+    Ok(json)
 }

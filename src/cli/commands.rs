@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ghostie_fs::config::DropboxUrls;
 use ghostie_fs::config::{filename_safe, valid_prefix, BackendConfig, Home};
+use ghostie_fs::config::{DropboxUrls, GdriveUrls};
 use ghostie_fs::folder;
 use ghostie_fs::sync::{Holder, Keep, NoProgress, SetupOutcome, SetupRequest, SyncError, Vault};
 
@@ -187,11 +187,25 @@ fn setup(cli: &Cli, home: Home, pass: &CliPassphrase, args: &SetupArgs) -> CmdRe
                 },
             }
         }
+        "gdrive" => {
+            let checked = |given: &Option<String>, default: &str| match given {
+                Some(u) => super::login::checked_url(u),
+                None => Ok(default.to_owned()),
+            };
+            let defaults = GdriveUrls::default();
+            BackendConfig::Gdrive {
+                urls: GdriveUrls {
+                    api: checked(&args.api_url, &defaults.api)?,
+                    upload: checked(&args.upload_url, &defaults.upload)?,
+                    oauth: checked(&args.oauth_url, &defaults.oauth)?,
+                },
+            }
+        }
         other => {
             return Err(CliError::new(
                 EXIT_FAILURE,
                 format!(
-                    "Unknown backend '{other}' (this version supports: local, s3, gist, dropbox)."
+                    "Unknown backend '{other}' (this version supports: local, s3, gist, dropbox, gdrive)."
                 ),
             ))
         }
@@ -221,22 +235,36 @@ fn setup(cli: &Cli, home: Home, pass: &CliPassphrase, args: &SetupArgs) -> CmdRe
             args.app_key.as_deref(),
             args.code_stdin,
         )?,
+        BackendConfig::Gdrive { urls } => super::login_google::login_for_setup(
+            &home,
+            urls,
+            args.client_id.as_deref(),
+            args.client_secret.as_deref(),
+            args.device_flow,
+        )?,
         _ => None,
     };
-    let logged_in = login.as_ref().map(|l| l.info.account.clone());
+    let logged_in = login
+        .as_ref()
+        .map(|l| (l.provider.title(), l.info.account.clone()));
     let (outcome, place) = match ghostie_fs::sync::setup_with_login(&req, pass, login.as_ref()) {
         Ok(done) => done,
         Err(e) => {
             if let Some(unused) = &login {
-                super::login_dropbox::revoke_unused(unused);
+                match unused.provider {
+                    ghostie_fs::credentials::Provider::Google => {
+                        super::login_google::revoke_unused(unused)
+                    }
+                    _ => super::login_dropbox::revoke_unused(unused),
+                }
             }
             return Err(e.into());
         }
     };
-    if let Some(account) = logged_in {
+    if let Some((provider, account)) = logged_in {
         say!(
             cli,
-            "✅ Logged in to Dropbox as '{account}'; the login is kept with this device's keys."
+            "✅ Logged in to {provider} as '{account}'; the login is kept with this device's keys."
         );
     }
     match outcome {

@@ -239,6 +239,25 @@ pub fn login(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LoginArgs) -> C
         }
         return super::login_dropbox::login(cli, home, pass, args, &api_url);
     }
+    if provider == Provider::Google {
+        if args.token_stdin {
+            return Err(CliError::new(
+                EXIT_USAGE,
+                "Google logs in through its own page, not with a pasted token: run 'ghostie-fs login google --client-id ID --client-secret SECRET'.",
+            ));
+        }
+        return super::login_google::login(cli, home, pass, args, &api_url);
+    }
+    if args.client_id.is_some()
+        || args.client_secret.is_some()
+        || args.device
+        || args.oauth_url.is_some()
+    {
+        return Err(CliError::new(
+            EXIT_USAGE,
+            "--client-id, --client-secret, --device and --oauth-url are for 'ghostie-fs login google'.",
+        ));
+    }
     if args.app_key.is_some() || args.code_stdin {
         return Err(CliError::new(
             EXIT_USAGE,
@@ -281,6 +300,7 @@ pub fn login(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LoginArgs) -> C
         api_url: api_url.clone(),
         stored_at: now(),
         client_id: None,
+        oauth_url: None,
     };
     let place = store.store(provider, stored, &token, key.as_ref())?;
     for w in &warnings {
@@ -315,6 +335,17 @@ fn login_status(home: &Home, json: bool) -> CmdResult {
         any = true;
         let place = store.place().map(Place::describe).unwrap_or_default();
         println!("{provider}: account '{}', kept in {place}", info.account);
+        if let (Some(client), "google") = (&info.client_id, provider) {
+            println!("   OAuth client: {client}");
+            if info.expires.is_some() {
+                println!(
+                    "   the login ends {} (a client in \"testing\" status; publish it to keep logins)",
+                    expiry_text(info)
+                );
+            }
+            println!("   access: renewed as needed from the stored login");
+            continue;
+        }
         if let Some(app) = &info.client_id {
             println!("   app key: {app} (its folder in your Dropbox is Apps/<the app's name>)");
             println!("   access: renewed as needed from the stored login");
@@ -443,6 +474,17 @@ pub fn status_lines(home: &Home) -> Vec<String> {
     for (provider, info) in store.list() {
         let place = store.place().map(Place::describe).unwrap_or_default();
         lines.push(match &info.client_id {
+            Some(client) if provider == "google" => format!(
+                "Credentials: {provider} ('{}', OAuth client {client}, in {place}), renewed as needed{}",
+                info.account,
+                match info.expires {
+                    Some(_) => format!(
+                        "; the login ends {} (a client in \"testing\" status)",
+                        expiry_text(info)
+                    ),
+                    None => String::new(),
+                }
+            ),
             Some(app) => format!(
                 "Credentials: {provider} ('{}', app key {app}, in {place}), renewed as needed",
                 info.account
@@ -483,6 +525,23 @@ pub fn logout(cli: &Cli, home: Home, pass: &CliPassphrase, args: &LogoutArgs) ->
         None => None,
     };
     let mut revoked = false;
+    if provider == Provider::Google {
+        if !args.keep_at_provider {
+            revoked = super::login_google::revoke_stored(&store, &info, key.as_ref())?;
+        }
+        store.remove(provider, key.as_ref())?;
+        let tail = if revoked {
+            "removed here and revoked at Google"
+        } else {
+            "removed here"
+        };
+        say!(
+            cli,
+            "✅ Logged out of Google Drive ('{}'): the login is {tail}.",
+            info.account
+        );
+        return Ok(0);
+    }
     if provider == Provider::Dropbox {
         if !args.keep_at_provider {
             revoked = super::login_dropbox::revoke_stored(&mut store, &info, key.as_ref())?;

@@ -120,9 +120,11 @@ fn obtain(api_url: &str, app_key: &str, code_stdin: bool) -> Result<NewLogin, Cl
             api_url: api_url.to_owned(),
             stored_at: now(),
             client_id: Some(app_key.to_owned()),
+            oauth_url: None,
         },
         refresh_token: Secret::new(refresh),
         access: Some((access, expires_at)),
+        client_secret: None,
     })
 }
 
@@ -152,6 +154,7 @@ pub fn login(
         login.info.clone(),
         &login.refresh_token,
         access,
+        None,
         key.as_ref(),
     )?;
     if let Some((var, _)) = env_secret(Provider::Dropbox, api_url) {

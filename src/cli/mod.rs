@@ -5,6 +5,7 @@ mod commands;
 mod errors;
 mod login;
 mod login_dropbox;
+mod login_google;
 mod mount;
 mod passphrase;
 mod progress;
@@ -52,7 +53,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a vault, or join an existing one, and set this device up.
-    Setup(SetupArgs),
+    Setup(Box<SetupArgs>),
     /// Upload local changes of the memories folder.
     Push(JsonArg),
     /// Download what other devices changed; local changes not yet pushed are kept.
@@ -106,8 +107,9 @@ pub struct SetupArgs {
     /// S3-compatible server; credentials come from the usual AWS environment
     /// variables, shared files or profile, and are never stored), gist (secret
     /// gists of your GitHub account; the token from 'ghostie-fs login github' or
-    /// GH_TOKEN) or dropbox (your Dropbox app's folder; the login from
-    /// 'ghostie-fs login dropbox').
+    /// GH_TOKEN), dropbox (your Dropbox app's folder; the login from
+    /// 'ghostie-fs login dropbox') or gdrive (the hidden app data folder of your
+    /// Google Drive; the login from 'ghostie-fs login google').
     #[arg(long, value_name = "KIND")]
     pub backend: String,
     /// The vault folder (local backend). It must exist.
@@ -130,9 +132,18 @@ pub struct SetupArgs {
     pub profile: Option<String>,
     /// The provider's API: for gist, GitHub Enterprise Server's
     /// https://HOST/api/v3 [default: https://api.github.com]; for dropbox
-    /// [default: https://api.dropboxapi.com].
+    /// [default: https://api.dropboxapi.com]; for gdrive [default:
+    /// https://www.googleapis.com].
     #[arg(long, value_name = "URL")]
     pub api_url: Option<String>,
+    /// Google Drive's upload host (gdrive backend) [default:
+    /// https://www.googleapis.com].
+    #[arg(long, value_name = "URL")]
+    pub upload_url: Option<String>,
+    /// Google's OAuth host (gdrive backend) [default:
+    /// https://oauth2.googleapis.com].
+    #[arg(long, value_name = "URL")]
+    pub oauth_url: Option<String>,
     /// Dropbox's content host (dropbox backend) [default:
     /// https://content.dropboxapi.com].
     #[arg(long, value_name = "URL")]
@@ -149,6 +160,19 @@ pub struct SetupArgs {
     /// Read Dropbox's code from the first line of standard input (dropbox backend).
     #[arg(long)]
     pub code_stdin: bool,
+    /// Your Google OAuth client's id, to log in as you set up when this device has
+    /// no Google login yet (gdrive backend; see 'ghostie-fs login google')
+    /// [env: GHOSTIE_GDRIVE_CLIENT_ID].
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// That client's secret [env: GHOSTIE_GDRIVE_CLIENT_SECRET].
+    #[arg(long, value_name = "SECRET")]
+    pub client_secret: Option<String>,
+    /// Log in with Google's device flow (a code typed on another device) instead
+    /// of the browser on this one (gdrive backend; a "TVs and Limited Input"
+    /// client).
+    #[arg(long)]
+    pub device_flow: bool,
     /// This device's name, unique in the vault [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
@@ -245,7 +269,7 @@ pub struct UnmountArgs {
 GH_TOKEN, then GITHUB_TOKEN (for github.com; GH_ENTERPRISE_TOKEN, then GITHUB_ENTERPRISE_TOKEN,\n\
 for another server), win over a stored token while set, and are never stored.")]
 pub struct LoginArgs {
-    /// The provider: github or dropbox.
+    /// The provider: github, dropbox or google.
     #[arg(value_name = "PROVIDER", required_unless_present = "status")]
     pub provider: Option<String>,
     /// Your Dropbox app's key (dropbox; an app with "App folder" access made in
@@ -256,15 +280,31 @@ pub struct LoginArgs {
     /// (dropbox).
     #[arg(long)]
     pub code_stdin: bool,
+    /// Your Google OAuth client's id (google; a "Desktop app" client, or "TVs and
+    /// Limited Input devices" for --device, made in Google Cloud: see the README)
+    /// [env: GHOSTIE_GDRIVE_CLIENT_ID].
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// That client's secret (google) [env: GHOSTIE_GDRIVE_CLIENT_SECRET].
+    #[arg(long, value_name = "SECRET")]
+    pub client_secret: Option<String>,
+    /// Log in by typing a code on another device instead of a browser on this
+    /// one (google: a phone, a server).
+    #[arg(long)]
+    pub device: bool,
     /// Read the token from the first line of standard input.
     #[arg(long)]
     pub token_stdin: bool,
     /// The provider's API (GitHub Enterprise Server: https://HOST/api/v3)
-    /// [default: https://api.github.com, https://api.dropboxapi.com].
+    /// [default: https://api.github.com, https://api.dropboxapi.com,
+    /// https://www.googleapis.com].
     #[arg(long, value_name = "URL")]
     pub api_url: Option<String>,
+    /// Google's OAuth host (google) [default: https://oauth2.googleapis.com].
+    #[arg(long, value_name = "URL")]
+    pub oauth_url: Option<String>,
     /// List the stored credentials (provider, account, where kept, scopes, expiry).
-    #[arg(long, conflicts_with_all = ["token_stdin", "api_url", "app_key", "code_stdin"])]
+    #[arg(long, conflicts_with_all = ["token_stdin", "api_url", "app_key", "code_stdin", "client_id", "client_secret", "device", "oauth_url"])]
     pub status: bool,
     /// With --status: print one JSON object.
     #[arg(long, requires = "status")]
@@ -273,7 +313,7 @@ pub struct LoginArgs {
 
 #[derive(Debug, Args)]
 pub struct LogoutArgs {
-    /// The provider: github or dropbox.
+    /// The provider: github, dropbox or google.
     #[arg(value_name = "PROVIDER")]
     pub provider: String,
     /// Only forget the token here; leave it valid at the provider.

@@ -591,9 +591,11 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
                 format!("gist (secret gists of the GitHub API at {api_url})")
             }
         }
-        ghostie_fs::config::BackendConfig::Dropbox { .. } => {
+        ghostie_fs::config::BackendConfig::Dropbox { .. }
+        | ghostie_fs::config::BackendConfig::Gdrive { .. } => {
             format!(
-                "dropbox ({})",
+                "{} ({})",
+                config.backend.kind(),
                 ghostie_fs::sync::describe_backend(&config.backend)
             )
         }

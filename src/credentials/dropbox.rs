@@ -76,7 +76,11 @@ pub fn account(api_url: &str, access: &Secret) -> BackendResult<String> {
         ..DropboxUrls::default()
     };
     let token: Token = Zeroizing::new(access.expose().to_owned());
-    DropboxStore::new(urls, std::sync::Arc::new(FixedToken(token)))?.account()
+    DropboxStore::new(
+        urls,
+        std::sync::Arc::new(FixedToken::new(token, "Dropbox", "dropbox")),
+    )?
+    .account()
 }
 
 /// Revokes an access token and the refresh token behind it, at Dropbox.
@@ -86,5 +90,9 @@ pub fn revoke(api_url: &str, access: &Secret) -> BackendResult<()> {
         ..DropboxUrls::default()
     };
     let token: Token = Zeroizing::new(access.expose().to_owned());
-    DropboxStore::new(urls, std::sync::Arc::new(FixedToken(token)))?.revoke_login()
+    DropboxStore::new(
+        urls,
+        std::sync::Arc::new(FixedToken::new(token, "Dropbox", "dropbox")),
+    )?
+    .revoke_login()
 }

@@ -43,6 +43,10 @@ pub struct StoredInfo {
     /// The OAuth client the login belongs to (Dropbox: the app key), for refreshing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// Where the provider's OAuth endpoints are, when not on the API's host
+    /// (Google), for renewing and revoking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@
 
 pub mod dropbox;
 pub mod github;
+pub mod google;
 mod meta;
 pub mod oauth;
 mod os_keyring;
@@ -137,15 +138,17 @@ impl Place {
 pub enum Provider {
     Github,
     Dropbox,
+    Google,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 2] = [Provider::Github, Provider::Dropbox];
+    pub const ALL: [Provider; 3] = [Provider::Github, Provider::Dropbox, Provider::Google];
 
     pub fn name(self) -> &'static str {
         match self {
             Provider::Github => "github",
             Provider::Dropbox => "dropbox",
+            Provider::Google => "google",
         }
     }
 
@@ -154,6 +157,7 @@ impl Provider {
         match self {
             Provider::Github => "GitHub",
             Provider::Dropbox => "Dropbox",
+            Provider::Google => "Google",
         }
     }
 
@@ -175,6 +179,8 @@ impl Provider {
             // A refresh token (with the app key in GHOSTIE_DROPBOX_APP_KEY), for a
             // server or CI; Dropbox has no variable of its own tools to follow.
             Provider::Dropbox => &[dropbox::REFRESH_TOKEN_VAR],
+            // A refresh token, with the client's id and secret beside it.
+            Provider::Google => &[google::REFRESH_TOKEN_VAR],
         }
     }
 
@@ -183,6 +189,7 @@ impl Provider {
         match self {
             Provider::Github => github::DEFAULT_API_URL,
             Provider::Dropbox => crate::config::DROPBOX_API_URL,
+            Provider::Google => crate::config::GDRIVE_API_URL,
         }
     }
 }

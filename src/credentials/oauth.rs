@@ -31,6 +31,10 @@ struct TokenSet {
     access_token: Option<String>,
     #[serde(default)]
     access_expires_at: Option<u64>,
+    /// The OAuth client's secret, for providers whose installed-app clients have
+    /// one (Google): kept with the tokens, never in a config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_secret: Option<String>,
 }
 
 impl Drop for TokenSet {
@@ -38,6 +42,9 @@ impl Drop for TokenSet {
         zeroize::Zeroize::zeroize(&mut self.refresh_token);
         if let Some(a) = &mut self.access_token {
             zeroize::Zeroize::zeroize(a);
+        }
+        if let Some(s) = &mut self.client_secret {
+            zeroize::Zeroize::zeroize(s);
         }
     }
 }
@@ -59,19 +66,22 @@ fn decode(provider: Provider, secret: &Secret) -> CredentialResult<TokenSet> {
 }
 
 impl Credentials {
-    /// Stores a login's tokens (see [`Credentials::store`] for `info` and `key`).
+    /// Stores a login's tokens (see [`Credentials::store`] for `info` and `key`),
+    /// and the client's secret where it has one.
     pub fn store_tokens(
         &mut self,
         provider: Provider,
         info: super::StoredInfo,
         refresh_token: &Secret,
         access: Option<(&Secret, u64)>,
+        client_secret: Option<&Secret>,
         key: Option<&CredentialKey>,
     ) -> CredentialResult<super::Place> {
         let set = TokenSet {
             refresh_token: refresh_token.expose().to_owned(),
             access_token: access.map(|(a, _)| a.expose().to_owned()),
             access_expires_at: access.map(|(_, at)| at),
+            client_secret: client_secret.map(|s| s.expose().to_owned()),
         };
         let secret = encode(&set)?;
         self.store(provider, info, &secret, key)
@@ -114,10 +124,16 @@ impl Credentials {
                 return Ok((Secret::new(Zeroizing::new(access.clone())), at));
             }
         }
+        let client_secret = client
+            .client_secret
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .or_else(|| set.client_secret.clone())
+            .map(Zeroizing::new);
         let grant = oauth::refresh(
             &client.token_url,
             &client.client_id,
-            client.client_secret.as_ref().map(Secret::expose),
+            client_secret.as_deref().map(String::as_str),
             &set.refresh_token,
         )
         .map_err(|e| match e {
@@ -135,6 +151,7 @@ impl Credentials {
             },
             access_token: Some(grant.access_token.to_string()),
             access_expires_at: Some(expires_at),
+            client_secret: set.client_secret.clone(),
         };
         let info = self.info(provider).cloned().ok_or_else(|| {
             CredentialError::Invalid(format!("the {} login vanished", provider.name()))

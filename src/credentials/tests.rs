@@ -11,6 +11,7 @@ fn info() -> StoredInfo {
         api_url: "http://127.0.0.1:1".into(),
         stored_at: 1,
         client_id: None,
+        oauth_url: None,
     }
 }
 

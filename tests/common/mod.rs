@@ -14,7 +14,10 @@ pub mod fake_dropbox;
 pub mod fake_gdrive;
 pub mod fake_github;
 pub mod fake_http;
+pub mod gdrive_vault;
 pub mod proxy;
+
+pub use gdrive_vault::*;
 
 /// Where the tests' vaults live: a local folder, or the real S3 server that
 /// scripts/test.sh starts, when GHOSTIE_TEST_BACKEND=s3. Every test that takes its
@@ -40,8 +43,9 @@ fn selected_backend() -> &'static str {
         Ok("s3") => "s3",
         Ok("gist") => "gist",
         Ok("dropbox") => "dropbox",
+        Ok("gdrive") => "gdrive",
         Ok("local") | Err(_) => "local",
-        Ok(other) => panic!("GHOSTIE_TEST_BACKEND={other}: use local, s3, gist or dropbox"),
+        Ok(other) => panic!("GHOSTIE_TEST_BACKEND={other}: use local, s3, gist, dropbox or gdrive"),
     }
 }
 
@@ -98,6 +102,7 @@ pub struct TempVault {
     s3: Option<S3Vault>,
     gist: Option<GistVault>,
     dropbox: Option<DropboxVault>,
+    gdrive: Option<GdriveVault>,
     /// Where a local vault's stall control file lives (see [`TempVault::stall`]).
     ctl: tempfile::TempDir,
 }
@@ -203,6 +208,8 @@ impl TempVault {
             Self::gist()
         } else if dropbox_selected() {
             Self::dropbox()
+        } else if gdrive_selected() {
+            Self::gdrive()
         } else {
             Self::local()
         }
@@ -228,6 +235,7 @@ impl TempVault {
                 relays,
                 store,
             }),
+            gdrive: None,
             ctl: tempfile::tempdir().expect("temp dir"),
         }
     }
@@ -255,6 +263,7 @@ impl TempVault {
             dir: tempfile::tempdir().expect("temp dir"),
             s3: None,
             dropbox: None,
+            gdrive: None,
             gist: Some(GistVault { fake, relay, store }),
             ctl: tempfile::tempdir().expect("temp dir"),
         }
@@ -270,6 +279,9 @@ impl TempVault {
         if self.dropbox.is_some() {
             return dropbox_env();
         }
+        if self.gdrive.is_some() {
+            return gdrive_env();
+        }
         match &self.gist {
             Some(_) => vec![("GH_ENTERPRISE_TOKEN".into(), GIST_TOKEN.into())],
             None => Vec::new(),
@@ -282,6 +294,9 @@ impl TempVault {
     pub fn keep_token(&self, home: &Path, prepare: impl FnOnce(&mut std::process::Command)) {
         if let Some(d) = &self.dropbox {
             return dropbox_login(d, home, prepare);
+        }
+        if let Some(d) = &self.gdrive {
+            return gdrive_login(d, home, prepare);
         }
         let Some(g) = &self.gist else { return };
         use std::io::Write;
@@ -317,11 +332,14 @@ impl TempVault {
 
     /// Whether the vault is somewhere other than a local folder.
     pub fn is_remote(&self) -> bool {
-        self.s3.is_some() || self.gist.is_some() || self.dropbox.is_some()
+        self.s3.is_some() || self.gist.is_some() || self.dropbox.is_some() || self.gdrive.is_some()
     }
 
     /// The relays in front of a remote vault's server (one per host).
     fn relays(&self) -> Vec<&proxy::Relay> {
+        if let Some(d) = &self.gdrive {
+            return vec![&d.relay];
+        }
         match (&self.s3, &self.gist, &self.dropbox) {
             (Some(s), _, _) => vec![&s.relay],
             (_, Some(g), _) => vec![&g.relay],
@@ -337,6 +355,7 @@ impl TempVault {
             s3: None,
             gist: None,
             dropbox: None,
+            gdrive: None,
             ctl: tempfile::tempdir().expect("temp dir"),
         }
     }
@@ -361,6 +380,7 @@ impl TempVault {
             ctl: tempfile::tempdir().expect("temp dir"),
             gist: None,
             dropbox: None,
+            gdrive: None,
             s3: Some(S3Vault {
                 relay,
                 endpoint: endpoint.to_owned(),
@@ -403,6 +423,9 @@ impl TempVault {
 
     /// The setup arguments that join this vault.
     pub fn setup_args(&self) -> Vec<String> {
+        if let Some(d) = &self.gdrive {
+            return Self::gdrive_setup_args(d);
+        }
         if let Some(d) = &self.dropbox {
             let urls = d.urls();
             return vec![
@@ -450,6 +473,9 @@ impl TempVault {
         if let Some(d) = &self.dropbox {
             return std::sync::Arc::new(dropbox_store(&d.fake));
         }
+        if let Some(d) = &self.gdrive {
+            return std::sync::Arc::new(gdrive_store(&d.fake));
+        }
         if let Some(g) = &self.gist {
             return std::sync::Arc::new(
                 ghostie_fs::backend::GistStore::new(
@@ -470,6 +496,10 @@ impl TempVault {
     /// Every object's key, relative to the vault (so "ghostie/…" on every backend).
     pub fn keys(&self) -> Vec<String> {
         if let Some(d) = &self.dropbox {
+            use ghostie_fs::backend::ObjectStore;
+            return d.store.list("ghostie/", None).expect("list the vault");
+        }
+        if let Some(d) = &self.gdrive {
             use ghostie_fs::backend::ObjectStore;
             return d.store.list("ghostie/", None).expect("list the vault");
         }
@@ -515,6 +545,10 @@ impl TempVault {
             use ghostie_fs::backend::ObjectStore;
             return d.store.get(key).expect("get object");
         }
+        if let Some(d) = &self.gdrive {
+            use ghostie_fs::backend::ObjectStore;
+            return d.store.get(key).expect("get object");
+        }
         if let Some(g) = &self.gist {
             use ghostie_fs::backend::ObjectStore;
             return g.store.get(key).expect("get object");
@@ -530,6 +564,10 @@ impl TempVault {
 
     pub fn put(&self, key: &str, data: &[u8]) {
         if let Some(d) = &self.dropbox {
+            use ghostie_fs::backend::ObjectStore;
+            return d.store.put(key, data).expect("put object");
+        }
+        if let Some(d) = &self.gdrive {
             use ghostie_fs::backend::ObjectStore;
             return d.store.put(key, data).expect("put object");
         }
@@ -740,6 +778,8 @@ pub struct TempHome {
     /// in their environment: set by [`TempHome::joined`] on a Dropbox vault, and
     /// always in a Dropbox run.
     pub dropbox_env: std::sync::atomic::AtomicBool,
+    /// The same for the test login of a Google Drive vault.
+    pub gdrive_env: std::sync::atomic::AtomicBool,
 }
 
 impl TempHome {
@@ -759,6 +799,7 @@ impl TempHome {
             outside,
             github_token: std::sync::Mutex::new(None),
             dropbox_env: std::sync::atomic::AtomicBool::new(dropbox_selected()),
+            gdrive_env: std::sync::atomic::AtomicBool::new(gdrive_selected()),
         }
     }
 
@@ -766,6 +807,13 @@ impl TempHome {
     /// or takes it away (they then use what `login dropbox` stored).
     pub fn set_dropbox_env(&self, on: bool) {
         self.dropbox_env
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Gives this device's commands the test's Google login in their environment,
+    /// or takes it away (they then use what `login google` stored).
+    pub fn set_gdrive_env(&self, on: bool) {
+        self.gdrive_env
             .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
@@ -809,6 +857,25 @@ impl TempHome {
                     .then(|| DROPBOX_APP_KEY.into()),
             ),
             ("GHOSTIE_DROPBOX_TOKEN", None),
+            (
+                "GHOSTIE_GDRIVE_REFRESH_TOKEN",
+                self.gdrive_env
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    .then(|| GDRIVE_REFRESH_TOKEN.into()),
+            ),
+            (
+                "GHOSTIE_GDRIVE_CLIENT_ID",
+                self.gdrive_env
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    .then(|| GDRIVE_CLIENT_ID.into()),
+            ),
+            (
+                "GHOSTIE_GDRIVE_CLIENT_SECRET",
+                self.gdrive_env
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    .then(|| GDRIVE_CLIENT_SECRET.into()),
+            ),
+            ("GHOSTIE_GDRIVE_TOKEN", None),
             ("DBUS_SESSION_BUS_ADDRESS", None),
             ("XDG_STATE_HOME", Some(self.state_dir().into_os_string())),
             (
@@ -826,6 +893,9 @@ impl TempHome {
         }
         if vault.is_dropbox() {
             h.set_dropbox_env(true);
+        }
+        if vault.is_gdrive() {
+            h.set_gdrive_env(true);
         }
         let args = vault.setup_command(name);
         h.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());

@@ -46,13 +46,16 @@ impl Vault {
             config.backend,
             crate::config::BackendConfig::Gist { .. }
                 | crate::config::BackendConfig::Dropbox { .. }
+                | crate::config::BackendConfig::Gdrive { .. }
         ) {
             return None;
         }
         let token = provider::credential_for(home, &config.backend, None).unwrap_or(None);
         let store = backend::open_to_look(&config.backend, LOOK_PATIENCE, token);
         // The listing teaches the store the vault's prefix, so it counts its gists.
-        store.list_dirs(&Layout::new(&config.prefix).root()).ok()?;
+        if matches!(config.backend, crate::config::BackendConfig::Gist { .. }) {
+            store.list_dirs(&Layout::new(&config.prefix).root()).ok()?;
+        }
         store.provider_status(true)
     }
 

@@ -160,7 +160,8 @@ impl Vault {
         let config = home.load_config()?;
         let passphrase: Box<dyn PassphraseSource> = match config.backend {
             crate::config::BackendConfig::Gist { .. }
-            | crate::config::BackendConfig::Dropbox { .. } => {
+            | crate::config::BackendConfig::Dropbox { .. }
+            | crate::config::BackendConfig::Gdrive { .. } => {
                 Box::new(provider::AskOnce::new(passphrase))
             }
             _ => passphrase,

@@ -11,7 +11,7 @@ use crate::backend::{BackendError, Credential, Token};
 use crate::config::BackendConfig;
 use crate::credentials::oauth::{OAuthClient, REFRESH_MARGIN_SECS};
 use crate::credentials::{
-    self, dropbox, CredentialError, CredentialKey, Credentials, Place, Provider, Secret,
+    self, dropbox, google, CredentialError, CredentialKey, Credentials, Place, Provider, Secret,
 };
 
 /// What `backend` signs in with, if it needs anything. `pass` opens a store sealed
@@ -25,17 +25,21 @@ pub(super) fn credential_for(
     let (provider, api_url) = match backend {
         BackendConfig::Gist { api_url } => (Provider::Github, api_url.clone()),
         BackendConfig::Dropbox { urls } => (Provider::Dropbox, urls.api.clone()),
+        BackendConfig::Gdrive { urls } => (Provider::Google, urls.api.clone()),
         _ => return Ok(None),
     };
-    if provider == Provider::Dropbox {
-        if let Some(token) = std::env::var(dropbox::ACCESS_TOKEN_VAR)
-            .ok()
-            .filter(|t| !t.trim().is_empty())
-        {
-            return Ok(Some(Credential::Token(Zeroizing::new(
-                token.trim().to_owned(),
-            ))));
-        }
+    let bare_token_var = match provider {
+        Provider::Dropbox => Some(dropbox::ACCESS_TOKEN_VAR),
+        Provider::Google => Some(google::ACCESS_TOKEN_VAR),
+        Provider::Github => None,
+    };
+    if let Some(token) = bare_token_var
+        .and_then(|var| std::env::var(var).ok())
+        .filter(|t| !t.trim().is_empty())
+    {
+        return Ok(Some(Credential::Token(Zeroizing::new(
+            token.trim().to_owned(),
+        ))));
     }
     if let Some((var, secret)) = credentials::env_secret(provider, &api_url) {
         return Ok(Some(match provider {
@@ -50,14 +54,47 @@ pub(super) fn credential_for(
                             dropbox::APP_KEY_VAR
                         ))
                     })?;
-                Credential::Refreshing(Arc::new(DropboxLogin::new(LoginSource::Environment {
-                    client: OAuthClient {
-                        token_url: dropbox::token_url(&api_url),
-                        client_id: app_key.trim().to_owned(),
-                        client_secret: None,
+                Credential::Refreshing(Arc::new(RefreshingLogin::new(
+                    provider,
+                    LoginSource::Environment {
+                        client: OAuthClient {
+                            token_url: dropbox::token_url(&api_url),
+                            client_id: app_key.trim().to_owned(),
+                            client_secret: None,
+                        },
+                        refresh_token: secret,
+                        var,
                     },
-                    refresh_token: secret,
-                })))
+                )))
+            }
+            Provider::Google => {
+                let named = |name: &str| {
+                    std::env::var(name)
+                        .ok()
+                        .map(|v| v.trim().to_owned())
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| {
+                            SyncError::Invalid(format!(
+                                "{var} holds a Google refresh token, but {name} is not set: give {} and {} of the OAuth client it was made with",
+                                google::CLIENT_ID_VAR,
+                                google::CLIENT_SECRET_VAR
+                            ))
+                        })
+                };
+                let client_id = named(google::CLIENT_ID_VAR)?;
+                let client_secret = named(google::CLIENT_SECRET_VAR)?;
+                Credential::Refreshing(Arc::new(RefreshingLogin::new(
+                    provider,
+                    LoginSource::Environment {
+                        client: OAuthClient {
+                            token_url: google_token_url(backend),
+                            client_id,
+                            client_secret: Some(Secret::new(Zeroizing::new(client_secret))),
+                        },
+                        refresh_token: secret,
+                        var,
+                    },
+                )))
             }
         }));
     }
@@ -98,39 +135,67 @@ pub(super) fn credential_for(
         Provider::Github => Ok(store
             .secret(provider, key.as_ref())?
             .map(|s| Credential::Token(Zeroizing::new(s.expose().to_owned())))),
-        Provider::Dropbox => {
+        Provider::Dropbox | Provider::Google => {
             let Some(client_id) = client_id else {
-                return Err(SyncError::Invalid(
-                    "the stored Dropbox login names no app key: run 'ghostie-fs login dropbox' again"
-                        .into(),
-                ));
+                return Err(SyncError::Invalid(format!(
+                    "the stored {} login names no OAuth client: run 'ghostie-fs login {}' again",
+                    provider.title(),
+                    provider.name()
+                )));
             };
-            Ok(Some(Credential::Refreshing(Arc::new(DropboxLogin::new(
-                LoginSource::Stored {
-                    home: home.clone(),
-                    key,
-                    client: OAuthClient {
-                        token_url: dropbox::token_url(&api_url),
-                        client_id,
-                        client_secret: None,
+            let token_url = match provider {
+                Provider::Google => google_token_url(backend),
+                _ => dropbox::token_url(&api_url),
+            };
+            Ok(Some(Credential::Refreshing(Arc::new(
+                RefreshingLogin::new(
+                    provider,
+                    LoginSource::Stored {
+                        home: home.clone(),
+                        key,
+                        client: OAuthClient {
+                            token_url,
+                            client_id,
+                            // Kept with the tokens.
+                            client_secret: None,
+                        },
                     },
-                },
-            )))))
+                ),
+            ))))
         }
     }
 }
 
+/// Google's token endpoint for a Drive backend.
+fn google_token_url(backend: &BackendConfig) -> String {
+    match backend {
+        BackendConfig::Gdrive { urls } => google::token_url(&urls.oauth),
+        _ => google::token_url(crate::config::GOOGLE_OAUTH_URL),
+    }
+}
+
 /// What a login made during setup signs in with, before it is stored.
-pub(super) fn credential_of_login(login: &super::setup::NewLogin) -> Credential {
-    let client = OAuthClient {
-        token_url: dropbox::token_url(&login.info.api_url),
-        client_id: login.info.client_id.clone().unwrap_or_default(),
-        client_secret: None,
+pub(super) fn credential_of_login(
+    login: &super::setup::NewLogin,
+    backend: &BackendConfig,
+) -> Credential {
+    let token_url = match login.provider {
+        Provider::Google => google_token_url(backend),
+        _ => dropbox::token_url(&login.info.api_url),
     };
-    let held = DropboxLogin::new(LoginSource::Environment {
-        client,
-        refresh_token: login.refresh_token.clone(),
-    });
+    let client = OAuthClient {
+        token_url,
+        client_id: login.info.client_id.clone().unwrap_or_default(),
+        client_secret: login.client_secret.clone(),
+    };
+    let held = RefreshingLogin::new(
+        login.provider,
+        LoginSource::Environment {
+            client,
+            refresh_token: login.refresh_token.clone(),
+            var: "",
+        },
+    );
     if let Some((access, at)) = &login.access {
         *lock(&held.current) = Some((Zeroizing::new(access.expose().to_owned()), *at));
     }
@@ -143,6 +208,8 @@ enum LoginSource {
     Environment {
         client: OAuthClient,
         refresh_token: Secret,
+        /// The variable it came from (empty: a login not yet stored).
+        var: &'static str,
     },
     /// In the home's credential store, where renewed access tokens are kept too,
     /// so the next command starts with one.
@@ -153,16 +220,19 @@ enum LoginSource {
     },
 }
 
-/// Access tokens for the Dropbox store, renewed before they lapse or when Dropbox
-/// calls one expired; one renewal at a time, shared by every request.
-pub(super) struct DropboxLogin {
+/// Access tokens for a store whose provider's tokens expire (Dropbox, Google),
+/// renewed before they lapse or when the provider refuses one; one renewal at a
+/// time, shared by every request.
+pub(super) struct RefreshingLogin {
+    provider: Provider,
     source: LoginSource,
     current: Mutex<Option<(Token, u64)>>,
 }
 
-impl DropboxLogin {
-    fn new(source: LoginSource) -> Self {
+impl RefreshingLogin {
+    fn new(provider: Provider, source: LoginSource) -> Self {
         Self {
+            provider,
             source,
             current: Mutex::new(None),
         }
@@ -173,19 +243,25 @@ impl DropboxLogin {
             LoginSource::Environment {
                 client,
                 refresh_token,
+                var,
             } => {
                 let grant = crate::backend::oauth::refresh(
                     &client.token_url,
                     &client.client_id,
-                    None,
+                    client.client_secret.as_ref().map(Secret::expose),
                     refresh_token.expose(),
                 )
                 .map_err(|e| match e {
                     crate::backend::oauth::OAuthError::LoginExpired
+                    | crate::backend::oauth::OAuthError::UnknownClient if var.is_empty() => {
+                        CredentialError::LoginExpired(self.provider.name())
+                    }
+                    crate::backend::oauth::OAuthError::LoginExpired
                     | crate::backend::oauth::OAuthError::UnknownClient => CredentialError::Invalid(
                         format!(
-                            "Dropbox no longer takes the refresh token in {}: make a new one, or run 'ghostie-fs login dropbox'",
-                            dropbox::REFRESH_TOKEN_VAR
+                            "{} no longer takes the refresh token in {var}: make a new one, or run 'ghostie-fs login {}'",
+                            self.provider.title(),
+                            self.provider.name()
                         ),
                     ),
                     e @ crate::backend::oauth::OAuthError::Unreachable { .. } => {
@@ -199,14 +275,14 @@ impl DropboxLogin {
             LoginSource::Stored { home, key, client } => {
                 let mut store = Credentials::open(home)?;
                 let (secret, at) =
-                    store.access_token(Provider::Dropbox, client, key.as_ref(), refused)?;
+                    store.access_token(self.provider, client, key.as_ref(), refused)?;
                 Ok((Zeroizing::new(secret.expose().to_owned()), at))
             }
         }
     }
 }
 
-impl AccessTokens for DropboxLogin {
+impl AccessTokens for RefreshingLogin {
     fn access_token(&self, refused: Option<&str>) -> Result<Token, BackendError> {
         let mut current = lock(&self.current);
         if let Some((token, at)) = current.as_ref() {

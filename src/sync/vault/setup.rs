@@ -38,6 +38,8 @@ pub struct NewLogin {
     pub refresh_token: Secret,
     /// The access token that came with it, and when it lapses (Unix seconds).
     pub access: Option<(Secret, u64)>,
+    /// The OAuth client's secret (Google's installed-app clients have one).
+    pub client_secret: Option<Secret>,
 }
 
 impl std::fmt::Debug for NewLogin {
@@ -59,7 +61,7 @@ pub fn setup_with_login(
     // Before setup a token can come only from the environment or the OS keyring
     // (a sealed store needs the vault's key, which does not exist yet).
     let token = match login {
-        Some(l) => Some(provider::credential_of_login(l)),
+        Some(l) => Some(provider::credential_of_login(l, &req.backend)),
         None => provider::credential_for(&req.home, &req.backend, None)?,
     };
     if token.is_none() && matches!(req.backend, crate::config::BackendConfig::Gist { .. }) {
@@ -70,6 +72,11 @@ pub fn setup_with_login(
     if token.is_none() && matches!(req.backend, crate::config::BackendConfig::Dropbox { .. }) {
         return Err(SyncError::Invalid(
             "there is no Dropbox login here: give setup --app-key KEY to log in now, or run 'ghostie-fs login dropbox' first".into(),
+        ));
+    }
+    if token.is_none() && matches!(req.backend, crate::config::BackendConfig::Gdrive { .. }) {
+        return Err(SyncError::Invalid(
+            "there is no Google login here: give setup --client-id ID --client-secret SECRET to log in now, or run 'ghostie-fs login google' first".into(),
         ));
     }
     let store = backend::open_for_setup(&req.backend, token)?;
@@ -87,6 +94,7 @@ pub fn setup_with_login(
             login.info.clone(),
             &login.refresh_token,
             access,
+            login.client_secret.as_ref(),
             key.as_ref(),
         )?;
     }

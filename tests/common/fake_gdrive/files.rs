@@ -370,6 +370,51 @@ pub fn delete(call: Call, id: &str) -> Result<Response, Response> {
     Ok(wire::response(204))
 }
 
+/// The account every fake Drive belongs to.
+pub const ACCOUNT_NAME: &str = "Ghost Owner";
+pub const ACCOUNT_EMAIL: &str = "ghost.owner@gmail.com";
+/// A free account's 15 GB.
+const QUOTA_LIMIT: u64 = 16_106_127_360;
+
+/// `GET /drive/v3/about`: who the user is and how much space the files take.
+/// Drive answers this method only with `fields` given.
+pub fn about(call: Call) -> Result<Response, Response> {
+    if !call.params.contains_key("fields") {
+        return Err(wire::error_at(
+            400,
+            "required",
+            "The 'fields' parameter is required for this method.",
+            Some(("parameter", "fields")),
+        ));
+    }
+    let fields = wire::fields_or(&call.params, "")?;
+    let usage: u64 = {
+        let state = call.shared.state();
+        state
+            .store
+            .files
+            .values()
+            .map(|f| f.content.len() as u64)
+            .sum()
+    };
+    let v = serde_json::json!({
+        "kind": "drive#about",
+        "user": {
+            "kind": "drive#user",
+            "displayName": ACCOUNT_NAME,
+            "emailAddress": ACCOUNT_EMAIL,
+            "me": true,
+        },
+        "storageQuota": {
+            "limit": QUOTA_LIMIT.to_string(),
+            "usage": usage.to_string(),
+            "usageInDrive": usage.to_string(),
+            "usageInDriveTrash": "0",
+        },
+    });
+    Ok(wire::json(200, &wire::select(&v, &fields)))
+}
+
 /// `POST /drive/v3/files/{id}/permissions`: appDataFolder files cannot be shared.
 pub fn share(call: Call, id: &str) -> Result<Response, Response> {
     let f = visible_file(call.shared, &call.caller, id)?;

@@ -298,6 +298,7 @@ fn dispatch(shared: &Shared, head: &Head, body: Vec<u8>) -> Result<Response, Res
             files::share(call, &id)
         }
         ("POST", ["files", _, "copy"]) => Err(wire::unsupported("files.copy")),
+        ("GET", ["about"]) => files::about(call),
         ("GET", ["changes", "startPageToken"]) => listing::start_page_token(call),
         ("GET", ["changes"]) => listing::changes(call),
         _ => Err(html(404, "Error 404 (Not Found)!!1")),
