@@ -267,6 +267,17 @@ fn form_request(token_url: &str, form: &[(&str, &str)]) -> Result<serde_json::Va
             reason: format!("it answered {status} without JSON"),
         });
     };
+    // Google's front end may turn a token request away for rate with its API's
+    // error envelope ({"error": {"errors": [{"reason": "rateLimitExceeded"}]}}).
+    let rate_reason = json
+        .get("error")
+        .and_then(|e| e.get("errors")?.get(0)?.get("reason")?.as_str())
+        .is_some_and(|r| r.ends_with("RateLimitExceeded") || r == "rateLimitExceeded");
+    if rate_reason {
+        return Err(unreachable(&format!(
+            "it answered {status}: too many requests"
+        )));
+    }
     if !(200..300).contains(&status) {
         let error = json
             .get("error")

@@ -69,8 +69,14 @@ pub fn client(id: Option<&str>, secret: Option<&str>) -> Result<Client, CliError
     })
 }
 
-fn login_error(e: LoginError, client_id: &str) -> CliError {
+fn login_error(e: LoginError, client_id: &str, device: bool) -> CliError {
     let sentence = match e {
+        LoginError::OAuth(OAuthError::UnknownClient) if device => {
+            return CliError::new(
+                EXIT_REFUSED,
+                format!("Google refused the OAuth client '{client_id}' for a login by code: the device flow needs a client of the \"TVs and Limited Input devices\" type (a \"Desktop app\" client logs in without --device); nothing was stored."),
+            )
+        }
         LoginError::OAuth(OAuthError::UnknownClient) => {
             return CliError::new(
                 EXIT_REFUSED,
@@ -89,12 +95,6 @@ fn login_error(e: LoginError, client_id: &str) -> CliError {
                 format!("Google says access was not allowed ({why}); nothing was stored."),
             )
         }
-        LoginError::OAuth(OAuthError::Refused { error, .. }) if error == "invalid_client" => {
-            return CliError::new(
-                EXIT_REFUSED,
-                "Google refused the client for this kind of login: the device flow needs a \"TVs and Limited Input devices\" client, the browser flow a \"Desktop app\" client; nothing was stored.",
-            )
-        }
         other => other.to_string(),
     };
     CliError::new(
@@ -107,8 +107,8 @@ fn login_error(e: LoginError, client_id: &str) -> CliError {
 /// tokens checked: a login ready to store.
 pub fn obtain(urls: &GdriveUrls, client: &Client, device: bool) -> Result<NewLogin, CliError> {
     let grant = if device {
-        let login =
-            DeviceLogin::start(&urls.oauth, &client.id).map_err(|e| login_error(e, &client.id))?;
+        let login = DeviceLogin::start(&urls.oauth, &client.id)
+            .map_err(|e| login_error(e, &client.id, device))?;
         println!(
             "On a phone or computer, open {} and enter the code {}",
             login.verification_url, login.user_code
@@ -116,10 +116,10 @@ pub fn obtain(urls: &GdriveUrls, client: &Client, device: bool) -> Result<NewLog
         let _ = std::io::stdout().flush();
         login
             .finish(&urls.oauth, &client.id, &client.secret)
-            .map_err(|e| login_error(e, &client.id))?
+            .map_err(|e| login_error(e, &client.id, device))?
     } else {
         let login = LoopbackLogin::start(&urls.oauth, &client.id)
-            .map_err(|e| login_error(e, &client.id))?;
+            .map_err(|e| login_error(e, &client.id, device))?;
         println!(
             "Open this page in a browser on this machine, sign in to Google and allow access:"
         );
@@ -127,7 +127,7 @@ pub fn obtain(urls: &GdriveUrls, client: &Client, device: bool) -> Result<NewLog
         let _ = std::io::stdout().flush();
         login
             .finish(&urls.oauth, &client.id, &client.secret, BROWSER_PATIENCE)
-            .map_err(|e| login_error(e, &client.id))?
+            .map_err(|e| login_error(e, &client.id, device))?
     };
     let Some(refresh) = grant.refresh_token.clone() else {
         return Err(CliError::new(

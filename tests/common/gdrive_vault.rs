@@ -41,12 +41,14 @@ impl GdriveVault {
 /// test login at the fake's token endpoint.
 pub struct TestGoogleLogin {
     token_url: String,
+    current: std::sync::Mutex<Option<ghostie_fs::backend::Token>>,
 }
 
 impl TestGoogleLogin {
     pub fn new(fake_url: &str) -> Self {
         Self {
             token_url: format!("{fake_url}/token"),
+            current: std::sync::Mutex::new(None),
         }
     }
 }
@@ -54,8 +56,14 @@ impl TestGoogleLogin {
 impl ghostie_fs::backend::AccessTokens for TestGoogleLogin {
     fn access_token(
         &self,
-        _refused: Option<&str>,
+        refused: Option<&str>,
     ) -> Result<ghostie_fs::backend::Token, ghostie_fs::backend::BackendError> {
+        let mut current = self.current.lock().unwrap();
+        if let Some(t) = current.as_ref() {
+            if refused != Some(t.as_str()) {
+                return Ok(t.clone());
+            }
+        }
         let grant = ghostie_fs::backend::oauth::refresh(
             &self.token_url,
             GDRIVE_CLIENT_ID,
@@ -63,6 +71,7 @@ impl ghostie_fs::backend::AccessTokens for TestGoogleLogin {
             GDRIVE_REFRESH_TOKEN,
         )
         .map_err(|e| ghostie_fs::backend::BackendError::Refused(e.to_string()))?;
+        *current = Some(grant.access_token.clone());
         Ok(grant.access_token)
     }
 }
