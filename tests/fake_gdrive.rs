@@ -1008,3 +1008,31 @@ fn outages() {
     assert_eq!(g.get(list).status, 200);
     assert!(g.fake.seen().iter().any(|s| s.status == 0));
 }
+
+#[test]
+fn about_needs_fields_and_counts_the_space_used() {
+    let g = Gd::new();
+    let r = g.get("/drive/v3/about");
+    assert_eq!((r.status, r.reason()), (400, "required".to_owned()));
+    g.create("a", &[7u8; 1000]);
+    g.create("b", &[7u8; 500]);
+    let v = g
+        .get(&format!(
+            "/drive/v3/about?fields={}",
+            enc("user(emailAddress),storageQuota(usage,limit)")
+        ))
+        .json();
+    assert_eq!(v["user"]["emailAddress"], "ghost.owner@gmail.com", "{v}");
+    assert!(v["user"].get("displayName").is_none(), "{v}");
+    assert_eq!(v["storageQuota"]["usage"], "1500", "{v}");
+    assert!(v["storageQuota"]["limit"].as_str().is_some(), "{v}");
+    // Without a token, nobody's account.
+    let r = call(
+        &g.fake.addr(),
+        "GET",
+        "/drive/v3/about?fields=user",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 401);
+}
