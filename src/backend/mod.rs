@@ -176,6 +176,26 @@ pub(crate) fn dirs_below(prefix: &str, keys: Vec<String>) -> Vec<String> {
     dirs
 }
 
+/// The bytes of `range` from an answer to a ranged download: a server that
+/// ignored the range (`whole`) sent the whole object; one that honoured it may
+/// still send more than asked.
+pub(crate) fn part_of_answer(range: Option<Range<u64>>, whole: bool, bytes: &[u8]) -> Vec<u8> {
+    match range {
+        Some(r) if whole => {
+            let end = usize::try_from(r.end)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let start = usize::try_from(r.start).unwrap_or(usize::MAX);
+            bytes.get(start..end).unwrap_or_default().to_vec()
+        }
+        Some(r) => {
+            let len = usize::try_from(r.end - r.start).unwrap_or(usize::MAX);
+            bytes[..len.min(bytes.len())].to_vec()
+        }
+        None => bytes.to_vec(),
+    }
+}
+
 /// A shared store is a store, so decorators can wrap one.
 impl<S: ObjectStore + ?Sized> ObjectStore for Arc<S> {
     fn put(&self, key: &str, data: &[u8]) -> BackendResult<()> {

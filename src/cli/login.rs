@@ -36,6 +36,19 @@ pub(super) fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a setup on `provider` at `api_url` has a login to use already: one of
+/// `vars` in the environment, or a login stored in the home for that API.
+pub(super) fn has_login(home: &Home, provider: Provider, api_url: &str, vars: &[&str]) -> bool {
+    let env = |var: &&str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
+    if vars.iter().any(env) {
+        return true;
+    }
+    Credentials::open(home)
+        .ok()
+        .and_then(|c| c.info(provider).cloned())
+        .is_some_and(|i| i.api_url.trim_end_matches('/') == api_url.trim_end_matches('/'))
+}
+
 pub(super) fn when(secs: u64) -> String {
     format_time(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
 }

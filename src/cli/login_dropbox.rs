@@ -169,17 +169,14 @@ pub fn login(
     Ok(0)
 }
 
-/// Whether a setup on Dropbox at `api_url` has a login to use already: the
-/// environment's, or one stored in the home.
+/// Whether a setup on Dropbox at `api_url` has a login to use already.
 pub fn has_login(home: &Home, api_url: &str) -> bool {
-    let env = |var: &str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
-    if env(dropbox::ACCESS_TOKEN_VAR) || env(dropbox::REFRESH_TOKEN_VAR) {
-        return true;
-    }
-    Credentials::open(home)
-        .ok()
-        .and_then(|c| c.info(Provider::Dropbox).cloned())
-        .is_some_and(|i| i.api_url.trim_end_matches('/') == api_url.trim_end_matches('/'))
+    super::login::has_login(
+        home,
+        Provider::Dropbox,
+        api_url,
+        &[dropbox::ACCESS_TOKEN_VAR, dropbox::REFRESH_TOKEN_VAR],
+    )
 }
 
 /// The login a setup on Dropbox makes when the home has none: with the app key

@@ -223,14 +223,12 @@ pub fn login(
 
 /// Whether a setup on Drive at `api_url` has a login to use already.
 fn has_login(home: &Home, api_url: &str) -> bool {
-    let env = |var: &str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
-    if env(google::ACCESS_TOKEN_VAR) || env(google::REFRESH_TOKEN_VAR) {
-        return true;
-    }
-    Credentials::open(home)
-        .ok()
-        .and_then(|c| c.info(Provider::Google).cloned())
-        .is_some_and(|i| i.api_url.trim_end_matches('/') == api_url.trim_end_matches('/'))
+    super::login::has_login(
+        home,
+        Provider::Google,
+        api_url,
+        &[google::ACCESS_TOKEN_VAR, google::REFRESH_TOKEN_VAR],
+    )
 }
 
 /// The login a setup on Drive makes when the home has none; None when a login

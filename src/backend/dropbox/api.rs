@@ -464,22 +464,7 @@ impl DropboxApi {
         let bytes = response
             .bytes()
             .map_err(|e| self.unreachable(Host::Content, &e))?;
-        Ok(match range {
-            // A server that ignored the range sent the whole file.
-            Some(r) if whole => {
-                let end = (r.end as usize).min(bytes.len());
-                bytes
-                    .get(r.start as usize..end)
-                    .unwrap_or_default()
-                    .to_vec()
-            }
-            Some(r) => {
-                let mut part = bytes.to_vec();
-                part.truncate((r.end - r.start) as usize);
-                part
-            }
-            None => bytes.to_vec(),
-        })
+        Ok(crate::backend::part_of_answer(range, whole, &bytes))
     }
 
     /// Waits up to `timeout_secs` for a change after `cursor`; returns whether one

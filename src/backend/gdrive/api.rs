@@ -381,22 +381,7 @@ impl DriveApi {
         let bytes = response
             .bytes()
             .map_err(|e| self.unreachable(Host::Api, &e))?;
-        Ok(match range {
-            // A server that ignored the range sent the whole file.
-            Some(r) if whole => {
-                let end = (r.end as usize).min(bytes.len());
-                bytes
-                    .get(r.start as usize..end)
-                    .unwrap_or_default()
-                    .to_vec()
-            }
-            Some(r) => {
-                let mut part = bytes.to_vec();
-                part.truncate((r.end - r.start) as usize);
-                part
-            }
-            None => bytes.to_vec(),
-        })
+        Ok(crate::backend::part_of_answer(range, whole, &bytes))
     }
 }
 
