@@ -1,6 +1,7 @@
 //! Must-hold 5: a flipped byte, a truncated object, two objects swapped, an old log
-//! segment copied under a newer number: `pull` and `verify` name the damage, write no
-//! damaged content, and everything else still syncs.
+//! segment copied under a newer number, a log rolled back to an older state: `pull`
+//! and `verify` name the damage, write no damaged content, and everything else still
+//! syncs.
 
 mod common;
 
@@ -189,4 +190,32 @@ fn a_large_file_damaged_in_its_middle_is_named_and_not_written() {
     let staging = fs::read_dir(b.home().join("sync/staging")).unwrap().count();
     assert_eq!(staging, 0, "a partial file was left in staging");
     verify_reports_damage(&a, "big.bin");
+}
+
+#[test]
+fn a_log_the_backend_rolled_back_is_named_and_never_merged() {
+    let (vault, a, c) = four_pushes();
+    let b = TempHome::joined("phone", &vault);
+    b.ok(&["pull"]);
+    assert!(b.read("file4.json").is_some());
+    // The backend now serves an older state of the laptop's log: the segment
+    // the phone applied last is gone from it.
+    let newest = vault.get(&segment(&a, 4));
+    vault.delete(&segment(&a, 4));
+    c.write("later-from-desktop.json", b"still arrives");
+    c.ok(&["push"]);
+    pull_reports_damage(&b, "rolled back");
+    let out = b.run(&["pull"]);
+    assert!(stderr(&out).contains("laptop"), "{}", stderr(&out));
+    // Nothing is taken back on the phone, and other devices' changes arrive.
+    assert_eq!(b.read("file4.json").unwrap(), memory_json(4, 3400));
+    assert_eq!(b.read("later-from-desktop.json").unwrap(), b"still arrives");
+    verify_reports_damage(&b, "rolled back");
+    // The laptop's own verify sees its published log cut short too.
+    verify_reports_damage(&a, "rolled back");
+    // Once the backend serves the log again, pulls are clean.
+    vault.put(&segment(&a, 4), &newest);
+    let out = b.run(&["pull"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("damaged"), "{}", stderr(&out));
 }

@@ -337,8 +337,8 @@ impl FixedToken {
 impl AccessTokens for FixedToken {
     fn access_token(&self, refused: Option<&str>) -> BackendResult<Token> {
         if refused.is_some() {
-            return Err(BackendError::Refused(format!(
-                "the {} access token expired: run 'ghostie-fs login {}' to stay logged in",
+            return Err(BackendError::LoginRefused(format!(
+                "the {} access token given in the environment expired: set a new one, or unset it and run 'ghostie-fs login {}' to stay logged in",
                 self.title, self.login
             )));
         }

@@ -206,7 +206,13 @@ pub fn login(
         login.client_secret.as_ref(),
         key.as_ref(),
     )?;
-    if let Some((var, _)) = env_secret(Provider::Google, api_url) {
+    let bare = std::env::var(google::ACCESS_TOKEN_VAR).is_ok_and(|v| !v.trim().is_empty());
+    let env_var = match env_secret(Provider::Google, api_url) {
+        _ if bare => Some(google::ACCESS_TOKEN_VAR),
+        Some((var, _)) => Some(var),
+        None => None,
+    };
+    if let Some(var) = env_var {
         eprintln!("⚠️  {var} is set: while it is, ghostie-fs uses it instead of this login.");
     }
     if !cli.quiet {

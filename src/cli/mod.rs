@@ -165,7 +165,8 @@ pub struct SetupArgs {
     /// [env: GHOSTIE_GDRIVE_CLIENT_ID].
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
-    /// That client's secret [env: GHOSTIE_GDRIVE_CLIENT_SECRET].
+    /// That client's secret [env: GHOSTIE_GDRIVE_CLIENT_SECRET; the
+    /// variable keeps it out of the process list and the shell's history].
     #[arg(long, value_name = "SECRET")]
     pub client_secret: Option<String>,
     /// Log in with Google's device flow (a code typed on another device) instead
@@ -285,7 +286,8 @@ pub struct LoginArgs {
     /// [env: GHOSTIE_GDRIVE_CLIENT_ID].
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
-    /// That client's secret (google) [env: GHOSTIE_GDRIVE_CLIENT_SECRET].
+    /// That client's secret (google) [env: GHOSTIE_GDRIVE_CLIENT_SECRET; the
+    /// variable keeps it out of the process list and the shell's history].
     #[arg(long, value_name = "SECRET")]
     pub client_secret: Option<String>,
     /// Log in by typing a code on another device instead of a browser on this

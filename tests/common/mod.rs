@@ -584,6 +584,24 @@ impl TempVault {
         }
     }
 
+    /// Removes an object, as a backend that lost it (or hides it) would.
+    pub fn delete(&self, key: &str) {
+        use ghostie_fs::backend::ObjectStore;
+        if let Some(d) = &self.dropbox {
+            return d.store.delete(key).expect("delete object");
+        }
+        if let Some(d) = &self.gdrive {
+            return d.store.delete(key).expect("delete object");
+        }
+        if let Some(g) = &self.gist {
+            return g.store.delete(key).expect("delete object");
+        }
+        match &self.s3 {
+            None => fs::remove_file(self.dir.path().join(key)).expect("remove object"),
+            Some(s) => s.store.delete(&self.full_key(key)).expect("delete object"),
+        }
+    }
+
     /// Every object with its bytes.
     pub fn objects(&self) -> Vec<(String, Vec<u8>)> {
         self.keys()

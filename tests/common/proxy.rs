@@ -76,7 +76,10 @@ impl Relay {
                     let done = done.clone();
                     std::thread::spawn(move || {
                         pump(from, to, hold.then_some(&*s));
-                        if done.fetch_add(1, SeqCst) == 1 {
+                        // Open until either side closes: a half-closed connection
+                        // carries no further request, and waiting for the other side
+                        // to notice would count a connection the client let go.
+                        if done.fetch_add(1, SeqCst) == 0 {
                             s.open.fetch_sub(1, SeqCst);
                         }
                     });

@@ -276,6 +276,8 @@ impl DriveApi {
             .unwrap_or_default();
         let drive = error.is_some_and(Value::is_object);
         match status {
+            // A session's address is its own credential: refused, it is over.
+            401 if host == Host::Session => Judged::Failed(ApiError::NotFound),
             401 => Judged::Expired,
             429 => Judged::Wait(None),
             403 if reason == "userRateLimitExceeded" || reason == "rateLimitExceeded" => {

@@ -184,10 +184,15 @@ impl GdriveStore {
             return Err(BackendError::Invalid("an empty key".into()));
         }
         self.index.ready(&self.api)?;
-        if let Some(holder) = self.index.holder(key) {
-            if create_only {
+        if create_only && self.index.holder(key).is_some() {
+            // Drive's answer, not the view's: the file there may be this store's
+            // own from a try whose settling was cut off, which must not be taken
+            // for a win before it is compared with any earlier file.
+            if !self.holders(key)?.is_empty() {
                 return Err(BackendError::AlreadyExists { key: key.into() });
             }
+        }
+        if let Some(holder) = self.index.holder(key) {
             match upload::upload(&self.api, Target::Existing { id: &holder.id }, &source) {
                 Ok(_) => {
                     self.remove_others(key, &holder.id);
@@ -310,7 +315,12 @@ impl ObjectStore for GdriveStore {
 
     fn delete(&self, key: &str) -> BackendResult<()> {
         self.index.ready(&self.api)?;
-        for entry in self.index.all_of(key) {
+        let mut entries = self.index.all_of(key);
+        if entries.is_empty() {
+            // Written elsewhere since the view looked, perhaps.
+            entries = self.holders(key)?;
+        }
+        for entry in entries {
             self.api
                 .delete_file(&entry.id)
                 .map_err(|e| e.into_backend(key))?;

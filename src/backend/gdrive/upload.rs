@@ -22,6 +22,16 @@ const CHUNK: u64 = 8 * 1024 * 1024;
 /// Failed session requests in a row, with nothing gained, before the upload
 /// gives up (the retry layer may start a new session later).
 const STUCK_TRIES: u32 = 5;
+/// The slowest upload link a request's timeout allows for (about 1 Mbit/s, a
+/// weak mobile connection), on top of the usual timeout.
+const SLOWEST_BYTES_PER_SECOND: f64 = 128.0 * 1024.0;
+
+/// How long a request carrying `bytes` may take: the body's way up on a slow
+/// link must not be cut off by the timeout meant for an answer.
+fn upload_timeout(bytes: usize) -> Duration {
+    crate::backend::github::request_timeout()
+        + Duration::from_secs_f64(bytes as f64 / SLOWEST_BYTES_PER_SECOND)
+}
 
 /// Bytes to upload: in memory, or a local file read piece by piece.
 pub(crate) enum Source<'a> {
@@ -106,6 +116,7 @@ fn create_multipart(api: &DriveApi, name: &str, data: &[u8]) -> Result<Value, Ap
     let content_type = format!("multipart/related; boundary={boundary}");
     let response = api.send(Host::Upload, &url, &|c, u| {
         c.post(u)
+            .timeout(upload_timeout(body.len()))
             .query(&[("uploadType", "multipart"), ("fields", FILE_FIELDS)])
             .header(CONTENT_TYPE, content_type.clone())
             .body(body.clone())
@@ -117,6 +128,7 @@ fn update_media(api: &DriveApi, id: &str, data: &[u8]) -> Result<Value, ApiError
     let url = api.upload_url(&format!("files/{id}"));
     let response = api.send(Host::Upload, &url, &|c, u| {
         c.patch(u)
+            .timeout(upload_timeout(data.len()))
             .query(&[("uploadType", "media"), ("fields", FILE_FIELDS)])
             .header(CONTENT_TYPE, "application/octet-stream")
             .body(data.to_vec())
@@ -176,9 +188,11 @@ fn received(response: &reqwest::blocking::Response) -> Option<u64> {
 fn progress_of(
     api: &DriveApi,
     response: reqwest::blocking::Response,
+    size: u64,
 ) -> Result<Progress, ApiError> {
     if response.status().as_u16() == 308 {
         return received(&response)
+            .filter(|&n| n <= size)
             .map(Progress::Have)
             .ok_or_else(|| api.not_google(Host::Session, 308).into());
     }
@@ -199,12 +213,13 @@ fn send_session(
         let range = format!("bytes {have}-{}/{size}", end - 1);
         let sent = api.send(Host::Session, session, &|c, u| {
             c.put(u)
+                .timeout(upload_timeout(piece.len()))
                 .header(CONTENT_RANGE, range.clone())
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .body(piece.clone())
         });
         let outcome = match sent {
-            Ok(response) => progress_of(api, response),
+            Ok(response) => progress_of(api, response, size),
             Err(e) => Err(e),
         };
         match outcome {
@@ -256,7 +271,7 @@ fn status(api: &DriveApi, session: &str, size: u64) -> Result<Progress, ApiError
                 .header(CONTENT_LENGTH, "0")
         });
         match asked {
-            Ok(response) => return progress_of(api, response),
+            Ok(response) => return progress_of(api, response, size),
             Err(ApiError::NotFound) => {
                 return Err(temporary("Google Drive ended an upload session".into()).into())
             }

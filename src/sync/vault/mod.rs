@@ -541,6 +541,18 @@ impl Vault {
         let mut damaged = Vec::new();
         self.keys()?;
         let names = self.name_map()?;
+        // How far this device has read each log (its own: published): a log that
+        // now ends before that was rolled back.
+        let mut seen: BTreeMap<DeviceId, u64> = self
+            .index()
+            .devices()?
+            .into_iter()
+            .map(|r| (r.id, r.applied_seq.0))
+            .collect();
+        seen.insert(
+            self.device.clone(),
+            self.index().meta_u64(META_LAST_PUBLISHED)?,
+        );
         let dirs = self.store.list_dirs(&self.layout.root())?;
         for d in dirs.iter().filter_map(|x| self.layout.device_of_dir(x)) {
             let name = names
@@ -549,6 +561,7 @@ impl Vault {
                 .unwrap_or_else(|| d.as_str()[..8].to_owned());
             let prefix = self.layout.log_prefix(&d);
             let mut expect = 1;
+            let mut newest = 0;
             for key in self.store.list(&prefix, None)? {
                 let Some(seq) = Layout::seq_of(&prefix, &key) else {
                     continue;
@@ -557,6 +570,7 @@ impl Vault {
                     damaged.push(format!("log of {name}: segment {expect} is missing"));
                 }
                 expect = seq.0 + 1;
+                newest = newest.max(seq.0);
                 if let Err(e) = self.check_log_record(RecordKind::Segment, &d, seq, &key) {
                     damaged.push(format!("log of {name}: segment {seq}: {e}"));
                 }
@@ -566,9 +580,16 @@ impl Vault {
                 let Some(seq) = Layout::seq_of(&snap_prefix, &key) else {
                     continue;
                 };
+                newest = newest.max(seq.0);
                 if let Err(e) = self.check_log_record(RecordKind::Snapshot, &d, seq, &key) {
                     damaged.push(format!("snapshot of {name} at {seq}: {e}"));
                 }
+            }
+            let read = seen.get(&d).copied().unwrap_or(0);
+            if read > newest {
+                damaged.push(format!(
+                    "log of {name}: rolled back: this device has read it up to segment {read}, the backend shows only up to {newest}"
+                ));
             }
         }
         let ns = self.namespace()?;

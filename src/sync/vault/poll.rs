@@ -128,11 +128,19 @@ impl Vault {
     ) -> SyncResult<usize> {
         let mut offered = 0;
         let log_prefix = self.layout.log_prefix(d);
-        // One listing per device and poll: its log from the last segment applied.
+        // One listing per device and poll: its log from the last segment applied,
+        // that one included, so a backend that no longer shows it is caught.
         // Only a device heard from for the first time, with a log, costs a second
         // (its snapshots; segments are never deleted, so no log means no snapshot).
-        let after = (applied.0 > 0).then(|| self.layout.segment(d, applied));
+        let after = (applied.0 > 1).then(|| self.layout.segment(d, Seq(applied.0 - 1)));
         let keys_listed = self.store.list(&log_prefix, after.as_deref())?;
+        if applied.0 > 0
+            && !keys_listed
+                .iter()
+                .any(|k| Layout::seq_of(&log_prefix, k) == Some(applied))
+        {
+            self.check_rollback(d, applied)?;
+        }
         if applied.0 == 0 && !keys_listed.is_empty() {
             let prefix = self.layout.snapshot_prefix(d);
             let snaps = self.store.list(&prefix, None)?;
@@ -176,6 +184,26 @@ impl Vault {
         }
         progress.finish();
         Ok(offered)
+    }
+
+    /// `d`'s segment `applied`, which this device applied, is not in the listing:
+    /// unless a snapshot at or after it stands in for it, the backend serves an
+    /// older state of the log than it did (a rollback, or segments lost), and
+    /// nothing of it is merged.
+    fn check_rollback(&self, d: &DeviceId, applied: Seq) -> SyncResult<()> {
+        let prefix = self.layout.snapshot_prefix(d);
+        let covered = self
+            .store
+            .list(&prefix, None)?
+            .iter()
+            .filter_map(|k| Layout::seq_of(&prefix, k))
+            .any(|s| s.0 >= applied.0);
+        if covered {
+            return Ok(());
+        }
+        Err(SyncError::Damaged(format!(
+            "segment {applied}, which this device already applied, is gone: the backend serves an older state of this log (rolled back, or segments lost)"
+        )))
     }
 
     fn apply_record(&self, d: &DeviceId, rec: &LogRecord, own: bool) -> SyncResult<usize> {
