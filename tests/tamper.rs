@@ -219,3 +219,37 @@ fn a_log_the_backend_rolled_back_is_named_and_never_merged() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!stderr(&out).contains("damaged"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_device_behind_follows_a_log_whose_early_segments_a_snapshot_replaced() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("phone", &vault);
+    a.write("early.json", b"{\"n\":0}");
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    // The laptop publishes past its first snapshot (every 32 segments)...
+    for i in 1..=34 {
+        a.write(&format!("f{}.json", i % 5), format!("{{\"n\":{i}}}"));
+        a.ok(&["push"]);
+    }
+    let id = fs::read_to_string(a.home().join("sync/device_id")).unwrap();
+    let snapshots = vault.keys_under(&format!("{}/metadata/snapshot-", id.trim()));
+    assert!(!snapshots.is_empty(), "no snapshot was written");
+    // ...and its segments up to the snapshot go, as a device reclaiming its log
+    // removes them, the one the phone applied last included.
+    for seq in 1..=32 {
+        vault.delete(&segment(&a, seq));
+    }
+    // The phone, behind, goes on from the snapshot: no damage, every file.
+    let out = b.run(&["pull"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("damaged"), "{}", stderr(&out));
+    assert_eq!(contents_of(&b.tree()), contents_of(&a.tree()));
+    let out = b.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A device new to the vault starts from the snapshot as before.
+    let c = TempHome::joined("desktop", &vault);
+    c.ok(&["pull"]);
+    assert_eq!(contents_of(&c.tree()), contents_of(&a.tree()));
+}

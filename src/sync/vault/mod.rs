@@ -560,13 +560,22 @@ impl Vault {
                 .cloned()
                 .unwrap_or_else(|| d.as_str()[..8].to_owned());
             let prefix = self.layout.log_prefix(&d);
+            let snap_prefix = self.layout.snapshot_prefix(&d);
+            let snapshots = self.store.list(&snap_prefix, None)?;
+            // Segments up to the newest snapshot may have been reclaimed.
+            let covered = snapshots
+                .iter()
+                .filter_map(|k| Layout::seq_of(&snap_prefix, k))
+                .map(|s| s.0)
+                .max()
+                .unwrap_or(0);
             let mut expect = 1;
             let mut newest = 0;
             for key in self.store.list(&prefix, None)? {
                 let Some(seq) = Layout::seq_of(&prefix, &key) else {
                     continue;
                 };
-                if seq.0 != expect {
+                if seq.0 != expect && seq.0.saturating_sub(1) > covered {
                     damaged.push(format!("log of {name}: segment {expect} is missing"));
                 }
                 expect = seq.0 + 1;
@@ -575,8 +584,7 @@ impl Vault {
                     damaged.push(format!("log of {name}: segment {seq}: {e}"));
                 }
             }
-            let snap_prefix = self.layout.snapshot_prefix(&d);
-            for key in self.store.list(&snap_prefix, None)? {
+            for key in snapshots {
                 let Some(seq) = Layout::seq_of(&snap_prefix, &key) else {
                     continue;
                 };

@@ -134,25 +134,33 @@ impl Vault {
         // (its snapshots; segments are never deleted, so no log means no snapshot).
         let after = (applied.0 > 1).then(|| self.layout.segment(d, Seq(applied.0 - 1)));
         let keys_listed = self.store.list(&log_prefix, after.as_deref())?;
+        // Where a snapshot stands in for segments that are gone (a device that
+        // reclaimed its log), a reader behind it goes on from the snapshot.
+        let mut jump_to = None;
         if applied.0 > 0
             && !keys_listed
                 .iter()
                 .any(|k| Layout::seq_of(&log_prefix, k) == Some(applied))
         {
-            self.check_rollback(d, applied)?;
+            jump_to = Some(self.check_rollback(d, applied)?);
+        }
+        let first_listed = keys_listed
+            .iter()
+            .filter_map(|k| Layout::seq_of(&log_prefix, k))
+            .find(|seq| seq.0 > applied.0);
+        if applied.0 > 0 && jump_to.is_none() {
+            if let Some(first) = first_listed.filter(|f| f.0 > applied.0 + 1) {
+                jump_to = self.newest_snapshot(d, Seq(first.0 - 1))?;
+            }
+        }
+        if let Some(snapshot) = jump_to.filter(|s| s.0 > applied.0) {
+            offered += self.apply_snapshot(d, snapshot, own)?;
+            applied = snapshot;
+            *changed = None;
         }
         if applied.0 == 0 && !keys_listed.is_empty() {
-            let prefix = self.layout.snapshot_prefix(d);
-            let snaps = self.store.list(&prefix, None)?;
-            if let Some(seq) = snaps
-                .iter()
-                .filter_map(|k| Layout::seq_of(&prefix, k))
-                .max()
-            {
-                let bytes = self.store.get(&self.layout.snapshot(d, seq))?;
-                let rec = open_log(self.keys()?, RecordKind::Snapshot, d, seq, &bytes)
-                    .map_err(|e| SyncError::Damaged(format!("snapshot {seq}: {e}")))?;
-                offered += self.apply_record(d, &rec, own)?;
+            if let Some(seq) = self.newest_snapshot(d, Seq(0))? {
+                offered += self.apply_snapshot(d, seq, own)?;
                 applied = seq;
                 *changed = None;
             }
@@ -187,23 +195,36 @@ impl Vault {
     }
 
     /// `d`'s segment `applied`, which this device applied, is not in the listing:
-    /// unless a snapshot at or after it stands in for it, the backend serves an
-    /// older state of the log than it did (a rollback, or segments lost), and
-    /// nothing of it is merged.
-    fn check_rollback(&self, d: &DeviceId, applied: Seq) -> SyncResult<()> {
-        let prefix = self.layout.snapshot_prefix(d);
-        let covered = self
-            .store
-            .list(&prefix, None)?
-            .iter()
-            .filter_map(|k| Layout::seq_of(&prefix, k))
-            .any(|s| s.0 >= applied.0);
-        if covered {
-            return Ok(());
+    /// unless a snapshot at or after it stands in for it (returned), the backend
+    /// serves an older state of the log than it did (a rollback, or segments
+    /// lost), and nothing of it is merged.
+    fn check_rollback(&self, d: &DeviceId, applied: Seq) -> SyncResult<Seq> {
+        if let Some(snapshot) = self.newest_snapshot(d, applied)? {
+            return Ok(snapshot);
         }
         Err(SyncError::Damaged(format!(
             "segment {applied}, which this device already applied, is gone: the backend serves an older state of this log (rolled back, or segments lost)"
         )))
+    }
+
+    /// `d`'s newest snapshot, if it is at `at_least` or later.
+    fn newest_snapshot(&self, d: &DeviceId, at_least: Seq) -> SyncResult<Option<Seq>> {
+        let prefix = self.layout.snapshot_prefix(d);
+        Ok(self
+            .store
+            .list(&prefix, None)?
+            .iter()
+            .filter_map(|k| Layout::seq_of(&prefix, k))
+            .max()
+            .filter(|s| s.0 >= at_least.0))
+    }
+
+    /// Applies `d`'s snapshot at `seq`: every version of `d` current up to there.
+    fn apply_snapshot(&self, d: &DeviceId, seq: Seq, own: bool) -> SyncResult<usize> {
+        let bytes = self.store.get(&self.layout.snapshot(d, seq))?;
+        let rec = open_log(self.keys()?, RecordKind::Snapshot, d, seq, &bytes)
+            .map_err(|e| SyncError::Damaged(format!("snapshot {seq}: {e}")))?;
+        self.apply_record(d, &rec, own)
     }
 
     fn apply_record(&self, d: &DeviceId, rec: &LogRecord, own: bool) -> SyncResult<usize> {
