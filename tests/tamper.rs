@@ -253,3 +253,46 @@ fn a_device_behind_follows_a_log_whose_early_segments_a_snapshot_replaced() {
     c.ok(&["pull"]);
     assert_eq!(contents_of(&c.tree()), contents_of(&a.tree()));
 }
+
+#[test]
+fn a_log_whose_newest_segments_the_backend_hides_is_named_with_the_device_that_read_them() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("phone", &vault);
+    let c = TempHome::joined("desktop", &vault);
+    a.write("one.json", b"1");
+    a.ok(&["push"]);
+    c.ok(&["pull"]);
+    a.write("two.json", b"2");
+    a.ok(&["push"]);
+    // The phone reads the laptop's second segment, and says so.
+    b.ok(&["pull"]);
+    // The backend hides it from then on; the desktop never read it.
+    let hidden = vault.get(&segment(&a, 2));
+    vault.delete(&segment(&a, 2));
+    pull_reports_damage(&c, "hides its newest segments");
+    // Said again at every pull while it lasts, as damage already reported.
+    let out = c.run(&["pull"]);
+    assert!(stderr(&out).contains("still damaged"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("laptop"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("phone"), "{}", stderr(&out));
+    assert_eq!(c.read("one.json").unwrap(), b"1");
+    assert!(c.read("two.json").is_none());
+    let status = c.ok(&["status"]);
+    assert!(
+        status.contains("hides its newest segments") && status.contains("laptop"),
+        "{status}"
+    );
+    let json = c.json(&["status", "--json"]);
+    assert_eq!(json["damaged_logs"].as_array().unwrap().len(), 1, "{json}");
+    verify_reports_damage(&c, "hidden");
+    // Served whole again: the desktop catches up, with no damage left.
+    vault.put(&segment(&a, 2), &hidden);
+    let out = c.run(&["pull"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(c.read("two.json").unwrap(), b"2");
+    assert!(c.json(&["status", "--json"])["damaged_logs"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}

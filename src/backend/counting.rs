@@ -132,6 +132,11 @@ impl<S: ObjectStore> ObjectStore for CountingStore<S> {
         self.write_report();
         self.inner.list(prefix, start_after)
     }
+    fn list_sized(&self, prefix: &str) -> BackendResult<Vec<(String, Option<u64>)>> {
+        self.counters.lists.fetch_add(1, Relaxed);
+        self.write_report();
+        self.inner.list_sized(prefix)
+    }
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
         self.counters.lists.fetch_add(1, Relaxed);
         self.write_report();

@@ -153,6 +153,10 @@ impl ObjectStore for DeadlineStore {
         let (prefix, start_after) = (prefix.to_owned(), start_after.map(str::to_owned));
         self.call(move |s| s.list(&prefix, start_after.as_deref()))
     }
+    fn list_sized(&self, prefix: &str) -> BackendResult<Vec<(String, Option<u64>)>> {
+        let prefix = prefix.to_owned();
+        self.call(move |s| s.list_sized(&prefix))
+    }
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
         let prefix = prefix.to_owned();
         self.call(move |s| s.list_dirs(&prefix))

@@ -73,6 +73,9 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
         self.inner.list_dirs(prefix)
     }
+    fn list_sized(&self, prefix: &str) -> BackendResult<Vec<(String, Option<u64>)>> {
+        self.inner.list_sized(prefix)
+    }
     fn delete(&self, key: &str) -> BackendResult<()> {
         self.admit_write(key)?;
         self.inner.delete(key)

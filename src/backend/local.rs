@@ -297,6 +297,20 @@ impl ObjectStore for LocalStore {
         Ok(keys)
     }
 
+    fn list_sized(&self, prefix: &str) -> BackendResult<Vec<(String, Option<u64>)>> {
+        let keys = self.list(prefix, None)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            // A key deleted since the walk is simply not there any more.
+            match fs::metadata(self.path_of(&key)?) {
+                Ok(m) => out.push((key, Some(m.len()))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(format!("cannot read the size of {key}"), e)),
+            }
+        }
+        Ok(out)
+    }
+
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
         let dir_part = prefix.trim_end_matches('/');
         let dir = if dir_part.is_empty() {

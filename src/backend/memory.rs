@@ -67,6 +67,14 @@ impl ObjectStore for MemoryStore {
         Ok(data[start..end].to_vec())
     }
 
+    fn list_sized(&self, prefix: &str) -> BackendResult<Vec<(String, Option<u64>)>> {
+        Ok(self
+            .lock()
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), Some(v.len() as u64)))
+            .collect())
+    }
     fn list(&self, prefix: &str, start_after: Option<&str>) -> BackendResult<Vec<String>> {
         Ok(self
             .lock()

@@ -114,6 +114,15 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn list(&self, prefix: &str, start_after: Option<&str>) -> BackendResult<Vec<String>>;
     /// The "folders" one level below `prefix` (which ends in `/`), each ending in `/`.
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>>;
+    /// Every key under `prefix` with its size where the listing tells it (for
+    /// reports of space; None where the provider's listing has no sizes).
+    fn list_sized(&self, prefix: &str) -> BackendResult<Vec<(String, Option<u64>)>> {
+        Ok(self
+            .list(prefix, None)?
+            .into_iter()
+            .map(|k| (k, None))
+            .collect())
+    }
     fn delete(&self, key: &str) -> BackendResult<()>;
     /// A short description for `status`: kind and location, never credentials.
     fn describe(&self) -> String;
@@ -218,6 +227,9 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Arc<S> {
     }
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
         (**self).list_dirs(prefix)
+    }
+    fn list_sized(&self, prefix: &str) -> BackendResult<Vec<(String, Option<u64>)>> {
+        (**self).list_sized(prefix)
     }
     fn delete(&self, key: &str) -> BackendResult<()> {
         (**self).delete(key)

@@ -172,6 +172,10 @@ impl<S: ObjectStore> ObjectStore for RetryStore<S> {
         self.run(|s| s.list_dirs(prefix))
     }
 
+    fn list_sized(&self, prefix: &str) -> BackendResult<Vec<(String, Option<u64>)>> {
+        self.run(|s| s.list_sized(prefix))
+    }
+
     fn delete(&self, key: &str) -> BackendResult<()> {
         self.run(|s| s.delete(key))
     }

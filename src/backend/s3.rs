@@ -596,6 +596,17 @@ impl ObjectStore for S3Store {
         Ok(keys)
     }
 
+    fn list_sized(&self, prefix: &str) -> BackendResult<Vec<(String, Option<u64>)>> {
+        let mut keys = Vec::new();
+        self.each_page(prefix, None, None, |page| {
+            keys.extend(page.contents().iter().filter_map(|o| {
+                let size = o.size().and_then(|s| u64::try_from(s).ok());
+                o.key().map(|k| (k.to_owned(), size))
+            }));
+        })?;
+        Ok(keys)
+    }
+
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
         let mut dirs = Vec::new();
         self.each_page(prefix, None, Some("/"), |page| {

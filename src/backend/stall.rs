@@ -74,6 +74,10 @@ impl<S: ObjectStore> ObjectStore for StallStore<S> {
         self.hold();
         self.inner.list(prefix, start_after)
     }
+    fn list_sized(&self, prefix: &str) -> BackendResult<Vec<(String, Option<u64>)>> {
+        self.hold();
+        self.inner.list_sized(prefix)
+    }
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
         self.hold();
         self.inner.list_dirs(prefix)

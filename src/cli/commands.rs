@@ -6,12 +6,15 @@ use std::time::Instant;
 use ghostie_fs::config::{filename_safe, valid_prefix, BackendConfig, Home};
 use ghostie_fs::config::{DropboxUrls, GdriveUrls};
 use ghostie_fs::folder;
-use ghostie_fs::sync::{Holder, Keep, NoProgress, SetupOutcome, SetupRequest, SyncError, Vault};
+use ghostie_fs::sync::{
+    GcOptions, GcReport, Holder, Keep, NoProgress, SetupOutcome, SetupRequest, SyncError, Vault,
+};
 
 use super::errors::{CliError, EXIT_DAMAGED, EXIT_FAILURE};
 use super::passphrase::CliPassphrase;
 use super::progress::BarProgress;
-use super::{login, mount, Cli, Command, ConflictAction, SetupArgs};
+use super::provider::human_bytes;
+use super::{login, mount, Cli, Command, ConflictAction, GcArgs, SetupArgs};
 
 type CmdResult = Result<u8, CliError>;
 
@@ -60,6 +63,7 @@ fn name_of(command: &Command) -> &'static str {
         Command::Devices(_) => "devices",
         Command::Passwd(_) => "passwd",
         Command::Verify => "verify",
+        Command::Gc(_) => "gc",
         Command::Mount(_) => "mount",
         Command::Unmount(_) => "unmount",
         Command::Login(_) => "login",
@@ -96,6 +100,8 @@ pub fn run(cli: Cli) -> CmdResult {
         | Command::Passwd(_)
         | Command::Verify
         | Command::Setup(_) => mount::refuse_while_mounted(&home)?,
+        // A mount home collects in its mount; a folder home here.
+        Command::Gc(_) => mount::refuse_while_mounted(&home)?,
         _ => {}
     }
     // Read once, now: a passphrase file that is not there is an error for every
@@ -120,6 +126,7 @@ pub fn run(cli: Cli) -> CmdResult {
             let vault = open_vault(home, pass)?;
             let code = pull(&cli, &vault, pass, a.json)?;
             let pushed = push(&cli, &vault, pass, a.json)?;
+            auto_gc(&cli, &vault, a.json);
             Ok(code.max(pushed))
         }
         Command::Status(a) => status(home, pass, a.json),
@@ -133,6 +140,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Devices(a) => devices(home, pass, a.json),
         Command::Passwd(a) => passwd(&cli, home, pass, a.new_passphrase_file.clone()),
         Command::Verify => verify(&cli, home, pass),
+        Command::Gc(a) => gc(&cli, &open_vault(home, pass)?, pass, a),
         Command::BenchSeal { file } => bench_seal(file),
     }
 }
@@ -309,6 +317,89 @@ fn push(cli: &Cli, vault: &Vault, pass: &CliPassphrase, json: bool) -> CmdResult
     Ok(0)
 }
 
+/// The collection `sync` runs when one is due; its failure is a warning, since
+/// nothing the user asked for depends on it.
+fn auto_gc(cli: &Cli, vault: &Vault, json: bool) {
+    match vault.collect_garbage_if_due() {
+        Ok(Some(r)) if r.objects_deleted() > 0 && !json => {
+            say!(cli, "🧹 {}", gc_sentence(&r));
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("⚠️  reclaiming space failed, and is tried again later: {e}"),
+    }
+}
+
+fn gc_sentence(r: &GcReport) -> String {
+    let verb = if r.dry_run {
+        "Would reclaim"
+    } else {
+        "Reclaimed"
+    };
+    let objects = r.objects_deleted();
+    let bytes = if r.sizes_unknown > 0 {
+        format!(
+            "{} and {} of unknown size",
+            human_bytes(r.bytes_freed),
+            r.sizes_unknown
+        )
+    } else {
+        human_bytes(r.bytes_freed)
+    };
+    format!(
+        "{verb} {objects} {} ({bytes}): {} {}, {} log {}, {} {}",
+        plural(objects, "object", "objects"),
+        r.packs_deleted,
+        plural(r.packs_deleted, "pack", "packs"),
+        r.segments_deleted,
+        plural(r.segments_deleted, "segment", "segments"),
+        r.snapshots_deleted,
+        plural(r.snapshots_deleted, "snapshot", "snapshots"),
+    )
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+fn gc(cli: &Cli, vault: &Vault, pass: &CliPassphrase, a: &GcArgs) -> CmdResult {
+    let r = vault.collect_garbage(&GcOptions {
+        dry_run: a.dry_run,
+        grace: a.grace,
+    })?;
+    confirm(vault, pass)?;
+    if a.json {
+        print_json(&serde_json::to_value(&r).unwrap_or_default());
+        return Ok(0);
+    }
+    say!(cli, "🧹 {}", gc_sentence(&r));
+    if r.packs_waiting > 0 {
+        let why = if r.waiting_for.is_empty() {
+            format!("for the grace period ({} s)", a.grace.as_secs())
+        } else {
+            format!(
+                "until {} {} read past them",
+                r.waiting_for.join(", "),
+                if r.waiting_for.len() == 1 {
+                    "has"
+                } else {
+                    "have"
+                }
+            )
+        };
+        say!(
+            cli,
+            "⏳ {} superseded {} kept {why}",
+            r.packs_waiting,
+            plural(r.packs_waiting, "pack", "packs")
+        );
+    }
+    Ok(0)
+}
+
 fn pull(cli: &Cli, vault: &Vault, pass: &CliPassphrase, json: bool) -> CmdResult {
     let progress = BarProgress::new(cli.quiet || json);
     let r = folder::pull(vault, &progress)?;
@@ -334,6 +425,12 @@ fn pull(cli: &Cli, vault: &Vault, pass: &CliPassphrase, json: bool) -> CmdResult
     }
     for d in &r.known_damage {
         eprintln!("⚠️  still damaged (reported before): {d}");
+    }
+    if let Some(why) = &r.unacknowledged {
+        eprintln!(
+            "⚠️  could not tell the other devices how far this one has read ({why}); \
+             they keep superseded data until it can"
+        );
     }
     for d in &r.damaged {
         eprintln!("❌ damaged: {d}");
@@ -430,6 +527,9 @@ fn status(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
     println!("   Known Devices: {}", s.known_devices.join(", "));
     if !s.lost.is_empty() {
         println!("   Lost before upload: {}", s.lost.join(", "));
+    }
+    for d in &s.damaged_logs {
+        println!("   ⚠️  {d}");
     }
     for line in login::status_lines(vault.home()) {
         println!("   {line}");

@@ -70,6 +70,14 @@ pub enum Command {
     Passwd(PasswdArgs),
     /// Fetch and check every object the vault's namespace points to.
     Verify,
+    /// Reclaim space: delete this device's data that newer versions replaced.
+    ///
+    /// Deletes this device's packs that no version names any more, once every other
+    /// device has said it read past them and a grace period has passed (for readers
+    /// in flight), and its log segments that a newer snapshot stands in for. Only
+    /// this device's own objects are touched. `sync` and a running mount do this by
+    /// themselves, at most once an hour.
+    Gc(GcArgs),
     /// Mount the vault over the memories folder (FUSE): files are fetched and
     /// decrypted when read, and encrypted and uploaded in the background when written.
     Mount(MountArgs),
@@ -92,6 +100,44 @@ pub enum Command {
     /// Measure sealing throughput of one file (benchmarks).
     #[command(hide = true)]
     BenchSeal { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Report what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep superseded data this long after it was found superseded, for readers in
+    /// flight: seconds, or a number with s, m, h or d.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub grace: std::time::Duration,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `90`, `90s`, `15m`, `1h`, `7d`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (like 90s, 15m, 1h or 7d)"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration (like 90s, 15m, 1h or 7d)"
+            ))
+        }
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(unit)))
 }
 
 #[derive(Debug, Args)]

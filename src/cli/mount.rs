@@ -674,6 +674,9 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
             if !s.lost.is_empty() {
                 println!("   Lost before upload: {}", s.lost.join(", "));
             }
+            for d in &s.damaged_logs {
+                println!("   ⚠️  {d}");
+            }
         }
         None => {
             if let Some(h) = holder {

@@ -16,7 +16,7 @@ fn minutes_from_now(at: u64) -> String {
 }
 
 /// "1.5 GiB", "820 KiB", "12 B".
-fn human_bytes(n: u64) -> String {
+pub(super) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if n < 1024 {
         return format!("{n} B");

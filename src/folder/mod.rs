@@ -40,6 +40,9 @@ pub struct PullReport {
     pub refused: Vec<String>,
     /// Damage an earlier pull already reported and that is still there.
     pub known_damage: Vec<String>,
+    /// Why this device could not tell the others how far it has read (the pull
+    /// itself succeeded; the others wait to reclaim space until it can).
+    pub unacknowledged: Option<String>,
 }
 
 /// The plain folder of a home. A file in its place is refused. A missing folder is
@@ -113,6 +116,9 @@ pub fn pull(vault: &Vault, progress: &dyn Progress) -> SyncResult<PullReport> {
     let polled = vault.poll(progress)?;
     let applied = apply::apply(vault, &root, progress)?;
     vault.touch_last_sync()?;
+    // A device that only reads must still say how far it read, or the others can
+    // never reclaim space; one that has changes says so when it pushes them.
+    let unacknowledged = vault.acknowledge().err().map(|e| e.to_string());
     record_conflicts(vault, applied.conflicts)?;
     let mut damaged = polled.problems;
     damaged.extend(applied.damaged);
@@ -123,6 +129,7 @@ pub fn pull(vault: &Vault, progress: &dyn Progress) -> SyncResult<PullReport> {
         damaged,
         refused: applied.refused,
         known_damage: polled.known_problems,
+        unacknowledged,
     })
 }
 
@@ -261,6 +268,9 @@ pub struct Status {
     /// Files whose last change was lost before upload (a crash damaged its queued
     /// copy and the folder no longer held the same bytes).
     pub lost: Vec<String>,
+    /// One sentence per device whose log the last pull could not take whole (damaged,
+    /// rolled back, or its newest segments hidden), naming the device.
+    pub damaged_logs: Vec<String>,
 }
 
 pub fn status(vault: &Vault) -> SyncResult<Status> {
@@ -299,6 +309,11 @@ pub fn status(vault: &Vault) -> SyncResult<Status> {
         backend_problem,
         refused: refused(vault)?,
         lost: vault.lost_files()?,
+        damaged_logs: vault
+            .devices()?
+            .into_iter()
+            .filter_map(|d| d.problem)
+            .collect(),
     })
 }
 

@@ -27,6 +27,7 @@ impl Errno {
     pub const NOTSUP: Errno = Errno(libc::ENOTSUP);
     pub const RANGE: Errno = Errno(libc::ERANGE);
     pub const NXIO: Errno = Errno(libc::ENXIO);
+    pub const STALE: Errno = Errno(libc::ESTALE);
 }
 
 /// The engine failed: the disk under the home (full, gone, unwritable) says so in

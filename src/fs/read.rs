@@ -27,7 +27,7 @@ use super::mount_fs::{lock, MountFs};
 use super::plain_cache::PlainCache;
 use super::tree::{parent_path, Ino, ROOT};
 use crate::model::{ContentRef, DeviceId, ObjectId};
-use crate::sync::{ContentReader, SyncError, SyncResult};
+use crate::sync::{ContentReader, SyncError, SyncResult, PACK_GONE};
 
 /// Files up to this size are read whole, checked against their hash and kept
 /// decrypted in memory; larger ones are read a chunk range at a time.
@@ -432,6 +432,21 @@ impl MountFs {
         };
         let path = n.path.clone();
         let fetch = |e: SyncError| {
+            // A reader of a version whose pack its owner reclaimed: the file holds
+            // newer contents now, which opening it again shows.
+            let gone = matches!(&e, SyncError::Damaged(why) if why == PACK_GONE);
+            if gone
+                && self
+                    .vault
+                    .content_is_current(&c)
+                    .is_ok_and(|current| !current)
+            {
+                tracing::warn!(
+                    "cannot read {path} as it was when opened: a newer version replaced it \
+                     and its old contents were reclaimed; open it again (answered ESTALE)"
+                );
+                return Errno::STALE;
+            }
             tracing::error!("cannot read {path}: {e}");
             Errno::IO
         };

@@ -70,6 +70,10 @@ pub struct MountStatus {
     /// copy): named until the home is set up again.
     #[serde(default)]
     pub lost: Vec<String>,
+    /// One sentence per device whose log the last poll could not take whole
+    /// (damaged, rolled back, or its newest segments hidden).
+    #[serde(default)]
+    pub damaged_logs: Vec<String>,
     /// Fifos and sockets in the mount: they exist on this device only and are
     /// never uploaded.
     #[serde(default)]

@@ -882,3 +882,48 @@ fn a_close_that_cannot_be_recorded_keeps_its_bytes_until_it_can() {
     );
     assert!(st.files.orphans.is_empty(), "no handle holds the node");
 }
+
+#[test]
+fn a_read_of_a_reclaimed_version_says_stale_and_of_a_lost_one_eio() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = memory();
+    let a = device(dir.path(), "laptop", &store);
+    let b = device(dir.path(), "phone", &store);
+    write_file(&a, "x.json", b"one");
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    let first_packs: Vec<String> = store
+        .list("ghostie/", None)
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.contains("/memories/"))
+        .collect();
+    write_file(&a, "x.json", b"two, longer");
+    a.sync_once().unwrap();
+    // The phone's index knows of the newer version; its tree not yet, and the
+    // laptop reclaimed the old pack in between.
+    b.vault.poll(&crate::sync::NoProgress).unwrap();
+    for k in &first_packs {
+        store.delete(k).unwrap();
+    }
+    let x = ino_of(&b, "x.json").unwrap();
+    let fh = b.open(x, libc::O_RDONLY).unwrap();
+    assert_eq!(b.read(x, 0, 64).err(), Some(Errno::STALE));
+    b.release(x, fh).unwrap();
+    // Once applied, the newer version reads.
+    b.apply_remote(None).unwrap();
+    assert_eq!(read_file(&b, "x.json").unwrap(), b"two, longer");
+
+    // A pack missing while its version is still the newest is damage: EIO.
+    write_file(&a, "y.json", b"lost");
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    let y_pack = store
+        .list("ghostie/", None)
+        .unwrap()
+        .into_iter()
+        .rfind(|k| k.contains("/memories/") && !first_packs.contains(k))
+        .unwrap();
+    store.delete(&y_pack).unwrap();
+    assert_eq!(read_file(&b, "y.json").err(), Some(Errno::IO));
+}

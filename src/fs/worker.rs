@@ -28,6 +28,14 @@ const SNAPSHOT_WHEN_QUIET: Duration = Duration::from_secs(2);
 const CHECKPOINT_AT_LEAST_EVERY: Duration = Duration::from_secs(10);
 /// How often files whose close could not be recorded (a full disk) are tried again.
 const UNSAVED_RETRY: Duration = Duration::from_secs(2);
+/// How often a quiet mount says how far it has read and looks for space to
+/// reclaim: at most every five minutes (a few writes an hour on request-limited
+/// providers), sooner when collections are set to run more often.
+fn housekeeping_every() -> Duration {
+    crate::sync::gc_auto_timing()
+        .1
+        .min(Duration::from_secs(300))
+}
 
 /// Tells the kernel to drop what it cached.
 pub trait Invalidator: Send {
@@ -134,6 +142,7 @@ fn upload_loop(fs: &MountFs, reporter: &Reporter) {
     let mut last_checkpoint = Instant::now();
     let mut last_unsaved_try = Instant::now();
     let mut pacer = super::pacer::PublishPacer::new(fs.opts.publish_gap, Instant::now());
+    let mut last_housekeeping = Instant::now();
     loop {
         if last_unsaved_try.elapsed() >= UNSAVED_RETRY && fs.has_unsaved() {
             fs.save_unsaved();
@@ -162,6 +171,11 @@ fn upload_loop(fs: &MountFs, reporter: &Reporter) {
                     snapshot_checked = false;
                 }
                 checkpoint(fs, &mut last_checkpoint);
+                continue;
+            }
+            if quiet && last_housekeeping.elapsed() >= housekeeping_every() {
+                last_housekeeping = Instant::now();
+                housekeeping(fs);
                 continue;
             }
             // During long bursts of writes the quiet moment may not come.
@@ -236,6 +250,28 @@ fn upload_loop(fs: &MountFs, reporter: &Reporter) {
     }
     let _ = fs.vault.write_due_snapshot();
     let _ = fs.vault.sync_queue();
+}
+
+/// When quiet: tell the other devices how far this one has read (they reclaim
+/// space only once every device has), and reclaim this device's own when due.
+fn housekeeping(fs: &MountFs) {
+    match fs.vault.acknowledge() {
+        Ok(true) => tracing::debug!("told the other devices how far this one has read"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("could not tell how far this device has read, retried later: {e}"),
+    }
+    match fs.vault.collect_garbage_if_due() {
+        Ok(Some(r)) if r.objects_deleted() > 0 => tracing::info!(
+            "reclaimed {} objects ({} bytes): {} packs, {} log segments, {} snapshots",
+            r.objects_deleted(),
+            r.bytes_freed,
+            r.packs_deleted,
+            r.segments_deleted,
+            r.snapshots_deleted
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("reclaiming space failed, retried later: {e}"),
+    }
 }
 
 fn checkpoint(fs: &MountFs, last: &mut Instant) {
@@ -318,10 +354,17 @@ fn poll_loop(fs: &MountFs, inval: &dyn Invalidator, reporter: &Reporter) {
                         }
                     }
                 }
+                let damaged: Vec<String> = r
+                    .problems
+                    .iter()
+                    .chain(&r.known_problems)
+                    .cloned()
+                    .collect();
                 reporter.update(fs, true, |s| {
                     s.last_poll_ms = Some(crate::now_ms());
                     s.polls += 1;
                     s.backend_reachable = true;
+                    s.damaged_logs = damaged;
                 });
             }
             Err(e) => {

@@ -22,11 +22,14 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod reclaim;
+pub use reclaim::{DeadPack, SeenVector, META_LAST_CONTENT_SEQ};
+
 use crate::model::{
     ContentHash, ContentRef, DeviceId, ObjectId, Seq, Showing, Version, VersionVector,
 };
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Added by schema 2; an index of schema 1 gains it when it is opened.
 const MOUNT_LOCAL_SCHEMA: &str = "
@@ -39,6 +42,17 @@ CREATE TABLE IF NOT EXISTS mount_local (
     ctime_ns INTEGER,
     link_group INTEGER
 );
+";
+
+/// Added by schema 3 (reclaiming space, see `store::reclaim`): what each device
+/// last said it had seen, and this device's packs found dead, since when.
+const RECLAIM_SCHEMA: &str = "
+ALTER TABLE devices ADD COLUMN seen TEXT;
+ALTER TABLE devices ADD COLUMN content_seq INTEGER NOT NULL DEFAULT 0;
+UPDATE devices SET content_seq = applied_seq;
+INSERT OR IGNORE INTO meta(key, value)
+    SELECT 'last_content_seq', value FROM meta WHERE key = 'last_published_seq';
+CREATE TABLE dead_packs (pack TEXT PRIMARY KEY, since_ms INTEGER NOT NULL, view TEXT NOT NULL);
 ";
 
 const SCHEMA: &str = "
@@ -209,7 +223,7 @@ pub struct HeadRow {
 }
 
 pub struct Index {
-    conn: Connection,
+    pub(super) conn: Connection,
     path: PathBuf,
 }
 
@@ -254,17 +268,23 @@ impl Index {
         match version {
             0 if create => {
                 conn.execute_batch(&format!(
-                    "BEGIN; {SCHEMA} {MOUNT_LOCAL_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                    "BEGIN; {SCHEMA} {MOUNT_LOCAL_SCHEMA} {RECLAIM_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 ))
                 .map_err(corrupt)?;
             }
-            // Schema 1 (before the mount kept anything of its own): migrated in place,
-            // in one transaction, keeping every row it had.
-            1 => {
-                conn.execute_batch(&format!(
-                    "BEGIN; {MOUNT_LOCAL_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-                ))
-                .map_err(corrupt)?;
+            // Schemas 1 (before the mount kept anything of its own) and 2 (before
+            // space was reclaimed): migrated in place, in one transaction, keeping
+            // every row they had.
+            1 | 2 => {
+                let mount_local = if version == 1 { MOUNT_LOCAL_SCHEMA } else { "" };
+                conn.execute_batch(&format!("BEGIN; {mount_local} {RECLAIM_SCHEMA}"))
+                    .map_err(corrupt)?;
+                reclaim::keep_only_live_contents(&conn).map_err(|e| IndexError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+                conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+                    .map_err(corrupt)?;
             }
             SCHEMA_VERSION => {
                 // A file that opens but lost its tables is as damaged as garbage.
@@ -273,7 +293,8 @@ impl Index {
                 conn.execute_batch(
                     "SELECT path, vector, ctime_ns, ino FROM local_files LIMIT 0; \
                      SELECT pack FROM pending_packs LIMIT 0; SELECT sha256 FROM contents LIMIT 0; \
-                     SELECT path, atime_ns, special, link_group FROM mount_local LIMIT 0;",
+                     SELECT path, atime_ns, special, link_group FROM mount_local LIMIT 0; \
+                     SELECT seen, content_seq FROM devices LIMIT 0; SELECT pack, view FROM dead_packs LIMIT 0;",
                 )
                 .map_err(corrupt)?;
             }
@@ -583,7 +604,7 @@ pub enum HeadChange {
 
 /// Writes inside one transaction.
 pub struct IndexTx<'c> {
-    tx: &'c Connection,
+    pub(super) tx: &'c Connection,
 }
 
 impl IndexTx<'_> {
@@ -623,6 +644,7 @@ impl IndexTx<'_> {
             self.tx
                 .prepare_cached("DELETE FROM heads WHERE device = ?1 AND counter = ?2")?
                 .execute(params![h.device.as_str(), h.counter() as i64])?;
+            self.forget_content_of(h)?;
         }
         self.tx.prepare_cached("INSERT INTO heads(device, counter, path, record, seq, published) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![
                 v.device.as_str(),
@@ -785,6 +807,7 @@ impl IndexTx<'_> {
 
     /// Removes an unpublished own version whose content is gone: nobody has seen it.
     pub fn drop_unpublished(&mut self, device: &DeviceId, counter: u64) -> IndexResult<()> {
+        self.forget_contents_of_unpublished(device, counter)?;
         self.tx
             .prepare_cached(
                 "DELETE FROM heads WHERE device = ?1 AND counter = ?2 AND published = 0",
@@ -988,6 +1011,83 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    fn file_version(path: &str, dev: &DeviceId, counter: u64, sha: u8) -> Version {
+        let mut v = version(path, dev, &[(dev, counter)]);
+        v.entry = Entry::File {
+            content: ContentRef {
+                owner: dev.clone(),
+                pack: ObjectId::new(counter),
+                offset: 8,
+                length: 100,
+                blob: crate::model::BlobId::random(),
+                sha256: ContentHash([sha; 32]),
+                size: 50,
+            },
+            mode: 0o644,
+        };
+        v
+    }
+
+    #[test]
+    fn an_index_of_schema_2_is_migrated_and_forgets_contents_no_head_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let dev = DeviceId::random();
+        let live = file_version("kept.json", &dev, 2, 1);
+        let gone = file_version("kept.json", &dev, 1, 9);
+        let other = DeviceId::random();
+        {
+            // Exactly what a release before schema 3 made, with a content of a
+            // version superseded long ago still in `contents`.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA} {MOUNT_LOCAL_SCHEMA} PRAGMA user_version = 2; COMMIT;"
+            ))
+            .unwrap();
+            conn.execute(
+                "INSERT INTO heads(device, counter, path, record, seq, published) VALUES(?1, 2, 'kept.json', ?2, 1, 1)",
+                params![dev.as_str(), encode(&live)],
+            )
+            .unwrap();
+            for v in [&live, &gone] {
+                let Entry::File { content, .. } = &v.entry else {
+                    unreachable!()
+                };
+                conn.execute(
+                    "INSERT INTO contents(sha256, record) VALUES(?1, ?2)",
+                    params![content.sha256.to_string(), encode(content)],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO devices(id, applied_seq) VALUES(?1, 7)",
+                [other.as_str()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES('last_published_seq', '5')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut idx = Index::open(&path, false).unwrap();
+        let found = idx
+            .contents_by_hash(&[ContentHash([1; 32]), ContentHash([9; 32])])
+            .unwrap();
+        assert!(found.contains_key(&ContentHash([1; 32])));
+        assert!(
+            !found.contains_key(&ContentHash([9; 32])),
+            "a content no head names must not be reused"
+        );
+        // What it had read counts as read in segments with versions, and its own
+        // published log as its own: nothing is taken for less than it was.
+        let me = DeviceId::random();
+        let seen = idx.seen_vector(&me).unwrap();
+        assert_eq!(seen.get(&other), Some(&7));
+        assert_eq!(seen.get(&me), Some(&5));
+        assert_eq!(idx.heads_of("kept.json").unwrap(), vec![live]);
     }
 
     #[test]

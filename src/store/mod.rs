@@ -7,8 +7,8 @@ pub mod lock;
 pub mod queue;
 
 pub use index::{
-    DeviceRow, Index, IndexError, IndexTx, LocalFile, LocalKind, LocalSpecial, MountLocal,
-    SpecialKind, RACY_CTIME,
+    DeadPack, DeviceRow, Index, IndexError, IndexTx, LocalFile, LocalKind, LocalSpecial,
+    MountLocal, SeenVector, SpecialKind, META_LAST_CONTENT_SEQ, RACY_CTIME,
 };
 pub use lock::HomeLock;
 pub use queue::PackQueue;

@@ -3,6 +3,10 @@
 //! large reads, while one memory costs one small read. Requests run on a few threads;
 //! results stream back to the caller's thread through a bounded channel.
 
+/// What a read says when the pack of the content it wants is not in the backend:
+/// its owner reclaimed it (the version was superseded) or it was lost.
+pub const PACK_GONE: &str = "its pack is no longer in the vault";
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -149,9 +153,9 @@ pub(crate) fn stream_blob(
             start,
             end,
         ) {
-            Err(SyncError::Backend(e)) if e.is_not_found() => Err(SyncError::Damaged(
-                "its pack is missing from the vault".into(),
-            )),
+            Err(SyncError::Backend(e)) if e.is_not_found() => {
+                Err(SyncError::Damaged(PACK_GONE.into()))
+            }
             other => other,
         }
     };
@@ -214,9 +218,9 @@ pub(crate) fn fetch_contents<T: Send>(
                 for &i in &run.members {
                     let r = &refs[i];
                     let result = match &data {
-                        Err(SyncError::Backend(e)) if e.is_not_found() => Err(SyncError::Damaged(
-                            "its pack is missing from the vault".into(),
-                        )),
+                        Err(SyncError::Backend(e)) if e.is_not_found() => {
+                            Err(SyncError::Damaged(PACK_GONE.into()))
+                        }
                         Err(SyncError::Backend(e)) => Err(SyncError::Backend(
                             crate::backend::BackendError::Invalid(e.to_string()),
                         )),

@@ -26,6 +26,13 @@ impl Layout {
     pub fn pack(&self, owner: &DeviceId, id: &ObjectId) -> String {
         format!("{}/{owner}/memories/{id}.enc", self.prefix)
     }
+    pub fn packs_prefix(&self, owner: &DeviceId) -> String {
+        format!("{}/{owner}/memories/", self.prefix)
+    }
+    /// The pack a key under [`Layout::packs_prefix`] names.
+    pub fn pack_of(prefix: &str, key: &str) -> Option<ObjectId> {
+        ObjectId::parse(key.strip_prefix(prefix)?.strip_suffix(".enc")?)
+    }
     pub fn log_prefix(&self, d: &DeviceId) -> String {
         format!("{}/{d}/log/", self.prefix)
     }

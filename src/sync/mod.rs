@@ -21,7 +21,7 @@ pub use crate::store::IndexError;
 /// What the engine keeps of a plain folder and of the vault's devices, for the
 /// front-ends to read and hand back.
 pub use crate::store::{DeviceRow, LocalFile, LocalKind, RACY_CTIME};
-pub use fetch::{FetchedContent, STREAM_FROM};
+pub use fetch::{FetchedContent, PACK_GONE, STREAM_FROM};
 pub use layout::Layout;
 pub use namespace::{Namespace, Shown};
 pub use pack::seal_speed;
@@ -29,12 +29,14 @@ pub use pack::{OWN_PACK_FROM, PACK_TARGET};
 pub use progress::{NoProgress, Progress};
 pub use reader::ContentReader;
 pub use rules::{After, Change, LocalChange, Seen};
+/// What the mount keeps on this device only (see `Vault::mount_local`).
+pub use vault::{
+    gc_auto_timing, GcOptions, GcReport, LocalSpecial, MountLocal, SpecialKind, DEFAULT_GRACE,
+};
 pub use vault::{
     kept_name, setup, setup_vault, setup_with_login, Conflict, ConflictSibling, Keep, NewLogin,
     PassphraseSource, PollReport, PublishReport, Retake, SetupOutcome, SetupRequest, Vault,
 };
-/// What the mount keeps on this device only (see `Vault::mount_local`).
-pub use vault::{LocalSpecial, MountLocal, SpecialKind};
 
 use crate::config::ConfigError;
 use crate::crypto::CryptoError;

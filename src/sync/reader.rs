@@ -2,6 +2,7 @@
 //! serves many readers at once (the mount) can fetch and decrypt on several threads
 //! while the vault records and publishes on another.
 
+use super::fetch::PACK_GONE;
 use super::fetch::{fetch_contents, read_range, stream_blob, Source};
 use super::{Layout, SyncError, SyncResult, STREAM_FROM};
 use crate::backend::SharedStore;
@@ -78,9 +79,7 @@ impl ContentReader {
             end,
         ) {
             Err(SyncError::Backend(e)) if e.is_not_found() => {
-                return Err(SyncError::Damaged(
-                    "its pack is missing from the vault".into(),
-                ))
+                return Err(SyncError::Damaged(PACK_GONE.into()))
             }
             other => other?,
         };

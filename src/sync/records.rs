@@ -10,6 +10,7 @@ use crate::crypto::envelope::{open_record, seal_record, RecordKind};
 use crate::crypto::layout::sealed_len;
 use crate::crypto::SubKeys;
 use crate::model::{DeviceId, Entry, Seq, Version};
+use crate::store::SeenVector;
 
 pub const RECORD_FORMAT: u32 = 1;
 
@@ -26,6 +27,14 @@ pub struct LogRecord {
     #[serde(default)]
     pub counter: u64,
     pub versions: Vec<Version>,
+    /// How far this device had applied every log (its own included) when it began
+    /// the round this record closes: its owner's word that no version it makes
+    /// later names a blob that was dead in that view (see `sync::vault::gc`).
+    /// Absent from records written before space was reclaimed, and read as "has
+    /// seen nothing", which holds every pack back: older readers ignore it, so the
+    /// record format stays 1.
+    #[serde(default, skip_serializing_if = "SeenVector::is_empty")]
+    pub seen: SeenVector,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -50,6 +50,7 @@ use crate::model::{ContentHash, ContentRef, DeviceId, Entry, Seq, Version};
 use crate::store::{DeviceRow, HomeLock, Index, LocalFile, PackQueue};
 
 mod conflicts;
+mod gc;
 mod look;
 mod mount_local;
 mod poll;
@@ -62,6 +63,7 @@ mod unlock;
 mod upload;
 
 pub use conflicts::{kept_name, Conflict, ConflictSibling, Keep};
+pub use gc::{auto_timing as gc_auto_timing, GcOptions, GcReport, DEFAULT_GRACE};
 pub use mount_local::{LocalSpecial, MountLocal, SpecialKind};
 pub use poll::PollReport;
 pub use publish::PublishReport;
@@ -80,6 +82,13 @@ const META_LAST_SEQ: &str = "last_assigned_seq";
 const META_LAST_PUBLISHED: &str = "last_published_seq";
 const META_SETUP_INCOMPLETE: &str = "setup_incomplete";
 const META_LAST_SYNC: &str = "last_sync_ms";
+/// What this device's newest published segment said it had seen (JSON).
+/// When this device last collected garbage (ms).
+const META_LAST_GC: &str = "last_gc_ms";
+const META_ACKED: &str = "acked_seen";
+/// What the round that assigned the newest segment number had seen (JSON): a
+/// segment published after a crash says what its own round saw.
+const META_ASSIGNED_SEEN: &str = "assigned_seen";
 
 pub struct Vault {
     home: Home,
@@ -553,6 +562,7 @@ impl Vault {
             self.device.clone(),
             self.index().meta_u64(META_LAST_PUBLISHED)?,
         );
+        let claims = self.index().seen_by_devices()?;
         let dirs = self.store.list_dirs(&self.layout.root())?;
         for d in dirs.iter().filter_map(|x| self.layout.device_of_dir(x)) {
             let name = names
@@ -597,6 +607,18 @@ impl Vault {
             if read > newest {
                 damaged.push(format!(
                     "log of {name}: rolled back: this device has read it up to segment {read}, the backend shows only up to {newest}"
+                ));
+            }
+            // What the other devices said they read of it (segments with versions).
+            let furthest = claims
+                .iter()
+                .filter(|(by, _)| **by != d && **by != self.device)
+                .filter_map(|(by, said)| Some((by, *said.get(&d)?)))
+                .max_by_key(|(_, seq)| *seq);
+            if let Some((by, claimed)) = furthest.filter(|(_, seq)| *seq > newest) {
+                let by = names.get(by).cloned().unwrap_or_else(|| by.to_string());
+                damaged.push(format!(
+                    "log of {name}: hidden: device {by} has read it up to segment {claimed}, the backend shows only up to {newest}"
                 ));
             }
         }

@@ -66,7 +66,11 @@ impl Vault {
             .collect();
         report.devices = devices.len();
         let known = self.index().devices()?;
+        // What the devices said before this poll listed anything: whatever they had
+        // read of a log then was in it before this poll's listing of it.
+        let claims = self.index().seen_by_devices()?;
         let me = self.device.clone();
+        let mut troubled = BTreeSet::new();
         for d in devices.iter().filter(|d| **d != me) {
             let row = known.iter().find(|r| &r.id == d);
             if row.and_then(|r| r.name.as_ref()).is_none() {
@@ -75,29 +79,102 @@ impl Vault {
                 report.changed_paths = None;
             }
             let applied = row.map(|r| r.applied_seq).unwrap_or_default();
-            match self.apply_log_of(d, applied, false, progress, &mut report.changed_paths) {
-                Ok(n) => {
-                    report.new_versions += n;
-                    if row.and_then(|r| r.problem.as_ref()).is_some() {
-                        self.index()
-                            .transaction(|tx| tx.set_device_problem(d, None))?;
-                    }
-                }
-                Err(SyncError::Damaged(why)) => {
-                    let name = self.name_map()?.get(d).cloned().unwrap_or_default();
-                    let sentence = format!("the log of device {name} is damaged: {why}");
-                    if row.and_then(|r| r.problem.as_deref()) == Some(sentence.as_str()) {
-                        report.known_problems.push(sentence);
-                        continue;
-                    }
-                    self.index()
-                        .transaction(|tx| tx.set_device_problem(d, Some(&sentence)))?;
-                    report.problems.push(sentence);
-                }
-                Err(e) => return Err(e),
+            let outcome = self
+                .apply_log_of(d, applied, false, progress, &mut report.changed_paths)
+                .and_then(|n| self.check_not_hidden(d, &claims).map(|()| n));
+            if self.note_outcome(d, row, outcome, &mut report)? {
+                troubled.insert(d.clone());
+            }
+        }
+        // What the others said in this poll: a log one of them read further than this
+        // device found it is listed once more (it may have grown since), and if it
+        // still falls short, the backend hides its end.
+        let said = self.index().seen_by_devices()?;
+        let behind: Vec<&DeviceId> = devices
+            .iter()
+            .filter(|d| **d != me)
+            .filter(|d| !troubled.contains(*d))
+            .filter(|d| self.check_not_hidden(d, &said).is_err())
+            .collect();
+        if !behind.is_empty() {
+            let known = self.index().devices()?;
+            for d in behind {
+                let row = known.iter().find(|r| &r.id == d);
+                let applied = row.map(|r| r.applied_seq).unwrap_or_default();
+                let outcome = self
+                    .apply_log_of(d, applied, false, progress, &mut report.changed_paths)
+                    .and_then(|n| self.check_not_hidden(d, &said).map(|()| n));
+                self.note_outcome(d, row, outcome, &mut report)?;
             }
         }
         Ok(report)
+    }
+
+    /// Counts what a device's log brought, or notes (once) why it could not be
+    /// applied (true); a log applied cleanly clears a problem noted before.
+    fn note_outcome(
+        &self,
+        d: &DeviceId,
+        row: Option<&crate::store::DeviceRow>,
+        outcome: SyncResult<usize>,
+        report: &mut PollReport,
+    ) -> SyncResult<bool> {
+        match outcome {
+            Ok(n) => {
+                report.new_versions += n;
+                if row.and_then(|r| r.problem.as_ref()).is_some() {
+                    self.index()
+                        .transaction(|tx| tx.set_device_problem(d, None))?;
+                }
+                Ok(false)
+            }
+            Err(SyncError::Damaged(why)) => {
+                let name = self.name_map()?.get(d).cloned().unwrap_or_default();
+                let sentence = format!("the log of device {name} is damaged: {why}");
+                if row.and_then(|r| r.problem.as_deref()) == Some(sentence.as_str()) {
+                    report.known_problems.push(sentence);
+                    return Ok(true);
+                }
+                self.index()
+                    .transaction(|tx| tx.set_device_problem(d, Some(&sentence)))?;
+                report.problems.push(sentence);
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Another device said it read `d`'s log further than the backend now lets this
+    /// one: the backend hides `d`'s newest segments (or lost them), and this
+    /// device must not take what it shows for all `d` wrote.
+    fn check_not_hidden(
+        &self,
+        d: &DeviceId,
+        claims: &std::collections::HashMap<DeviceId, crate::store::SeenVector>,
+    ) -> SyncResult<()> {
+        let have = self
+            .index()
+            .seen_vector(&self.device)?
+            .get(d)
+            .copied()
+            .unwrap_or(0);
+        let furthest = claims
+            .iter()
+            .filter(|(by, _)| *by != d && **by != self.device)
+            .filter_map(|(by, seen)| Some((by, *seen.get(d)?)))
+            .max_by_key(|(_, seq)| *seq);
+        match furthest {
+            Some((by, seq)) if seq > have => {
+                let names = self.name_map()?;
+                let by = names.get(by).cloned().unwrap_or_else(|| by.to_string());
+                Err(SyncError::Damaged(format!(
+                    "device {by} has read it up to segment {seq}, but the backend shows it \
+                     only up to segment {have}: the backend hides its newest segments (or \
+                     lost them)"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn learn_device_name(&self, d: &DeviceId) -> SyncResult<()> {
@@ -131,7 +208,8 @@ impl Vault {
         // One listing per device and poll: its log from the last segment applied,
         // that one included, so a backend that no longer shows it is caught.
         // Only a device heard from for the first time, with a log, costs a second
-        // (its snapshots; segments are never deleted, so no log means no snapshot).
+        // (its snapshots; a device reclaiming its log keeps the segment of its newest
+        // snapshot, so no log means no snapshot).
         let after = (applied.0 > 1).then(|| self.layout.segment(d, Seq(applied.0 - 1)));
         let keys_listed = self.store.list(&log_prefix, after.as_deref())?;
         // Where a snapshot stands in for segments that are gone (a device that
@@ -174,13 +252,30 @@ impl Vault {
             progress.start("Reading logs", seqs.len() as u64, Unit::Files);
         }
         for seq in seqs {
+            if seq.0 <= applied.0 {
+                continue;
+            }
             if seq.0 != applied.0 + 1 {
                 return Err(SyncError::Damaged(format!(
                     "segment {} is missing",
                     applied.0 + 1
                 )));
             }
-            let bytes = self.store.get(&self.layout.segment(d, seq))?;
+            let bytes = match self.store.get(&self.layout.segment(d, seq)) {
+                Ok(bytes) => bytes,
+                // Reclaimed by its device since the listing: the snapshot that made
+                // that safe stands in for it.
+                Err(e) if e.is_not_found() => {
+                    let snapshot = self.newest_snapshot(d, seq)?.ok_or_else(|| {
+                        SyncError::Damaged(format!("segment {seq} vanished as it was read"))
+                    })?;
+                    offered += self.apply_snapshot(d, snapshot, own)?;
+                    applied = snapshot;
+                    *changed = None;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let rec = open_log(self.keys()?, RecordKind::Segment, d, seq, &bytes)
                 .map_err(|e| SyncError::Damaged(format!("segment {seq}: {e}")))?;
             offered += self.apply_record(d, &rec, own)?;
@@ -245,6 +340,28 @@ impl Vault {
                 let s = tx.meta_u64(META_LAST_SEQ)?.max(rec.seq.0);
                 tx.set_meta(META_LAST_SEQ, &s.to_string())?;
                 tx.set_meta(META_LAST_PUBLISHED, &s.to_string())?;
+            }
+            if !own && !rec.seen.is_empty() {
+                tx.set_device_seen(d, &rec.seen)?;
+            }
+            // Where it says so, the record names its device's newest segment with
+            // versions; a record of an older version only its own number, if it
+            // holds versions.
+            let content = rec
+                .seen
+                .get(d)
+                .copied()
+                .or((!rec.versions.is_empty()).then_some(rec.seq.0));
+            if let Some(seq) = content {
+                if own {
+                    let kept = tx.meta_u64(crate::store::META_LAST_CONTENT_SEQ)?;
+                    tx.set_meta(
+                        crate::store::META_LAST_CONTENT_SEQ,
+                        &kept.max(seq).to_string(),
+                    )?;
+                } else {
+                    tx.set_device_content_seq(d, seq)?;
+                }
             }
             tx.set_device_applied(d, rec.seq, Some(rec.created_ms))
         })?;

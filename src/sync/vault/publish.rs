@@ -4,6 +4,11 @@
 //! network.
 
 use super::*;
+use crate::store::SeenVector;
+
+fn json(seen: &SeenVector) -> String {
+    serde_json::to_string(seen).unwrap_or_else(|_| unreachable!("maps of ids serialise"))
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct PublishReport {
@@ -20,13 +25,49 @@ pub struct PublishReport {
 impl Vault {
     /// Uploads queued packs, then publishes every version they cover in new segments.
     pub fn publish(&self, progress: &dyn Progress) -> SyncResult<PublishReport> {
+        self.publish_with(progress, false)
+    }
+
+    /// Tells the other devices how far this one has read their logs, when it has
+    /// read further than its last record said and has nothing else to publish: one
+    /// empty segment carrying the news. Their space is reclaimed only once every
+    /// device has said so (see `gc.rs`), so a device that only reads must say it.
+    pub fn acknowledge(&self) -> SyncResult<bool> {
+        Ok(self.publish_with(&crate::sync::NoProgress, true)?.segments > 0)
+    }
+
+    fn publish_with(
+        &self,
+        progress: &dyn Progress,
+        acknowledge: bool,
+    ) -> SyncResult<PublishReport> {
         let _one_at_a_time = lock(&self.publishing);
         let mut report = PublishReport::default();
         let round = self.begin_round()?;
+        let mut ack_due = false;
         {
             let index = self.index();
             let gap = index.meta_u64(META_LAST_PUBLISHED)? < index.meta_u64(META_LAST_SEQ)?;
             if round.packs.is_empty() && index.unpublished_count()? == 0 && !gap {
+                if !acknowledge {
+                    return Ok(report);
+                }
+                let acked: SeenVector = index
+                    .meta(META_ACKED)?
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default();
+                let others = |v: &SeenVector| -> SeenVector {
+                    v.iter()
+                        .filter(|(d, _)| **d != self.device)
+                        .map(|(d, s)| (d.clone(), *s))
+                        .collect()
+                };
+                ack_due = others(&round.seen) != others(&acked);
+                if !ack_due {
+                    return Ok(report);
+                }
+            } else if acknowledge {
+                // Something else is queued: the next push carries the news.
                 return Ok(report);
             }
         }
@@ -46,18 +87,33 @@ impl Vault {
                 let counter = tx.meta_u64(META_COUNTER)?;
                 if published < last {
                     let seq = Seq(published + 1);
-                    return Ok(Some((seq, tx.versions_in_segment(seq)?, counter)));
+                    // The round that assigned it said what it had seen then.
+                    let seen: SeenVector = tx
+                        .meta(META_ASSIGNED_SEEN)?
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or_default();
+                    return Ok(Some((seq, tx.versions_in_segment(seq)?, counter, seen)));
                 }
                 let next = Seq(last + 1);
-                if tx.assign_unpublished(next, round.up_to)? == 0 {
+                if tx.assign_unpublished(next, round.up_to)? == 0 && !ack_due {
                     return Ok(None);
                 }
+                ack_due = false;
                 tx.set_meta(META_LAST_SEQ, &next.0.to_string())?;
-                Ok(Some((next, tx.versions_in_segment(next)?, counter)))
+                tx.set_meta(META_ASSIGNED_SEEN, &json(&round.seen))?;
+                Ok(Some((
+                    next,
+                    tx.versions_in_segment(next)?,
+                    counter,
+                    round.seen.clone(),
+                )))
             })?;
-            let Some((seq, versions, counter)) = assigned else {
+            let Some((seq, versions, counter, mut seen)) = assigned else {
                 break;
             };
+            if !versions.is_empty() {
+                seen.insert(device.clone(), seq.0);
+            }
             crate::failpoint("push-before-segment");
             let record = LogRecord {
                 format: RECORD_FORMAT,
@@ -66,6 +122,7 @@ impl Vault {
                 created_ms: crate::now_ms(),
                 counter,
                 versions,
+                seen,
             };
             let sealed = seal_log(self.keys()?, RecordKind::Segment, &record);
             match self
@@ -84,6 +141,12 @@ impl Vault {
             self.index().transaction(|tx| {
                 tx.mark_published(seq)?;
                 tx.set_meta(META_LAST_PUBLISHED, &seq.0.to_string())?;
+                if !record.seen.is_empty() {
+                    tx.set_meta(META_ACKED, &json(&record.seen))?;
+                }
+                if !record.versions.is_empty() {
+                    tx.set_meta(crate::store::META_LAST_CONTENT_SEQ, &seq.0.to_string())?;
+                }
                 tx.set_device_applied(&device, seq, Some(created))
             })?;
             report.versions += record.versions.len();
@@ -152,8 +215,8 @@ impl Vault {
 
     /// Writes a snapshot of this device's published versions up to `seq`. Only the
     /// reading of the index holds it; sealing and the upload do not.
-    fn write_snapshot(&self, seq: Seq) -> SyncResult<()> {
-        let (versions, counter) = {
+    pub(super) fn write_snapshot(&self, seq: Seq) -> SyncResult<()> {
+        let (versions, counter, seen) = {
             let index = self.index();
             let versions: Vec<Version> = index
                 .all_heads()?
@@ -161,7 +224,12 @@ impl Vault {
                 .filter(|h| h.version.device == self.device && h.published)
                 .map(|h| h.version)
                 .collect();
-            (versions, index.meta_u64(META_COUNTER)?)
+            // What the newest segment said holds for everything after it.
+            let seen: SeenVector = index
+                .meta(META_ACKED)?
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            (versions, index.meta_u64(META_COUNTER)?, seen)
         };
         let record = LogRecord {
             format: RECORD_FORMAT,
@@ -170,6 +238,7 @@ impl Vault {
             created_ms: crate::now_ms(),
             counter,
             versions,
+            seen,
         };
         let sealed = seal_log(self.keys()?, RecordKind::Snapshot, &record);
         match self

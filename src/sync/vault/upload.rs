@@ -24,6 +24,9 @@ pub(super) struct Round {
     /// Every own version with a counter up to this one names a pack of this round or
     /// one uploaded before.
     pub up_to: u64,
+    /// What this device had applied of every log as the round began: every version
+    /// made after this was made in a view at least this new.
+    pub seen: crate::store::SeenVector,
 }
 
 impl Vault {
@@ -34,6 +37,7 @@ impl Vault {
         let round = Round {
             packs: index.pending_packs()?,
             up_to: index.meta_u64(META_COUNTER)?,
+            seen: index.seen_vector(&self.device)?,
         };
         drop(index);
         // A queue folder removed under a running mount: what this process wrote comes

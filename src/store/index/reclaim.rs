@@ -1,0 +1,218 @@
+//! What the index keeps for reclaiming space (schema 3): which contents a new
+//! version may reuse, what every other device last said it had seen, and which of
+//! this device's packs were found dead, since when and in what view.
+//!
+//! Reuse is the one way a device's version comes to name a blob it did not just
+//! upload (an unchanged file copied, a reverted edit): `contents` only ever points
+//! at a blob some head still names, so a device never makes a new reference to a
+//! blob that its owner may already count as dead. See `sync::vault::gc` for why
+//! that, with the seen-vectors, makes deleting a dead pack safe.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{decode_version, encode, Index, IndexResult, IndexTx};
+use crate::model::{ContentRef, DeviceId, Entry, ObjectId, Version};
+
+/// How far each device's log had been applied, counted in segments that hold
+/// versions: device → the newest such segment applied. Segments without versions
+/// (acknowledgements) do not count, or two devices acknowledging each other's
+/// acknowledgements would never stop.
+pub type SeenVector = BTreeMap<DeviceId, u64>;
+
+/// This device's newest published segment that holds versions (meta key).
+pub const META_LAST_CONTENT_SEQ: &str = "last_content_seq";
+
+/// One of this device's packs that no head names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadPack {
+    /// When this device first found it dead (its own clock).
+    pub since_ms: i64,
+    /// What this device had seen of every log then: once every other device has
+    /// seen as much, none can still make a new reference to it.
+    pub view: SeenVector,
+}
+
+fn content_of(v: &Version) -> Option<&ContentRef> {
+    match &v.entry {
+        Entry::File { content, .. } => Some(content),
+        _ => None,
+    }
+}
+
+/// Rebuilds `contents` from the heads: an index older than schema 3 remembered
+/// every content it ever saw, some of them in blobs no head names any more.
+pub(super) fn keep_only_live_contents(conn: &Connection) -> IndexResult<()> {
+    conn.execute("DELETE FROM contents", [])?;
+    let mut read = conn.prepare("SELECT record FROM heads")?;
+    let records: Vec<String> = read
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
+    let mut insert =
+        conn.prepare("INSERT OR IGNORE INTO contents(sha256, record) VALUES(?1, ?2)")?;
+    for record in records {
+        if let Some(c) = content_of(&decode_version(&record)?) {
+            insert.execute(params![c.sha256.to_string(), encode(c)])?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_seen(text: Option<String>) -> SeenVector {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+impl Index {
+    /// Every pack of `owner` that some head (published or not) names.
+    pub fn live_packs_of(&self, owner: &DeviceId) -> IndexResult<HashSet<ObjectId>> {
+        let mut stmt = self.conn.prepare("SELECT record FROM heads")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut live = HashSet::new();
+        for row in rows {
+            let version = decode_version(&row?)?;
+            if let Some(c) = content_of(&version).filter(|c| &c.owner == owner) {
+                live.insert(c.pack.clone());
+            }
+        }
+        Ok(live)
+    }
+
+    /// What every other device last said it had seen, by device.
+    pub fn seen_by_devices(&self) -> IndexResult<HashMap<DeviceId, SeenVector>> {
+        let mut stmt = self.conn.prepare("SELECT id, seen FROM devices")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (id, seen) = row?;
+            if let Some(id) = DeviceId::parse(&id) {
+                out.insert(id, parse_seen(seen));
+            }
+        }
+        Ok(out)
+    }
+
+    /// How far this device has applied every log, in segments that hold versions:
+    /// every other device's, and `me`'s own as published.
+    pub fn seen_vector(&self, me: &DeviceId) -> IndexResult<SeenVector> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, content_seq FROM devices WHERE content_seq > 0")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = SeenVector::new();
+        for row in rows {
+            let (id, seq) = row?;
+            if let Some(id) = DeviceId::parse(&id).filter(|id| id != me) {
+                out.insert(id, seq as u64);
+            }
+        }
+        let own = self.meta_u64(META_LAST_CONTENT_SEQ)?;
+        if own > 0 {
+            out.insert(me.clone(), own);
+        }
+        Ok(out)
+    }
+
+    pub fn dead_packs(&self) -> IndexResult<HashMap<ObjectId, DeadPack>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pack, since_ms, view FROM dead_packs")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (pack, since_ms, view) = row?;
+            if let Some(pack) = ObjectId::parse(&pack) {
+                let view = parse_seen(Some(view));
+                out.insert(pack, DeadPack { since_ms, view });
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl IndexTx<'_> {
+    /// A head left: where the contents table points at its blob, no later version
+    /// may reuse it (its owner may reclaim it once no head names it).
+    pub(super) fn forget_content_of(&mut self, gone: &Version) -> IndexResult<()> {
+        let Some(content) = content_of(gone) else {
+            return Ok(());
+        };
+        let sha = content.sha256.to_string();
+        let record: Option<String> = self
+            .tx
+            .prepare_cached("SELECT record FROM contents WHERE sha256 = ?1")?
+            .query_row([&sha], |r| r.get(0))
+            .optional()?;
+        let same_blob = record
+            .and_then(|r| serde_json::from_str::<ContentRef>(&r).ok())
+            .is_some_and(|c| c.blob == content.blob);
+        if same_blob {
+            self.tx
+                .prepare_cached("DELETE FROM contents WHERE sha256 = ?1")?
+                .execute([&sha])?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn forget_contents_of_unpublished(
+        &mut self,
+        device: &DeviceId,
+        counter: u64,
+    ) -> IndexResult<()> {
+        let record: Option<String> = self
+            .tx
+            .prepare_cached(
+                "SELECT record FROM heads WHERE device = ?1 AND counter = ?2 AND published = 0",
+            )?
+            .query_row(params![device.as_str(), counter as i64], |r| r.get(0))
+            .optional()?;
+        match record {
+            Some(r) => self.forget_content_of(&decode_version(&r)?),
+            None => Ok(()),
+        }
+    }
+
+    /// What `device` said, in its newest record applied here, it had seen.
+    pub fn set_device_seen(&mut self, device: &DeviceId, seen: &SeenVector) -> IndexResult<()> {
+        self.upsert_device(device)?;
+        self.tx
+            .prepare_cached("UPDATE devices SET seen = ?2 WHERE id = ?1")?
+            .execute(params![device.as_str(), encode(seen)])?;
+        Ok(())
+    }
+
+    /// `device`'s newest segment holding versions, of those applied here (never
+    /// moves back).
+    pub fn set_device_content_seq(&mut self, device: &DeviceId, seq: u64) -> IndexResult<()> {
+        self.upsert_device(device)?;
+        self.tx
+            .prepare_cached("UPDATE devices SET content_seq = max(content_seq, ?2) WHERE id = ?1")?
+            .execute(params![device.as_str(), seq as i64])?;
+        Ok(())
+    }
+
+    pub fn mark_dead(&mut self, pack: &ObjectId, dead: &DeadPack) -> IndexResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO dead_packs(pack, since_ms, view) VALUES(?1, ?2, ?3)",
+            )?
+            .execute(params![pack.as_str(), dead.since_ms, encode(&dead.view)])?;
+        Ok(())
+    }
+
+    pub fn forget_dead(&mut self, pack: &ObjectId) -> IndexResult<()> {
+        self.tx
+            .prepare_cached("DELETE FROM dead_packs WHERE pack = ?1")?
+            .execute([pack.as_str()])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,357 @@
+//! Reclaiming space: a device deletes its own packs that no version still names,
+//! and its own log segments and snapshots that a newer snapshot stands in for.
+//! Only the owner deletes (one writer per key), and never what a reader may still
+//! need.
+//!
+//! Why deleting a dead pack is safe without locks. A pack is dead when no head this
+//! device knows names any blob in it. Another device could still come to name one
+//! of its blobs in two ways: it published a version doing so that this device has
+//! not read yet, or it will make one (reusing content it thinks is still there).
+//! Neither can happen once every other device has published a record saying it has
+//! read at least what this device had read when it found the pack dead (its
+//! *view*):
+//! - every version that device made before that record is in its log up to the
+//!   record, which this device has read (that is how it knows of the record), so a
+//!   reference among them would keep the pack alive here;
+//! - every version it makes afterwards is made in a view at least as new, in which
+//!   the blob is dead too, and a device reuses only contents some head still names
+//!   (`store::index::reclaim`).
+//!
+//! On top of that, a dead pack is kept for a grace period after it was found dead,
+//! for readers in flight: a mount with the old version open, a pull that listed it.
+//! A reader that still asks for a reclaimed pack is told its version was replaced
+//! (`SyncError::Superseded`), never given wrong bytes.
+//!
+//! Log segments: a reader behind the newest snapshot goes on from the snapshot
+//! (`poll.rs`), so segments before it and older snapshots go at once; the
+//! snapshot's own segment stays, so that a listing of the log never comes back
+//! empty for a device that has one.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use super::*;
+use crate::model::ObjectId;
+use crate::store::{DeadPack, SeenVector};
+
+/// How long a pack found dead is kept for readers in flight, by default.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(60 * 60);
+/// Automatic collections (in `sync` and a running mount) run at most this often.
+pub const AUTO_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// A duration in whole seconds from the environment variable `var`, else `default`.
+fn seconds_from_env(var: &str, default: Duration) -> Duration {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(default)
+}
+
+/// The timing of automatic collections: `GHOSTIE_GC_GRACE` and `GHOSTIE_GC_EVERY`
+/// (seconds) change the defaults.
+pub fn auto_timing() -> (Duration, Duration) {
+    (
+        seconds_from_env("GHOSTIE_GC_GRACE", DEFAULT_GRACE),
+        seconds_from_env("GHOSTIE_GC_EVERY", AUTO_EVERY),
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Say what would go, delete nothing.
+    pub dry_run: bool,
+    pub grace: Duration,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            grace: DEFAULT_GRACE,
+        }
+    }
+}
+
+/// What a collection found and did (or, dry, would do).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Objects deleted (or that would be): packs, log segments, snapshots.
+    pub packs_deleted: usize,
+    pub segments_deleted: usize,
+    pub snapshots_deleted: usize,
+    /// Their bytes, where the backend's listing tells sizes.
+    pub bytes_freed: u64,
+    /// Objects deleted whose size the listing did not tell.
+    pub sizes_unknown: usize,
+    /// A snapshot written first, so that the segments before it can go (bytes).
+    pub snapshot_written: Option<u64>,
+    /// This device's packs still named by some version.
+    pub packs_live: usize,
+    /// Dead packs kept: within the grace period, or not yet seen past by every device.
+    pub packs_waiting: usize,
+    /// The devices that have not yet said they read far enough, by name.
+    pub waiting_for: Vec<String>,
+}
+
+impl GcReport {
+    pub fn objects_deleted(&self) -> usize {
+        self.packs_deleted + self.segments_deleted + self.snapshots_deleted
+    }
+}
+
+/// Whether `seen` (a device's word) covers `view` in every log but its own.
+fn covers(seen: &SeenVector, view: &SeenVector, device: &DeviceId) -> bool {
+    view.iter()
+        .filter(|(d, _)| *d != device)
+        .all(|(d, seq)| seen.get(d).is_some_and(|s| s >= seq))
+}
+
+impl Vault {
+    /// Deletes what this device may reclaim (see the module doc). Holds the
+    /// publishing lock, so no upload of this process races a deletion; the index is
+    /// taken only to read and to note.
+    pub fn collect_garbage(&self, options: &GcOptions) -> SyncResult<GcReport> {
+        let _one_at_a_time = lock(&self.publishing);
+        self.keys()?;
+        let me = self.device.clone();
+        let mut report = GcReport {
+            dry_run: options.dry_run,
+            ..GcReport::default()
+        };
+        let packs_prefix = self.layout.packs_prefix(&me);
+        let listed: Vec<(ObjectId, Option<u64>)> = self
+            .store
+            .list_sized(&packs_prefix)?
+            .into_iter()
+            .filter_map(|(k, size)| Some((Layout::pack_of(&packs_prefix, &k)?, size)))
+            .collect();
+        let now = crate::now_ms();
+        let (live, dead, seen_by, view) = {
+            let index = self.index();
+            let mut view = index.seen_vector(&me)?;
+            // Versions of this device that are not published yet will be in the next
+            // segment at the latest: the others must have read that one too.
+            let last = index.meta_u64(META_LAST_SEQ)?;
+            if index.unpublished_count()? > 0 || index.meta_u64(META_LAST_PUBLISHED)? < last {
+                view.insert(me.clone(), last + 1);
+            }
+            (
+                index.live_packs_of(&me)?,
+                index.dead_packs()?,
+                index.seen_by_devices()?,
+                view,
+            )
+        };
+        let names = self.name_map()?;
+        // Every device in the vault counts, also one this device has not read yet
+        // (it has said nothing, so it holds everything back).
+        let in_vault: Vec<DeviceId> = self
+            .store
+            .list_dirs(&self.layout.root())?
+            .iter()
+            .filter_map(|d| self.layout.device_of_dir(d))
+            .collect();
+        let nothing_said = SeenVector::new();
+        let mut others: Vec<&DeviceId> = seen_by
+            .keys()
+            .chain(in_vault.iter())
+            .filter(|d| **d != me)
+            .collect();
+        others.sort();
+        others.dedup();
+        let seen_of = |d: &DeviceId| seen_by.get(d).unwrap_or(&nothing_said);
+        let grace_ms = i64::try_from(options.grace.as_millis()).unwrap_or(i64::MAX);
+        let mut newly_dead = Vec::new();
+        let mut no_longer_dead = Vec::new();
+        let mut doomed: Vec<(ObjectId, Option<u64>)> = Vec::new();
+        let mut waiting_for = BTreeSet::new();
+        for (pack, size) in &listed {
+            if live.contains(pack) {
+                report.packs_live += 1;
+                if dead.contains_key(pack) {
+                    no_longer_dead.push(pack.clone());
+                }
+                continue;
+            }
+            // A pack found dead only now waits its grace period from now, and for
+            // every device to have read as far as this one has now.
+            let found = match dead.get(pack) {
+                Some(found) => found.clone(),
+                None => {
+                    newly_dead.push(pack.clone());
+                    DeadPack {
+                        since_ms: now,
+                        view: view.clone(),
+                    }
+                }
+            };
+            let behind: Vec<&DeviceId> = others
+                .iter()
+                .copied()
+                .filter(|d| !covers(seen_of(d), &found.view, d))
+                .collect();
+            let old_enough = now.saturating_sub(found.since_ms) >= grace_ms;
+            if behind.is_empty() && old_enough {
+                doomed.push((pack.clone(), *size));
+            } else {
+                report.packs_waiting += 1;
+                for d in behind {
+                    waiting_for.insert(
+                        names
+                            .get(d)
+                            .cloned()
+                            .unwrap_or_else(|| format!("a device not yet pulled from ({d})")),
+                    );
+                }
+            }
+        }
+        report.waiting_for = waiting_for.into_iter().collect();
+        let listed_set: HashMap<&ObjectId, ()> = listed.iter().map(|(p, _)| (p, ())).collect();
+        let vanished: Vec<ObjectId> = dead
+            .keys()
+            .filter(|p| !listed_set.contains_key(p))
+            .cloned()
+            .collect();
+        if !options.dry_run {
+            self.index().transaction(|tx| {
+                for pack in &newly_dead {
+                    tx.mark_dead(
+                        pack,
+                        &DeadPack {
+                            since_ms: now,
+                            view: view.clone(),
+                        },
+                    )?;
+                }
+                for pack in no_longer_dead.iter().chain(&vanished) {
+                    tx.forget_dead(pack)?;
+                }
+                Ok(())
+            })?;
+        }
+        for (pack, size) in doomed {
+            if !options.dry_run {
+                match self.store.delete(&self.layout.pack(&me, &pack)) {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.index().transaction(|tx| tx.forget_dead(&pack))?;
+            }
+            report.packs_deleted += 1;
+            count_size(&mut report, size);
+        }
+        self.reclaim_log(options.dry_run, &mut report)?;
+        if !options.dry_run {
+            self.index()
+                .transaction(|tx| tx.set_meta(META_LAST_GC, &now.to_string()))?;
+        }
+        Ok(report)
+    }
+
+    /// Deletes own segments before the newest snapshot, and older snapshots. A log
+    /// with more than one segment after its newest snapshot first gets a new one at
+    /// its newest segment: the versions in those segments are mostly superseded,
+    /// and the snapshot holds only what still stands.
+    fn reclaim_log(&self, dry_run: bool, report: &mut GcReport) -> SyncResult<()> {
+        let me = &self.device;
+        let snapshot_prefix = self.layout.snapshot_prefix(me);
+        let log_prefix = self.layout.log_prefix(me);
+        let list = |prefix: &str| -> SyncResult<Vec<(Seq, String, Option<u64>)>> {
+            Ok(self
+                .store
+                .list_sized(prefix)?
+                .into_iter()
+                .filter_map(|(k, size)| Some((Layout::seq_of(prefix, &k)?, k, size)))
+                .collect())
+        };
+        let mut snapshots = list(&snapshot_prefix)?;
+        let segments = list(&log_prefix)?;
+        let published = Seq(self.index().meta_u64(META_LAST_PUBLISHED)?);
+        let newest = snapshots.iter().map(|(s, _, _)| *s).max().unwrap_or(Seq(0));
+        let after_snapshot = segments.iter().filter(|(s, _, _)| s.0 > newest.0).count();
+        let newest = if after_snapshot > 1
+            && published.0 > newest.0
+            && segments.iter().any(|(s, _, _)| *s == published)
+        {
+            if !dry_run {
+                self.write_snapshot(published)?;
+                snapshots = list(&snapshot_prefix)?;
+                report.snapshot_written = Some(
+                    snapshots
+                        .iter()
+                        .find(|(s, _, _)| *s == published)
+                        .and_then(|(_, _, size)| *size)
+                        .unwrap_or(0),
+                );
+            }
+            published
+        } else {
+            newest
+        };
+        if newest.0 == 0 {
+            return Ok(());
+        }
+        // The snapshot's own segment must be there before anything before it goes.
+        if !segments.iter().any(|(s, _, _)| *s == newest) {
+            return Ok(());
+        }
+        for (_, key, size) in segments.into_iter().filter(|(s, _, _)| s.0 < newest.0) {
+            if !dry_run {
+                self.delete_quietly(&key)?;
+            }
+            report.segments_deleted += 1;
+            count_size(report, size);
+        }
+        for (_, key, size) in snapshots.iter().filter(|(s, _, _)| s.0 < newest.0) {
+            let (key, size) = (key.clone(), *size);
+            if !dry_run {
+                self.delete_quietly(&key)?;
+            }
+            report.snapshots_deleted += 1;
+            count_size(report, size);
+        }
+        Ok(())
+    }
+
+    fn delete_quietly(&self, key: &str) -> SyncResult<()> {
+        match self.store.delete(key) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// An automatic collection, when one is due (see [`auto_timing`]): None when
+    /// not. The caller reports a failure and carries on: nothing depends on it.
+    pub fn collect_garbage_if_due(&self) -> SyncResult<Option<GcReport>> {
+        let (grace, every) = auto_timing();
+        let last = self.index().meta_u64(META_LAST_GC)?;
+        let every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
+        if (crate::now_ms() as u64).saturating_sub(last) < every_ms {
+            return Ok(None);
+        }
+        self.collect_garbage(&GcOptions {
+            dry_run: false,
+            grace,
+        })
+        .map(Some)
+    }
+
+    /// Whether some head still names the blob `r` (a reader whose pack is gone was
+    /// either superseded, or finds real damage).
+    pub fn content_is_current(&self, r: &ContentRef) -> SyncResult<bool> {
+        Ok(self.index().all_heads()?.iter().any(
+            |h| matches!(&h.version.entry, Entry::File { content, .. } if content.blob == r.blob),
+        ))
+    }
+}
+
+fn count_size(report: &mut GcReport, size: Option<u64>) {
+    match size {
+        Some(n) => report.bytes_freed += n,
+        None => report.sizes_unknown += 1,
+    }
+}

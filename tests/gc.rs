@@ -1,0 +1,341 @@
+//! Issue 16, must-hold 1 and 2: space comes back, and readers never break.
+//!
+//! Each device reclaims only its own objects, and a superseded pack goes only once
+//! every other device has said it read past it, and a grace period after that.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+
+use common::*;
+
+/// Bytes the vault holds in the backend, over every object.
+fn vault_bytes(vault: &TempVault) -> u64 {
+    vault.objects().iter().map(|(_, b)| b.len() as u64).sum()
+}
+
+fn packs_of(vault: &TempVault) -> usize {
+    vault
+        .keys()
+        .iter()
+        .filter(|k| k.contains("/memories/"))
+        .count()
+}
+
+fn gc(home: &TempHome, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["gc", "--json", "--grace", "0"];
+    args.extend_from_slice(extra);
+    home.json(&args)
+}
+
+fn edit_all(home: &TempHome, files: usize, round: usize) {
+    for i in 0..files {
+        let mut body = memory_json(i, 2048);
+        // Same size, different bytes every round.
+        let stamp = format!("r{round:03}");
+        body[20..24].copy_from_slice(&stamp.as_bytes()[..4]);
+        home.write(&format!("m/{i:04}.json"), body);
+    }
+}
+
+#[test]
+fn two_devices_edit_a_thousand_files_twenty_times_and_gc_brings_the_vault_back_to_one_copy() {
+    const FILES: usize = 1000;
+    const ROUNDS: usize = 20;
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("phone", &vault);
+    edit_all(&a, FILES, 0);
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    for round in 1..=ROUNDS {
+        let (writer, reader) = if round % 2 == 1 { (&b, &a) } else { (&a, &b) };
+        edit_all(writer, FILES, round);
+        writer.ok(&["push"]);
+        reader.ok(&["pull"]);
+    }
+    // Both have read everything the other wrote, and said so.
+    a.ok(&["pull"]);
+    b.ok(&["pull"]);
+    let live: u64 = a
+        .tree()
+        .values()
+        .map(|n| match n {
+            Node::File { data, .. } => data.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    let before = vault_bytes(&vault);
+    assert!(
+        before > 10 * live,
+        "the vault should hold every edit: {before} vs {live}"
+    );
+
+    // A dry run says what would go and deletes nothing.
+    let dry = gc(&a, &["--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(dry["packs_deleted"].as_u64().unwrap() > 0, "{dry}");
+    assert_eq!(vault_bytes(&vault), before, "a dry run deleted something");
+
+    let ra = gc(&a, &[]);
+    let rb = gc(&b, &[]);
+    assert_eq!(
+        ra["packs_deleted"], dry["packs_deleted"],
+        "the dry run and the run disagree: {dry} vs {ra}"
+    );
+    for r in [&ra, &rb] {
+        assert!(r["packs_deleted"].as_u64().unwrap() >= 9, "{r}");
+        assert!(r["segments_deleted"].as_u64().unwrap() >= 9, "{r}");
+        assert_eq!(r["packs_waiting"], 0, "{r}");
+        if vault.is_s3() || !vault.is_remote() {
+            assert_eq!(r["sizes_unknown"], 0, "{r}");
+        }
+    }
+    let after = vault_bytes(&vault);
+    let freed = ra["bytes_freed"].as_u64().unwrap() + rb["bytes_freed"].as_u64().unwrap();
+    let written =
+        ra["snapshot_written"].as_u64().unwrap_or(0) + rb["snapshot_written"].as_u64().unwrap_or(0);
+    if !vault.is_remote() || vault.is_s3() {
+        assert_eq!(
+            before + written - after,
+            freed,
+            "the report and the vault disagree: {ra} {rb}"
+        );
+    }
+    assert!(
+        (after as f64) <= 1.5 * live as f64,
+        "after gc the vault holds {after} bytes for {live} bytes of live contents"
+    );
+
+    // Every device still reads every file, and so does one that joins now.
+    a.ok(&["pull"]);
+    b.ok(&["pull"]);
+    assert_eq!(a.tree(), b.tree());
+    let c = TempHome::joined("tablet", &vault);
+    c.ok(&["pull"]);
+    assert_eq!(c.tree(), a.tree());
+    assert_eq!(
+        c.tree()
+            .values()
+            .filter(|n| matches!(n, Node::File { .. }))
+            .count(),
+        FILES
+    );
+    vault_verifies(&a);
+}
+
+fn vault_verifies(home: &TempHome) {
+    let out = home.run(&["verify"]);
+    assert!(
+        out.status.success(),
+        "verify failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_device_that_has_not_read_past_a_pack_keeps_it_and_is_named() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let away = TempHome::joined("phone", &vault);
+    a.write("note.json", b"first");
+    a.ok(&["push"]);
+    away.ok(&["pull"]);
+    // The phone goes away; the laptop supersedes what the phone last read.
+    a.write("note.json", b"second");
+    a.ok(&["push"]);
+    let packs = packs_of(&vault);
+    // A device this one has never read from holds everything back too.
+    let r = gc(&a, &[]);
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    assert_eq!(r["packs_waiting"], 1, "{r}");
+    assert!(
+        r["waiting_for"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("a device not yet pulled from"),
+        "{r}"
+    );
+    a.ok(&["pull"]);
+    let r = gc(&a, &[]);
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    assert_eq!(r["packs_waiting"], 1, "{r}");
+    assert_eq!(r["waiting_for"], serde_json::json!(["phone"]), "{r}");
+    assert_eq!(packs_of(&vault), packs);
+    let text = a.ok(&["gc", "--grace", "0"]);
+    assert!(text.contains("until phone has read past them"), "{text}");
+
+    // Back a month later: it reads the newer version, says so, and then the old
+    // pack goes.
+    away.ok(&["pull"]);
+    assert_eq!(away.read("note.json").unwrap(), b"second");
+    a.ok(&["pull"]);
+    let r = gc(&a, &[]);
+    assert_eq!(r["packs_deleted"], 1, "{r}");
+    assert_eq!(packs_of(&vault), packs - 1);
+    away.ok(&["pull"]);
+    assert_eq!(away.read("note.json").unwrap(), b"second");
+}
+
+#[test]
+fn a_superseded_pack_is_kept_for_the_grace_period() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    a.write("note.json", b"first");
+    a.ok(&["push"]);
+    a.write("note.json", b"second");
+    a.ok(&["push"]);
+    let packs = packs_of(&vault);
+    let r = a.json(&["gc", "--json", "--grace", "1h"]);
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    assert_eq!(r["packs_waiting"], 1, "{r}");
+    assert_eq!(r["waiting_for"], serde_json::json!([]), "{r}");
+    let text = a.ok(&["gc", "--grace", "1h"]);
+    assert!(text.contains("kept for the grace period"), "{text}");
+    assert_eq!(packs_of(&vault), packs);
+    // Found dead an hour ago, as far as a grace of zero is concerned.
+    let r = gc(&a, &[]);
+    assert_eq!(r["packs_deleted"], 1, "{r}");
+}
+
+#[test]
+fn a_reverted_edit_never_reuses_a_reclaimed_blob() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("phone", &vault);
+    a.write("note.json", b"the original words");
+    a.write("copy.json", b"another file");
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    a.write("note.json", b"an edit, soon undone");
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    // The first pack also holds copy.json, still live: nothing goes yet.
+    a.write("copy.json", b"another file, edited");
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    a.ok(&["pull"]);
+    let r = gc(&a, &[]);
+    assert!(r["packs_deleted"].as_u64().unwrap() >= 1, "{r}");
+    // Undo: the same bytes as the first version, whose blob is gone.
+    a.write("note.json", b"the original words");
+    let pushed = a.json(&["push", "--json"]);
+    assert_eq!(
+        pushed["sealed"], 1,
+        "the undo must be sealed anew: {pushed}"
+    );
+    b.ok(&["pull"]);
+    assert_eq!(b.read("note.json").unwrap(), b"the original words");
+    let c = TempHome::joined("tablet", &vault);
+    c.ok(&["pull"]);
+    assert_eq!(c.tree(), a.tree());
+    vault_verifies(&c);
+}
+
+#[test]
+fn a_file_renamed_on_another_device_keeps_its_pack_alive() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("phone", &vault);
+    a.write("old-name.json", b"kept through a rename elsewhere");
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    fs::rename(b.file("old-name.json"), b.file("new-name.json")).unwrap();
+    b.ok(&["push"]);
+    a.ok(&["pull"]);
+    b.ok(&["pull"]);
+    // The laptop's version is gone from the namespace, but the phone's names its blob.
+    let r = gc(&a, &[]);
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    assert_eq!(r["packs_live"], 1, "{r}");
+    let c = TempHome::joined("tablet", &vault);
+    c.ok(&["pull"]);
+    assert_eq!(
+        c.read("new-name.json").unwrap(),
+        b"kept through a rename elsewhere"
+    );
+}
+
+#[test]
+fn sync_collects_by_itself_and_a_reader_only_device_says_how_far_it_read() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let reader = TempHome::joined("phone", &vault);
+    for round in 0..4 {
+        a.write("note.json", format!("round {round}"));
+        a.cmd()
+            .args(["sync"])
+            .env("GHOSTIE_GC_GRACE", "0")
+            .env("GHOSTIE_GC_EVERY", "0")
+            .assert()
+            .success();
+        // Only pulls: its acknowledgements are what lets the laptop reclaim.
+        reader.ok(&["pull"]);
+    }
+    let out = a
+        .cmd()
+        .args(["sync"])
+        .env("GHOSTIE_GC_GRACE", "0")
+        .env("GHOSTIE_GC_EVERY", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Four versions were written; only the newest pack is left.
+    assert_eq!(packs_of(&vault), 1, "{:?}", vault.keys());
+    assert_eq!(reader.read("note.json").unwrap(), b"round 3");
+    // Without the environment, the hourly rhythm holds: nothing more runs now.
+    a.write("note.json", "round 4");
+    a.ok(&["sync"]);
+    reader.ok(&["pull"]);
+    a.ok(&["sync"]);
+    assert_eq!(packs_of(&vault), 2);
+}
+
+#[test]
+fn open_files_read_the_newer_version_or_say_stale_never_eio_when_their_pack_is_reclaimed() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("desktop", &vault);
+    a.write("edited.json", b"version one");
+    a.write("deleted.json", b"soon deleted");
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    let m = b.mount_with(
+        &["--poll", "1"],
+        &[("GHOSTIE_GC_EVERY", "1"), ("GHOSTIE_GC_GRACE", "0")],
+    );
+    // Opened, not read yet: nothing of them is cached.
+    let mut edited = fs::File::open(m.path("edited.json")).unwrap();
+    let mut deleted = fs::File::open(m.path("deleted.json")).unwrap();
+    a.write("edited.json", b"version two, longer");
+    fs::remove_file(a.file("deleted.json")).unwrap();
+    a.ok(&["push"]);
+    // Looked at without reading, so the old contents are never fetched.
+    assert!(
+        eventually(30, || fs::metadata(m.path("edited.json"))
+            .is_ok_and(|md| md.len() == 19)
+            && !m.path("deleted.json").exists()),
+        "the mount never showed the changes"
+    );
+    // The mount says it read past the old versions; then the laptop reclaims them.
+    assert!(
+        eventually(30, || {
+            a.ok(&["pull"]);
+            gc(&a, &[])["packs_deleted"].as_u64() == Some(1)
+        }),
+        "the laptop never reclaimed the superseded pack"
+    );
+    // The file still there reads as it is now.
+    let mut buf = Vec::new();
+    edited.read_to_end(&mut buf).unwrap();
+    assert_eq!(buf, b"version two, longer");
+    // The one deleted has no newer version: it is gone, not an I/O error.
+    let err = deleted.read_to_end(&mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)),
+        "{err}"
+    );
+    assert!(!m.log().contains("answered EIO"), "{}", m.log());
+}
