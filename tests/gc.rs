@@ -339,3 +339,37 @@ fn open_files_read_the_newer_version_or_say_stale_never_eio_when_their_pack_is_r
     );
     assert!(!m.log().contains("answered EIO"), "{}", m.log());
 }
+
+#[test]
+fn a_pack_named_again_after_it_was_found_dead_waits_for_a_new_view() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("phone", &vault);
+    a.write("f.json", b"kept through renames elsewhere");
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    // The laptop deletes it: its pack is found dead, and waits for the phone.
+    fs::remove_file(a.file("f.json")).unwrap();
+    a.ok(&["push"]);
+    assert_eq!(gc(&a, &[])["packs_waiting"], 1);
+    // The phone, not having read that, renames the file: its version names the
+    // laptop's blob again. Then it reads the deletion and says so.
+    fs::rename(b.file("f.json"), b.file("g.json")).unwrap();
+    b.ok(&["push"]);
+    b.ok(&["pull"]);
+    // The laptop reads the rename, then deletes that file too.
+    a.ok(&["pull"]);
+    assert_eq!(a.read("g.json").unwrap(), b"kept through renames elsewhere");
+    fs::remove_file(a.file("g.json")).unwrap();
+    a.ok(&["push"]);
+    // Dead again, but in a newer view the phone has not read: it stays.
+    let r = gc(&a, &[]);
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    // The phone, still behind, renames once more; the blob must still be there.
+    fs::rename(b.file("g.json"), b.file("h.json")).unwrap();
+    b.ok(&["push"]);
+    let c = TempHome::joined("tablet", &vault);
+    let out = c.run(&["pull"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(c.read("h.json").unwrap(), b"kept through renames elsewhere");
+}

@@ -296,3 +296,87 @@ fn a_log_whose_newest_segments_the_backend_hides_is_named_with_the_device_that_r
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn an_older_keyring_served_again_is_refused_and_named() {
+    const KEYRING: &str = "ghostie/global/keyring.json";
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("phone", &vault);
+    a.write("x.json", b"x");
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    let old_ring = vault.get(KEYRING);
+    // The passphrase changes (say, because it leaked), and the phone opens the new
+    // keyring once.
+    let new = "a whole new passphrase";
+    let out = a
+        .cmd()
+        .env("GHOSTIE_NEW_PASSPHRASE", new)
+        .arg("passwd")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new_ring = vault.get(KEYRING);
+    let pull_with = |h: &TempHome, pass: &str| {
+        h.cmd()
+            .env("GHOSTIE_PASSPHRASE", pass)
+            .arg("pull")
+            .output()
+            .unwrap()
+    };
+    let out = pull_with(&b, new);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The backend serves the old keyring again: neither the old passphrase nor the
+    // new one opens the vault through it, on either device.
+    vault.put(KEYRING, &old_ring);
+    for (h, pass) in [(&b, PASSPHRASE), (&b, new), (&a, PASSPHRASE), (&a, new)] {
+        let out = pull_with(h, pass);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("keyring") && stderr(&out).contains("rolled back"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // The old passphrase is not taken for the phone's own by `status` either.
+    let out = b.run(&["status"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    // `status` says so too (with the phone's own passphrase, the new one).
+    let status = |args: &[&str]| {
+        let out = b
+            .cmd()
+            .env("GHOSTIE_PASSPHRASE", new)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let text = status(&["status"]);
+    assert!(
+        text.contains("keyring") && text.contains("rolled back"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&status(&["status", "--json"])).unwrap();
+    assert!(json["keyring_problem"].is_string(), "{json}");
+    let out = b
+        .cmd()
+        .env("GHOSTIE_PASSPHRASE", new)
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    // Nothing of the old generation reached the phone's own key file.
+    let local = fs::read_to_string(b.home().join("keys/master.key")).unwrap();
+    let ring: serde_json::Value = serde_json::from_slice(&new_ring).unwrap();
+    assert!(local.contains(ring["generation"].as_str().unwrap()));
+
+    // Served right again, all is well.
+    vault.put(KEYRING, &new_ring);
+    let out = pull_with(&b, new);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&status(&["status", "--json"])).unwrap();
+    assert!(json["keyring_problem"].is_null(), "{json}");
+}

@@ -124,8 +124,15 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Sync(a) => {
             // One vault for both halves: one unlock, one passphrase prompt.
             let vault = open_vault(home, pass)?;
-            let code = pull(&cli, &vault, pass, a.json)?;
+            let code = pull_and(&cli, &vault, pass, a.json, false)?;
             let pushed = push(&cli, &vault, pass, a.json)?;
+            // Nothing pushed: say how far this device read all the same.
+            if let Err(e) = vault.acknowledge() {
+                eprintln!(
+                    "⚠️  could not tell the other devices how far this one has read ({e}); \
+                     they keep superseded data until it can"
+                );
+            }
             auto_gc(&cli, &vault, a.json);
             Ok(code.max(pushed))
         }
@@ -377,7 +384,12 @@ fn gc(cli: &Cli, vault: &Vault, pass: &CliPassphrase, a: &GcArgs) -> CmdResult {
     }
     say!(cli, "🧹 {}", gc_sentence(&r));
     if r.packs_waiting > 0 {
-        let why = if r.waiting_for.is_empty() {
+        let why = if !r.behind.is_empty() {
+            format!(
+                "until this device has read as much of the logs of {} as another device has (pull first)",
+                r.behind.join(", ")
+            )
+        } else if r.waiting_for.is_empty() {
             format!("for the grace period ({} s)", a.grace.as_secs())
         } else {
             format!(
@@ -401,8 +413,22 @@ fn gc(cli: &Cli, vault: &Vault, pass: &CliPassphrase, a: &GcArgs) -> CmdResult {
 }
 
 fn pull(cli: &Cli, vault: &Vault, pass: &CliPassphrase, json: bool) -> CmdResult {
+    pull_and(cli, vault, pass, json, true)
+}
+
+fn pull_and(
+    cli: &Cli,
+    vault: &Vault,
+    pass: &CliPassphrase,
+    json: bool,
+    acknowledge: bool,
+) -> CmdResult {
     let progress = BarProgress::new(cli.quiet || json);
-    let r = folder::pull(vault, &progress)?;
+    let r = if acknowledge {
+        folder::pull(vault, &progress)?
+    } else {
+        folder::pull_before_push(vault, &progress)?
+    };
     confirm(vault, pass)?;
     if json {
         print_json(&serde_json::json!({
@@ -530,6 +556,9 @@ fn status(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
     }
     for d in &s.damaged_logs {
         println!("   ⚠️  {d}");
+    }
+    if let Some(k) = &s.keyring_problem {
+        println!("   ⚠️  {k}");
     }
     for line in login::status_lines(vault.home()) {
         println!("   {line}");

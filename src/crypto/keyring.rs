@@ -14,7 +14,15 @@ use super::aead::{AeadKey, NONCE_LEN};
 use super::keys::MasterKey;
 use super::CryptoError;
 
-pub const KEYRING_FORMAT: u32 = 1;
+/// Format 1: one generation. Format 2 (written by `passwd` from this version on)
+/// also names, authenticated, the generations it replaced, so that a device that
+/// used a newer keyring can tell an older one served again (a rollback) from a
+/// newer one. A format-1 record reads as before.
+pub const KEYRING_FORMAT: u32 = 2;
+const FIRST_FORMAT: u32 = 1;
+/// Generations remembered as replaced: far more than any vault changes its
+/// passphrase, while a doctored record stays small.
+const PREVIOUS_KEPT: usize = 256;
 pub const KDF_NAME: &str = "pbkdf2-hmac-sha256";
 /// OWASP's 2023 recommendation for PBKDF2-HMAC-SHA256.
 pub const DEFAULT_ITERATIONS: u32 = 600_000;
@@ -37,6 +45,10 @@ pub struct WrappedKey {
     /// Random id that `passwd` renews; a device whose local copy names an older
     /// generation than the vault's keyring must unlock through the keyring again.
     pub generation: String,
+    /// The generations this one replaced, oldest first (format 2; part of what the
+    /// wrapping authenticates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<String>,
     pub kdf: KdfParams,
     pub nonce: String,
     pub wrapped_key: String,
@@ -48,8 +60,15 @@ fn derive(passphrase: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<[u8; 32]
     k
 }
 
-fn aad(vault_id: &str, generation: &str) -> Vec<u8> {
-    format!("ghostie keyring v1\0{vault_id}\0{generation}").into_bytes()
+fn aad(format: u32, vault_id: &str, generation: &str, previous: &[String]) -> Vec<u8> {
+    if format == FIRST_FORMAT {
+        return format!("ghostie keyring v1\0{vault_id}\0{generation}").into_bytes();
+    }
+    format!(
+        "ghostie keyring v2\0{vault_id}\0{generation}\0{}",
+        previous.join(",")
+    )
+    .into_bytes()
 }
 
 pub fn random_id() -> String {
@@ -59,6 +78,7 @@ pub fn random_id() -> String {
 }
 
 impl WrappedKey {
+    /// A record of a vault's first generation (nothing replaced yet).
     pub fn wrap(
         master: &MasterKey,
         passphrase: &[u8],
@@ -66,15 +86,38 @@ impl WrappedKey {
         vault_id: &str,
         generation: &str,
     ) -> Self {
+        Self::wrap_after(master, passphrase, iterations, vault_id, generation, &[])
+    }
+
+    /// A record of `generation`, which replaced `previous` (oldest first). Without
+    /// any, it is written in the first format, which every version reads.
+    pub fn wrap_after(
+        master: &MasterKey,
+        passphrase: &[u8],
+        iterations: u32,
+        vault_id: &str,
+        generation: &str,
+        previous: &[String],
+    ) -> Self {
+        let previous = &previous[previous.len().saturating_sub(PREVIOUS_KEPT)..];
+        let format = if previous.is_empty() {
+            FIRST_FORMAT
+        } else {
+            KEYRING_FORMAT
+        };
         let mut salt = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut salt);
         let kek = derive(passphrase, &salt, iterations);
-        let sealed = AeadKey::new(&kek).seal(&aad(vault_id, generation), master.as_bytes());
+        let sealed = AeadKey::new(&kek).seal(
+            &aad(format, vault_id, generation, previous),
+            master.as_bytes(),
+        );
         let (nonce, wrapped) = sealed.split_at(NONCE_LEN);
         Self {
-            format: KEYRING_FORMAT,
+            format,
             vault_id: vault_id.to_owned(),
             generation: generation.to_owned(),
+            previous: previous.to_vec(),
             kdf: KdfParams {
                 name: KDF_NAME.to_owned(),
                 iterations,
@@ -87,11 +130,18 @@ impl WrappedKey {
 
     /// Checks the record's shape before any expensive work.
     pub fn validate(&self) -> Result<(), CryptoError> {
-        if self.format != KEYRING_FORMAT {
+        if !(FIRST_FORMAT..=KEYRING_FORMAT).contains(&self.format) {
             return Err(CryptoError::Unsupported(format!(
-                "key record format {} (this version reads {KEYRING_FORMAT})",
+                "key record format {} (this version reads up to {KEYRING_FORMAT})",
                 self.format
             )));
+        }
+        if self.previous.len() > PREVIOUS_KEPT
+            || (self.format == FIRST_FORMAT && !self.previous.is_empty())
+        {
+            return Err(CryptoError::InvalidRecord(
+                "its list of replaced generations is not valid".into(),
+            ));
         }
         if self.kdf.name != KDF_NAME {
             return Err(CryptoError::Unsupported(format!(
@@ -124,7 +174,15 @@ impl WrappedKey {
         joined.extend_from_slice(&sealed);
         let plain = Zeroizing::new(
             AeadKey::new(&kek)
-                .open(&aad(&self.vault_id, &self.generation), &joined)
+                .open(
+                    &aad(
+                        self.format,
+                        &self.vault_id,
+                        &self.generation,
+                        &self.previous,
+                    ),
+                    &joined,
+                )
                 .ok_or(CryptoError::WrongPassphrase)?,
         );
         let mut k = [0u8; 32];
@@ -166,10 +224,36 @@ mod tests {
         let mut moved = w.clone();
         moved.generation = "other".into();
         assert!(moved.unwrap_key(b"correct horse").is_err());
-        let mut weird = w;
+        let mut weird = w.clone();
         weird.kdf.name = "md5".into();
         assert!(matches!(
             weird.unwrap_key(b"x"),
+            Err(CryptoError::Unsupported(_))
+        ));
+        // A first-generation record is written, and read, in the first format.
+        assert_eq!(w.format, 1);
+        assert!(!String::from_utf8(w.to_json()).unwrap().contains("previous"));
+    }
+
+    #[test]
+    fn the_generations_a_keyring_replaced_are_authenticated() {
+        let mk = MasterKey::random();
+        let previous = vec!["g1".to_owned(), "g2".to_owned()];
+        let w = WrappedKey::wrap_after(&mk, b"pass", 1000, "v", "g3", &previous);
+        assert_eq!(w.format, 2);
+        let back = WrappedKey::from_json(&w.to_json()).unwrap();
+        assert_eq!(back.unwrap_key(b"pass").unwrap().as_bytes(), mk.as_bytes());
+        // A provider that strips or edits the list breaks the record.
+        let mut stripped = back.clone();
+        stripped.previous.pop();
+        assert!(stripped.unwrap_key(b"pass").is_err());
+        let mut older = back.clone();
+        older.format = 1;
+        assert!(older.unwrap_key(b"pass").is_err());
+        let mut newer = back;
+        newer.format = 3;
+        assert!(matches!(
+            newer.unwrap_key(b"pass"),
             Err(CryptoError::Unsupported(_))
         ));
     }

@@ -110,6 +110,16 @@ pub fn push(vault: &Vault, progress: &dyn Progress) -> SyncResult<PushReport> {
 }
 
 pub fn pull(vault: &Vault, progress: &dyn Progress) -> SyncResult<PullReport> {
+    pull_and(vault, progress, true)
+}
+
+/// A pull that leaves telling the others how far this device read to what comes
+/// next (a `sync` pushes next, and its segment says so).
+pub fn pull_before_push(vault: &Vault, progress: &dyn Progress) -> SyncResult<PullReport> {
+    pull_and(vault, progress, false)
+}
+
+fn pull_and(vault: &Vault, progress: &dyn Progress, acknowledge: bool) -> SyncResult<PullReport> {
     vault.begin_unlock();
     let root = folder_of(vault)?;
     let scan = scan::scan_and_record(vault, &root, false)?;
@@ -118,7 +128,11 @@ pub fn pull(vault: &Vault, progress: &dyn Progress) -> SyncResult<PullReport> {
     vault.touch_last_sync()?;
     // A device that only reads must still say how far it read, or the others can
     // never reclaim space; one that has changes says so when it pushes them.
-    let unacknowledged = vault.acknowledge().err().map(|e| e.to_string());
+    let unacknowledged = if acknowledge {
+        vault.acknowledge().err().map(|e| e.to_string())
+    } else {
+        None
+    };
     record_conflicts(vault, applied.conflicts)?;
     let mut damaged = polled.problems;
     damaged.extend(applied.damaged);
@@ -271,6 +285,9 @@ pub struct Status {
     /// One sentence per device whose log the last pull could not take whole (damaged,
     /// rolled back, or its newest segments hidden), naming the device.
     pub damaged_logs: Vec<String>,
+    /// Why the vault's keyring cannot be trusted now (served older than this
+    /// device's copy), in a sentence.
+    pub keyring_problem: Option<String>,
 }
 
 pub fn status(vault: &Vault) -> SyncResult<Status> {
@@ -295,6 +312,11 @@ pub fn status(vault: &Vault) -> SyncResult<Status> {
     known.sort();
     let config = vault.config();
     let backend_problem = vault.check_backend().err().map(|e| e.to_string());
+    let keyring_problem = if backend_problem.is_none() {
+        vault.keyring_problem().ok().flatten()
+    } else {
+        None
+    };
     Ok(Status {
         backend: format!("{} ({})", config.backend.kind(), describe_backend(vault)),
         device_id: vault.device().to_string(),
@@ -314,6 +336,7 @@ pub fn status(vault: &Vault) -> SyncResult<Status> {
             .into_iter()
             .filter_map(|d| d.problem)
             .collect(),
+        keyring_problem,
     })
 }
 

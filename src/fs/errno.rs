@@ -37,6 +37,8 @@ impl From<SyncError> for Errno {
         let errno = match &e {
             SyncError::Io { source, .. } => from_io_kind(source),
             SyncError::Index(crate::sync::IndexError::DiskFull) => Errno(libc::ENOSPC),
+            // The file went elsewhere a moment before this view of it caught up.
+            SyncError::Index(crate::sync::IndexError::Gone(_)) => Errno::NOENT,
             _ => Errno::IO,
         };
         tracing::error!("{e} (answered {})", name(errno));

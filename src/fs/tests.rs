@@ -927,3 +927,30 @@ fn a_read_of_a_reclaimed_version_says_stale_and_of_a_lost_one_eio() {
     store.delete(&y_pack).unwrap();
     assert_eq!(read_file(&b, "y.json").err(), Some(Errno::IO));
 }
+
+#[test]
+fn a_rename_from_a_view_a_moment_old_never_names_contents_deleted_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = memory();
+    let a = device(dir.path(), "laptop", &store);
+    let b = device(dir.path(), "phone", &store);
+    write_file(&a, "x.json", b"one");
+    write_file(&a, "kept.json", b"two");
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    a.unlink(ROOT, "x.json").unwrap();
+    a.sync_once().unwrap();
+    // The phone's index knows x is gone; its tree not yet. A rename there would
+    // make a new version name a blob its owner may reclaim at once.
+    b.vault.poll(&crate::sync::NoProgress).unwrap();
+    assert_eq!(
+        b.rename(ROOT, "x.json", ROOT, "y.json", false),
+        Err(Errno::NOENT)
+    );
+    // A file still current renames as ever, its contents kept.
+    b.rename(ROOT, "kept.json", ROOT, "moved.json", false)
+        .unwrap();
+    b.sync_once().unwrap();
+    a.sync_once().unwrap();
+    assert_eq!(read_file(&a, "moved.json").unwrap(), b"two");
+}

@@ -260,6 +260,10 @@ fn housekeeping(fs: &MountFs) {
         Ok(false) => {}
         Err(e) => tracing::warn!("could not tell how far this device has read, retried later: {e}"),
     }
+    // A keyring served older than the one this mount unlocked with (a rollback).
+    if let Ok(Some(problem)) = fs.vault.keyring_problem() {
+        tracing::error!("{problem}");
+    }
     match fs.vault.collect_garbage_if_due() {
         Ok(Some(r)) if r.objects_deleted() > 0 => tracing::info!(
             "reclaimed {} objects ({} bytes): {} packs, {} log segments, {} snapshots",

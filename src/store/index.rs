@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS mount_local (
 /// last said it had seen, and this device's packs found dead, since when.
 const RECLAIM_SCHEMA: &str = "
 ALTER TABLE devices ADD COLUMN seen TEXT;
+ALTER TABLE devices ADD COLUMN heads_view TEXT;
 ALTER TABLE devices ADD COLUMN content_seq INTEGER NOT NULL DEFAULT 0;
 UPDATE devices SET content_seq = applied_seq;
 INSERT OR IGNORE INTO meta(key, value)
@@ -105,6 +106,10 @@ pub enum IndexError {
     /// The disk under the index is full (or over quota): the change was not recorded.
     #[error("the local index cannot grow: the disk is full")]
     DiskFull,
+    /// A change would name contents no current version names any more (the file
+    /// was replaced or deleted elsewhere a moment ago): not recorded.
+    #[error("{0} was replaced or deleted on another device a moment ago")]
+    Gone(String),
 }
 
 impl From<rusqlite::Error> for IndexError {
@@ -294,7 +299,7 @@ impl Index {
                     "SELECT path, vector, ctime_ns, ino FROM local_files LIMIT 0; \
                      SELECT pack FROM pending_packs LIMIT 0; SELECT sha256 FROM contents LIMIT 0; \
                      SELECT path, atime_ns, special, link_group FROM mount_local LIMIT 0; \
-                     SELECT seen, content_seq FROM devices LIMIT 0; SELECT pack, view FROM dead_packs LIMIT 0;",
+                     SELECT seen, heads_view, content_seq FROM devices LIMIT 0; SELECT pack, view FROM dead_packs LIMIT 0;",
                 )
                 .map_err(corrupt)?;
             }
@@ -534,6 +539,16 @@ impl Index {
         Ok(out)
     }
 
+    /// Own versions not yet given a segment number.
+    pub fn unassigned_count(&self) -> IndexResult<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM heads WHERE published = 0 AND seq IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     pub fn unpublished_count(&self) -> IndexResult<u64> {
         let n: i64 =
             self.conn
@@ -659,6 +674,11 @@ impl IndexTx<'_> {
             self.tx
                 .prepare_cached("INSERT OR IGNORE INTO contents(sha256, record) VALUES(?1, ?2)")?
                 .execute(params![content.sha256.to_string(), encode(content)])?;
+            // Named again: found dead under an older view, it must be found dead
+            // anew (see `sync::vault::gc`).
+            self.tx
+                .prepare_cached("DELETE FROM dead_packs WHERE pack = ?1")?
+                .execute([content.pack.as_str()])?;
         }
         Ok(HeadChange::Added)
     }

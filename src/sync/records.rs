@@ -35,6 +35,11 @@ pub struct LogRecord {
     /// record format stays 1.
     #[serde(default, skip_serializing_if = "SeenVector::is_empty")]
     pub seen: SeenVector,
+    /// Snapshots only: what their device had read of every other log when it took
+    /// the heads, which leave out versions superseded by what it had read. A
+    /// device going on from the snapshot is behind that until it has read as much.
+    #[serde(default, skip_serializing_if = "SeenVector::is_empty")]
+    pub built_from: SeenVector,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -95,6 +95,47 @@ impl Index {
         Ok(out)
     }
 
+    /// For every device, the furthest any other device said it had read of its log
+    /// (in an acknowledgement, or as the view a snapshot was built from), and who.
+    pub fn furthest_claims(&self) -> IndexResult<HashMap<DeviceId, (DeviceId, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, seen, heads_view FROM devices")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        let mut out: HashMap<DeviceId, (DeviceId, u64)> = HashMap::new();
+        for row in rows {
+            let (by, seen, heads_view) = row?;
+            let Some(by) = DeviceId::parse(&by) else {
+                continue;
+            };
+            for (of, seq) in parse_seen(seen).into_iter().chain(parse_seen(heads_view)) {
+                if of == by {
+                    continue;
+                }
+                let further = out.get(&of).is_none_or(|(_, known)| seq > *known);
+                if further {
+                    out.insert(of, (by.clone(), seq));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How far this device has applied each other device's log (any segment).
+    pub fn applied_seqs(&self) -> IndexResult<HashMap<DeviceId, u64>> {
+        Ok(self
+            .devices()?
+            .into_iter()
+            .map(|d| (d.id, d.applied_seq.0))
+            .collect())
+    }
+
     /// How far this device has applied every log, in segments that hold versions:
     /// every other device's, and `me`'s own as published.
     pub fn seen_vector(&self, me: &DeviceId) -> IndexResult<SeenVector> {
@@ -163,6 +204,45 @@ impl IndexTx<'_> {
         Ok(())
     }
 
+    /// Whether a version may name `content` now: some head names its blob, or it is
+    /// in a pack of this device not yet uploaded. Otherwise its owner may already
+    /// count it dead (see `sync::vault::gc`).
+    pub fn may_name(&mut self, content: &ContentRef, me: &DeviceId) -> IndexResult<bool> {
+        if &content.owner == me {
+            let pending: Option<i64> = self
+                .tx
+                .prepare_cached("SELECT 1 FROM pending_packs WHERE pack = ?1")?
+                .query_row([content.pack.as_str()], |r| r.get(0))
+                .optional()?;
+            if pending.is_some() {
+                return Ok(true);
+            }
+        }
+        let record: Option<String> = self
+            .tx
+            .prepare_cached("SELECT record FROM contents WHERE sha256 = ?1")?
+            .query_row([content.sha256.to_string()], |r| r.get(0))
+            .optional()?;
+        if record
+            .and_then(|r| serde_json::from_str::<ContentRef>(&r).ok())
+            .is_some_and(|c| c.blob == content.blob)
+        {
+            return Ok(true);
+        }
+        // Rare: the same bytes stored twice, the table naming the other copy.
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT record FROM heads WHERE record LIKE ?1")?;
+        let rows = stmt.query_map([format!("%{}%", content.sha256)], |r| r.get::<_, String>(0))?;
+        for row in rows {
+            let v = decode_version(&row?)?;
+            if content_of(&v).is_some_and(|c| c.blob == content.blob) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub(super) fn forget_contents_of_unpublished(
         &mut self,
         device: &DeviceId,
@@ -187,6 +267,19 @@ impl IndexTx<'_> {
         self.tx
             .prepare_cached("UPDATE devices SET seen = ?2 WHERE id = ?1")?
             .execute(params![device.as_str(), encode(seen)])?;
+        Ok(())
+    }
+
+    /// The view `device`'s newest snapshot applied here was built from.
+    pub fn set_device_heads_view(
+        &mut self,
+        device: &DeviceId,
+        view: &SeenVector,
+    ) -> IndexResult<()> {
+        self.upsert_device(device)?;
+        self.tx
+            .prepare_cached("UPDATE devices SET heads_view = ?2 WHERE id = ?1")?
+            .execute(params![device.as_str(), encode(view)])?;
         Ok(())
     }
 

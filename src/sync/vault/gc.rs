@@ -36,6 +36,9 @@ use crate::store::{DeadPack, SeenVector};
 
 /// How long a pack found dead is kept for readers in flight, by default.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(60 * 60);
+/// A collection writes a new snapshot (so that the segments before it can go) once
+/// this many segments follow the newest one.
+const SNAPSHOT_AFTER: usize = 8;
 /// Automatic collections (in `sync` and a running mount) run at most this often.
 pub const AUTO_EVERY: Duration = Duration::from_secs(60 * 60);
 
@@ -93,6 +96,9 @@ pub struct GcReport {
     pub packs_waiting: usize,
     /// The devices that have not yet said they read far enough, by name.
     pub waiting_for: Vec<String>,
+    /// The devices whose logs this one must read further first (others read
+    /// more of them): until then nothing is found dead.
+    pub behind: Vec<String>,
 }
 
 impl GcReport {
@@ -128,20 +134,25 @@ impl Vault {
             .filter_map(|(k, size)| Some((Layout::pack_of(&packs_prefix, &k)?, size)))
             .collect();
         let now = crate::now_ms();
-        let (live, dead, seen_by, view) = {
+        let (live, dead, seen_by, view, claims, applied) = {
             let index = self.index();
             let mut view = index.seen_vector(&me)?;
-            // Versions of this device that are not published yet will be in the next
-            // segment at the latest: the others must have read that one too.
+            // Versions of this device that are not published yet are in the segment
+            // numbered last, or will be in the next: the others must have read that
+            // one too.
             let last = index.meta_u64(META_LAST_SEQ)?;
-            if index.unpublished_count()? > 0 || index.meta_u64(META_LAST_PUBLISHED)? < last {
+            if index.unassigned_count()? > 0 {
                 view.insert(me.clone(), last + 1);
+            } else if index.meta_u64(META_LAST_PUBLISHED)? < last {
+                view.insert(me.clone(), last);
             }
             (
                 index.live_packs_of(&me)?,
                 index.dead_packs()?,
                 index.seen_by_devices()?,
                 view,
+                index.furthest_claims()?,
+                index.applied_seqs()?,
             )
         };
         let names = self.name_map()?;
@@ -162,6 +173,17 @@ impl Vault {
         others.sort();
         others.dedup();
         let seen_of = |d: &DeviceId| seen_by.get(d).unwrap_or(&nothing_said);
+        // A log another device read further than this one: its versions may name a
+        // blob here, or supersede one another device still names, so nothing is
+        // judged until this device has read as far (a snapshot it went on from
+        // leaves out what its writer had read elsewhere).
+        let mut behind: Vec<String> = claims
+            .iter()
+            .filter(|(of, (_, seq))| **of != me && applied.get(*of).copied().unwrap_or(0) < *seq)
+            .map(|(of, _)| names.get(of).cloned().unwrap_or_else(|| of.to_string()))
+            .collect();
+        behind.sort();
+        report.behind = behind;
         let grace_ms = i64::try_from(options.grace.as_millis()).unwrap_or(i64::MAX);
         let mut newly_dead = Vec::new();
         let mut no_longer_dead = Vec::new();
@@ -173,6 +195,10 @@ impl Vault {
                 if dead.contains_key(pack) {
                     no_longer_dead.push(pack.clone());
                 }
+                continue;
+            }
+            if !report.behind.is_empty() {
+                report.packs_waiting += 1;
                 continue;
             }
             // A pack found dead only now waits its grace period from now, and for
@@ -252,9 +278,9 @@ impl Vault {
     }
 
     /// Deletes own segments before the newest snapshot, and older snapshots. A log
-    /// with more than one segment after its newest snapshot first gets a new one at
-    /// its newest segment: the versions in those segments are mostly superseded,
-    /// and the snapshot holds only what still stands.
+    /// with [`SNAPSHOT_AFTER`] segments after its newest snapshot first gets a new
+    /// one at its newest segment: the versions in those segments are mostly
+    /// superseded, and the snapshot holds only what still stands.
     fn reclaim_log(&self, dry_run: bool, report: &mut GcReport) -> SyncResult<()> {
         let me = &self.device;
         let snapshot_prefix = self.layout.snapshot_prefix(me);
@@ -267,12 +293,20 @@ impl Vault {
                 .filter_map(|(k, size)| Some((Layout::seq_of(prefix, &k)?, k, size)))
                 .collect())
         };
+        // A snapshot holds published heads only: one taken while a published
+        // version waits to be replaced by one not yet published would leave its
+        // path out, and the segments that hold it are about to go.
+        if self.index().unpublished_count()? > 0 {
+            return Ok(());
+        }
         let mut snapshots = list(&snapshot_prefix)?;
         let segments = list(&log_prefix)?;
         let published = Seq(self.index().meta_u64(META_LAST_PUBLISHED)?);
         let newest = snapshots.iter().map(|(s, _, _)| *s).max().unwrap_or(Seq(0));
         let after_snapshot = segments.iter().filter(|(s, _, _)| s.0 > newest.0).count();
-        let newest = if after_snapshot > 1
+        // A snapshot holds every head of this device: written only once enough
+        // segments follow the last one to be worth it.
+        let newest = if after_snapshot >= SNAPSHOT_AFTER
             && published.0 > newest.0
             && segments.iter().any(|(s, _, _)| *s == published)
         {

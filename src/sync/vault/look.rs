@@ -103,7 +103,11 @@ impl Vault {
         let Ok(ring) = WrappedKey::from_json(&bytes) else {
             return Err(SyncError::WrongPassphrase);
         };
-        let newer = ring.vault_id == config.vault_id && ring.generation != local.generation;
+        // A generation this device's copy says was replaced is older, not newer: the
+        // passphrase that opens it is one this device stopped taking.
+        let newer = ring.vault_id == config.vault_id
+            && ring.generation != local.generation
+            && !local.previous.contains(&ring.generation);
         if newer && ring.unwrap_key(pass.as_bytes()).is_ok() {
             return Ok(());
         }

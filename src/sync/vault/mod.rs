@@ -81,6 +81,10 @@ const META_COUNTER: &str = "counter";
 const META_LAST_SEQ: &str = "last_assigned_seq";
 const META_LAST_PUBLISHED: &str = "last_published_seq";
 const META_SETUP_INCOMPLETE: &str = "setup_incomplete";
+/// Set by setup until a poll has read every log once: a home rebuilt from its own
+/// log alone shows own versions that others superseded, whose contents may be
+/// reclaimed, so nothing is reused until the whole vault has been read.
+const META_REUSE_AFTER_POLL: &str = "reuse_after_poll";
 const META_LAST_SYNC: &str = "last_sync_ms";
 /// What this device's newest published segment said it had seen (JSON).
 /// When this device last collected garbage (ms).
@@ -383,6 +387,13 @@ impl Vault {
         &self,
         hashes: &[ContentHash],
     ) -> SyncResult<std::collections::HashMap<ContentHash, ContentRef>> {
+        if self
+            .index()
+            .meta(META_REUSE_AFTER_POLL)?
+            .is_some_and(|v| !v.is_empty())
+        {
+            return Ok(std::collections::HashMap::new());
+        }
         Ok(self.index().contents_by_hash(hashes)?)
     }
 
@@ -425,7 +436,8 @@ impl Vault {
     /// Whether anything waits to be uploaded or published.
     pub fn has_pending_work(&self) -> SyncResult<bool> {
         let index = self.index();
-        Ok(index.unpublished_count()? > 0 || !index.pending_packs()?.is_empty())
+        let gap = index.meta_u64(META_LAST_PUBLISHED)? < index.meta_u64(META_LAST_SEQ)?;
+        Ok(index.unpublished_count()? > 0 || !index.pending_packs()?.is_empty() || gap)
     }
 
     pub fn touch_last_sync(&self) -> SyncResult<()> {
@@ -562,7 +574,7 @@ impl Vault {
             self.device.clone(),
             self.index().meta_u64(META_LAST_PUBLISHED)?,
         );
-        let claims = self.index().seen_by_devices()?;
+        let claims = self.index().furthest_claims()?;
         let dirs = self.store.list_dirs(&self.layout.root())?;
         for d in dirs.iter().filter_map(|x| self.layout.device_of_dir(x)) {
             let name = names
@@ -571,8 +583,13 @@ impl Vault {
                 .unwrap_or_else(|| d.as_str()[..8].to_owned());
             let prefix = self.layout.log_prefix(&d);
             let snap_prefix = self.layout.snapshot_prefix(&d);
+            // The log first: a device reclaiming it between the two listings removes
+            // only what a snapshot listed next stands in for.
+            let segments = self.store.list(&prefix, None)?;
             let snapshots = self.store.list(&snap_prefix, None)?;
-            // Segments up to the newest snapshot may have been reclaimed.
+            // Segments up to the newest snapshot may have been reclaimed, also while
+            // this runs.
+            let reclaimed = |e: &SyncError| matches!(e, SyncError::Backend(b) if b.is_not_found());
             let covered = snapshots
                 .iter()
                 .filter_map(|k| Layout::seq_of(&snap_prefix, k))
@@ -581,7 +598,7 @@ impl Vault {
                 .unwrap_or(0);
             let mut expect = 1;
             let mut newest = 0;
-            for key in self.store.list(&prefix, None)? {
+            for key in segments {
                 let Some(seq) = Layout::seq_of(&prefix, &key) else {
                     continue;
                 };
@@ -590,8 +607,10 @@ impl Vault {
                 }
                 expect = seq.0 + 1;
                 newest = newest.max(seq.0);
-                if let Err(e) = self.check_log_record(RecordKind::Segment, &d, seq, &key) {
-                    damaged.push(format!("log of {name}: segment {seq}: {e}"));
+                match self.check_log_record(RecordKind::Segment, &d, seq, &key) {
+                    Err(e) if reclaimed(&e) && seq.0 <= covered => {}
+                    Err(e) => damaged.push(format!("log of {name}: segment {seq}: {e}")),
+                    Ok(()) => {}
                 }
             }
             for key in snapshots {
@@ -599,8 +618,10 @@ impl Vault {
                     continue;
                 };
                 newest = newest.max(seq.0);
-                if let Err(e) = self.check_log_record(RecordKind::Snapshot, &d, seq, &key) {
-                    damaged.push(format!("snapshot of {name} at {seq}: {e}"));
+                match self.check_log_record(RecordKind::Snapshot, &d, seq, &key) {
+                    Err(e) if reclaimed(&e) && seq.0 < covered => {}
+                    Err(e) => damaged.push(format!("snapshot of {name} at {seq}: {e}")),
+                    Ok(()) => {}
                 }
             }
             let read = seen.get(&d).copied().unwrap_or(0);
@@ -609,13 +630,8 @@ impl Vault {
                     "log of {name}: rolled back: this device has read it up to segment {read}, the backend shows only up to {newest}"
                 ));
             }
-            // What the other devices said they read of it (segments with versions).
-            let furthest = claims
-                .iter()
-                .filter(|(by, _)| **by != d && **by != self.device)
-                .filter_map(|(by, said)| Some((by, *said.get(&d)?)))
-                .max_by_key(|(_, seq)| *seq);
-            if let Some((by, claimed)) = furthest.filter(|(_, seq)| *seq > newest) {
+            // What the other devices said they read of it.
+            if let Some((by, claimed)) = claims.get(&d).filter(|(_, seq)| *seq > newest) {
                 let by = names.get(by).cloned().unwrap_or_else(|| by.to_string());
                 damaged.push(format!(
                     "log of {name}: hidden: device {by} has read it up to segment {claimed}, the backend shows only up to {newest}"

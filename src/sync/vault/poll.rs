@@ -68,7 +68,7 @@ impl Vault {
         let known = self.index().devices()?;
         // What the devices said before this poll listed anything: whatever they had
         // read of a log then was in it before this poll's listing of it.
-        let claims = self.index().seen_by_devices()?;
+        let claims = self.index().furthest_claims()?;
         let me = self.device.clone();
         let mut troubled = BTreeSet::new();
         for d in devices.iter().filter(|d| **d != me) {
@@ -89,7 +89,7 @@ impl Vault {
         // What the others said in this poll: a log one of them read further than this
         // device found it is listed once more (it may have grown since), and if it
         // still falls short, the backend hides its end.
-        let said = self.index().seen_by_devices()?;
+        let said = self.index().furthest_claims()?;
         let behind: Vec<&DeviceId> = devices
             .iter()
             .filter(|d| **d != me)
@@ -106,6 +106,14 @@ impl Vault {
                     .and_then(|n| self.check_not_hidden(d, &said).map(|()| n));
                 self.note_outcome(d, row, outcome, &mut report)?;
             }
+        }
+        let reuse_waits = self
+            .index()
+            .meta(META_REUSE_AFTER_POLL)?
+            .is_some_and(|v| !v.is_empty());
+        if reuse_waits && report.problems.is_empty() && report.known_problems.is_empty() {
+            self.index()
+                .transaction(|tx| tx.set_meta(META_REUSE_AFTER_POLL, ""))?;
         }
         Ok(report)
     }
@@ -150,21 +158,13 @@ impl Vault {
     fn check_not_hidden(
         &self,
         d: &DeviceId,
-        claims: &std::collections::HashMap<DeviceId, crate::store::SeenVector>,
+        claims: &std::collections::HashMap<DeviceId, (DeviceId, u64)>,
     ) -> SyncResult<()> {
-        let have = self
-            .index()
-            .seen_vector(&self.device)?
-            .get(d)
-            .copied()
-            .unwrap_or(0);
-        let furthest = claims
-            .iter()
-            .filter(|(by, _)| *by != d && **by != self.device)
-            .filter_map(|(by, seen)| Some((by, *seen.get(d)?)))
-            .max_by_key(|(_, seq)| *seq);
-        match furthest {
-            Some((by, seq)) if seq > have => {
+        // Against the segments applied, whatever they hold: a claim names a segment
+        // its device applied, so having applied that number is having read it.
+        let have = self.index().applied_seqs()?.get(d).copied().unwrap_or(0);
+        match claims.get(d) {
+            Some((by, seq)) if *seq > have => {
                 let names = self.name_map()?;
                 let by = names.get(by).cloned().unwrap_or_else(|| by.to_string());
                 Err(SyncError::Damaged(format!(
@@ -343,6 +343,9 @@ impl Vault {
             }
             if !own && !rec.seen.is_empty() {
                 tx.set_device_seen(d, &rec.seen)?;
+            }
+            if !own && !rec.built_from.is_empty() {
+                tx.set_device_heads_view(d, &rec.built_from)?;
             }
             // Where it says so, the record names its device's newest segment with
             // versions; a record of an older version only its own number, if it

@@ -66,8 +66,10 @@ impl Vault {
                 if !ack_due {
                     return Ok(report);
                 }
-            } else if acknowledge {
-                // Something else is queued: the next push carries the news.
+            } else if acknowledge && (!round.packs.is_empty() || index.unpublished_count()? > 0) {
+                // Something else is queued: the next push carries the news. (A
+                // segment number left unpublished alone, by an acknowledgement that
+                // failed, is published now: nothing after it could be otherwise.)
                 return Ok(report);
             }
         }
@@ -123,6 +125,7 @@ impl Vault {
                 counter,
                 versions,
                 seen,
+                built_from: SeenVector::new(),
             };
             let sealed = seal_log(self.keys()?, RecordKind::Segment, &record);
             match self
@@ -216,7 +219,7 @@ impl Vault {
     /// Writes a snapshot of this device's published versions up to `seq`. Only the
     /// reading of the index holds it; sealing and the upload do not.
     pub(super) fn write_snapshot(&self, seq: Seq) -> SyncResult<()> {
-        let (versions, counter, seen) = {
+        let (versions, counter, seen, built_from) = {
             let index = self.index();
             let versions: Vec<Version> = index
                 .all_heads()?
@@ -229,7 +232,8 @@ impl Vault {
                 .meta(META_ACKED)?
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default();
-            (versions, index.meta_u64(META_COUNTER)?, seen)
+            let built_from = index.seen_vector(&self.device)?;
+            (versions, index.meta_u64(META_COUNTER)?, seen, built_from)
         };
         let record = LogRecord {
             format: RECORD_FORMAT,
@@ -239,6 +243,7 @@ impl Vault {
             counter,
             versions,
             seen,
+            built_from,
         };
         let sealed = seal_log(self.keys()?, RecordKind::Snapshot, &record);
         match self

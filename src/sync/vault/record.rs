@@ -147,7 +147,27 @@ impl Vault {
                 .sync()
                 .map_err(SyncError::io(self.queue.dir().to_path_buf()))?;
         }
+        let reused: Vec<(String, ContentRef)> = changes
+            .iter()
+            .filter_map(|c| match &c.after {
+                After::Put {
+                    entry: Entry::File { content, .. },
+                    ..
+                } if !(content.owner == device && register.contains(&content.pack)) => {
+                    Some((c.path.clone(), content.clone()))
+                }
+                _ => None,
+            })
+            .collect();
         let recorded = self.index().transaction(|tx| {
+            // Contents kept from another version (a rename, a copy, a conflict kept)
+            // must still be named by one here: a view a moment old may hold a file
+            // another device replaced, whose contents its owner may reclaim.
+            for (path, content) in &reused {
+                if !tx.may_name(content, &device)? {
+                    return Err(IndexError::Gone(path.clone()));
+                }
+            }
             let known = Knowledge {
                 deletions: deletions_at(&paths, |p| tx.heads_of(p))?,
                 current: &current,

@@ -223,12 +223,13 @@ fn setup_vault_keyed(
         let _ = std::fs::remove_file(home.config_path());
     }
     // The same key under this device's own salt.
-    let local = WrappedKey::wrap(
+    let local = WrappedKey::wrap_after(
         &master,
         passphrase.as_bytes(),
         ring.kdf.iterations.max(DEFAULT_ITERATIONS),
         &ring.vault_id,
         &ring.generation,
+        &ring.previous,
     );
     let mut index = Index::open(&home.state_db(), true)?;
     index.transaction(|tx| {
@@ -256,6 +257,9 @@ fn setup_vault_keyed(
     )?;
     let _ = vault.keys.set(keys);
     if reuse {
+        vault
+            .index()
+            .transaction(|tx| tx.set_meta(META_REUSE_AFTER_POLL, "1"))?;
         vault.recover_own()?;
     }
     vault

@@ -72,6 +72,9 @@ fn unlock(
         // not after work was queued that can never be uploaded.
         Err(e) => return Err(e.into()),
     };
+    if let Some(ring) = &remote {
+        check_not_rolled_back(&local, ring)?;
+    }
     // No passphrase at hand: a key this device remembers spares asking for one.
     let mut unavailable = None;
     if passphrase.is_interactive() {
@@ -108,12 +111,13 @@ fn unlock(
             // The passphrase was changed on another device: only the new one opens
             // the keyring; refresh the local copy under it.
             let master = ring.unwrap_key(pass.as_bytes())?;
-            let rewrapped = WrappedKey::wrap(
+            let rewrapped = WrappedKey::wrap_after(
                 &master,
                 pass.as_bytes(),
                 ring.kdf.iterations.max(DEFAULT_ITERATIONS),
                 &ring.vault_id,
                 &ring.generation,
+                &ring.previous,
             );
             write_master_key(home, &rewrapped)?;
             master
@@ -121,6 +125,21 @@ fn unlock(
         _ => local.unwrap_key(pass.as_bytes())?,
     };
     Ok(SubKeys::derive(&master))
+}
+
+/// The vault's keyring is one this device's own copy says was replaced: the
+/// backend serves an older state of it (a rollback, perhaps to a passphrase that
+/// was changed because it leaked). Nothing is unlocked through it.
+fn check_not_rolled_back(local: &WrappedKey, ring: &WrappedKey) -> SyncResult<()> {
+    if ring.generation != local.generation && local.previous.contains(&ring.generation) {
+        return Err(SyncError::Damaged(
+            "the vault's keyring is older than the one this device already uses: the \
+             backend serves an older state of it (rolled back); nothing was read or \
+             written, and this device keeps its newer key"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Used right after setup, when the keys are already in hand.
@@ -190,6 +209,26 @@ impl Vault {
         }));
     }
 
+    /// Whether the backend now serves a keyring older than this device's copy (one
+    /// request; no passphrase needed): the sentence saying so, for `status`.
+    pub fn keyring_problem(&self) -> SyncResult<Option<String>> {
+        let local = read_master_key(&self.home)?;
+        let bytes = match self.store.get(&self.layout.keyring()) {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => {
+                return Ok(Some("the vault has no keyring".into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let ring = match WrappedKey::from_json(&bytes) {
+            Ok(ring) => ring,
+            Err(e) => return Ok(Some(format!("the vault's keyring is damaged ({e})"))),
+        };
+        Ok(check_not_rolled_back(&local, &ring)
+            .err()
+            .map(|e| e.to_string()))
+    }
+
     /// Changes the passphrase: rewraps the master key in the vault's keyring and here.
     pub fn change_passphrase(&self) -> SyncResult<()> {
         let local = read_master_key(&self.home)?;
@@ -203,22 +242,29 @@ impl Vault {
                 "the backend holds a different vault than this device joined".into(),
             ));
         }
+        check_not_rolled_back(&local, &ring)?;
         let new = self.passphrase.new_passphrase()?;
         let generation = random_id();
         let iterations = ring.kdf.iterations.max(DEFAULT_ITERATIONS);
-        let new_ring = WrappedKey::wrap(
+        // Every device that later reads the new keyring, or this copy, knows the old
+        // generations for replaced, and refuses them if they are served again.
+        let mut previous = ring.previous.clone();
+        previous.push(ring.generation.clone());
+        let new_ring = WrappedKey::wrap_after(
             &master,
             new.as_bytes(),
             iterations,
             &ring.vault_id,
             &generation,
+            &previous,
         );
-        let new_local = WrappedKey::wrap(
+        let new_local = WrappedKey::wrap_after(
             &master,
             new.as_bytes(),
             iterations,
             &ring.vault_id,
             &generation,
+            &previous,
         );
         // The keyring is the one object ever replaced (DESIGN §4): write it first, so a
         // crash in between leaves a local copy that the next unlock refreshes.
