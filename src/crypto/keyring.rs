@@ -136,8 +136,12 @@ impl WrappedKey {
                 self.format
             )));
         }
+        // Generations are random 32-hex-digit ids: anything else (a comma that
+        // would join two in what the wrapping authenticates) is refused.
+        let is_generation = |g: &String| g.len() == 32 && g.bytes().all(|b| b.is_ascii_hexdigit());
         if self.previous.len() > PREVIOUS_KEPT
             || (self.format == FIRST_FORMAT && !self.previous.is_empty())
+            || !self.previous.iter().all(is_generation)
         {
             return Err(CryptoError::InvalidRecord(
                 "its list of replaced generations is not valid".into(),
@@ -238,7 +242,7 @@ mod tests {
     #[test]
     fn the_generations_a_keyring_replaced_are_authenticated() {
         let mk = MasterKey::random();
-        let previous = vec!["g1".to_owned(), "g2".to_owned()];
+        let previous = vec![random_id(), random_id()];
         let w = WrappedKey::wrap_after(&mk, b"pass", 1000, "v", "g3", &previous);
         assert_eq!(w.format, 2);
         let back = WrappedKey::from_json(&w.to_json()).unwrap();
@@ -247,6 +251,13 @@ mod tests {
         let mut stripped = back.clone();
         stripped.previous.pop();
         assert!(stripped.unwrap_key(b"pass").is_err());
+        // Two generations made one by a comma would authenticate the same: refused.
+        let mut joined = back.clone();
+        joined.previous = vec![previous.join(",")];
+        assert!(matches!(
+            joined.unwrap_key(b"pass"),
+            Err(CryptoError::InvalidRecord(_))
+        ));
         let mut older = back.clone();
         older.format = 1;
         assert!(older.unwrap_key(b"pass").is_err());

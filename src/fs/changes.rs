@@ -333,7 +333,16 @@ impl MountFs {
         if let Some(n) = replaced_canonical.and_then(|c| st.tree.get_mut(c)) {
             n.ctime_ns = now;
         }
-        self.vault.record(changes, Vec::new())?;
+        if let Err(e) = self.vault.record(changes, Vec::new()) {
+            // Refused (contents replaced elsewhere a moment ago, say) after the
+            // tree moved: the poller rebuilds the view from the index at once.
+            let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+            a.view_stale = true;
+            a.change_heard = true;
+            drop(a);
+            self.wake.notify_all();
+            return Err(e.into());
+        }
         // An open file now writes on top of whatever its new path shows.
         for (ino, path) in restaged {
             let seen = seen_in(&st.tree, &path);

@@ -947,6 +947,12 @@ fn a_rename_from_a_view_a_moment_old_never_names_contents_deleted_elsewhere() {
         b.rename(ROOT, "x.json", ROOT, "y.json", false),
         Err(Errno::NOENT)
     );
+    // The refused rename asks the poller to rebuild the view from the index, where
+    // neither name holds anything.
+    assert!(b.activity.lock().unwrap().view_stale);
+    b.apply_remote(None).unwrap();
+    assert_eq!(ino_of(&b, "x.json"), Err(Errno::NOENT));
+    assert_eq!(ino_of(&b, "y.json"), Err(Errno::NOENT));
     // A file still current renames as ever, its contents kept.
     b.rename(ROOT, "kept.json", ROOT, "moved.json", false)
         .unwrap();

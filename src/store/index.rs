@@ -648,6 +648,14 @@ impl IndexTx<'_> {
         seq: Option<Seq>,
         published: bool,
     ) -> IndexResult<HeadChange> {
+        // Named again, even by a version superseded already: a pack found dead
+        // under an older view must be found dead anew (another device may have read
+        // this version and reused its contents; see `sync::vault::gc`).
+        if let crate::model::Entry::File { content, .. } = &v.entry {
+            self.tx
+                .prepare_cached("DELETE FROM dead_packs WHERE pack = ?1")?
+                .execute([content.pack.as_str()])?;
+        }
         let heads = self.heads_of(&v.path)?;
         for h in &heads {
             let same = h.device == v.device && h.counter() == v.counter();
@@ -674,11 +682,6 @@ impl IndexTx<'_> {
             self.tx
                 .prepare_cached("INSERT OR IGNORE INTO contents(sha256, record) VALUES(?1, ?2)")?
                 .execute(params![content.sha256.to_string(), encode(content)])?;
-            // Named again: found dead under an older view, it must be found dead
-            // anew (see `sync::vault::gc`).
-            self.tx
-                .prepare_cached("DELETE FROM dead_packs WHERE pack = ?1")?
-                .execute([content.pack.as_str()])?;
         }
         Ok(HeadChange::Added)
     }

@@ -207,7 +207,12 @@ impl IndexTx<'_> {
     /// Whether a version may name `content` now: some head names its blob, or it is
     /// in a pack of this device not yet uploaded. Otherwise its owner may already
     /// count it dead (see `sync::vault::gc`).
-    pub fn may_name(&mut self, content: &ContentRef, me: &DeviceId) -> IndexResult<bool> {
+    pub fn may_name(
+        &mut self,
+        content: &ContentRef,
+        me: &DeviceId,
+        heads_trusted: bool,
+    ) -> IndexResult<bool> {
         if &content.owner == me {
             let pending: Option<i64> = self
                 .tx
@@ -218,6 +223,13 @@ impl IndexTx<'_> {
                 return Ok(true);
             }
         }
+        // A home rebuilt from its own log alone shows heads others superseded.
+        if !heads_trusted {
+            return Ok(false);
+        }
+        let same = |c: &ContentRef| {
+            c.blob == content.blob && c.pack == content.pack && c.owner == content.owner
+        };
         let record: Option<String> = self
             .tx
             .prepare_cached("SELECT record FROM contents WHERE sha256 = ?1")?
@@ -225,18 +237,23 @@ impl IndexTx<'_> {
             .optional()?;
         if record
             .and_then(|r| serde_json::from_str::<ContentRef>(&r).ok())
-            .is_some_and(|c| c.blob == content.blob)
+            .is_some_and(|c| same(&c))
         {
             return Ok(true);
         }
-        // Rare: the same bytes stored twice, the table naming the other copy.
+        // Rare: the same bytes stored twice, the table naming the other copy. Blob
+        // ids are random, so few records hold this one.
+        let blob = serde_json::to_string(&content.blob)
+            .unwrap_or_else(|_| unreachable!("a blob id serialises"));
         let mut stmt = self
             .tx
             .prepare_cached("SELECT record FROM heads WHERE record LIKE ?1")?;
-        let rows = stmt.query_map([format!("%{}%", content.sha256)], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map([format!("%{}%", blob.trim_matches('"'))], |r| {
+            r.get::<_, String>(0)
+        })?;
         for row in rows {
             let v = decode_version(&row?)?;
-            if content_of(&v).is_some_and(|c| c.blob == content.blob) {
+            if content_of(&v).is_some_and(same) {
                 return Ok(true);
             }
         }
@@ -299,6 +316,13 @@ impl IndexTx<'_> {
                 "INSERT OR REPLACE INTO dead_packs(pack, since_ms, view) VALUES(?1, ?2, ?3)",
             )?
             .execute(params![pack.as_str(), dead.since_ms, encode(&dead.view)])?;
+        Ok(())
+    }
+
+    /// After going on from a snapshot, which leaves out versions this device never
+    /// read: every pack is judged anew, in the new view.
+    pub fn forget_all_dead(&mut self) -> IndexResult<()> {
+        self.tx.execute("DELETE FROM dead_packs", [])?;
         Ok(())
     }
 

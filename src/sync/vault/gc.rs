@@ -120,6 +120,9 @@ impl Vault {
     /// taken only to read and to note.
     pub fn collect_garbage(&self, options: &GcOptions) -> SyncResult<GcReport> {
         let _one_at_a_time = lock(&self.publishing);
+        // No poll may name a pack between reading what is live and marking it dead
+        // (a mount polls on another thread).
+        let _no_poll = lock(&self.polling);
         self.keys()?;
         let me = self.device.clone();
         let mut report = GcReport {
@@ -135,15 +138,19 @@ impl Vault {
             .collect();
         let now = crate::now_ms();
         let (live, dead, seen_by, view, claims, applied) = {
-            let index = self.index();
+            let mut index = self.index();
             let mut view = index.seen_vector(&me)?;
             // Versions of this device that are not published yet are in the segment
             // numbered last, or will be in the next: the others must have read that
             // one too.
             let last = index.meta_u64(META_LAST_SEQ)?;
+            let gap_holds_versions = index.meta_u64(META_LAST_PUBLISHED)? < last
+                && !index
+                    .transaction(|tx| tx.versions_in_segment(Seq(last)))?
+                    .is_empty();
             if index.unassigned_count()? > 0 {
                 view.insert(me.clone(), last + 1);
-            } else if index.meta_u64(META_LAST_PUBLISHED)? < last {
+            } else if gap_holds_versions {
                 view.insert(me.clone(), last);
             }
             (
@@ -179,7 +186,9 @@ impl Vault {
         // leaves out what its writer had read elsewhere).
         let mut behind: Vec<String> = claims
             .iter()
-            .filter(|(of, (_, seq))| **of != me && applied.get(*of).copied().unwrap_or(0) < *seq)
+            .filter(|(of, (_, seq))| {
+                **of != me && in_vault.contains(of) && applied.get(*of).copied().unwrap_or(0) < *seq
+            })
             .map(|(of, _)| names.get(of).cloned().unwrap_or_else(|| of.to_string()))
             .collect();
         behind.sort();
@@ -203,7 +212,12 @@ impl Vault {
             }
             // A pack found dead only now waits its grace period from now, and for
             // every device to have read as far as this one has now.
-            let found = match dead.get(pack) {
+            // A mark whose own entry waits for versions that were superseded before
+            // they were published can never be reached: marked anew.
+            let reachable = |f: &DeadPack| {
+                f.view.get(&me).copied().unwrap_or(0) <= view.get(&me).copied().unwrap_or(0)
+            };
+            let found = match dead.get(pack).filter(|f| reachable(f)) {
                 Some(found) => found.clone(),
                 None => {
                     newly_dead.push(pack.clone());

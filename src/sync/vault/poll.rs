@@ -111,7 +111,9 @@ impl Vault {
             .index()
             .meta(META_REUSE_AFTER_POLL)?
             .is_some_and(|v| !v.is_empty());
-        if reuse_waits && report.problems.is_empty() && report.known_problems.is_empty() {
+        // Every log read as far as it goes (one that is damaged here holds this
+        // device's own reclaiming back, and is named).
+        if reuse_waits {
             self.index()
                 .transaction(|tx| tx.set_meta(META_REUSE_AFTER_POLL, ""))?;
         }
@@ -303,7 +305,7 @@ impl Vault {
     }
 
     /// `d`'s newest snapshot, if it is at `at_least` or later.
-    fn newest_snapshot(&self, d: &DeviceId, at_least: Seq) -> SyncResult<Option<Seq>> {
+    pub(super) fn newest_snapshot(&self, d: &DeviceId, at_least: Seq) -> SyncResult<Option<Seq>> {
         let prefix = self.layout.snapshot_prefix(d);
         Ok(self
             .store
@@ -319,7 +321,9 @@ impl Vault {
         let bytes = self.store.get(&self.layout.snapshot(d, seq))?;
         let rec = open_log(self.keys()?, RecordKind::Snapshot, d, seq, &bytes)
             .map_err(|e| SyncError::Damaged(format!("snapshot {seq}: {e}")))?;
-        self.apply_record(d, &rec, own)
+        let n = self.apply_record(d, &rec, own)?;
+        self.index().transaction(|tx| tx.forget_all_dead())?;
+        Ok(n)
     }
 
     fn apply_record(&self, d: &DeviceId, rec: &LogRecord, own: bool) -> SyncResult<usize> {

@@ -155,7 +155,12 @@ impl Vault {
             report.versions += record.versions.len();
             report.segments += 1;
             if seq.0 % SNAPSHOT_EVERY == 0 {
-                if self.defer_snapshots.load(Ordering::Acquire) {
+                // A snapshot holds published heads only; with a published version
+                // waiting to be replaced by one not yet published, it would leave
+                // that path out. Later, then.
+                if self.defer_snapshots.load(Ordering::Acquire)
+                    || self.index().unpublished_count()? > 0
+                {
                     self.snapshot_due.store(true, Ordering::Release);
                 } else {
                     self.write_snapshot(seq)?;
@@ -177,6 +182,9 @@ impl Vault {
     pub fn write_due_snapshot(&self) -> SyncResult<bool> {
         let _one_at_a_time = lock(&self.publishing);
         if !self.snapshot_due.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        if self.index().unpublished_count()? > 0 {
             return Ok(false);
         }
         let seq = Seq(self.index().meta_u64(META_LAST_PUBLISHED)?);

@@ -159,12 +159,16 @@ impl Vault {
                 _ => None,
             })
             .collect();
+        let heads_trusted = self
+            .index()
+            .meta(META_REUSE_AFTER_POLL)?
+            .is_none_or(|v| v.is_empty());
         let recorded = self.index().transaction(|tx| {
             // Contents kept from another version (a rename, a copy, a conflict kept)
             // must still be named by one here: a view a moment old may hold a file
             // another device replaced, whose contents its owner may reclaim.
             for (path, content) in &reused {
-                if !tx.may_name(content, &device)? {
+                if !tx.may_name(content, &device, heads_trusted)? {
                     return Err(IndexError::Gone(path.clone()));
                 }
             }

@@ -117,7 +117,7 @@ fn unlock(
                 ring.kdf.iterations.max(DEFAULT_ITERATIONS),
                 &ring.vault_id,
                 &ring.generation,
-                &ring.previous,
+                &replaced(&local, &ring),
             );
             write_master_key(home, &rewrapped)?;
             master
@@ -140,6 +140,23 @@ fn check_not_rolled_back(local: &WrappedKey, ring: &WrappedKey) -> SyncResult<()
         ));
     }
     Ok(())
+}
+
+/// What this device's copy will know was replaced once it takes `ring`: what the
+/// ring says, and what the copy knew, itself included (two `passwd` run at once, or
+/// an older version writing the first format, must not make it forget).
+fn replaced(local: &WrappedKey, ring: &WrappedKey) -> Vec<String> {
+    let mut out = ring.previous.clone();
+    for g in local
+        .previous
+        .iter()
+        .chain(std::iter::once(&local.generation))
+    {
+        if *g != ring.generation && !out.contains(g) {
+            out.push(g.clone());
+        }
+    }
+    out
 }
 
 /// Used right after setup, when the keys are already in hand.
@@ -248,8 +265,10 @@ impl Vault {
         let iterations = ring.kdf.iterations.max(DEFAULT_ITERATIONS);
         // Every device that later reads the new keyring, or this copy, knows the old
         // generations for replaced, and refuses them if they are served again.
-        let mut previous = ring.previous.clone();
-        previous.push(ring.generation.clone());
+        let mut previous = replaced(&local, &ring);
+        if !previous.contains(&ring.generation) {
+            previous.push(ring.generation.clone());
+        }
         let new_ring = WrappedKey::wrap_after(
             &master,
             new.as_bytes(),
