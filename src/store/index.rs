@@ -805,17 +805,9 @@ impl IndexTx<'_> {
         counter: u64,
         content: &ContentRef,
     ) -> IndexResult<()> {
-        let record: Option<String> = self
-            .tx
-            .prepare_cached(
-                "SELECT record FROM heads WHERE device = ?1 AND counter = ?2 AND published = 0",
-            )?
-            .query_row(params![device.as_str(), counter as i64], |r| r.get(0))
-            .optional()?;
-        let Some(record) = record else {
+        let Some(mut v) = self.unpublished_version(device, counter)? else {
             return Ok(());
         };
-        let mut v = decode_version(&record)?;
         if let crate::model::Entry::File { content: c, .. } = &mut v.entry {
             *c = content.clone();
         }
@@ -826,6 +818,18 @@ impl IndexTx<'_> {
             .prepare_cached("INSERT OR REPLACE INTO contents(sha256, record) VALUES(?1, ?2)")?
             .execute(params![content.sha256.to_string(), encode(content)])?;
         Ok(())
+    }
+
+    /// An own version not yet published, by its counter.
+    fn unpublished_version(&self, device: &DeviceId, counter: u64) -> IndexResult<Option<Version>> {
+        let record: Option<String> = self
+            .tx
+            .prepare_cached(
+                "SELECT record FROM heads WHERE device = ?1 AND counter = ?2 AND published = 0",
+            )?
+            .query_row(params![device.as_str(), counter as i64], |r| r.get(0))
+            .optional()?;
+        record.map(|r| decode_version(&r)).transpose()
     }
 
     /// Removes an unpublished own version whose content is gone: nobody has seen it.

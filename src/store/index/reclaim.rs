@@ -265,15 +265,8 @@ impl IndexTx<'_> {
         device: &DeviceId,
         counter: u64,
     ) -> IndexResult<()> {
-        let record: Option<String> = self
-            .tx
-            .prepare_cached(
-                "SELECT record FROM heads WHERE device = ?1 AND counter = ?2 AND published = 0",
-            )?
-            .query_row(params![device.as_str(), counter as i64], |r| r.get(0))
-            .optional()?;
-        match record {
-            Some(r) => self.forget_content_of(&decode_version(&r)?),
+        match self.unpublished_version(device, counter)? {
+            Some(v) => self.forget_content_of(&v),
             None => Ok(()),
         }
     }
