@@ -316,6 +316,14 @@ pub struct ContentRef {
     pub blob: BlobId,
     pub sha256: ContentHash,
     pub size: u64,
+    /// The key epoch the blob is sealed under (0 until the vault is first rekeyed,
+    /// and then not written, so older records read and write as before).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub key_epoch: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What a version says the path is.

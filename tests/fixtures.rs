@@ -74,4 +74,42 @@ fn the_first_format_still_opens() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+
+    // A first-format vault can be rekeyed: what the first release sealed still
+    // opens through the key history, on this device and on one that joins after.
+    let run = |h: &TempHome, args: &[&str]| {
+        let out = h
+            .cmd()
+            .env("GHOSTIE_PASSPHRASE", "fixture passphrase v1")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    run(&h, &["rekey"]);
+    h.write("after.json", b"{\"content\":\"after the rekey\"}");
+    run(&h, &["push"]);
+    let late = TempHome::new("late");
+    run(
+        &late,
+        &[
+            "setup",
+            "--backend",
+            "local",
+            "--path",
+            vault.path().to_str().unwrap(),
+            "--device",
+            "late",
+        ],
+    );
+    run(&late, &["pull"]);
+    assert_eq!(
+        late.read("first.json").unwrap(),
+        b"{\"content\":\"first memory\"}\n"
+    );
+    assert_eq!(
+        late.read("after.json").unwrap(),
+        b"{\"content\":\"after the rekey\"}"
+    );
+    run(&late, &["verify"]);
 }

@@ -14,7 +14,10 @@ use super::errors::{CliError, EXIT_DAMAGED, EXIT_FAILURE};
 use super::passphrase::CliPassphrase;
 use super::progress::BarProgress;
 use super::provider::human_bytes;
-use super::{login, mount, Cli, Command, ConflictAction, GcArgs, SetupArgs};
+use super::{
+    login, mount, Cli, Command, ConflictAction, DevicesAction, DevicesArgs, GcArgs, RemoveArgs,
+    SetupArgs,
+};
 
 type CmdResult = Result<u8, CliError>;
 
@@ -61,6 +64,7 @@ fn name_of(command: &Command) -> &'static str {
         Command::Status(_) => "status",
         Command::Conflict(_) => "conflict",
         Command::Devices(_) => "devices",
+        Command::Rekey(_) => "rekey",
         Command::Passwd(_) => "passwd",
         Command::Verify => "verify",
         Command::Gc(_) => "gc",
@@ -97,6 +101,7 @@ pub fn run(cli: Cli) -> CmdResult {
         }
         Command::Conflict(_)
         | Command::Devices(_)
+        | Command::Rekey(_)
         | Command::Passwd(_)
         | Command::Verify
         | Command::Setup(_) => mount::refuse_while_mounted(&home)?,
@@ -144,7 +149,12 @@ pub fn run(cli: Cli) -> CmdResult {
                 conflict_resolve(&cli, home, pass, path, keep)
             }
         },
+        Command::Devices(DevicesArgs {
+            action: Some(DevicesAction::Remove(a)),
+            ..
+        }) => rekey(&cli, home, pass, Some(a), a.json),
         Command::Devices(a) => devices(home, pass, a.json),
+        Command::Rekey(a) => rekey(&cli, home, pass, None, a.json),
         Command::Passwd(a) => passwd(&cli, home, pass, a.new_passphrase_file.clone()),
         Command::Verify => verify(&cli, home, pass),
         Command::Gc(a) => gc(&cli, &open_vault(home, pass)?, pass, a),
@@ -631,6 +641,7 @@ fn devices(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
     };
     let me = vault.device().clone();
     let rows = vault.devices()?;
+    let removed = vault.removed_devices()?.to_vec();
     let list: Vec<serde_json::Value> = rows
         .iter()
         .map(|d| {
@@ -639,6 +650,7 @@ fn devices(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
                 "id": d.id.to_string(),
                 "last_activity": d.last_activity_ms.map(folder::format_time),
                 "this_device": d.id == me,
+                "removed": removed.iter().any(|r| r.device == d.id.as_str()),
                 "problem": d.problem,
             })
         })
@@ -649,10 +661,15 @@ fn devices(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
     }
     for d in &list {
         println!(
-            "{}{}  {}  last activity: {}",
+            "{}{}{}  {}  last activity: {}",
             d["name"].as_str().unwrap_or_default(),
             if d["this_device"].as_bool() == Some(true) {
                 " (this device)"
+            } else {
+                ""
+            },
+            if d["removed"].as_bool() == Some(true) {
+                " (removed)"
             } else {
                 ""
             },
@@ -662,6 +679,54 @@ fn devices(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
     }
     if let Some(e) = stale {
         eprintln!("⚠️ this list may be out of date: {e}");
+    }
+    Ok(0)
+}
+
+/// `rekey`, or with `remove`, `devices remove NAME`.
+fn rekey(
+    cli: &Cli,
+    home: Home,
+    pass: &CliPassphrase,
+    remove: Option<&RemoveArgs>,
+    json: bool,
+) -> CmdResult {
+    let source = CliPassphrase {
+        new_file: remove.and_then(|r| r.new_passphrase_file.clone()),
+        changing: remove.is_some(),
+        ..pass.clone()
+    };
+    let vault = Vault::open(home, Box::new(source))?;
+    // A sync first: what this device has not pushed goes up under the key it was
+    // sealed with, and a removed device is cut after everything it published so far.
+    let progress = BarProgress::new(cli.quiet || json);
+    let pulled = folder::pull_before_push(&vault, &progress)?;
+    for problem in pulled.damaged.iter().chain(&pulled.known_damage) {
+        eprintln!("⚠️  {problem}");
+    }
+    folder::push(&vault, &progress)?;
+    let report = vault.rekey(remove.map(|r| r.name.as_str()))?;
+    if json {
+        print_json(&serde_json::json!({
+            "epoch": report.epoch,
+            "older_epochs": report.older_epochs,
+            "removed": report.removed,
+        }));
+        return Ok(0);
+    }
+    match &report.removed {
+        Some(name) => say!(
+            cli,
+            "✅ Device {name} removed: the vault's key and passphrase changed (key epoch {}); \
+             other devices will ask for the new passphrase at their next unlock",
+            report.epoch
+        ),
+        None => say!(
+            cli,
+            "✅ The vault's key was rotated (key epoch {}); other devices take it at their \
+             next unlock, with the passphrase",
+            report.epoch
+        ),
     }
     Ok(0)
 }

@@ -64,10 +64,17 @@ pub enum Command {
     Status(JsonArg),
     /// List conflicts, or resolve one.
     Conflict(ConflictArgs),
-    /// List the devices of the vault.
-    Devices(JsonArg),
+    /// List the devices of the vault, or shut a lost one out (`devices remove NAME`).
+    Devices(DevicesArgs),
     /// Change the vault's passphrase (on every device).
     Passwd(PasswdArgs),
+    /// Rotate the vault's key: everything sealed from now on uses a new one.
+    ///
+    /// The older keys stay in the keyring (sealed under the new one), so what was
+    /// written before still opens. Other devices take the new key at their next
+    /// unlock, with the passphrase (a key kept with `remember` must be given the
+    /// passphrase once). Push this device's changes first.
+    Rekey(JsonArg),
     /// Fetch and check every object the vault's namespace points to.
     Verify,
     /// Reclaim space: delete this device's data that newer versions replaced.
@@ -100,6 +107,43 @@ pub enum Command {
     /// Measure sealing throughput of one file (benchmarks).
     #[command(hide = true)]
     BenchSeal { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DevicesArgs {
+    #[command(subcommand)]
+    pub action: Option<DevicesAction>,
+    /// Print one JSON array instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesAction {
+    /// Shut a lost or retired device out of the vault, with a new passphrase.
+    ///
+    /// Rotates the vault's key and changes the passphrase, so the removed device
+    /// (which knows only the old one) cannot read anything written from now on;
+    /// whatever it publishes from now on is ignored by every device, and it no
+    /// longer holds back reclaiming space. What it read before, it keeps. Every
+    /// other device asks for the new passphrase at its next unlock.
+    ///
+    /// Example: ghostie-fs devices remove old-phone
+    Remove(RemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The device's name, as `ghostie-fs devices` lists it.
+    pub name: String,
+    /// Read the new passphrase from this file (else GHOSTIE_NEW_PASSPHRASE, else
+    /// it is asked twice on the terminal).
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -31,7 +31,7 @@ use zeroize::Zeroizing;
 
 use meta::Meta;
 pub use meta::{RememberedInfo, StoredInfo};
-pub use remembered::{forget, remember, remembered_key, remembers, Remembered};
+pub use remembered::{forget, remember, remember_instead, remembered_key, remembers, Remembered};
 pub use sealed::unlock_key_dir;
 pub use store::Credentials;
 
@@ -249,6 +249,9 @@ pub fn token(
 /// The key that opens a home's sealed provider secrets (the file store only).
 pub struct CredentialKey {
     key: Key32,
+    /// The keys of the vault's older key epochs, which opened what was sealed
+    /// before a rekey.
+    older: Vec<Key32>,
     vault_id: String,
 }
 
@@ -262,8 +265,19 @@ impl CredentialKey {
     pub fn from_master(master: &MasterKey, vault_id: &str) -> Self {
         Self {
             key: SubKeys::credentials_key(master),
+            older: Vec::new(),
             vault_id: vault_id.to_owned(),
         }
+    }
+
+    /// Also opening what older key epochs' masters sealed.
+    pub fn with_older(mut self, older: &[(u32, MasterKey)]) -> Self {
+        self.older = older
+            .iter()
+            .rev()
+            .map(|(_, m)| SubKeys::credentials_key(m))
+            .collect();
+        self
     }
 
     /// See [`unlock_master`].
@@ -273,7 +287,8 @@ impl CredentialKey {
         ask: &dyn Fn() -> CredentialResult<Zeroizing<String>>,
     ) -> CredentialResult<Self> {
         let (master, vault_id) = unlock_master(home, given, ask)?;
-        Ok(Self::from_master(&master, &vault_id))
+        let older = older_keys(home, &master);
+        Ok(Self::from_master(&master, &vault_id).with_older(&older))
     }
 }
 
@@ -308,6 +323,17 @@ pub fn unlock_master(
         None => ask()?,
     };
     Ok((open_local(home, &vault_id, &pass)?, vault_id))
+}
+
+/// The older epochs' keys this device's copy of the key keeps (none if it cannot
+/// be read: then only the current key opens the sealed secrets).
+fn older_keys(home: &Home, master: &MasterKey) -> Vec<(u32, MasterKey)> {
+    std::fs::read(home.master_key_path())
+        .ok()
+        .and_then(|b| WrappedKey::from_json(&b).ok())
+        .and_then(|w| w.open_secrets(master).ok())
+        .and_then(|s| s.older().ok())
+        .unwrap_or_default()
 }
 
 /// This device's copy of the master key, opened with `pass`.

@@ -224,6 +224,16 @@ pub fn forget(home: &Home) -> CredentialResult<bool> {
     Ok(had)
 }
 
+/// Remembers `master` in place of the key remembered here, for as long as that
+/// one was (after a rekey; nothing when no key is remembered). Returns whether one was.
+pub fn remember_instead(home: &Home, vault_id: &str, master: &MasterKey) -> CredentialResult<bool> {
+    if !remembers(home) {
+        return Ok(false);
+    }
+    let until = meta::load(home)?.remembered.and_then(|r| r.until);
+    remember(home, vault_id, master, until).map(|_| true)
+}
+
 /// Whether this home remembers a key that has not expired, by its record alone
 /// (cheap, no keyring call; see [`remembered_key`] for whether it can be had).
 pub fn remembers(home: &Home) -> bool {

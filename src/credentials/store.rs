@@ -75,8 +75,17 @@ impl Credentials {
 
     fn read_map(&self, meta: &Meta, key: &CredentialKey) -> CredentialResult<SecretMap> {
         let path = credentials_file(&self.home);
-        let plain = match sealed::read(&path, key.key.as_bytes(), PURPOSE, &Self::owner(meta, key))?
-        {
+        let owner = Self::owner(meta, key);
+        let mut opened = sealed::read(&path, key.key.as_bytes(), PURPOSE, &owner)?;
+        // Sealed before this vault's key was rotated: an older key opens it, and the
+        // next write seals it under the current one.
+        for older in &key.older {
+            if !matches!(opened, Opened::WrongKey) {
+                break;
+            }
+            opened = sealed::read(&path, older.as_bytes(), PURPOSE, &owner)?;
+        }
+        let plain = match opened {
             Opened::Missing => Zeroizing::new(b"{}".to_vec()),
             Opened::Plain(p) => p,
             Opened::Foreign(owner) => {

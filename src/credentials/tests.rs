@@ -102,6 +102,36 @@ fn the_file_store_keeps_secrets_sealed_and_replaces_them_whole() {
 }
 
 #[test]
+fn secrets_sealed_before_a_rekey_open_with_the_older_key_and_move_to_the_new_one() {
+    let (_dir, home, mut creds) = file_home();
+    let old = MasterKey::random();
+    let secret = Secret::new(Zeroizing::new(TOKEN.into()));
+    let before = CredentialKey::from_master(&old, "vault-1");
+    creds
+        .store(Provider::Github, info(), &secret, Some(&before))
+        .expect("store");
+    // After a rekey the current key alone does not open the file; with the key
+    // history it does, and the next write seals it under the current key.
+    let new = MasterKey::random();
+    let current_only = CredentialKey::from_master(&new, "vault-1");
+    let again = Credentials::open(&home).expect("reopen");
+    assert!(again.secret(Provider::Github, Some(&current_only)).is_err());
+    let after = CredentialKey::from_master(&new, "vault-1").with_older(&[(0, old.clone())]);
+    let read = again.secret(Provider::Github, Some(&after)).expect("read");
+    assert_eq!(read.expect("stored").expose(), TOKEN);
+    let mut creds2 = Credentials::open(&home).expect("reopen");
+    creds2
+        .store(Provider::Github, info(), &secret, Some(&after))
+        .expect("store again");
+    let read = Credentials::open(&home)
+        .expect("reopen")
+        .secret(Provider::Github, Some(&current_only))
+        .expect("read");
+    assert_eq!(read.expect("stored").expose(), TOKEN);
+    drop(creds);
+}
+
+#[test]
 fn secrets_never_show_in_debug() {
     let s = Secret::new(Zeroizing::new(TOKEN.into()));
     assert!(!format!("{s:?}").contains("ghp_"));

@@ -14,12 +14,17 @@ use super::aead::{AeadKey, NONCE_LEN};
 use super::keys::MasterKey;
 use super::CryptoError;
 
-/// Format 1: one generation. Format 2 (written by `passwd` from this version on)
-/// also names, authenticated, the generations it replaced, so that a device that
-/// used a newer keyring can tell an older one served again (a rollback) from a
-/// newer one. A format-1 record reads as before.
-pub const KEYRING_FORMAT: u32 = 2;
+/// Format 1: one generation. Format 2 (written by `passwd`) also names,
+/// authenticated, the generations it replaced, so that a device that used a newer
+/// keyring can tell an older one served again (a rollback) from a newer one.
+/// Format 3 (written once a vault is rekeyed, `rekey` or `devices remove`) adds the
+/// key epoch of the wrapped key and, sealed under that key, the older keys and the
+/// removed devices ([`VaultSecrets`]). Older formats read as before.
+pub const KEYRING_FORMAT: u32 = 3;
 const FIRST_FORMAT: u32 = 1;
+const GENERATIONS_FORMAT: u32 = 2;
+/// A doctored record must not be able to make a device allocate without bound.
+const MAX_SECRETS_LEN: usize = 4 << 20;
 /// Generations remembered as replaced: far more than any vault changes its
 /// passphrase, while a doctored record stays small.
 const PREVIOUS_KEPT: usize = 256;
@@ -52,23 +57,132 @@ pub struct WrappedKey {
     pub kdf: KdfParams,
     pub nonce: String,
     pub wrapped_key: String,
+    /// The key epoch of the wrapped key (format 3): 0 until the first rekey.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u32,
+    /// [`VaultSecrets`] sealed under the wrapped key (format 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<String>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A device shut out by `devices remove`: its log is read up to `log_cut` and not
+/// beyond, whatever it publishes later.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemovedDevice {
+    /// The device's id, as in the vault's layout.
+    pub device: String,
+    pub name: String,
+    /// The last segment of its log that counts.
+    pub log_cut: u64,
+    pub removed_ms: u64,
+    /// The device that removed it.
+    pub by: String,
+}
+
+/// What only the current key opens: the keys of older epochs (content sealed
+/// before a rekey stays readable through them) and the devices removed.
+#[derive(Default, Clone, Serialize, Deserialize)]
+pub struct VaultSecrets {
+    #[serde(default)]
+    pub older_keys: Vec<OlderKey>,
+    #[serde(default)]
+    pub removed: Vec<RemovedDevice>,
+}
+
+impl std::fmt::Debug for VaultSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultSecrets")
+            .field("older_epochs", &self.older_epochs())
+            .field("removed", &self.removed)
+            .finish()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct OlderKey {
+    pub epoch: u32,
+    /// Base64 of the 32-byte master key of that epoch.
+    key: String,
+}
+
+impl OlderKey {
+    pub fn new(epoch: u32, key: &MasterKey) -> Self {
+        Self {
+            epoch,
+            key: B64.encode(key.as_bytes()),
+        }
+    }
+}
+
+impl Drop for OlderKey {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.key.zeroize();
+    }
+}
+
+impl VaultSecrets {
+    pub fn is_empty(&self) -> bool {
+        self.older_keys.is_empty() && self.removed.is_empty()
+    }
+
+    pub fn older_epochs(&self) -> Vec<u32> {
+        self.older_keys.iter().map(|k| k.epoch).collect()
+    }
+
+    /// The older keys, each with its epoch.
+    pub fn older(&self) -> Result<Vec<(u32, MasterKey)>, CryptoError> {
+        self.older_keys
+            .iter()
+            .map(|k| {
+                let bytes = Zeroizing::new(B64.decode(&k.key).map_err(|_| {
+                    CryptoError::InvalidRecord("an older key is not valid base64".into())
+                })?);
+                let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                    CryptoError::InvalidRecord("an older key has the wrong length".into())
+                })?;
+                Ok((k.epoch, MasterKey::from_bytes(arr)))
+            })
+            .collect()
+    }
+
+    fn secrets_aad(vault_id: &str, epoch: u32) -> Vec<u8> {
+        format!("ghostie keyring secrets v1\0{vault_id}\0{epoch}").into_bytes()
+    }
+
+    fn seal(&self, master: &MasterKey, vault_id: &str, epoch: u32) -> String {
+        let plain = Zeroizing::new(
+            serde_json::to_vec(self)
+                .unwrap_or_else(|_| unreachable!("a struct of strings always serialises")),
+        );
+        let key = super::SubKeys::secrets_key(master);
+        B64.encode(AeadKey::new(key.as_bytes()).seal(&Self::secrets_aad(vault_id, epoch), &plain))
+    }
+}
 fn derive(passphrase: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<[u8; 32]> {
     let mut k = Zeroizing::new([0u8; 32]);
     pbkdf2::pbkdf2_hmac::<Sha256>(passphrase, salt, iterations, k.as_mut());
     k
 }
 
-fn aad(format: u32, vault_id: &str, generation: &str, previous: &[String]) -> Vec<u8> {
-    if format == FIRST_FORMAT {
-        return format!("ghostie keyring v1\0{vault_id}\0{generation}").into_bytes();
+fn aad(format: u32, vault_id: &str, generation: &str, previous: &[String], epoch: u32) -> Vec<u8> {
+    match format {
+        FIRST_FORMAT => format!("ghostie keyring v1\0{vault_id}\0{generation}").into_bytes(),
+        GENERATIONS_FORMAT => format!(
+            "ghostie keyring v2\0{vault_id}\0{generation}\0{}",
+            previous.join(",")
+        )
+        .into_bytes(),
+        _ => format!(
+            "ghostie keyring v3\0{vault_id}\0{generation}\0{}\0{epoch}",
+            previous.join(",")
+        )
+        .into_bytes(),
     }
-    format!(
-        "ghostie keyring v2\0{vault_id}\0{generation}\0{}",
-        previous.join(",")
-    )
-    .into_bytes()
 }
 
 pub fn random_id() -> String {
@@ -99,17 +213,45 @@ impl WrappedKey {
         generation: &str,
         previous: &[String],
     ) -> Self {
+        Self::wrap_epoch(
+            master,
+            passphrase,
+            iterations,
+            vault_id,
+            generation,
+            previous,
+            0,
+            &VaultSecrets::default(),
+        )
+    }
+
+    /// A record of `generation` whose key is that of `epoch`, with `secrets`
+    /// sealed under it. A vault never rekeyed is written in the older formats,
+    /// which older versions read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn wrap_epoch(
+        master: &MasterKey,
+        passphrase: &[u8],
+        iterations: u32,
+        vault_id: &str,
+        generation: &str,
+        previous: &[String],
+        epoch: u32,
+        secrets: &VaultSecrets,
+    ) -> Self {
         let previous = &previous[previous.len().saturating_sub(PREVIOUS_KEPT)..];
-        let format = if previous.is_empty() {
+        let format = if epoch > 0 || !secrets.is_empty() {
+            KEYRING_FORMAT
+        } else if previous.is_empty() {
             FIRST_FORMAT
         } else {
-            KEYRING_FORMAT
+            GENERATIONS_FORMAT
         };
         let mut salt = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut salt);
         let kek = derive(passphrase, &salt, iterations);
         let sealed = AeadKey::new(&kek).seal(
-            &aad(format, vault_id, generation, previous),
+            &aad(format, vault_id, generation, previous, epoch),
             master.as_bytes(),
         );
         let (nonce, wrapped) = sealed.split_at(NONCE_LEN);
@@ -125,6 +267,8 @@ impl WrappedKey {
             },
             nonce: B64.encode(nonce),
             wrapped_key: B64.encode(wrapped),
+            epoch,
+            secrets: (format == KEYRING_FORMAT).then(|| secrets.seal(master, vault_id, epoch)),
         }
     }
 
@@ -145,6 +289,22 @@ impl WrappedKey {
         {
             return Err(CryptoError::InvalidRecord(
                 "its list of replaced generations is not valid".into(),
+            ));
+        }
+        if self.format < KEYRING_FORMAT && (self.epoch != 0 || self.secrets.is_some()) {
+            return Err(CryptoError::InvalidRecord(format!(
+                "a format-{} record cannot name a key epoch",
+                self.format
+            )));
+        }
+        if self.format == KEYRING_FORMAT
+            && self
+                .secrets
+                .as_ref()
+                .is_none_or(|s| s.len() > MAX_SECRETS_LEN)
+        {
+            return Err(CryptoError::InvalidRecord(
+                "its sealed key history is missing or too large".into(),
             ));
         }
         if self.kdf.name != KDF_NAME {
@@ -184,6 +344,7 @@ impl WrappedKey {
                         &self.vault_id,
                         &self.generation,
                         &self.previous,
+                        self.epoch,
                     ),
                     &joined,
                 )
@@ -192,6 +353,37 @@ impl WrappedKey {
         let mut k = [0u8; 32];
         k.copy_from_slice(&plain);
         Ok(MasterKey::from_bytes(k))
+    }
+
+    /// The older keys and removed devices, opened with this record's own key
+    /// (from [`Self::unwrap_key`]); empty before format 3.
+    pub fn open_secrets(&self, master: &MasterKey) -> Result<VaultSecrets, CryptoError> {
+        let Some(sealed) = &self.secrets else {
+            return Ok(VaultSecrets::default());
+        };
+        let bytes = B64.decode(sealed).map_err(|_| {
+            CryptoError::InvalidRecord("its key history is not valid base64".into())
+        })?;
+        let key = super::SubKeys::secrets_key(master);
+        let plain = Zeroizing::new(
+            AeadKey::new(key.as_bytes())
+                .open(
+                    &VaultSecrets::secrets_aad(&self.vault_id, self.epoch),
+                    &bytes,
+                )
+                .ok_or_else(|| {
+                    CryptoError::Damaged("the keyring's key history failed authentication".into())
+                })?,
+        );
+        serde_json::from_slice(&plain)
+            .map_err(|e| CryptoError::InvalidRecord(format!("its key history: {e}")))
+    }
+
+    /// The keys of every epoch this record knows, opened with `passphrase`.
+    pub fn unwrap_all(&self, passphrase: &[u8]) -> Result<(MasterKey, VaultSecrets), CryptoError> {
+        let master = self.unwrap_key(passphrase)?;
+        let secrets = self.open_secrets(&master)?;
+        Ok((master, secrets))
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -262,10 +454,58 @@ mod tests {
         older.format = 1;
         assert!(older.unwrap_key(b"pass").is_err());
         let mut newer = back;
-        newer.format = 3;
+        newer.format = 4;
         assert!(matches!(
             newer.unwrap_key(b"pass"),
             Err(CryptoError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn a_rekeyed_record_carries_its_epoch_and_the_older_keys_sealed() {
+        let (old, new) = (MasterKey::random(), MasterKey::random());
+        let secrets = VaultSecrets {
+            older_keys: vec![OlderKey::new(0, &old)],
+            removed: vec![RemovedDevice {
+                device: "ab".repeat(8),
+                name: "phone".into(),
+                log_cut: 7,
+                removed_ms: 1,
+                by: "cd".repeat(8),
+            }],
+        };
+        let w = WrappedKey::wrap_epoch(&new, b"pass", 1000, "v", "g2", &[random_id()], 1, &secrets);
+        assert_eq!((w.format, w.epoch), (3, 1));
+        let text = String::from_utf8(w.to_json()).unwrap();
+        assert!(!text.contains("phone") && !text.contains(&B64.encode(old.as_bytes())));
+        let back = WrappedKey::from_json(&w.to_json()).unwrap();
+        let (master, opened) = back.unwrap_all(b"pass").unwrap();
+        assert_eq!(master.as_bytes(), new.as_bytes());
+        let older = opened.older().unwrap();
+        assert_eq!(older.len(), 1);
+        assert_eq!((older[0].0, older[0].1.as_bytes()), (0, old.as_bytes()));
+        assert_eq!(opened.removed, secrets.removed);
+        // The epoch is authenticated, and the history opens only under its key.
+        let mut relabelled = back.clone();
+        relabelled.epoch = 2;
+        assert!(relabelled.unwrap_key(b"pass").is_err());
+        assert!(back.open_secrets(&old).is_err());
+        let mut stripped = back.clone();
+        stripped.secrets = None;
+        assert!(matches!(
+            stripped.unwrap_key(b"pass"),
+            Err(CryptoError::InvalidRecord(_))
+        ));
+        // A record of an older format cannot smuggle an epoch in.
+        let mut downgraded = back;
+        downgraded.format = 2;
+        assert!(downgraded.unwrap_key(b"pass").is_err());
+        // Never rekeyed: the older formats, without the new fields.
+        let plain =
+            WrappedKey::wrap_epoch(&new, b"p", 1000, "v", "g", &[], 0, &VaultSecrets::default());
+        assert_eq!(plain.format, 1);
+        assert!(!String::from_utf8(plain.to_json())
+            .unwrap()
+            .contains("epoch"));
     }
 }

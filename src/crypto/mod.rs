@@ -11,7 +11,7 @@ pub mod keyring;
 pub mod keys;
 pub mod layout;
 
-pub use self::keyring::{KdfParams, WrappedKey};
+pub use self::keyring::{KdfParams, OlderKey, RemovedDevice, VaultSecrets, WrappedKey};
 pub use keys::{MasterKey, SubKeys};
 
 /// Errors of the crypto layer. `Damaged` is what tampering, truncation and swapping
@@ -27,4 +27,12 @@ pub enum CryptoError {
     Unsupported(String),
     #[error("invalid key record: {0}")]
     InvalidRecord(String),
+    /// Sealed under a key epoch newer than any this device holds: the vault was
+    /// rekeyed elsewhere and this device must unlock with the passphrase again.
+    #[error("sealed under a newer key (epoch {0}) than this device holds: the vault's key was changed on another device; unlock again with the passphrase")]
+    NewerKey(u32),
+    /// Sealed under a key epoch the keyring no longer keeps (`rekey --rewrite`
+    /// dropped it once nothing needed it).
+    #[error("sealed under key epoch {0}, which this vault no longer keeps")]
+    DroppedKey(u32),
 }

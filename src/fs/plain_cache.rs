@@ -95,6 +95,7 @@ mod tests {
             blob: BlobId([0; 16]),
             sha256: ContentHash([0; 32]),
             size: 0,
+            key_epoch: 0,
         }
     }
 

@@ -656,6 +656,7 @@ mod tests {
                         blob: BlobId([0; 16]),
                         sha256: ContentHash([counter as u8; 32]),
                         size,
+                        key_epoch: 0,
                     },
                     mode: 0o644,
                 },

@@ -1051,6 +1051,7 @@ mod tests {
                 blob: crate::model::BlobId::random(),
                 sha256: ContentHash([sha; 32]),
                 size: 50,
+                key_epoch: 0,
             },
             mode: 0o644,
         };

@@ -163,6 +163,7 @@ pub(crate) fn stream_blob(
     if head.len() as u64 != BLOB_HEADER_LEN || head[..] != r.blob.0 {
         return Err(SyncError::Damaged("blob id does not match the log".into()));
     }
+    let keys = from.keys.at_epoch(r.key_epoch)?;
     let mut hasher = Sha256::new();
     let total = chunk_count(r.size);
     let mut first = 0;
@@ -174,7 +175,7 @@ pub(crate) fn stream_blob(
         if (bytes.len() as u64) < end - start {
             return Err(SyncError::Damaged("its pack is truncated".into()));
         }
-        let plain = open_chunks(from.keys, &r.blob, r.size, first, &bytes)?;
+        let plain = open_chunks(&keys, &r.blob, r.size, first, &bytes)?;
         hasher.update(&plain);
         out.write_all(&plain)
             .map_err(|e| SyncError::Invalid(format!("cannot write the fetched content: {e}")))?;
@@ -231,7 +232,17 @@ pub(crate) fn fetch_contents<T: Send>(
                             if to - start.min(to) < r.length as usize {
                                 Err(SyncError::Damaged("its pack is truncated".into()))
                             } else {
-                                open_blob(from.keys, &r.blob, r.size, &r.sha256, &bytes[start..to])
+                                from.keys
+                                    .at_epoch(r.key_epoch)
+                                    .and_then(|keys| {
+                                        open_blob(
+                                            &keys,
+                                            &r.blob,
+                                            r.size,
+                                            &r.sha256,
+                                            &bytes[start..to],
+                                        )
+                                    })
                                     .map_err(SyncError::from)
                             }
                         }
@@ -267,6 +278,7 @@ mod tests {
             blob: BlobId([0; 16]),
             sha256: ContentHash([0; 32]),
             size: 0,
+            key_epoch: 0,
         }
     }
 

@@ -153,6 +153,7 @@ impl PackWriter {
                 blob,
                 sha256: sealed.sha256,
                 size: sealed.plain_len,
+                key_epoch: keys.epoch(),
             })
         });
         match result {

@@ -86,7 +86,13 @@ impl ContentReader {
         if (sealed.len() as u64) < end - start {
             return Err(SyncError::Damaged("its pack is truncated".into()));
         }
-        let mut plain = open_chunks_owned(&self.keys, &r.blob, r.size, span.first, sealed)?;
+        let mut plain = open_chunks_owned(
+            &self.keys.at_epoch(r.key_epoch)?,
+            &r.blob,
+            r.size,
+            span.first,
+            sealed,
+        )?;
         let skip = (offset - span.first * crate::crypto::layout::CHUNK_SIZE) as usize;
         let take = (len as usize).min(plain.len().saturating_sub(skip));
         // In place: a read-ahead window is megabytes, and copying it again showed.

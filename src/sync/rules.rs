@@ -226,6 +226,7 @@ mod tests {
                 blob: BlobId([byte; 16]),
                 sha256: ContentHash([byte; 32]),
                 size: 1,
+                key_epoch: 0,
             },
             mode: 0o644,
         }

@@ -171,11 +171,17 @@ impl Vault {
             .iter()
             .filter_map(|d| self.layout.device_of_dir(d))
             .collect();
+        // A removed device's word no longer counts, and nothing waits for it.
+        let removed: BTreeSet<&str> = self
+            .removed_devices()?
+            .iter()
+            .map(|r| r.device.as_str())
+            .collect();
         let nothing_said = SeenVector::new();
         let mut others: Vec<&DeviceId> = seen_by
             .keys()
             .chain(in_vault.iter())
-            .filter(|d| **d != me)
+            .filter(|d| **d != me && !removed.contains(d.as_str()))
             .collect();
         others.sort();
         others.dedup();
@@ -187,7 +193,10 @@ impl Vault {
         let mut behind: Vec<String> = claims
             .iter()
             .filter(|(of, (_, seq))| {
-                **of != me && in_vault.contains(of) && applied.get(*of).copied().unwrap_or(0) < *seq
+                **of != me
+                    && in_vault.contains(of)
+                    && !removed.contains(of.as_str())
+                    && applied.get(*of).copied().unwrap_or(0) < *seq
             })
             .map(|(of, _)| names.get(of).cloned().unwrap_or_else(|| of.to_string()))
             .collect();

@@ -45,7 +45,7 @@ use crate::backend::{self, BackendError, SharedStore};
 use crate::config::{Config, Home, CONFIG_FORMAT};
 use crate::crypto::envelope::RecordKind;
 use crate::crypto::keyring::{random_id, WrappedKey, DEFAULT_ITERATIONS};
-use crate::crypto::{MasterKey, SubKeys};
+use crate::crypto::{MasterKey, RemovedDevice, SubKeys, VaultSecrets};
 use crate::model::{ContentHash, ContentRef, DeviceId, Entry, Seq, Version};
 use crate::store::{DeviceRow, HomeLock, Index, LocalFile, PackQueue};
 
@@ -57,6 +57,7 @@ mod poll;
 mod provider;
 mod publish;
 mod record;
+mod rekey;
 mod repair;
 mod setup;
 mod unlock;
@@ -67,10 +68,14 @@ pub use gc::{auto_timing as gc_auto_timing, GcOptions, GcReport, DEFAULT_GRACE};
 pub use mount_local::{LocalSpecial, MountLocal, SpecialKind};
 pub use poll::PollReport;
 pub use publish::PublishReport;
+pub use rekey::RekeyReport;
 pub use repair::Retake;
 pub use setup::{setup, setup_vault, setup_with_login, NewLogin, SetupOutcome, SetupRequest};
 pub use unlock::PassphraseSource;
-use unlock::{write_master_key, NoPassphrase};
+use unlock::{
+    check_not_rolled_back, local_copy, read_master_key, remember_again, replaced, write_master_key,
+    NoPassphrase, Unlocked,
+};
 
 /// Uploads and downloads in flight at once.
 const PARALLEL_IO: usize = 4;
@@ -102,9 +107,9 @@ pub struct Vault {
     layout: Layout,
     queue: PackQueue,
     passphrase: Arc<dyn PassphraseSource>,
-    keys: OnceLock<SubKeys>,
+    keys: OnceLock<Unlocked>,
     /// Key derivation started early (see [`Vault::begin_unlock`]).
-    unlocking: Mutex<Option<std::thread::JoinHandle<SyncResult<SubKeys>>>>,
+    unlocking: Mutex<Option<std::thread::JoinHandle<SyncResult<Unlocked>>>>,
     index: Mutex<Index>,
     writer: Mutex<PackWriter>,
     publishing: Mutex<()>,

@@ -79,6 +79,10 @@ impl Vault {
                 report.changed_paths = None;
             }
             let applied = row.map(|r| r.applied_seq).unwrap_or_default();
+            // A removed device's log is read up to where it was cut, never beyond.
+            if self.log_cut(d)?.is_some_and(|cut| applied.0 >= cut) {
+                continue;
+            }
             let outcome = self
                 .apply_log_of(d, applied, false, progress, &mut report.changed_paths)
                 .and_then(|n| self.check_not_hidden(d, &claims).map(|()| n));
@@ -94,6 +98,7 @@ impl Vault {
             .iter()
             .filter(|d| **d != me)
             .filter(|d| !troubled.contains(*d))
+            .filter(|d| self.log_cut(d).is_ok_and(|cut| cut.is_none()))
             .filter(|d| self.check_not_hidden(d, &said).is_err())
             .collect();
         if !behind.is_empty() {
@@ -165,8 +170,10 @@ impl Vault {
         // Against the segments applied, whatever they hold: a claim names a segment
         // its device applied, so having applied that number is having read it.
         let have = self.index().applied_seqs()?.get(d).copied().unwrap_or(0);
+        // What a device read of a removed device's log beyond its cut does not count.
+        let cut = self.log_cut(d)?.unwrap_or(u64::MAX);
         match claims.get(d) {
-            Some((by, seq)) if *seq > have => {
+            Some((by, seq)) if (*seq).min(cut) > have => {
                 let names = self.name_map()?;
                 let by = names.get(by).cloned().unwrap_or_else(|| by.to_string());
                 Err(SyncError::Damaged(format!(
@@ -177,6 +184,16 @@ impl Vault {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Where `d`'s log stops counting: the segment it had reached when it was
+    /// removed from the vault (`devices remove`); None for a device not removed.
+    pub(super) fn log_cut(&self, d: &DeviceId) -> SyncResult<Option<u64>> {
+        Ok(self
+            .removed_devices()?
+            .iter()
+            .find(|r| r.device == d.as_str())
+            .map(|r| r.log_cut))
     }
 
     fn learn_device_name(&self, d: &DeviceId) -> SyncResult<()> {
@@ -245,9 +262,11 @@ impl Vault {
                 *changed = None;
             }
         }
+        let cut = if own { None } else { self.log_cut(d)? };
         let seqs: Vec<Seq> = keys_listed
             .iter()
             .filter_map(|k| Layout::seq_of(&log_prefix, k))
+            .filter(|seq| cut.is_none_or(|c| seq.0 <= c))
             .filter(|seq| seq.0 > applied.0)
             .collect();
         if !seqs.is_empty() {
@@ -307,11 +326,17 @@ impl Vault {
     /// `d`'s newest snapshot, if it is at `at_least` or later.
     pub(super) fn newest_snapshot(&self, d: &DeviceId, at_least: Seq) -> SyncResult<Option<Seq>> {
         let prefix = self.layout.snapshot_prefix(d);
+        let cut = if *d == self.device {
+            None
+        } else {
+            self.log_cut(d)?
+        };
         Ok(self
             .store
             .list(&prefix, None)?
             .iter()
             .filter_map(|k| Layout::seq_of(&prefix, k))
+            .filter(|seq| cut.is_none_or(|c| seq.0 <= c))
             .max()
             .filter(|s| s.0 >= at_least.0))
     }

@@ -146,7 +146,7 @@ impl Vault {
             let intact = c.offset + c.length <= len
                 && file.seek(SeekFrom::Start(c.offset)).is_ok()
                 && check_blob(
-                    &keys,
+                    &keys.at_epoch(c.key_epoch).unwrap_or_else(|_| keys.clone()),
                     &c.blob,
                     c.size,
                     &c.sha256,

@@ -153,7 +153,8 @@ fn setup_vault_keyed(
         }
         Err(e) => return Err(e.into()),
     };
-    let keys = SubKeys::derive(&master);
+    let (unlocked, secrets) = Unlocked::of(&ring, &master)?;
+    let keys = unlocked.keys.clone();
 
     // On --force, keep this home's device id (and rebuild its history from the vault)
     // unless the device is being renamed: then it starts afresh under a new id, so
@@ -161,6 +162,9 @@ fn setup_vault_keyed(
     let previous = home.load_device_id().ok();
     let reuse = match &previous {
         None => false,
+        // A device that was removed and is set up again starts afresh: its old id's
+        // log is cut where it was removed.
+        Some(id) if unlocked.removed.iter().any(|r| r.device == id.as_str()) => false,
         Some(id) => match store.get(&layout.device_record(id)) {
             Ok(b) => open_device(&keys, id, &b).is_ok_and(|r| r.name == req.device_name),
             Err(e) if e.is_not_found() => true,
@@ -223,14 +227,7 @@ fn setup_vault_keyed(
         let _ = std::fs::remove_file(home.config_path());
     }
     // The same key under this device's own salt.
-    let local = WrappedKey::wrap_after(
-        &master,
-        passphrase.as_bytes(),
-        ring.kdf.iterations.max(DEFAULT_ITERATIONS),
-        &ring.vault_id,
-        &ring.generation,
-        &ring.previous,
-    );
+    let local = local_copy(&ring, &master, &secrets, &passphrase, &ring.previous);
     let mut index = Index::open(&home.state_db(), true)?;
     index.transaction(|tx| {
         tx.set_device_name(&device, &req.device_name)?;
@@ -255,7 +252,7 @@ fn setup_vault_keyed(
         Box::new(NoPassphrase),
         true,
     )?;
-    let _ = vault.keys.set(keys);
+    let _ = vault.keys.set(unlocked);
     if reuse {
         vault
             .index()

@@ -40,6 +40,56 @@ pub(super) fn write_master_key(home: &Home, w: &WrappedKey) -> SyncResult<()> {
     Ok(())
 }
 
+/// What unlocking yields: the keys of every epoch the keyring keeps, and the
+/// devices shut out of the vault.
+#[derive(Debug, Clone)]
+pub(crate) struct Unlocked {
+    pub keys: SubKeys,
+    pub removed: Vec<RemovedDevice>,
+}
+
+impl Unlocked {
+    /// The keys and removed devices of `record`, whose key `master` is.
+    pub(super) fn of(record: &WrappedKey, master: &MasterKey) -> SyncResult<(Self, VaultSecrets)> {
+        let secrets = record.open_secrets(master)?;
+        let keys = SubKeys::derive_all(record.epoch, master, &secrets.older()?);
+        Ok((
+            Self {
+                keys,
+                removed: secrets.removed.clone(),
+            },
+            secrets,
+        ))
+    }
+}
+
+/// `ring`'s keys under this device's own salt and `pass`, knowing `previous`.
+pub(super) fn local_copy(
+    ring: &WrappedKey,
+    master: &MasterKey,
+    secrets: &VaultSecrets,
+    pass: &str,
+    previous: &[String],
+) -> WrappedKey {
+    WrappedKey::wrap_epoch(
+        master,
+        pass.as_bytes(),
+        ring.kdf.iterations.max(DEFAULT_ITERATIONS),
+        &ring.vault_id,
+        &ring.generation,
+        previous,
+        ring.epoch,
+        secrets,
+    )
+}
+
+/// A key remembered on this device (`remember`) follows the key it replaced.
+pub(super) fn remember_again(home: &Home, vault_id: &str, master: &MasterKey) {
+    if let Err(e) = crate::credentials::remember_instead(home, vault_id, master) {
+        tracing::warn!("the new key could not be remembered ({e}); the passphrase will be asked");
+    }
+}
+
 /// Opens the master key: from the vault's keyring when the passphrase was changed
 /// elsewhere (refreshing the local copy), else from this device's own copy.
 fn unlock(
@@ -48,7 +98,7 @@ fn unlock(
     store: &dyn crate::backend::ObjectStore,
     layout: &Layout,
     passphrase: &dyn PassphraseSource,
-) -> SyncResult<SubKeys> {
+) -> SyncResult<Unlocked> {
     let local = read_master_key(home)?;
     if local.vault_id != config.vault_id {
         return Err(SyncError::Invalid(format!(
@@ -85,8 +135,25 @@ fn unlock(
                 ));
             }
         }
+        // A key rotated elsewhere (a newer epoch) is not the one remembered: only
+        // the passphrase opens the new keyring.
+        let rotated = remote
+            .as_ref()
+            .is_some_and(|ring| ring.epoch != local.epoch);
         match crate::credentials::remembered_key(home, &config.vault_id) {
-            Ok(Remembered::Key(master)) => return Ok(SubKeys::derive(&master)),
+            Ok(Remembered::Key(master)) if !rotated => {
+                if let Ok((unlocked, _)) = Unlocked::of(&local, &master) {
+                    return Ok(unlocked);
+                }
+                unavailable = Some("it is not this vault's current key".into());
+            }
+            Ok(Remembered::Key(_)) => {
+                unavailable = Some(
+                    "the vault's key was changed on another device (rekey); give the \
+                     passphrase once, and run 'ghostie-fs remember' to remember the new key"
+                        .into(),
+                )
+            }
             Ok(Remembered::Nothing) => {}
             Ok(Remembered::Unavailable(why)) => unavailable = Some(why),
             Err(e) => unavailable = Some(e.to_string()),
@@ -101,36 +168,46 @@ fn unlock(
         }
         (Err(e), None) => return Err(e),
     };
-    let master = match remote {
+    match remote {
         Some(ring) if ring.generation != local.generation => {
             if ring.vault_id != config.vault_id {
                 return Err(SyncError::Invalid(
                     "the backend holds a different vault than this device joined".into(),
                 ));
             }
-            // The passphrase was changed on another device: only the new one opens
-            // the keyring; refresh the local copy under it.
-            let master = ring.unwrap_key(pass.as_bytes())?;
-            let rewrapped = WrappedKey::wrap_after(
-                &master,
-                pass.as_bytes(),
-                ring.kdf.iterations.max(DEFAULT_ITERATIONS),
-                &ring.vault_id,
-                &ring.generation,
-                &replaced(&local, &ring),
-            );
+            if ring.epoch < local.epoch {
+                return Err(SyncError::Damaged(format!(
+                    "the vault's keyring holds key epoch {}, older than epoch {} this device \
+                     already uses: the backend serves an older state of it (rolled back); \
+                     nothing was read or written",
+                    ring.epoch, local.epoch
+                )));
+            }
+            // The passphrase was changed, or the key rotated, on another device:
+            // only the new passphrase opens the keyring; refresh the local copy.
+            let master = ring.unwrap_key(pass.as_bytes()).map_err(|e| match e {
+                crate::crypto::CryptoError::WrongPassphrase => SyncError::WrongPassphrase,
+                e => e.into(),
+            })?;
+            let (unlocked, secrets) = Unlocked::of(&ring, &master)?;
+            let rewrapped = local_copy(&ring, &master, &secrets, &pass, &replaced(&local, &ring));
             write_master_key(home, &rewrapped)?;
-            master
+            if ring.epoch != local.epoch {
+                remember_again(home, &config.vault_id, &master);
+            }
+            Ok(unlocked)
         }
-        _ => local.unwrap_key(pass.as_bytes())?,
-    };
-    Ok(SubKeys::derive(&master))
+        _ => {
+            let master = local.unwrap_key(pass.as_bytes())?;
+            Ok(Unlocked::of(&local, &master)?.0)
+        }
+    }
 }
 
 /// The vault's keyring is one this device's own copy says was replaced: the
 /// backend serves an older state of it (a rollback, perhaps to a passphrase that
 /// was changed because it leaked). Nothing is unlocked through it.
-fn check_not_rolled_back(local: &WrappedKey, ring: &WrappedKey) -> SyncResult<()> {
+pub(super) fn check_not_rolled_back(local: &WrappedKey, ring: &WrappedKey) -> SyncResult<()> {
     if ring.generation != local.generation && local.previous.contains(&ring.generation) {
         return Err(SyncError::Damaged(
             "the vault's keyring is older than the one this device already uses: the \
@@ -145,7 +222,7 @@ fn check_not_rolled_back(local: &WrappedKey, ring: &WrappedKey) -> SyncResult<()
 /// What this device's copy will know was replaced once it takes `ring`: what the
 /// ring says, and what the copy knew, itself included (two `passwd` run at once, or
 /// an older version writing the first format, must not make it forget).
-fn replaced(local: &WrappedKey, ring: &WrappedKey) -> Vec<String> {
+pub(super) fn replaced(local: &WrappedKey, ring: &WrappedKey) -> Vec<String> {
     let mut out = ring.previous.clone();
     for g in local
         .previous
@@ -175,6 +252,15 @@ impl Vault {
     /// The sub-keys, unlocking on first use. The vault's keyring is consulted when the
     /// backend answers, so a passphrase changed on another device takes effect here.
     pub(crate) fn keys(&self) -> SyncResult<&SubKeys> {
+        self.unlocked().map(|u| &u.keys)
+    }
+
+    /// The devices removed from the vault (`devices remove`), as the keyring says.
+    pub fn removed_devices(&self) -> SyncResult<&[RemovedDevice]> {
+        self.unlocked().map(|u| u.removed.as_slice())
+    }
+
+    pub(super) fn unlocked(&self) -> SyncResult<&Unlocked> {
         if let Some(k) = self.keys.get() {
             return Ok(k);
         }
@@ -254,6 +340,7 @@ impl Vault {
             .map_err(|e| SyncError::Damaged(format!("the vault's keyring is damaged ({e})")))?;
         let old = self.passphrase.existing()?;
         let master = ring.unwrap_key(old.as_bytes())?;
+        let (unlocked, secrets) = Unlocked::of(&ring, &master)?;
         if local.vault_id != ring.vault_id {
             return Err(SyncError::Invalid(
                 "the backend holds a different vault than this device joined".into(),
@@ -269,29 +356,26 @@ impl Vault {
         if !previous.contains(&ring.generation) {
             previous.push(ring.generation.clone());
         }
-        let new_ring = WrappedKey::wrap_after(
-            &master,
-            new.as_bytes(),
-            iterations,
-            &ring.vault_id,
-            &generation,
-            &previous,
-        );
-        let new_local = WrappedKey::wrap_after(
-            &master,
-            new.as_bytes(),
-            iterations,
-            &ring.vault_id,
-            &generation,
-            &previous,
-        );
+        let wrap = || {
+            WrappedKey::wrap_epoch(
+                &master,
+                new.as_bytes(),
+                iterations,
+                &ring.vault_id,
+                &generation,
+                &previous,
+                ring.epoch,
+                &secrets,
+            )
+        };
+        let (new_ring, new_local) = (wrap(), wrap());
         // The keyring is the one object ever replaced (DESIGN §4): write it first, so a
         // crash in between leaves a local copy that the next unlock refreshes.
         self.store
             .put(&self.layout.keyring(), &new_ring.to_json())?;
         write_master_key(&self.home, &new_local)?;
         // The master key stays the same, and so do the keys derived from it.
-        let _ = self.keys.set(SubKeys::derive(&master));
+        let _ = self.keys.set(unlocked);
         Ok(())
     }
 }
