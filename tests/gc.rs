@@ -373,3 +373,126 @@ fn a_pack_named_again_after_it_was_found_dead_waits_for_a_new_view() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(c.read("h.json").unwrap(), b"kept through renames elsewhere");
 }
+
+/// The vault's packs of `device`, by key.
+fn packs_of_device(vault: &TempVault, device: &TempHome) -> Vec<String> {
+    let id = fs::read_to_string(device.home().join("sync/device_id")).unwrap();
+    let mut p = vault.keys_under(&format!("{}/memories/", id.trim()));
+    p.sort();
+    p
+}
+
+#[test]
+fn a_mostly_superseded_pack_is_repacked_and_every_device_reads_what_it_held() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("phone", &vault);
+    // One push of 40 memories: one pack of about 160 KiB.
+    for i in 0..40 {
+        a.write(&format!("m{i:02}.json"), memory_json(i, 4096));
+    }
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    let first = packs_of_device(&vault, &a);
+    assert_eq!(first.len(), 1, "{first:?}");
+    // 36 of them edited: nine tenths of that pack superseded, four files live in it.
+    for i in 0..36 {
+        a.write(&format!("m{i:02}.json"), memory_json(1000 + i, 4096));
+    }
+    a.ok(&["push"]);
+    // Not past the threshold in a dry run's eyes either way: it says, moves nothing.
+    let dry = gc(&a, &["--dry-run"]);
+    assert_eq!(dry["repacked"]["packs"], 1, "{dry}");
+    assert_eq!(packs_of_device(&vault, &a).len(), 2);
+    let r = gc(&a, &[]);
+    assert_eq!(r["repacked"]["packs"], 1, "{r}");
+    assert_eq!(r["repacked"]["blobs"], 4, "{r}");
+    assert!(
+        r["repacked"]["bytes_superseded"].as_u64().unwrap() > 100_000,
+        "{r}"
+    );
+    // The move is published; the old pack waits for the phone to read it.
+    assert!(packs_of_device(&vault, &a).contains(&first[0]));
+    assert_eq!(r["packs_waiting"], 1, "{r}");
+    // The phone takes the move as a move: nothing changes in its folder, no conflict.
+    let before: Vec<_> = (36..40)
+        .map(|i| {
+            fs::metadata(b.file(&format!("m{i:02}.json")))
+                .unwrap()
+                .modified()
+                .unwrap()
+        })
+        .collect();
+    let pulled = b.json(&["pull", "--json"]);
+    assert_eq!(pulled["conflicts"], 0, "{pulled}");
+    for (k, i) in (36..40).enumerate() {
+        let path = format!("m{i:02}.json");
+        assert_eq!(b.read(&path).unwrap(), memory_json(i, 4096));
+        assert_eq!(
+            fs::metadata(b.file(&path)).unwrap().modified().unwrap(),
+            before[k]
+        );
+    }
+    a.ok(&["pull"]);
+    let r = gc(&a, &[]);
+    assert_eq!(r["packs_deleted"], 1, "{r}");
+    assert!(!packs_of_device(&vault, &a).contains(&first[0]));
+    // Every device, and one that joins now, reads every file; verify is clean.
+    let c = TempHome::joined("desktop", &vault);
+    c.ok(&["pull"]);
+    for h in [&a, &b, &c] {
+        for i in 0..40 {
+            let want = if i < 36 {
+                memory_json(1000 + i, 4096)
+            } else {
+                memory_json(i, 4096)
+            };
+            assert_eq!(
+                h.read(&format!("m{i:02}.json")).unwrap(),
+                want,
+                "{}",
+                h.name
+            );
+        }
+    }
+    vault_verifies(&b);
+    vault_verifies(&c);
+    // A second collection finds nothing more to move.
+    let r = gc(&a, &[]);
+    assert_eq!(r["repacked"]["packs"], 0, "{r}");
+}
+
+#[test]
+fn an_open_file_whose_pack_was_repacked_and_reclaimed_still_reads() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("desktop", &vault);
+    for i in 0..40 {
+        a.write(&format!("m{i:02}.json"), memory_json(i, 4096));
+    }
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    // The mount says how far it read every second (its own collection finds
+    // nothing to take).
+    let m = b.mount_with(&["--poll", "1"], &[("GHOSTIE_GC_EVERY", "1")]);
+    // Opened, not read: nothing of it is cached in the mount.
+    let mut kept = fs::File::open(m.path("m39.json")).unwrap();
+    for i in 0..36 {
+        a.write(&format!("m{i:02}.json"), memory_json(1000 + i, 4096));
+    }
+    a.ok(&["push"]);
+    assert_eq!(gc(&a, &[])["repacked"]["packs"], 1);
+    // The mount reads the move and says so; then the laptop reclaims the old pack.
+    assert!(
+        eventually(60, || {
+            a.ok(&["pull"]);
+            gc(&a, &[])["packs_deleted"].as_u64() == Some(1)
+        }),
+        "the laptop never reclaimed the repacked pack"
+    );
+    let mut buf = Vec::new();
+    kept.read_to_end(&mut buf).unwrap();
+    assert_eq!(buf, memory_json(39, 4096));
+    assert_eq!(fs::read(m.path("m38.json")).unwrap(), memory_json(38, 4096));
+    assert!(!m.log().contains("answered EIO"), "{}", m.log());
+}

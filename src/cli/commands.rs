@@ -393,6 +393,20 @@ fn gc(cli: &Cli, vault: &Vault, pass: &CliPassphrase, a: &GcArgs) -> CmdResult {
         return Ok(0);
     }
     say!(cli, "🧹 {}", gc_sentence(&r));
+    if r.repacked.packs > 0 {
+        say!(
+            cli,
+            "📦 {} {} {} mostly superseded: {} live {} copied into a new pack; the old {} ({}) {} once every device has read the move",
+            if r.dry_run { "Would repack" } else { "Repacked" },
+            r.repacked.packs,
+            plural(r.repacked.packs, "pack", "packs"),
+            r.repacked.blobs,
+            plural(r.repacked.blobs, "file", "files"),
+            plural(r.repacked.packs, "one", "ones"),
+            human_bytes(r.repacked.bytes_superseded),
+            plural(r.repacked.packs, "goes", "go"),
+        );
+    }
     if r.packs_waiting > 0 {
         let why = if !r.behind.is_empty() {
             format!(

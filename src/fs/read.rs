@@ -450,18 +450,33 @@ impl MountFs {
             tracing::error!("cannot read {path}: {e}");
             Errno::IO
         };
-        if c.size > WHOLE_READ_MAX {
-            drop(st);
-            return self.reading.large(&c, offset, size as u64).map_err(fetch);
-        }
-        if self.reading.is_cached(&c) {
-            drop(st);
-            let data = self.reading.small(&c, Vec::new()).map_err(fetch)?;
-            return Ok(ReadData::shared(
+        let read_from = |from: &ContentRef, along: Vec<ContentRef>| -> SyncResult<ReadData> {
+            if from.size > WHOLE_READ_MAX {
+                return self.reading.large(from, offset, size as u64);
+            }
+            let data = self.reading.small(from, along)?;
+            Ok(ReadData::shared(
                 data,
                 offset,
                 offset.saturating_add(size as u64),
-            ));
+            ))
+        };
+        // The same version, its blob moved by its owner (a repack) and the old pack
+        // reclaimed before this view caught up: read it where it is now.
+        let or_moved = |result: SyncResult<ReadData>| -> FsResult<ReadData> {
+            match result {
+                Err(e) if matches!(&e, SyncError::Damaged(why) if why == PACK_GONE) => {
+                    match self.vault.moved_to(&c) {
+                        Ok(Some(now)) => read_from(&now, Vec::new()).map_err(fetch),
+                        _ => Err(fetch(e)),
+                    }
+                }
+                other => other.map_err(fetch),
+            }
+        };
+        if c.size > WHOLE_READ_MAX || self.reading.is_cached(&c) {
+            drop(st);
+            return or_moved(read_from(&c, Vec::new()));
         }
         // A miss. A folder listed lately: fetch its files from this one on, in the
         // background. And whatever the reader does next, bring in what was sealed
@@ -475,12 +490,7 @@ impl MountFs {
         let along = self.sealed_beside(&st, &c);
         drop(st);
         self.reading.prefetch(listed);
-        let data = self.reading.small(&c, along).map_err(fetch)?;
-        Ok(ReadData::shared(
-            data,
-            offset,
-            offset.saturating_add(size as u64),
-        ))
+        or_moved(read_from(&c, along))
     }
 
     /// The small files of folder `dir` from `name` on (readers of a whole folder go

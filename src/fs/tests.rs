@@ -884,6 +884,51 @@ fn a_close_that_cannot_be_recorded_keeps_its_bytes_until_it_can() {
 }
 
 #[test]
+fn a_read_of_a_repacked_blob_whose_old_pack_is_gone_reads_it_where_it_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = memory();
+    let a = device(dir.path(), "laptop", &store);
+    let b = device(dir.path(), "phone", &store);
+    let body = |i: usize, v: usize| {
+        format!(
+            "{{\"memory\":{i},\"v\":{v},\"pad\":\"{}\"}}",
+            "x".repeat(4000)
+        )
+    };
+    for i in 0..40 {
+        write_file(&a, &format!("m{i:02}.json"), body(i, 0).as_bytes());
+    }
+    a.sync_once().unwrap();
+    b.sync_once().unwrap();
+    let first_packs: Vec<String> = store
+        .list("ghostie/", None)
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.contains("/memories/"))
+        .collect();
+    for i in 0..36 {
+        write_file(&a, &format!("m{i:02}.json"), body(i, 1).as_bytes());
+    }
+    a.sync_once().unwrap();
+    let options = crate::sync::GcOptions {
+        dry_run: false,
+        grace: std::time::Duration::ZERO,
+    };
+    assert_eq!(a.vault.collect_garbage(&options).unwrap().repacked.packs, 1);
+    // The phone's index knows of the move; its tree not yet, and the old pack
+    // went in between.
+    b.vault.poll(&crate::sync::NoProgress).unwrap();
+    for k in &first_packs {
+        store.delete(k).unwrap();
+    }
+    let x = ino_of(&b, "m39.json").unwrap();
+    let fh = b.open(x, libc::O_RDONLY).unwrap();
+    let data = b.read(x, 0, 8192).unwrap();
+    assert_eq!(data.to_vec(), body(39, 0).as_bytes());
+    b.release(x, fh).unwrap();
+}
+
+#[test]
 fn a_read_of_a_reclaimed_version_says_stale_and_of_a_lost_one_eio() {
     let dir = tempfile::tempdir().unwrap();
     let store = memory();

@@ -659,6 +659,9 @@ impl IndexTx<'_> {
         let heads = self.heads_of(&v.path)?;
         for h in &heads {
             let same = h.device == v.device && h.counter() == v.counter();
+            if same && self.relocated(h, v)? {
+                return Ok(HeadChange::Added);
+            }
             if same || h.vector.supersedes(&v.vector) {
                 return Ok(HeadChange::Ignored);
             }

@@ -326,3 +326,82 @@ impl IndexTx<'_> {
         Ok(())
     }
 }
+
+/// `new` is `old` with its blob moved (repacked, or sealed again under a newer
+/// key): the same version, the same bytes, somewhere else.
+pub fn is_relocation(old: &Version, new: &Version) -> bool {
+    let (Some(a), Some(b)) = (content_of(old), content_of(new)) else {
+        return false;
+    };
+    old.device == new.device
+        && old.counter() == new.counter()
+        && old.vector == new.vector
+        && old.path == new.path
+        && old.mtime_ns == new.mtime_ns
+        && a.owner == b.owner
+        && a.blob == b.blob
+        && a.sha256 == b.sha256
+        && a.size == b.size
+        && (a.pack != b.pack || a.offset != b.offset || a.key_epoch != b.key_epoch)
+        && matches!((&old.entry, &new.entry),
+            (Entry::File { mode: m1, .. }, Entry::File { mode: m2, .. }) if m1 == m2)
+}
+
+impl IndexTx<'_> {
+    /// A head `h` offered again as `v` with its blob moved (its owner repacked it):
+    /// the head now names the new place, and so does what reuse finds for its bytes.
+    /// False when `v` is not such a move.
+    pub(super) fn relocated(&mut self, h: &Version, v: &Version) -> IndexResult<bool> {
+        if !is_relocation(h, v) {
+            return Ok(false);
+        }
+        self.tx
+            .prepare_cached("UPDATE heads SET record = ?3 WHERE device = ?1 AND counter = ?2")?
+            .execute(params![v.device.as_str(), v.counter() as i64, encode(v)])?;
+        self.follow_move(h, v)?;
+        Ok(true)
+    }
+
+    /// This device moves the blob of its own head `old` to where `new` says: the
+    /// head is published again (the next segment carries the move to the others).
+    pub fn relocate_own(&mut self, old: &Version, new: &Version) -> IndexResult<()> {
+        if !is_relocation(old, new) {
+            return Err(super::IndexError::Sql(format!(
+                "a move of {} changed more than where its blob lives",
+                old.path
+            )));
+        }
+        self.tx
+            .prepare_cached(
+                "UPDATE heads SET record = ?3, published = 0, seq = NULL \
+                 WHERE device = ?1 AND counter = ?2",
+            )?
+            .execute(params![
+                new.device.as_str(),
+                new.counter() as i64,
+                encode(new)
+            ])?;
+        self.follow_move(old, new)
+    }
+
+    /// Where `contents` named the old place of a moved blob, it names the new one.
+    fn follow_move(&mut self, old: &Version, new: &Version) -> IndexResult<()> {
+        let (Some(from), Some(to)) = (content_of(old), content_of(new)) else {
+            return Ok(());
+        };
+        let record: Option<String> = self
+            .tx
+            .prepare_cached("SELECT record FROM contents WHERE sha256 = ?1")?
+            .query_row([from.sha256.to_string()], |r| r.get(0))
+            .optional()?;
+        let names_old = record
+            .and_then(|r| serde_json::from_str::<ContentRef>(&r).ok())
+            .is_some_and(|c| c.blob == from.blob && c.pack == from.pack);
+        if names_old {
+            self.tx
+                .prepare_cached("UPDATE contents SET record = ?2 WHERE sha256 = ?1")?
+                .execute(params![to.sha256.to_string(), encode(to)])?;
+        }
+        Ok(())
+    }
+}

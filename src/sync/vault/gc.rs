@@ -99,6 +99,9 @@ pub struct GcReport {
     /// The devices whose logs this one must read further first (others read
     /// more of them): until then nothing is found dead.
     pub behind: Vec<String>,
+    /// Mostly superseded packs whose live blobs were copied into a new pack (see
+    /// `repack.rs`); the old ones are then deleted like any dead pack.
+    pub repacked: super::repack::RepackReport,
 }
 
 impl GcReport {
@@ -119,23 +122,44 @@ impl Vault {
     /// publishing lock, so no upload of this process races a deletion; the index is
     /// taken only to read and to note.
     pub fn collect_garbage(&self, options: &GcOptions) -> SyncResult<GcReport> {
+        let (listed, repacked) = {
+            let _one_at_a_time = lock(&self.publishing);
+            let _no_poll = lock(&self.polling);
+            self.keys()?;
+            let packs_prefix = self.layout.packs_prefix(&self.device);
+            let listed: Vec<(ObjectId, Option<u64>)> = self
+                .store
+                .list_sized(&packs_prefix)?
+                .into_iter()
+                .filter_map(|(k, size)| Some((Layout::pack_of(&packs_prefix, &k)?, size)))
+                .collect();
+            let repacked = self.repack(&listed, options.dry_run)?;
+            (listed, repacked)
+        };
+        // The moves go out first: the old packs are dead once they are published,
+        // and go once every device has read that far.
+        if !options.dry_run && repacked.packs > 0 {
+            self.publish(&crate::sync::NoProgress)?;
+        }
+        let mut report = self.collect_listed(options, listed)?;
+        report.repacked = repacked;
+        Ok(report)
+    }
+
+    fn collect_listed(
+        &self,
+        options: &GcOptions,
+        listed: Vec<(ObjectId, Option<u64>)>,
+    ) -> SyncResult<GcReport> {
         let _one_at_a_time = lock(&self.publishing);
         // No poll may name a pack between reading what is live and marking it dead
         // (a mount polls on another thread).
         let _no_poll = lock(&self.polling);
-        self.keys()?;
         let me = self.device.clone();
         let mut report = GcReport {
             dry_run: options.dry_run,
             ..GcReport::default()
         };
-        let packs_prefix = self.layout.packs_prefix(&me);
-        let listed: Vec<(ObjectId, Option<u64>)> = self
-            .store
-            .list_sized(&packs_prefix)?
-            .into_iter()
-            .filter_map(|(k, size)| Some((Layout::pack_of(&packs_prefix, &k)?, size)))
-            .collect();
         let now = crate::now_ms();
         let (live, dead, seen_by, view, claims, applied) = {
             let mut index = self.index();
@@ -399,6 +423,26 @@ impl Vault {
 
     /// Whether some head still names the blob `r` (a reader whose pack is gone was
     /// either superseded, or finds real damage).
+    /// Where the blob of `r` lives now, if its owner moved it (a repack) and some
+    /// head names it there: a reader of the old place reads it there instead.
+    pub fn moved_to(&self, r: &ContentRef) -> SyncResult<Option<ContentRef>> {
+        Ok(self
+            .index()
+            .all_heads()?
+            .into_iter()
+            .find_map(|h| match h.version.entry {
+                Entry::File { content, .. }
+                    if content.blob == r.blob
+                        && content.sha256 == r.sha256
+                        && content.owner == r.owner
+                        && (content.pack != r.pack || content.offset != r.offset) =>
+                {
+                    Some(content)
+                }
+                _ => None,
+            }))
+    }
+
     pub fn content_is_current(&self, r: &ContentRef) -> SyncResult<bool> {
         Ok(self.index().all_heads()?.iter().any(
             |h| matches!(&h.version.entry, Entry::File { content, .. } if content.blob == r.blob),

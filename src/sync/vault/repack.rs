@@ -1,0 +1,223 @@
+//! Repacking: a pack of this device whose bytes are mostly superseded (at least
+//! [`REPACK_DEAD_SHARE`]) keeps only a few live blobs, yet holds all its bytes until
+//! the last of them goes. Its live blobs are copied, as sealed (a blob's bytes name
+//! neither pack nor offset), into a new pack, and the versions that name them are
+//! published again, the same versions with their blob's new place. Readers take such
+//! a version as a move, not as a change (`store::index::reclaim::is_relocation`),
+//! and the old pack is then dead: gc deletes it like any other, once every device
+//! has said it read the move and the grace period has passed.
+//!
+//! Only this device's own versions are moved (one writer per key): a pack another
+//! device's version names (a file renamed over there) is left as it is. A repack
+//! runs only when it frees at least [`REPACK_AT_LEAST`] bytes in all, so a vault of a
+//! few small files is not rewritten for a few bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+
+use super::*;
+use crate::crypto::blob::check_blob;
+use crate::model::ObjectId;
+
+/// A pack is repacked once at least this share of its bytes is superseded
+/// (numerator, denominator): three quarters.
+pub const REPACK_DEAD_SHARE: (u64, u64) = (3, 4);
+/// ...and only when the repack frees at least this many bytes in all.
+pub const REPACK_AT_LEAST: u64 = 64 * 1024;
+
+/// What a repack did (or, dry, would do).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RepackReport {
+    /// Packs whose live blobs were copied out (they are dead now).
+    pub packs: usize,
+    /// Blobs copied.
+    pub blobs: usize,
+    /// Bytes the old packs hold beyond what was copied: what deleting them frees.
+    pub bytes_superseded: u64,
+}
+
+/// One pack to repack: its size and the own heads that name it.
+struct Candidate {
+    pack: ObjectId,
+    size: u64,
+    heads: Vec<Version>,
+}
+
+impl Vault {
+    /// Picks the packs worth repacking among this device's packs as listed.
+    fn repack_candidates(&self, listed: &[(ObjectId, Option<u64>)]) -> SyncResult<Vec<Candidate>> {
+        let me = &self.device;
+        let mut naming: BTreeMap<ObjectId, Vec<Version>> = BTreeMap::new();
+        let mut foreign: BTreeSet<ObjectId> = BTreeSet::new();
+        for h in self.index().all_heads()? {
+            let Entry::File { content, .. } = &h.version.entry else {
+                continue;
+            };
+            if &content.owner != me {
+                continue;
+            }
+            if &h.version.device != me {
+                foreign.insert(content.pack.clone());
+            }
+            naming
+                .entry(content.pack.clone())
+                .or_default()
+                .push(h.version.clone());
+        }
+        let mut out = Vec::new();
+        for (pack, size) in listed {
+            let (Some(size), Some(heads)) = (size, naming.remove(pack)) else {
+                continue;
+            };
+            if foreign.contains(pack) {
+                continue;
+            }
+            let candidate = Candidate {
+                pack: pack.clone(),
+                size: *size,
+                heads,
+            };
+            let live = live_bytes(&candidate);
+            let (dead_num, dead_den) = REPACK_DEAD_SHARE;
+            if live > 0 && size.saturating_sub(live) * dead_den >= size * dead_num {
+                out.push(candidate);
+            }
+        }
+        let freed: u64 = out
+            .iter()
+            .map(|c| c.size.saturating_sub(live_bytes(c)))
+            .sum();
+        if freed < REPACK_AT_LEAST {
+            return Ok(Vec::new());
+        }
+        Ok(out)
+    }
+
+    /// Copies the live blobs of this device's mostly superseded packs into new
+    /// packs and records the moves (published by the next push). The caller holds
+    /// the publishing and polling locks.
+    pub(super) fn repack(
+        &self,
+        listed: &[(ObjectId, Option<u64>)],
+        dry_run: bool,
+    ) -> SyncResult<RepackReport> {
+        let mut report = RepackReport::default();
+        // A version not published yet may be replaced before it is: moving the
+        // blobs of settled versions only keeps the two apart.
+        if self.index().unpublished_count()? > 0 {
+            return Ok(report);
+        }
+        let candidates = self.repack_candidates(listed)?;
+        if candidates.is_empty() {
+            return Ok(report);
+        }
+        let keys = self.keys()?.clone();
+        let me = self.device.clone();
+        let mut moves: Vec<(Version, Version)> = Vec::new();
+        let mut new_packs = Vec::new();
+        for c in &candidates {
+            let live = live_bytes(c);
+            if dry_run {
+                report.packs += 1;
+                report.blobs += c.heads.len();
+                report.bytes_superseded += c.size.saturating_sub(live);
+                continue;
+            }
+            let bytes = match self.store.get(&self.layout.pack(&me, &c.pack)) {
+                Ok(b) => b,
+                // Gone already: nothing to move from it.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            // Every live blob checked before any is copied: a damaged one is not
+            // spread further (verify names it), and the pack stays as it is.
+            let mut blobs: BTreeMap<u64, &[u8]> = BTreeMap::new();
+            let mut whole = true;
+            for v in &c.heads {
+                let Entry::File { content, .. } = &v.entry else {
+                    continue;
+                };
+                let range = content.offset as usize..(content.offset + content.length) as usize;
+                let intact = bytes.get(range).filter(|sealed| {
+                    keys.at_epoch(content.key_epoch).is_ok_and(|k| {
+                        let check = Cursor::new(*sealed);
+                        check_blob(&k, &content.blob, content.size, &content.sha256, check).is_ok()
+                    })
+                });
+                match intact {
+                    Some(sealed) => {
+                        blobs.insert(content.offset, sealed);
+                    }
+                    None => {
+                        whole = false;
+                        break;
+                    }
+                }
+            }
+            if !whole {
+                tracing::warn!(
+                    "pack {} was not repacked: a blob in it does not check (run 'ghostie-fs verify')",
+                    c.pack
+                );
+                continue;
+            }
+            let mut placed: BTreeMap<u64, (ObjectId, u64)> = BTreeMap::new();
+            for (offset, sealed) in &blobs {
+                let at = self
+                    .writer()
+                    .append_sealed(sealed)
+                    .map_err(SyncError::io(self.queue.dir().to_path_buf()))?;
+                new_packs.push(at.0.clone());
+                placed.insert(*offset, at);
+            }
+            for v in &c.heads {
+                let mut moved = v.clone();
+                if let Entry::File { content, .. } = &mut moved.entry {
+                    if let Some((pack, offset)) = placed.get(&content.offset) {
+                        content.pack = pack.clone();
+                        content.offset = *offset;
+                        moves.push((v.clone(), moved));
+                    }
+                }
+            }
+            report.packs += 1;
+            report.blobs += placed.len();
+            report.bytes_superseded += c.size.saturating_sub(live);
+        }
+        if moves.is_empty() {
+            return Ok(report);
+        }
+        let mut writer = self.writer();
+        writer.close_open();
+        writer
+            .sync()
+            .map_err(SyncError::io(self.queue.dir().to_path_buf()))?;
+        let register = writer.to_register(new_packs);
+        self.index().transaction(|tx| {
+            for p in &register {
+                tx.add_pending_pack(p)?;
+            }
+            for (old, new) in &moves {
+                tx.relocate_own(old, new)?;
+            }
+            Ok(())
+        })?;
+        writer.registered(&register);
+        Ok(report)
+    }
+}
+
+/// The bytes of the blobs still named in `c` (two heads naming one blob, a copy,
+/// count it once).
+fn live_bytes(c: &Candidate) -> u64 {
+    c.heads
+        .iter()
+        .filter_map(|v| match &v.entry {
+            Entry::File { content, .. } => Some((content.offset, content.length)),
+            _ => None,
+        })
+        .collect::<BTreeSet<_>>()
+        .iter()
+        .map(|(_, len)| len)
+        .sum()
+}
