@@ -113,3 +113,68 @@ fn the_first_format_still_opens() {
     );
     run(&late, &["verify"]);
 }
+
+#[test]
+fn a_vault_rekeyed_twice_with_a_device_removed_still_opens() {
+    const PASS: &str = "fixture passphrase v3";
+    let vault = TempVault::local();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vault-v3-rekeyed"),
+        vault.path(),
+    );
+    let h = TempHome::new("reader");
+    let run = |args: &[&str]| {
+        let out = h
+            .cmd()
+            .env("GHOSTIE_PASSPHRASE", PASS)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    run(&[
+        "setup",
+        "--backend",
+        "local",
+        "--path",
+        vault.path().to_str().unwrap(),
+        "--device",
+        "reader",
+    ]);
+    run(&["pull"]);
+    assert_eq!(
+        h.names(),
+        vec!["a.json", "b.json", "c.json", "p.json", "t.json"]
+    );
+    for (name, want) in [
+        ("a.json", "sealed at epoch 0"),
+        ("b.json", "sealed at epoch 1"),
+        ("c.json", "sealed at epoch 2"),
+        ("p.json", "phone, edited at epoch 2"),
+        ("t.json", "tablet, while trusted"),
+    ] {
+        assert_eq!(
+            h.read(name).unwrap(),
+            format!("{{\"content\":\"{want}\"}}\n").into_bytes(),
+            "{name}"
+        );
+    }
+    let devices: serde_json::Value = serde_json::from_str(&run(&["devices", "--json"])).unwrap();
+    let tablet = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "tablet")
+        .unwrap();
+    assert_eq!(tablet["removed"], true, "{devices}");
+    run(&["verify"]);
+    // The passphrase from before the removal opens nothing.
+    let out = h
+        .cmd()
+        .env("GHOSTIE_PASSPHRASE", "fixture passphrase v3 first")
+        .arg("pull")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+}

@@ -118,9 +118,19 @@ fn rekey_seals_what_comes_next_under_a_new_key_and_what_came_before_still_opens(
     a.ok(&["push"]);
     assert_eq!(record_epoch(&newest_segment(&vault, &a)), 1);
 
+    // Until it unlocks again, the phone's status says the key changed.
+    let st = b.json(&["status", "--json"]);
+    assert!(
+        st["keyring_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("changed on another device")),
+        "{st}"
+    );
     // The phone, same passphrase, takes the new key at its next unlock and reads
     // both; what it writes is sealed under the new key as well.
     b.ok(&["pull"]);
+    let st = b.json(&["status", "--json"]);
+    assert!(st["keyring_problem"].is_null(), "{st}");
     assert_eq!(
         b.read("before.json").unwrap(),
         b"{\"written\":\"before the rekey\"}"
@@ -339,4 +349,93 @@ fn a_removed_device_reads_nothing_new_and_nobody_sees_its_writes() {
         }
     }
     assert!(deleted > 0, "nothing reclaimed");
+}
+
+#[test]
+fn a_removed_device_cannot_write_under_another_devices_name_with_its_old_key() {
+    use ghostie_fs::crypto::envelope::RecordKind;
+    use ghostie_fs::crypto::{SubKeys, WrappedKey};
+    use ghostie_fs::model::{DeviceId, Entry, Seq, Version, VersionVector};
+    use ghostie_fs::sync::layout::Layout;
+    use ghostie_fs::sync::records::{seal_log, LogRecord, RECORD_FORMAT};
+
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let _lost = TempHome::joined("phone", &vault);
+    let c = TempHome::joined("desktop", &vault);
+    a.write("x.json", b"{\"keep\":true}");
+    a.ok(&["push"]);
+    c.ok(&["pull"]);
+    // What the phone holds: the old keyring and the passphrase that opens it.
+    let old_ring = WrappedKey::from_json(&vault.get(KEYRING)).unwrap();
+    let old_keys = SubKeys::derive(&old_ring.unwrap_key(PASSPHRASE.as_bytes()).unwrap());
+
+    let new = "the phone never learns this one";
+    let out = a
+        .cmd()
+        .env("GHOSTIE_NEW_PASSPHRASE", new)
+        .args(["devices", "remove", "phone"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    ok_with(&c, new, &["pull"]);
+    a.write("y.json", b"after");
+    ok_with(&a, new, &["push"]);
+    ok_with(&c, new, &["pull"]);
+
+    // The phone writes the laptop's next segment under the old key: x.json deleted.
+    let laptop = DeviceId::parse(&device_id(&a)).unwrap();
+    let layout = Layout::new(&vault.prefix());
+    let next = {
+        use ghostie_fs::backend::ObjectStore;
+        let store = vault.store();
+        let prefix = layout.log_prefix(&laptop);
+        let listed = store.list(&prefix, None).unwrap();
+        listed
+            .iter()
+            .filter_map(|k| Layout::seq_of(&prefix, k))
+            .max()
+            .unwrap()
+            .0
+            + 1
+    };
+    let mut vector = VersionVector::default();
+    vector.set(&laptop, 1_000_000);
+    let forged = LogRecord {
+        format: RECORD_FORMAT,
+        device: laptop.clone(),
+        seq: Seq(next),
+        created_ms: 0,
+        counter: 1_000_000,
+        versions: vec![Version {
+            path: "x.json".into(),
+            device: laptop.clone(),
+            vector,
+            mtime_ns: 0,
+            entry: Entry::Deleted,
+        }],
+        seen: Default::default(),
+        built_from: Default::default(),
+    };
+    let key = layout.segment(&laptop, Seq(next));
+    let relative = key
+        .split_once("ghostie/")
+        .map(|(_, k)| format!("ghostie/{k}"))
+        .unwrap();
+    vault.put(
+        &relative,
+        &seal_log(&old_keys, RecordKind::Segment, &forged),
+    );
+
+    // The desktop read the laptop's log under the new key already: the older one
+    // is refused and named, and x.json stays.
+    let out = with_pass(&c, new, &["pull"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("laptop"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("older than epoch"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(c.read("x.json").unwrap(), b"{\"keep\":true}");
 }

@@ -729,12 +729,20 @@ fn rekey(
         return Ok(0);
     }
     match &report.removed {
-        Some(name) => say!(
-            cli,
-            "✅ Device {name} removed: the vault's key and passphrase changed (key epoch {}); \
-             other devices will ask for the new passphrase at their next unlock",
-            report.epoch
-        ),
+        Some(name) => {
+            say!(
+                cli,
+                "✅ Device {name} removed: the vault's key and passphrase changed (key epoch {}); \
+                 other devices will ask for the new passphrase at their next unlock",
+                report.epoch
+            );
+            say!(
+                cli,
+                "⚠️  Give the new passphrase to your other devices (and passphrase files) before they run \
+                 with the old one, and change the storage provider's credentials {name} may hold \
+                 (a new S3 key, a new token, or the app revoked at Dropbox or Google)."
+            );
+        }
         None => say!(
             cli,
             "✅ The vault's key was rotated (key epoch {}); other devices take it at their \

@@ -150,17 +150,20 @@ impl VaultSecrets {
             .collect()
     }
 
-    fn secrets_aad(vault_id: &str, epoch: u32) -> Vec<u8> {
-        format!("ghostie keyring secrets v1\0{vault_id}\0{epoch}").into_bytes()
+    fn secrets_aad(vault_id: &str, generation: &str, epoch: u32) -> Vec<u8> {
+        format!("ghostie keyring secrets v1\0{vault_id}\0{generation}\0{epoch}").into_bytes()
     }
 
-    fn seal(&self, master: &MasterKey, vault_id: &str, epoch: u32) -> String {
+    fn seal(&self, master: &MasterKey, vault_id: &str, generation: &str, epoch: u32) -> String {
         let plain = Zeroizing::new(
             serde_json::to_vec(self)
                 .unwrap_or_else(|_| unreachable!("a struct of strings always serialises")),
         );
         let key = super::SubKeys::secrets_key(master);
-        B64.encode(AeadKey::new(key.as_bytes()).seal(&Self::secrets_aad(vault_id, epoch), &plain))
+        B64.encode(
+            AeadKey::new(key.as_bytes())
+                .seal(&Self::secrets_aad(vault_id, generation, epoch), &plain),
+        )
     }
 }
 fn derive(passphrase: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<[u8; 32]> {
@@ -268,7 +271,8 @@ impl WrappedKey {
             nonce: B64.encode(nonce),
             wrapped_key: B64.encode(wrapped),
             epoch,
-            secrets: (format == KEYRING_FORMAT).then(|| secrets.seal(master, vault_id, epoch)),
+            secrets: (format == KEYRING_FORMAT)
+                .then(|| secrets.seal(master, vault_id, generation, epoch)),
         }
     }
 
@@ -368,7 +372,7 @@ impl WrappedKey {
         let plain = Zeroizing::new(
             AeadKey::new(key.as_bytes())
                 .open(
-                    &VaultSecrets::secrets_aad(&self.vault_id, self.epoch),
+                    &VaultSecrets::secrets_aad(&self.vault_id, &self.generation, self.epoch),
                     &bytes,
                 )
                 .ok_or_else(|| {

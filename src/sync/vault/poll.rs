@@ -186,6 +186,37 @@ impl Vault {
         }
     }
 
+    /// A device's log never goes back to an older key: once it sealed under a newer
+    /// one, a record under an older one after it was made by someone else who held
+    /// that key (a removed device, writing under another's name). Returns the
+    /// record's epoch.
+    fn check_epoch_order(&self, d: &DeviceId, sealed: &[u8], what: &str) -> SyncResult<u32> {
+        let epoch = crate::crypto::envelope::record_epoch(sealed).unwrap_or(0);
+        let used = self.index().meta_u64(&epoch_key(d))?;
+        if u64::from(epoch) < used {
+            return Err(SyncError::Damaged(format!(
+                "{what} is sealed under key epoch {epoch}, older than epoch {used} this log \
+                 already used: someone who held an older key wrote it (a removed device?); \
+                 it is not merged"
+            )));
+        }
+        Ok(epoch)
+    }
+
+    fn note_epoch(&self, d: &DeviceId, epoch: u32) -> SyncResult<()> {
+        if epoch == 0 {
+            return Ok(());
+        }
+        let key = epoch_key(d);
+        self.index().transaction(|tx| {
+            if tx.meta_u64(&key)? < u64::from(epoch) {
+                tx.set_meta(&key, &epoch.to_string())?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// Where `d`'s log stops counting: the segment it had reached when it was
     /// removed from the vault (`devices remove`); None for a device not removed.
     pub(super) fn log_cut(&self, d: &DeviceId) -> SyncResult<Option<u64>> {
@@ -297,9 +328,11 @@ impl Vault {
                 }
                 Err(e) => return Err(e.into()),
             };
+            let epoch = self.check_epoch_order(d, &bytes, &format!("segment {seq}"))?;
             let rec = open_log(self.keys()?, RecordKind::Segment, d, seq, &bytes)
                 .map_err(|e| SyncError::Damaged(format!("segment {seq}: {e}")))?;
             offered += self.apply_record(d, &rec, own)?;
+            self.note_epoch(d, epoch)?;
             for v in &rec.versions {
                 note_changed(changed, &v.path);
             }
@@ -344,9 +377,11 @@ impl Vault {
     /// Applies `d`'s snapshot at `seq`: every version of `d` current up to there.
     fn apply_snapshot(&self, d: &DeviceId, seq: Seq, own: bool) -> SyncResult<usize> {
         let bytes = self.store.get(&self.layout.snapshot(d, seq))?;
+        let epoch = self.check_epoch_order(d, &bytes, &format!("snapshot {seq}"))?;
         let rec = open_log(self.keys()?, RecordKind::Snapshot, d, seq, &bytes)
             .map_err(|e| SyncError::Damaged(format!("snapshot {seq}: {e}")))?;
         let n = self.apply_record(d, &rec, own)?;
+        self.note_epoch(d, epoch)?;
         self.index().transaction(|tx| tx.forget_all_dead())?;
         Ok(n)
     }
@@ -407,4 +442,9 @@ impl Vault {
         self.apply_log_of(&me, Seq(0), true, &crate::sync::NoProgress, &mut None)?;
         Ok(())
     }
+}
+
+/// The index's meta key for the newest key epoch `d`'s log was read under.
+fn epoch_key(d: &DeviceId) -> String {
+    format!("log_epoch/{d}")
 }

@@ -45,7 +45,7 @@ impl Vault {
         }
         // Read every log as far as it goes first: a removed device's cut covers all
         // it published until now, and the others' words are current.
-        let polled = self.poll(&NoProgress)?;
+        self.poll(&NoProgress)?;
         let _no_publishing = lock(&self.publishing);
         let local = read_master_key(&self.home)?;
         let ring_bytes = self.store.get(&self.layout.keyring())?;
@@ -61,7 +61,7 @@ impl Vault {
         let master = ring.unwrap_key(old.as_bytes())?;
         let (_, mut secrets) = Unlocked::of(&ring, &master)?;
         let removed = match remove {
-            Some(name) => Some(self.removal_of(name, &secrets, &polled)?),
+            Some(name) => Some(self.removal_of(name, &secrets)?),
             None => None,
         };
         let epoch = ring.epoch.checked_add(1).ok_or_else(|| {
@@ -73,7 +73,16 @@ impl Vault {
         }
         // Shutting a device out means a passphrase it does not know.
         let pass = match remove {
-            Some(_) => self.passphrase.new_passphrase()?,
+            Some(_) => {
+                let new = self.passphrase.new_passphrase()?;
+                if new.as_bytes() == old.as_bytes() {
+                    return Err(SyncError::Invalid(
+                        "the new passphrase is the one the removed device knows; choose another"
+                            .into(),
+                    ));
+                }
+                new
+            }
             None => old,
         };
         let new_master = MasterKey::random();
@@ -100,6 +109,14 @@ impl Vault {
         // that the next unlock refreshes with the passphrase.
         self.store
             .put(&self.layout.keyring(), &new_ring.to_json())?;
+        // Another device changing the keyring at the same moment (a `passwd`, a
+        // second rekey) would silently undo this one: read it back.
+        let back = self.store.get(&self.layout.keyring())?;
+        if WrappedKey::from_json(&back).ok().map(|r| r.generation) != Some(generation.clone()) {
+            return Err(SyncError::Invalid(
+                "another device changed the vault's keyring at the same moment; run this again once it is done".into(),
+            ));
+        }
         write_master_key(&self.home, &new_local)?;
         remember_again(&self.home, &self.config.vault_id, &new_master);
         tracing::info!(
@@ -116,12 +133,7 @@ impl Vault {
 
     /// The record shutting the device called `name` out, cut at what this device
     /// applied of its log.
-    fn removal_of(
-        &self,
-        name: &str,
-        secrets: &VaultSecrets,
-        polled: &PollReport,
-    ) -> SyncResult<RemovedDevice> {
+    fn removal_of(&self, name: &str, secrets: &VaultSecrets) -> SyncResult<RemovedDevice> {
         let names = self.name_map()?;
         let matching: Vec<&DeviceId> = names
             .iter()
@@ -153,11 +165,12 @@ impl Vault {
         }
         // A log that could not be read to its end would cut the device short of
         // what it wrote while it was still trusted.
-        if let Some(problem) = polled
-            .problems
-            .iter()
-            .chain(&polled.known_problems)
-            .find(|p| p.contains(&format!("device {name} ")))
+        if let Some(problem) = self
+            .index()
+            .devices()?
+            .into_iter()
+            .find(|r| r.id == device)
+            .and_then(|r| r.problem)
         {
             return Err(SyncError::Damaged(format!(
                 "{problem}; its log must be readable to be cut where it stands"

@@ -130,6 +130,18 @@ fn setup_vault_keyed(
         Ok(bytes) => {
             let ring = WrappedKey::from_json(&bytes)
                 .map_err(|e| SyncError::Damaged(format!("the vault's keyring is damaged ({e})")))?;
+            // Set up again: the key this home already used says what is older.
+            if let Ok(local) = read_master_key(home) {
+                if local.vault_id == ring.vault_id {
+                    check_not_rolled_back(&local, &ring)?;
+                    if ring.epoch < local.epoch {
+                        return Err(SyncError::Damaged(format!(
+                            "the vault's keyring holds key epoch {}, older than epoch {} this home already used: the backend serves an older state of it (rolled back)",
+                            ring.epoch, local.epoch
+                        )));
+                    }
+                }
+            }
             let p = pass.existing()?;
             let master = ring.unwrap_key(p.as_bytes())?;
             let devices = store

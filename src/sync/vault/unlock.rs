@@ -327,9 +327,24 @@ impl Vault {
             Ok(ring) => ring,
             Err(e) => return Ok(Some(format!("the vault's keyring is damaged ({e})"))),
         };
-        Ok(check_not_rolled_back(&local, &ring)
-            .err()
-            .map(|e| e.to_string()))
+        if let Err(e) = check_not_rolled_back(&local, &ring) {
+            return Ok(Some(e.to_string()));
+        }
+        // Rotated elsewhere: what others seal from now on opens here only once
+        // this device has taken the new key, with the passphrase.
+        let holds = self
+            .keys
+            .get()
+            .map_or(local.epoch, |u| u.keys.newest_epoch().max(local.epoch));
+        if ring.epoch > holds {
+            return Ok(Some(format!(
+                "the vault's key was changed on another device (key epoch {}, this device holds {holds}): \
+                 it takes the new key at its next unlock, with the passphrase; a running mount must be \
+                 restarted to read what is written from now on",
+                ring.epoch
+            )));
+        }
+        Ok(None)
     }
 
     /// Changes the passphrase: rewraps the master key in the vault's keyring and here.
