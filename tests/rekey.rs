@@ -118,8 +118,18 @@ fn rekey_seals_what_comes_next_under_a_new_key_and_what_came_before_still_opens(
     a.ok(&["push"]);
     assert_eq!(record_epoch(&newest_segment(&vault, &a)), 1);
 
-    // Until it unlocks again, the phone's status says the key changed.
-    let st = b.json(&["status", "--json"]);
+    // Until it unlocks again, the phone's status says the key changed (status
+    // gives the backend a second; a paced fake may need another try).
+    let status = || {
+        for _ in 0..10 {
+            let st = b.json(&["status", "--json"]);
+            if st["backend_reachable"] == true {
+                return st;
+            }
+        }
+        panic!("the backend never answered status in time");
+    };
+    let st = status();
     assert!(
         st["keyring_problem"]
             .as_str()
@@ -129,7 +139,7 @@ fn rekey_seals_what_comes_next_under_a_new_key_and_what_came_before_still_opens(
     // The phone, same passphrase, takes the new key at its next unlock and reads
     // both; what it writes is sealed under the new key as well.
     b.ok(&["pull"]);
-    let st = b.json(&["status", "--json"]);
+    let st = status();
     assert!(st["keyring_problem"].is_null(), "{st}");
     assert_eq!(
         b.read("before.json").unwrap(),
@@ -438,4 +448,87 @@ fn a_removed_device_cannot_write_under_another_devices_name_with_its_old_key() {
         stderr(&out)
     );
     assert_eq!(c.read("x.json").unwrap(), b"{\"keep\":true}");
+}
+
+#[test]
+fn rekey_rewrite_seals_everything_again_and_then_drops_the_older_keys() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("phone", &vault);
+    let t = TempHome::joined("tablet", &vault);
+    a.write("from-laptop.json", b"laptop, epoch 0");
+    a.ok(&["push"]);
+    b.write("from-phone.json", b"phone, epoch 0");
+    b.ok(&["push"]);
+    t.ok(&["pull"]);
+    t.write("from-tablet.json", b"tablet, while trusted");
+    fs::remove_file(t.file("from-laptop.json")).unwrap();
+    t.write("from-laptop.json", b"tablet edited the laptop's file");
+    t.ok(&["push"]);
+    a.ok(&["pull"]);
+    let new = "after the tablet left";
+    let out = a
+        .cmd()
+        .env("GHOSTIE_NEW_PASSPHRASE", new)
+        .args(["devices", "remove", "tablet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    ok_with(&b, new, &["pull"]);
+
+    // The laptop seals its part again and takes over the tablet's files; the
+    // phone's are still under the older key, so the older keys stay.
+    let r: serde_json::Value =
+        serde_json::from_str(&ok_with(&a, new, &["rekey", "--rewrite", "--json"])).unwrap();
+    assert_eq!(r["epoch"], 2, "{r}");
+    assert_eq!(r["rewrite"]["adopted"], 2, "{r}");
+    assert_eq!(
+        r["rewrite"]["waiting_for"],
+        serde_json::json!(["phone"]),
+        "{r}"
+    );
+    assert_eq!(r["rewrite"]["dropped"], serde_json::json!([]), "{r}");
+    // The phone does its part at its next sync; run again, the laptop drops them.
+    ok_with(&b, new, &["sync"]);
+    ok_with(&a, new, &["pull"]);
+    let r: serde_json::Value =
+        serde_json::from_str(&ok_with(&a, new, &["rekey", "--rewrite", "--json"])).unwrap();
+    assert_eq!(r["epoch"], 2, "no new rotation: {r}");
+    assert_eq!(r["rewrite"]["waiting_for"], serde_json::json!([]), "{r}");
+    assert_eq!(r["rewrite"]["dropped"], serde_json::json!([0, 1]), "{r}");
+
+    // A device that joins now holds only the current key: it reads every file,
+    // the tablet's too, and verify finds everything it needs.
+    let c = TempHome::new("desktop");
+    if vault.is_gist() {
+        c.set_github_token(Some(GIST_TOKEN));
+    }
+    c.set_dropbox_env(vault.is_dropbox());
+    c.set_gdrive_env(vault.is_gdrive());
+    let setup: Vec<String> = vault.setup_command("desktop");
+    ok_with(
+        &c,
+        new,
+        &setup.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let local: serde_json::Value =
+        serde_json::from_slice(&fs::read(c.home().join("keys/master.key")).unwrap()).unwrap();
+    assert_eq!(local["epoch"], 2, "{local}");
+    ok_with(&c, new, &["pull"]);
+    for (name, want) in [
+        ("from-laptop.json", &b"tablet edited the laptop's file"[..]),
+        ("from-phone.json", b"phone, epoch 0"),
+        ("from-tablet.json", b"tablet, while trusted"),
+    ] {
+        assert_eq!(c.read(name).as_deref(), Some(want), "{name}");
+    }
+    ok_with(&c, new, &["verify"]);
+    for h in [&a, &b] {
+        ok_with(h, new, &["pull"]);
+        assert_eq!(
+            h.read("from-tablet.json").unwrap(),
+            b"tablet, while trusted"
+        );
+        ok_with(h, new, &["verify"]);
+    }
 }

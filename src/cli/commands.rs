@@ -152,9 +152,9 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Devices(DevicesArgs {
             action: Some(DevicesAction::Remove(a)),
             ..
-        }) => rekey(&cli, home, pass, Some(a), a.json),
+        }) => rekey(&cli, home, pass, Some(a), false, a.json),
         Command::Devices(a) => devices(home, pass, a.json),
-        Command::Rekey(a) => rekey(&cli, home, pass, None, a.json),
+        Command::Rekey(a) => rekey(&cli, home, pass, None, a.rewrite, a.json),
         Command::Passwd(a) => passwd(&cli, home, pass, a.new_passphrase_file.clone()),
         Command::Verify => verify(&cli, home, pass),
         Command::Gc(a) => gc(&cli, &open_vault(home, pass)?, pass, a),
@@ -703,6 +703,7 @@ fn rekey(
     home: Home,
     pass: &CliPassphrase,
     remove: Option<&RemoveArgs>,
+    rewrite: bool,
     json: bool,
 ) -> CmdResult {
     let source = CliPassphrase {
@@ -710,7 +711,7 @@ fn rekey(
         changing: remove.is_some(),
         ..pass.clone()
     };
-    let vault = Vault::open(home, Box::new(source))?;
+    let vault = Vault::open(home.clone(), Box::new(source))?;
     // A sync first: what this device has not pushed goes up under the key it was
     // sealed with, and a removed device is cut after everything it published so far.
     let progress = BarProgress::new(cli.quiet || json);
@@ -719,13 +720,45 @@ fn rekey(
         eprintln!("⚠️  {problem}");
     }
     folder::push(&vault, &progress)?;
-    let report = vault.rekey(remove.map(|r| r.name.as_str()))?;
+    let report = vault.rekey(remove.map(|r| r.name.as_str()), rewrite)?;
+    // The rest under the new key: a vault opened again unlocks with it.
+    let rewritten = if rewrite {
+        drop(vault);
+        let vault = open_vault(home, pass)?;
+        Some(vault.rewrite()?)
+    } else {
+        None
+    };
     if json {
         print_json(&serde_json::json!({
             "epoch": report.epoch,
             "older_epochs": report.older_epochs,
             "removed": report.removed,
+            "rewrite": rewritten,
         }));
+        return Ok(0);
+    }
+    if let Some(r) = &rewritten {
+        if r.dropped.is_empty() {
+            say!(
+                cli,
+                "🔁 Sealed again under the new key: {} {} of this device, {} taken over from removed devices. \
+                 The older keys stay until {} {} done the same (at their next sync); then run 'ghostie-fs rekey --rewrite' again.",
+                r.resealed,
+                plural(r.resealed, "file", "files"),
+                r.adopted,
+                r.waiting_for.join(", "),
+                if r.waiting_for.len() == 1 { "has" } else { "have" },
+            );
+        } else {
+            say!(
+                cli,
+                "🔁 Everything is sealed under the new key (this device: {} {}, {} taken over); the older keys were dropped from the keyring.",
+                r.resealed,
+                plural(r.resealed, "file", "files"),
+                r.adopted,
+            );
+        }
         return Ok(0);
     }
     match &report.removed {

@@ -73,8 +73,13 @@ pub enum Command {
     /// The older keys stay in the keyring (sealed under the new one), so what was
     /// written before still opens. Other devices take the new key at their next
     /// unlock, with the passphrase (a key kept with `remember` must be given the
-    /// passphrase once). Push this device's changes first.
-    Rekey(JsonArg),
+    /// passphrase once).
+    ///
+    /// With --rewrite, everything the vault still needs is then sealed again under
+    /// the new key, and the older keys are dropped once nothing needs them: this
+    /// device does its part at once, the others at their next sync (or within the
+    /// hour in a running mount); run `rekey --rewrite` again to finish.
+    Rekey(RekeyArgs),
     /// Fetch and check every object the vault's namespace points to.
     Verify,
     /// Reclaim space: delete this device's data that newer versions replaced.
@@ -107,6 +112,17 @@ pub enum Command {
     /// Measure sealing throughput of one file (benchmarks).
     #[command(hide = true)]
     BenchSeal { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// Seal everything again under the new key, then drop the older keys (run it
+    /// again to finish a rewrite under way).
+    #[arg(long)]
+    pub rewrite: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

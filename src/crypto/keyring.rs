@@ -91,6 +91,10 @@ pub struct VaultSecrets {
     pub older_keys: Vec<OlderKey>,
     #[serde(default)]
     pub removed: Vec<RemovedDevice>,
+    /// Set by `rekey --rewrite`: what is sealed under an epoch below this one is
+    /// to be sealed again under the current key, after which the older keys go.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rewrite_below: u32,
 }
 
 impl std::fmt::Debug for VaultSecrets {
@@ -98,6 +102,7 @@ impl std::fmt::Debug for VaultSecrets {
         f.debug_struct("VaultSecrets")
             .field("older_epochs", &self.older_epochs())
             .field("removed", &self.removed)
+            .field("rewrite_below", &self.rewrite_below)
             .finish()
     }
 }
@@ -127,7 +132,7 @@ impl Drop for OlderKey {
 
 impl VaultSecrets {
     pub fn is_empty(&self) -> bool {
-        self.older_keys.is_empty() && self.removed.is_empty()
+        self.older_keys.is_empty() && self.removed.is_empty() && self.rewrite_below == 0
     }
 
     pub fn older_epochs(&self) -> Vec<u32> {
@@ -477,6 +482,7 @@ mod tests {
                 removed_ms: 1,
                 by: "cd".repeat(8),
             }],
+            rewrite_below: 1,
         };
         let w = WrappedKey::wrap_epoch(&new, b"pass", 1000, "v", "g2", &[random_id()], 1, &secrets);
         assert_eq!((w.format, w.epoch), (3, 1));
@@ -489,6 +495,7 @@ mod tests {
         assert_eq!(older.len(), 1);
         assert_eq!((older[0].0, older[0].1.as_bytes()), (0, old.as_bytes()));
         assert_eq!(opened.removed, secrets.removed);
+        assert_eq!(opened.rewrite_below, 1);
         // The epoch is authenticated, and the history opens only under its key.
         let mut relabelled = back.clone();
         relabelled.epoch = 2;

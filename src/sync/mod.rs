@@ -36,8 +36,8 @@ pub use vault::{
 };
 pub use vault::{
     kept_name, setup, setup_vault, setup_with_login, Conflict, ConflictSibling, Keep, NewLogin,
-    PassphraseSource, PollReport, PublishReport, RekeyReport, Retake, SetupOutcome, SetupRequest,
-    Vault,
+    PassphraseSource, PollReport, PublishReport, RekeyReport, Retake, RewriteReport, SetupOutcome,
+    SetupRequest, Vault,
 };
 
 use crate::config::ConfigError;

@@ -338,8 +338,9 @@ pub fn is_relocation(old: &Version, new: &Version) -> bool {
         && old.vector == new.vector
         && old.path == new.path
         && old.mtime_ns == new.mtime_ns
-        && a.owner == b.owner
-        && a.blob == b.blob
+        // Sealed again under a newer key it is a new blob, maybe in another pack
+        // of this device; moved as it was, the same blob of the same owner.
+        && ((a.owner == b.owner && a.blob == b.blob) || a.key_epoch < b.key_epoch)
         && a.sha256 == b.sha256
         && a.size == b.size
         && (a.pack != b.pack || a.offset != b.offset || a.key_epoch != b.key_epoch)

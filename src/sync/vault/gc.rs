@@ -122,6 +122,11 @@ impl Vault {
     /// publishing lock, so no upload of this process races a deletion; the index is
     /// taken only to read and to note.
     pub fn collect_garbage(&self, options: &GcOptions) -> SyncResult<GcReport> {
+        // A rewrite asked for (`rekey --rewrite` on some device): this device seals
+        // what it owns again under the current key first.
+        if !options.dry_run {
+            self.reseal_own()?;
+        }
         let (listed, repacked) = {
             let _one_at_a_time = lock(&self.publishing);
             let _no_poll = lock(&self.polling);
@@ -408,6 +413,9 @@ impl Vault {
     /// An automatic collection, when one is due (see [`auto_timing`]): None when
     /// not. The caller reports a failure and carries on: nothing depends on it.
     pub fn collect_garbage_if_due(&self) -> SyncResult<Option<GcReport>> {
+        // A rewrite asked for does not wait for the hour: the older keys stay in
+        // the keyring until every device has done its part.
+        self.reseal_own()?;
         let (grace, every) = auto_timing();
         let last = self.index().meta_u64(META_LAST_GC)?;
         let every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
@@ -421,10 +429,9 @@ impl Vault {
         .map(Some)
     }
 
-    /// Whether some head still names the blob `r` (a reader whose pack is gone was
-    /// either superseded, or finds real damage).
-    /// Where the blob of `r` lives now, if its owner moved it (a repack) and some
-    /// head names it there: a reader of the old place reads it there instead.
+    /// Where the bytes of `r` live now, if their owner moved them (a repack, or
+    /// sealed again under a newer key) and some head names them there: a reader of
+    /// the old place reads them there instead.
     pub fn moved_to(&self, r: &ContentRef) -> SyncResult<Option<ContentRef>> {
         Ok(self
             .index()
@@ -432,9 +439,8 @@ impl Vault {
             .into_iter()
             .find_map(|h| match h.version.entry {
                 Entry::File { content, .. }
-                    if content.blob == r.blob
-                        && content.sha256 == r.sha256
-                        && content.owner == r.owner
+                    if content.sha256 == r.sha256
+                        && content.size == r.size
                         && (content.pack != r.pack || content.offset != r.offset) =>
                 {
                     Some(content)
@@ -443,6 +449,8 @@ impl Vault {
             }))
     }
 
+    /// Whether some head still names the blob `r` (a reader whose pack is gone was
+    /// either superseded, or finds real damage).
     pub fn content_is_current(&self, r: &ContentRef) -> SyncResult<bool> {
         Ok(self.index().all_heads()?.iter().any(
             |h| matches!(&h.version.entry, Entry::File { content, .. } if content.blob == r.blob),

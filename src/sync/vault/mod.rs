@@ -60,6 +60,7 @@ mod record;
 mod rekey;
 mod repack;
 mod repair;
+mod rewrite;
 mod setup;
 mod unlock;
 mod upload;
@@ -72,6 +73,7 @@ pub use publish::PublishReport;
 pub use rekey::RekeyReport;
 pub use repack::{RepackReport, REPACK_AT_LEAST, REPACK_DEAD_SHARE};
 pub use repair::Retake;
+pub use rewrite::RewriteReport;
 pub use setup::{setup, setup_vault, setup_with_login, NewLogin, SetupOutcome, SetupRequest};
 pub use unlock::PassphraseSource;
 use unlock::{
@@ -123,6 +125,9 @@ pub struct Vault {
     records_since_checkpoint: AtomicU32,
     defer_snapshots: AtomicBool,
     snapshot_due: AtomicBool,
+    /// The next publish writes a segment even with nothing in it (a rewrite needs
+    /// this device's newest segment sealed under the current key).
+    force_segment: AtomicBool,
     /// Device names by id, read once: a mount names conflict siblings after every
     /// close. Cleared when a device learns its name.
     names: Mutex<Option<Arc<BTreeMap<DeviceId, String>>>>,
@@ -268,6 +273,7 @@ impl Vault {
             records_since_checkpoint: AtomicU32::new(0),
             defer_snapshots: AtomicBool::new(false),
             snapshot_due: AtomicBool::new(false),
+            force_segment: AtomicBool::new(false),
             names: Mutex::new(None),
             retake: Mutex::new(None),
             checked: Mutex::new(std::collections::BTreeSet::new()),
@@ -597,6 +603,15 @@ impl Vault {
             // Segments up to the newest snapshot may have been reclaimed, also while
             // this runs.
             let reclaimed = |e: &SyncError| matches!(e, SyncError::Backend(b) if b.is_not_found());
+            // Sealed under a key `rekey --rewrite` dropped: what a snapshot stands
+            // in for, or a removed device's log, which no longer counts.
+            let removed = self.log_cut(&d)?.is_some();
+            let dropped = |e: &SyncError| {
+                matches!(
+                    e,
+                    SyncError::Crypto(crate::crypto::CryptoError::DroppedKey(_))
+                )
+            };
             let covered = snapshots
                 .iter()
                 .filter_map(|k| Layout::seq_of(&snap_prefix, k))
@@ -618,6 +633,7 @@ impl Vault {
                     // Reclaimed since the listings: a snapshot at or after it (maybe
                     // one written since) stands in for it.
                     Err(e) if reclaimed(&e) && self.newest_snapshot(&d, seq)?.is_some() => {}
+                    Err(e) if dropped(&e) && (removed || seq.0 <= covered) => {}
                     Err(e) => damaged.push(format!("log of {name}: segment {seq}: {e}")),
                     Ok(()) => {}
                 }
@@ -631,6 +647,7 @@ impl Vault {
                     Err(e)
                         if reclaimed(&e) && self.newest_snapshot(&d, Seq(seq.0 + 1))?.is_some() => {
                     }
+                    Err(e) if dropped(&e) && (removed || seq.0 < covered) => {}
                     Err(e) => damaged.push(format!("snapshot of {name} at {seq}: {e}")),
                     Ok(()) => {}
                 }

@@ -329,6 +329,22 @@ impl Vault {
                 Err(e) => return Err(e.into()),
             };
             let epoch = self.check_epoch_order(d, &bytes, &format!("segment {seq}"))?;
+            // Sealed under a key the vault dropped (`rekey --rewrite`): a removed
+            // device's log ends here for good; any other's newest snapshot stands in.
+            if matches!(
+                self.keys()?.at_epoch(epoch),
+                Err(crate::crypto::CryptoError::DroppedKey(_))
+            ) {
+                if cut.is_some() {
+                    break;
+                }
+                if let Some(snapshot) = self.newest_snapshot(d, seq)? {
+                    offered += self.apply_snapshot(d, snapshot, own)?;
+                    applied = snapshot;
+                    *changed = None;
+                    continue;
+                }
+            }
             let rec = open_log(self.keys()?, RecordKind::Segment, d, seq, &bytes)
                 .map_err(|e| SyncError::Damaged(format!("segment {seq}: {e}")))?;
             offered += self.apply_record(d, &rec, own)?;
@@ -378,6 +394,17 @@ impl Vault {
     fn apply_snapshot(&self, d: &DeviceId, seq: Seq, own: bool) -> SyncResult<usize> {
         let bytes = self.store.get(&self.layout.snapshot(d, seq))?;
         let epoch = self.check_epoch_order(d, &bytes, &format!("snapshot {seq}"))?;
+        // A removed device's snapshot under a dropped key: nothing of it counts
+        // any more (its files were taken over when the key was dropped).
+        if !own
+            && self.log_cut(d)?.is_some()
+            && matches!(
+                self.keys()?.at_epoch(epoch),
+                Err(crate::crypto::CryptoError::DroppedKey(_))
+            )
+        {
+            return Ok(0);
+        }
         let rec = open_log(self.keys()?, RecordKind::Snapshot, d, seq, &bytes)
             .map_err(|e| SyncError::Damaged(format!("snapshot {seq}: {e}")))?;
         let n = self.apply_record(d, &rec, own)?;

@@ -62,7 +62,8 @@ impl Vault {
                         .map(|(d, s)| (d.clone(), *s))
                         .collect()
                 };
-                ack_due = others(&round.seen) != others(&acked);
+                ack_due = others(&round.seen) != others(&acked)
+                    || self.force_segment.swap(false, Ordering::AcqRel);
                 if !ack_due {
                     return Ok(report);
                 }

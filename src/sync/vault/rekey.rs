@@ -36,7 +36,7 @@ impl Vault {
     ///
     /// This vault keeps sealing under the old key until it is opened again: the
     /// caller (a CLI command) ends here.
-    pub fn rekey(&self, remove: Option<&str>) -> SyncResult<RekeyReport> {
+    pub fn rekey(&self, remove: Option<&str>, rewrite: bool) -> SyncResult<RekeyReport> {
         self.keys()?;
         if self.has_pending_work()? {
             return Err(SyncError::Invalid(
@@ -60,6 +60,15 @@ impl Vault {
         let old = self.passphrase.existing()?;
         let master = ring.unwrap_key(old.as_bytes())?;
         let (_, mut secrets) = Unlocked::of(&ring, &master)?;
+        // A rewrite under way (asked for by an earlier `rekey --rewrite`) is
+        // carried on, not started over under yet another key.
+        if rewrite && remove.is_none() && secrets.rewrite_below > 0 {
+            return Ok(RekeyReport {
+                epoch: ring.epoch,
+                older_epochs: secrets.older_epochs(),
+                removed: None,
+            });
+        }
         let removed = match remove {
             Some(name) => Some(self.removal_of(name, &secrets)?),
             None => None,
@@ -68,6 +77,9 @@ impl Vault {
             SyncError::Invalid("this vault's key was rotated too many times".into())
         })?;
         secrets.older_keys.push(OlderKey::new(ring.epoch, &master));
+        if rewrite {
+            secrets.rewrite_below = epoch;
+        }
         if let Some(r) = &removed {
             secrets.removed.push(r.clone());
         }

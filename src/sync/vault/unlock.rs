@@ -46,6 +46,8 @@ pub(super) fn write_master_key(home: &Home, w: &WrappedKey) -> SyncResult<()> {
 pub(crate) struct Unlocked {
     pub keys: SubKeys,
     pub removed: Vec<RemovedDevice>,
+    /// What is sealed under an epoch below this is to be sealed again (0: nothing).
+    pub rewrite_below: u32,
 }
 
 impl Unlocked {
@@ -57,6 +59,7 @@ impl Unlocked {
             Self {
                 keys,
                 removed: secrets.removed.clone(),
+                rewrite_below: secrets.rewrite_below,
             },
             secrets,
         ))
