@@ -496,3 +496,67 @@ fn an_open_file_whose_pack_was_repacked_and_reclaimed_still_reads() {
     assert_eq!(fs::read(m.path("m38.json")).unwrap(), memory_json(38, 4096));
     assert!(!m.log().contains("answered EIO"), "{}", m.log());
 }
+
+#[test]
+fn no_pack_is_repacked_while_a_device_runs_a_version_that_would_not_follow_the_move() {
+    use ghostie_fs::crypto::envelope::RecordKind;
+    use ghostie_fs::crypto::{SubKeys, WrappedKey};
+    use ghostie_fs::model::{DeviceId, Seq};
+    use ghostie_fs::sync::layout::Layout;
+    use ghostie_fs::sync::records::{
+        seal_device, seal_log, DeviceRecord, LogRecord, RECORD_FORMAT,
+    };
+
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    for i in 0..40 {
+        a.write(&format!("m{i:02}.json"), memory_json(i, 4096));
+    }
+    a.ok(&["push"]);
+    for i in 0..36 {
+        a.write(&format!("m{i:02}.json"), memory_json(1000 + i, 4096));
+    }
+    a.ok(&["push"]);
+    // A device on a version before moves existed: its records do not say it
+    // follows them (written here as that version would).
+    let ring = WrappedKey::from_json(&vault.get("ghostie/global/keyring.json")).unwrap();
+    let keys = SubKeys::derive(&ring.unwrap_key(PASSPHRASE.as_bytes()).unwrap());
+    let old = DeviceId::random();
+    let layout = Layout::new("ghostie");
+    let record = DeviceRecord {
+        format: RECORD_FORMAT,
+        id: old.clone(),
+        name: "old-phone".into(),
+        created_ms: 1,
+    };
+    if !vault.is_remote() {
+        fs::create_dir_all(vault.path().join(layout.log_prefix(&old))).unwrap();
+    }
+    vault.put(&layout.device_record(&old), &seal_device(&keys, &record));
+    let segment = |seq: u64, reads_moves: bool| LogRecord {
+        format: RECORD_FORMAT,
+        device: old.clone(),
+        seq: Seq(seq),
+        created_ms: 1,
+        counter: 0,
+        versions: Vec::new(),
+        seen: Default::default(),
+        built_from: Default::default(),
+        reads_moves,
+    };
+    vault.put(
+        &layout.segment(&old, Seq(1)),
+        &seal_log(&keys, RecordKind::Segment, &segment(1, false)),
+    );
+    a.ok(&["pull"]);
+    let r = gc(&a, &[]);
+    assert_eq!(r["repacked"]["packs"], 0, "{r}");
+    // Updated, it says so in its next record: the repack goes ahead.
+    vault.put(
+        &layout.segment(&old, Seq(2)),
+        &seal_log(&keys, RecordKind::Segment, &segment(2, true)),
+    );
+    a.ok(&["pull"]);
+    let r = gc(&a, &[]);
+    assert_eq!(r["repacked"]["packs"], 1, "{r}");
+}

@@ -426,6 +426,7 @@ fn a_removed_device_cannot_write_under_another_devices_name_with_its_old_key() {
         }],
         seen: Default::default(),
         built_from: Default::default(),
+        reads_moves: true,
     };
     let key = layout.segment(&laptop, Seq(next));
     let relative = key

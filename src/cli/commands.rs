@@ -739,6 +739,16 @@ fn rekey(
         return Ok(0);
     }
     if let Some(r) = &rewritten {
+        if !r.needs_update.is_empty() {
+            say!(
+                cli,
+                "⏳ Nothing is sealed again while {} {} an older version of ghostie-fs, which would not follow the change: update {}, then run 'ghostie-fs rekey --rewrite' again.",
+                r.needs_update.join(", "),
+                if r.needs_update.len() == 1 { "runs" } else { "run" },
+                if r.needs_update.len() == 1 { "it" } else { "them" },
+            );
+            return Ok(0);
+        }
         if r.dropped.is_empty() {
             say!(
                 cli,

@@ -95,6 +95,10 @@ pub struct VaultSecrets {
     /// to be sealed again under the current key, after which the older keys go.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rewrite_below: u32,
+    /// The device that asked for the rewrite: it alone takes over the files of
+    /// removed devices (one new version each, not one per device).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rewrite_by: String,
 }
 
 impl std::fmt::Debug for VaultSecrets {
@@ -132,7 +136,10 @@ impl Drop for OlderKey {
 
 impl VaultSecrets {
     pub fn is_empty(&self) -> bool {
-        self.older_keys.is_empty() && self.removed.is_empty() && self.rewrite_below == 0
+        self.older_keys.is_empty()
+            && self.removed.is_empty()
+            && self.rewrite_below == 0
+            && self.rewrite_by.is_empty()
     }
 
     pub fn older_epochs(&self) -> Vec<u32> {
@@ -483,6 +490,7 @@ mod tests {
                 by: "cd".repeat(8),
             }],
             rewrite_below: 1,
+            rewrite_by: "cd".repeat(8),
         };
         let w = WrappedKey::wrap_epoch(&new, b"pass", 1000, "v", "g2", &[random_id()], 1, &secrets);
         assert_eq!((w.format, w.epoch), (3, 1));

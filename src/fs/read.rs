@@ -465,12 +465,12 @@ impl MountFs {
         // reclaimed before this view caught up: read it where it is now.
         let or_moved = |result: SyncResult<ReadData>| -> FsResult<ReadData> {
             match result {
-                Err(e) if matches!(&e, SyncError::Damaged(why) if why == PACK_GONE) => {
-                    match self.vault.moved_to(&c) {
-                        Ok(Some(now)) => read_from(&now, Vec::new()).map_err(fetch),
-                        _ => Err(fetch(e)),
-                    }
-                }
+                // Gone, or sealed under a key the vault dropped after its owner
+                // sealed it again (`rekey --rewrite`): where it is now.
+                Err(e) if e.may_have_moved() => match self.vault.moved_to(&c) {
+                    Ok(Some(now)) => read_from(&now, Vec::new()).map_err(fetch),
+                    _ => Err(fetch(e)),
+                },
                 other => other.map_err(fetch),
             }
         };

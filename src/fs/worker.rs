@@ -264,7 +264,15 @@ fn housekeeping(fs: &MountFs) {
     if let Ok(Some(problem)) = fs.vault.keyring_problem() {
         tracing::error!("{problem}");
     }
-    match fs.vault.collect_garbage_if_due() {
+    let collected = fs.vault.collect_garbage_if_due();
+    // Files whose bytes moved (a repack, or sealed again under a new key): the
+    // view takes their new place at the next poll.
+    if let Ok(Some(r)) = &collected {
+        if r.repacked.packs > 0 || r.resealed > 0 {
+            lock(&fs.activity).view_stale = true;
+        }
+    }
+    match collected {
         Ok(Some(r)) if r.objects_deleted() > 0 => tracing::info!(
             "reclaimed {} objects ({} bytes): {} packs, {} log segments, {} snapshots",
             r.objects_deleted(),

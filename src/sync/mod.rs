@@ -72,6 +72,17 @@ pub enum SyncError {
     Invalid(String),
 }
 
+impl SyncError {
+    /// A read failed because the bytes are not where the reader looked any more:
+    /// their pack was reclaimed, or they were sealed under a key the vault has
+    /// dropped since their owner sealed them again. A newer place may hold them
+    /// (`Vault::moved_to`).
+    pub fn may_have_moved(&self) -> bool {
+        matches!(self, SyncError::Damaged(why) if why == PACK_GONE)
+            || matches!(self, SyncError::Crypto(CryptoError::DroppedKey(_)))
+    }
+}
+
 impl From<CryptoError> for SyncError {
     fn from(e: CryptoError) -> Self {
         match e {

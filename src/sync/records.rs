@@ -40,6 +40,12 @@ pub struct LogRecord {
     /// device going on from the snapshot is behind that until it has read as much.
     #[serde(default, skip_serializing_if = "SeenVector::is_empty")]
     pub built_from: SeenVector,
+    /// Its writer takes a version offered again with its bytes in a new place as a
+    /// move (`store::index::reclaim::is_relocation`). Versions before this one
+    /// ignore such a version, and would keep reading the old place after its owner
+    /// reclaimed it: no device repacks or seals again while one of them is around.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reads_moves: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

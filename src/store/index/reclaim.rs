@@ -338,9 +338,11 @@ pub fn is_relocation(old: &Version, new: &Version) -> bool {
         && old.vector == new.vector
         && old.path == new.path
         && old.mtime_ns == new.mtime_ns
-        // Sealed again under a newer key it is a new blob, maybe in another pack
-        // of this device; moved as it was, the same blob of the same owner.
-        && ((a.owner == b.owner && a.blob == b.blob) || a.key_epoch < b.key_epoch)
+        // The new place is in the version's own device's packs (only the author
+        // moves a version, and only into what it owns); the blob may be new (sealed
+        // again under a newer key, or again after a crash), its bytes the same.
+        && b.owner == new.device
+        && a.key_epoch <= b.key_epoch
         && a.sha256 == b.sha256
         && a.size == b.size
         && (a.pack != b.pack || a.offset != b.offset || a.key_epoch != b.key_epoch)
@@ -372,7 +374,8 @@ impl IndexTx<'_> {
                 old.path
             )));
         }
-        self.tx
+        let moved = self
+            .tx
             .prepare_cached(
                 "UPDATE heads SET record = ?3, published = 0, seq = NULL \
                  WHERE device = ?1 AND counter = ?2",
@@ -382,6 +385,11 @@ impl IndexTx<'_> {
                 new.counter() as i64,
                 encode(new)
             ])?;
+        // Superseded in the meantime: nothing names the new place, and reuse must
+        // not find it either.
+        if moved == 0 {
+            return Ok(());
+        }
         self.follow_move(old, new)
     }
 

@@ -102,6 +102,9 @@ pub struct GcReport {
     /// Mostly superseded packs whose live blobs were copied into a new pack (see
     /// `repack.rs`); the old ones are then deleted like any dead pack.
     pub repacked: super::repack::RepackReport,
+    /// This device's files sealed again under the current key (`rekey --rewrite`),
+    /// and files of removed devices taken over.
+    pub resealed: usize,
 }
 
 impl GcReport {
@@ -124,8 +127,14 @@ impl Vault {
     pub fn collect_garbage(&self, options: &GcOptions) -> SyncResult<GcReport> {
         // A rewrite asked for (`rekey --rewrite` on some device): this device seals
         // what it owns again under the current key first.
+        let mut resealed = 0;
         if !options.dry_run {
-            self.reseal_own()?;
+            match self.reseal_own() {
+                Ok((own, adopted)) => resealed = own + adopted,
+                Err(e) => tracing::warn!(
+                    "sealing this device's data again under the new key failed, retried later: {e}"
+                ),
+            }
         }
         let (listed, repacked) = {
             let _one_at_a_time = lock(&self.publishing);
@@ -148,6 +157,7 @@ impl Vault {
         }
         let mut report = self.collect_listed(options, listed)?;
         report.repacked = repacked;
+        report.resealed = resealed;
         Ok(report)
     }
 
@@ -413,13 +423,15 @@ impl Vault {
     /// An automatic collection, when one is due (see [`auto_timing`]): None when
     /// not. The caller reports a failure and carries on: nothing depends on it.
     pub fn collect_garbage_if_due(&self) -> SyncResult<Option<GcReport>> {
-        // A rewrite asked for does not wait for the hour: the older keys stay in
-        // the keyring until every device has done its part.
-        self.reseal_own()?;
         let (grace, every) = auto_timing();
         let last = self.index().meta_u64(META_LAST_GC)?;
         let every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
-        if (crate::now_ms() as u64).saturating_sub(last) < every_ms {
+        // A rewrite asked for does not wait for the hour: the older keys stay in
+        // the keyring until every device has done its part.
+        let rewrite_due = self.unlocked()?.rewrite_below > 0
+            && self.index().meta_u64(super::rewrite::META_RESEALED_BELOW)?
+                < u64::from(self.unlocked()?.rewrite_below);
+        if !rewrite_due && (crate::now_ms() as u64).saturating_sub(last) < every_ms {
             return Ok(None);
         }
         self.collect_garbage(&GcOptions {

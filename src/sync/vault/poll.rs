@@ -233,8 +233,19 @@ impl Vault {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        if let Ok(rec) = open_device(self.keys()?, d, &record) {
-            let name = crate::config::filename_safe(&rec.name);
+        // A removed device's record may be sealed under a key since dropped: the
+        // removal names it.
+        let removed_name = self
+            .removed_devices()?
+            .iter()
+            .find(|r| r.device == d.as_str())
+            .map(|r| r.name.clone());
+        let name = open_device(self.keys()?, d, &record)
+            .ok()
+            .map(|rec| rec.name)
+            .or(removed_name);
+        if let Some(name) = name {
+            let name = crate::config::filename_safe(&name);
             self.index()
                 .transaction(|tx| tx.set_device_name(d, &name))?;
             self.forget_names();
@@ -335,7 +346,11 @@ impl Vault {
                 self.keys()?.at_epoch(epoch),
                 Err(crate::crypto::CryptoError::DroppedKey(_))
             ) {
-                if cut.is_some() {
+                if let Some(cut) = cut {
+                    // Read as far as it will ever be: say so, or every poll reads
+                    // it again.
+                    self.index()
+                        .transaction(|tx| tx.set_device_applied(d, Seq(cut), None))?;
                     break;
                 }
                 if let Some(snapshot) = self.newest_snapshot(d, seq)? {
@@ -438,6 +453,11 @@ impl Vault {
             if !own && !rec.built_from.is_empty() {
                 tx.set_device_heads_view(d, &rec.built_from)?;
             }
+            if !own {
+                // What it said last: a device that went back to an older version
+                // stops reading moves again.
+                tx.set_meta(&reads_moves_key(d), if rec.reads_moves { "1" } else { "" })?;
+            }
             // Where it says so, the record names its device's newest segment with
             // versions; a record of an older version only its own number, if it
             // holds versions.
@@ -474,4 +494,9 @@ impl Vault {
 /// The index's meta key for the newest key epoch `d`'s log was read under.
 fn epoch_key(d: &DeviceId) -> String {
     format!("log_epoch/{d}")
+}
+
+/// The index's meta key: whether `d`'s newest record said it reads moves.
+pub(super) fn reads_moves_key(d: &DeviceId) -> String {
+    format!("reads_moves/{d}")
 }

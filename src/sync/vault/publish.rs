@@ -62,8 +62,8 @@ impl Vault {
                         .map(|(d, s)| (d.clone(), *s))
                         .collect()
                 };
-                ack_due = others(&round.seen) != others(&acked)
-                    || self.force_segment.swap(false, Ordering::AcqRel);
+                let forced = self.force_segment.swap(false, Ordering::AcqRel);
+                ack_due = forced || others(&round.seen) != others(&acked);
                 if !ack_due {
                     return Ok(report);
                 }
@@ -127,6 +127,7 @@ impl Vault {
                 versions,
                 seen,
                 built_from: SeenVector::new(),
+                reads_moves: true,
             };
             let sealed = seal_log(self.keys()?, RecordKind::Segment, &record);
             match self
@@ -253,6 +254,7 @@ impl Vault {
             versions,
             seen,
             built_from,
+            reads_moves: true,
         };
         let sealed = seal_log(self.keys()?, RecordKind::Snapshot, &record);
         match self

@@ -79,6 +79,7 @@ impl Vault {
         secrets.older_keys.push(OlderKey::new(ring.epoch, &master));
         if rewrite {
             secrets.rewrite_below = epoch;
+            secrets.rewrite_by = self.device.as_str().to_owned();
         }
         if let Some(r) = &removed {
             secrets.removed.push(r.clone());

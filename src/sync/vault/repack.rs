@@ -44,6 +44,38 @@ struct Candidate {
 }
 
 impl Vault {
+    /// The devices (by name) whose last word says they would not take a move
+    /// (an older version): nothing is moved while there is one.
+    pub(super) fn devices_not_reading_moves(&self) -> SyncResult<Vec<String>> {
+        let removed: BTreeSet<String> = self
+            .removed_devices()?
+            .iter()
+            .map(|r| r.device.clone())
+            .collect();
+        let names = self.name_map()?;
+        let rows = self.index().devices()?;
+        let mut out = Vec::new();
+        for row in rows {
+            if row.id == self.device || removed.contains(row.id.as_str()) || row.applied_seq.0 == 0
+            {
+                continue;
+            }
+            let reads = self
+                .index()
+                .meta(&super::poll::reads_moves_key(&row.id))?
+                .is_some_and(|v| v == "1");
+            if !reads {
+                out.push(
+                    names
+                        .get(&row.id)
+                        .cloned()
+                        .unwrap_or_else(|| row.id.to_string()),
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// Picks the packs worth repacking among this device's packs as listed.
     fn repack_candidates(&self, listed: &[(ObjectId, Option<u64>)]) -> SyncResult<Vec<Candidate>> {
         let me = &self.device;
@@ -109,6 +141,14 @@ impl Vault {
         }
         let candidates = self.repack_candidates(listed)?;
         if candidates.is_empty() {
+            return Ok(report);
+        }
+        let older = self.devices_not_reading_moves()?;
+        if !older.is_empty() {
+            tracing::info!(
+                "no pack is repacked while {} runs a version that would not follow the move",
+                older.join(", ")
+            );
             return Ok(report);
         }
         let keys = self.keys()?.clone();

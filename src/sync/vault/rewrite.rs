@@ -1,6 +1,9 @@
 //! `rekey --rewrite`: everything the vault still needs is sealed again under the
 //! current key, and then the older keys are dropped from the keyring, so that a
-//! leaked older key opens nothing that is still there.
+//! leaked older key opens nothing the vault still needs. What it may still open
+//! until gc deletes it: superseded packs and older log objects of the devices; and
+//! for good, a removed device's own objects (only it may delete them), which hold
+//! only what it wrote or could read anyway.
 //!
 //! One writer per key stays true: each device seals again what it owns, its
 //! versions' contents (published again as the same versions in a new place, as a
@@ -31,20 +34,33 @@ pub struct RewriteReport {
     pub waiting_for: Vec<String>,
     /// The key epochs dropped from the keyring (empty while something needs them).
     pub dropped: Vec<u32>,
+    /// Devices on a version that would not follow a file sealed again: nothing is
+    /// sealed again until they are updated.
+    pub needs_update: Vec<String>,
 }
 
 /// Meta key: the `rewrite_below` this device has done its part for.
-const META_RESEALED_BELOW: &str = "resealed_below";
+pub(super) const META_RESEALED_BELOW: &str = "resealed_below";
 
 impl Vault {
     /// This device's part of a rewrite, if one is asked for and not done yet:
     /// returns (contents sealed again, files taken over).
     pub(super) fn reseal_own(&self) -> SyncResult<(usize, usize)> {
         let below = self.unlocked()?.rewrite_below;
-        if below == 0 || self.index().meta_u64(META_RESEALED_BELOW)? >= u64::from(below) {
+        if below == 0 {
             return Ok((0, 0));
         }
         let me = self.device.clone();
+        let older = self.devices_not_reading_moves()?;
+        if !older.is_empty() {
+            tracing::warn!(
+                "nothing is sealed again under the new key while {} runs a version that would not follow it; update it",
+                older.join(", ")
+            );
+            return Ok((0, 0));
+        }
+        let takes_over = self.unlocked()?.rewrite_by == me.as_str();
+        let log_done = self.index().meta_u64(META_RESEALED_BELOW)? >= u64::from(below);
         let removed: BTreeSet<String> = self
             .removed_devices()?
             .iter()
@@ -59,12 +75,17 @@ impl Vault {
                 Entry::File { content, .. } if content.key_epoch < below => Some(content.clone()),
                 _ => None,
             };
+            let ours = v.device == me || (takes_over && removed.contains(v.device.as_str()));
             let sealed_again = match &old_content {
-                Some(c) if v.device == me || removed.contains(v.device.as_str()) => {
-                    let mut plain = Vec::with_capacity(c.size as usize);
-                    self.stream_content(c, &mut plain)?;
-                    Some(self.seal(plain.as_slice(), c.size, Some(c.sha256))?)
-                }
+                Some(c) if ours => match self.seal_again_under_current(c) {
+                    Ok(n) => Some(n),
+                    // One unreadable file does not stop the rest; verify names it,
+                    // and the older keys stay until it is sealed again.
+                    Err(e) => {
+                        tracing::warn!("{} was not sealed again under the new key: {e}", v.path);
+                        continue;
+                    }
+                },
                 _ => None,
             };
             let with_content = |mut nv: Version| {
@@ -77,7 +98,7 @@ impl Vault {
                 if sealed_again.is_some() {
                     resealed.push((v.clone(), with_content(v.clone())));
                 }
-            } else if removed.contains(v.device.as_str()) {
+            } else if takes_over && removed.contains(v.device.as_str()) {
                 // Every head of a removed device, whatever it is: its log is about to
                 // become unreadable, and a deletion it made must not come undone.
                 adopted.push(with_content(v.clone()));
@@ -124,6 +145,12 @@ impl Vault {
         })?;
         writer.registered(&register);
         drop(writer);
+        if log_done {
+            if counts != (0, 0) {
+                self.publish(&crate::sync::NoProgress)?;
+            }
+            return Ok(counts);
+        }
         self.reseal_device_record()?;
         // A segment under the current key even if nothing changed, and a snapshot
         // at it: everything before it can go, and nothing of this log needs an
@@ -131,12 +158,40 @@ impl Vault {
         self.force_segment.store(true, Ordering::Release);
         self.publish_with_forced()?;
         let published = Seq(self.index().meta_u64(META_LAST_PUBLISHED)?);
+        // With changes waiting, the snapshot (and this part) comes at the next try.
         if published.0 > 0 && self.index().unpublished_count()? == 0 {
             self.write_snapshot(published)?;
+            self.index()
+                .transaction(|tx| tx.set_meta(META_RESEALED_BELOW, &below.to_string()))?;
         }
-        self.index()
-            .transaction(|tx| tx.set_meta(META_RESEALED_BELOW, &below.to_string()))?;
         Ok(counts)
+    }
+
+    /// The bytes of `c`, sealed again under the current key into this device's
+    /// queue.
+    fn seal_again_under_current(&self, c: &ContentRef) -> SyncResult<ContentRef> {
+        // Through a staging file (0600, unlinked at once): a large file is not
+        // held in memory, and its plaintext leaves no name behind.
+        let dir = self.home.staging_dir();
+        std::fs::create_dir_all(&dir).map_err(SyncError::io(&dir))?;
+        let path = dir.join(format!("reseal-{}", crate::crypto::keyring::random_id()));
+        let mut staged = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(SyncError::io(&path))?
+        };
+        let _ = std::fs::remove_file(&path);
+        self.stream_content(c, &mut staged)?;
+        use std::io::Seek;
+        staged
+            .seek(std::io::SeekFrom::Start(0))
+            .map_err(SyncError::io(&path))?;
+        self.seal(staged, c.size, Some(c.sha256))
     }
 
     fn publish_with_forced(&self) -> SyncResult<()> {
@@ -171,11 +226,14 @@ impl Vault {
             .iter()
             .map(|r| r.device.clone())
             .collect();
+        // A head is sealed again by the device whose version it is (a removed
+        // device's, by the one that asked for the rewrite).
         let mut old: BTreeSet<DeviceId> = BTreeSet::new();
+        let mut old_heads: BTreeSet<DeviceId> = BTreeSet::new();
         for h in self.index().all_heads()? {
             if let Entry::File { content, .. } = &h.version.entry {
                 if content.key_epoch < below {
-                    old.insert(content.owner.clone());
+                    old_heads.insert(h.version.device.clone());
                 }
             }
         }
@@ -219,10 +277,11 @@ impl Vault {
         }
         let mut out: Vec<String> = old
             .into_iter()
-            .filter(|d| !removed.contains(d.as_str()))
+            .chain(old_heads)
             .map(|d| names.get(&d).cloned().unwrap_or_else(|| d.to_string()))
             .collect();
         out.sort();
+        out.dedup();
         Ok(out)
     }
 
@@ -235,6 +294,7 @@ impl Vault {
             return Ok(report);
         }
         self.poll(&crate::sync::NoProgress)?;
+        report.needs_update = self.devices_not_reading_moves()?;
         let (resealed, adopted) = self.reseal_own()?;
         report.resealed = resealed;
         report.adopted = adopted;

@@ -48,6 +48,8 @@ pub(crate) struct Unlocked {
     pub removed: Vec<RemovedDevice>,
     /// What is sealed under an epoch below this is to be sealed again (0: nothing).
     pub rewrite_below: u32,
+    /// The device that asked for it (it takes over removed devices' files).
+    pub rewrite_by: String,
 }
 
 impl Unlocked {
@@ -60,6 +62,7 @@ impl Unlocked {
                 keys,
                 removed: secrets.removed.clone(),
                 rewrite_below: secrets.rewrite_below,
+                rewrite_by: secrets.rewrite_by.clone(),
             },
             secrets,
         ))
