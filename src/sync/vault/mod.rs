@@ -77,8 +77,8 @@ pub use rewrite::RewriteReport;
 pub use setup::{setup, setup_vault, setup_with_login, NewLogin, SetupOutcome, SetupRequest};
 pub use unlock::PassphraseSource;
 use unlock::{
-    check_not_rolled_back, local_copy, read_master_key, remember_again, replaced, write_master_key,
-    NoPassphrase, Unlocked,
+    check_not_rolled_back, local_copy, read_master_key, remember_again, write_master_key,
+    NewKeyring, NoPassphrase, Unlocked,
 };
 
 /// Uploads and downloads in flight at once.

@@ -99,38 +99,16 @@ impl Vault {
             None => old,
         };
         let new_master = MasterKey::random();
-        let mut previous = replaced(&local, &ring);
-        if !previous.contains(&ring.generation) {
-            previous.push(ring.generation.clone());
-        }
-        let generation = random_id();
-        let iterations = ring.kdf.iterations.max(DEFAULT_ITERATIONS);
-        let wrap = || {
-            WrappedKey::wrap_epoch(
-                &new_master,
-                pass.as_bytes(),
-                iterations,
-                &ring.vault_id,
-                &generation,
-                &previous,
+        self.replace_keyring(
+            &local,
+            &ring,
+            NewKeyring {
+                master: &new_master,
+                pass: &pass,
                 epoch,
-                &secrets,
-            )
-        };
-        let (new_ring, new_local) = (wrap(), wrap());
-        // As `passwd`: the keyring first, so a crash in between leaves a local copy
-        // that the next unlock refreshes with the passphrase.
-        self.store
-            .put(&self.layout.keyring(), &new_ring.to_json())?;
-        // Another device changing the keyring at the same moment (a `passwd`, a
-        // second rekey) would silently undo this one: read it back.
-        let back = self.store.get(&self.layout.keyring())?;
-        if WrappedKey::from_json(&back).ok().map(|r| r.generation) != Some(generation.clone()) {
-            return Err(SyncError::Invalid(
-                "another device changed the vault's keyring at the same moment; run this again once it is done".into(),
-            ));
-        }
-        write_master_key(&self.home, &new_local)?;
+                secrets: &secrets,
+            },
+        )?;
         remember_again(&self.home, &self.config.vault_id, &new_master);
         tracing::info!(
             epoch,

@@ -330,33 +330,17 @@ impl Vault {
             .collect();
         secrets.older_keys = kept;
         secrets.rewrite_below = 0;
-        let mut previous = replaced(&local, &ring);
-        if !previous.contains(&ring.generation) {
-            previous.push(ring.generation.clone());
-        }
-        let generation = random_id();
-        let wrap = || {
-            WrappedKey::wrap_epoch(
-                &master,
-                pass.as_bytes(),
-                ring.kdf.iterations.max(DEFAULT_ITERATIONS),
-                &ring.vault_id,
-                &generation,
-                &previous,
-                ring.epoch,
-                &secrets,
-            )
-        };
-        let (new_ring, new_local) = (wrap(), wrap());
-        self.store
-            .put(&self.layout.keyring(), &new_ring.to_json())?;
-        let back = self.store.get(&self.layout.keyring())?;
-        if WrappedKey::from_json(&back).ok().map(|r| r.generation) != Some(generation.clone()) {
-            return Err(SyncError::Invalid(
-                "another device changed the vault's keyring at the same moment; run this again once it is done".into(),
-            ));
-        }
-        write_master_key(&self.home, &new_local)?;
+        secrets.rewrite_by.clear();
+        self.replace_keyring(
+            &local,
+            &ring,
+            NewKeyring {
+                master: &master,
+                pass: &pass,
+                epoch: ring.epoch,
+                secrets: &secrets,
+            },
+        )?;
         tracing::info!(?dropped, "older keys dropped from the keyring");
         Ok(dropped)
     }

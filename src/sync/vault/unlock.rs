@@ -69,6 +69,15 @@ impl Unlocked {
     }
 }
 
+/// What a new generation of the keyring holds: `master`, the key of `epoch`,
+/// wrapped under `pass`, with `secrets` sealed under it.
+pub(super) struct NewKeyring<'a> {
+    pub master: &'a MasterKey,
+    pub pass: &'a str,
+    pub epoch: u32,
+    pub secrets: &'a VaultSecrets,
+}
+
 /// `ring`'s keys under this device's own salt and `pass`, knowing `previous`.
 pub(super) fn local_copy(
     ring: &WrappedKey,
@@ -228,7 +237,7 @@ pub(super) fn check_not_rolled_back(local: &WrappedKey, ring: &WrappedKey) -> Sy
 /// What this device's copy will know was replaced once it takes `ring`: what the
 /// ring says, and what the copy knew, itself included (two `passwd` run at once, or
 /// an older version writing the first format, must not make it forget).
-pub(super) fn replaced(local: &WrappedKey, ring: &WrappedKey) -> Vec<String> {
+fn replaced(local: &WrappedKey, ring: &WrappedKey) -> Vec<String> {
     let mut out = ring.previous.clone();
     for g in local
         .previous
@@ -369,34 +378,60 @@ impl Vault {
         }
         check_not_rolled_back(&local, &ring)?;
         let new = self.passphrase.new_passphrase()?;
-        let generation = random_id();
-        let iterations = ring.kdf.iterations.max(DEFAULT_ITERATIONS);
-        // Every device that later reads the new keyring, or this copy, knows the old
-        // generations for replaced, and refuses them if they are served again.
-        let mut previous = replaced(&local, &ring);
-        if !previous.contains(&ring.generation) {
-            previous.push(ring.generation.clone());
-        }
-        let wrap = || {
-            WrappedKey::wrap_epoch(
-                &master,
-                new.as_bytes(),
-                iterations,
-                &ring.vault_id,
-                &generation,
-                &previous,
-                ring.epoch,
-                &secrets,
-            )
-        };
-        let (new_ring, new_local) = (wrap(), wrap());
-        // The keyring is the one object ever replaced (DESIGN §4): write it first, so a
-        // crash in between leaves a local copy that the next unlock refreshes.
-        self.store
-            .put(&self.layout.keyring(), &new_ring.to_json())?;
-        write_master_key(&self.home, &new_local)?;
+        self.replace_keyring(
+            &local,
+            &ring,
+            NewKeyring {
+                master: &master,
+                pass: &new,
+                epoch: ring.epoch,
+                secrets: &secrets,
+            },
+        )?;
         // The master key stays the same, and so do the keys derived from it.
         let _ = self.keys.set(unlocked);
         Ok(())
+    }
+
+    /// Writes a new generation of the keyring in place of `ring`, then this
+    /// device's copy. The keyring is the one object ever replaced (DESIGN §4):
+    /// written first, so a crash in between leaves a local copy that the next
+    /// unlock refreshes; and read back, so that another device changing it at the
+    /// same moment (a `passwd`, a `rekey`) is said rather than silently undone.
+    /// Every device that later reads the new keyring, or this copy, knows the
+    /// generations it replaced, and refuses them if they are served again.
+    pub(super) fn replace_keyring(
+        &self,
+        local: &WrappedKey,
+        ring: &WrappedKey,
+        new: NewKeyring<'_>,
+    ) -> SyncResult<()> {
+        let mut previous = replaced(local, ring);
+        if !previous.contains(&ring.generation) {
+            previous.push(ring.generation.clone());
+        }
+        let generation = random_id();
+        let wrap = || {
+            WrappedKey::wrap_epoch(
+                new.master,
+                new.pass.as_bytes(),
+                ring.kdf.iterations.max(DEFAULT_ITERATIONS),
+                &ring.vault_id,
+                &generation,
+                &previous,
+                new.epoch,
+                new.secrets,
+            )
+        };
+        let (new_ring, new_local) = (wrap(), wrap());
+        self.store
+            .put(&self.layout.keyring(), &new_ring.to_json())?;
+        let back = self.store.get(&self.layout.keyring())?;
+        if WrappedKey::from_json(&back).ok().map(|r| r.generation) != Some(generation.clone()) {
+            return Err(SyncError::Invalid(
+                "another device changed the vault's keyring at the same moment; run this again once it is done".into(),
+            ));
+        }
+        write_master_key(&self.home, &new_local)
     }
 }
