@@ -1026,8 +1026,23 @@ pub enum Node {
 pub type Tree = BTreeMap<String, Node>;
 
 pub fn tree_of(root: &Path) -> Tree {
+    read_tree(root, false)
+}
+
+/// The tree of a mount that is still taking other devices' changes: a name listed a
+/// moment ago may be gone when it is read (a conflict sibling goes when a newer version
+/// supersedes both), so such a name is left out instead of failing the read. The
+/// callers compare these trees until they settle.
+pub fn live_tree_of(root: &Path) -> Tree {
+    read_tree(root, true)
+}
+
+fn read_tree(root: &Path, live: bool) -> Tree {
     let mut out = Tree::new();
-    fn go(root: &Path, dir: &Path, out: &mut Tree) {
+    fn gone(e: &std::io::Error) -> bool {
+        e.kind() == std::io::ErrorKind::NotFound
+    }
+    fn go(root: &Path, dir: &Path, live: bool, out: &mut Tree) {
         let Ok(entries) = fs::read_dir(dir) else {
             return;
         };
@@ -1035,12 +1050,16 @@ pub fn tree_of(root: &Path) -> Tree {
             let e = e.unwrap();
             let p = e.path();
             let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let m = fs::symlink_metadata(&p).unwrap();
+            let m = match fs::symlink_metadata(&p) {
+                Err(err) if live && gone(&err) => continue,
+                m => m.unwrap(),
+            };
             if m.file_type().is_symlink() {
-                out.insert(
-                    rel,
-                    Node::Link(fs::read_link(&p).unwrap().to_string_lossy().into_owned()),
-                );
+                let target = match fs::read_link(&p) {
+                    Err(err) if live && gone(&err) => continue,
+                    t => t.unwrap(),
+                };
+                out.insert(rel, Node::Link(target.to_string_lossy().into_owned()));
             } else if m.is_dir() {
                 out.insert(
                     rel,
@@ -1048,12 +1067,16 @@ pub fn tree_of(root: &Path) -> Tree {
                         mode: m.permissions().mode() & 0o7777,
                     },
                 );
-                go(root, &p, out);
+                go(root, &p, live, out);
             } else {
+                let data = match fs::read(&p) {
+                    Err(err) if live && gone(&err) => continue,
+                    d => d.unwrap(),
+                };
                 out.insert(
                     rel,
                     Node::File {
-                        data: fs::read(&p).unwrap(),
+                        data,
                         mode: m.permissions().mode() & 0o7777,
                         mtime: m.mtime(),
                     },
@@ -1061,7 +1084,7 @@ pub fn tree_of(root: &Path) -> Tree {
             }
         }
     }
-    go(root, root, &mut out);
+    go(root, root, live, &mut out);
     out
 }
 
@@ -1523,8 +1546,8 @@ pub fn two_mounts_write_and_read_at_once(vault: &TempVault, secs: u64) {
         "uploads did not finish"
     );
     assert!(
-        eventually(WAIT, || contents_of(&tree_of(&ml.at))
-            == contents_of(&tree_of(&md.at))),
+        eventually(WAIT, || contents_of(&live_tree_of(&ml.at))
+            == contents_of(&live_tree_of(&md.at))),
         "the two mounts did not converge"
     );
     let end = contents_of(&tree_of(&ml.at));
