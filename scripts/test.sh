@@ -143,6 +143,18 @@ header "cargo fmt --all -- --check"
 cargo fmt --all -- --check || fail "cargo fmt: run 'cargo fmt --all'"
 
 # Stop before the slow steps when a cheap check failed: the fix comes first.
+header "the build without FUSE and S3 (cargo build --no-default-features)"
+# What Termux builds (mount-helpers/termux/README.md): the folder commands work, and
+# mount and an S3 vault say they are not in this build. Built last: it replaces the
+# full binary the tests above ran (the next cargo test builds that again).
+if cargo build --no-default-features; then
+    if ! bash scripts/lean-smoke.sh "${CARGO_TARGET_DIR:-target}/debug/ghostie-fs"; then
+        fail "the build without FUSE and S3 does not work (scripts/lean-smoke.sh)"
+    fi
+else
+    fail "the build without FUSE and S3 does not compile"
+fi
+
 if ((${#failures[@]} > 0)); then
     header "FAILED (${#failures[@]})"
     printf '  - %s\n' "${failures[@]}" >&2
@@ -151,6 +163,8 @@ fi
 
 header "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+# The build without FUSE and without S3 (Termux, containers) must stay clean too.
+cargo clippy --no-default-features --lib --bins -- -D warnings
 
 header "S3 server for the tests (SeaweedFS on loopback)"
 # The S3 backend is tested against a real server, started here and stopped on exit.
@@ -220,6 +234,18 @@ if [[ ${leftover:-0} -ne 0 ]]; then
     fail "$leftover ghostie mount(s) left behind by the tests (fusermount3 -u each one)"
 else
     echo "ok"
+fi
+
+header "the build without FUSE and S3 (cargo build --no-default-features)"
+# What Termux builds (mount-helpers/termux/README.md): the folder commands work, and
+# mount and an S3 vault say they are not in this build. Built last: it replaces the
+# full binary the tests above ran (the next cargo test builds that again).
+if cargo build --no-default-features; then
+    if ! bash scripts/lean-smoke.sh "${CARGO_TARGET_DIR:-target}/debug/ghostie-fs"; then
+        fail "the build without FUSE and S3 does not work (scripts/lean-smoke.sh)"
+    fi
+else
+    fail "the build without FUSE and S3 does not compile"
 fi
 
 if ((${#failures[@]} > 0)); then

@@ -342,6 +342,31 @@ impl Entry {
     }
 }
 
+/// How many files, folders and links a push or a pull changed, and how many paths it
+/// removed: the counts a user reads ("2 files and 1 folder").
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub files: usize,
+    pub folders: usize,
+    pub links: usize,
+    pub removed: usize,
+}
+
+impl Tally {
+    pub fn count(&mut self, entry: &Entry) {
+        match entry {
+            Entry::File { .. } => self.files += 1,
+            Entry::Dir { .. } => self.folders += 1,
+            Entry::Symlink { .. } => self.links += 1,
+            Entry::Deleted => self.removed += 1,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.files + self.folders + self.links + self.removed
+    }
+}
+
 /// One state of one path, made by one device.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Version {

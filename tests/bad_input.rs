@@ -168,7 +168,9 @@ fn setup_refuses_bad_places_and_names() {
         "--path",
         vault.path().to_str().unwrap(),
     ]);
-    one_sentence(&out, 1, "Unknown backend 'ftp'");
+    // A usage mistake: the usage code, one line naming what is possible.
+    one_sentence(&out, 2, "'ftp'");
+    assert!(stderr(&out).contains("local, s3, gist, dropbox, gdrive"));
     assert!(!h.home().join("sync").exists());
 
     let a = TempHome::joined("laptop", &vault);
@@ -316,6 +318,10 @@ fn status_json_has_exactly_the_documented_keys() {
             "last_sync",
             "local_count",
             "lost",
+            "mode",
+            "mount",
+            "mounted",
+            "mountpoint",
             "pending",
             "provider",
             "refused"

@@ -28,7 +28,7 @@ fn conflicted() -> (TempVault, TempHome, TempHome) {
     a.ok(&["push"]);
     b.ok(&["push"]);
     let out = a.ok(&["pull"]);
-    assert!(out.contains("⚠️ 1 conflicts found"), "{out}");
+    assert!(out.contains("⚠️ 1 conflict found"), "{out}");
     assert!(
         out.contains("Run 'ghostie-fs conflict' to resolve"),
         "{out}"

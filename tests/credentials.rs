@@ -554,7 +554,7 @@ fn bad_tokens_and_bad_apis_are_one_sentence_each_and_store_nothing() {
     one_sentence(
         &run_in(&h, &[], "", &["login", "gitlab", "--token-stdin"]),
         2,
-        "Unknown provider 'gitlab'",
+        "'gitlab'",
     );
     nothing_stored(&h);
 

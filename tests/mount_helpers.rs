@@ -38,8 +38,11 @@ fn fstab_helper_turns_mount_options_into_a_mount() {
     let b = TempHome::joined("desktop", &vault);
     let pass = passphrase_file(b.home());
     let helper = repo().join("mount-helpers/mount.fuse.ghostie-fs");
+    // The options a FUSE user writes in fstab: the owner shown, the kernel's own
+    // permission checks, atime.
     let opts = format!(
-        "rw,noauto,_netdev,x-systemd.automount,passphrase_file={},poll=2,cache_size=32M",
+        "rw,noauto,_netdev,x-systemd.automount,passphrase_file={},poll=2,cache_size=32M,\
+         default_permissions,uid=12345,gid=23456,noatime",
         pass.display()
     );
     // -f (fake): what it would run.
@@ -52,7 +55,13 @@ fn fstab_helper_turns_mount_options_into_a_mount() {
         .unwrap();
     assert!(fake.status.success(), "{}", stderr(&fake));
     let line = stdout(&fake);
-    for want in ["--passphrase-file", "--poll 2", "--cache-size 32M", "mount"] {
+    for want in [
+        "--passphrase-file",
+        "--poll 2",
+        "--cache-size 32M",
+        "mount",
+        "-o rw\\,default_permissions\\,uid=12345\\,gid=23456\\,noatime",
+    ] {
         assert!(line.contains(want), "{want} missing from: {line}");
     }
     assert!(
@@ -72,8 +81,22 @@ fn fstab_helper_turns_mount_options_into_a_mount() {
     let at = b.memories();
     assert!(mounted(&at));
     assert_eq!(fs::read(at.join("seen.json")).unwrap(), b"{}");
+    // uid= and gid= name the owner every file shows.
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(at.join("seen.json")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (12345, 23456));
     b.ok(&["unmount"]);
     assert!(!mounted(&at));
+    // An id that is not a number is refused before anything runs.
+    let bad = Command::new(&helper)
+        .arg(b.home())
+        .arg(b.memories())
+        .args(["-o", "uid=me"])
+        .env("GHOSTIE_FS_BIN", bin())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("uid=me"), "{}", stderr(&bad));
     // Unknown options are refused in one line.
     let bad = Command::new(&helper)
         .arg(b.home())
@@ -100,6 +123,14 @@ fn systemd_user_unit_starts_and_stops_the_mount() {
         assert!(unit.contains(section), "{section} missing");
     }
     assert_eq!(unit_value(&unit, "WantedBy"), "default.target");
+    // A user unit: the system manager's targets mean nothing there, and the mount
+    // says when it is ready.
+    let settings: Vec<&str> = unit.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(
+        !settings.iter().any(|l| l.contains("network-online.target")),
+        "a user unit cannot wait for network-online.target"
+    );
+    assert_eq!(unit_value(&unit, "Type"), "notify");
     if Command::new("systemd-analyze")
         .arg("--version")
         .output()
@@ -172,16 +203,64 @@ fn systemd_user_unit_starts_and_stops_the_mount() {
     let env_home = unit_value(&unit, "Environment").replace("%h", h.to_str().unwrap());
     let (var, value) = env_home.split_once('=').unwrap();
     let start = expand(unit_value(&unit, "ExecStart"));
-    let mut service_cmd = Command::new(&start[0]);
-    service_cmd
-        .args(&start[1..])
-        .env(var, value)
-        .env_remove("GHOSTIE_PASSPHRASE")
-        .stdin(std::process::Stdio::null());
-    user_env(&mut service_cmd);
-    let mut service = service_cmd.spawn().unwrap();
+    // systemd's side of Type=notify: a datagram socket named by NOTIFY_SOCKET.
+    let notify_path = h.join("run/notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let ready = |service: &mut std::process::Child| {
+        let mut buf = [0u8; 512];
+        loop {
+            let n = match notify.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = service.kill();
+                    let said = fs::read_to_string(h.join("service.err")).unwrap_or_default();
+                    panic!("no READY=1 from the service ({e}); it said: {said}");
+                }
+            };
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                return;
+            }
+        }
+    };
+    let start_service = || {
+        let mut service_cmd = Command::new(&start[0]);
+        service_cmd
+            .args(&start[1..])
+            .env(var, value)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("GHOSTIE_PASSPHRASE")
+            .stdin(std::process::Stdio::null())
+            .stderr(fs::File::create(h.join("service.err")).unwrap());
+        user_env(&mut service_cmd);
+        service_cmd.spawn().unwrap()
+    };
     let at = home.join("memories");
-    assert!(eventually(30, || mounted(&at)), "ExecStart did not mount");
+    let mut service = start_service();
+    ready(&mut service);
+    // Ready means mounted: whatever systemd starts next finds the memories.
+    assert!(mounted(&at), "READY=1 came before the mount");
+
+    // A crash leaves a dead mount point; the next start (Restart=) clears it and
+    // mounts again, instead of failing until someone runs unmount.
+    service.kill().unwrap();
+    service.wait().unwrap();
+    assert!(mounted(&at), "the kill left no dead mount to clear");
+    assert_eq!(
+        fs::metadata(&at).unwrap_err().raw_os_error(),
+        Some(libc::ENOTCONN)
+    );
+    let mut service = start_service();
+    ready(&mut service);
+    assert!(
+        fs::read_dir(&at).is_ok(),
+        "the restarted mount does not answer"
+    );
     fs::write(at.join("via-unit.json"), b"{}").unwrap();
     let stop = expand(unit_value(&unit, "ExecStop"));
     let out = Command::new(&stop[0])

@@ -48,7 +48,7 @@ fn prompts_ask_twice_for_a_new_passphrase_and_once_per_command() {
     let (ok, text) = on_terminal(&a, "sync", "typed passphrase 1\n");
     assert!(ok, "{text}");
     assert_eq!(text.matches("Passphrase:").count(), 1, "{text}");
-    assert!(text.contains("✅ Uploaded 1 memories"), "{text}");
+    assert!(text.contains("✅ Uploaded 1 file"), "{text}");
 
     let b = TempHome::new("phone");
     let args = format!("setup {} --device phone", vault.setup_args().join(" "));

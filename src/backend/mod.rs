@@ -14,6 +14,7 @@ pub mod local;
 pub mod memory;
 pub mod oauth;
 pub mod retry;
+#[cfg(feature = "s3")]
 pub mod s3;
 pub mod stall;
 /// The conformance suite every backend passes (public for the integration tests of
@@ -35,6 +36,7 @@ pub use fault::FaultStore;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryStore};
+#[cfg(feature = "s3")]
 pub use s3::{S3Options, S3Store};
 pub use stall::StallStore;
 
@@ -380,10 +382,18 @@ pub fn describe(config: &BackendConfig) -> String {
         BackendConfig::Local { path } => LocalStore::describe_path(path),
         BackendConfig::S3 {
             bucket, endpoint, ..
-        } => S3Store::describe_bucket(bucket, endpoint.as_deref()),
+        } => describe_s3(bucket, endpoint.as_deref()),
         BackendConfig::Gist { api_url } => gist::describe_api(api_url),
         BackendConfig::Dropbox { urls } => dropbox::describe_api(urls),
         BackendConfig::Gdrive { urls } => gdrive::describe_api(urls),
+    }
+}
+
+/// "s3://bucket", or "s3://bucket at URL" for a server other than AWS.
+pub fn describe_s3(bucket: &str, endpoint: Option<&str>) -> String {
+    match endpoint {
+        Some(e) => format!("s3://{bucket} at {e}"),
+        None => format!("s3://{bucket}"),
     }
 }
 
@@ -446,6 +456,14 @@ pub fn open_for_setup(
     }
 }
 
+#[cfg(not(feature = "s3"))]
+fn open_s3(_: &BackendConfig) -> BackendResult<MemoryStore> {
+    Err(BackendError::Invalid(
+        "this ghostie-fs was built without S3 (cargo's 's3' feature); build it with default features to use an S3 vault".into(),
+    ))
+}
+
+#[cfg(feature = "s3")]
 fn open_s3(config: &BackendConfig) -> BackendResult<S3Store> {
     let BackendConfig::S3 {
         bucket,

@@ -87,11 +87,26 @@ impl<S: ObjectStore> RetryStore<S> {
         &self.inner
     }
 
-    fn run<T>(&self, mut op: impl FnMut(&S) -> BackendResult<T>) -> BackendResult<T> {
+    /// Runs `op` until it answers or patience runs out. `verb` and `key` name the
+    /// request in the debug log (`-vv`): object names are opaque, never a secret.
+    fn run<T>(
+        &self,
+        verb: &str,
+        key: &str,
+        mut op: impl FnMut(&S) -> BackendResult<T>,
+    ) -> BackendResult<T> {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
             let result = op(&self.inner);
+            tracing::debug!(
+                "{verb} {key}: {} after {} ms",
+                match &result {
+                    Ok(_) => "done".to_owned(),
+                    Err(e) => e.to_string(),
+                },
+                started.elapsed().as_millis()
+            );
             match &result {
                 Err(e) if e.is_temporary() => {}
                 // Anything else (a refusal or a missing object included) is an answer.
@@ -131,12 +146,12 @@ impl<S: ObjectStore> RetryStore<S> {
 
 impl<S: ObjectStore> ObjectStore for RetryStore<S> {
     fn put(&self, key: &str, data: &[u8]) -> BackendResult<()> {
-        self.run(|s| s.put(key, data))
+        self.run("put", key, |s| s.put(key, data))
     }
 
     fn put_if_absent(&self, key: &str, data: &[u8]) -> BackendResult<()> {
         let mut tried = false;
-        self.run(|s| {
+        self.run("create", key, |s| {
             let r = s.put_if_absent(key, data);
             // A create that timed out may have landed: an "already exists" on the
             // retry could be our own write, so the bytes decide.
@@ -153,31 +168,31 @@ impl<S: ObjectStore> ObjectStore for RetryStore<S> {
     }
 
     fn put_file(&self, key: &str, path: &Path) -> BackendResult<()> {
-        self.run(|s| s.put_file(key, path))
+        self.run("put", key, |s| s.put_file(key, path))
     }
 
     fn get(&self, key: &str) -> BackendResult<Vec<u8>> {
-        self.run(|s| s.get(key))
+        self.run("get", key, |s| s.get(key))
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> BackendResult<Vec<u8>> {
-        self.run(|s| s.get_range(key, range.clone()))
+        self.run("get part of", key, |s| s.get_range(key, range.clone()))
     }
 
     fn list(&self, prefix: &str, start_after: Option<&str>) -> BackendResult<Vec<String>> {
-        self.run(|s| s.list(prefix, start_after))
+        self.run("list", prefix, |s| s.list(prefix, start_after))
     }
 
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
-        self.run(|s| s.list_dirs(prefix))
+        self.run("list folders of", prefix, |s| s.list_dirs(prefix))
     }
 
     fn list_sized(&self, prefix: &str) -> BackendResult<Vec<(String, Option<u64>)>> {
-        self.run(|s| s.list_sized(prefix))
+        self.run("list with sizes", prefix, |s| s.list_sized(prefix))
     }
 
     fn delete(&self, key: &str) -> BackendResult<()> {
-        self.run(|s| s.delete(key))
+        self.run("delete", key, |s| s.delete(key))
     }
 
     fn describe(&self) -> String {

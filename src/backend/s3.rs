@@ -87,6 +87,16 @@ const PARTS_IN_FLIGHT: usize = 4;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// HTTPS through rustls on ring, the crypto the vault is sealed with: the SDK's
+/// default client would bring a second stack (aws-lc). Used for S3 and for the
+/// credential providers that ask the network (SSO, instance metadata).
+fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 /// The client's settings for a request that carries a body.
 fn upload_timeouts() -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::default().timeout_config(
@@ -112,7 +122,8 @@ impl S3Store {
                 temporary: false,
                 source: e,
             })?;
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client());
         if let Some(profile) = &options.profile {
             loader = loader.profile_name(profile);
         }
@@ -138,7 +149,7 @@ impl S3Store {
         if let Some(endpoint) = &options.endpoint {
             config = config.endpoint_url(endpoint);
         }
-        let described = Self::describe_bucket(&options.bucket, options.endpoint.as_deref());
+        let described = super::describe_s3(&options.bucket, options.endpoint.as_deref());
         let place = match &options.endpoint {
             Some(e) => format!("the S3 server at {e}"),
             None => "AWS S3".to_owned(),
@@ -154,13 +165,6 @@ impl S3Store {
     }
 
     /// What [`ObjectStore::describe`] says of `bucket` at `endpoint`.
-    pub fn describe_bucket(bucket: &str, endpoint: Option<&str>) -> String {
-        match endpoint {
-            Some(e) => format!("s3://{bucket} at {e}"),
-            None => format!("s3://{bucket}"),
-        }
-    }
-
     /// Hands `each` every page of a listing under `prefix` (S3 answers at most 1,000
     /// keys a page).
     fn each_page(
@@ -445,21 +449,62 @@ fn check_credentials(
     shared: &aws_config::SdkConfig,
     options: &S3Options,
 ) -> BackendResult<()> {
-    let none = || {
-        let whence = match &options.profile {
-            Some(p) => format!("the profile '{p}' has none"),
-            None => "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or name a profile of ~/.aws/credentials with --profile".to_owned(),
-        };
-        BackendError::Refused(format!("no AWS credentials were found for S3: {whence}"))
+    let none = |why: Option<String>| {
+        let why = why
+            .map(|w| format!(" (the last one asked said: {})", w.trim_end_matches('.')))
+            .unwrap_or_default();
+        BackendError::Refused(format!(
+            "no AWS credentials were found for S3: {}{why}",
+            where_credentials_are_looked_for(options)
+        ))
     };
     let Some(provider) = shared.credentials_provider() else {
-        return Err(none());
+        return Err(none(None));
     };
     match runtime.block_on(provider.provide_credentials()) {
-        Err(CredentialsError::CredentialsNotLoaded(_)) => Err(none()),
-        // Anything else (a slow provider, a network one) shows at the first request.
-        _ => Ok(()),
+        Ok(_) => Ok(()),
+        Err(CredentialsError::CredentialsNotLoaded(_)) => Err(none(None)),
+        // Off a cloud machine the chain ends at the instance's role, whose refusal
+        // ("IMDS is disabled") only says that nothing before it had credentials.
+        Err(
+            e @ (CredentialsError::InvalidConfiguration(_) | CredentialsError::ProviderError(_)),
+        ) => Err(none(Some(reason_of(&e)))),
+        // A provider that asks the network (the instance's role, SSO) and did not
+        // answer: said as what it is, not as the bucket's server, and worth a retry.
+        Err(e) => Err(BackendError::Io {
+            message: format!(
+                "the AWS credentials for S3 could not be loaded ({}): {}",
+                reason_of(&e),
+                where_credentials_are_looked_for(options)
+            ),
+            temporary: true,
+            source: std::io::Error::other(e.to_string()),
+        }),
     }
+}
+
+fn where_credentials_are_looked_for(options: &S3Options) -> String {
+    match &options.profile {
+        Some(p) => format!(
+            "they are looked for in the profile '{p}' of ~/.aws/credentials and ~/.aws/config"
+        ),
+        None => "they are looked for in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, then in \
+                 the profile AWS_PROFILE names (else 'default'; or name one with --profile) \
+                 of ~/.aws/credentials and ~/.aws/config, then in a web identity token, then \
+                 in the container's or the instance's role"
+            .to_owned(),
+    }
+}
+
+/// The innermost reason of a credentials error: the SDK's own text is generic.
+fn reason_of(e: &CredentialsError) -> String {
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        reason = s.to_string();
+        source = s.source();
+    }
+    reason
 }
 
 fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {

@@ -10,13 +10,13 @@ use ghostie_fs::sync::{
     GcOptions, GcReport, Holder, Keep, NoProgress, SetupOutcome, SetupRequest, SyncError, Vault,
 };
 
-use super::errors::{CliError, EXIT_DAMAGED, EXIT_FAILURE};
+use super::errors::{CliError, EXIT_DAMAGED, EXIT_FAILURE, EXIT_USAGE};
 use super::passphrase::CliPassphrase;
 use super::progress::BarProgress;
-use super::provider::human_bytes;
+use super::units::{count, human_bytes, plural, tally_sentence};
 use super::{
-    login, mount, Cli, Command, ConflictAction, DevicesAction, DevicesArgs, GcArgs, RemoveArgs,
-    SetupArgs,
+    login, mount, BackendKind, Cli, Command, ConflictAction, DevicesAction, DevicesArgs, GcArgs,
+    RemoveArgs, SetupArgs,
 };
 
 type CmdResult = Result<u8, CliError>;
@@ -74,6 +74,8 @@ fn name_of(command: &Command) -> &'static str {
         Command::Logout(_) => "logout",
         Command::Remember(_) => "remember",
         Command::Forget => "forget",
+        Command::Completions { .. } => "completions",
+        Command::Man { .. } => "man",
         Command::BenchSeal { .. } => "bench-seal",
     }
 }
@@ -92,6 +94,21 @@ fn print_json(value: &serde_json::Value) {
 }
 
 pub fn run(cli: Cli) -> CmdResult {
+    // Neither needs a home nor a passphrase.
+    match &cli.command {
+        Command::Completions { shell } => return super::docs::completions(*shell),
+        Command::Man { dir } => {
+            let written = super::docs::man_pages(dir)?;
+            say!(
+                cli,
+                "✅ Wrote {} into {}",
+                count(written.len(), "manual page", "manual pages"),
+                dir.display()
+            );
+            return Ok(0);
+        }
+        _ => {}
+    }
     Vault::name_this_process(name_of(&cli.command));
     let home = home_of(&cli)?;
     match &cli.command {
@@ -125,12 +142,18 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Forget => login::forget(&cli, home),
         Command::Setup(args) => setup(&cli, home, pass, args),
         Command::Push(a) => push(&cli, &open_vault(home, pass)?, pass, a.json),
-        Command::Pull(a) => pull(&cli, &open_vault(home, pass)?, pass, a.json),
+        Command::Pull(a) => {
+            let (code, report) = pull_and(&cli, &open_vault(home, pass)?, pass, a.json, true)?;
+            if a.json {
+                print_json(&report);
+            }
+            Ok(code)
+        }
         Command::Sync(a) => {
             // One vault for both halves: one unlock, one passphrase prompt.
             let vault = open_vault(home, pass)?;
-            let code = pull_and(&cli, &vault, pass, a.json, false)?;
-            let pushed = push(&cli, &vault, pass, a.json)?;
+            let (code, pulled) = pull_and(&cli, &vault, pass, a.json, false)?;
+            let pushed = push_report(&cli, &vault, pass, a.json)?;
             // Nothing pushed: say how far this device read all the same.
             if let Err(e) = vault.acknowledge() {
                 eprintln!(
@@ -138,8 +161,16 @@ pub fn run(cli: Cli) -> CmdResult {
                      they keep superseded data until it can"
                 );
             }
-            auto_gc(&cli, &vault, a.json);
-            Ok(code.max(pushed))
+            let collected = auto_gc(&cli, &vault, a.json);
+            if a.json {
+                // One document for the whole command, so that `| jq` reads it.
+                print_json(&serde_json::json!({
+                    "pull": pulled,
+                    "push": pushed,
+                    "gc": collected,
+                }));
+            }
+            Ok(code)
         }
         Command::Status(a) => status(home, pass, a.json),
         Command::Conflict(c) => match &c.action {
@@ -159,25 +190,26 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Verify => verify(&cli, home, pass),
         Command::Gc(a) => gc(&cli, &open_vault(home, pass)?, pass, a),
         Command::BenchSeal { file } => bench_seal(file),
+        Command::Completions { .. } | Command::Man { .. } => Ok(0),
     }
 }
 
 fn setup(cli: &Cli, home: Home, pass: &CliPassphrase, args: &SetupArgs) -> CmdResult {
-    let backend = match args.backend.as_str() {
-        "local" => {
+    let backend = match args.backend {
+        BackendKind::Local => {
             let Some(path) = &args.path else {
                 return Err(CliError::new(
-                    EXIT_FAILURE,
+                    EXIT_USAGE,
                     "The local backend needs --path DIR, the vault folder.",
                 ));
             };
             let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
             BackendConfig::Local { path: abs }
         }
-        "s3" => {
+        BackendKind::S3 => {
             let Some(bucket) = &args.bucket else {
                 return Err(CliError::new(
-                    EXIT_FAILURE,
+                    EXIT_USAGE,
                     "The s3 backend needs --bucket NAME (and --endpoint URL for a server other than AWS).",
                 ));
             };
@@ -189,7 +221,7 @@ fn setup(cli: &Cli, home: Home, pass: &CliPassphrase, args: &SetupArgs) -> CmdRe
                 profile: args.profile.clone(),
             }
         }
-        "gist" => {
+        BackendKind::Gist => {
             let api_url = match &args.api_url {
                 Some(u) => super::login::checked_api_url(u)?,
                 None => ghostie_fs::credentials::Provider::Github
@@ -198,7 +230,7 @@ fn setup(cli: &Cli, home: Home, pass: &CliPassphrase, args: &SetupArgs) -> CmdRe
             };
             BackendConfig::Gist { api_url }
         }
-        "dropbox" => {
+        BackendKind::Dropbox => {
             let checked = |given: &Option<String>, default: &str| match given {
                 Some(u) => super::login::checked_url(u),
                 None => Ok(default.to_owned()),
@@ -212,7 +244,7 @@ fn setup(cli: &Cli, home: Home, pass: &CliPassphrase, args: &SetupArgs) -> CmdRe
                 },
             }
         }
-        "gdrive" => {
+        BackendKind::Gdrive => {
             let checked = |given: &Option<String>, default: &str| match given {
                 Some(u) => super::login::checked_url(u),
                 None => Ok(default.to_owned()),
@@ -226,18 +258,10 @@ fn setup(cli: &Cli, home: Home, pass: &CliPassphrase, args: &SetupArgs) -> CmdRe
                 },
             }
         }
-        other => {
-            return Err(CliError::new(
-                EXIT_FAILURE,
-                format!(
-                    "Unknown backend '{other}' (this version supports: local, s3, gist, dropbox, gdrive)."
-                ),
-            ))
-        }
     };
     if !valid_prefix(&args.prefix) {
         return Err(CliError::new(
-            EXIT_FAILURE,
+            EXIT_USAGE,
             format!("The prefix '{}' is not a valid key prefix.", args.prefix),
         ));
     }
@@ -305,25 +329,26 @@ fn setup(cli: &Cli, home: Home, pass: &CliPassphrase, args: &SetupArgs) -> CmdRe
 }
 
 fn push(cli: &Cli, vault: &Vault, pass: &CliPassphrase, json: bool) -> CmdResult {
+    let report = push_report(cli, vault, pass, json)?;
+    if json {
+        print_json(&report);
+    }
+    Ok(0)
+}
+
+/// Pushes; says what it did unless `json`, and returns it as JSON.
+fn push_report(
+    cli: &Cli,
+    vault: &Vault,
+    pass: &CliPassphrase,
+    json: bool,
+) -> Result<serde_json::Value, CliError> {
     let progress = BarProgress::new(cli.quiet || json);
     let started = Instant::now();
     let r = folder::push(vault, &progress)?;
     confirm(vault, pass)?;
-    if json {
-        print_json(&serde_json::json!({
-            "uploaded": r.uploaded,
-            "recorded": r.scan.versions,
-            "hashed": r.scan.hashed,
-            "bytes_read": r.scan.bytes_read,
-            "sealed": r.scan.sealed,
-            "packs": r.packs,
-            "bytes_uploaded": r.bytes,
-            "seconds": started.elapsed().as_secs_f64(),
-            "warnings": r.scan.warnings,
-            "lost": r.lost,
-        }));
-    } else {
-        say!(cli, "✅ Uploaded {} memories", r.uploaded);
+    if !json {
+        say!(cli, "✅ Uploaded {}", tally_sentence(&r.changed));
     }
     for w in &r.scan.warnings {
         eprintln!("⚠️  {w}");
@@ -331,18 +356,37 @@ fn push(cli: &Cli, vault: &Vault, pass: &CliPassphrase, json: bool) -> CmdResult
     for p in &r.lost {
         eprintln!("❌ lost before upload: the last change to {p} (its queued copy was damaged)");
     }
-    Ok(0)
+    Ok(serde_json::json!({
+        "uploaded": r.uploaded,
+        "changed": r.changed,
+        "recorded": r.scan.versions,
+        "hashed": r.scan.hashed,
+        "bytes_read": r.scan.bytes_read,
+        "sealed": r.scan.sealed,
+        "packs": r.packs,
+        "bytes_uploaded": r.bytes,
+        "seconds": started.elapsed().as_secs_f64(),
+        "warnings": r.scan.warnings,
+        "lost": r.lost,
+    }))
 }
 
 /// The collection `sync` runs when one is due; its failure is a warning, since
-/// nothing the user asked for depends on it.
-fn auto_gc(cli: &Cli, vault: &Vault, json: bool) {
+/// nothing the user asked for depends on it. Returns its report as JSON (null when
+/// none was due).
+fn auto_gc(cli: &Cli, vault: &Vault, json: bool) -> serde_json::Value {
     match vault.collect_garbage_if_due() {
-        Ok(Some(r)) if r.objects_deleted() > 0 && !json => {
-            say!(cli, "🧹 {}", gc_sentence(&r));
+        Ok(Some(r)) => {
+            if r.objects_deleted() > 0 && !json {
+                say!(cli, "🧹 {}", gc_sentence(&r));
+            }
+            serde_json::to_value(&r).unwrap_or_default()
         }
-        Ok(_) => {}
-        Err(e) => eprintln!("⚠️  reclaiming space failed, and is tried again later: {e}"),
+        Ok(None) => serde_json::Value::Null,
+        Err(e) => {
+            eprintln!("⚠️  reclaiming space failed, and is tried again later: {e}");
+            serde_json::Value::Null
+        }
     }
 }
 
@@ -372,14 +416,6 @@ fn gc_sentence(r: &GcReport) -> String {
         r.snapshots_deleted,
         plural(r.snapshots_deleted, "snapshot", "snapshots"),
     )
-}
-
-fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
-    if n == 1 {
-        one
-    } else {
-        many
-    }
 }
 
 fn gc(cli: &Cli, vault: &Vault, pass: &CliPassphrase, a: &GcArgs) -> CmdResult {
@@ -436,17 +472,15 @@ fn gc(cli: &Cli, vault: &Vault, pass: &CliPassphrase, a: &GcArgs) -> CmdResult {
     Ok(0)
 }
 
-fn pull(cli: &Cli, vault: &Vault, pass: &CliPassphrase, json: bool) -> CmdResult {
-    pull_and(cli, vault, pass, json, true)
-}
-
+/// Pulls; says what it did unless `json`, and returns the exit code and what it did
+/// as JSON.
 fn pull_and(
     cli: &Cli,
     vault: &Vault,
     pass: &CliPassphrase,
     json: bool,
     acknowledge: bool,
-) -> CmdResult {
+) -> Result<(u8, serde_json::Value), CliError> {
     let progress = BarProgress::new(cli.quiet || json);
     let r = if acknowledge {
         folder::pull(vault, &progress)?
@@ -454,18 +488,14 @@ fn pull_and(
         folder::pull_before_push(vault, &progress)?
     };
     confirm(vault, pass)?;
-    if json {
-        print_json(&serde_json::json!({
-            "downloaded": r.downloaded,
-            "recorded": r.recorded,
-            "conflicts": r.conflicts,
-            "damaged": r.damaged,
-            "refused": r.refused,
-        }));
-    } else {
-        say!(cli, "✅ Downloaded {} memories", r.downloaded);
+    if !json {
+        say!(cli, "✅ Downloaded {}", tally_sentence(&r.changed));
         if r.conflicts > 0 {
-            say!(cli, "⚠️ {} conflicts found", r.conflicts);
+            say!(
+                cli,
+                "⚠️ {} found",
+                count(r.conflicts, "conflict", "conflicts")
+            );
             say!(cli, "Run 'ghostie-fs conflict' to resolve");
         }
     }
@@ -485,14 +515,23 @@ fn pull_and(
     for d in &r.damaged {
         eprintln!("❌ damaged: {d}");
     }
+    let report = serde_json::json!({
+        "downloaded": r.downloaded,
+        "changed": r.changed,
+        "recorded": r.recorded,
+        "conflicts": r.conflicts,
+        "damaged": r.damaged,
+        "refused": r.refused,
+    });
     if r.damaged.is_empty() {
-        Ok(0)
+        Ok((0, report))
     } else {
         eprintln!(
-            "❌ {} damaged items were not written; everything else is in sync.",
-            r.damaged.len()
+            "❌ {} damaged {} not written; everything else is in sync.",
+            r.damaged.len(),
+            plural(r.damaged.len(), "item was", "items were")
         );
-        Ok(EXIT_DAMAGED)
+        Ok((EXIT_DAMAGED, report))
     }
 }
 
@@ -545,6 +584,11 @@ fn status(home: Home, pass: &CliPassphrase, json: bool) -> CmdResult {
         let mut v =
             serde_json::to_value(&s).map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
+            // The keys of a mount home's status, each one here too (README: JSON output).
+            o.insert("mode".into(), "folder".into());
+            o.insert("mounted".into(), false.into());
+            o.insert("mountpoint".into(), serde_json::Value::Null);
+            o.insert("mount".into(), serde_json::Value::Null);
             o.insert("busy".into(), busy_json(holder.as_ref()));
             o.insert("credentials".into(), login::credentials_json(vault.home())?);
             o.insert("provider".into(), super::provider::json(provider.as_ref()));
@@ -627,6 +671,13 @@ fn conflict_resolve(
     path: &str,
     keep: &str,
 ) -> CmdResult {
+    let path = path.trim_start_matches("./").trim_end_matches('/');
+    if path.is_empty() {
+        return Err(CliError::new(
+            EXIT_USAGE,
+            "Name the path in conflict, as 'ghostie-fs conflict' lists it.",
+        ));
+    }
     let vault = open_vault(home, pass)?;
     // A resolution is published, so the key is needed: ask (or check) before the
     // folder changes, not after.
@@ -636,7 +687,6 @@ fn conflict_resolve(
     } else {
         Keep::Device(keep.to_owned())
     };
-    let path = path.trim_start_matches("./").trim_end_matches('/');
     let progress = BarProgress::new(cli.quiet);
     folder::resolve(&vault, path, &keep, &progress)?;
     say!(cli, "✅ Resolved {path}");

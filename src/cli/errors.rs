@@ -32,7 +32,18 @@ impl CliError {
     }
 }
 
+/// The sentence with its first letter in capitals, when it starts with a word of
+/// ours: a sentence that starts with something the user named (a file name, a
+/// path, a quoted name) keeps it exactly as written.
 pub(super) fn capitalise(s: &str) -> String {
+    let first_word = s.split_whitespace().next().unwrap_or_default();
+    let ours = first_word
+        .trim_end_matches([',', ':', ';'])
+        .chars()
+        .all(|c| c.is_ascii_lowercase());
+    if !ours {
+        return s.to_owned();
+    }
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
@@ -140,5 +151,26 @@ mod tests {
         let e: CliError = SyncError::WrongPassphrase.into();
         assert_eq!(e.sentence, "Wrong passphrase; nothing was changed.");
         assert_eq!(e.code, EXIT_WRONG_PASSPHRASE);
+    }
+
+    #[test]
+    fn a_name_the_user_wrote_keeps_its_case() {
+        for (said, shown) in [
+            (
+                "nothere.json is not in conflict",
+                "nothere.json is not in conflict.",
+            ),
+            ("'notes' is not in conflict", "'notes' is not in conflict."),
+            ("/home/me/x is damaged", "/home/me/x is damaged."),
+            ("iPhone.json was refused", "iPhone.json was refused."),
+            ("the backend failed: no", "The backend failed: no."),
+            (
+                "wrong passphrase; nothing was changed",
+                "Wrong passphrase; nothing was changed.",
+            ),
+        ] {
+            let e: CliError = SyncError::Invalid(said.into()).into();
+            assert_eq!(e.sentence, shown);
+        }
     }
 }

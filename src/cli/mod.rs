@@ -2,7 +2,9 @@
 //! vault, calls a front-end, and prints the result.
 
 mod commands;
+mod docs;
 mod errors;
+mod logging;
 mod login;
 mod login_dropbox;
 mod login_google;
@@ -10,22 +12,38 @@ mod mount;
 mod passphrase;
 mod progress;
 mod provider;
+mod units;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// The version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("GHOSTIE_COMMIT"),
+    ")"
+);
 
 /// Keeps an assistant's memories the same on every device, end-to-end encrypted,
 /// through a storage provider you already have.
 #[derive(Debug, Parser)]
-#[command(name = "ghostie-fs", version, about, long_about = None)]
+#[command(name = "ghostie-fs", version = VERSION, about, long_about = None)]
 #[command(
     after_help = "Passphrase: --passphrase-file FILE or --passphrase-command CMD, else $GHOSTIE_PASSPHRASE, else a prompt.\n\
 A passphrase given is checked by every command, even one that needs no key.\n\
 A device that ran 'remember' needs no passphrase at all.\n\
+Log: -v, -vv, or a filter in GHOSTIE_LOG or RUST_LOG (e.g. ghostie_fs=debug).\n\
 Exit codes: 0 ok, 1 failure, 2 bad usage, 3 damaged data found, 4 not set up, 5 wrong passphrase,\n\
-6 a provider refused the credential."
+6 a provider refused the credential.\n\
+\n\
+First steps:\n  \
+  ghostie-fs setup --backend local --path /mnt/usb/ghostie-vault   create a vault (or join it)\n  \
+  ghostie-fs sync                   upload and download changes of ~/.ghostie/memories\n  \
+  ghostie-fs mount                  or mount the vault over that folder (FUSE)\n  \
+  ghostie-fs status                 what this device holds and waits for"
 )]
 pub struct Cli {
     /// The device's home: settings, keys, index and the memories folder.
@@ -44,8 +62,11 @@ pub struct Cli {
     )]
     pub passphrase_command: Option<String>,
     /// Print nothing but errors.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Log more: -v what the mount and the backend do, -vv each step (debug).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,16 +74,41 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a vault, or join an existing one, and set this device up.
+    #[command(after_help = "Examples:\n  \
+  ghostie-fs setup --backend local --path /mnt/usb/ghostie-vault\n  \
+  ghostie-fs setup --backend s3 --bucket my-memories --endpoint https://s3.example.com --path-style\n  \
+  ghostie-fs login github && ghostie-fs setup --backend gist\n  \
+  ghostie-fs setup --backend gdrive --client-id ID --client-secret SECRET --device phone\n\
+The first device creates the vault and chooses its passphrase; every other device\n\
+joins it with the same command and the same passphrase.")]
     Setup(Box<SetupArgs>),
     /// Upload local changes of the memories folder.
+    #[command(after_help = "Examples:\n  \
+  ghostie-fs push\n  \
+  ghostie-fs push --json | jq .uploaded")]
     Push(JsonArg),
     /// Download what other devices changed; local changes not yet pushed are kept.
+    #[command(after_help = "Examples:\n  \
+  ghostie-fs pull\n  \
+  ghostie-fs pull --json | jq .conflicts")]
     Pull(JsonArg),
-    /// Pull, then push.
+    /// Pull, then push (and reclaim space, at most once an hour).
+    #[command(after_help = "Examples:\n  \
+  ghostie-fs sync\n  \
+  ghostie-fs sync --json | jq '.pull.downloaded, .push.uploaded'\n  \
+  */15 * * * * ghostie-fs --quiet sync      (crontab, on a device that ran 'remember')")]
     Sync(JsonArg),
     /// Show this device's sync state.
+    #[command(after_help = "Examples:\n  \
+  ghostie-fs status\n  \
+  ghostie-fs status --json | jq .pending")]
     Status(JsonArg),
     /// List conflicts, or resolve one.
+    #[command(after_help = "Examples:\n  \
+  ghostie-fs conflict                                   list them\n  \
+  ghostie-fs conflict resolve notes.json --keep laptop  keep the laptop's version\n  \
+  ghostie-fs conflict resolve notes.json --keep all     keep every version as its own file\n  \
+  rm notes.json.conflict-phone                          or drop the phone's version by hand")]
     Conflict(ConflictArgs),
     /// List the devices of the vault, or shut a lost one out (`devices remove NAME`).
     Devices(DevicesArgs),
@@ -92,6 +138,11 @@ pub enum Command {
     Gc(GcArgs),
     /// Mount the vault over the memories folder (FUSE): files are fetched and
     /// decrypted when read, and encrypted and uploaded in the background when written.
+    #[command(after_help = "Examples:\n  \
+  ghostie-fs mount                         over ~/.ghostie/memories, in the background\n  \
+  ghostie-fs mount ~/memories --poll 5 --cache-size 256MiB\n  \
+  ghostie-fs mount --foreground -v         in this terminal, logging what it does\n  \
+  ghostie-fs unmount                       once every change is uploaded")]
     Mount(MountArgs),
     /// Unmount, once every change is uploaded.
     Unmount(UnmountArgs),
@@ -109,6 +160,24 @@ pub enum Command {
     Remember(RememberArgs),
     /// Stop remembering this device's key: commands ask for the passphrase again.
     Forget,
+    /// Print a shell's completion script.
+    #[command(after_help = "Examples:\n  \
+  ghostie-fs completions bash > ~/.local/share/bash-completion/completions/ghostie-fs\n  \
+  ghostie-fs completions zsh > ~/.zfunc/_ghostie-fs      (with fpath+=~/.zfunc in ~/.zshrc)\n  \
+  ghostie-fs completions fish > ~/.config/fish/completions/ghostie-fs.fish")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (ghostie-fs.1, ghostie-fs-setup.1, …) into a folder.
+    #[command(after_help = "Examples:\n  \
+  ghostie-fs man ~/.local/share/man/man1 && man ghostie-fs-mount")]
+    Man {
+        /// The folder to write them into (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Measure sealing throughput of one file (benchmarks).
     #[command(hide = true)]
     BenchSeal { file: PathBuf },
@@ -209,15 +278,12 @@ pub struct JsonArg {
 
 #[derive(Debug, Args)]
 pub struct SetupArgs {
-    /// Where the vault lives: local (a folder), s3 (a bucket of AWS S3 or of an
-    /// S3-compatible server; credentials come from the usual AWS environment
-    /// variables, shared files or profile, and are never stored), gist (secret
-    /// gists of your GitHub account; the token from 'ghostie-fs login github' or
-    /// GH_TOKEN), dropbox (your Dropbox app's folder; the login from
-    /// 'ghostie-fs login dropbox') or gdrive (the hidden app data folder of your
-    /// Google Drive; the login from 'ghostie-fs login google').
-    #[arg(long, value_name = "KIND")]
-    pub backend: String,
+    /// Where the vault lives. s3: credentials come from the usual AWS environment
+    /// variables, shared files or profile, and are never stored; gist: the token
+    /// from 'ghostie-fs login github' or GH_TOKEN; dropbox: the login from
+    /// 'ghostie-fs login dropbox'; gdrive: the login from 'ghostie-fs login google'.
+    #[arg(long, value_name = "KIND", value_enum)]
+    pub backend: BackendKind,
     /// The vault folder (local backend). It must exist.
     #[arg(long, value_name = "DIR")]
     pub path: Option<PathBuf>,
@@ -291,11 +357,26 @@ pub struct SetupArgs {
     pub force: bool,
 }
 
+/// Where a vault lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// A folder: a USB disk, a NAS share, a folder another sync tool carries.
+    Local,
+    /// A bucket of AWS S3 or of an S3-compatible server.
+    S3,
+    /// Secret gists of a GitHub account.
+    Gist,
+    /// A Dropbox app's folder.
+    Dropbox,
+    /// The hidden app data folder of a Google Drive.
+    Gdrive,
+}
+
 #[derive(Debug, Args)]
 pub struct ConflictArgs {
     #[command(subcommand)]
     pub action: Option<ConflictAction>,
-    /// Print JSON (for the list).
+    /// Print one JSON array instead of text (for the list).
     #[arg(long)]
     pub json: bool,
 }
@@ -304,6 +385,7 @@ pub struct ConflictArgs {
 pub enum ConflictAction {
     /// List paths in conflict (the default).
     List {
+        /// Print one JSON array instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -331,11 +413,12 @@ pub struct MountArgs {
     /// per device of the vault, which a cloud bills (one request in all on Gist and
     /// Dropbox). Default: 1 for a local folder, 10 for S3, Gist and Dropbox; on
     /// Dropbox a change is also heard at once, through Dropbox's longpoll.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_poll)]
     pub poll: Option<f64>,
-    /// Memory for decrypted small files (e.g. 64M, 1G).
-    #[arg(long, value_name = "SIZE", default_value = "64M")]
-    pub cache_size: String,
+    /// Memory for decrypted small files: bytes, or with a unit (512K, 64M, 64MiB,
+    /// 1G; powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = units::parse_size)]
+    pub cache_size: u64,
     /// What fsync() waits for: `local`, the change is durable in this device's upload
     /// queue; `remote`, it is in the backend.
     #[arg(long, value_enum, default_value = "local")]
@@ -347,6 +430,19 @@ pub struct MountArgs {
     pub passphrase_stdin: bool,
     #[arg(long, hide = true)]
     pub daemon_child: bool,
+    /// The log file the background mount writes (and rotates): its standard error.
+    #[arg(long, hide = true)]
+    pub log_file: Option<PathBuf>,
+}
+
+/// Seconds between polls: above 0, at most a day.
+fn parse_poll(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(secs),
+        _ => Err(format!(
+            "'{text}' is not a number of seconds above 0 and at most 86400"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -376,8 +472,8 @@ pub struct UnmountArgs {
 GH_TOKEN, then GITHUB_TOKEN (for github.com; GH_ENTERPRISE_TOKEN, then GITHUB_ENTERPRISE_TOKEN,\n\
 for another server), win over a stored token while set, and are never stored.")]
 pub struct LoginArgs {
-    /// The provider: github, dropbox or google.
-    #[arg(value_name = "PROVIDER", required_unless_present = "status")]
+    /// The provider.
+    #[arg(value_name = "PROVIDER", required_unless_present = "status", value_parser = ["github", "dropbox", "google"])]
     pub provider: Option<String>,
     /// Your Dropbox app's key (dropbox; an app with "App folder" access made in
     /// Dropbox's App Console: see the README) [env: GHOSTIE_DROPBOX_APP_KEY].
@@ -421,8 +517,8 @@ pub struct LoginArgs {
 
 #[derive(Debug, Args)]
 pub struct LogoutArgs {
-    /// The provider: github, dropbox or google.
-    #[arg(value_name = "PROVIDER")]
+    /// The provider.
+    #[arg(value_name = "PROVIDER", value_parser = ["github", "dropbox", "google"])]
     pub provider: String,
     /// Only forget the token here; leave it valid at the provider.
     #[arg(long)]
@@ -448,8 +544,15 @@ pub struct PasswdArgs {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.quiet);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let log_file = match &cli.command {
+        Command::Mount(m) => m.log_file.as_deref(),
+        _ => None,
+    };
+    logging::init(cli.verbose, cli.quiet, log_file);
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -459,38 +562,67 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(quiet: bool) {
-    // Other crates' warnings (the AWS SDK's, say) are not the user's business.
-    let default = if quiet {
-        "error"
-    } else {
-        "error,ghostie_fs=warn"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GHOSTIE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| LossyStderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .with_target(false)
-        .try_init();
+/// Help and --version as clap prints them; a usage mistake as every other error is
+/// told: one line, then the usage exit code.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    eprintln!("❌ {}", usage_sentence(&e.render().to_string()));
+    ExitCode::from(errors::EXIT_USAGE)
 }
 
-/// Standard error for the log, where a failed write is dropped: the mount's log sits
-/// on the home's disk, and a full disk must cost log lines, not the mount (the
-/// logging crate reports a failed write by printing to standard error, which then
-/// panics).
-struct LossyStderr;
-
-impl std::io::Write for LossyStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = std::io::stderr().write_all(buf);
-        Ok(buf.len())
+/// clap's message in one line: its first line, with the indented lines under it
+/// (the missing arguments, the possible values), then where help is.
+fn usage_sentence(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let first = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .trim_end_matches(':');
+    let mut sentence = errors::capitalise(first);
+    let details: Vec<&str> = lines
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .filter(|l| !l.starts_with("tip:"))
+        .collect();
+    match details.first() {
+        None => {}
+        Some(d) if d.starts_with('[') => sentence += &format!(" {}", details.join(" ")),
+        Some(_) => sentence += &format!(": {}", details.join(", ")),
     }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        let _ = std::io::stderr().flush();
-        Ok(())
-    }
+    // "Usage: ghostie-fs setup [OPTIONS] --backend <KIND>" names the command.
+    let command: Vec<String> = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(|usage| {
+            usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_else(|| {
+            // Else the first word given that names a command.
+            let known = Cli::command();
+            let args: Vec<String> = std::env::args().collect();
+            let named = args.iter().skip(1).find_map(|a| {
+                known
+                    .get_subcommands()
+                    .find(|c| c.get_name() == a)
+                    .map(|c| c.get_name().to_owned())
+            });
+            match named {
+                Some(n) => vec!["ghostie-fs".to_owned(), n],
+                None => vec!["ghostie-fs".to_owned()],
+            }
+        });
+    format!("{sentence} (see '{} --help').", command.join(" "))
 }

@@ -14,9 +14,10 @@ use ghostie_fs::folder;
 use ghostie_fs::fs::{is_mounted, serve, MountError, MountHome, MountOptions, MountStatus};
 use ghostie_fs::sync::{Holder, PassphraseSource, SyncError, Vault};
 
-use super::errors::{CliError, EXIT_FAILURE};
+use super::errors::{CliError, EXIT_FAILURE, EXIT_USAGE};
 use super::passphrase::CliPassphrase;
 use super::progress::BarProgress;
+use super::units::human_bytes;
 use super::{Cli, MountArgs, UnmountArgs};
 
 type CmdResult = Result<u8, CliError>;
@@ -37,46 +38,42 @@ impl From<MountError> for CliError {
     }
 }
 
-/// "64M", "1G", "500k", "1048576".
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last()? {
-        (i, c) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1u64 << 40,
-                _ => return None,
-            };
-            (&s[..i], m)
-        }
-        _ => (s, 1),
-    };
-    let n: f64 = num.trim().parse().ok()?;
-    (n >= 0.0).then_some((n * mult as f64) as u64)
-}
-
 fn mount_options(args: &MountArgs, home: &Home) -> Result<MountOptions, CliError> {
-    let cache = parse_size(&args.cache_size).ok_or_else(|| {
-        fail(format!(
-            "--cache-size '{}' is not a size (try 64M or 1G).",
-            args.cache_size
-        ))
-    })?;
     let backend = home.load_config().map_err(SyncError::from)?.backend;
     let poll = match args.poll {
-        Some(secs) if secs > 0.0 && secs <= 86_400.0 => Duration::from_secs_f64(secs),
-        Some(_) => return Err(fail("--poll must be a number of seconds above 0.")),
+        Some(secs) => Duration::from_secs_f64(secs),
         None => backend.default_poll(),
     };
+    let owner = owner_options(&options_list(args))?;
     Ok(MountOptions {
         poll,
         publish_gap: backend.publish_gap(),
-        cache_limit: cache.max(1 << 20),
+        cache_limit: args.cache_size.max(1 << 20),
         fsync_remote: args.fsync == super::FsyncMode::Remote,
+        uid: owner.0,
+        gid: owner.1,
         ..MountOptions::default()
     })
+}
+
+/// `uid=N` and `gid=N`: the owner the mount shows for every file (as rclone's --uid
+/// and a FUSE filesystem's own uid= do), instead of the user running it.
+fn owner_options(options: &[String]) -> Result<(Option<u32>, Option<u32>), CliError> {
+    let mut owner = (None, None);
+    for o in options {
+        let (slot, value) = match o.split_once('=') {
+            Some(("uid", v)) => (&mut owner.0, v),
+            Some(("gid", v)) => (&mut owner.1, v),
+            _ => continue,
+        };
+        *slot = Some(value.parse().map_err(|_| {
+            CliError::new(
+                EXIT_USAGE,
+                format!("-o {o}: the value is not a number (a user or group id)."),
+            )
+        })?);
+    }
+    Ok(owner)
 }
 
 fn options_list(args: &MountArgs) -> Vec<String> {
@@ -88,7 +85,20 @@ fn options_list(args: &MountArgs) -> Vec<String> {
         .collect()
 }
 
+/// The options the kernel is given: uid= and gid= are the mount's own.
+fn kernel_options(args: &MountArgs) -> Vec<String> {
+    options_list(args)
+        .into_iter()
+        .filter(|o| !o.starts_with("uid=") && !o.starts_with("gid="))
+        .collect()
+}
+
 fn fuse_available() -> Result<(), CliError> {
+    if !ghostie_fs::fs::CAN_MOUNT {
+        return Err(fail(
+            "This ghostie-fs was built without FUSE (cargo's 'fuse' feature): use 'ghostie-fs sync' on this device, or build it with default features to mount.",
+        ));
+    }
     if !Path::new("/dev/fuse").exists() {
         return Err(fail(
             "FUSE is not available here (/dev/fuse is missing); use 'ghostie-fs sync' on this device instead.",
@@ -139,12 +149,7 @@ fn preflight(home: &Home, mountpoint: &Path) -> Result<(), CliError> {
                 mountpoint.display()
             )))
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            return Err(fail(format!(
-                "{} is a mount whose process died; run 'ghostie-fs unmount' first.",
-                mountpoint.display()
-            )))
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => clear_dead_mount(mountpoint)?,
         Err(e) => {
             return Err(fail(format!(
                 "Cannot use the mount point {}: {e}.",
@@ -159,6 +164,50 @@ fn preflight(home: &Home, mountpoint: &Path) -> Result<(), CliError> {
         )));
     }
     fuse_available()
+}
+
+/// A mount of ours whose process died (a crash, a kill) leaves the kernel holding a
+/// dead mount point that answers nothing: unmounted here, so that a restart (by
+/// systemd, by hand) mounts again instead of failing until someone runs unmount. A
+/// dead mount of another filesystem is left to its owner.
+fn clear_dead_mount(mountpoint: &Path) -> Result<(), CliError> {
+    if !is_ghostie_mount(mountpoint) {
+        return Err(fail(format!(
+            "{} is a dead mount of another filesystem; unmount it first (fusermount3 -u {}).",
+            mountpoint.display(),
+            mountpoint.display()
+        )));
+    }
+    tracing::warn!(
+        "{} was left mounted by a mount process that died; unmounting it first",
+        mountpoint.display()
+    );
+    run_unmount_tool(mountpoint, true)?;
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => Ok(()),
+        _ => Err(fail(format!(
+            "{} was left mounted by a mount process that died, and is still not usable after unmounting it.",
+            mountpoint.display()
+        ))),
+    }
+}
+
+/// Whether /proc/self/mounts lists `mountpoint` as a ghostie-fs mount.
+fn is_ghostie_mount(mountpoint: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    mounts.lines().any(|l| {
+        let mut fields = l.split(' ');
+        let (Some(source), Some(at), Some(kind)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return false;
+        };
+        // Mounted through fusermount the type is fuse.ghostie-fs; mounted by root
+        // directly it is plain fuse, with our name as the source.
+        let ours = kind == "fuse.ghostie-fs" || (kind == "fuse" && source == "ghostie-fs");
+        ours && Path::new(&at.replace("\\040", " ")) == mountpoint
+    })
 }
 
 pub fn mount(cli: &Cli, home: Home, pass: &CliPassphrase, args: &MountArgs) -> CmdResult {
@@ -232,7 +281,10 @@ fn run_here(
     }
     let quiet = cli.quiet;
     let shown = mountpoint.to_path_buf();
-    serve(vault, mountpoint, opts, &options_list(args), move || {
+    serve(vault, mountpoint, opts, &kernel_options(args), move || {
+        // systemd (Type=notify) starts what waits for the memories now; nothing
+        // happens without NOTIFY_SOCKET.
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         if child {
             match &offline {
                 Some(warning) => println!("ready {warning}"),
@@ -268,18 +320,17 @@ fn start_in_background(
     let exe = std::env::current_exe()
         .map_err(|e| fail(format!("Cannot find this program to start the mount: {e}.")))?;
     let log_path = home.sync_dir().join("mount.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let log = super::logging::open_log(&log_path)
         .map_err(|e| fail(format!("Cannot open the log {}: {e}.", log_path.display())))?;
     let mut cmd = Command::new(exe);
     cmd.arg("--home").arg(home.root());
     cmd.arg("mount")
         .arg(mountpoint)
         .arg("--daemon-child")
+        .arg("--log-file")
+        .arg(&log_path)
         .arg("--cache-size")
-        .arg(&args.cache_size)
+        .arg(args.cache_size.to_string())
         .arg("--fsync")
         .arg(match args.fsync {
             super::FsyncMode::Local => "local",
@@ -306,9 +357,9 @@ fn start_in_background(
     if typed.is_some() {
         cmd.arg("--passphrase-stdin");
     }
-    if std::env::var_os("GHOSTIE_LOG").is_none() {
-        cmd.env("GHOSTIE_LOG", "warn,ghostie_fs=info");
-    }
+    // The log of a mount in the background says what it does (-v) unless asked
+    // for more; a filter in the environment is inherited and wins.
+    cmd.arg(format!("-{}", "v".repeat(usize::from(cli.verbose.max(1)))));
     cmd.stdin(if typed.is_some() {
         Stdio::piped()
     } else {
@@ -361,19 +412,26 @@ fn start_in_background(
     )))
 }
 
-fn run_unmount_tool(mountpoint: &Path) -> Result<(), CliError> {
+/// Unmounts with fusermount (or umount, as root). `lazy` detaches a dead mount that
+/// a process still has a file open in.
+fn run_unmount_tool(mountpoint: &Path, lazy: bool) -> Result<(), CliError> {
     let mut last = String::new();
     for tool in ["fusermount3", "fusermount"] {
         if which(tool).is_none() {
             continue;
         }
-        match Command::new(tool).arg("-u").arg(mountpoint).output() {
+        let flags = if lazy { "-uz" } else { "-u" };
+        match Command::new(tool).arg(flags).arg(mountpoint).output() {
             Ok(o) if o.status.success() => return Ok(()),
             Ok(o) => last = String::from_utf8_lossy(&o.stderr).trim().to_owned(),
             Err(e) => last = e.to_string(),
         }
     }
-    match Command::new("umount").arg(mountpoint).output() {
+    let mut umount = Command::new("umount");
+    if lazy {
+        umount.arg("-l");
+    }
+    match umount.arg(mountpoint).output() {
         Ok(o) if o.status.success() => return Ok(()),
         Ok(o) if last.is_empty() => last = String::from_utf8_lossy(&o.stderr).trim().to_owned(),
         _ => {}
@@ -444,7 +502,7 @@ pub fn unmount(cli: &Cli, home: Home, pass: &CliPassphrase, args: &UnmountArgs) 
             if !args.no_wait {
                 wait_for_drain(cli, &home);
             }
-            run_unmount_tool(&mountpoint)?;
+            run_unmount_tool(&mountpoint, false)?;
             let deadline = Instant::now() + Duration::from_secs(60);
             while s.is_alive() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
@@ -460,7 +518,7 @@ pub fn unmount(cli: &Cli, home: Home, pass: &CliPassphrase, args: &UnmountArgs) 
         }
         None if is_mounted(&mountpoint) => {
             // Its process died: the kernel still holds a dead mount.
-            run_unmount_tool(&mountpoint)?;
+            run_unmount_tool(&mountpoint, true)?;
         }
         None if !args.to_folder => {
             return Err(fail(format!(
@@ -531,21 +589,37 @@ pub fn status(home: &Home, holder: Option<&Holder>, json: bool) -> Option<CmdRes
     Some(mount_status(home, &marked, holder, json))
 }
 
+/// What a look at the index of a mount home that is not mounted finds.
+#[derive(Default)]
+struct Looked {
+    known_devices: Option<Vec<String>>,
+    lost: Option<Vec<String>>,
+    damaged_logs: Option<Vec<String>>,
+    keyring_problem: Option<String>,
+}
+
 fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: bool) -> CmdResult {
     let config = home.load_config().map_err(SyncError::from)?;
     let running = MountStatus::running(home);
+    // What a folder home's status says too, as far as it is known here: a running
+    // mount holds the vault, so only its own report is read then (null: unknown).
+    let mut known = Looked::default();
     let (cloud, pending, conflicts, last_sync, backend_problem) = match &running {
-        Some(s) => (
-            None,
-            None,
-            None,
-            None,
-            (!s.backend_reachable).then(|| {
-                s.last_error
-                    .clone()
-                    .unwrap_or_else(|| "the backend did not answer the mount".into())
-            }),
-        ),
+        Some(s) => {
+            known.lost = Some(s.lost.clone());
+            known.damaged_logs = Some(s.damaged_logs.clone());
+            (
+                None,
+                None,
+                None,
+                None,
+                (!s.backend_reachable).then(|| {
+                    s.last_error
+                        .clone()
+                        .unwrap_or_else(|| "the backend did not answer the mount".into())
+                }),
+            )
+        }
         None => {
             let vault = Vault::open_to_look(home.clone())?;
             let ns = vault.namespace()?;
@@ -557,12 +631,31 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
                 })
                 .count();
             let conflicts = ns.values().filter(|s| s.sibling_of.is_some()).count();
+            let problem = vault.check_backend().err().map(|e| e.to_string());
+            let mut names: Vec<String> = vault.device_names()?.into_values().collect();
+            names.sort();
+            known = Looked {
+                known_devices: Some(names),
+                lost: Some(vault.lost_files()?),
+                damaged_logs: Some(
+                    vault
+                        .devices()?
+                        .into_iter()
+                        .filter_map(|d| d.problem)
+                        .collect(),
+                ),
+                keyring_problem: if problem.is_none() {
+                    vault.keyring_problem().ok().flatten()
+                } else {
+                    None
+                },
+            };
             (
                 Some(cloud),
                 Some(vault.unpublished_count()?),
                 Some(conflicts),
                 vault.last_sync_ms()?.map(folder::format_time),
-                vault.check_backend().err().map(|e| e.to_string()),
+                problem,
             )
         }
     };
@@ -601,19 +694,30 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
         }
     };
     if json {
+        // The keys of a folder home's status, each one here too (README: JSON output).
+        let device_id = std::fs::read_to_string(home.device_id_path())
+            .ok()
+            .map(|id| id.trim().to_owned());
         let v = serde_json::json!({
-            "backend": backend,
-            "device_name": config.device_name,
             "mode": "mount",
+            "backend": backend,
+            "device_id": device_id,
+            "device_name": config.device_name,
+            "last_sync": last_sync,
+            "local_count": null,
+            "cloud_count": cloud,
+            "conflict_count": conflicts,
+            "pending": pending,
+            "known_devices": known.known_devices,
+            "backend_reachable": backend_problem.is_none(),
+            "backend_problem": backend_problem,
+            "refused": null,
+            "lost": known.lost,
+            "damaged_logs": known.damaged_logs,
+            "keyring_problem": known.keyring_problem,
             "mounted": running.is_some(),
             "mountpoint": running.as_ref().map(|s| s.mountpoint.clone()).unwrap_or(marked.mountpoint.clone()),
             "mount": running,
-            "cloud_count": cloud,
-            "pending": pending,
-            "conflict_count": conflicts,
-            "last_sync": last_sync,
-            "backend_reachable": backend_problem.is_none(),
-            "backend_problem": backend_problem,
             "busy": super::commands::busy_json(holder),
             "credentials": super::login::credentials_json(home)?,
             "provider": super::provider::json(provider.as_ref()),
@@ -635,9 +739,9 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
                 s.pid
             );
             println!(
-                "   Pending uploads: {} ({} bytes){}",
+                "   Pending uploads: {} ({}){}",
                 s.pending_uploads,
-                s.pending_bytes,
+                human_bytes(s.pending_bytes),
                 if s.open_dirty > 0 {
                     format!(", {} files open with unsaved changes", s.open_dirty)
                 } else {
@@ -651,7 +755,11 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
                     s.local_only.join(", ")
                 );
             }
-            println!("   Cache: {} of {} bytes", s.cache_used, s.cache_limit);
+            println!(
+                "   Cache: {} of {}",
+                human_bytes(s.cache_used),
+                human_bytes(s.cache_limit)
+            );
             println!(
                 "   Looks for changes every: {} s",
                 s.poll_ms as f64 / 1000.0

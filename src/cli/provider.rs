@@ -5,6 +5,7 @@
 use ghostie_fs::sync::ProviderStatus;
 
 use super::login::{now, when};
+use super::units::human_bytes;
 
 fn minutes_from_now(at: u64) -> String {
     let secs = at.saturating_sub(now());
@@ -12,25 +13,6 @@ fn minutes_from_now(at: u64) -> String {
         0 => "now".into(),
         1 => "in 1 minute".into(),
         m => format!("in {m} minutes"),
-    }
-}
-
-/// "1.5 GiB", "820 KiB", "12 B".
-pub(super) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value < 10.0 {
-        format!("{value:.1} {}", UNITS[unit])
-    } else {
-        format!("{value:.0} {}", UNITS[unit])
     }
 }
 
@@ -78,14 +60,6 @@ pub fn json(p: Option<&ProviderStatus>) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(human_bytes(12), "12 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
-        assert_eq!(human_bytes(2_000 * 1024 * 1024 * 1024), "2.0 TiB");
-    }
 
     #[test]
     fn each_provider_is_named_as_itself() {

@@ -16,7 +16,7 @@ use filetime::FileTime;
 use sha2::{Digest, Sha256};
 
 use super::scan::{disk_entry, local_record, DiskEntry};
-use crate::model::{ContentHash, ContentRef, Entry};
+use crate::model::{ContentHash, ContentRef, Entry, Tally};
 use crate::sync::progress::Unit;
 use crate::sync::{
     LocalFile, LocalKind, Progress, Shown, SyncError, SyncResult, Vault, STREAM_FROM,
@@ -25,8 +25,7 @@ use crate::sync::{
 #[derive(Debug, Default, Clone)]
 pub struct ApplyReport {
     /// Files, folders and links written, and paths removed.
-    pub written: usize,
-    pub removed: usize,
+    pub changed: Tally,
     /// Conflict siblings the folder shows.
     pub conflicts: usize,
     /// One line per content that failed its checks.
@@ -270,7 +269,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
         };
         match res {
             Ok(()) => {
-                report.removed += usize::from(disk.is_some());
+                report.changed.removed += usize::from(disk.is_some());
                 updates.push((path.clone(), None));
             }
             // A folder that still holds files nobody recorded stays.
@@ -319,7 +318,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
                         Some(local_record(&d, None, Some(shown.showing().standing(None)))),
                     ));
                 }
-                report.written += 1;
+                report.changed.folders += 1;
             }
             Entry::Symlink { target } => {
                 if !untouched(&full, &disk, lf) {
@@ -347,7 +346,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
                         Some(local_record(&d, None, Some(shown.showing()))),
                     ));
                 }
-                report.written += 1;
+                report.changed.links += 1;
             }
             Entry::File { content, mode } => {
                 if !untouched(&full, &disk, lf) {
@@ -481,7 +480,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
         }
     }
     progress.finish();
-    report.written += written_updates.len();
+    report.changed.files += written_updates.len();
     updates.extend(written_updates);
     updates.extend(refusals);
     vault.update_local(&updates)?;

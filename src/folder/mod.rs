@@ -11,7 +11,7 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-use crate::model::Entry;
+use crate::model::{Entry, Tally};
 use crate::sync::{Keep, LocalKind, Progress, SyncError, SyncResult, Vault};
 
 pub use apply::ApplyReport;
@@ -22,6 +22,8 @@ pub struct PushReport {
     pub scan: ScanReport,
     /// Versions published (changed, new and deleted memories).
     pub uploaded: usize,
+    /// The same, by kind.
+    pub changed: Tally,
     pub bytes: u64,
     pub packs: usize,
     /// Paths whose last change was lost before upload (see `sync::Retake`).
@@ -33,6 +35,8 @@ pub struct PullReport {
     pub recorded: usize,
     /// Files written or removed in the folder.
     pub downloaded: usize,
+    /// The same, by kind.
+    pub changed: Tally,
     pub conflicts: usize,
     /// One line per damaged content or log.
     pub damaged: Vec<String>,
@@ -103,6 +107,7 @@ pub fn push(vault: &Vault, progress: &dyn Progress) -> SyncResult<PushReport> {
     Ok(PushReport {
         scan,
         uploaded: published.versions,
+        changed: published.changed,
         bytes: published.bytes,
         packs: published.packs,
         lost: published.lost,
@@ -138,7 +143,8 @@ fn pull_and(vault: &Vault, progress: &dyn Progress, acknowledge: bool) -> SyncRe
     damaged.extend(applied.damaged);
     Ok(PullReport {
         recorded: scan.versions,
-        downloaded: applied.written + applied.removed,
+        downloaded: applied.changed.total(),
+        changed: applied.changed,
         conflicts: applied.conflicts,
         damaged,
         refused: applied.refused,
@@ -209,6 +215,7 @@ pub fn resolve(
     Ok(PushReport {
         scan: ScanReport::default(),
         uploaded: published.versions,
+        changed: published.changed,
         bytes: published.bytes,
         packs: published.packs,
         lost: published.lost,

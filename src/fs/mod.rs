@@ -21,8 +21,13 @@
 //! - `status`: the files other commands read to see a running mount.
 //! - `fuse`: the only file that binds fuser.
 
+// A build without FUSE keeps the mount's machinery compiled (and its tests running)
+// but has nothing that serves it.
+#![cfg_attr(not(feature = "fuse"), allow(dead_code))]
+
 mod changes;
 mod errno;
+#[cfg(feature = "fuse")]
 mod fuse;
 mod local;
 mod mount_fs;
@@ -92,9 +97,13 @@ pub fn unblock_exit_signals(set: &libc::sigset_t) {
     }
 }
 
+/// Whether this build can mount (cargo's `fuse` feature).
+pub const CAN_MOUNT: bool = cfg!(feature = "fuse");
+
 /// Mounts the vault at `mountpoint` and serves it in this process until it is
 /// unmounted (by `ghostie-fs unmount`, `fusermount3 -u`, SIGTERM or SIGINT).
 /// `ready` runs once the mount is usable.
+#[cfg(feature = "fuse")]
 pub fn serve(
     vault: Vault,
     mountpoint: &Path,
@@ -150,5 +159,24 @@ pub fn serve(
     served.map_err(|source| MountError::Fuse {
         path: mountpoint.to_path_buf(),
         source,
+    })
+}
+
+/// A build without FUSE (Termux, containers) cannot mount: the folder commands do the
+/// same work there.
+#[cfg(not(feature = "fuse"))]
+pub fn serve(
+    _vault: Vault,
+    mountpoint: &Path,
+    _opts: MountOptions,
+    _mount_options: &[String],
+    _ready: impl FnOnce(),
+) -> Result<(), MountError> {
+    Err(MountError::Fuse {
+        path: mountpoint.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this ghostie-fs was built without FUSE (cargo's 'fuse' feature)",
+        ),
     })
 }

@@ -50,6 +50,10 @@ pub struct MountOptions {
     /// The shortest time between publishes while writes keep coming (the backend's
     /// own, for providers that count writes).
     pub publish_gap: Duration,
+    /// The owner every file is shown with (`-o uid=`, `-o gid=`); else the user
+    /// running the mount.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 impl Default for MountOptions {
@@ -60,6 +64,8 @@ impl Default for MountOptions {
             fsync_remote: false,
             ttl: Duration::from_secs(5),
             publish_gap: Duration::ZERO,
+            uid: None,
+            gid: None,
         }
     }
 }
@@ -208,7 +214,8 @@ impl MountFs {
         }
         let pending = vault.has_pending_work()?;
         // SAFETY: getuid/getgid cannot fail and touch no memory.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (me, my_group) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (opts.uid.unwrap_or(me), opts.gid.unwrap_or(my_group));
         let fs = Arc::new(Self {
             state: Mutex::new(State {
                 tree,

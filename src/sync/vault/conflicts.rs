@@ -90,7 +90,11 @@ impl Vault {
         taken: &dyn Fn(&str) -> bool,
     ) -> SyncResult<()> {
         let heads = self.index().heads_of(path)?;
-        let not_in_conflict = || SyncError::Invalid(format!("{path} is not in conflict"));
+        let not_in_conflict = || {
+            SyncError::Invalid(format!(
+                "'{path}' is not in conflict ('ghostie-fs conflict' lists the paths that are)"
+            ))
+        };
         let (winner, losers) = namespace::resolve(&heads).ok_or_else(not_in_conflict)?;
         if losers.is_empty() {
             return Err(not_in_conflict());

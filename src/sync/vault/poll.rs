@@ -122,6 +122,15 @@ impl Vault {
             self.index()
                 .transaction(|tx| tx.set_meta(META_REUSE_AFTER_POLL, ""))?;
         }
+        if report.new_versions > 0 {
+            tracing::info!(
+                "took {} new versions from the logs of {} devices",
+                report.new_versions,
+                report.devices.saturating_sub(1)
+            );
+        } else {
+            tracing::debug!("nothing new in the logs of {} devices", report.devices);
+        }
         Ok(report)
     }
 

@@ -15,6 +15,8 @@ pub struct PublishReport {
     pub packs: usize,
     pub bytes: u64,
     pub versions: usize,
+    /// The versions published, by kind.
+    pub changed: crate::model::Tally,
     pub segments: usize,
     /// Paths whose change was lost before upload (a crash damaged its queued copy).
     pub lost: Vec<String>,
@@ -155,7 +157,15 @@ impl Vault {
                 tx.set_device_applied(&device, seq, Some(created))
             })?;
             report.versions += record.versions.len();
+            for v in &record.versions {
+                report.changed.count(&v.entry);
+            }
             report.segments += 1;
+            tracing::info!(
+                "published segment {} of this device ({} versions)",
+                seq.0,
+                record.versions.len()
+            );
             if seq.0 % SNAPSHOT_EVERY == 0 {
                 // A snapshot holds published heads only; with a published version
                 // waiting to be replaced by one not yet published, it would leave

@@ -101,6 +101,7 @@ impl Vault {
                         let _ = self.queue.remove(pack);
                         report.packs += 1;
                         report.bytes += size;
+                        tracing::info!("uploaded pack {pack} ({size} bytes)");
                         progress.advance(size);
                         crate::failpoint("push-mid-upload");
                     }
