@@ -29,6 +29,8 @@ fn main() {
         }
     };
     watch("HEAD");
+    // Written at every commit and checkout, even when the branch's ref is packed.
+    watch("logs/HEAD");
     watch("packed-refs");
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
         watch(&branch);

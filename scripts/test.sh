@@ -33,7 +33,8 @@ header "system packages"
 # install the package, and the mount tests themselves decide what a missing
 # /dev/fuse means (they fail, per STYLE.md: never skip silently).
 ensure_packages fusermount3:fuse3 script:bsdutils getfattr:attr rsync:rsync git:git unshare:util-linux python3:python3 curl:curl \
-    dbus-daemon:dbus-daemon dbus-send:dbus-bin gnome-keyring-daemon:gnome-keyring secret-tool:libsecret-tools
+    dbus-daemon:dbus-daemon dbus-send:dbus-bin gnome-keyring-daemon:gnome-keyring secret-tool:libsecret-tools \
+    systemd-analyze:systemd man:man-db
 if [[ ! -e /dev/fuse ]]; then
     echo "warning: /dev/fuse is absent; mount tests cannot run on this machine" >&2
 fi
@@ -81,6 +82,28 @@ check_dep fuser      '^src/fs/fuse\.rs$'      'src/fs/fuse.rs'
 check_dep aws_sdk_s3 '^src/backend/s3\.rs$'   'src/backend/s3.rs'
 check_dep reqwest    '^src/backend/'          'src/backend/'
 check_dep keyring    '^src/credentials/os_keyring\.rs$' 'src/credentials/os_keyring.rs'
+check_dep aws_smithy_http_client '^src/backend/s3\.rs$' 'src/backend/s3.rs'
+check_dep clap_complete '^src/cli/'         'src/cli/'
+check_dep clap_mangen '^src/cli/docs\.rs$'    'src/cli/docs.rs'
+check_dep sd_notify  '^src/cli/mount\.rs$'    'src/cli/mount.rs'
+
+header "one crypto stack, and a lean release"
+# Sealing and every provider's TLS run on ring; aws-lc (the S3 SDK's default, a large
+# C build that is hard on Termux) must not come back with an update.
+if ! tree=$(cargo tree --edges normal --target all --prefix none 2>&1); then
+    fail "cargo tree failed: $tree"
+elif grep -qE '^aws-lc-(sys|rs) ' <<<"$tree"; then
+    fail "aws-lc is a dependency again (cargo tree -i aws-lc-sys says through what)"
+else
+    echo "ok   no aws-lc: TLS on ring"
+fi
+# Release binaries carry no debug info (about a tenth of the size).
+release_profile=$(sed -n '/^\[profile\.release\]/,/^\[/p' Cargo.toml)
+if grep -qx 'debug = false' <<<"$release_profile" && grep -qx 'strip = "debuginfo"' <<<"$release_profile"; then
+    echo "ok   release builds are stripped of debug info"
+else
+    fail "[profile.release] must keep debug = false and strip = \"debuginfo\""
+fi
 
 header "dependencies point one way (DESIGN §8)"
 # cli -> fs | folder -> sync (the Vault) -> store -> crypto, backend; everyone may
@@ -143,18 +166,6 @@ header "cargo fmt --all -- --check"
 cargo fmt --all -- --check || fail "cargo fmt: run 'cargo fmt --all'"
 
 # Stop before the slow steps when a cheap check failed: the fix comes first.
-header "the build without FUSE and S3 (cargo build --no-default-features)"
-# What Termux builds (mount-helpers/termux/README.md): the folder commands work, and
-# mount and an S3 vault say they are not in this build. Built last: it replaces the
-# full binary the tests above ran (the next cargo test builds that again).
-if cargo build --no-default-features; then
-    if ! bash scripts/lean-smoke.sh "${CARGO_TARGET_DIR:-target}/debug/ghostie-fs"; then
-        fail "the build without FUSE and S3 does not work (scripts/lean-smoke.sh)"
-    fi
-else
-    fail "the build without FUSE and S3 does not compile"
-fi
-
 if ((${#failures[@]} > 0)); then
     header "FAILED (${#failures[@]})"
     printf '  - %s\n' "${failures[@]}" >&2

@@ -100,7 +100,8 @@ fn status_names_the_bucket_and_says_whether_it_answered() {
 fn setup_without_a_bucket_says_so() {
     let h = TempHome::new("laptop");
     let out = h.run(&["setup", "--backend", "s3", "--device", "laptop"]);
-    one_sentence(&out, 1, "--bucket");
+    // A usage mistake: the usage code.
+    one_sentence(&out, 2, "--bucket");
 }
 
 /// Must-hold 5: each misconfiguration in one sentence at setup, push and mount.

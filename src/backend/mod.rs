@@ -423,7 +423,7 @@ pub fn open_for_setup(
             Ok(Arc::new(store))
         }
         BackendConfig::S3 { .. } => {
-            let store = RetryStore::new(open_s3(config)?, RetryPolicy::commands());
+            let store = RetryStore::new(open_s3_for_setup(config)?, RetryPolicy::commands());
             // Answers only with the right credentials, bucket and endpoint.
             store.list_dirs("")?;
             Ok(Arc::new(store))
@@ -463,8 +463,23 @@ fn open_s3(_: &BackendConfig) -> BackendResult<MemoryStore> {
     ))
 }
 
+#[cfg(not(feature = "s3"))]
+fn open_s3_for_setup(config: &BackendConfig) -> BackendResult<MemoryStore> {
+    open_s3(config)
+}
+
 #[cfg(feature = "s3")]
 fn open_s3(config: &BackendConfig) -> BackendResult<S3Store> {
+    S3Store::open(&s3_options(config)?)
+}
+
+#[cfg(feature = "s3")]
+fn open_s3_for_setup(config: &BackendConfig) -> BackendResult<S3Store> {
+    S3Store::open_for_setup(&s3_options(config)?)
+}
+
+#[cfg(feature = "s3")]
+fn s3_options(config: &BackendConfig) -> BackendResult<S3Options> {
     let BackendConfig::S3 {
         bucket,
         endpoint,
@@ -475,7 +490,7 @@ fn open_s3(config: &BackendConfig) -> BackendResult<S3Store> {
     else {
         return Err(BackendError::Invalid("not an S3 backend".into()));
     };
-    S3Store::open(&S3Options {
+    Ok(S3Options {
         bucket: bucket.clone(),
         endpoint: endpoint.clone(),
         region: region.clone(),

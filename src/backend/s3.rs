@@ -107,8 +107,29 @@ fn upload_timeouts() -> aws_sdk_s3::config::Builder {
     )
 }
 
+/// How sure of the credentials an open must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CredentialCheck {
+    /// Setup: whatever keeps credentials from loading is said now, as such.
+    Strict,
+    /// Every later open: only "there are none" stops it; a provider that does not
+    /// answer (SSO, the instance's role, offline) shows at the first request, so that
+    /// a mount still starts from this device's copy.
+    Lenient,
+}
+
 impl S3Store {
     pub fn open(options: &S3Options) -> BackendResult<Self> {
+        Self::open_with(options, CredentialCheck::Lenient)
+    }
+
+    /// Opens for `setup`: credentials that cannot be loaded are said to be missing,
+    /// with where they are looked for, rather than failing later as a network error.
+    pub fn open_for_setup(options: &S3Options) -> BackendResult<Self> {
+        Self::open_with(options, CredentialCheck::Strict)
+    }
+
+    fn open_with(options: &S3Options, check: CredentialCheck) -> BackendResult<Self> {
         if let Some(endpoint) = &options.endpoint {
             check_endpoint(endpoint)?;
         }
@@ -131,7 +152,7 @@ impl S3Store {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
         let shared = runtime.block_on(loader.load());
-        check_credentials(&runtime, &shared, options)?;
+        check_credentials(&runtime, &shared, options, check)?;
         // One retry policy for every backend lives in the retry decorator; the SDK's
         // own would multiply its attempts.
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
@@ -448,6 +469,7 @@ fn check_credentials(
     runtime: &tokio::runtime::Runtime,
     shared: &aws_config::SdkConfig,
     options: &S3Options,
+    check: CredentialCheck,
 ) -> BackendResult<()> {
     let none = |why: Option<String>| {
         let why = why
@@ -461,17 +483,23 @@ fn check_credentials(
     let Some(provider) = shared.credentials_provider() else {
         return Err(none(None));
     };
-    match runtime.block_on(provider.provide_credentials()) {
-        Ok(_) => Ok(()),
-        Err(CredentialsError::CredentialsNotLoaded(_)) => Err(none(None)),
+    match (runtime.block_on(provider.provide_credentials()), check) {
+        (Ok(_), _) => Ok(()),
+        (Err(CredentialsError::CredentialsNotLoaded(_)), _) => Err(none(None)),
+        // Anything else shows at the first request of a device already set up.
+        (Err(_), CredentialCheck::Lenient) => Ok(()),
         // Off a cloud machine the chain ends at the instance's role, whose refusal
         // ("IMDS is disabled") only says that nothing before it had credentials.
-        Err(
-            e @ (CredentialsError::InvalidConfiguration(_) | CredentialsError::ProviderError(_)),
+        (
+            Err(
+                e
+                @ (CredentialsError::InvalidConfiguration(_) | CredentialsError::ProviderError(_)),
+            ),
+            CredentialCheck::Strict,
         ) => Err(none(Some(reason_of(&e)))),
         // A provider that asks the network (the instance's role, SSO) and did not
         // answer: said as what it is, not as the bucket's server, and worth a retry.
-        Err(e) => Err(BackendError::Io {
+        (Err(e), CredentialCheck::Strict) => Err(BackendError::Io {
             message: format!(
                 "the AWS credentials for S3 could not be loaded ({}): {}",
                 reason_of(&e),

@@ -1,6 +1,7 @@
 //! `completions` and `man`: the shell completion scripts and the manual pages, both
 //! made from the same definition of the commands that parses them.
 
+use std::io::Write;
 use std::path::Path;
 
 use clap::CommandFactory;
@@ -11,8 +12,19 @@ use super::Cli;
 /// Prints `shell`'s completion script for ghostie-fs.
 pub fn completions(shell: clap_complete::Shell) -> Result<u8, CliError> {
     let mut command = Cli::command();
-    clap_complete::generate(shell, &mut command, "ghostie-fs", &mut std::io::stdout());
-    Ok(0)
+    // Made in memory first: the generator panics on a write error (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "ghostie-fs", &mut script);
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        Ok(()) => Ok(0),
+        // `completions bash | head` is no failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(CliError::new(
+            EXIT_FAILURE,
+            format!("Cannot write the completion script: {e}."),
+        )),
+    }
 }
 
 /// Writes one manual page per command into `dir`: `ghostie-fs.1`, then

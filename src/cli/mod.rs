@@ -579,7 +579,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 /// clap's message in one line: its first line, with the indented lines under it
-/// (the missing arguments, the possible values), then where help is.
+/// (the missing arguments, the possible values) and its tip, then where help is.
 fn usage_sentence(rendered: &str) -> String {
     let mut lines = rendered.lines();
     let first = lines
@@ -588,41 +588,34 @@ fn usage_sentence(rendered: &str) -> String {
         .trim_start_matches("error: ")
         .trim_end_matches(':');
     let mut sentence = errors::capitalise(first);
-    let details: Vec<&str> = lines
-        .take_while(|l| !l.trim().is_empty())
+    let (tips, details): (Vec<&str>, Vec<&str>) = lines
         .map(str::trim)
-        .filter(|l| !l.starts_with("tip:"))
-        .collect();
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+        .partition(|l| l.starts_with("tip:"));
     match details.first() {
         None => {}
         Some(d) if d.starts_with('[') => sentence += &format!(" {}", details.join(" ")),
         Some(_) => sentence += &format!(": {}", details.join(", ")),
     }
-    // "Usage: ghostie-fs setup [OPTIONS] --backend <KIND>" names the command.
-    let command: Vec<String> = rendered
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Usage: "))
-        .map(|usage| {
-            usage
-                .split_whitespace()
-                .take_while(|w| !w.starts_with(['[', '<', '-']))
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_else(|| {
-            // Else the first word given that names a command.
-            let known = Cli::command();
-            let args: Vec<String> = std::env::args().collect();
-            let named = args.iter().skip(1).find_map(|a| {
-                known
-                    .get_subcommands()
-                    .find(|c| c.get_name() == a)
-                    .map(|c| c.get_name().to_owned())
-            });
-            match named {
-                Some(n) => vec!["ghostie-fs".to_owned(), n],
-                None => vec!["ghostie-fs".to_owned()],
-            }
-        });
-    format!("{sentence} (see '{} --help').", command.join(" "))
+    for tip in tips {
+        sentence += &format!("; {}", tip.trim_start_matches("tip:").trim());
+    }
+    format!("{sentence} (see '{} --help').", command_path().join(" "))
+}
+
+/// The command the arguments name (`ghostie-fs conflict resolve`), as far as clap
+/// can tell from arguments it refused.
+fn command_path() -> Vec<String> {
+    let mut path = vec!["ghostie-fs".to_owned()];
+    let matches = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(std::env::args_os());
+    let Ok(mut matches) = matches else {
+        return path;
+    };
+    while let Some((name, sub)) = matches.subcommand() {
+        path.push(name.to_owned());
+        matches = sub.clone();
+    }
+    path
 }

@@ -17,7 +17,7 @@ use ghostie_fs::sync::{Holder, PassphraseSource, SyncError, Vault};
 use super::errors::{CliError, EXIT_FAILURE, EXIT_USAGE};
 use super::passphrase::CliPassphrase;
 use super::progress::BarProgress;
-use super::units::human_bytes;
+use super::units::{count, human_bytes, tally_sentence};
 use super::{Cli, MountArgs, UnmountArgs};
 
 type CmdResult = Result<u8, CliError>;
@@ -197,6 +197,14 @@ fn is_ghostie_mount(mountpoint: &Path) -> bool {
     let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
         return false;
     };
+    // /proc lists the real path; the dead mount point itself cannot be resolved
+    // (it answers nothing), its parent can.
+    let real = match (mountpoint.parent(), mountpoint.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or_else(|_| mountpoint.to_path_buf()),
+        _ => mountpoint.to_path_buf(),
+    };
     mounts.lines().any(|l| {
         let mut fields = l.split(' ');
         let (Some(source), Some(at), Some(kind)) = (fields.next(), fields.next(), fields.next())
@@ -206,8 +214,19 @@ fn is_ghostie_mount(mountpoint: &Path) -> bool {
         // Mounted through fusermount the type is fuse.ghostie-fs; mounted by root
         // directly it is plain fuse, with our name as the source.
         let ours = kind == "fuse.ghostie-fs" || (kind == "fuse" && source == "ghostie-fs");
-        ours && Path::new(&at.replace("\\040", " ")) == mountpoint
+        let listed = PathBuf::from(unescape_mount_path(at));
+        ours && (listed == real || listed == mountpoint)
     })
+}
+
+/// /proc/self/mounts writes a space, tab, newline and backslash in a path as octal
+/// escapes (`\040`, `\011`, `\012`, `\134`).
+fn unescape_mount_path(field: &str) -> String {
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 pub fn mount(cli: &Cli, home: Home, pass: &CliPassphrase, args: &MountArgs) -> CmdResult {
@@ -225,6 +244,8 @@ pub fn mount(cli: &Cli, home: Home, pass: &CliPassphrase, args: &MountArgs) -> C
         };
         return Ok(code);
     }
+    // A mistake in the options is a usage mistake, whatever state the home is in.
+    owner_options(&options_list(args))?;
     preflight(&home, &mountpoint)?;
     mount_options(args, &home)?;
     if args.foreground {
@@ -357,9 +378,11 @@ fn start_in_background(
     if typed.is_some() {
         cmd.arg("--passphrase-stdin");
     }
-    // The log of a mount in the background says what it does (-v) unless asked
-    // for more; a filter in the environment is inherited and wins.
-    cmd.arg(format!("-{}", "v".repeat(usize::from(cli.verbose.max(1)))));
+    // The log of a mount in the background says what it does (-v), unless -v was
+    // given (passed on) or the environment names a filter (inherited, and used).
+    if cli.verbose > 0 || !super::logging::filter_in_environment() {
+        cmd.arg(format!("-{}", "v".repeat(usize::from(cli.verbose.max(1)))));
+    }
     cmd.stdin(if typed.is_some() {
         Stdio::piped()
     } else {
@@ -550,9 +573,9 @@ fn to_folder(cli: &Cli, home: Home, pass: &CliPassphrase) -> Result<(), CliError
     let r = folder::pull(&vault, &progress)?;
     if !cli.quiet {
         println!(
-            "✅ {} is a plain folder again ({} files written); use push, pull and sync",
+            "✅ {} is a plain folder again ({} written); use push, pull and sync",
             home.memories().display(),
-            r.downloaded
+            tally_sentence(&r.changed)
         );
     }
     Ok(())
@@ -743,7 +766,14 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
                 s.pending_uploads,
                 human_bytes(s.pending_bytes),
                 if s.open_dirty > 0 {
-                    format!(", {} files open with unsaved changes", s.open_dirty)
+                    format!(
+                        ", {} open with unsaved changes",
+                        count(
+                            usize::try_from(s.open_dirty).unwrap_or(usize::MAX),
+                            "file",
+                            "files"
+                        )
+                    )
                 } else {
                     String::new()
                 }

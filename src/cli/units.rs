@@ -65,7 +65,7 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", plural(n, one, many))
 }
 
-/// "2 files and 1 folder", "1 file, 2 links and 3 removed"; "0 files" when nothing.
+/// "2 files and 1 folder", "1 file, 2 links and 3 removals"; "0 files" when nothing.
 pub fn tally_sentence(t: &Tally) -> String {
     let mut parts = Vec::new();
     if t.files > 0 || t.total() == 0 {
@@ -78,7 +78,7 @@ pub fn tally_sentence(t: &Tally) -> String {
         parts.push(count(t.links, "link", "links"));
     }
     if t.removed > 0 {
-        parts.push(format!("{} removed", t.removed));
+        parts.push(count(t.removed, "removal", "removals"));
     }
     match parts.split_last() {
         Some((last, [])) => last.clone(),
@@ -130,7 +130,7 @@ mod tests {
         assert_eq!(tally_sentence(&t(0, 2, 0, 0)), "2 folders");
         assert_eq!(
             tally_sentence(&t(1, 0, 2, 3)),
-            "1 file, 2 links and 3 removed"
+            "1 file, 2 links and 3 removals"
         );
     }
 }

@@ -108,7 +108,7 @@ pub enum IndexError {
     DiskFull,
     /// A change would name contents no current version names any more (the file
     /// was replaced or deleted elsewhere a moment ago): not recorded.
-    #[error("{0} was replaced or deleted on another device a moment ago")]
+    #[error("'{0}' was replaced or deleted on another device a moment ago")]
     Gone(String),
 }
 

@@ -848,6 +848,9 @@ impl TempHome {
     pub fn isolated_env(&self) -> Vec<(&'static str, Option<std::ffi::OsString>)> {
         vec![
             ("GHOSTIE_HOME", None),
+            // A developer's log filter would add lines every test counts.
+            ("GHOSTIE_LOG", None),
+            ("RUST_LOG", None),
             ("GHOSTIE_FAILPOINT", None),
             ("GHOSTIE_CREDENTIAL_STORE", None),
             ("GH_TOKEN", None),

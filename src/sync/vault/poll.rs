@@ -123,13 +123,20 @@ impl Vault {
                 .transaction(|tx| tx.set_meta(META_REUSE_AFTER_POLL, ""))?;
         }
         if report.new_versions > 0 {
+            let others = report.devices.saturating_sub(1);
             tracing::info!(
-                "took {} new versions from the logs of {} devices",
+                "took {} new {} from the logs of {} other {}",
                 report.new_versions,
-                report.devices.saturating_sub(1)
+                if report.new_versions == 1 {
+                    "version"
+                } else {
+                    "versions"
+                },
+                others,
+                if others == 1 { "device" } else { "devices" }
             );
         } else {
-            tracing::debug!("nothing new in the logs of {} devices", report.devices);
+            tracing::debug!("nothing new in the logs of the other devices");
         }
         Ok(report)
     }
