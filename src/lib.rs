@@ -25,7 +25,8 @@
 //!              decorators: retry, counting, fault, stall, deadline; the GitHub API
 //!              client and an OAuth token endpoint, for credentials)
 //!
-//!  model (ids, version vectors, versions) and config (~/.ghostie) are used by all.
+//!  model (ids, version vectors, versions) and config (~/.ghostie) are used by all;
+//!  anonymize (the detectors of sensitive values; pure, used by none yet) by none.
 //! ```
 //!
 //! Dependencies point down only (scripts/test.sh checks it). The front-ends never use
@@ -37,6 +38,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod anonymize;
 pub mod backend;
 pub mod config;
 pub mod credentials;
