@@ -61,6 +61,13 @@ s3_server_start() {
     [[ -n $base ]] || base=$(s3_free_base) || return 1
     s3_base=$base
     mkdir -p "$data"
+    # SeaweedFS answers 500 to writes in a new bucket when it cannot grow a volume,
+    # which it refuses on a nearly full disk: say so before the tests fail on it.
+    local free_kib
+    free_kib=$(df --output=avail -k "$data" 2>/dev/null | tail -1 | tr -d ' ')
+    if [[ $free_kib =~ ^[0-9]+$ ]] && ((free_kib < 5 * 1024 * 1024)); then
+        echo "warning: $((free_kib / 1024)) MiB free under $data; SeaweedFS may refuse writes to new buckets (HTTP 500)" >&2
+    fi
     log=$data/weed.log
     export GHOSTIE_TEST_S3_ENDPOINT=http://127.0.0.1:$((base + 3))
     export GHOSTIE_TEST_S3_BUCKET=ghostie-test
