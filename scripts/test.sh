@@ -86,6 +86,9 @@ check_dep aws_smithy_http_client '^src/backend/s3\.rs$' 'src/backend/s3.rs'
 check_dep clap_complete '^src/cli/'         'src/cli/'
 check_dep clap_mangen '^src/cli/docs\.rs$'    'src/cli/docs.rs'
 check_dep sd_notify  '^src/cli/mount\.rs$'    'src/cli/mount.rs'
+check_dep x25519_dalek '^src/crypto/sealed_box\.rs$' 'src/crypto/sealed_box.rs'
+check_dep regex      '^src/anonymize/'        'src/anonymize/'
+check_dep toml       '^src/anonymize/rules\.rs$' 'src/anonymize/rules.rs'
 
 header "one crypto stack, and a lean release"
 # Sealing and every provider's TLS run on ring; aws-lc (the S3 SDK's default, a large

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Writes COUNT memory-like JSON files into DEST (used by the benchmarks):
 
-    python3 bench/lib/memories.py DEST COUNT
+    python3 bench/lib/memories.py DEST COUNT [sensitive]
+
+With "sensitive", about one memory in three also mentions an email address, a
+phone number, an IP address or an API key (the anonymization benchmark).
 """
 # Memory-like JSON: the shape Ghost writes (timestamp, category, free text,
 # a context object), 1-8 KiB, names and mtimes from the timestamps.
 import json, os, random, sys, datetime
 
 dest, count = sys.argv[1], int(sys.argv[2])
+sensitive = len(sys.argv) > 3 and sys.argv[3] == "sensitive"
 rng = random.Random(20250628)
 os.makedirs(dest, exist_ok=True)
 words = ("the a to of and in that it for on with as was at by from this be or "
@@ -49,6 +53,14 @@ for i in range(count):
         sentences.append(s)
         size += len(s) + 1
     record["content"] = " ".join(sentences)[: max(0, target - base)]
+    if sensitive and rng.random() < 1 / 3:
+        values = [
+            "anna.%d@example.org" % rng.randint(1, 500),
+            "+44 20 7946 %04d" % rng.randint(0, 9999),
+            "10.%d.%d.%d" % (rng.randint(0, 255), rng.randint(0, 255), rng.randint(1, 254)),
+            "sk_live_" + "".join(rng.choice("abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(24)),
+        ]
+        record["content"] += " Contact: " + rng.choice(values) + "."
     name = t.strftime("%Y-%m-%dT%H-%M-%S") + ".json"
     path = os.path.join(dest, name)
     with open(path, "w") as f:

@@ -90,23 +90,75 @@ fn scan(detector: Detector, text: &str) -> Vec<(usize, usize)> {
     }
 }
 
-/// Runs of bytes for which `inside` holds, as (start, end).
-fn runs(text: &str, inside: impl Fn(u8) -> bool) -> Vec<(usize, usize)> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if inside(bytes[i]) {
-            let start = i;
-            while i < bytes.len() && inside(bytes[i]) {
-                i += 1;
-            }
-            out.push((start, i));
-        } else {
+/// A set of bytes as a table: one lookup per byte of every memory scanned.
+struct Bytes([bool; 256]);
+
+impl Bytes {
+    /// Digits (and letters, with `letters`), plus `extra`.
+    const fn of(digits: bool, letters: bool, hex: bool, extra: &[u8]) -> Self {
+        let mut set = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            set[b] = (digits && c.is_ascii_digit())
+                || (letters && c.is_ascii_alphabetic())
+                || (hex && c.is_ascii_hexdigit());
+            b += 1;
+        }
+        let mut i = 0;
+        while i < extra.len() {
+            set[extra[i] as usize] = true;
             i += 1;
         }
+        Self(set)
     }
-    out
+
+    fn has(&self, b: u8) -> bool {
+        self.0[usize::from(b)]
+    }
+}
+
+const PHONE_PART: Bytes = Bytes::of(true, false, false, b" -.()/+");
+const CARD_PART: Bytes = Bytes::of(true, false, false, b" -");
+const TOKEN_BYTE: Bytes = Bytes::of(true, true, false, b"_-./+");
+const IPV4_PART: Bytes = Bytes::of(true, false, false, b".");
+const IPV6_PART: Bytes = Bytes::of(false, false, true, b":");
+
+/// Runs of bytes for which `inside` holds, as (start, end), found lazily: the
+/// detectors run over every memory written, and most runs are words they skip.
+fn runs<'a>(
+    text: &'a str,
+    inside: impl Fn(u8) -> bool + 'a,
+) -> impl Iterator<Item = (usize, usize)> + 'a {
+    runs_around(text, |_| true, inside)
+}
+
+/// The runs of `inside` bytes that hold at least one `anchor` byte (itself an
+/// `inside` byte): the scan jumps from anchor to anchor, so text without any (a
+/// sentence without digits, for the number detectors) costs one quick pass.
+fn runs_around<'a>(
+    text: &'a str,
+    anchor: impl Fn(u8) -> bool + 'a,
+    inside: impl Fn(u8) -> bool + 'a,
+) -> impl Iterator<Item = (usize, usize)> + 'a {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        let found = from
+            + bytes[from..]
+                .iter()
+                .position(|b| anchor(*b) && inside(*b))?;
+        let mut start = found;
+        while start > from && inside(bytes[start - 1]) {
+            start -= 1;
+        }
+        let mut end = found + 1;
+        while end < bytes.len() && inside(bytes[end]) {
+            end += 1;
+        }
+        from = end;
+        Some((start, end))
+    })
 }
 
 /// Whether byte `i` (if any) belongs to a word or a longer number: a value glued to
@@ -189,10 +241,10 @@ fn looks_like_date(candidate: &str) -> bool {
 }
 
 fn phones(text: &str) -> Vec<(usize, usize)> {
-    let part = |b: u8| b.is_ascii_digit() || b" -.()/+".contains(&b);
+    let part = |b: u8| PHONE_PART.has(b);
     let bytes = text.as_bytes();
     let mut out = Vec::new();
-    for run in runs(text, part) {
+    for run in runs_around(text, |b| b.is_ascii_digit(), part) {
         let Some((start, end)) =
             number_in(bytes, run, |b| b.is_ascii_digit() || b"+(".contains(&b))
         else {
@@ -267,10 +319,10 @@ fn card_network(digits: &[u8]) -> bool {
 }
 
 fn cards(text: &str) -> Vec<(usize, usize)> {
-    let part = |b: u8| b.is_ascii_digit() || b == b' ' || b == b'-';
+    let part = |b: u8| CARD_PART.has(b);
     let bytes = text.as_bytes();
     let mut out = Vec::new();
-    for run in runs(text, part) {
+    for run in runs_around(text, |b| b.is_ascii_digit(), part) {
         let Some((start, end)) = number_in(bytes, run, |b| b.is_ascii_digit()) else {
             continue;
         };
@@ -402,6 +454,14 @@ fn ibans(text: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i + 4 <= bytes.len() {
+        // Capitals are rare in prose: jump from one to the next.
+        match bytes[i..].iter().position(u8::is_ascii_uppercase) {
+            Some(skip) => i += skip,
+            None => break,
+        }
+        if i + 4 > bytes.len() {
+            break;
+        }
         let starts_word = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
         let head = &bytes[i..i + 4];
         let shaped = head[0].is_ascii_uppercase()
@@ -514,7 +574,7 @@ fn entropy(token: &str) -> f64 {
 }
 
 fn secrets(text: &str) -> Vec<(usize, usize)> {
-    let token_byte = |b: u8| b.is_ascii_alphanumeric() || b"_-./+".contains(&b);
+    let token_byte = |b: u8| TOKEN_BYTE.has(b);
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     for (start, mut end) in runs(text, token_byte) {
@@ -523,6 +583,10 @@ fn secrets(text: &str) -> Vec<(usize, usize)> {
             end -= 1;
         }
         let token = &text[start..end];
+        // Shorter than the shortest key any rule below takes (an AWS key id).
+        if token.len() < 20 {
+            continue;
+        }
         let prefixed = prefixed_key(token);
         let jwt = token.starts_with("eyJ")
             && token.split('.').count() == 3
@@ -564,7 +628,11 @@ fn ips(text: &str) -> Vec<(usize, usize)> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     // IPv4: four numbers and three dots, not part of a longer dotted run (a version).
-    for (start, end) in runs(text, |b| b.is_ascii_digit() || b == b'.') {
+    for (start, mut end) in runs_around(text, |b| b.is_ascii_digit(), |b| IPV4_PART.has(b)) {
+        // A full stop after the address ends the sentence.
+        if end > start && bytes[end - 1] == b'.' {
+            end -= 1;
+        }
         let candidate = &text[start..end];
         if (start > 0 && glued(bytes, start - 1)) || glued(bytes, end) {
             continue;
@@ -580,7 +648,7 @@ fn ips(text: &str) -> Vec<(usize, usize)> {
     }
     // IPv6: hex groups and colons that parse as an address, with at least two colons
     // and either eight groups or a "::" (never a time such as 12:30:45).
-    for (start, end) in runs(text, |b| b.is_ascii_hexdigit() || b == b':') {
+    for (start, end) in runs_around(text, |b| b == b':', |b| IPV6_PART.has(b)) {
         let candidate = &text[start..end];
         let colons = candidate.bytes().filter(|b| *b == b':').count();
         let groups = candidate.split(':').filter(|g| !g.is_empty()).count();

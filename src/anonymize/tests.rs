@@ -82,6 +82,7 @@ const CORPUS: &[Case] = &[
     case(Ip, "ssh to 192.168.1.20 or 10.0.0.1", &["192.168.1.20", "10.0.0.1"]),
     case(Ip, "v6 2001:db8::1 and fe80::1ff:fe23:4567:890a", &["2001:db8::1", "fe80::1ff:fe23:4567:890a"]),
     case(Ip, "full 2001:0db8:85a3:0000:0000:8a2e:0370:7334", &["2001:0db8:85a3:0000:0000:8a2e:0370:7334"]),
+    case(Ip, "The router answers at 203.0.113.9. Then 10.0.0.7, done.", &["203.0.113.9", "10.0.0.7"]),
     case(Ip, "version 1.2.3 and 1.2.3.4.5", &[]),
     case(Ip, "at 12:30:45 on 2024-06-28", &[]),
     case(Ip, "999.1.1.1 is no address, nor is v2.0.1.3", &[]),

@@ -181,6 +181,10 @@ joins it with the same command and the same passphrase.")]
     /// Measure sealing throughput of one file (benchmarks).
     #[command(hide = true)]
     BenchSeal { file: PathBuf },
+    /// Measure what looking for sensitive values adds to sealing, over every file
+    /// of a folder (benchmarks).
+    #[command(hide = true)]
+    BenchAnonymize { dir: PathBuf },
 }
 
 #[derive(Debug, Args)]

@@ -654,7 +654,7 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
                 })
                 .count();
             let conflicts = ns.values().filter(|s| s.sibling_of.is_some()).count();
-            let problem = vault.check_backend().err().map(|e| e.to_string());
+            let (problem, keyring_problem) = vault.backend_and_keyring_problems();
             let mut names: Vec<String> = vault.device_names()?.into_values().collect();
             names.sort();
             known = Looked {
@@ -667,11 +667,7 @@ fn mount_status(home: &Home, marked: &MountHome, holder: Option<&Holder>, json: 
                         .filter_map(|d| d.problem)
                         .collect(),
                 ),
-                keyring_problem: if problem.is_none() {
-                    vault.keyring_problem().ok().flatten()
-                } else {
-                    None
-                },
+                keyring_problem,
             };
             (
                 Some(cloud),

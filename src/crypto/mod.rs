@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod keyring;
 pub mod keys;
 pub mod layout;
+pub mod sealed_box;
 
 pub use self::keyring::{KdfParams, OlderKey, RemovedDevice, VaultSecrets, WrappedKey};
 pub use keys::{MasterKey, SubKeys};

@@ -318,12 +318,7 @@ pub fn status(vault: &Vault) -> SyncResult<Status> {
     let mut known: Vec<String> = vault.device_names()?.into_values().collect();
     known.sort();
     let config = vault.config();
-    let backend_problem = vault.check_backend().err().map(|e| e.to_string());
-    let keyring_problem = if backend_problem.is_none() {
-        vault.keyring_problem().ok().flatten()
-    } else {
-        None
-    };
+    let (backend_problem, keyring_problem) = vault.backend_and_keyring_problems();
     Ok(Status {
         backend: format!("{} ({})", config.backend.kind(), describe_backend(vault)),
         device_id: vault.device().to_string(),

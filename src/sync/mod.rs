@@ -24,7 +24,7 @@ pub use crate::store::{DeviceRow, LocalFile, LocalKind, RACY_CTIME};
 pub use fetch::{FetchedContent, PACK_GONE, STREAM_FROM};
 pub use layout::Layout;
 pub use namespace::{Namespace, Shown};
-pub use pack::seal_speed;
+pub use pack::{anonymize_cost, seal_speed};
 pub use pack::{OWN_PACK_FROM, PACK_TARGET};
 pub use progress::{NoProgress, Progress};
 pub use reader::ContentReader;

@@ -354,3 +354,26 @@ pub fn seal_speed(data: &[u8]) -> io::Result<(f64, f64)> {
     };
     Ok((run(Some(ContentHash([0; 32])))?, run(None)?))
 }
+
+/// What anonymization adds to a push (for `ghostie-fs bench-anonymize`): seconds to
+/// seal each of `memories` as its own blob with its hash computed, as a push does,
+/// and seconds to look for sensitive values in each with every built-in detector
+/// and replace them by pseudonyms; and how many memories held any.
+pub fn anonymize_cost(memories: &[Vec<u8>]) -> io::Result<(f64, f64, usize)> {
+    use crate::anonymize::{pseudonymize, Detector, PseudonymKey, Rules};
+    let keys = SubKeys::derive(&crate::crypto::MasterKey::random());
+    let mut sealer = Sealer::default();
+    let started = std::time::Instant::now();
+    for m in memories {
+        sealer.seal(&keys, BlobId::random(), m.as_slice(), &mut io::sink(), None)?;
+    }
+    let sealing = started.elapsed().as_secs_f64();
+    let rules = Rules::with_detectors(Detector::ALL.to_vec());
+    let key = PseudonymKey::new(&[7; 32]);
+    let started = std::time::Instant::now();
+    let found = memories
+        .iter()
+        .filter(|m| pseudonymize(m, &rules, &key).is_some())
+        .count();
+    Ok((sealing, started.elapsed().as_secs_f64(), found))
+}

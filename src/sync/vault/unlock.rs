@@ -327,6 +327,19 @@ impl Vault {
         }));
     }
 
+    /// What `status` says of the backend and of the keyring it serves: why the
+    /// backend cannot be used now, or else what is wrong with its keyring. A
+    /// keyring that could not be read is the backend's problem, never "no problem".
+    pub fn backend_and_keyring_problems(&self) -> (Option<String>, Option<String>) {
+        if let Err(e) = self.check_backend() {
+            return (Some(e.to_string()), None);
+        }
+        match self.keyring_problem() {
+            Ok(problem) => (None, problem),
+            Err(e) => (Some(e.to_string()), None),
+        }
+    }
+
     /// Whether the backend now serves a keyring older than this device's copy (one
     /// request; no passphrase needed): the sentence saying so, for `status`.
     pub fn keyring_problem(&self) -> SyncResult<Option<String>> {
