@@ -207,7 +207,7 @@ cargo test --all-targets -- --test-threads=2
 # tests/s3.rs (S3 only, ran above).
 header "the engine and mount tests again, on S3 (GHOSTIE_TEST_BACKEND=s3)"
 on_both=(two_devices conflicts crash faults packing tamper rekey zero_knowledge bad_input
-    terminal mount mount_helpers status passphrase)
+    terminal mount mount_helpers status passphrase anonymize)
 GHOSTIE_TEST_BACKEND=s3 cargo test $(printf -- '--test %s ' "${on_both[@]}") -- --test-threads=2
 # Reclaiming space deletes objects and reads sizes from listings: on S3 as well.
 GHOSTIE_TEST_BACKEND=s3 cargo test --test gc -- --test-threads=2

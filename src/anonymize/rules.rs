@@ -173,6 +173,16 @@ impl Rules {
         Self::checked(file)
     }
 
+    /// The same rules with `detectors` as the built-in detectors in force.
+    pub fn with_detectors_replaced(&self, mut detectors: Vec<Detector>) -> Self {
+        detectors.sort();
+        detectors.dedup();
+        let mut out = self.clone();
+        out.file.detectors = detectors.iter().map(|d| d.name().to_owned()).collect();
+        out.detectors = detectors;
+        out
+    }
+
     pub fn detectors(&self) -> &[Detector] {
         &self.detectors
     }

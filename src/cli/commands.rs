@@ -36,7 +36,7 @@ fn home_of(cli: &Cli) -> Result<Home, CliError> {
 
 /// Opens the vault. A passphrase given without asking starts unlocking at once, on
 /// another core, so that it is checked (see [`confirm`]) at little cost.
-fn open_vault(home: Home, pass: &CliPassphrase) -> Result<Vault, CliError> {
+pub(super) fn open_vault(home: Home, pass: &CliPassphrase) -> Result<Vault, CliError> {
     let vault = Vault::open(home, Box::new(pass.clone()))?;
     if pass.given() {
         vault.begin_unlock();
@@ -47,7 +47,7 @@ fn open_vault(home: Home, pass: &CliPassphrase) -> Result<Vault, CliError> {
 /// Checks a given passphrase before a command reports success, even if its work
 /// needed no key: a wrong one must never end in "✅". A passphrase typed at a prompt
 /// was asked for because a key was needed, and was checked then.
-fn confirm(vault: &Vault, pass: &CliPassphrase) -> Result<(), CliError> {
+pub(super) fn confirm(vault: &Vault, pass: &CliPassphrase) -> Result<(), CliError> {
     if pass.given() {
         vault.unlock()?;
     }
@@ -64,6 +64,7 @@ fn name_of(command: &Command) -> &'static str {
         Command::Status(_) => "status",
         Command::Conflict(_) => "conflict",
         Command::Devices(_) => "devices",
+        Command::Anonymize(_) => "anonymize",
         Command::Rekey(_) => "rekey",
         Command::Passwd(_) => "passwd",
         Command::Verify => "verify",
@@ -90,7 +91,7 @@ macro_rules! say {
     };
 }
 
-fn print_json(value: &serde_json::Value) {
+pub(super) fn print_json(value: &serde_json::Value) {
     println!("{value}");
 }
 
@@ -119,6 +120,7 @@ pub fn run(cli: Cli) -> CmdResult {
         }
         Command::Conflict(_)
         | Command::Devices(_)
+        | Command::Anonymize(_)
         | Command::Rekey(_)
         | Command::Passwd(_)
         | Command::Verify
@@ -185,7 +187,16 @@ pub fn run(cli: Cli) -> CmdResult {
             action: Some(DevicesAction::Remove(a)),
             ..
         }) => rekey(&cli, home, pass, Some(a), false, a.json),
+        Command::Devices(DevicesArgs {
+            action: Some(DevicesAction::Trust(a)),
+            ..
+        }) => super::anonymize::trust(&cli, home, pass, &a.name, true, a.json),
+        Command::Devices(DevicesArgs {
+            action: Some(DevicesAction::Untrust(a)),
+            ..
+        }) => super::anonymize::trust(&cli, home, pass, &a.name, false, a.json),
         Command::Devices(a) => devices(home, pass, a.json),
+        Command::Anonymize(a) => super::anonymize::run(&cli, home, pass, &a.action),
         Command::Rekey(a) => rekey(&cli, home, pass, None, a.rewrite, a.json),
         Command::Passwd(a) => passwd(&cli, home, pass, a.new_passphrase_file.clone()),
         Command::Verify => verify(&cli, home, pass),
@@ -773,9 +784,18 @@ fn rekey(
     }
     folder::push(&vault, &progress)?;
     let report = vault.rekey(remove.map(|r| r.name.as_str()), rewrite)?;
-    // The rest under the new key: a vault opened again unlocks with it.
+    // A removed device that held the sensitive key (anonymization) loses it too.
+    // (The policy is sealed under the key this process opened the vault with:
+    // every other device still holds it, and a rewrite seals it again.)
+    if let Some(name) = &report.removed {
+        if let Some(todo) = vault.untrust_removed(name)? {
+            eprintln!("⚠️  {todo}");
+        }
+    }
+    // What comes next opens the vault again, under the new key.
+    drop(vault);
+    // The rest under the new key.
     let rewritten = if rewrite {
-        drop(vault);
         let vault = open_vault(home, pass)?;
         Some(vault.rewrite()?)
     } else {
@@ -892,12 +912,14 @@ fn bench_anonymize(dir: &PathBuf) -> CmdResult {
         }
     }
     let bytes: usize = memories.iter().map(Vec::len).sum();
-    let (sealing, detecting, found) = ghostie_fs::sync::anonymize_cost(&memories).map_err(fail)?;
+    let (sealing, detecting, found, floor) =
+        ghostie_fs::sync::anonymize_cost(&memories).map_err(fail)?;
     println!(
         "{} memories, {bytes} bytes, {found} with sensitive values",
         memories.len()
     );
     println!("sealing: {sealing:.3} s, detection and pseudonyms: {detecting:.3} s");
+    println!("one pass over every byte, splitting words (the floor of a detector): {floor:.3} s");
     println!(
         "detection / sealing: {:.0} % (goal: under 20 %)",
         detecting / sealing.max(f64::MIN_POSITIVE) * 100.0

@@ -1,6 +1,7 @@
 //! Argument parsing and the commands. No logic of their own: each command opens the
 //! vault, calls a front-end, and prints the result.
 
+mod anonymize;
 mod commands;
 mod docs;
 mod errors;
@@ -112,6 +113,22 @@ joins it with the same command and the same passphrase.")]
     Conflict(ConflictArgs),
     /// List the devices of the vault, or shut a lost one out (`devices remove NAME`).
     Devices(DevicesArgs),
+    /// Show untrusted devices pseudonyms instead of sensitive values (off until
+    /// turned on).
+    ///
+    /// With anonymization on, email addresses, phone numbers, card numbers, IBANs,
+    /// API keys and IP addresses (and what the owner's rules in <home>/anonymize.toml
+    /// name) reach the vault as stable pseudonyms such as ⟦email:7f3a9c01d2⟧; their
+    /// originals are sealed to a key only trusted devices hold, which show the
+    /// memories as written. Every device in the vault when it is turned on is
+    /// trusted; a device that joins later is not until `devices trust NAME`.
+    #[command(after_help = "Examples:\n  \
+  ghostie-fs anonymize on                              every built-in detector\n  \
+  ghostie-fs anonymize on --detectors email,phone,card\n  \
+  $EDITOR ~/.ghostie/anonymize.toml && ghostie-fs anonymize on   apply edited rules\n  \
+  ghostie-fs anonymize rules\n  \
+  ghostie-fs devices trust work-laptop")]
+    Anonymize(AnonymizeArgs),
     /// Change the vault's passphrase (on every device).
     Passwd(PasswdArgs),
     /// Rotate the vault's key: everything sealed from now on uses a new one.
@@ -220,6 +237,55 @@ pub enum DevicesAction {
     ///
     /// Example: ghostie-fs devices remove old-phone
     Remove(RemoveArgs),
+    /// Trust a device with the sensitive values (`anonymize`): it receives the key
+    /// that opens their originals (at its next sync if it has not published its
+    /// exchange key yet).
+    Trust(TrustArgs),
+    /// Stop trusting a device: the sensitive key is replaced, so it cannot open any
+    /// value written from now on (what it opened before, it keeps).
+    Untrust(TrustArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// The device's name, as `ghostie-fs devices` lists it.
+    pub name: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AnonymizeArgs {
+    #[command(subcommand)]
+    pub action: AnonymizeAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnonymizeAction {
+    /// Turn anonymization on, or apply the rules of <home>/anonymize.toml.
+    On {
+        /// The built-in detectors to run (default: the rules file's, else all).
+        #[arg(long, value_delimiter = ',', value_name = "LIST",
+              value_parser = ["email", "phone", "card", "iban", "secret", "ip"])]
+        detectors: Option<Vec<String>>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop pseudonymizing what is written from now on (trusted devices still
+    /// restore what was pseudonymized).
+    Off {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the rules in force and the trusted devices.
+    Rules {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

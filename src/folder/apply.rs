@@ -283,6 +283,16 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
     vault.update_local(&updates)?;
     updates.clear();
 
+    // A device that just received the sensitive key shows the originals of files
+    // it had written as their views (their bytes on disk are the vault's).
+    let recheck = vault.restore_recheck_due()?;
+    let holds_view = |lf: Option<&LocalFile>, entry: &Entry| match (lf, entry) {
+        (Some(l), Entry::File { content, .. }) => {
+            recheck && l.kind == LocalKind::File && l.sha256 == Some(content.sha256)
+        }
+        _ => false,
+    };
+
     // Writes: folders and links now, file contents after fetching.
     let mut wanted: Vec<Wanted<'_>> = Vec::new();
     for (path, shown) in &ns {
@@ -293,7 +303,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
                     && s.sibling_of() == shown.sibling_of.as_deref()
             })
         });
-        if same_version {
+        if same_version && !holds_view(lf, &shown.version.entry) {
             continue;
         }
         let full = root.join(path);
@@ -358,6 +368,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
                     if l.kind == LocalKind::File
                         && l.sha256 == Some(content.sha256)
                         && l.mode == *mode
+                        && !holds_view(lf, &shown.version.entry)
                     {
                         updates.push((
                             path.clone(),
@@ -391,10 +402,21 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
     // Writing runs on the fetching threads, so both cores write files.
     let write = |i: usize, fetched: SyncResult<Vec<u8>>| -> Written {
         let w = &wanted[batch[i]];
-        let data = match fetched {
+        let view = match fetched {
             Ok(d) => d,
             Err(e @ SyncError::Backend(_)) => return Written::Failed(e),
             Err(e) => return Written::Damaged(e.to_string()),
+        };
+        // A trusted device writes the originals back where the view has tokens.
+        let (data, restored) = match vault.restored_if(view) {
+            Ok(d) => d,
+            Err(e @ SyncError::Backend(_)) => return Written::Failed(e),
+            Err(e) => return Written::Damaged(e.to_string()),
+        };
+        let written_sha = if restored {
+            ContentHash(Sha256::digest(&data).into())
+        } else {
+            w.content.sha256
         };
         let full: PathBuf = root.join(&w.path);
         let bytes = data.len() as u64;
@@ -411,7 +433,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
         match lstat(&full) {
             Ok(Some(d)) => Written::Done(
                 bytes,
-                local_record(&d, Some(w.content.sha256), Some(w.shown.showing())),
+                local_record(&d, Some(written_sha), Some(w.shown.showing())),
             ),
             Ok(None) => Written::Skipped(bytes),
             Err(e) => Written::Failed(SyncError::io(full)(e)),
@@ -480,6 +502,9 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
         }
     }
     progress.finish();
+    if recheck && first_error.is_none() {
+        vault.note_restore_checked()?;
+    }
     report.changed.files += written_updates.len();
     updates.extend(written_updates);
     updates.extend(refusals);

@@ -230,6 +230,9 @@ struct PendingContent {
     sha: ContentHash,
     data: Option<Vec<u8>>,
     seen: Seen,
+    /// The hash of what the folder holds, where the vault gets a pseudonymized
+    /// view of it (then `sha` and `data` are the view's).
+    disk_sha: Option<ContentHash>,
 }
 
 /// Records every local change of the folder at `root` as a version. With `dry_run`
@@ -296,6 +299,7 @@ pub fn scan_and_record(vault: &Vault, root: &Path, dry_run: bool) -> SyncResult<
                 sha,
                 data,
                 seen: seen(path, &local, &siblings),
+                disk_sha: None,
             });
             continue;
         }
@@ -339,6 +343,7 @@ pub fn scan_and_record(vault: &Vault, root: &Path, dry_run: bool) -> SyncResult<
                     sha,
                     data,
                     seen: seen(path, &local, &siblings),
+                    disk_sha: None,
                 });
             }
             LocalKind::Dir | LocalKind::Symlink => {
@@ -420,12 +425,25 @@ pub fn scan_and_record(vault: &Vault, root: &Path, dry_run: bool) -> SyncResult<
         return Ok(report);
     }
 
+    // With anonymization on, the vault gets each content as its pseudonymized view
+    // (files held in memory: larger ones are not memories, and are sealed as they
+    // are).
+    for c in &mut contents {
+        let Some(data) = &c.data else { continue };
+        if let Some(view) = vault.pseudonymized(data)? {
+            c.disk_sha = Some(c.sha);
+            c.sha = ContentHash(Sha256::digest(&view).into());
+            c.data = Some(view);
+        }
+    }
+    vault.queue_originals()?;
     // Contents already in the vault (a rename, a copy) are not sealed again.
     let hashes: Vec<ContentHash> = contents.iter().map(|c| c.sha).collect();
     let known = vault.contents_by_hash(&hashes)?;
     for mut c in contents {
         let full = root.join(&c.path);
-        let content = match known.get(&c.sha).filter(|r| r.size == c.disk.size) {
+        let size = c.data.as_ref().map_or(c.disk.size, |d| d.len() as u64);
+        let content = match known.get(&c.sha).filter(|r| r.size == size) {
             Some(r) => r.clone(),
             None => {
                 let sealed = match c.data.take() {
@@ -441,11 +459,17 @@ pub fn scan_and_record(vault: &Vault, root: &Path, dry_run: bool) -> SyncResult<
             }
         };
         let mut disk = c.disk.clone();
-        disk.size = content.size;
+        let disk_sha = match c.disk_sha {
+            Some(sha) => sha,
+            None => {
+                disk.size = content.size;
+                content.sha256
+            }
+        };
         changes.push(Change {
             path: c.path,
             seen: c.seen,
-            local: LocalChange::Set(local_record(&disk, Some(content.sha256), None)),
+            local: LocalChange::Set(local_record(&disk, Some(disk_sha), None)),
             after: After::Put {
                 entry: Entry::File {
                     content,

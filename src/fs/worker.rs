@@ -264,6 +264,14 @@ fn housekeeping(fs: &MountFs) {
     if let Ok(Some(problem)) = fs.vault.keyring_problem() {
         tracing::error!("{problem}");
     }
+    // Anonymization turned on since this mount started: it does not apply it.
+    if let Ok(Some(_)) = fs.vault.anonymization_report() {
+        tracing::error!(
+            "anonymization was turned on in this vault, and the mount does not apply it: \
+             what is written here reaches every device as written; unmount, and use \
+             'ghostie-fs sync' on this device"
+        );
+    }
     let collected = fs.vault.collect_garbage_if_due();
     // Files whose bytes moved (a repack, or sealed again under a new key): the
     // view takes their new place at the next poll.

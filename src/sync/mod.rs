@@ -37,7 +37,7 @@ pub use vault::{
 pub use vault::{
     kept_name, setup, setup_vault, setup_with_login, Conflict, ConflictSibling, Keep, NewLogin,
     PassphraseSource, PollReport, PublishReport, RekeyReport, Retake, RewriteReport, SetupOutcome,
-    SetupRequest, Vault,
+    SetupRequest, TrustReport, Vault, ANONYMIZE_MAX,
 };
 
 use crate::config::ConfigError;

@@ -49,6 +49,7 @@ use crate::crypto::{MasterKey, RemovedDevice, SubKeys, VaultSecrets};
 use crate::model::{ContentHash, ContentRef, DeviceId, Entry, Seq, Version};
 use crate::store::{DeviceRow, HomeLock, Index, LocalFile, PackQueue};
 
+mod anonymize;
 mod conflicts;
 mod gc;
 mod look;
@@ -62,6 +63,7 @@ mod repack;
 mod repair;
 mod rewrite;
 mod setup;
+mod trust;
 mod unlock;
 mod upload;
 
@@ -75,6 +77,7 @@ pub use repack::{RepackReport, REPACK_AT_LEAST, REPACK_DEAD_SHARE};
 pub use repair::Retake;
 pub use rewrite::RewriteReport;
 pub use setup::{setup, setup_vault, setup_with_login, NewLogin, SetupOutcome, SetupRequest};
+pub use trust::{TrustReport, ANONYMIZE_MAX};
 pub use unlock::PassphraseSource;
 use unlock::{
     check_not_rolled_back, local_copy, read_master_key, remember_again, write_master_key,
@@ -135,6 +138,9 @@ pub struct Vault {
     retake: Mutex<Option<Arc<dyn Retake>>>,
     /// Packs of earlier processes checked whole in this one.
     checked: Mutex<std::collections::BTreeSet<crate::model::ObjectId>>,
+    /// The vault's anonymization as read (once) by this process: `Some(None)` where
+    /// the vault has no policy.
+    anonymizer: Mutex<Option<Option<Arc<anonymize::Anonymizer>>>>,
     /// None for a vault opened to look ([`Vault::open_to_look`]).
     _lock: Option<HomeLock>,
 }
@@ -277,6 +283,7 @@ impl Vault {
             names: Mutex::new(None),
             retake: Mutex::new(None),
             checked: Mutex::new(std::collections::BTreeSet::new()),
+            anonymizer: Mutex::new(None),
             _lock: lock,
         }
     }

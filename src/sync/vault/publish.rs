@@ -81,6 +81,9 @@ impl Vault {
         report.lost = checked.lost;
         report.repaired = checked.changed;
         self.upload(&checked.packs, progress, &mut report)?;
+        // The originals of the tokens these versions carry go first, as their
+        // contents do.
+        self.upload_originals()?;
         loop {
             let device = self.device.clone();
             // Numbers are published in order with no gap: a number whose versions were

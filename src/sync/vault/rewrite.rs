@@ -152,6 +152,7 @@ impl Vault {
             return Ok(counts);
         }
         self.reseal_device_record()?;
+        self.reseal_anonymize_records()?;
         // A segment under the current key even if nothing changed, and a snapshot
         // at it: everything before it can go, and nothing of this log needs an
         // older key.
@@ -252,6 +253,7 @@ impl Vault {
                 continue;
             }
             let mut keys = vec![self.layout.device_record(&d)];
+            keys.extend(self.anonymize_record_keys(&d));
             let snap_prefix = self.layout.snapshot_prefix(&d);
             let newest = self
                 .store

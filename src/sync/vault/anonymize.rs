@@ -1,0 +1,427 @@
+//! Anonymization in the engine (README "Anonymization"): the vault's policy read
+//! and written, contents pseudonymized before they are sealed, the originals sealed
+//! to the sensitive key and queued beside the packs, and contents restored for a
+//! trusted device as they are read.
+//!
+//! In the vault every content is the pseudonymized view, whoever wrote it: an
+//! untrusted device never receives a byte of an original it could decrypt. The
+//! originals of each push travel in an object of their own
+//! (`{device}/originals/{id}.enc`), sealed to the sensitive public key, which every
+//! device can seal to and only trusted devices open. They are queued on disk before
+//! the versions naming their tokens are recorded and uploaded before the segment that
+//! publishes them, so a trusted device that reads a token can always find its value.
+//!
+//! With no policy in the vault none of this runs: a vault that never used the
+//! feature is read and written exactly as before.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::path::PathBuf;
+
+use super::*;
+use crate::anonymize::{
+    policy, pseudonymize, restore, tokens_in, Policy, PseudonymKey, Rules, SensitiveSecrets,
+};
+use crate::crypto::envelope::{open_record, record_epoch, seal_record, RecordKind};
+use crate::crypto::sealed_box::{BoxPublic, BoxSecret};
+use crate::model::ObjectId;
+
+const POLICY_CONTEXT: &[u8] = b"anonymize policy";
+/// The sensitive key epoch up to which this device's folder was last brought to
+/// the restored view.
+const META_RESTORED_AT: &str = "anonymize_restored_at";
+
+fn exchange_context(device: &DeviceId) -> Vec<u8> {
+    format!("exchange key\0{device}").into_bytes()
+}
+
+fn originals_context(device: &DeviceId, id: &ObjectId) -> Vec<u8> {
+    format!("originals\0{device}\0{id}").into_bytes()
+}
+
+/// What this process knows of the vault's anonymization.
+pub struct Anonymizer {
+    policy: Policy,
+    rules: Rules,
+    key: PseudonymKey,
+    /// On a trusted device holding its grant: every sensitive secret it may use.
+    secrets: Option<SensitiveSecrets>,
+    /// Token → original, from every originals object read so far.
+    dictionary: Mutex<HashMap<String, String>>,
+    /// Originals objects already read (by key).
+    read: Mutex<HashSet<String>>,
+    /// Whether every device's originals were listed in this process: a token still
+    /// unknown after that has no original this device can open. Held while the
+    /// listing runs, so that a reader on another thread waits for it.
+    listed: Mutex<bool>,
+    /// Originals of what this process pseudonymized, not yet queued.
+    pending: Mutex<BTreeMap<String, String>>,
+}
+
+impl Anonymizer {
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+    /// Whether this device opens originals (trusted, and its grant has arrived).
+    pub fn restores(&self) -> bool {
+        self.secrets.is_some()
+    }
+}
+
+/// This device's exchange key pair, made on first need: its secret never leaves
+/// `keys/exchange.key` (0600).
+pub(super) fn exchange_secret(home: &Home) -> SyncResult<BoxSecret> {
+    let path = home.keys_dir().join("exchange.key");
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes: [u8; 32] = hex::decode(text.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    SyncError::Damaged(format!("{} is not an exchange key", path.display()))
+                })?;
+            Ok(BoxSecret::from_bytes(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = BoxSecret::random();
+            let text = zeroize::Zeroizing::new(hex::encode(secret.to_bytes().as_ref()));
+            crate::config::write_atomic(&path, text.as_bytes(), 0o600)?;
+            Ok(secret)
+        }
+        Err(e) => Err(SyncError::io(path)(e)),
+    }
+}
+
+impl Vault {
+    fn policy_key(&self) -> String {
+        format!("{}global/anonymize.enc", self.layout.root())
+    }
+
+    fn exchange_key_of(&self, device: &DeviceId) -> String {
+        format!("{}{device}/exchange.enc", self.layout.root())
+    }
+
+    fn originals_prefix(&self, device: &DeviceId) -> String {
+        format!("{}{device}/originals/", self.layout.root())
+    }
+
+    fn originals_queue(&self) -> PathBuf {
+        self.home.sync_dir().join("originals")
+    }
+
+    /// The vault's policy as the backend holds it now; `None` where anonymization
+    /// was never turned on.
+    pub fn read_policy(&self) -> SyncResult<Option<Policy>> {
+        let sealed = match self.store.get(&self.policy_key()) {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let plain = open_record(self.keys()?, RecordKind::Device, POLICY_CONTEXT, &sealed)
+            .map_err(|e| SyncError::Damaged(format!("the vault's anonymization policy: {e}")))?;
+        Policy::from_json(&plain)
+            .map(Some)
+            .map_err(|e| SyncError::Damaged(e.to_string()))
+    }
+
+    pub(super) fn write_policy(&self, policy: &Policy) -> SyncResult<()> {
+        let sealed = seal_record(
+            self.keys()?,
+            RecordKind::Device,
+            POLICY_CONTEXT,
+            &policy.to_json(),
+        );
+        self.store.put(&self.policy_key(), &sealed)?;
+        *lock(&self.anonymizer) = None;
+        Ok(())
+    }
+
+    /// For `rekey --rewrite`: the policy and this device's exchange key sealed again
+    /// under the current key, so the older keys can go.
+    pub(super) fn reseal_anonymize_records(&self) -> SyncResult<()> {
+        let current = self.keys()?.epoch();
+        let records = [
+            (self.policy_key(), POLICY_CONTEXT.to_vec()),
+            (
+                self.exchange_key_of(&self.device),
+                exchange_context(&self.device),
+            ),
+        ];
+        for (key, context) in records {
+            let bytes = match self.store.get(&key) {
+                Ok(bytes) => bytes,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if record_epoch(&bytes).unwrap_or(0) >= current {
+                continue;
+            }
+            let plain = open_record(self.keys()?, RecordKind::Device, &context, &bytes)?;
+            let sealed = seal_record(self.keys()?, RecordKind::Device, &context, &plain);
+            self.store.put(&key, &sealed)?;
+        }
+        Ok(())
+    }
+
+    /// The anonymization records of `device` sealed with the vault's keys (what a
+    /// rewrite must find under the current key before older keys go).
+    pub(super) fn anonymize_record_keys(&self, device: &DeviceId) -> Vec<String> {
+        vec![self.exchange_key_of(device)]
+    }
+
+    /// A device's published exchange key, if it has published one.
+    pub(super) fn exchange_public(&self, device: &DeviceId) -> SyncResult<Option<BoxPublic>> {
+        let sealed = match self.store.get(&self.exchange_key_of(device)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let plain = open_record(
+            self.keys()?,
+            RecordKind::Device,
+            &exchange_context(device),
+            &sealed,
+        )?;
+        let text = String::from_utf8_lossy(&plain);
+        Ok(BoxPublic::from_hex(text.trim()))
+    }
+
+    /// Publishes this device's exchange key unless the vault already holds it.
+    pub(super) fn publish_exchange_key(&self, secret: &BoxSecret) -> SyncResult<()> {
+        if self.exchange_public(&self.device)? == Some(secret.public()) {
+            return Ok(());
+        }
+        let sealed = seal_record(
+            self.keys()?,
+            RecordKind::Device,
+            &exchange_context(&self.device),
+            secret.public().to_hex().as_bytes(),
+        );
+        self.store
+            .put(&self.exchange_key_of(&self.device), &sealed)?;
+        Ok(())
+    }
+
+    /// What this process applies: `None` where the vault has no policy. Read once;
+    /// on the way, this device publishes its exchange key, and a trusted device
+    /// holding the key hands it to trusted devices still waiting for it.
+    pub fn anonymizer(&self) -> SyncResult<Option<Arc<Anonymizer>>> {
+        if let Some(a) = lock(&self.anonymizer).clone() {
+            return Ok(a);
+        }
+        let loaded = match self.read_policy()? {
+            None => None,
+            Some(policy) => Some(Arc::new(self.load_anonymizer(policy)?)),
+        };
+        *lock(&self.anonymizer) = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    fn load_anonymizer(&self, mut policy: Policy) -> SyncResult<Anonymizer> {
+        let exchange = exchange_secret(&self.home)?;
+        self.publish_exchange_key(&exchange)?;
+        let secrets = policy
+            .open_grant(&self.device, &exchange)
+            .map_err(|e| SyncError::Damaged(e.to_string()))?;
+        if let Some(secrets) = &secrets {
+            let mut granted = false;
+            for device in policy.ungranted() {
+                if let Some(public) = self.exchange_public(&device)? {
+                    policy.grant(&device, &public, secrets);
+                    granted = true;
+                }
+            }
+            if granted {
+                self.write_policy(&policy)?;
+            }
+        }
+        let rules = policy
+            .rules()
+            .map_err(|e| SyncError::Damaged(e.to_string()))?;
+        let key =
+            PseudonymKey::new(&policy.pseudonym_key().ok_or_else(|| {
+                SyncError::Damaged("the vault's pseudonym key is damaged".into())
+            })?);
+        Ok(Anonymizer {
+            policy,
+            rules,
+            key,
+            secrets,
+            dictionary: Mutex::new(HashMap::new()),
+            read: Mutex::new(HashSet::new()),
+            listed: Mutex::new(false),
+            pending: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The view of `content` the vault stores, when anonymization is on and it
+    /// holds sensitive values (their originals are kept for [`Vault::queue_originals`]).
+    pub fn pseudonymized(&self, content: &[u8]) -> SyncResult<Option<Vec<u8>>> {
+        let Some(a) = self.anonymizer()? else {
+            return Ok(None);
+        };
+        if !a.policy.enabled {
+            return Ok(None);
+        }
+        let Some(p) = pseudonymize(content, &a.rules, &a.key) else {
+            return Ok(None);
+        };
+        lock(&a.pending).extend(p.originals);
+        Ok(Some(p.view))
+    }
+
+    /// Keeps originals pseudonymized outside [`Vault::pseudonymized`] for the next
+    /// [`Vault::queue_originals`].
+    pub(super) fn note_originals(&self, a: &Anonymizer, originals: BTreeMap<String, String>) {
+        lock(&a.pending).extend(originals);
+    }
+
+    /// Seals the originals pseudonymized so far to the sensitive key and queues
+    /// them on disk (durably), to be uploaded before the segment naming their
+    /// tokens. Called before the versions are recorded.
+    pub fn queue_originals(&self) -> SyncResult<()> {
+        let Some(a) = lock(&self.anonymizer).clone().flatten() else {
+            return Ok(());
+        };
+        let originals = std::mem::take(&mut *lock(&a.pending));
+        if originals.is_empty() {
+            return Ok(());
+        }
+        let id = ObjectId::new(crate::now_ms() as u64);
+        let sealed =
+            policy::seal_originals(&a.policy, &originals_context(&self.device, &id), &originals)
+                .ok_or_else(|| SyncError::Damaged("the vault's sensitive key is damaged".into()))?;
+        let dir = self.originals_queue();
+        crate::config::create_private_dir(&dir)?;
+        let path = dir.join(format!("{id}.enc"));
+        crate::config::write_atomic(&path, &sealed, 0o600)?;
+        fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(SyncError::io(&dir))?;
+        // This device knows them already: no need to read them back.
+        lock(&a.dictionary).extend(originals);
+        Ok(())
+    }
+
+    /// Uploads the queued originals objects (before any segment is published).
+    pub(super) fn upload_originals(&self) -> SyncResult<()> {
+        let dir = self.originals_queue();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(SyncError::io(dir)(e)),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".enc") && !n.contains(".tmp"))
+            .collect();
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let bytes = fs::read(&path).map_err(SyncError::io(&path))?;
+            let key = format!("{}{name}", self.originals_prefix(&self.device));
+            self.store.put(&key, &bytes)?;
+            fs::remove_file(&path).map_err(SyncError::io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// `view` as this device shows it: on a trusted device, every token whose
+    /// original it can open replaced by it; elsewhere, as it is.
+    pub fn restored(&self, view: Vec<u8>) -> SyncResult<Vec<u8>> {
+        Ok(self.restored_if(view)?.0)
+    }
+
+    /// [`Vault::restored`], and whether anything was restored.
+    pub fn restored_if(&self, view: Vec<u8>) -> SyncResult<(Vec<u8>, bool)> {
+        let Some(a) = self.anonymizer()? else {
+            return Ok((view, false));
+        };
+        let Some(secrets) = &a.secrets else {
+            return Ok((view, false));
+        };
+        let tokens = tokens_in(&view);
+        if tokens.is_empty() {
+            return Ok((view, false));
+        }
+        let unknown = {
+            let dict = lock(&a.dictionary);
+            tokens.iter().any(|t| !dict.contains_key(t))
+        };
+        if unknown {
+            let mut listed = lock(&a.listed);
+            if !*listed {
+                self.read_originals(&a, secrets)?;
+                *listed = true;
+            }
+        }
+        let dict = lock(&a.dictionary);
+        let out = restore(&view, |t| dict.get(t).map(String::as_str));
+        let changed = out != view;
+        Ok((out, changed))
+    }
+
+    /// Whether the folder must be read again for tokens this device can now
+    /// restore: it received the sensitive key (or a new one) since it last looked.
+    pub fn restore_recheck_due(&self) -> SyncResult<bool> {
+        let Some(a) = self.anonymizer()? else {
+            return Ok(false);
+        };
+        if a.secrets.is_none() {
+            return Ok(false);
+        }
+        let want = a.policy.epoch.to_string();
+        Ok(self.index().meta(META_RESTORED_AT)?.as_deref() != Some(want.as_str()))
+    }
+
+    /// Records that the folder shows every value this device can restore.
+    pub fn note_restore_checked(&self) -> SyncResult<()> {
+        let Some(a) = self.anonymizer()? else {
+            return Ok(());
+        };
+        let epoch = a.policy.epoch.to_string();
+        self.index()
+            .transaction(|tx| tx.set_meta(META_RESTORED_AT, &epoch))?;
+        Ok(())
+    }
+
+    /// Reads every originals object of every device not read yet.
+    fn read_originals(&self, a: &Anonymizer, secrets: &SensitiveSecrets) -> SyncResult<()> {
+        let mut devices: Vec<DeviceId> = self.device_names()?.into_keys().collect();
+        if !devices.contains(&self.device) {
+            devices.push(self.device.clone());
+        }
+        for device in devices {
+            let prefix = self.originals_prefix(&device);
+            for key in self.store.list(&prefix, None)? {
+                if lock(&a.read).contains(&key) {
+                    continue;
+                }
+                let Some(id) = key
+                    .strip_prefix(&prefix)
+                    .and_then(|n| n.strip_suffix(".enc"))
+                    .and_then(ObjectId::parse)
+                else {
+                    continue;
+                };
+                let sealed = match self.store.get(&key) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                match policy::open_originals(secrets, &originals_context(&device, &id), &sealed) {
+                    Ok(originals) => lock(&a.dictionary).extend(originals),
+                    // Sealed after this device was untrusted, or damaged: its tokens
+                    // stay tokens here.
+                    Err(e) => tracing::warn!("originals {key} do not open here: {e}"),
+                }
+                lock(&a.read).insert(key);
+            }
+        }
+        Ok(())
+    }
+}

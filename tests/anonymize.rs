@@ -1,0 +1,418 @@
+//! Anonymization across devices (README "Anonymization"): untrusted devices hold
+//! pseudonyms and no byte they can decrypt holds an original; trusted devices show
+//! memories as written, and restore the originals in an untrusted device's edits.
+
+mod common;
+
+use common::*;
+use ghostie_fs::crypto::{blob::open_chunks, SubKeys, WrappedKey};
+use ghostie_fs::model::BlobId;
+
+/// Sensitive values, one per built-in detector, and where a memory holds them.
+const EMAIL: &str = "anna.smith@example.org";
+const PHONE: &str = "+44 20 7946 0958";
+const CARD: &str = "4111 1111 1111 1111";
+const IBAN: &str = "GB82 WEST 1234 5698 7654 32";
+const KEY: &str = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+const IP: &str = "203.0.113.9";
+const ORIGINALS: [&str; 6] = [EMAIL, PHONE, CARD, IBAN, KEY, IP];
+
+fn memory_one() -> String {
+    format!(
+        "{{\n  \"content\": \"Anna ({EMAIL}, {PHONE}) paid with {CARD}; refund to {IBAN}.\",\n  \"context\": {{\"api\": \"{KEY}\", \"host\": \"{IP}\", \"mood\": \"calm\"}}\n}}\n"
+    )
+}
+
+fn memory_two() -> String {
+    format!("Meeting notes: write to {EMAIL} about the garden on 2025-06-28.\n")
+}
+
+fn text(h: &TempHome, rel: &str) -> String {
+    String::from_utf8(h.read(rel).unwrap_or_else(|| panic!("{rel} missing"))).unwrap()
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Every file under `dir`, with its bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// The plaintext of every blob of every pack in the vault, opened with the keys
+/// every device of the vault holds (what an untrusted device can decrypt).
+fn every_blob(vault: &TempVault) -> Vec<Vec<u8>> {
+    let ring = WrappedKey::from_json(&vault.get("ghostie/global/keyring.json")).unwrap();
+    let keys = SubKeys::derive(&ring.unwrap_key(PASSPHRASE.as_bytes()).unwrap());
+    let mut out = Vec::new();
+    for (key, bytes) in vault.objects() {
+        if !key.contains("/memories/") {
+            continue;
+        }
+        // A pack: its header, then blobs (id, then chunks). Memories are small: one
+        // chunk each, whose length is found by trying.
+        let mut pos = 8;
+        'blobs: while pos + 16 + 28 <= bytes.len() {
+            let blob = BlobId(bytes[pos..pos + 16].try_into().unwrap());
+            let body = &bytes[pos + 16..];
+            for len in 0..=(body.len() - 28) {
+                if let Ok(plain) = open_chunks(&keys, &blob, len as u64, 0, &body[..len + 28]) {
+                    out.push(plain);
+                    pos += 16 + 28 + len;
+                    continue 'blobs;
+                }
+            }
+            panic!("{key}: a blob at {pos} does not open");
+        }
+    }
+    assert!(!out.is_empty(), "no pack opened");
+    out
+}
+
+/// A vault with anonymization on, turned on by the laptop with the tablet already
+/// in the vault (so trusted) and the tablet holding the key; the two memories
+/// pushed. Returns the vault, laptop and tablet.
+fn anonymized_vault() -> (TempVault, TempHome, TempHome) {
+    let vault = TempVault::new();
+    let laptop = TempHome::joined("laptop", &vault);
+    let tablet = TempHome::joined("tablet", &vault);
+    let on = laptop.json(&["anonymize", "on", "--json"]);
+    assert_eq!(on["enabled"], true, "{on}");
+    assert_eq!(on["waiting"], serde_json::json!(["tablet"]), "{on}");
+    // The tablet publishes its exchange key at its next sync, the laptop hands it
+    // the key at its own, and the tablet has it from then on.
+    tablet.ok(&["sync"]);
+    laptop.ok(&["sync"]);
+    let rules = tablet.json(&["anonymize", "rules", "--json"]);
+    assert_eq!(rules["waiting"], serde_json::json!([]), "{rules}");
+    laptop.write("m1.json", memory_one());
+    laptop.write("notes/m2.txt", memory_two());
+    laptop.ok(&["push"]);
+    (vault, laptop, tablet)
+}
+
+#[test]
+fn an_untrusted_device_holds_no_original_in_anything_it_can_read() {
+    let (vault, _laptop, tablet) = anonymized_vault();
+    // A trusted device shows memories as written.
+    tablet.ok(&["pull"]);
+    assert_eq!(text(&tablet, "m1.json"), memory_one());
+    assert_eq!(text(&tablet, "notes/m2.txt"), memory_two());
+
+    // The phone joins later: untrusted.
+    let phone = TempHome::joined("phone", &vault);
+    phone.ok(&["pull"]);
+    let one = text(&phone, "m1.json");
+    let two = text(&phone, "notes/m2.txt");
+    for original in ORIGINALS {
+        assert!(!one.contains(original), "{original} in {one}");
+    }
+    // JSON stays JSON, with the same shape; what is not sensitive stays.
+    let doc: serde_json::Value = serde_json::from_str(&one).unwrap();
+    assert_eq!(doc["context"]["mood"], "calm");
+    assert!(
+        two.contains("2025-06-28") && two.contains("garden"),
+        "{two}"
+    );
+    // The same value gives the same pseudonym in both memories: search works.
+    let token = |s: &str| -> String {
+        let at = s.find("⟦email:").unwrap();
+        let end = at + s[at..].find('⟧').unwrap() + '⟧'.len_utf8();
+        s[at..end].to_owned()
+    };
+    assert_eq!(token(&one), token(&two));
+    for kind in ["email", "phone", "card", "iban", "secret", "ip"] {
+        assert!(
+            one.contains(&format!("⟦{kind}:")),
+            "no {kind} pseudonym in {one}"
+        );
+    }
+    let grep = std::process::Command::new("grep")
+        .arg("-rl")
+        .arg(token(&one))
+        .arg(phone.memories())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&grep.stdout).lines().count(), 2);
+
+    // Nowhere in the phone's home (folder, index, caches, queue, keys) …
+    phone.ok(&["status"]);
+    for (path, bytes) in files_under(phone.home()) {
+        for original in ORIGINALS {
+            assert!(
+                !contains(&bytes, original),
+                "{original} in {}",
+                path.display()
+            );
+        }
+    }
+    // … nor in any content the vault's keys open.
+    for plain in every_blob(&vault) {
+        for original in ORIGINALS {
+            assert!(
+                !contains(&plain, original),
+                "{original} in a blob: {}",
+                String::from_utf8_lossy(&plain)
+            );
+        }
+    }
+    // And the provider sees none of it either.
+    for (key, bytes) in vault.objects() {
+        for original in ORIGINALS {
+            assert!(!contains(&bytes, original), "{original} in {key}");
+        }
+    }
+}
+
+#[test]
+fn an_untrusted_edit_comes_back_with_its_originals_and_conflicts_show_them() {
+    let (vault, laptop, tablet) = anonymized_vault();
+    let phone = TempHome::joined("phone", &vault);
+    phone.ok(&["pull"]);
+    let view = text(&phone, "m1.json");
+    // The phone keeps the email's pseudonym, drops the phone number's, adds words.
+    let at = view.find("⟦phone:").unwrap();
+    let end = at + view[at..].find('⟧').unwrap() + '⟧'.len_utf8();
+    let edited = format!(
+        "{}no number{} Edited on the phone.",
+        &view[..at],
+        &view[end..]
+    );
+    phone.write("m1.json", &edited);
+    phone.ok(&["push"]);
+    tablet.ok(&["pull"]);
+    let expected = memory_one().replace(PHONE, "no number") + " Edited on the phone.";
+    assert_eq!(text(&tablet, "m1.json"), expected);
+    laptop.ok(&["pull"]);
+    assert_eq!(text(&laptop, "m1.json"), expected);
+
+    // A trusted and an untrusted edit at once: DESIGN §6, with the originals shown
+    // on the trusted side, in the file and in its conflict sibling alike.
+    laptop.write("notes/m2.txt", memory_two() + "Laptop line.\n");
+    let phone_view = text(&phone, "notes/m2.txt");
+    phone.write("notes/m2.txt", phone_view + "Phone line.\n");
+    laptop.ok(&["push"]);
+    phone.ok(&["push"]);
+    laptop.ok(&["pull"]);
+    // Which edit stands at the path depends on their times (DESIGN §6); the
+    // other stands beside it, and both show the originals here.
+    let main = text(&laptop, "notes/m2.txt");
+    let sibling = [
+        "notes/m2.txt.conflict-phone",
+        "notes/m2.txt.conflict-laptop",
+    ]
+    .iter()
+    .find_map(|name| laptop.read(name))
+    .map(|b| String::from_utf8(b).unwrap())
+    .expect("a conflict sibling");
+    let mut both = [main, sibling];
+    both.sort();
+    let mut want = [
+        memory_two() + "Laptop line.\n",
+        memory_two() + "Phone line.\n",
+    ];
+    want.sort();
+    assert_eq!(both, want);
+    // The phone's own view of the conflict holds no original.
+    phone.ok(&["pull"]);
+    for name in [
+        "notes/m2.txt",
+        "notes/m2.txt.conflict-phone",
+        "notes/m2.txt.conflict-laptop",
+    ] {
+        if let Some(bytes) = phone.read(name) {
+            assert!(
+                !contains(&bytes, EMAIL),
+                "{name}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+}
+
+#[test]
+fn pseudonyms_differ_between_vaults() {
+    let token_in = |vault: &TempVault| -> String {
+        let laptop = TempHome::joined("laptop", vault);
+        laptop.ok(&["anonymize", "on", "--detectors", "email"]);
+        laptop.write("m.txt", format!("mail {EMAIL}\n"));
+        laptop.ok(&["push"]);
+        let phone = TempHome::joined("phone", vault);
+        phone.ok(&["pull"]);
+        let view = text(&phone, "m.txt");
+        assert!(!view.contains(EMAIL), "{view}");
+        view
+    };
+    let (a, b) = (TempVault::new(), TempVault::new());
+    assert_ne!(token_in(&a), token_in(&b));
+}
+
+#[test]
+fn a_new_rule_reaches_untrusted_devices_and_an_untrusted_device_reads_nothing_new() {
+    let (vault, laptop, tablet) = anonymized_vault();
+    laptop.write("ticket.txt", "Ask about TCK-123456 tomorrow.\n");
+    laptop.ok(&["push"]);
+    let phone = TempHome::joined("phone", &vault);
+    phone.ok(&["pull"]);
+    assert!(text(&phone, "ticket.txt").contains("TCK-123456"));
+    tablet.ok(&["pull"]);
+    let tablet_before = files_under(&tablet.memories());
+
+    // A rule added on a trusted device: the phone sees a pseudonym at its next pull.
+    let rules_file = laptop.home().join("anonymize.toml");
+    let mut rules = std::fs::read_to_string(&rules_file).unwrap();
+    rules.push_str("\n[[pattern]]\nname = \"ticket\"\nregex = \"TCK-[0-9]{6}\"\n");
+    std::fs::write(&rules_file, rules).unwrap();
+    let on = laptop.json(&["anonymize", "on", "--json"]);
+    assert_eq!(on["resealed"], 1, "{on}");
+    phone.ok(&["pull"]);
+    let ticket = text(&phone, "ticket.txt");
+    assert!(
+        !ticket.contains("TCK-123456") && ticket.contains("⟦ticket:"),
+        "{ticket}"
+    );
+    // Trusted devices keep what they hold, byte for byte.
+    tablet.ok(&["pull"]);
+    assert_eq!(files_under(&tablet.memories()), tablet_before);
+    assert_eq!(
+        text(&laptop, "ticket.txt"),
+        "Ask about TCK-123456 tomorrow.\n"
+    );
+
+    // The tablet is no longer trusted: values written from now on stay closed to it.
+    let out = laptop.json(&["devices", "untrust", "tablet", "--json"]);
+    assert_eq!(out["trusted"], serde_json::json!(["laptop"]), "{out}");
+    let later = "later.person@example.net";
+    laptop.write("later.txt", format!("New contact {later}\n"));
+    laptop.ok(&["push"]);
+    tablet.ok(&["pull"]);
+    let seen = text(&tablet, "later.txt");
+    assert!(!seen.contains(later) && seen.contains("⟦email:"), "{seen}");
+    for (path, bytes) in files_under(tablet.home()) {
+        assert!(!contains(&bytes, later), "{later} in {}", path.display());
+    }
+    // It may not change the rules or trust anyone any more.
+    let out = tablet.run(&["devices", "trust", "phone"]);
+    assert_ne!(out.status.code(), Some(0));
+
+    // Trusting the phone: after its next sync and the laptop's, it shows originals.
+    laptop.ok(&["devices", "trust", "phone"]);
+    phone.ok(&["sync"]);
+    laptop.ok(&["sync"]);
+    phone.ok(&["pull"]);
+    assert_eq!(text(&phone, "later.txt"), format!("New contact {later}\n"));
+    assert_eq!(text(&phone, "m1.json"), memory_one());
+}
+
+#[test]
+fn off_by_default_nothing_changes_and_turning_it_on_adds_the_policy() {
+    let vault = TempVault::new();
+    let laptop = TempHome::joined("laptop", &vault);
+    let phone = TempHome::joined("phone", &vault);
+    laptop.write("m.txt", format!("mail {EMAIL}\n"));
+    laptop.ok(&["push"]);
+    phone.ok(&["pull"]);
+    assert_eq!(text(&phone, "m.txt"), format!("mail {EMAIL}\n"));
+    let keys = vault.keys();
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.contains("anonymize") || k.contains("exchange") || k.contains("originals")),
+        "{keys:?}"
+    );
+    let rules = laptop.ok(&["anonymize", "rules"]);
+    assert!(rules.contains("never turned on"), "{rules}");
+    let json = laptop.json(&["anonymize", "rules", "--json"]);
+    assert_eq!(json["enabled"], false);
+    assert!(!laptop.home().join("anonymize.toml").exists());
+
+    // Off after on: what is written from now on travels as written.
+    laptop.ok(&["anonymize", "on"]);
+    // (A provider's listing may lag a write by a moment.)
+    assert!(eventually(10, || vault
+        .keys()
+        .iter()
+        .any(|k| k.ends_with("global/anonymize.enc"))));
+    assert!(laptop.home().join("anonymize.toml").exists());
+    laptop.ok(&["anonymize", "off"]);
+    laptop.write("after.txt", format!("mail {EMAIL}\n"));
+    laptop.ok(&["push"]);
+    let newcomer = TempHome::joined("newcomer", &vault);
+    newcomer.ok(&["pull"]);
+    assert_eq!(text(&newcomer, "after.txt"), format!("mail {EMAIL}\n"));
+    // A bad rules file is refused, naming it.
+    std::fs::write(
+        laptop.home().join("anonymize.toml"),
+        "detectors = [\"mail\"]\n",
+    )
+    .unwrap();
+    let out = laptop.run(&["anonymize", "on"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("anonymize.toml") && err.contains("'mail'"),
+        "{err}"
+    );
+    // The mount says it does not apply anonymization yet, rather than leak.
+    let mnt = tempfile::tempdir().unwrap();
+    let out = laptop.run(&["mount", mnt.path().to_str().unwrap(), "--foreground"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("anonymization"));
+}
+
+#[test]
+fn rekeying_keeps_anonymization_and_a_removed_device_loses_the_sensitive_key() {
+    let (vault, laptop, tablet) = anonymized_vault();
+    tablet.ok(&["pull"]);
+    // The whole vault sealed again under a new key, the older keys dropped: the
+    // policy and the exchange keys follow.
+    laptop.ok(&["rekey", "--rewrite"]);
+    tablet.ok(&["sync"]);
+    laptop.ok(&["pull"]);
+    let r = laptop.json(&["rekey", "--rewrite", "--json"]);
+    assert_eq!(r["rewrite"]["waiting_for"], serde_json::json!([]), "{r}");
+    assert_ne!(r["rewrite"]["dropped"], serde_json::json!([]), "{r}");
+    let rules = tablet.json(&["anonymize", "rules", "--json"]);
+    assert_eq!(rules["enabled"], true, "{rules}");
+    laptop.write("after-rekey.txt", format!("to {EMAIL}\n"));
+    laptop.ok(&["push"]);
+    tablet.ok(&["pull"]);
+    assert_eq!(text(&tablet, "after-rekey.txt"), format!("to {EMAIL}\n"));
+
+    // The tablet is lost: removing it also replaces the sensitive key.
+    let new = "a passphrase the tablet never knew";
+    let out = laptop
+        .cmd()
+        .env("GHOSTIE_NEW_PASSPHRASE", new)
+        .args(["devices", "remove", "tablet"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules = laptop
+        .cmd()
+        .env("GHOSTIE_PASSPHRASE", new)
+        .args(["anonymize", "rules", "--json"])
+        .output()
+        .unwrap();
+    let rules: serde_json::Value = serde_json::from_slice(&rules.stdout).unwrap();
+    assert_eq!(rules["trusted"], serde_json::json!(["laptop"]), "{rules}");
+    let _ = vault;
+}
