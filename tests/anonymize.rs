@@ -107,11 +107,16 @@ fn anonymized_vault() -> (TempVault, TempHome, TempHome) {
 
 #[test]
 fn an_untrusted_device_holds_no_original_in_anything_it_can_read() {
-    let (vault, _laptop, tablet) = anonymized_vault();
+    let (vault, laptop, tablet) = anonymized_vault();
+    // Text in another encoding than UTF-8 is looked into too.
+    let latin1 = [&b"Caf\xe9 cr\xe8me: "[..], EMAIL.as_bytes(), b" \xff\n"].concat();
+    laptop.write("latin1.txt", &latin1);
+    laptop.ok(&["push"]);
     // A trusted device shows memories as written.
     tablet.ok(&["pull"]);
     assert_eq!(text(&tablet, "m1.json"), memory_one());
     assert_eq!(text(&tablet, "notes/m2.txt"), memory_two());
+    assert_eq!(tablet.read("latin1.txt").unwrap(), latin1);
 
     // The phone joins later: untrusted.
     let phone = TempHome::joined("phone", &vault);
@@ -147,7 +152,9 @@ fn an_untrusted_device_holds_no_original_in_anything_it_can_read() {
         .arg(phone.memories())
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&grep.stdout).lines().count(), 2);
+    assert_eq!(String::from_utf8_lossy(&grep.stdout).lines().count(), 3);
+    let other = phone.read("latin1.txt").unwrap();
+    assert!(other.starts_with(b"Caf\xe9 cr\xe8me: \xe2\x9f\xa6email:"));
 
     // Nowhere in the phone's home (folder, index, caches, queue, keys) …
     phone.ok(&["status"]);
@@ -415,4 +422,62 @@ fn rekeying_keeps_anonymization_and_a_removed_device_loses_the_sensitive_key() {
     let rules: serde_json::Value = serde_json::from_slice(&rules.stdout).unwrap();
     assert_eq!(rules["trusted"], serde_json::json!(["laptop"]), "{rules}");
     let _ = vault;
+}
+
+#[test]
+fn a_pull_killed_on_a_trusted_device_leaves_no_edit_or_conflict_behind() {
+    let (_vault, laptop, tablet) = anonymized_vault();
+    let out = tablet
+        .cmd()
+        .env("GHOSTIE_FAILPOINT", "pull-mid-apply@1")
+        .arg("pull")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "not killed");
+    // What the killed pull wrote (the originals restored) is adopted as the
+    // version it restored, not taken for an edit of the tablet's.
+    let r = tablet.json(&["push", "--json"]);
+    assert_eq!(r["uploaded"], 0, "{r}");
+    tablet.ok(&["pull"]);
+    assert_eq!(text(&tablet, "m1.json"), memory_one());
+    assert_eq!(text(&tablet, "notes/m2.txt"), memory_two());
+    laptop.ok(&["pull"]);
+    let names = laptop.names();
+    assert!(!names.iter().any(|n| n.contains(".conflict-")), "{names:?}");
+}
+
+#[test]
+fn a_rules_file_left_as_written_never_undoes_a_change_made_elsewhere() {
+    let (_vault, laptop, tablet) = anonymized_vault();
+    // The tablet adds a rule.
+    let file = tablet.home().join("anonymize.toml");
+    tablet.ok(&["anonymize", "rules"]);
+    let mut rules = std::fs::read_to_string(&file).unwrap_or_default();
+    if rules.is_empty() {
+        rules =
+            "detectors = [\"email\", \"phone\", \"card\", \"iban\", \"secret\", \"ip\"]\n".into();
+    }
+    rules.push_str("\n[[pattern]]\nname = \"ticket\"\nregex = \"TCK-[0-9]{6}\"\n");
+    std::fs::write(&file, rules).unwrap();
+    tablet.ok(&["anonymize", "on"]);
+    // The laptop's file still says the older rules, untouched: turning on again
+    // keeps the tablet's rule.
+    let on = laptop.json(&["anonymize", "on", "--json"]);
+    assert!(
+        on["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("ticket")),
+        "{on}"
+    );
+    // An edit of a stale file is refused, naming what to do.
+    let laptop_file = laptop.home().join("anonymize.toml");
+    let text = std::fs::read_to_string(&laptop_file).unwrap();
+    std::fs::write(&laptop_file, text.replace("ticket", "ticket2")).unwrap();
+    tablet.ok(&["anonymize", "on", "--detectors", "email"]);
+    let out = laptop.run(&["anonymize", "on"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("changed on another device"), "{err}");
 }

@@ -159,7 +159,12 @@ impl Policy {
     }
 
     /// Hands `device` (trusted) every secret in `secrets`, sealed to its exchange key.
-    pub fn grant(&mut self, device: &DeviceId, exchange: &BoxPublic, secrets: &SensitiveSecrets) {
+    pub fn grant(
+        &mut self,
+        device: &DeviceId,
+        exchange: &BoxPublic,
+        secrets: &SensitiveSecrets,
+    ) -> Result<(), PolicyError> {
         let body = GrantBody {
             secrets: secrets
                 .iter()
@@ -169,8 +174,16 @@ impl Policy {
         let plain = Zeroizing::new(
             serde_json::to_vec(&body).unwrap_or_else(|_| unreachable!("grants serialise")),
         );
-        let sealed = sealed_box::seal(exchange, &grant_context(device, self.epoch), &plain);
+        let sealed = sealed_box::seal(exchange, &grant_context(device, self.epoch), &plain)
+            .map_err(PolicyError::Grant)?;
         self.grants.insert(device.clone(), hex::encode(sealed));
+        Ok(())
+    }
+
+    /// Forgets `device`'s grant (one that no longer opens there): it is made again
+    /// from the exchange key the device publishes now.
+    pub fn drop_grant(&mut self, device: &DeviceId) {
+        self.grants.remove(device);
     }
 
     /// Opens `device`'s grant with its exchange secret: `None` when it has none.
@@ -237,7 +250,10 @@ impl Policy {
         secrets.insert(self.epoch, fresh);
         for d in self.trusted.clone() {
             if let Some(public) = exchange_of(&d) {
-                self.grant(&d, &public, &secrets);
+                // A key that cannot be sealed to leaves that device waiting.
+                if let Err(e) = self.grant(&d, &public, &secrets) {
+                    tracing::warn!("no grant for {d}: {e}");
+                }
             }
         }
         secrets
@@ -250,12 +266,16 @@ pub fn seal_originals(
     policy: &Policy,
     context: &[u8],
     originals: &BTreeMap<String, String>,
-) -> Option<Vec<u8>> {
-    let public = policy.public_key()?;
-    let plain = Zeroizing::new(serde_json::to_vec(originals).ok()?);
+) -> Result<Vec<u8>, CryptoError> {
+    let public = policy
+        .public_key()
+        .ok_or_else(|| CryptoError::InvalidRecord("a sensitive key of the wrong length".into()))?;
+    let plain = Zeroizing::new(
+        serde_json::to_vec(originals).unwrap_or_else(|_| unreachable!("maps of strings serialise")),
+    );
     let mut out = policy.epoch.to_be_bytes().to_vec();
-    out.extend_from_slice(&sealed_box::seal(&public, context, &plain));
-    Some(out)
+    out.extend_from_slice(&sealed_box::seal(&public, context, &plain)?);
+    Ok(out)
 }
 
 /// Opens an originals object with the secret of its epoch.
@@ -293,8 +313,8 @@ mod tests {
             v.sort();
             v
         });
-        policy.grant(&a, &ka.public(), &secrets);
-        policy.grant(&b, &kb.public(), &secrets);
+        policy.grant(&a, &ka.public(), &secrets).unwrap();
+        policy.grant(&b, &kb.public(), &secrets).unwrap();
         // Through the vault's JSON and back.
         let policy = Policy::from_json(&policy.to_json()).unwrap();
         assert!(policy.ungranted().is_empty());

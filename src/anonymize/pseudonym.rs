@@ -56,81 +56,84 @@ pub struct Pseudonymized {
 }
 
 /// `content` with every sensitive value the rules find replaced by its token;
-/// `None` when nothing was found (or the content is not text), so the caller keeps
-/// the bytes it has.
+/// `None` when nothing was found, so the caller keeps the bytes it has. Bytes that
+/// are not UTF-8 (a file in another encoding) stay as they are, and the text
+/// between them is looked at as text.
 pub fn pseudonymize(content: &[u8], rules: &Rules, key: &PseudonymKey) -> Option<Pseudonymized> {
-    let text = std::str::from_utf8(content).ok()?;
-    let spans = sensitive_spans(text, rules);
-    if spans.is_empty() {
-        return None;
-    }
-    let mut view = String::with_capacity(text.len());
+    let mut view: Vec<u8> = Vec::with_capacity(content.len() + 64);
     let mut originals = BTreeMap::new();
-    let mut at = 0;
-    for (start, end, kind) in spans {
-        let value = &text[start..end];
-        let token = key.token(&kind, value);
-        view.push_str(&text[at..start]);
-        view.push_str(&token);
-        originals.insert(token, value.to_owned());
-        at = end;
+    for chunk in content.utf8_chunks() {
+        let text = chunk.valid();
+        let mut at = 0;
+        for (start, end, kind) in sensitive_spans(text, rules) {
+            let value = &text[start..end];
+            let token = key.token(&kind, value);
+            view.extend_from_slice(&text.as_bytes()[at..start]);
+            view.extend_from_slice(token.as_bytes());
+            originals.insert(token, value.to_owned());
+            at = end;
+        }
+        view.extend_from_slice(&text.as_bytes()[at..]);
+        view.extend_from_slice(chunk.invalid());
     }
-    view.push_str(&text[at..]);
-    Some(Pseudonymized {
-        view: view.into_bytes(),
-        originals,
-    })
+    (!originals.is_empty()).then_some(Pseudonymized { view, originals })
 }
 
 /// `view` with every token `lookup` knows replaced by its value; unknown tokens
 /// stay as they are.
 pub fn restore<'a>(view: &[u8], lookup: impl Fn(&str) -> Option<&'a str>) -> Vec<u8> {
-    let Ok(text) = std::str::from_utf8(view) else {
-        return view.to_vec();
-    };
-    let mut out = String::with_capacity(text.len());
+    let mut out = Vec::with_capacity(view.len());
     let mut at = 0;
-    for (start, end) in token_spans(text) {
-        if let Some(value) = lookup(&text[start..end]) {
-            out.push_str(&text[at..start]);
-            out.push_str(value);
+    for (start, end) in token_spans(view) {
+        let token = std::str::from_utf8(&view[start..end]).unwrap_or_default();
+        if let Some(value) = lookup(token) {
+            out.extend_from_slice(&view[at..start]);
+            out.extend_from_slice(value.as_bytes());
             at = end;
         }
     }
-    if at == 0 {
-        return view.to_vec();
-    }
-    out.push_str(&text[at..]);
-    out.into_bytes()
+    out.extend_from_slice(&view[at..]);
+    out
 }
 
 /// The tokens `view` holds, each once.
 pub fn tokens_in(view: &[u8]) -> Vec<String> {
-    let Ok(text) = std::str::from_utf8(view) else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = token_spans(text)
+    let mut out: Vec<String> = token_spans(view)
         .into_iter()
-        .map(|(s, e)| text[s..e].to_owned())
+        .filter_map(|(s, e)| std::str::from_utf8(&view[s..e]).ok().map(str::to_owned))
         .collect();
     out.sort();
     out.dedup();
     out
 }
 
-/// Where tokens stand in `text`: `⟦kind:hex⟧` with a kind of rule-name
+/// The kind a token names (`email` of `⟦email:…⟧`).
+pub fn kind_of(token: &str) -> Option<&str> {
+    token.strip_prefix(OPEN)?.split_once(':').map(|(k, _)| k)
+}
+
+fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Where tokens stand in `bytes`: `⟦kind:hex⟧` with a kind of rule-name
 /// characters and exactly [`TOKEN_HEX`] lowercase hex digits.
-fn token_spans(text: &str) -> Vec<(usize, usize)> {
+fn token_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let (open, close) = (OPEN.as_bytes(), CLOSE.as_bytes());
     let mut out = Vec::new();
     let mut from = 0;
-    while let Some(found) = text[from..].find(OPEN) {
+    while let Some(found) = find_bytes(&bytes[from..], open) {
         let start = from + found;
-        let inner = start + OPEN.len();
+        let inner = start + open.len();
         from = inner;
-        let Some(close) = text[inner..].find(CLOSE) else {
-            break;
+        // A token is short: its close comes within the longest kind and hash.
+        let window = &bytes[inner..bytes.len().min(inner + 64)];
+        let Some(close_at) = find_bytes(window, close) else {
+            continue;
         };
-        let body = &text[inner..inner + close];
+        let Ok(body) = std::str::from_utf8(&window[..close_at]) else {
+            continue;
+        };
         let Some((kind, hash)) = body.split_once(':') else {
             continue;
         };
@@ -140,7 +143,7 @@ fn token_spans(text: &str) -> Vec<(usize, usize)> {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
-            let end = inner + close + CLOSE.len();
+            let end = inner + close_at + close.len();
             out.push((start, end));
             from = end;
         }
@@ -156,7 +159,7 @@ fn sensitive_spans(text: &str, rules: &Rules) -> Vec<(usize, usize, String)> {
         None => vec![(0, text.len())],
     };
     let pointed = rules.pointed_values(text);
-    let tokens = token_spans(text);
+    let tokens = token_spans(text.as_bytes());
     let mut spans: Vec<(usize, usize, String)> = Vec::new();
     for (start, end) in regions {
         let inside = &text[start..end];
@@ -231,6 +234,10 @@ mod tests {
         PseudonymKey::new(&[n; 32])
     }
 
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
     fn all() -> Rules {
         Rules::with_detectors(Detector::ALL.to_vec())
     }
@@ -291,6 +298,14 @@ mod tests {
         )
         .is_none());
         assert!(pseudonymize(&[0xff, 0xfe, b'a', b'@'], &all(), &key(1)).is_none());
+        // Text in another encoding: the values between its bytes are still found,
+        // and the bytes come back exactly.
+        let latin1 = b"Caf\xe9: anna@example.org \xff".to_vec();
+        let p = pseudonymize(&latin1, &all(), &key(1)).unwrap();
+        assert!(!contains(&p.view, b"anna@example.org"));
+        assert!(p.view.starts_with(b"Caf\xe9: ") && p.view.ends_with(b" \xff"));
+        let back = restore(&p.view, |t| p.originals.get(t).map(String::as_str));
+        assert_eq!(back, latin1);
         assert!(pseudonymize(b"anna@example.org", &Rules::default(), &key(1)).is_none());
         assert_eq!(restore(b"\xff\xfe", |_| Some("x")), b"\xff\xfe".to_vec());
         // Look-alikes of tokens are not tokens.

@@ -15,15 +15,24 @@ fn rules_path(home: &Home) -> std::path::PathBuf {
     home.root().join("anonymize.toml")
 }
 
-/// The rules `anonymize on` applies: the rules file's (if there is one) with the
-/// detectors given on the command line, if any.
-fn wanted_rules(home: &Home, detectors: Option<&[String]>) -> Result<Option<Rules>, CliError> {
+/// Where this device keeps the rules file as it last wrote it: a rules file still
+/// the same is no request to change anything, and one edited while the vault's
+/// rules changed elsewhere must not silently undo that change.
+fn applied_path(home: &Home) -> std::path::PathBuf {
+    home.sync_dir().join("anonymize.applied.toml")
+}
+
+/// The rules `anonymize on` applies: the rules file's, when the owner edited it,
+/// with the detectors given on the command line, if any; `None` keeps the rules in
+/// force (or, the first time, every detector).
+fn wanted_rules(
+    home: &Home,
+    vault: &Vault,
+    detectors: Option<&[String]>,
+) -> Result<Option<Rules>, CliError> {
     let path = rules_path(home);
-    let from_file = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(
-            Rules::parse(&text)
-                .map_err(|e| CliError::new(EXIT_FAILURE, format!("{}: {e}.", path.display())))?,
-        ),
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
             return Err(CliError::new(
@@ -32,30 +41,52 @@ fn wanted_rules(home: &Home, detectors: Option<&[String]>) -> Result<Option<Rule
             ))
         }
     };
-    let Some(names) = detectors else {
-        return Ok(from_file);
+    let applied = std::fs::read_to_string(applied_path(home)).ok();
+    let in_force = vault.anonymization_rules()?;
+    let edited = match &text {
+        Some(t) if applied.as_deref() != Some(t.as_str()) => Some(
+            Rules::parse(t)
+                .map_err(|e| CliError::new(EXIT_FAILURE, format!("{}: {e}.", path.display())))?,
+        ),
+        _ => None,
     };
-    let chosen: Vec<Detector> = names
-        .iter()
-        .filter_map(|n| Detector::from_name(n))
-        .collect();
-    Ok(Some(
-        from_file
-            .unwrap_or_default()
-            .with_detectors_replaced(chosen),
-    ))
+    if let (Some(_), Some(applied), Some(now)) = (&edited, &applied, &in_force) {
+        let was = Rules::parse(applied).ok();
+        if was.as_ref() != Some(now) {
+            return Err(CliError::new(
+                EXIT_FAILURE,
+                format!(
+                    "The vault's rules were changed on another device since {} was written:                      put your change into the rules 'ghostie-fs anonymize rules' shows (or delete the file to take them), then run this again.",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    let base = edited.or_else(|| in_force.clone());
+    Ok(match detectors {
+        None => base.filter(|_| text.is_some() && applied.as_deref() != text.as_deref()),
+        Some(names) => {
+            let chosen: Vec<Detector> = names
+                .iter()
+                .filter_map(|n| Detector::from_name(n))
+                .collect();
+            Some(base.unwrap_or_default().with_detectors_replaced(chosen))
+        }
+    })
 }
 
 /// Keeps `<home>/anonymize.toml` saying the rules in force.
 fn write_rules_file(home: &Home, vault: &Vault) -> Result<(), CliError> {
     if let Some(rules) = vault.anonymization_rules()? {
-        let path = rules_path(home);
-        std::fs::write(&path, rules.to_toml()).map_err(|e| {
-            CliError::new(
-                EXIT_FAILURE,
-                format!("Cannot write {}: {e}.", path.display()),
-            )
-        })?;
+        let text = rules.to_toml();
+        for path in [rules_path(home), applied_path(home)] {
+            std::fs::write(&path, &text).map_err(|e| {
+                CliError::new(
+                    EXIT_FAILURE,
+                    format!("Cannot write {}: {e}.", path.display()),
+                )
+            })?;
+        }
     }
     Ok(())
 }
@@ -86,8 +117,8 @@ pub fn run(cli: &Cli, home: Home, pass: &CliPassphrase, action: &AnonymizeAction
     confirm(&vault, pass)?;
     match action {
         AnonymizeAction::On { detectors, json } => {
-            let rules = wanted_rules(&home, detectors.as_deref())?;
             vault.poll(&NoProgress)?;
+            let rules = wanted_rules(&home, &vault, detectors.as_deref())?;
             let report = vault.anonymize_on(rules)?;
             vault.publish(&NoProgress)?;
             write_rules_file(&home, &vault)?;

@@ -298,7 +298,7 @@ fn run_here(
     };
     // The mount does not pseudonymize or restore yet: through it, a trusted device
     // would show tokens and write originals every device could read.
-    if offline.is_none() && vault.anonymization_report()?.is_some() {
+    if vault.uses_anonymization()? {
         return Err(CliError::new(
             EXIT_FAILURE,
             "This vault uses anonymization, which the mount does not apply yet: use 'ghostie-fs sync' (push, pull) on this device.",

@@ -73,16 +73,24 @@ fn box_key(shared: &[u8; 32], sender: &[u8; 32], receiver: &[u8; 32], context: &
 }
 
 /// `plain` sealed so that only the holder of `to`'s secret opens it, for `context`.
-pub fn seal(to: &BoxPublic, context: &[u8], plain: &[u8]) -> Vec<u8> {
+/// A receiver key of small order (a damaged or forged record) is refused: the box
+/// would open for anyone.
+pub fn seal(to: &BoxPublic, context: &[u8], plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let once = BoxSecret::random();
     let sender = once.public();
-    let shared = Zeroizing::new(once.0.diffie_hellman(&PublicKey::from(to.0)).to_bytes());
+    let shared = once.0.diffie_hellman(&PublicKey::from(to.0));
+    if !shared.was_contributory() {
+        return Err(CryptoError::InvalidRecord(
+            "a public key of small order".into(),
+        ));
+    }
+    let shared = Zeroizing::new(shared.to_bytes());
     let key = box_key(&shared, &sender.0, &to.0, context);
     let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + 28);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&sender.0);
     out.extend_from_slice(&key.seal(context, plain));
-    out
+    Ok(out)
 }
 
 /// Opens a box sealed to `secret`'s public key for `context`.
@@ -114,7 +122,7 @@ mod tests {
     fn a_box_opens_only_for_its_receiver_and_its_context() {
         let alice = BoxSecret::random();
         let eve = BoxSecret::random();
-        let sealed = seal(&alice.public(), b"originals", b"anna@example.org");
+        let sealed = seal(&alice.public(), b"originals", b"anna@example.org").unwrap();
         assert_eq!(
             open(&alice, b"originals", &sealed).unwrap(),
             b"anna@example.org"
@@ -134,9 +142,11 @@ mod tests {
         assert!(open(&alice, b"originals", &degenerate).is_err());
         // Two boxes of the same text differ.
         assert_ne!(
-            seal(&alice.public(), b"c", b"x"),
-            seal(&alice.public(), b"c", b"x")
+            seal(&alice.public(), b"c", b"x").unwrap(),
+            seal(&alice.public(), b"c", b"x").unwrap()
         );
+        // A receiver key of small order is refused.
+        assert!(seal(&BoxPublic([0; 32]), b"c", b"x").is_err());
     }
 
     #[test]

@@ -134,6 +134,9 @@ fn depth(p: &str) -> usize {
 /// What became of one file to write.
 enum Written {
     Done(u64, LocalFile),
+    /// Read again to restore originals, and found holding none: the disk already
+    /// had it right; only the record may change.
+    Unchanged(u64, LocalFile),
     /// Changed by someone else meanwhile, or gone: left alone.
     Skipped(u64),
     Damaged(String),
@@ -148,6 +151,8 @@ struct Wanted<'n> {
     mode: u32,
     /// What was at the path when the write was planned.
     disk_before: Option<DiskEntry>,
+    /// Wanted only to restore originals into the view the disk already holds.
+    view_on_disk: bool,
 }
 
 /// Removes what a killed pull left in the staging folder (plaintext, so it must go).
@@ -159,6 +164,10 @@ fn clean_staging(staging: &Path) {
             }
         }
     }
+}
+
+fn bytes_of(data: &[u8]) -> u64 {
+    data.len() as u64
 }
 
 /// Writes `data` at `dest` through a staging file and a rename.
@@ -377,12 +386,14 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
                         continue;
                     }
                 }
+                let view_on_disk = holds_view(lf, &shown.version.entry);
                 wanted.push(Wanted {
                     path: path.clone(),
                     shown,
                     content: content.clone(),
                     mode: *mode,
                     disk_before: disk,
+                    view_on_disk,
                 });
             }
             Entry::Deleted => {}
@@ -397,6 +408,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
     progress.start("Downloading", total, Unit::Bytes);
     let mut failures: HashMap<usize, String> = HashMap::new();
     let mut written_updates = Vec::new();
+    let mut updates_unchanged = Vec::new();
     let mut refusals = Vec::new();
     let mut first_error: Option<SyncError> = None;
     // Writing runs on the fetching threads, so both cores write files.
@@ -413,6 +425,14 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
             Err(e @ SyncError::Backend(_)) => return Written::Failed(e),
             Err(e) => return Written::Damaged(e.to_string()),
         };
+        if w.view_on_disk && !restored {
+            if let Some(d) = &w.disk_before {
+                return Written::Unchanged(
+                    bytes_of(&data),
+                    local_record(d, Some(w.content.sha256), Some(w.shown.showing())),
+                );
+            }
+        }
         let written_sha = if restored {
             ContentHash(Sha256::digest(&data).into())
         } else {
@@ -448,6 +468,10 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
                 crate::failpoint("pull-mid-apply");
             }
             Written::Skipped(bytes) => progress.advance(bytes),
+            Written::Unchanged(bytes, record) => {
+                updates_unchanged.push((wanted[i].path.clone(), Some(record)));
+                progress.advance(bytes);
+            }
             Written::Damaged(why) => {
                 tracing::error!("not writing {}: {why}", wanted[i].path);
                 refuse_damaged(&wanted[i], &mut refusals);
@@ -507,6 +531,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
     }
     report.changed.files += written_updates.len();
     updates.extend(written_updates);
+    updates.extend(updates_unchanged);
     updates.extend(refusals);
     vault.update_local(&updates)?;
     if let Some(e) = first_error {

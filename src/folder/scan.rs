@@ -222,6 +222,10 @@ fn shows_same_file(shown: Option<&Shown>, sha: &ContentHash, mode: u32) -> bool 
             if &content.sha256 == sha && (*m == mode || ((*m & 0o777) | 0o600) == mode))
 }
 
+fn is_file(shown: &Shown) -> bool {
+    matches!(shown.version.entry, Entry::File { .. })
+}
+
 /// A file whose content must be sealed (or found in the vault) before its change can
 /// be recorded.
 struct PendingContent {
@@ -318,13 +322,20 @@ pub fn scan_and_record(vault: &Vault, root: &Path, dry_run: bool) -> SyncResult<
                 let same_as_record = lf.is_some_and(|l| {
                     l.kind == LocalKind::File && l.sha256 == Some(sha) && l.mode == d.mode
                 });
-                tracing::debug!(
-                    path,
-                    same_as_record,
-                    adopt = shows_same_file(shown, &sha, d.mode),
-                    "hashed"
-                );
-                if same_as_record || shows_same_file(shown, &sha, d.mode) {
+                // With anonymization, what a pull wrote on a trusted device is the
+                // version's view with its originals back: its view is the match.
+                let adopt = shows_same_file(shown, &sha, d.mode)
+                    || (!dry_run
+                        && !same_as_record
+                        && match (shown, &data) {
+                            (Some(s), Some(bytes)) if is_file(s) => {
+                                let view = vault.view_hash(bytes)?;
+                                view.is_some_and(|v| shows_same_file(shown, &v, d.mode))
+                            }
+                            _ => false,
+                        });
+                tracing::debug!(path, same_as_record, adopt, "hashed");
+                if same_as_record || adopt {
                     // Only the stat moved, or a pull wrote it and died before saying so.
                     let showing = if same_as_record {
                         lf.and_then(|l| l.showing.clone())

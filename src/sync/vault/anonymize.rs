@@ -19,6 +19,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use super::*;
+use crate::anonymize::pseudonym::kind_of;
 use crate::anonymize::{
     policy, pseudonymize, restore, tokens_in, Policy, PseudonymKey, Rules, SensitiveSecrets,
 };
@@ -30,6 +31,8 @@ const POLICY_CONTEXT: &[u8] = b"anonymize policy";
 /// The sensitive key epoch up to which this device's folder was last brought to
 /// the restored view.
 const META_RESTORED_AT: &str = "anonymize_restored_at";
+/// Set once this device has seen a policy in the vault.
+const META_SEEN: &str = "anonymize_seen";
 
 fn exchange_context(device: &DeviceId) -> Vec<u8> {
     format!("exchange key\0{device}").into_bytes()
@@ -207,36 +210,84 @@ impl Vault {
 
     /// What this process applies: `None` where the vault has no policy. Read once;
     /// on the way, this device publishes its exchange key, and a trusted device
-    /// holding the key hands it to trusted devices still waiting for it.
+    /// holding the key hands it to trusted devices still waiting for it. Sealing
+    /// asks this way and fails closed: nothing is sealed while the backend cannot
+    /// say whether anonymization is on.
     pub fn anonymizer(&self) -> SyncResult<Option<Arc<Anonymizer>>> {
         if let Some(a) = lock(&self.anonymizer).clone() {
             return Ok(a);
         }
         let loaded = match self.read_policy()? {
             None => None,
-            Some(policy) => Some(Arc::new(self.load_anonymizer(policy)?)),
+            Some(policy) => {
+                if self.index().meta(META_SEEN)?.is_none() {
+                    self.index().transaction(|tx| tx.set_meta(META_SEEN, "1"))?;
+                }
+                Some(Arc::new(self.load_anonymizer(policy)?))
+            }
         };
         *lock(&self.anonymizer) = Some(loaded.clone());
         Ok(loaded)
     }
 
+    /// For reading: as [`Vault::anonymizer`], except that a backend that does not
+    /// answer now is no reason to fail where this device never saw anonymization
+    /// in use (a pull of a vault that never used it goes on as before).
+    fn anonymizer_to_read(&self) -> SyncResult<Option<Arc<Anonymizer>>> {
+        match self.anonymizer() {
+            Err(SyncError::Backend(e))
+                if e.is_temporary() && self.index().meta(META_SEEN)?.is_none() =>
+            {
+                tracing::debug!("anonymization not checked now: {e}");
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether this vault uses anonymization, as the backend says or, when it does
+    /// not answer, as this device last saw it.
+    pub fn uses_anonymization(&self) -> SyncResult<bool> {
+        match self.read_policy() {
+            Ok(p) => Ok(p.is_some()),
+            Err(SyncError::Backend(e)) if e.is_temporary() => {
+                Ok(self.index().meta(META_SEEN)?.is_some())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn load_anonymizer(&self, mut policy: Policy) -> SyncResult<Anonymizer> {
         let exchange = exchange_secret(&self.home)?;
         self.publish_exchange_key(&exchange)?;
-        let secrets = policy
-            .open_grant(&self.device, &exchange)
-            .map_err(|e| SyncError::Damaged(e.to_string()))?;
+        let as_read = policy.to_json();
+        let mut changed = false;
+        let secrets = match policy.open_grant(&self.device, &exchange) {
+            Ok(secrets) => secrets,
+            // Made for an exchange key this device no longer has (its keys folder
+            // was restored or lost): given up, so a trusted device makes it again
+            // for the key published now.
+            Err(e) => {
+                tracing::warn!("{e}: asking the trusted devices for a new grant");
+                policy.drop_grant(&self.device);
+                changed = true;
+                None
+            }
+        };
         if let Some(secrets) = &secrets {
-            let mut granted = false;
             for device in policy.ungranted() {
                 if let Some(public) = self.exchange_public(&device)? {
-                    policy.grant(&device, &public, secrets);
-                    granted = true;
+                    match policy.grant(&device, &public, secrets) {
+                        Ok(()) => changed = true,
+                        Err(e) => tracing::warn!("no grant for {device}: {e}"),
+                    }
                 }
             }
-            if granted {
-                self.write_policy(&policy)?;
-            }
+        }
+        // Written only over the policy as it was read: a change made meanwhile by
+        // another device (an untrust) wins, and this is done again next time.
+        if changed && self.read_policy()?.map(|p| p.to_json()) == Some(as_read) {
+            self.write_policy(&policy)?;
         }
         let rules = policy
             .rules()
@@ -275,8 +326,27 @@ impl Vault {
 
     /// Keeps originals pseudonymized outside [`Vault::pseudonymized`] for the next
     /// [`Vault::queue_originals`].
+    /// Only values this device does not know to be in the vault already are kept:
+    /// sealing a file again uploads no original twice.
     pub(super) fn note_originals(&self, a: &Anonymizer, originals: BTreeMap<String, String>) {
-        lock(&a.pending).extend(originals);
+        let known = lock(&a.dictionary);
+        let fresh: Vec<(String, String)> = originals
+            .into_iter()
+            .filter(|(token, _)| !known.contains_key(token))
+            .collect();
+        drop(known);
+        lock(&a.pending).extend(fresh);
+    }
+
+    /// The hash of the view the vault would hold of `content` (with anonymization
+    /// on and values in it), without keeping anything: what a folder compares with
+    /// a version's hash to know that it already holds that version.
+    pub fn view_hash(&self, content: &[u8]) -> SyncResult<Option<ContentHash>> {
+        let Some(a) = self.anonymizer_to_read()? else {
+            return Ok(None);
+        };
+        Ok(pseudonymize(content, &a.rules, &a.key)
+            .map(|p| crate::crypto::blob::hash_bytes(&p.view)))
     }
 
     /// Seals the originals pseudonymized so far to the sensitive key and queues
@@ -293,7 +363,7 @@ impl Vault {
         let id = ObjectId::new(crate::now_ms() as u64);
         let sealed =
             policy::seal_originals(&a.policy, &originals_context(&self.device, &id), &originals)
-                .ok_or_else(|| SyncError::Damaged("the vault's sensitive key is damaged".into()))?;
+                .map_err(|e| SyncError::Damaged(format!("the vault's sensitive key: {e}")))?;
         let dir = self.originals_queue();
         crate::config::create_private_dir(&dir)?;
         let path = dir.join(format!("{id}.enc"));
@@ -338,7 +408,7 @@ impl Vault {
 
     /// [`Vault::restored`], and whether anything was restored.
     pub fn restored_if(&self, view: Vec<u8>) -> SyncResult<(Vec<u8>, bool)> {
-        let Some(a) = self.anonymizer()? else {
+        let Some(a) = self.anonymizer_to_read()? else {
             return Ok((view, false));
         };
         let Some(secrets) = &a.secrets else {
@@ -368,7 +438,7 @@ impl Vault {
     /// Whether the folder must be read again for tokens this device can now
     /// restore: it received the sensitive key (or a new one) since it last looked.
     pub fn restore_recheck_due(&self) -> SyncResult<bool> {
-        let Some(a) = self.anonymizer()? else {
+        let Some(a) = self.anonymizer_to_read()? else {
             return Ok(false);
         };
         if a.secrets.is_none() {
@@ -380,7 +450,7 @@ impl Vault {
 
     /// Records that the folder shows every value this device can restore.
     pub fn note_restore_checked(&self) -> SyncResult<()> {
-        let Some(a) = self.anonymizer()? else {
+        let Some(a) = self.anonymizer_to_read()? else {
             return Ok(());
         };
         let epoch = a.policy.epoch.to_string();
@@ -414,7 +484,13 @@ impl Vault {
                     Err(e) => return Err(e.into()),
                 };
                 match policy::open_originals(secrets, &originals_context(&device, &id), &sealed) {
-                    Ok(originals) => lock(&a.dictionary).extend(originals),
+                    // Only pairs whose token is the value's own: an object from
+                    // any device cannot make a token stand for another value.
+                    Ok(originals) => lock(&a.dictionary).extend(originals.into_iter().filter(
+                        |(token, value)| {
+                            kind_of(token).is_some_and(|kind| a.key.token(kind, value) == *token)
+                        },
+                    )),
                     // Sealed after this device was untrusted, or damaged: its tokens
                     // stay tokens here.
                     Err(e) => tracing::warn!("originals {key} do not open here: {e}"),

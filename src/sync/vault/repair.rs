@@ -242,9 +242,22 @@ impl Vault {
         path: &str,
         c: &ContentRef,
     ) -> SyncResult<Option<ContentRef>> {
-        let Some(reader) = retake.and_then(|r| r.retake(path)) else {
+        let Some(mut reader) = retake.and_then(|r| r.retake(path)) else {
             return Ok(None);
         };
+        // With anonymization on, the vault held this content's view: the bytes read
+        // again become the same view (or a later change's), never an original.
+        if self.anonymizer()?.is_some() {
+            let mut data = Vec::new();
+            if let Err(e) = std::io::Read::read_to_end(&mut reader, &mut data) {
+                tracing::warn!("cannot read {path} again: {e}");
+                return Ok(None);
+            }
+            let view = self.pseudonymized(&data)?.unwrap_or(data);
+            self.queue_originals()?;
+            let sealed = self.seal(view.as_slice(), view.len() as u64, None)?;
+            return Ok((sealed.sha256 == c.sha256).then_some(sealed));
+        }
         let sealed = match self.seal(reader, c.size, None) {
             Ok(s) => s,
             Err(e) => {

@@ -251,7 +251,9 @@ impl Vault {
         self.publish_exchange_key(&own)?;
         for device in policy.ungranted() {
             if let Some(public) = self.exchange_public(&device)? {
-                policy.grant(&device, &public, secrets);
+                policy
+                    .grant(&device, &public, secrets)
+                    .map_err(|e| SyncError::Damaged(format!("{device}'s exchange key: {e}")))?;
             }
         }
         Ok(())
