@@ -230,10 +230,11 @@ impl Vault {
         Ok(loaded)
     }
 
-    /// For reading: as [`Vault::anonymizer`], except that a backend that does not
-    /// answer now is no reason to fail where this device never saw anonymization
-    /// in use (a pull of a vault that never used it goes on as before).
-    fn anonymizer_to_read(&self) -> SyncResult<Option<Arc<Anonymizer>>> {
+    /// As [`Vault::anonymizer`], except that a backend that does not answer now is
+    /// no reason to fail where this device never saw anonymization in use: a push
+    /// or pull of a vault that never used it rides out an outage as before. Once
+    /// seen, nothing is sealed or restored while the policy cannot be read.
+    pub(super) fn anonymizer_to_read(&self) -> SyncResult<Option<Arc<Anonymizer>>> {
         match self.anonymizer() {
             Err(SyncError::Backend(e))
                 if e.is_temporary() && self.index().meta(META_SEEN)?.is_none() =>
@@ -311,7 +312,7 @@ impl Vault {
     /// The view of `content` the vault stores, when anonymization is on and it
     /// holds sensitive values (their originals are kept for [`Vault::queue_originals`]).
     pub fn pseudonymized(&self, content: &[u8]) -> SyncResult<Option<Vec<u8>>> {
-        let Some(a) = self.anonymizer()? else {
+        let Some(a) = self.anonymizer_to_read()? else {
             return Ok(None);
         };
         if !a.policy.enabled {

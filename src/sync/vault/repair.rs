@@ -247,7 +247,7 @@ impl Vault {
         };
         // With anonymization on, the vault held this content's view: the bytes read
         // again become the same view (or a later change's), never an original.
-        if self.anonymizer()?.is_some() {
+        if self.anonymizer_to_read()?.is_some() {
             let mut data = Vec::new();
             if let Err(e) = std::io::Read::read_to_end(&mut reader, &mut data) {
                 tracing::warn!("cannot read {path} again: {e}");
