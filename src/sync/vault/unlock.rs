@@ -328,15 +328,19 @@ impl Vault {
     }
 
     /// What `status` says of the backend and of the keyring it serves: why the
-    /// backend cannot be used now, or else what is wrong with its keyring. A
-    /// keyring that could not be read is the backend's problem, never "no problem".
+    /// backend cannot be used now, or else what is wrong with its keyring. `status`
+    /// looks with a second's patience: a keyring that did not come in that time is
+    /// not looked at (the next look, or any command that unlocks, checks it).
     pub fn backend_and_keyring_problems(&self) -> (Option<String>, Option<String>) {
         if let Err(e) = self.check_backend() {
             return (Some(e.to_string()), None);
         }
         match self.keyring_problem() {
             Ok(problem) => (None, problem),
-            Err(e) => (Some(e.to_string()), None),
+            Err(e) => {
+                tracing::debug!("the keyring was not checked: {e}");
+                (None, None)
+            }
         }
     }
 
