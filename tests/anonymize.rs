@@ -374,11 +374,123 @@ fn off_by_default_nothing_changes_and_turning_it_on_adds_the_policy() {
         err.contains("anonymize.toml") && err.contains("'mail'"),
         "{err}"
     );
-    // The mount says it does not apply anonymization yet, rather than leak.
-    let mnt = tempfile::tempdir().unwrap();
-    let out = laptop.run(&["mount", mnt.path().to_str().unwrap(), "--foreground"]);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("anonymization"));
+}
+
+/// The first pseudonym of `kind` in `text`.
+fn token_in(text: &str, kind: &str) -> String {
+    let start = text
+        .find(&format!("⟦{kind}:"))
+        .unwrap_or_else(|| panic!("no {kind} pseudonym in {text}"));
+    let end = start + text[start..].find('⟧').unwrap() + '⟧'.len_utf8();
+    text[start..end].to_owned()
+}
+
+/// What the mount shows: its size (asked before any read) and its bytes.
+fn shown(m: &Mount, rel: &str) -> (u64, String) {
+    let size = std::fs::metadata(m.path(rel)).map(|m| m.len()).unwrap_or(0);
+    let text = std::fs::read_to_string(m.path(rel)).unwrap_or_default();
+    (size, text)
+}
+
+#[test]
+fn through_the_mount_a_trusted_device_shows_originals_and_an_untrusted_one_pseudonyms() {
+    const WAIT: u64 = 60;
+    let (vault, laptop, tablet) = anonymized_vault();
+    laptop.write("mail.json", "{\"to\": \"ops@example.net\"}\n");
+    laptop.ok(&["push"]);
+    // A trusted mount shows each memory as written, at its size from the first stat.
+    let tm = tablet.mount_with(&["--poll", "0.5"], &[]);
+    let one = memory_one();
+    assert_eq!(shown(&tm, "m1.json"), (one.len() as u64, one.clone()));
+    let two = memory_two();
+    assert_eq!(shown(&tm, "notes/m2.txt"), (two.len() as u64, two));
+    // What it writes reaches the vault as a view, and reads back as written; an
+    // edit in place keeps the values it did not touch.
+    let note = "{\"note\": \"call +1 202 555 0143 or write bob@example.com\"}\n";
+    std::fs::write(tm.path("t.json"), note).unwrap();
+    assert_eq!(shown(&tm, "t.json"), (note.len() as u64, note.to_owned()));
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(tm.path("mail.json"))
+            .unwrap();
+        f.write_all(b"{\"cc\": \"eve@example.com\"}\n").unwrap();
+    }
+    let mail = "{\"to\": \"ops@example.net\"}\n{\"cc\": \"eve@example.com\"}\n";
+    assert_eq!(
+        shown(&tm, "mail.json"),
+        (mail.len() as u64, mail.to_owned())
+    );
+    assert!(tm.drained(WAIT), "the tablet's mount did not publish");
+    // An untrusted device gets pseudonyms for all of it.
+    let phone = TempHome::joined("phone", &vault);
+    phone.ok(&["pull"]);
+    let t = text(&phone, "t.json");
+    assert!(
+        !t.contains("bob@example.com") && !t.contains("555 0143"),
+        "{t}"
+    );
+    assert!(t.contains("⟦email:") && t.contains("⟦phone:"), "{t}");
+    let m = text(&phone, "mail.json");
+    assert!(
+        !m.contains("eve@example.com") && !m.contains("ops@example.net"),
+        "{m}"
+    );
+    // Its own mount shows the same pseudonyms, sizes matching the bytes.
+    let pm = phone.mount_with(&["--poll", "0.5"], &[]);
+    let (size, m1) = shown(&pm, "m1.json");
+    assert_eq!(size, m1.len() as u64);
+    for original in ORIGINALS {
+        assert!(!m1.contains(original), "{original} on the phone: {m1}");
+    }
+    // The phone writes: a pseudonym kept, a new value added. It reads back as
+    // written there; the trusted mount shows both values, restored.
+    let kept = token_in(&m1, "email");
+    let edit = format!("{{\"note\": \"{kept} and carol@example.com\"}}\n");
+    std::fs::write(pm.path("p.json"), &edit).unwrap();
+    assert_eq!(shown(&pm, "p.json"), (edit.len() as u64, edit.clone()));
+    let restored = format!("{{\"note\": \"{EMAIL} and carol@example.com\"}}\n");
+    assert!(
+        eventually(WAIT, || shown(&tm, "p.json")
+            == (restored.len() as u64, restored.clone())),
+        "the trusted mount shows {:?}",
+        shown(&tm, "p.json")
+    );
+    // A trusted edit of it through the mount reaches the phone as pseudonyms.
+    let both = format!("{{\"note\": \"{EMAIL} and carol@example.com, seen\"}}\n");
+    std::fs::write(tm.path("p.json"), &both).unwrap();
+    assert!(
+        eventually(WAIT, || shown(&pm, "p.json").1.ends_with(", seen\"}\n")),
+        "the phone's mount shows {:?}",
+        shown(&pm, "p.json")
+    );
+    let (size, p) = shown(&pm, "p.json");
+    assert_eq!(size, p.len() as u64);
+    assert!(
+        p.contains(&kept) && !p.contains(EMAIL) && !p.contains("carol@example.com"),
+        "{p}"
+    );
+    drop(pm);
+    drop(tm);
+    // Nothing the laptop or the tablet wrote is in the phone's home in the clear.
+    for (path, bytes) in files_under(phone.home()) {
+        for original in ORIGINALS
+            .iter()
+            .chain(&["bob@example.com", "eve@example.com"])
+        {
+            assert!(
+                !contains(&bytes, original),
+                "{original} in {}",
+                path.display()
+            );
+        }
+    }
+    // The laptop's folder gets every value back.
+    laptop.ok(&["pull"]);
+    assert_eq!(text(&laptop, "t.json"), note);
+    assert_eq!(text(&laptop, "mail.json"), mail);
+    assert_eq!(text(&laptop, "p.json"), both);
 }
 
 #[test]

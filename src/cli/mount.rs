@@ -296,14 +296,6 @@ fn run_here(
         )),
         Err(e) => return Err(SyncError::Backend(e).into()),
     };
-    // The mount does not pseudonymize or restore yet: through it, a trusted device
-    // would show tokens and write originals every device could read.
-    if vault.uses_anonymization()? {
-        return Err(CliError::new(
-            EXIT_FAILURE,
-            "This vault uses anonymization, which the mount does not apply yet: use 'ghostie-fs sync' (push, pull) on this device.",
-        ));
-    }
     let imported = folder::import_for_mount(&vault, mountpoint)?;
     if imported > 0 {
         tracing::info!("imported {imported} files from {}", mountpoint.display());

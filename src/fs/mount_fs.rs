@@ -31,7 +31,7 @@ use super::errno::{Errno, FsResult};
 use super::local::LocalRows;
 use super::open_files::{OpenFiles, Staged};
 use super::read::Reading;
-use super::tree::{parent_path, Ino, Kind, Node, Tree, ROOT};
+use super::tree::{parent_path, Ino, Kind, Node, ShownSizes, Tree, ROOT};
 use crate::sync::{Seen, SyncError, Vault};
 
 /// A folder's entries (`.` and `..` first), each with its attributes.
@@ -148,6 +148,34 @@ pub(super) fn precise_now_ns() -> i64 {
         .unwrap_or_default()
 }
 
+/// Learns the size every file of `ns` shows on this device before the tree shows
+/// it (a trusted device with anonymization fetches what it does not know yet; any
+/// other fetches nothing). What could not be learned shows the view's size, and is
+/// tried again at the next poll.
+pub(super) fn resolve_sizes(vault: &Vault, ns: &crate::sync::Namespace) -> bool {
+    if !vault.restores_originals() {
+        return true;
+    }
+    let contents: Vec<crate::model::ContentRef> = ns
+        .values()
+        .filter_map(|s| match &s.version.entry {
+            crate::model::Entry::File { content, .. } => Some(content.clone()),
+            _ => None,
+        })
+        .collect();
+    match vault.resolve_shown_sizes(&contents) {
+        Ok(0) => true,
+        Ok(n) => {
+            tracing::debug!("read {n} files to learn the sizes they show restored");
+            true
+        }
+        Err(e) => {
+            tracing::warn!("could not learn the restored sizes of some files yet: {e}");
+            false
+        }
+    }
+}
+
 pub(super) fn check_name(name: &str) -> FsResult<()> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
         return Err(Errno::INVAL);
@@ -201,7 +229,15 @@ impl MountFs {
         if let Err(e) = vault.poll(&crate::sync::NoProgress) {
             tracing::warn!("starting without the newest changes, the backend did not answer: {e}");
         }
-        let tree = Tree::from_namespace(vault.namespace()?, precise_now_ns());
+        // With anonymization, a trusted device shows restored sizes from the first
+        // stat (see `sync/vault/anonymize_mount.rs`).
+        if let Err(e) = vault.refresh_anonymization() {
+            tracing::warn!("the vault's anonymization rules could not be read: {e}");
+        }
+        let ns = vault.namespace()?;
+        resolve_sizes(&vault, &ns);
+        let sizes = ShownSizes::new(vault.shown_sizes());
+        let tree = Tree::from_namespace_sized(ns, precise_now_ns(), sizes);
         return_freed_memory();
         let staging_dir = vault.home().staging_dir();
         crate::config::create_private_dir(&staging_dir)?;

@@ -392,6 +392,16 @@ impl MountFs {
         offset: u64,
         len: u64,
     ) -> SyncResult<Vec<u8>> {
+        if self.vault.shown_bytes_due(c, None) {
+            let view = self.reading.small(c, Vec::new())?;
+            let data = self
+                .vault
+                .shown_bytes(c, None, &view)
+                .unwrap_or_else(|| view.to_vec());
+            let start = (offset as usize).min(data.len());
+            let end = (offset.saturating_add(len) as usize).min(data.len());
+            return Ok(data[start..end].to_vec());
+        }
         if c.size <= WHOLE_READ_MAX {
             let data = self.reading.small(c, Vec::new())?;
             let start = (offset as usize).min(data.len());
@@ -431,6 +441,9 @@ impl MountFs {
             return Ok(ReadData::Owned(Vec::new()));
         };
         let path = n.path.clone();
+        // Shown with values restored (anonymization): read whole, then restored.
+        let shown_size = n.size;
+        let restoring = self.vault.shown_bytes_due(&c, Some(shown_size));
         let fetch = |e: SyncError| {
             // A reader of a version whose pack its owner reclaimed: the file holds
             // newer contents now, which opening it again shows.
@@ -451,6 +464,16 @@ impl MountFs {
             Errno::IO
         };
         let read_from = |from: &ContentRef, along: Vec<ContentRef>| -> SyncResult<ReadData> {
+            if restoring {
+                let view = self.reading.small(from, along)?;
+                let shown = self
+                    .vault
+                    .shown_bytes(from, Some(shown_size), &view)
+                    .unwrap_or_else(|| view.to_vec());
+                let start = (offset as usize).min(shown.len());
+                let end = (offset.saturating_add(size as u64) as usize).min(shown.len());
+                return Ok(ReadData::Owned(shown[start..end].to_vec()));
+            }
             if from.size > WHOLE_READ_MAX {
                 return self.reading.large(from, offset, size as u64);
             }
@@ -474,7 +497,7 @@ impl MountFs {
                 other => other.map_err(fetch),
             }
         };
-        if c.size > WHOLE_READ_MAX || self.reading.is_cached(&c) {
+        if c.size > WHOLE_READ_MAX || restoring || self.reading.is_cached(&c) {
             drop(st);
             return or_moved(read_from(&c, Vec::new()));
         }

@@ -14,6 +14,29 @@ impl MountFs {
     /// A few changed files are refreshed one by one; anything that may move folders
     /// (or too many paths to look at singly) rebuilds the tree from the whole
     /// namespace.
+    /// Before `apply_remote`, without the state: learns the size the files it
+    /// will show have on this device (see `mount_fs::resolve_sizes`). False when
+    /// some could not be learned (they are tried again at the next poll).
+    pub(super) fn learn_sizes(&self, changed: Option<&BTreeSet<String>>) -> bool {
+        if !self.vault.restores_originals() {
+            return true;
+        }
+        let ns = match changed {
+            Some(paths) => {
+                let scope: Vec<String> = paths.iter().cloned().collect();
+                self.vault.namespace_of(&scope)
+            }
+            None => self.vault.namespace(),
+        };
+        match ns {
+            Ok(ns) => super::mount_fs::resolve_sizes(&self.vault, &ns),
+            Err(e) => {
+                tracing::warn!("cannot read the index: {e}");
+                false
+            }
+        }
+    }
+
     pub(super) fn apply_remote(
         &self,
         changed: Option<&BTreeSet<String>>,
@@ -77,11 +100,17 @@ impl MountFs {
         let published = self.publish_queue()?;
         let polled = self.poll_vault()?;
         if published.repaired {
+            self.learn_sizes(None);
+            return self.apply_remote(None);
+        }
+        if self.vault.refresh_anonymization()? {
+            self.learn_sizes(None);
             return self.apply_remote(None);
         }
         if polled.new_versions == 0 {
             return Ok(Vec::new());
         }
+        self.learn_sizes(polled.changed_paths.as_ref());
         self.apply_remote(polled.changed_paths.as_ref())
     }
 }

@@ -3,6 +3,7 @@
 //! keeps the two in step as local operations and remote changes move paths around.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::model::{ContentRef, DeviceId, Entry, ObjectId};
 use crate::sync::{Namespace, Shown};
@@ -132,6 +133,34 @@ pub struct Tree {
     /// the group's first inode, the canonical one: lookups and listings answer with
     /// it, and its node holds the attributes, the open files and the writes.
     links: Links,
+    /// The size a content shows where it is not its own (anonymization restores
+    /// values on this device: `Vault::shown_sizes`).
+    sizes: ShownSizes,
+}
+
+/// Where the size a content shows comes from, when not from the content itself.
+#[derive(Clone, Default)]
+pub struct ShownSizes(Option<Arc<SizeOf>>);
+
+type SizeOf = dyn Fn(&ContentRef) -> Option<u64> + Send + Sync;
+
+impl ShownSizes {
+    pub fn new(f: impl Fn(&ContentRef) -> Option<u64> + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(f)))
+    }
+    fn of(&self, c: &ContentRef) -> u64 {
+        self.0.as_ref().and_then(|f| f(c)).unwrap_or(c.size)
+    }
+}
+
+impl std::fmt::Debug for ShownSizes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ShownSizes(learned)"
+        } else {
+            "ShownSizes(own)"
+        })
+    }
 }
 
 /// A pack, by the device whose prefix holds it and its id.
@@ -144,9 +173,11 @@ fn pack_of(shown: Option<&Shown>) -> Option<PackKey> {
     }
 }
 
-fn shape(shown: &Shown) -> (Kind, u32, u64, String) {
+fn shape(shown: &Shown, sizes: &ShownSizes) -> (Kind, u32, u64, String) {
     match &shown.version.entry {
-        Entry::File { content, mode } => (Kind::File, mode & 0o7777, content.size, String::new()),
+        Entry::File { content, mode } => {
+            (Kind::File, mode & 0o7777, sizes.of(content), String::new())
+        }
         Entry::Dir { mode } => (Kind::Dir, mode & 0o7777, 0, String::new()),
         Entry::Symlink { target } => (Kind::Symlink, 0o777, target.len() as u64, target.clone()),
         // Never shown; treated as an empty file if it ever is.
@@ -181,11 +212,18 @@ impl Tree {
             next: ROOT + 1,
             root_mtime_ns: now_ns,
             links: Links::default(),
+            sizes: ShownSizes::default(),
         }
     }
 
     pub fn from_namespace(ns: Namespace, now_ns: i64) -> Self {
+        Self::from_namespace_sized(ns, now_ns, ShownSizes::default())
+    }
+
+    /// As [`Tree::from_namespace`], each file showing the size `sizes` gives it.
+    pub fn from_namespace_sized(ns: Namespace, now_ns: i64, sizes: ShownSizes) -> Self {
         let mut t = Self::new(now_ns);
+        t.sizes = sizes;
         for (path, shown) in ns {
             t.set_owned(&path, shown);
         }
@@ -297,7 +335,7 @@ impl Tree {
     /// As [`Tree::set`], taking the version (no copy: a mount of 100,000 files
     /// builds its tree this way).
     pub fn set_owned(&mut self, path: &str, shown: Shown) -> (Ino, bool) {
-        let (kind, mode, size, target) = shape(&shown);
+        let (kind, mode, size, target) = shape(&shown, &self.sizes);
         let existing = self.ino_of(path);
         let ino = match existing {
             Some(i) if self.nodes.get(&i).is_some_and(|n| n.kind == kind) => i,
@@ -315,8 +353,11 @@ impl Tree {
             .nodes
             .get_mut(&ino)
             .unwrap_or_else(|| unreachable!("attached above"));
-        let content_changed =
-            blob_of(node.shown.as_ref()) != blob_of(Some(&shown)) || node.target != target;
+        // A size learned for the same content (anonymization) changes what a
+        // reader gets as much as new bytes do.
+        let content_changed = blob_of(node.shown.as_ref()) != blob_of(Some(&shown))
+            || node.target != target
+            || (kind == Kind::File && node.size != size);
         let packs = (pack_of(node.shown.as_ref()), pack_of(Some(&shown)));
         node.mode = mode;
         node.size = size;

@@ -31,6 +31,10 @@ const UNSAVED_RETRY: Duration = Duration::from_secs(2);
 /// How often a quiet mount says how far it has read and looks for space to
 /// reclaim: at most every five minutes (a few writes an hour on request-limited
 /// providers), sooner when collections are set to run more often.
+/// How often a mount reads the vault's anonymization policy when no poll brought
+/// anything (a poll that did reads it at once).
+const ANONYMIZATION_READ_EVERY: Duration = Duration::from_secs(60);
+
 fn housekeeping_every() -> Duration {
     crate::sync::gc_auto_timing()
         .1
@@ -264,14 +268,6 @@ fn housekeeping(fs: &MountFs) {
     if let Ok(Some(problem)) = fs.vault.keyring_problem() {
         tracing::error!("{problem}");
     }
-    // Anonymization turned on since this mount started: it does not apply it.
-    if let Ok(Some(_)) = fs.vault.anonymization_report() {
-        tracing::error!(
-            "anonymization was turned on in this vault, and the mount does not apply it: \
-             what is written here reaches every device as written; unmount, and use \
-             'ghostie-fs sync' on this device"
-        );
-    }
     let collected = fs.vault.collect_garbage_if_due();
     // Files whose bytes moved (a repack, or sealed again under a new key): the
     // view takes their new place at the next poll.
@@ -341,6 +337,7 @@ fn poll_loop(fs: &MountFs, inval: &dyn Invalidator, reporter: &Reporter) {
     // A poll that failed half-way may have applied some segments whose paths it
     // never reported: the next good poll then rebuilds the whole view.
     let mut poll_failed = false;
+    let mut rules_read = Instant::now();
     loop {
         if lock(&fs.activity).shutdown {
             break;
@@ -357,15 +354,29 @@ fn poll_loop(fs: &MountFs, inval: &dyn Invalidator, reporter: &Reporter) {
                 if stale {
                     poll_failed = true;
                 }
+                // Anonymization turned on or off, its rules changed, or the
+                // sensitive key came or went: every file may show otherwise.
+                if r.new_versions > 0 || rules_read.elapsed() >= ANONYMIZATION_READ_EVERY {
+                    rules_read = Instant::now();
+                    match fs.vault.refresh_anonymization() {
+                        Ok(true) => {
+                            tracing::info!("the vault's anonymization changed: showing it");
+                            poll_failed = true;
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::error!("the vault's anonymization: {e}"),
+                    }
+                }
                 if r.new_versions > 0 || poll_failed {
                     let changed = if poll_failed {
                         None
                     } else {
                         r.changed_paths.as_ref()
                     };
+                    let learned = fs.learn_sizes(changed);
                     match fs.apply_remote(changed) {
                         Ok(list) => {
-                            poll_failed = false;
+                            poll_failed = !learned;
                             invalidate(inval, &list);
                         }
                         Err(e) => {

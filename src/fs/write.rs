@@ -3,6 +3,7 @@
 //! returns after that). A file opened for writing fetches nothing until a byte of it
 //! is needed; then its old content is fetched with the state lock released.
 
+use std::io::Read;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
@@ -261,10 +262,27 @@ impl MountFs {
         }
         let size = s.size;
         let mut input = s.bytes.reader(size).map_err(from_io)?;
-        let content = self
+        let anonymizes = self
             .vault
-            .seal(&mut input, size, None)
+            .anonymizes_writes()
             .map_err(|e| self.not_saved(&node.path, e))?;
+        let view = if anonymizes && size <= crate::sync::ANONYMIZE_MAX {
+            let mut bytes = Vec::with_capacity(size as usize);
+            input.read_to_end(&mut bytes).map_err(from_io)?;
+            let view = self
+                .vault
+                .mount_view(&bytes)
+                .map_err(|e| self.not_saved(&node.path, e))?;
+            Some(view.unwrap_or(bytes))
+        } else {
+            None
+        };
+        let content = match &view {
+            // The vault gets the view; this device shows what was written.
+            Some(view) => self.vault.seal(view.as_slice(), view.len() as u64, None),
+            None => self.vault.seal(&mut input, size, None),
+        }
+        .map_err(|e| self.not_saved(&node.path, e))?;
         drop(input);
         let seen = s.seen.clone();
         let entry = Entry::File {
@@ -467,13 +485,15 @@ fn stage(st: &mut State, ino: Ino, truncate: bool, dir: &std::path::Path) -> FsR
     }
     let n = st.tree.get(ino).ok_or(Errno::NOENT)?;
     let content = n.content().cloned();
+    // The size the file shows (its values restored, with anonymization).
+    let shown_size = n.size;
     let mut staged = Staged::new(seen_in(&st.tree, &n.path));
     staged.opens = 1;
     if truncate {
         staged.dirty = content.as_ref().is_some_and(|c| c.size > 0);
     } else if let Some(c) = content {
-        staged.size = c.size;
-        staged.fill = (c.size > 0).then_some(c);
+        staged.size = shown_size;
+        staged.fill = (shown_size > 0).then_some(c);
     }
     st.files.staged.insert(ino, staged);
     Ok(())

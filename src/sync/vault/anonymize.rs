@@ -32,7 +32,7 @@ const POLICY_CONTEXT: &[u8] = b"anonymize policy";
 /// the restored view.
 const META_RESTORED_AT: &str = "anonymize_restored_at";
 /// Set once this device has seen a policy in the vault.
-const META_SEEN: &str = "anonymize_seen";
+pub(super) const META_SEEN: &str = "anonymize_seen";
 
 fn exchange_context(device: &DeviceId) -> Vec<u8> {
     format!("exchange key\0{device}").into_bytes()
@@ -44,19 +44,19 @@ fn originals_context(device: &DeviceId, id: &ObjectId) -> Vec<u8> {
 
 /// What this process knows of the vault's anonymization.
 pub struct Anonymizer {
-    policy: Policy,
-    rules: Rules,
-    key: PseudonymKey,
+    pub(super) policy: Policy,
+    pub(super) rules: Rules,
+    pub(super) key: PseudonymKey,
     /// On a trusted device holding its grant: every sensitive secret it may use.
-    secrets: Option<SensitiveSecrets>,
+    pub(super) secrets: Option<SensitiveSecrets>,
     /// Token → original, from every originals object read so far.
-    dictionary: Mutex<HashMap<String, String>>,
+    pub(super) dictionary: Mutex<HashMap<String, String>>,
     /// Originals objects already read (by key).
     read: Mutex<HashSet<String>>,
     /// Whether every device's originals were listed in this process: a token still
     /// unknown after that has no original this device can open. Held while the
     /// listing runs, so that a reader on another thread waits for it.
-    listed: Mutex<bool>,
+    pub(super) listed: Mutex<bool>,
     /// Originals of what this process pseudonymized, not yet queued.
     pending: Mutex<BTreeMap<String, String>>,
 }
@@ -258,7 +258,7 @@ impl Vault {
         }
     }
 
-    fn load_anonymizer(&self, mut policy: Policy) -> SyncResult<Anonymizer> {
+    pub(super) fn load_anonymizer(&self, mut policy: Policy) -> SyncResult<Anonymizer> {
         let exchange = exchange_secret(&self.home)?;
         self.publish_exchange_key(&exchange)?;
         let as_read = policy.to_json();

@@ -25,7 +25,7 @@
 //! index only to apply what it fetched, a publish takes it only to note what it
 //! uploaded. So local work never waits for the backend.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -50,6 +50,7 @@ use crate::model::{ContentHash, ContentRef, DeviceId, Entry, Seq, Version};
 use crate::store::{DeviceRow, HomeLock, Index, LocalFile, PackQueue};
 
 mod anonymize;
+mod anonymize_mount;
 mod conflicts;
 mod gc;
 mod look;
@@ -141,6 +142,9 @@ pub struct Vault {
     /// The vault's anonymization as read (once) by this process: `Some(None)` where
     /// the vault has no policy.
     anonymizer: Mutex<Option<Option<Arc<anonymize::Anonymizer>>>>,
+    /// For the mount: the size each content shows on this device where it shows
+    /// more than its view (see `anonymize.rs`, "The mount").
+    shown_sizes: Arc<Mutex<HashMap<ContentHash, u64>>>,
     /// None for a vault opened to look ([`Vault::open_to_look`]).
     _lock: Option<HomeLock>,
 }
@@ -284,6 +288,7 @@ impl Vault {
             retake: Mutex::new(None),
             checked: Mutex::new(std::collections::BTreeSet::new()),
             anonymizer: Mutex::new(None),
+            shown_sizes: Arc::new(Mutex::new(HashMap::new())),
             _lock: lock,
         }
     }
