@@ -396,7 +396,10 @@ fn shown(m: &Mount, rel: &str) -> (u64, String) {
 fn through_the_mount_a_trusted_device_shows_originals_and_an_untrusted_one_pseudonyms() {
     const WAIT: u64 = 60;
     let (vault, laptop, tablet) = anonymized_vault();
-    laptop.write("mail.json", "{\"to\": \"ops@example.net\"}\n");
+    laptop.write(
+        "mail.json",
+        "{\"to\": \"jonathan.longname@example-company.com\"}\n",
+    );
     laptop.ok(&["push"]);
     // A trusted mount shows each memory as written, at its size from the first stat.
     let tm = tablet.mount_with(&["--poll", "0.5"], &[]);
@@ -417,7 +420,8 @@ fn through_the_mount_a_trusted_device_shows_originals_and_an_untrusted_one_pseud
             .unwrap();
         f.write_all(b"{\"cc\": \"eve@example.com\"}\n").unwrap();
     }
-    let mail = "{\"to\": \"ops@example.net\"}\n{\"cc\": \"eve@example.com\"}\n";
+    let mail =
+        "{\"to\": \"jonathan.longname@example-company.com\"}\n{\"cc\": \"eve@example.com\"}\n";
     assert_eq!(
         shown(&tm, "mail.json"),
         (mail.len() as u64, mail.to_owned())
@@ -434,7 +438,7 @@ fn through_the_mount_a_trusted_device_shows_originals_and_an_untrusted_one_pseud
     assert!(t.contains("⟦email:") && t.contains("⟦phone:"), "{t}");
     let m = text(&phone, "mail.json");
     assert!(
-        !m.contains("eve@example.com") && !m.contains("ops@example.net"),
+        !m.contains("eve@example.com") && !m.contains("jonathan.longname@example-company.com"),
         "{m}"
     );
     // Its own mount shows the same pseudonyms, sizes matching the bytes.

@@ -23,6 +23,9 @@ pub(super) struct Staged {
     /// The content to copy in before the staging file is first used: opening a file
     /// for writing fetches nothing until a byte of it is needed.
     pub fill: Option<ContentRef>,
+    /// The size the file showed when it was opened (its values restored, with
+    /// anonymization): what the fill copies in.
+    pub fill_size: u64,
 }
 
 impl Staged {
@@ -35,6 +38,7 @@ impl Staged {
             seen,
             unlinked: false,
             fill: None,
+            fill_size: 0,
         }
     }
 }
@@ -78,8 +82,10 @@ impl OpenFiles {
     }
 
     /// The content still to copy into `ino`'s staging file, if any.
-    pub fn fill_of(&self, ino: Ino) -> Option<ContentRef> {
-        self.staged.get(&ino).and_then(|s| s.fill.clone())
+    pub fn fill_of(&self, ino: Ino) -> Option<(ContentRef, u64)> {
+        self.staged
+            .get(&ino)
+            .and_then(|s| s.fill.clone().map(|c| (c, s.fill_size)))
     }
 
     /// Files open for writing with changes not recorded yet.

@@ -385,33 +385,20 @@ impl Reading {
 }
 
 impl MountFs {
-    /// A whole content or a range of it, whatever its size.
-    pub(super) fn read_content(
-        &self,
-        c: &ContentRef,
-        offset: u64,
-        len: u64,
-    ) -> SyncResult<Vec<u8>> {
-        if self.vault.shown_bytes_due(c, None) {
+    /// A whole content as a file of `shown_size` bytes shows it (its values
+    /// restored where the mount learned that size for it).
+    pub(super) fn read_content(&self, c: &ContentRef, shown_size: u64) -> SyncResult<Vec<u8>> {
+        if self.vault.shown_bytes_due(c, Some(shown_size)) {
             let view = self.reading.small(c, Vec::new())?;
-            let data = self
+            return Ok(self
                 .vault
-                .shown_bytes(c, None, &view)
-                .unwrap_or_else(|| view.to_vec());
-            let start = (offset as usize).min(data.len());
-            let end = (offset.saturating_add(len) as usize).min(data.len());
-            return Ok(data[start..end].to_vec());
+                .shown_bytes(c, Some(shown_size), &view)
+                .unwrap_or_else(|| view.to_vec()));
         }
         if c.size <= WHOLE_READ_MAX {
-            let data = self.reading.small(c, Vec::new())?;
-            let start = (offset as usize).min(data.len());
-            let end = (offset.saturating_add(len) as usize).min(data.len());
-            return Ok(data[start..end].to_vec());
+            return Ok(self.reading.small(c, Vec::new())?.to_vec());
         }
-        if offset == 0 && len >= c.size {
-            return self.reading_reader().read_all(c);
-        }
-        self.reading.large(c, offset, len).map(|d| d.to_vec())
+        self.reading_reader().read_all(c)
     }
 
     fn reading_reader(&self) -> &ContentReader {

@@ -10,13 +10,9 @@ use crate::model::Entry;
 use crate::sync::{NoProgress, PollReport, PublishReport, SyncError};
 
 impl MountFs {
-    /// Applies a poll's result to the tree; returns what the kernel must forget.
-    /// A few changed files are refreshed one by one; anything that may move folders
-    /// (or too many paths to look at singly) rebuilds the tree from the whole
-    /// namespace.
     /// Before `apply_remote`, without the state: learns the size the files it
     /// will show have on this device (see `mount_fs::resolve_sizes`). False when
-    /// some could not be learned (they are tried again at the next poll).
+    /// the backend did not answer (tried again at the next poll).
     pub(super) fn learn_sizes(&self, changed: Option<&BTreeSet<String>>) -> bool {
         if !self.vault.restores_originals() {
             return true;
@@ -37,6 +33,10 @@ impl MountFs {
         }
     }
 
+    /// Applies a poll's result to the tree; returns what the kernel must forget.
+    /// A few changed files are refreshed one by one; anything that may move folders
+    /// (or too many paths to look at singly) rebuilds the tree from the whole
+    /// namespace.
     pub(super) fn apply_remote(
         &self,
         changed: Option<&BTreeSet<String>>,

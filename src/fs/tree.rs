@@ -562,9 +562,18 @@ impl Tree {
 
     fn set_path(&mut self, path: &str, shown: &Shown, inval: &mut Vec<Invalidation>) {
         let current = self.ino_of(path).and_then(|i| self.nodes.get(&i));
+        // A size learned since (anonymization) changes the file as new bytes would.
+        let size_now = match &shown.version.entry {
+            Entry::File { content, .. } => Some(self.sizes.of(content)),
+            _ => None,
+        };
         // A node whose version was noted while its file was open still has to take
         // that version's content.
-        let up_to_date = current.is_some_and(|n| same_version(n.shown.as_ref(), shown) && !n.stale);
+        let up_to_date = current.is_some_and(|n| {
+            same_version(n.shown.as_ref(), shown)
+                && !n.stale
+                && size_now.is_none_or(|size| size == n.size)
+        });
         if up_to_date {
             return;
         }

@@ -64,16 +64,16 @@ impl MountFs {
     pub(super) fn filled(&self, ino: Ino) -> FsResult<MutexGuard<'_, State>> {
         loop {
             let st = self.state();
-            let Some(c) = st.files.fill_of(ino) else {
+            let Some((c, shown_size)) = st.files.fill_of(ino) else {
                 return Ok(st);
             };
             drop(st);
-            let data = self.read_content(&c, 0, c.size).map_err(|e| {
+            let data = self.read_content(&c, shown_size).map_err(|e| {
                 tracing::error!("cannot fetch the content of a file open for writing: {e}");
                 Errno::IO
             })?;
             let mut st = self.state();
-            if st.files.fill_of(ino).as_ref() != Some(&c) {
+            if st.files.fill_of(ino).map(|(f, _)| f).as_ref() != Some(&c) {
                 // Truncated, closed or refilled meanwhile: look again.
                 continue;
             }
@@ -494,6 +494,7 @@ fn stage(st: &mut State, ino: Ino, truncate: bool, dir: &std::path::Path) -> FsR
     } else if let Some(c) = content {
         staged.size = shown_size;
         staged.fill = (shown_size > 0).then_some(c);
+        staged.fill_size = shown_size;
     }
     st.files.staged.insert(ino, staged);
     Ok(())

@@ -52,7 +52,7 @@ pub struct Anonymizer {
     /// Token → original, from every originals object read so far.
     pub(super) dictionary: Mutex<HashMap<String, String>>,
     /// Originals objects already read (by key).
-    read: Mutex<HashSet<String>>,
+    pub(super) read: Mutex<HashSet<String>>,
     /// Whether every device's originals were listed in this process: a token still
     /// unknown after that has no original this device can open. Held while the
     /// listing runs, so that a reader on another thread waits for it.

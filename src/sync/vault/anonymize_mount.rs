@@ -18,15 +18,63 @@
 
 use super::anonymize::{Anonymizer, META_SEEN};
 use super::*;
-use crate::anonymize::{pseudonymize, restore};
+use crate::anonymize::{pseudonymize, restore, tokens_in};
 use crate::crypto::blob::hash_bytes;
+
+/// What the mount learned of a content: the size it shows, and the pseudonyms a
+/// read restores in it (exactly those, so the bytes keep that size whatever this
+/// device learns later; none: shown as stored).
+#[derive(Debug, Clone)]
+pub(crate) struct Learned {
+    size: u64,
+    tokens: Arc<[String]>,
+}
+
+impl Learned {
+    fn restores(&self, token: &str) -> bool {
+        self.tokens
+            .binary_search_by(|t| t.as_str().cmp(token))
+            .is_ok()
+    }
+}
+
+/// `view` with the pseudonyms `learned` names replaced by their values.
+fn restore_learned(a: &Anonymizer, learned: &Learned, view: &[u8]) -> Vec<u8> {
+    let dict = lock(&a.dictionary);
+    restore(view, |t| {
+        if learned.restores(t) {
+            dict.get(t).map(String::as_str)
+        } else {
+            None
+        }
+    })
+}
+
+/// What `view` shows once every pseudonym whose value `a` knows is restored.
+fn learn(a: &Anonymizer, view: &[u8]) -> Learned {
+    let mut tokens: Vec<String> = {
+        let dict = lock(&a.dictionary);
+        tokens_in(view)
+            .into_iter()
+            .filter(|t| dict.contains_key(t))
+            .collect()
+    };
+    tokens.sort();
+    let mut learned = Learned {
+        size: view.len() as u64,
+        tokens: tokens.into(),
+    };
+    if !learned.tokens.is_empty() {
+        learned.size = restore_learned(a, &learned, view).len() as u64;
+    }
+    learned
+}
 
 impl Vault {
     /// Reads the vault's policy again and says whether what this device shows may
     /// have changed since the last call (anonymization turned on or off, rules
-    /// changed, the sensitive key received or rotated). Sizes learned under the
-    /// policy as it was are forgotten then. A backend that does not answer changes
-    /// nothing.
+    /// changed, the sensitive key received or rotated). A backend that does not
+    /// answer changes nothing.
     pub fn refresh_anonymization(&self) -> SyncResult<bool> {
         let policy = match self.read_policy() {
             Ok(p) => p,
@@ -54,8 +102,17 @@ impl Vault {
                 Some(Arc::new(self.load_anonymizer(policy)?))
             }
         };
+        // The values read so far stay true (a pseudonym is its value's own), and
+        // so do the sizes learned with them: the tree and the reads keep agreeing
+        // while the view is rebuilt. A device untrusted meanwhile keeps showing
+        // what it already held, as its folder would; it opens nothing new.
+        if let (Some(Some(old)), Some(new)) = (&known, &loaded) {
+            let values = lock(&old.dictionary).clone();
+            lock(&new.dictionary).extend(values);
+            let read = lock(&old.read).clone();
+            lock(&new.read).extend(read);
+        }
         *lock(&self.anonymizer) = Some(loaded);
-        lock(&self.shown_sizes).clear();
         Ok(true)
     }
 
@@ -91,14 +148,17 @@ impl Vault {
         let Some(p) = pseudonymize(content, &a.rules, &a.key) else {
             return Ok(None);
         };
+        // This device shows what was written: the values just replaced, and no
+        // pseudonym that was written as such.
+        let mut tokens: Vec<String> = p.originals.keys().cloned().collect();
+        tokens.sort();
+        let learned = Learned {
+            size: content.len() as u64,
+            tokens: tokens.into(),
+        };
         self.note_originals(&a, p.originals);
         self.queue_originals()?;
-        // This device shows its own values and those it can open.
-        let shown = {
-            let dict = lock(&a.dictionary);
-            restore(&p.view, |t| dict.get(t).map(String::as_str)).len() as u64
-        };
-        lock(&self.shown_sizes).insert(hash_bytes(&p.view), shown);
+        lock(&self.shown_sizes).insert(hash_bytes(&p.view), learned);
         Ok(Some(p.view))
     }
 
@@ -106,15 +166,16 @@ impl Vault {
     /// or was learned: what the mount's tree shows.
     pub fn shown_sizes(&self) -> impl Fn(&ContentRef) -> Option<u64> + Send + Sync + 'static {
         let sizes = self.shown_sizes.clone();
-        move |c: &ContentRef| lock(&sizes).get(&c.sha256).copied()
+        move |c: &ContentRef| lock(&sizes).get(&c.sha256).map(|l| l.size)
     }
 
     /// Whether a file of `content` shown with `shown_size` bytes (any, with
     /// `None`) shows its restored bytes: the size was learned for it. A size
     /// learned after the tree showed this version waits until it shows the new one.
     pub fn shown_bytes_due(&self, content: &ContentRef, shown_size: Option<u64>) -> bool {
-        let learned = lock(&self.shown_sizes).get(&content.sha256).copied();
-        learned.is_some_and(|l| shown_size.is_none_or(|s| s == l))
+        lock(&self.shown_sizes)
+            .get(&content.sha256)
+            .is_some_and(|l| !l.tokens.is_empty() && shown_size.is_none_or(|s| s == l.size))
     }
 
     /// `view` (the checked bytes of `content`) as this device shows a file of
@@ -127,20 +188,14 @@ impl Vault {
         shown_size: Option<u64>,
         view: &[u8],
     ) -> Option<Vec<u8>> {
-        if !self.shown_bytes_due(content, shown_size) {
+        let learned = lock(&self.shown_sizes).get(&content.sha256).cloned()?;
+        if learned.tokens.is_empty() || shown_size.is_some_and(|s| s != learned.size) {
+            // Learned after the tree showed this version: the view until it shows
+            // the new size.
             return None;
         }
         let a = lock(&self.anonymizer).clone().flatten()?;
-        let dict = lock(&a.dictionary);
-        let out = restore(view, |t| dict.get(t).map(String::as_str));
-        let shown_size = shown_size.unwrap_or(out.len() as u64);
-        if out.len() as u64 != shown_size {
-            tracing::warn!(
-                "a file restored to {} bytes where {shown_size} were shown: its values changed",
-                out.len()
-            );
-        }
-        Some(out)
+        Some(restore_learned(&a, &learned, view))
     }
 
     /// Whether this process restores originals (trusted, holding the sensitive
@@ -155,7 +210,9 @@ impl Vault {
     /// For a trusted mount: learns the size each of `contents` shows once
     /// restored, fetching those it does not know yet (a vault that does not use
     /// anonymization, or an untrusted device, fetches nothing). Returns how many
-    /// were fetched.
+    /// were fetched. A content that cannot be read is shown as stored, and tried
+    /// again when the tree is rebuilt; only a backend that does not answer fails
+    /// the whole.
     pub fn resolve_shown_sizes(&self, contents: &[ContentRef]) -> SyncResult<usize> {
         let Some(a) = lock(&self.anonymizer).clone().flatten() else {
             return Ok(0);
@@ -179,12 +236,19 @@ impl Vault {
         // Values other devices sealed since the last listing: one listing for
         // the batch, where a token is not known yet.
         *lock(&a.listed) = false;
-        let measure = |_: usize, fetched: SyncResult<Vec<u8>>| -> SyncResult<u64> {
-            Ok(self.restored(fetched?)?.len() as u64)
+        let measure = |_: usize, fetched: SyncResult<Vec<u8>>| -> SyncResult<Learned> {
+            let view = fetched?;
+            // Reads every originals object not read yet where a value is unknown.
+            self.restored(view.clone())?;
+            Ok(learn(&a, &view))
         };
         let mut learned = Vec::with_capacity(wanted.len());
-        self.fetch_and_process(&wanted, &measure, |i, size| {
-            learned.push((wanted[i].sha256, size?));
+        self.fetch_and_process(&wanted, &measure, |i, result| {
+            match result {
+                Ok(l) => learned.push((wanted[i].sha256, l)),
+                // Shown as stored; tried again when the tree is rebuilt.
+                Err(e) => tracing::warn!("cannot learn what a file shows restored: {e}"),
+            }
             Ok(())
         })?;
         lock(&self.shown_sizes).extend(learned);

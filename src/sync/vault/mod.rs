@@ -144,7 +144,7 @@ pub struct Vault {
     anonymizer: Mutex<Option<Option<Arc<anonymize::Anonymizer>>>>,
     /// For the mount: the size each content shows on this device where it shows
     /// more than its view (see `anonymize.rs`, "The mount").
-    shown_sizes: Arc<Mutex<HashMap<ContentHash, u64>>>,
+    shown_sizes: Arc<Mutex<HashMap<ContentHash, anonymize_mount::Learned>>>,
     /// None for a vault opened to look ([`Vault::open_to_look`]).
     _lock: Option<HomeLock>,
 }
