@@ -74,6 +74,26 @@ impl Anonymizer {
     }
 }
 
+/// Writes `bytes` at `path` whole or not at all (a temporary file renamed), 0600,
+/// leaving the flush to the disk to a later sync.
+fn write_unsynced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// This device's exchange key pair, made on first need: its secret never leaves
 /// `keys/exchange.key` (0600).
 pub(super) fn exchange_secret(home: &Home) -> SyncResult<BoxSecret> {
@@ -368,12 +388,46 @@ impl Vault {
         let dir = self.originals_queue();
         crate::config::create_private_dir(&dir)?;
         let path = dir.join(format!("{id}.enc"));
-        crate::config::write_atomic(&path, &sealed, 0o600)?;
-        fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(SyncError::io(&dir))?;
+        if self.relaxed.load(Ordering::Acquire) {
+            // The mount: as durable as the version about to be recorded (a crash
+            // of this process loses neither; both reach the disk together, see
+            // `sync_originals_queue`).
+            write_unsynced(&path, &sealed).map_err(SyncError::io(&path))?;
+            self.originals_unsynced.store(true, Ordering::Release);
+        } else {
+            crate::config::write_atomic(&path, &sealed, 0o600)?;
+            fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(SyncError::io(&dir))?;
+        }
         // This device knows them already: no need to read them back.
         lock(&a.dictionary).extend(originals);
+        Ok(())
+    }
+
+    /// Puts the originals queued under relaxed durability on disk, before the
+    /// index makes the versions naming them durable.
+    pub(super) fn sync_originals_queue(&self) -> SyncResult<()> {
+        if !self.originals_unsynced.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let dir = self.originals_queue();
+        let synced = (|| -> std::io::Result<()> {
+            for entry in fs::read_dir(&dir)? {
+                let path = entry?.path();
+                match fs::File::open(&path) {
+                    Ok(f) => f.sync_all()?,
+                    // Uploaded meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            fs::File::open(&dir)?.sync_all()
+        })();
+        if let Err(e) = synced {
+            self.originals_unsynced.store(true, Ordering::Release);
+            return Err(SyncError::io(dir)(e));
+        }
         Ok(())
     }
 

@@ -145,6 +145,9 @@ pub struct Vault {
     /// For the mount: the size each content shows on this device where it shows
     /// more than its view (see `anonymize.rs`, "The mount").
     shown_sizes: Arc<Mutex<HashMap<ContentHash, anonymize_mount::Learned>>>,
+    /// Originals queued under relaxed durability, not yet on disk for sure: made
+    /// durable with the index (`sync_queue`, `checkpoint_queue`).
+    originals_unsynced: AtomicBool,
     /// None for a vault opened to look ([`Vault::open_to_look`]).
     _lock: Option<HomeLock>,
 }
@@ -289,6 +292,7 @@ impl Vault {
             checked: Mutex::new(std::collections::BTreeSet::new()),
             anonymizer: Mutex::new(None),
             shown_sizes: Arc::new(Mutex::new(HashMap::new())),
+            originals_unsynced: AtomicBool::new(false),
             _lock: lock,
         }
     }
@@ -544,6 +548,7 @@ impl Vault {
         self.writer()
             .sync()
             .map_err(SyncError::io(self.queue.dir().to_path_buf()))?;
+        self.sync_originals_queue()?;
         self.index().checkpoint()?;
         Ok(())
     }
@@ -556,6 +561,7 @@ impl Vault {
         self.writer()
             .sync()
             .map_err(SyncError::io(self.queue.dir().to_path_buf()))?;
+        self.sync_originals_queue()?;
         self.index().checkpoint_quietly()?;
         Ok(())
     }
