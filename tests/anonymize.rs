@@ -498,6 +498,57 @@ fn through_the_mount_a_trusted_device_shows_originals_and_an_untrusted_one_pseud
 }
 
 #[test]
+fn a_trusted_mount_learns_restored_sizes_once_and_keeps_them() {
+    let (_vault, laptop, tablet) = anonymized_vault();
+    // Memories of 24 KiB that do not compress, each with an address longer than
+    // its pseudonym... or shorter: either way the restored size is not the view's.
+    let memory = |i: usize| {
+        let filler: String = patterned(12 * 1024, i as u64)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{{\"content\": \"write to person{i}@example.org\", \"blob\": \"{filler}\"}}\n")
+    };
+    for i in 0..20 {
+        laptop.write(&format!("big/m{i}.json"), memory(i));
+    }
+    laptop.ok(&["push"]);
+    let meter = tablet.home().join("meter.json");
+    let env = [("GHOSTIE_METER_FILE", meter.to_str().unwrap())];
+    let fetched = || -> u64 {
+        let bytes = std::fs::read(&meter).unwrap_or_default();
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["bytes_out"].as_u64())
+            .unwrap_or(0)
+    };
+    let sizes_shown = |m: &Mount| {
+        for i in 0..20 {
+            let rel = format!("big/m{i}.json");
+            let size = std::fs::metadata(m.path(&rel)).unwrap().len();
+            assert_eq!(size, memory(i).len() as u64, "{rel}");
+        }
+    };
+    {
+        let m = tablet.mount_with(&[], &env);
+        sizes_shown(&m);
+        // The first start reads every memory to learn its size.
+        assert!(fetched() > 20 * 24 * 1024, "fetched {}", fetched());
+    }
+    let m = tablet.mount_with(&[], &env);
+    sizes_shown(&m);
+    assert!(
+        fetched() < 4 * 24 * 1024,
+        "a second start fetched {} bytes",
+        fetched()
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.path("big/m7.json")).unwrap(),
+        memory(7)
+    );
+}
+
+#[test]
 fn rekeying_keeps_anonymization_and_a_removed_device_loses_the_sensitive_key() {
     let (vault, laptop, tablet) = anonymized_vault();
     tablet.ok(&["pull"]);

@@ -60,8 +60,9 @@ pub struct Finding {
 /// [`Detector::ALL`] wins (a token that is also a long number is a secret first).
 pub fn find(text: &str, enabled: &[Detector]) -> Vec<Finding> {
     let mut found: Vec<Finding> = Vec::new();
+    let seen = Summary::of(text.as_bytes());
     for detector in Detector::ALL {
-        if !enabled.contains(&detector) {
+        if !enabled.contains(&detector) || !seen.may_hold(detector) {
             continue;
         }
         for (start, end) in scan(detector, text) {
@@ -77,6 +78,70 @@ pub fn find(text: &str, enabled: &[Detector]) -> Vec<Finding> {
     }
     found.sort_by_key(|f| f.start);
     found
+}
+
+/// What one pass over a text saw: the bytes every detector needs at least one of,
+/// and the longest run a key could be. A detector whose bytes are not there is not
+/// run (prose without a digit costs this pass and nothing more).
+struct Summary {
+    kinds: u8,
+    longest_token: usize,
+}
+
+const DIGIT: u8 = 1;
+const AT: u8 = 2;
+const COLON: u8 = 4;
+const UPPER: u8 = 8;
+
+/// Each byte's kind for [`Summary`].
+const KIND: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_digit() {
+            DIGIT
+        } else if c == b'@' {
+            AT
+        } else if c == b':' {
+            COLON
+        } else if c.is_ascii_uppercase() {
+            UPPER
+        } else {
+            0
+        };
+        b += 1;
+    }
+    table
+};
+
+impl Summary {
+    fn of(bytes: &[u8]) -> Self {
+        let mut kinds = 0u8;
+        let mut longest_token = 0usize;
+        let mut run = 0usize;
+        for &b in bytes {
+            kinds |= KIND[usize::from(b)];
+            run = if TOKEN_BYTE.has(b) { run + 1 } else { 0 };
+            longest_token = longest_token.max(run);
+        }
+        Self {
+            kinds,
+            longest_token,
+        }
+    }
+
+    fn may_hold(&self, detector: Detector) -> bool {
+        let has = |k: u8| self.kinds & k != 0;
+        match detector {
+            Detector::Email => has(AT),
+            Detector::Phone | Detector::Card => has(DIGIT),
+            Detector::Iban => has(UPPER) && has(DIGIT),
+            // The shortest key any rule takes (see `secrets`).
+            Detector::Secret => self.longest_token >= 20,
+            Detector::Ip => has(DIGIT) || has(COLON),
+        }
+    }
 }
 
 fn scan(detector: Detector, text: &str) -> Vec<(usize, usize)> {

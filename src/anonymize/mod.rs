@@ -9,7 +9,9 @@
 //! - `policy`: the vault's policy object: rules, pseudonym key, trusted devices,
 //!   the sensitive key pair and each trusted device's grant of it; the sealing of
 //!   originals.
+//! - `bundle`: several originals objects uploaded as one.
 
+pub mod bundle;
 pub mod detect;
 pub mod policy;
 pub mod pseudonym;

@@ -113,7 +113,7 @@ pub fn kind_of(token: &str) -> Option<&str> {
 }
 
 fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// Where tokens stand in `bytes`: `⟦kind:hex⟧` with a kind of rule-name
@@ -212,16 +212,30 @@ fn json_string_insides(text: &str) -> Option<Vec<(usize, usize)>> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'"' {
-            let start = i + 1;
-            i = start;
-            while i < bytes.len() && bytes[i] != b'"' {
-                i += if bytes[i] == b'\\' { 2 } else { 1 };
+    // From one quote to the next, skipping what an escape protects (the text is
+    // valid JSON: a quote outside a string opens one).
+    while let Some(open) = memchr::memchr(b'"', &bytes[i..]) {
+        let start = i + open + 1;
+        i = start;
+        loop {
+            match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                Some(at) if bytes[i + at] == b'\\' => i = (i + at + 2).min(bytes.len()),
+                Some(at) => {
+                    i += at;
+                    break;
+                }
+                None => {
+                    i = bytes.len();
+                    break;
+                }
             }
-            out.push((start, i.min(bytes.len())));
         }
-        i += 1;
+        let end = i.min(bytes.len());
+        out.push((start, end));
+        i = (end + 1).min(bytes.len());
+        if end >= bytes.len() {
+            break;
+        }
     }
     Some(out)
 }
@@ -287,6 +301,19 @@ mod tests {
         assert_eq!(back, b"anna@example.org and 10.1.2.3 and bob@example.net");
         let partial = restore(&second.view, |t| first.originals.get(t).map(String::as_str));
         assert!(String::from_utf8(partial).unwrap().contains("⟦email:"));
+    }
+
+    #[test]
+    fn string_insides_skip_what_escapes_protect() {
+        let text = r#"{"a\"b": "x\\", "c": ["d\"\\\"e", ""], "f": 1}"#;
+        let insides: Vec<&str> = json_string_insides(text)
+            .unwrap()
+            .into_iter()
+            .map(|(s, e)| &text[s..e])
+            .collect();
+        assert_eq!(insides, [r#"a\"b"#, r#"x\\"#, "c", r#"d\"\\\"e"#, "", "f"]);
+        assert!(json_string_insides("{\"a\": ").is_none());
+        assert!(json_string_insides("plain text").is_none());
     }
 
     #[test]

@@ -156,14 +156,7 @@ pub(super) fn resolve_sizes(vault: &Vault, ns: &crate::sync::Namespace) -> bool 
     if !vault.restores_originals() {
         return true;
     }
-    let contents: Vec<crate::model::ContentRef> = ns
-        .values()
-        .filter_map(|s| match &s.version.entry {
-            crate::model::Entry::File { content, .. } => Some(content.clone()),
-            _ => None,
-        })
-        .collect();
-    match vault.resolve_shown_sizes(&contents) {
+    match vault.resolve_shown_sizes(&file_contents(ns)) {
         Ok(0) => true,
         Ok(n) => {
             tracing::debug!("read {n} files to learn the sizes they show restored");
@@ -173,6 +166,26 @@ pub(super) fn resolve_sizes(vault: &Vault, ns: &crate::sync::Namespace) -> bool 
             tracing::warn!("could not learn the restored sizes of some files yet: {e}");
             false
         }
+    }
+}
+
+/// The content of every file `ns` shows.
+fn file_contents(ns: &crate::sync::Namespace) -> Vec<crate::model::ContentRef> {
+    ns.values()
+        .filter_map(|s| match &s.version.entry {
+            crate::model::Entry::File { content, .. } => Some(content.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Keeps what a trusted mount learned of the files of `ns` for its next start.
+pub(super) fn save_learned(vault: &Vault, ns: &crate::sync::Namespace) {
+    if !vault.restores_originals() {
+        return;
+    }
+    if let Err(e) = vault.save_learned_sizes(&file_contents(ns)) {
+        tracing::warn!("could not keep the sizes learned for the next start: {e}");
     }
 }
 
@@ -234,8 +247,15 @@ impl MountFs {
         if let Err(e) = vault.refresh_anonymization() {
             tracing::warn!("the vault's anonymization rules could not be read: {e}");
         }
+        if vault.restores_originals() {
+            match vault.load_learned_sizes() {
+                Ok(n) => tracing::debug!("{n} sizes learned by an earlier run"),
+                Err(e) => tracing::warn!("sizes learned by an earlier run not used: {e}"),
+            }
+        }
         let ns = vault.namespace()?;
         resolve_sizes(&vault, &ns);
+        save_learned(&vault, &ns);
         let sizes = ShownSizes::new(vault.shown_sizes());
         let tree = Tree::from_namespace_sized(ns, precise_now_ns(), sizes);
         return_freed_memory();

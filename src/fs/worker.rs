@@ -268,6 +268,12 @@ fn housekeeping(fs: &MountFs) {
     if let Ok(Some(problem)) = fs.vault.keyring_problem() {
         tracing::error!("{problem}");
     }
+    // What a trusted mount learned of restored sizes, for its next start.
+    if fs.vault.restores_originals() {
+        if let Ok(ns) = fs.vault.namespace() {
+            super::mount_fs::save_learned(&fs.vault, &ns);
+        }
+    }
     let collected = fs.vault.collect_garbage_if_due();
     // Files whose bytes moved (a repack, or sealed again under a new key): the
     // view takes their new place at the next poll.

@@ -19,6 +19,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use super::*;
+use crate::anonymize::bundle;
 use crate::anonymize::pseudonym::kind_of;
 use crate::anonymize::{
     policy, pseudonymize, restore, tokens_in, Policy, PseudonymKey, Rules, SensitiveSecrets,
@@ -28,6 +29,8 @@ use crate::crypto::sealed_box::{BoxPublic, BoxSecret};
 use crate::model::ObjectId;
 
 const POLICY_CONTEXT: &[u8] = b"anonymize policy";
+/// The journal of originals a mount appends to, in the originals queue.
+const JOURNAL: &str = "journal";
 /// The sensitive key epoch up to which this device's folder was last brought to
 /// the restored view.
 const META_RESTORED_AT: &str = "anonymize_restored_at";
@@ -72,26 +75,6 @@ impl Anonymizer {
     pub fn restores(&self) -> bool {
         self.secrets.is_some()
     }
-}
-
-/// Writes `bytes` at `path` whole or not at all (a temporary file renamed), 0600,
-/// leaving the flush to the disk to a later sync.
-fn write_unsynced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
 }
 
 /// This device's exchange key pair, made on first need: its secret never leaves
@@ -389,11 +372,11 @@ impl Vault {
         crate::config::create_private_dir(&dir)?;
         let path = dir.join(format!("{id}.enc"));
         if self.relaxed.load(Ordering::Acquire) {
-            // The mount: as durable as the version about to be recorded (a crash
-            // of this process loses neither; both reach the disk together, see
-            // `sync_originals_queue`).
-            write_unsynced(&path, &sealed).map_err(SyncError::io(&path))?;
-            self.originals_unsynced.store(true, Ordering::Release);
+            // The mount: appended to the journal, as durable as the version about
+            // to be recorded (a crash of this process loses neither; both reach
+            // the disk together, see `sync_originals_queue`). A file per close
+            // would cost more than the rest of the close.
+            self.append_to_journal(&bundle::entry(&id, &sealed))?;
         } else {
             crate::config::write_atomic(&path, &sealed, 0o600)?;
             fs::File::open(&dir)
@@ -402,6 +385,38 @@ impl Vault {
         }
         // This device knows them already: no need to read them back.
         lock(&a.dictionary).extend(originals);
+        Ok(())
+    }
+
+    /// Appends one entry to the journal of originals; a failed append sets the
+    /// journal aside (its whole entries stay readable) and the next starts anew.
+    fn append_to_journal(&self, entry: &[u8]) -> SyncResult<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.originals_queue().join(JOURNAL);
+        let mut journal = lock(&self.originals_journal);
+        if journal.is_none() {
+            let file = fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(SyncError::io(&path))?;
+            *journal = Some(file);
+        }
+        let appended = journal
+            .as_mut()
+            .map_or(Ok(()), |file| file.write_all(entry));
+        self.originals_unsynced.store(true, Ordering::Release);
+        if let Err(e) = appended {
+            *journal = None;
+            let aside = self.originals_queue().join(format!(
+                "journal-{}.part",
+                ObjectId::new(crate::now_ms() as u64)
+            ));
+            let _ = fs::rename(&path, aside);
+            return Err(SyncError::io(path)(e));
+        }
         Ok(())
     }
 
@@ -431,9 +446,23 @@ impl Vault {
         Ok(())
     }
 
-    /// Uploads the queued originals objects (before any segment is published).
+    /// Uploads the queued originals (before any segment is published): the
+    /// objects a push queued and the journal a mount appended to, as one object.
     pub(super) fn upload_originals(&self) -> SyncResult<()> {
         let dir = self.originals_queue();
+        // What the mount appends from now on goes to a new journal.
+        {
+            let mut journal = lock(&self.originals_journal);
+            let path = dir.join(JOURNAL);
+            if fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+                *journal = None;
+                let aside = dir.join(format!(
+                    "journal-{}.part",
+                    ObjectId::new(crate::now_ms() as u64)
+                ));
+                fs::rename(&path, &aside).map_err(SyncError::io(&path))?;
+            }
+        }
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -442,14 +471,45 @@ impl Vault {
         let mut names: Vec<String> = entries
             .filter_map(Result::ok)
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.ends_with(".enc") && !n.contains(".tmp"))
+            .filter(|n| (n.ends_with(".enc") || n.ends_with(".part")) && !n.contains(".tmp"))
             .collect();
         names.sort();
-        for name in names {
-            let path = dir.join(&name);
+        let mut objects: Vec<(ObjectId, Vec<u8>)> = Vec::new();
+        let mut single = true;
+        let mut consumed = Vec::with_capacity(names.len());
+        for name in &names {
+            let path = dir.join(name);
             let bytes = fs::read(&path).map_err(SyncError::io(&path))?;
-            let key = format!("{}{name}", self.originals_prefix(&self.device));
+            if let Some(id) = name.strip_suffix(".enc").and_then(ObjectId::parse) {
+                objects.push((id, bytes));
+            } else if name.ends_with(".part") {
+                single = false;
+                objects.extend(
+                    bundle::journal_entries(&bytes)
+                        .into_iter()
+                        .map(|(id, object)| (id, object.to_vec())),
+                );
+            } else {
+                continue;
+            }
+            consumed.push(path);
+        }
+        if consumed.is_empty() {
+            return Ok(());
+        }
+        if !objects.is_empty() {
+            let (id, bytes) = match objects.as_slice() {
+                // One push's object, as it was queued.
+                [(id, bytes)] if single => (id.clone(), bytes.clone()),
+                _ => (
+                    ObjectId::new(crate::now_ms() as u64),
+                    bundle::bundle(&objects),
+                ),
+            };
+            let key = format!("{}{id}.enc", self.originals_prefix(&self.device));
             self.store.put(&key, &bytes)?;
+        }
+        for path in consumed {
             fs::remove_file(&path).map_err(SyncError::io(&path))?;
         }
         Ok(())
@@ -515,7 +575,11 @@ impl Vault {
     }
 
     /// Reads every originals object of every device not read yet.
-    fn read_originals(&self, a: &Anonymizer, secrets: &SensitiveSecrets) -> SyncResult<()> {
+    pub(super) fn read_originals(
+        &self,
+        a: &Anonymizer,
+        secrets: &SensitiveSecrets,
+    ) -> SyncResult<()> {
         let mut devices: Vec<DeviceId> = self.device_names()?.into_keys().collect();
         if !devices.contains(&self.device) {
             devices.push(self.device.clone());
@@ -538,17 +602,29 @@ impl Vault {
                     Err(e) if e.is_not_found() => continue,
                     Err(e) => return Err(e.into()),
                 };
-                match policy::open_originals(secrets, &originals_context(&device, &id), &sealed) {
-                    // Only pairs whose token is the value's own: an object from
-                    // any device cannot make a token stand for another value.
-                    Ok(originals) => lock(&a.dictionary).extend(originals.into_iter().filter(
-                        |(token, value)| {
-                            kind_of(token).is_some_and(|kind| a.key.token(kind, value) == *token)
-                        },
-                    )),
-                    // Sealed after this device was untrusted, or damaged: its tokens
-                    // stay tokens here.
-                    Err(e) => tracing::warn!("originals {key} do not open here: {e}"),
+                let objects = match bundle::unbundle(&sealed) {
+                    None => vec![(id, sealed.as_slice())],
+                    Some(Ok(objects)) => objects,
+                    Some(Err(e)) => {
+                        tracing::warn!("originals {key} are damaged: {e}");
+                        Vec::new()
+                    }
+                };
+                for (id, object) in objects {
+                    match policy::open_originals(secrets, &originals_context(&device, &id), object)
+                    {
+                        // Only pairs whose token is the value's own: an object from
+                        // any device cannot make a token stand for another value.
+                        Ok(originals) => lock(&a.dictionary).extend(originals.into_iter().filter(
+                            |(token, value)| {
+                                kind_of(token)
+                                    .is_some_and(|kind| a.key.token(kind, value) == *token)
+                            },
+                        )),
+                        // Sealed after this device was untrusted, or damaged: its
+                        // tokens stay tokens here.
+                        Err(e) => tracing::warn!("originals {key} do not open here: {e}"),
+                    }
                 }
                 lock(&a.read).insert(key);
             }

@@ -24,11 +24,15 @@ use crate::crypto::blob::hash_bytes;
 /// What the mount learned of a content: the size it shows, and the pseudonyms a
 /// read restores in it (exactly those, so the bytes keep that size whatever this
 /// device learns later; none: shown as stored).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Learned {
     size: u64,
     tokens: Arc<[String]>,
 }
+
+/// Where a trusted mount keeps what it learned between runs (a cache: lost or
+/// damaged, it is learned again). Sizes and pseudonyms, never a value.
+const LEARNED_FILE: &str = "learned-sizes.json";
 
 impl Learned {
     fn restores(&self, token: &str) -> bool {
@@ -159,6 +163,7 @@ impl Vault {
         self.note_originals(&a, p.originals);
         self.queue_originals()?;
         lock(&self.shown_sizes).insert(hash_bytes(&p.view), learned);
+        self.learned_unsaved.store(true, Ordering::Release);
         Ok(Some(p.view))
     }
 
@@ -196,6 +201,70 @@ impl Vault {
         }
         let a = lock(&self.anonymizer).clone().flatten()?;
         Some(restore_learned(&a, &learned, view))
+    }
+
+    /// For a trusted mount starting: what an earlier run learned, kept where this
+    /// device still opens every value it restores (the originals are read once
+    /// for that, not the memories).
+    pub fn load_learned_sizes(&self) -> SyncResult<usize> {
+        let Some(a) = lock(&self.anonymizer).clone().flatten() else {
+            return Ok(0);
+        };
+        let Some(secrets) = &a.secrets else {
+            return Ok(0);
+        };
+        let path = self.home.sync_dir().join(LEARNED_FILE);
+        let Ok(bytes) = std::fs::read(&path) else {
+            return Ok(0);
+        };
+        let Ok(kept) = serde_json::from_slice::<Vec<(ContentHash, Learned)>>(&bytes) else {
+            tracing::warn!("{} is damaged: sizes are learned again", path.display());
+            return Ok(0);
+        };
+        let unknown = {
+            let dict = lock(&a.dictionary);
+            kept.iter()
+                .flat_map(|(_, l)| l.tokens.iter())
+                .any(|t| !dict.contains_key(t))
+        };
+        if unknown {
+            self.read_originals(&a, secrets)?;
+        }
+        let dict = lock(&a.dictionary);
+        let mut sizes = lock(&self.shown_sizes);
+        let mut loaded = 0;
+        for (hash, learned) in kept {
+            if learned.tokens.iter().all(|t| dict.contains_key(t)) {
+                sizes.insert(hash, learned);
+                loaded += 1;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Keeps what this trusted mount learned of `contents` (what it shows now) for
+    /// its next start, and forgets the rest.
+    pub fn save_learned_sizes(&self, contents: &[ContentRef]) -> SyncResult<()> {
+        if !self.restores_originals() || !self.learned_unsaved.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let kept: Vec<(ContentHash, Learned)> = {
+            let sizes = lock(&self.shown_sizes);
+            let mut seen = std::collections::HashSet::new();
+            contents
+                .iter()
+                .filter(|c| seen.insert(c.sha256))
+                .filter_map(|c| Some((c.sha256, sizes.get(&c.sha256)?.clone())))
+                .collect()
+        };
+        let bytes = serde_json::to_vec(&kept)
+            .map_err(|e| SyncError::Damaged(format!("learned sizes: {e}")))?;
+        let saved =
+            crate::config::write_atomic(&self.home.sync_dir().join(LEARNED_FILE), &bytes, 0o600);
+        if saved.is_err() {
+            self.learned_unsaved.store(true, Ordering::Release);
+        }
+        Ok(saved?)
     }
 
     /// Whether this process restores originals (trusted, holding the sensitive
@@ -251,7 +320,10 @@ impl Vault {
             }
             Ok(())
         })?;
-        lock(&self.shown_sizes).extend(learned);
+        if !learned.is_empty() {
+            lock(&self.shown_sizes).extend(learned);
+            self.learned_unsaved.store(true, Ordering::Release);
+        }
         Ok(wanted.len())
     }
 }

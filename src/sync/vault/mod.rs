@@ -148,6 +148,10 @@ pub struct Vault {
     /// Originals queued under relaxed durability, not yet on disk for sure: made
     /// durable with the index (`sync_queue`, `checkpoint_queue`).
     originals_unsynced: AtomicBool,
+    /// The journal a mount appends each close's originals to (`anonymize.rs`).
+    originals_journal: Mutex<Option<std::fs::File>>,
+    /// The mount learned sizes its file of them does not hold yet.
+    learned_unsaved: AtomicBool,
     /// None for a vault opened to look ([`Vault::open_to_look`]).
     _lock: Option<HomeLock>,
 }
@@ -293,6 +297,8 @@ impl Vault {
             anonymizer: Mutex::new(None),
             shown_sizes: Arc::new(Mutex::new(HashMap::new())),
             originals_unsynced: AtomicBool::new(false),
+            originals_journal: Mutex::new(None),
+            learned_unsaved: AtomicBool::new(false),
             _lock: lock,
         }
     }
