@@ -549,6 +549,23 @@ fn a_trusted_mount_learns_restored_sizes_once_and_keeps_them() {
 }
 
 #[test]
+fn a_journal_a_crash_cut_short_does_not_swallow_the_originals_written_after_it() {
+    let (_vault, laptop, tablet) = anonymized_vault();
+    // What a mount killed in the middle of an append leaves behind.
+    let queue = tablet.home().join("sync").join("originals");
+    std::fs::create_dir_all(&queue).unwrap();
+    std::fs::write(queue.join("journal"), b"0123456789abcdef0123").unwrap();
+    let note = "{\"to\": \"zed@example.com\"}\n";
+    {
+        let m = tablet.mount();
+        std::fs::write(m.path("n.json"), note).unwrap();
+        assert!(m.drained(60), "the mount did not publish");
+    }
+    laptop.ok(&["pull"]);
+    assert_eq!(text(&laptop, "n.json"), note);
+}
+
+#[test]
 fn rekeying_keeps_anonymization_and_a_removed_device_loses_the_sensitive_key() {
     let (vault, laptop, tablet) = anonymized_vault();
     tablet.ok(&["pull"]);

@@ -41,6 +41,11 @@ pub fn entry(id: &ObjectId, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The bytes `object` takes in a bundle or a journal.
+pub fn entry_len(object: &[u8]) -> usize {
+    ID_LEN + 4 + object.len()
+}
+
 /// The whole entries of a journal: an entry cut short by a crash as it was
 /// appended ends it (it was never acknowledged).
 pub fn journal_entries(bytes: &[u8]) -> Bundled<'_> {

@@ -269,7 +269,7 @@ fn housekeeping(fs: &MountFs) {
         tracing::error!("{problem}");
     }
     // What a trusted mount learned of restored sizes, for its next start.
-    if fs.vault.restores_originals() {
+    if fs.vault.restores_originals() && fs.vault.learned_sizes_unsaved() {
         if let Ok(ns) = fs.vault.namespace() {
             super::mount_fs::save_learned(&fs.vault, &ns);
         }

@@ -77,6 +77,18 @@ impl Anonymizer {
     }
 }
 
+/// Renames the journal of originals to a `.part` file of its own, uploaded with
+/// the rest of the queue.
+fn set_journal_aside(dir: &std::path::Path) -> SyncResult<()> {
+    let path = dir.join(JOURNAL);
+    let aside = dir.join(format!(
+        "journal-{}.part",
+        ObjectId::new(crate::now_ms() as u64)
+    ));
+    fs::rename(&path, &aside).map_err(SyncError::io(&path))?;
+    Ok(())
+}
+
 /// This device's exchange key pair, made on first need: its secret never leaves
 /// `keys/exchange.key` (0600).
 pub(super) fn exchange_secret(home: &Home) -> SyncResult<BoxSecret> {
@@ -393,9 +405,15 @@ impl Vault {
     fn append_to_journal(&self, entry: &[u8]) -> SyncResult<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let path = self.originals_queue().join(JOURNAL);
+        let dir = self.originals_queue();
+        let path = dir.join(JOURNAL);
         let mut journal = lock(&self.originals_journal);
         if journal.is_none() {
+            // A journal an earlier process left may end in an entry a crash cut
+            // short: set aside whole (its whole entries are read), never appended to.
+            if fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+                set_journal_aside(&dir)?;
+            }
             let file = fs::OpenOptions::new()
                 .append(true)
                 .create(true)
@@ -404,17 +422,18 @@ impl Vault {
                 .map_err(SyncError::io(&path))?;
             *journal = Some(file);
         }
-        let appended = journal
-            .as_mut()
-            .map_or(Ok(()), |file| file.write_all(entry));
+        let Some(file) = journal.as_mut() else {
+            return Ok(());
+        };
+        let before = file.metadata().map_err(SyncError::io(&path))?.len();
         self.originals_unsynced.store(true, Ordering::Release);
-        if let Err(e) = appended {
-            *journal = None;
-            let aside = self.originals_queue().join(format!(
-                "journal-{}.part",
-                ObjectId::new(crate::now_ms() as u64)
-            ));
-            let _ = fs::rename(&path, aside);
+        if let Err(e) = file.write_all(entry) {
+            // What was written of the entry goes, so that the next one follows
+            // whole entries; failing that, the journal is set aside.
+            if file.set_len(before).is_err() {
+                *journal = None;
+                set_journal_aside(&dir)?;
+            }
             return Err(SyncError::io(path)(e));
         }
         Ok(())
@@ -427,6 +446,9 @@ impl Vault {
             return Ok(());
         }
         let dir = self.originals_queue();
+        // Held throughout: the journal is not set aside (renamed) between the
+        // listing and its sync.
+        let _journal = lock(&self.originals_journal);
         let synced = (|| -> std::io::Result<()> {
             for entry in fs::read_dir(&dir)? {
                 let path = entry?.path();
@@ -453,14 +475,9 @@ impl Vault {
         // What the mount appends from now on goes to a new journal.
         {
             let mut journal = lock(&self.originals_journal);
-            let path = dir.join(JOURNAL);
-            if fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+            if fs::metadata(dir.join(JOURNAL)).is_ok_and(|m| m.len() > 0) {
                 *journal = None;
-                let aside = dir.join(format!(
-                    "journal-{}.part",
-                    ObjectId::new(crate::now_ms() as u64)
-                ));
-                fs::rename(&path, &aside).map_err(SyncError::io(&path))?;
+                set_journal_aside(&dir)?;
             }
         }
         let entries = match fs::read_dir(&dir) {
@@ -484,8 +501,17 @@ impl Vault {
                 objects.push((id, bytes));
             } else if name.ends_with(".part") {
                 single = false;
+                let entries = bundle::journal_entries(&bytes);
+                let whole: usize = entries.iter().map(|(_, o)| bundle::entry_len(o)).sum();
+                if whole < bytes.len() {
+                    tracing::warn!(
+                        "{}: {} bytes after its last whole entry (cut short by a crash) left out",
+                        path.display(),
+                        bytes.len() - whole
+                    );
+                }
                 objects.extend(
-                    bundle::journal_entries(&bytes)
+                    entries
                         .into_iter()
                         .map(|(id, object)| (id, object.to_vec())),
                 );

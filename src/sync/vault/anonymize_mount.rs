@@ -28,6 +28,10 @@ use crate::crypto::blob::hash_bytes;
 pub(crate) struct Learned {
     size: u64,
     tokens: Arc<[String]>,
+    /// Every pseudonym of the view is restored: what a later start may take as
+    /// it is (one whose value this device could not open then is learned again).
+    #[serde(default)]
+    complete: bool,
 }
 
 /// Where a trusted mount keeps what it learned between runs (a cache: lost or
@@ -64,9 +68,11 @@ fn learn(a: &Anonymizer, view: &[u8]) -> Learned {
             .collect()
     };
     tokens.sort();
+    let complete = tokens.len() == tokens_in(view).len();
     let mut learned = Learned {
         size: view.len() as u64,
         tokens: tokens.into(),
+        complete,
     };
     if !learned.tokens.is_empty() {
         learned.size = restore_learned(a, &learned, view).len() as u64;
@@ -159,6 +165,7 @@ impl Vault {
         let learned = Learned {
             size: content.len() as u64,
             tokens: tokens.into(),
+            complete: true,
         };
         self.note_originals(&a, p.originals);
         self.queue_originals()?;
@@ -210,10 +217,12 @@ impl Vault {
         let Some(a) = lock(&self.anonymizer).clone().flatten() else {
             return Ok(0);
         };
+        let path = self.home.sync_dir().join(LEARNED_FILE);
         let Some(secrets) = &a.secrets else {
+            // No longer trusted: what it learned (sizes) goes too.
+            let _ = std::fs::remove_file(&path);
             return Ok(0);
         };
-        let path = self.home.sync_dir().join(LEARNED_FILE);
         let Ok(bytes) = std::fs::read(&path) else {
             return Ok(0);
         };
@@ -233,13 +242,22 @@ impl Vault {
         let dict = lock(&a.dictionary);
         let mut sizes = lock(&self.shown_sizes);
         let mut loaded = 0;
-        for (hash, learned) in kept {
-            if learned.tokens.iter().all(|t| dict.contains_key(t)) {
+        for (hash, mut learned) in kept {
+            let mut tokens = learned.tokens.to_vec();
+            tokens.sort();
+            tokens.dedup();
+            learned.tokens = tokens.into();
+            if learned.complete && learned.tokens.iter().all(|t| dict.contains_key(t)) {
                 sizes.insert(hash, learned);
                 loaded += 1;
             }
         }
         Ok(loaded)
+    }
+
+    /// Whether the mount learned sizes not kept for its next start yet.
+    pub fn learned_sizes_unsaved(&self) -> bool {
+        self.learned_unsaved.load(Ordering::Acquire)
     }
 
     /// Keeps what this trusted mount learned of `contents` (what it shows now) for
@@ -255,6 +273,7 @@ impl Vault {
                 .iter()
                 .filter(|c| seen.insert(c.sha256))
                 .filter_map(|c| Some((c.sha256, sizes.get(&c.sha256)?.clone())))
+                .filter(|(_, l)| l.complete)
                 .collect()
         };
         let bytes = serde_json::to_vec(&kept)

@@ -226,6 +226,8 @@ impl Vault {
             let synced = writer
                 .sync()
                 .map_err(SyncError::io(self.queue.dir().to_path_buf()));
+            // The originals the versions name reach the disk before they do.
+            let synced = synced.and_then(|()| self.sync_originals_queue());
             match synced.and_then(|()| Ok(self.index().checkpoint_quietly()?)) {
                 Ok(()) => self.records_since_checkpoint.store(0, Ordering::Release),
                 Err(e) => tracing::warn!("index checkpoint failed, retried later: {e}"),
