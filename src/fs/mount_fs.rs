@@ -477,6 +477,13 @@ impl MountFs {
     /// Stops the worker (after its last upload attempt).
     pub fn shutdown(&self) {
         self.flush_atimes();
+        // What a trusted mount learned of restored sizes, for its next start
+        // (local: the index and one file).
+        if self.vault.restores_originals() && self.vault.learned_sizes_unsaved() {
+            if let Ok(ns) = self.vault.namespace() {
+                save_learned(&self.vault, &ns);
+            }
+        }
         lock(&self.activity).shutdown = true;
         self.wake.notify_all();
     }
