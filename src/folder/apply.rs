@@ -166,10 +166,6 @@ fn clean_staging(staging: &Path) {
     }
 }
 
-fn bytes_of(data: &[u8]) -> u64 {
-    data.len() as u64
-}
-
 /// Writes `data` at `dest` through a staging file and a rename.
 fn write_whole(
     staging: &Path,
@@ -428,7 +424,7 @@ pub fn apply(vault: &Vault, root: &Path, progress: &dyn Progress) -> SyncResult<
         if w.view_on_disk && !restored {
             if let Some(d) = &w.disk_before {
                 return Written::Unchanged(
-                    bytes_of(&data),
+                    data.len() as u64,
                     local_record(d, Some(w.content.sha256), Some(w.shown.showing())),
                 );
             }

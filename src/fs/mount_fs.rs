@@ -474,16 +474,20 @@ impl MountFs {
         self.state().files.dirty_inos().count()
     }
 
-    /// Stops the worker (after its last upload attempt).
-    pub fn shutdown(&self) {
-        self.flush_atimes();
-        // What a trusted mount learned of restored sizes, for its next start
-        // (local: the index and one file).
+    /// Keeps what a trusted mount learned of restored sizes since it last did, for
+    /// its next start (local: the index and one file).
+    pub(super) fn keep_learned_sizes(&self) {
         if self.vault.restores_originals() && self.vault.learned_sizes_unsaved() {
             if let Ok(ns) = self.vault.namespace() {
                 save_learned(&self.vault, &ns);
             }
         }
+    }
+
+    /// Stops the worker (after its last upload attempt).
+    pub fn shutdown(&self) {
+        self.flush_atimes();
+        self.keep_learned_sizes();
         lock(&self.activity).shutdown = true;
         self.wake.notify_all();
     }

@@ -389,16 +389,27 @@ impl MountFs {
     /// restored where the mount learned that size for it).
     pub(super) fn read_content(&self, c: &ContentRef, shown_size: u64) -> SyncResult<Vec<u8>> {
         if self.vault.shown_bytes_due(c, Some(shown_size)) {
-            let view = self.reading.small(c, Vec::new())?;
-            return Ok(self
-                .vault
-                .shown_bytes(c, Some(shown_size), &view)
-                .unwrap_or_else(|| view.to_vec()));
+            return self.restored_whole(c, shown_size, Vec::new());
         }
         if c.size <= WHOLE_READ_MAX {
             return Ok(self.reading.small(c, Vec::new())?.to_vec());
         }
         self.reading_reader().read_all(c)
+    }
+
+    /// All of `c`, fetched whole (with `along`), its values restored as a file of
+    /// `shown_size` bytes shows them.
+    fn restored_whole(
+        &self,
+        c: &ContentRef,
+        shown_size: u64,
+        along: Vec<ContentRef>,
+    ) -> SyncResult<Vec<u8>> {
+        let view = self.reading.small(c, along)?;
+        Ok(self
+            .vault
+            .shown_bytes(c, Some(shown_size), &view)
+            .unwrap_or_else(|| view.to_vec()))
     }
 
     fn reading_reader(&self) -> &ContentReader {
@@ -452,11 +463,7 @@ impl MountFs {
         };
         let read_from = |from: &ContentRef, along: Vec<ContentRef>| -> SyncResult<ReadData> {
             if restoring {
-                let view = self.reading.small(from, along)?;
-                let shown = self
-                    .vault
-                    .shown_bytes(from, Some(shown_size), &view)
-                    .unwrap_or_else(|| view.to_vec());
+                let shown = self.restored_whole(from, shown_size, along)?;
                 let start = (offset as usize).min(shown.len());
                 let end = (offset.saturating_add(size as u64) as usize).min(shown.len());
                 return Ok(ReadData::Owned(shown[start..end].to_vec()));

@@ -269,11 +269,7 @@ fn housekeeping(fs: &MountFs) {
         tracing::error!("{problem}");
     }
     // What a trusted mount learned of restored sizes, for its next start.
-    if fs.vault.restores_originals() && fs.vault.learned_sizes_unsaved() {
-        if let Ok(ns) = fs.vault.namespace() {
-            super::mount_fs::save_learned(&fs.vault, &ns);
-        }
-    }
+    fs.keep_learned_sizes();
     let collected = fs.vault.collect_garbage_if_due();
     // Files whose bytes moved (a repack, or sealed again under a new key): the
     // view takes their new place at the next poll.
