@@ -671,3 +671,48 @@ fn a_rules_file_left_as_written_never_undoes_a_change_made_elsewhere() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("changed on another device"), "{err}");
 }
+
+#[test]
+fn a_devices_originals_objects_are_merged_into_one_and_still_restore() {
+    let (vault, laptop, tablet) = anonymized_vault();
+    let originals = || {
+        vault
+            .keys()
+            .into_iter()
+            .filter(|k| k.contains("/originals/"))
+            .count()
+    };
+    // One originals object per push that met a new value: with the one of the
+    // memories pushed first, eight. (A provider's listing may lag a write.)
+    let friends: Vec<String> = (1..8).map(|i| format!("friend{i}@example.org")).collect();
+    for (i, friend) in friends.iter().enumerate() {
+        laptop.write(&format!("friends/{i}.txt"), format!("write to {friend}\n"));
+        laptop.ok(&["push"]);
+    }
+    assert!(eventually(10, || originals() == 8), "{}", originals());
+    let dry = laptop.json(&["gc", "--dry-run", "--json"]);
+    assert_eq!(dry["originals_merged"], 8, "{dry}");
+    assert_eq!(originals(), 8);
+    let r = laptop.json(&["gc", "--json"]);
+    assert_eq!(r["originals_merged"], 8, "{r}");
+    assert!(eventually(10, || originals() == 1), "{}", originals());
+    let again = laptop.json(&["gc", "--json"]);
+    assert_eq!(again["originals_merged"], 0, "{again}");
+    // A trusted device that never read any of them restores every value from the
+    // merged object; an untrusted one still holds none.
+    tablet.ok(&["pull"]);
+    assert_eq!(text(&tablet, "m1.json"), memory_one());
+    for (i, friend) in friends.iter().enumerate() {
+        assert_eq!(
+            text(&tablet, &format!("friends/{i}.txt")),
+            format!("write to {friend}\n")
+        );
+    }
+    let phone = TempHome::joined("phone", &vault);
+    phone.ok(&["pull"]);
+    for (path, bytes) in files_under(phone.home()) {
+        for friend in &friends {
+            assert!(!contains(&bytes, friend), "{friend} in {}", path.display());
+        }
+    }
+}

@@ -482,6 +482,14 @@ fn gc(cli: &Cli, vault: &Vault, pass: &CliPassphrase, a: &GcArgs) -> CmdResult {
             plural(r.packs_waiting, "pack", "packs")
         );
     }
+    if r.originals_merged > 0 {
+        say!(
+            cli,
+            "🔐 {} {} objects of this device's sealed originals (anonymization) into one",
+            if r.dry_run { "Would merge" } else { "Merged" },
+            r.originals_merged
+        );
+    }
     Ok(0)
 }
 

@@ -20,7 +20,6 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::anonymize::bundle;
-use crate::anonymize::pseudonym::kind_of;
 use crate::anonymize::{
     policy, pseudonymize, restore, tokens_in, Policy, PseudonymKey, Rules, SensitiveSecrets,
 };
@@ -41,7 +40,7 @@ fn exchange_context(device: &DeviceId) -> Vec<u8> {
     format!("exchange key\0{device}").into_bytes()
 }
 
-fn originals_context(device: &DeviceId, id: &ObjectId) -> Vec<u8> {
+pub(super) fn originals_context(device: &DeviceId, id: &ObjectId) -> Vec<u8> {
     format!("originals\0{device}\0{id}").into_bytes()
 }
 
@@ -122,7 +121,7 @@ impl Vault {
         format!("{}{device}/exchange.enc", self.layout.root())
     }
 
-    fn originals_prefix(&self, device: &DeviceId) -> String {
+    pub(super) fn originals_prefix(&self, device: &DeviceId) -> String {
         format!("{}{device}/originals/", self.layout.root())
     }
 
@@ -597,64 +596,6 @@ impl Vault {
         let epoch = a.policy.epoch.to_string();
         self.index()
             .transaction(|tx| tx.set_meta(META_RESTORED_AT, &epoch))?;
-        Ok(())
-    }
-
-    /// Reads every originals object of every device not read yet.
-    pub(super) fn read_originals(
-        &self,
-        a: &Anonymizer,
-        secrets: &SensitiveSecrets,
-    ) -> SyncResult<()> {
-        let mut devices: Vec<DeviceId> = self.device_names()?.into_keys().collect();
-        if !devices.contains(&self.device) {
-            devices.push(self.device.clone());
-        }
-        for device in devices {
-            let prefix = self.originals_prefix(&device);
-            for key in self.store.list(&prefix, None)? {
-                if lock(&a.read).contains(&key) {
-                    continue;
-                }
-                let Some(id) = key
-                    .strip_prefix(&prefix)
-                    .and_then(|n| n.strip_suffix(".enc"))
-                    .and_then(ObjectId::parse)
-                else {
-                    continue;
-                };
-                let sealed = match self.store.get(&key) {
-                    Ok(bytes) => bytes,
-                    Err(e) if e.is_not_found() => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                let objects = match bundle::unbundle(&sealed) {
-                    None => vec![(id, sealed.as_slice())],
-                    Some(Ok(objects)) => objects,
-                    Some(Err(e)) => {
-                        tracing::warn!("originals {key} are damaged: {e}");
-                        Vec::new()
-                    }
-                };
-                for (id, object) in objects {
-                    match policy::open_originals(secrets, &originals_context(&device, &id), object)
-                    {
-                        // Only pairs whose token is the value's own: an object from
-                        // any device cannot make a token stand for another value.
-                        Ok(originals) => lock(&a.dictionary).extend(originals.into_iter().filter(
-                            |(token, value)| {
-                                kind_of(token)
-                                    .is_some_and(|kind| a.key.token(kind, value) == *token)
-                            },
-                        )),
-                        // Sealed after this device was untrusted, or damaged: its
-                        // tokens stay tokens here.
-                        Err(e) => tracing::warn!("originals {key} do not open here: {e}"),
-                    }
-                }
-                lock(&a.read).insert(key);
-            }
-        }
         Ok(())
     }
 }

@@ -105,6 +105,10 @@ pub struct GcReport {
     /// This device's files sealed again under the current key (`rekey --rewrite`),
     /// and files of removed devices taken over.
     pub resealed: usize,
+    /// This device's originals objects (anonymization) merged into one: a trusted
+    /// device reads every one of them to restore values, so their number is what
+    /// costs.
+    pub originals_merged: usize,
 }
 
 impl GcReport {
@@ -158,6 +162,16 @@ impl Vault {
         let mut report = self.collect_listed(options, listed)?;
         report.repacked = repacked;
         report.resealed = resealed;
+        report.originals_merged = {
+            let _one_at_a_time = lock(&self.publishing);
+            match self.merge_own_originals(options.dry_run) {
+                Ok(merged) => merged,
+                Err(e) => {
+                    tracing::warn!("merging this device's originals failed, retried later: {e}");
+                    0
+                }
+            }
+        };
         Ok(report)
     }
 

@@ -55,6 +55,7 @@ mod conflicts;
 mod gc;
 mod look;
 mod mount_local;
+mod originals;
 mod poll;
 mod provider;
 mod publish;
