@@ -277,10 +277,13 @@ fn uploads_reuse_connections_and_run_a_few_at_a_time() {
         connections <= 8,
         "{connections} connections for {packs} uploads: not reused"
     );
+    // Counted as requests sent and not yet answered, not as open connections: a
+    // client's pool keeps idle connections open, and may open one more in the
+    // instant before another comes back to it, neither of which is a request.
+    let most = s3.relay.most_in_flight();
     assert!(
-        s3.relay.most_open() <= 6,
-        "{} connections open at once",
-        s3.relay.most_open()
+        (2..=4).contains(&most),
+        "{most} requests in flight at once: uploads should run four at a time"
     );
 }
 

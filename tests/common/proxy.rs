@@ -1,7 +1,8 @@
 //! A loopback TCP relay in front of the test's S3 server: the server stays real, the
 //! relay only carries bytes. It lets a test take the network away (every connection
-//! cut, new ones closed at once) and give it back, and counts connections, so
-//! connection reuse and bounded concurrency can be shown.
+//! cut, new ones closed at once) and give it back, and counts connections and the
+//! requests in flight at once, so connection reuse and bounded concurrency can be
+//! shown.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -17,8 +18,9 @@ struct Shared {
     stopping: AtomicBool,
     live: Mutex<Vec<TcpStream>>,
     accepted: AtomicUsize,
-    open: AtomicUsize,
-    most_open: AtomicUsize,
+    /// Connections whose request has gone to the server and not been answered yet.
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
 }
 
 pub struct Relay {
@@ -68,19 +70,16 @@ impl Relay {
                     live.push(s1);
                 }
                 s.accepted.fetch_add(1, SeqCst);
-                let now = s.open.fetch_add(1, SeqCst) + 1;
-                s.most_open.fetch_max(now, SeqCst);
-                let done = Arc::new(AtomicUsize::new(0));
-                for (from, to, hold) in [(client, s2, true), (server, c2, false)] {
+                let waiting = Arc::new(AtomicBool::new(false));
+                for (from, to, side) in [(client, s2, Side::Request), (server, c2, Side::Answer)] {
                     let s = s.clone();
-                    let done = done.clone();
+                    let waiting = waiting.clone();
                     std::thread::spawn(move || {
-                        pump(from, to, hold.then_some(&*s));
-                        // Open until either side closes: a half-closed connection
-                        // carries no further request, and waiting for the other side
-                        // to notice would count a connection the client let go.
-                        if done.fetch_add(1, SeqCst) == 0 {
-                            s.open.fetch_sub(1, SeqCst);
+                        pump(from, to, side, &s, &waiting);
+                        // A request whose connection closed before its answer is no
+                        // longer in flight.
+                        if waiting.swap(false, SeqCst) {
+                            s.in_flight.fetch_sub(1, SeqCst);
                         }
                     });
                 }
@@ -125,16 +124,18 @@ impl Relay {
         self.shared.accepted.load(SeqCst)
     }
 
-    /// The most connections open at once so far.
-    pub fn most_open(&self) -> usize {
-        self.shared.most_open.load(SeqCst)
+    /// The most requests in flight at once so far: sent on and not yet answered.
+    /// Unlike open connections, it does not count connections kept idle for reuse,
+    /// nor one a client's pool opened in the instant before another came back to it.
+    pub fn most_in_flight(&self) -> usize {
+        self.shared.most_in_flight.load(SeqCst)
     }
 
     pub fn reset_counts(&self) {
         self.shared.accepted.store(0, SeqCst);
         self.shared
-            .most_open
-            .store(self.shared.open.load(SeqCst), SeqCst);
+            .most_in_flight
+            .store(self.shared.in_flight.load(SeqCst), SeqCst);
     }
 }
 
@@ -142,19 +143,39 @@ impl Shared {
     const BOTH: Shutdown = Shutdown::Both;
 }
 
-/// Carries bytes from `from` to `to`; with `hold`, a request that arrives while the
-/// relay is stalled waits (counted once) until the stall ends.
-fn pump(mut from: TcpStream, mut to: TcpStream, hold: Option<&Shared>) {
+/// Which way a pump carries bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Client to server: requests, held in a stall.
+    Request,
+    /// Server to client.
+    Answer,
+}
+
+/// Carries bytes from `from` to `to`. A request that arrives while the relay is
+/// stalled waits (counted once) until the stall ends. `waiting` is this connection's
+/// "a request is out, no answer yet": set before a request's bytes go on and cleared
+/// before an answer's do, so that (HTTP/1.1 sending one request at a time on a
+/// connection) the count of connections waiting is the count of requests in flight.
+fn pump(mut from: TcpStream, mut to: TcpStream, side: Side, s: &Shared, waiting: &AtomicBool) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if let Some(s) = hold.filter(|s| s.stalled.load(SeqCst)) {
-                    s.held.fetch_add(1, SeqCst);
-                    while s.stalled.load(SeqCst) && !s.stopping.load(SeqCst) {
-                        std::thread::sleep(std::time::Duration::from_millis(10));
+                if side == Side::Request {
+                    if !waiting.swap(true, SeqCst) {
+                        let now = s.in_flight.fetch_add(1, SeqCst) + 1;
+                        s.most_in_flight.fetch_max(now, SeqCst);
                     }
+                    if s.stalled.load(SeqCst) {
+                        s.held.fetch_add(1, SeqCst);
+                        while s.stalled.load(SeqCst) && !s.stopping.load(SeqCst) {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                        }
+                    }
+                } else if waiting.swap(false, SeqCst) {
+                    s.in_flight.fetch_sub(1, SeqCst);
                 }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
