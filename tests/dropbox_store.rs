@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use ghostie_fs::backend::tests::Sizes;
 use ghostie_fs::backend::{BackendError, ObjectStore};
 
 use common::fake_dropbox::FakeDropbox;
@@ -22,8 +23,13 @@ fn fake() -> FakeDropbox {
 #[test]
 fn the_store_passes_the_backends_conformance_suite() {
     let fake = fake();
-    ghostie_fs::backend::tests::check(&dropbox_store(&fake));
+    ghostie_fs::backend::tests::check(&dropbox_store(&fake), Sizes::Told);
     assert_eq!(fake.write_conflicts(), 0);
+    // The sizes a new store learns from Dropbox's listing, not from its own writes.
+    assert_eq!(
+        dropbox_store(&fake).list_sized("v/a/").unwrap(),
+        vec![("v/a/x".to_owned(), Some(8)), ("v/a/z".to_owned(), Some(6))]
+    );
 }
 
 #[test]

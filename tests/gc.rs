@@ -88,7 +88,9 @@ fn two_devices_edit_a_thousand_files_twenty_times_and_gc_brings_the_vault_back_t
         assert!(r["packs_deleted"].as_u64().unwrap() >= 9, "{r}");
         assert!(r["segments_deleted"].as_u64().unwrap() >= 9, "{r}");
         assert_eq!(r["packs_waiting"], 0, "{r}");
-        if vault.is_s3() || !vault.is_remote() {
+        // Every listing but a gist's tells sizes (a gist file's is that of its
+        // base64, which does not give the object's to the byte).
+        if !vault.is_gist() {
             assert_eq!(r["sizes_unknown"], 0, "{r}");
         }
     }
@@ -96,7 +98,7 @@ fn two_devices_edit_a_thousand_files_twenty_times_and_gc_brings_the_vault_back_t
     let freed = ra["bytes_freed"].as_u64().unwrap() + rb["bytes_freed"].as_u64().unwrap();
     let written =
         ra["snapshot_written"].as_u64().unwrap_or(0) + rb["snapshot_written"].as_u64().unwrap_or(0);
-    if !vault.is_remote() || vault.is_s3() {
+    if !vault.is_gist() {
         assert_eq!(
             before + written - after,
             freed,
@@ -393,8 +395,9 @@ fn a_mostly_superseded_pack_is_repacked_and_every_device_reads_what_it_held() {
     }
     a.ok(&["push"]);
     b.ok(&["pull"]);
+    // (A provider's listing may lag a write by a moment.)
+    assert!(eventually(10, || packs_of_device(&vault, &a).len() == 1));
     let first = packs_of_device(&vault, &a);
-    assert_eq!(first.len(), 1, "{first:?}");
     // 36 of them edited: nine tenths of that pack superseded, four files live in it.
     for i in 0..36 {
         a.write(&format!("m{i:02}.json"), memory_json(1000 + i, 4096));
@@ -403,7 +406,7 @@ fn a_mostly_superseded_pack_is_repacked_and_every_device_reads_what_it_held() {
     // Not past the threshold in a dry run's eyes either way: it says, moves nothing.
     let dry = gc(&a, &["--dry-run"]);
     assert_eq!(dry["repacked"]["packs"], 1, "{dry}");
-    assert_eq!(packs_of_device(&vault, &a).len(), 2);
+    assert!(eventually(10, || packs_of_device(&vault, &a).len() == 2));
     let r = gc(&a, &[]);
     assert_eq!(r["repacked"]["packs"], 1, "{r}");
     assert_eq!(r["repacked"]["blobs"], 4, "{r}");
@@ -436,7 +439,10 @@ fn a_mostly_superseded_pack_is_repacked_and_every_device_reads_what_it_held() {
     a.ok(&["pull"]);
     let r = gc(&a, &[]);
     assert_eq!(r["packs_deleted"], 1, "{r}");
-    assert!(!packs_of_device(&vault, &a).contains(&first[0]));
+    assert!(eventually(10, || !packs_of_device(&vault, &a).contains(&first[0])));
+    // The size came from the listing: the space freed is known.
+    assert_eq!(r["sizes_unknown"], 0, "{r}");
+    assert!(r["bytes_freed"].as_u64().unwrap() > 100_000, "{r}");
     // Every device, and one that joins now, reads every file; verify is clean.
     let c = TempHome::joined("desktop", &vault);
     c.ok(&["pull"]);

@@ -8,6 +8,7 @@ mod common;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use ghostie_fs::backend::tests::Sizes;
 use ghostie_fs::backend::{BackendError, ObjectStore};
 
 use common::fake_gdrive::{FakeGdrive, Outage};
@@ -28,8 +29,13 @@ fn fake() -> FakeGdrive {
 #[test]
 fn the_store_passes_the_backends_conformance_suite() {
     let fake = fake();
-    ghostie_fs::backend::tests::check(&gdrive_store(&fake));
+    ghostie_fs::backend::tests::check(&gdrive_store(&fake), Sizes::Told);
     assert_eq!(fake.duplicate_names(), 0);
+    // The sizes a new store learns from Drive's listing, not from its own writes.
+    assert_eq!(
+        gdrive_store(&fake).list_sized("v/a/").unwrap(),
+        vec![("v/a/x".to_owned(), Some(8)), ("v/a/z".to_owned(), Some(6))]
+    );
 }
 
 #[test]

@@ -360,7 +360,10 @@ mod tests {
     #[test]
     fn conforms() {
         let dir = tempfile::tempdir().unwrap();
-        conformance::check(&LocalStore::open(dir.path()).unwrap());
+        conformance::check(
+            &LocalStore::open(dir.path()).unwrap(),
+            conformance::Sizes::Told,
+        );
     }
 
     #[test]

@@ -113,6 +113,6 @@ impl ObjectStore for MemoryStore {
 mod tests {
     #[test]
     fn conforms() {
-        super::super::tests::check(&super::MemoryStore::new());
+        super::super::tests::check(&super::MemoryStore::new(), super::super::tests::Sizes::Told);
     }
 }

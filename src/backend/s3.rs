@@ -779,7 +779,7 @@ mod tests {
     fn a_real_s3_server_behaves_like_every_backend() {
         let Some(options) = test_server() else { return };
         let store = fresh_store(&options);
-        super::super::tests::check(&store);
+        super::super::tests::check(&store, super::super::tests::Sizes::Told);
         assert_eq!(
             store.describe(),
             format!(

@@ -2,7 +2,15 @@
 
 use super::ObjectStore;
 
-pub fn check(store: &dyn ObjectStore) {
+/// Whether a backend's listings tell each object's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizes {
+    Told,
+    /// Gist: a file's size is that of its base64, not the object's to the byte.
+    NotTold,
+}
+
+pub fn check(store: &dyn ObjectStore, sizes: Sizes) {
     assert!(store.get("v/a/x").unwrap_err().is_not_found());
     store.put("v/a/x", b"hello world").unwrap();
     store.put("v/a/y", b"second").unwrap();
@@ -31,4 +39,16 @@ pub fn check(store: &dyn ObjectStore) {
     store.delete("v/a/y").unwrap();
     assert!(store.get("v/a/y").unwrap_err().is_not_found());
     store.delete("v/a/y").unwrap();
+    // Sizes as written last ("replaced" over "hello world"), none for what is gone.
+    let told = |size| (sizes == Sizes::Told).then_some(size);
+    assert_eq!(
+        store.list_sized("v/a/").unwrap(),
+        vec![("v/a/x".to_owned(), told(8)), ("v/a/z".to_owned(), told(3))]
+    );
+    // Written again once listed: the size this store's own write tells.
+    store.put("v/a/z", b"longer").unwrap();
+    assert_eq!(
+        store.list_sized("v/a/").unwrap(),
+        vec![("v/a/x".to_owned(), told(8)), ("v/a/z".to_owned(), told(6))]
+    );
 }

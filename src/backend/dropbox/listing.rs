@@ -11,7 +11,7 @@
 //! A longpoll that saw a change, and every write of this process, keep the view
 //! right in between.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,12 @@ pub const FRESH_FOR: Duration = Duration::from_secs(1);
 /// Entries per page (Dropbox's largest).
 const PAGE_LIMIT: u64 = 2_000;
 
+/// Each key's size as its listing entry or this process's write told it.
+type Keys = BTreeMap<String, Option<u64>>;
+
 #[derive(Default)]
 struct View {
-    keys: BTreeSet<String>,
+    keys: Keys,
     cursor: Option<String>,
     /// A whole listing has been taken.
     ready: bool,
@@ -38,7 +41,7 @@ struct View {
     /// This process's writes while a look is in flight, applied again after it:
     /// the look's pages may predate them.
     refreshing: bool,
-    during: Vec<(String, bool)>,
+    during: Vec<(String, Written)>,
 }
 
 #[derive(Default)]
@@ -54,19 +57,36 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// What a write of this process did to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Put, with this many bytes.
+    Put(u64),
+    Deleted,
+}
+
+impl Written {
+    fn apply_to(self, keys: &mut Keys, key: String) {
+        match self {
+            Written::Put(size) => {
+                keys.insert(key, Some(size));
+            }
+            Written::Deleted => {
+                keys.remove(&key);
+            }
+        }
+    }
+}
+
 impl Listing {
-    /// Records a write of this process: `present` after a put, not after a delete.
-    pub fn note(&self, key: &str, present: bool) {
+    /// Records a write of this process.
+    pub fn note(&self, key: &str, written: Written) {
         let mut v = lock(&self.view);
         if v.refreshing {
-            v.during.push((key.to_owned(), present));
+            v.during.push((key.to_owned(), written));
         }
         if v.ready {
-            if present {
-                v.keys.insert(key.to_owned());
-            } else {
-                v.keys.remove(key);
-            }
+            written.apply_to(&mut v.keys, key.to_owned());
         }
     }
 
@@ -90,19 +110,19 @@ impl Listing {
         v.cursor.as_deref() != Some(cursor)
     }
 
-    /// Every key under `prefix`, from a view at most `fresh_for` old.
+    /// Every key under `prefix` with its size, from a view at most `fresh_for` old.
     pub fn keys(
         &self,
         api: &DropboxApi,
         prefix: &str,
         fresh_for: Duration,
-    ) -> BackendResult<Vec<String>> {
+    ) -> BackendResult<Vec<(String, Option<u64>)>> {
         self.fresh(api, fresh_for)?;
         let v = lock(&self.view);
         Ok(v.keys
             .range(prefix.to_owned()..)
-            .take_while(|k| k.starts_with(prefix))
-            .cloned()
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, size)| (k.clone(), *size))
             .collect())
     }
 
@@ -153,13 +173,7 @@ impl Listing {
         for entry in &pages {
             apply(&mut v.keys, entry);
         }
-        for (key, present) in during {
-            if present {
-                v.keys.insert(key);
-            } else {
-                v.keys.remove(&key);
-            }
-        }
+        replay(&mut v.keys, during);
         v.cursor = Some(cursor);
         v.ready = true;
         // From its end: a look slower than the window must still serve the
@@ -171,8 +185,24 @@ impl Listing {
     }
 }
 
-/// One entry of a listing, applied to the set of keys.
-fn apply(keys: &mut BTreeSet<String>, entry: &Value) {
+/// This process's writes made while a look ran, applied again over its pages (which
+/// may predate them). A put whose size differs from the one the view holds now
+/// met a page that told another (from before this write, or from another device's
+/// write after it: which, no one can tell), so its size is left unknown.
+fn replay(keys: &mut Keys, during: Vec<(String, Written)>) {
+    for (key, written) in during {
+        let disagrees =
+            matches!((written, keys.get(&key)), (Written::Put(n), Some(Some(m))) if *m != n);
+        if disagrees {
+            keys.insert(key, None);
+        } else {
+            written.apply_to(keys, key);
+        }
+    }
+}
+
+/// One entry of a listing, applied to the keys.
+fn apply(keys: &mut Keys, entry: &Value) {
     let tag = entry
         .get(".tag")
         .and_then(Value::as_str)
@@ -186,15 +216,15 @@ fn apply(keys: &mut BTreeSet<String>, entry: &Value) {
     };
     match tag {
         "file" => {
-            keys.insert(key);
+            keys.insert(key, entry.get("size").and_then(Value::as_u64));
         }
         "deleted" => {
             // A deleted folder takes everything under it.
             let under = format!("{key}/");
             let gone: Vec<String> = keys
                 .range(under.clone()..)
-                .take_while(|k| k.starts_with(&under))
-                .cloned()
+                .take_while(|(k, _)| k.starts_with(&under))
+                .map(|(k, _)| k.clone())
                 .collect();
             for k in gone {
                 keys.remove(&k);
@@ -274,17 +304,63 @@ mod tests {
 
     #[test]
     fn a_deleted_folder_takes_its_keys_and_only_those() {
-        let mut keys: BTreeSet<String> = ["v/a/x", "v/a/y", "v/ab", "v/b/z"]
+        let mut keys: Keys = ["v/a/x", "v/a/y", "v/ab", "v/b/z"]
             .iter()
-            .map(|s| s.to_string())
+            .map(|s| (s.to_string(), None))
             .collect();
         apply(
             &mut keys,
             &json!({".tag": "deleted", "path_lower": "/v/a", "name": "a"}),
         );
         assert_eq!(
-            keys.into_iter().collect::<Vec<_>>(),
+            keys.into_keys().collect::<Vec<_>>(),
             vec!["v/ab".to_owned(), "v/b/z".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_write_made_during_a_look_keeps_its_size_unless_a_page_told_another() {
+        // As a look leaves the view: "x" as a page told it, "y" as this process's
+        // last write during the look set it (no page named it).
+        let mut keys: Keys = [("x".to_owned(), Some(5)), ("y".to_owned(), Some(2))].into();
+        replay(
+            &mut keys,
+            vec![
+                ("x".into(), Written::Put(9)),
+                ("y".into(), Written::Put(1)),
+                ("y".into(), Written::Put(2)),
+                ("z".into(), Written::Put(4)),
+            ],
+        );
+        assert_eq!(
+            keys.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("x".to_owned(), None),
+                ("y".to_owned(), Some(2)),
+                ("z".to_owned(), Some(4)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_entry_keeps_its_size_and_a_write_of_this_process_its_own() {
+        let mut keys = Keys::new();
+        apply(
+            &mut keys,
+            &json!({".tag": "file", "path_lower": "/v/a/x", "name": "x", "size": 1234}),
+        );
+        apply(
+            &mut keys,
+            &json!({".tag": "file", "path_lower": "/v/a/y", "name": "y"}),
+        );
+        Written::Put(7).apply_to(&mut keys, "v/a/z".into());
+        assert_eq!(
+            keys.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("v/a/x".to_owned(), Some(1234)),
+                ("v/a/y".to_owned(), None),
+                ("v/a/z".to_owned(), Some(7)),
+            ]
         );
     }
 }

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use api::{temporary, ApiError, DropboxApi};
 pub use api::{AccessTokens, DropboxUrls};
 use commit::{Commits, Staged};
-use listing::Listing;
+use listing::{Listing, Written};
 
 use super::{BackendError, BackendResult, ObjectStore, ProviderStatus};
 
@@ -163,7 +163,7 @@ impl DropboxStore {
             });
             if let Some(result) = direct {
                 result.map_err(|e| e.into_backend(key))?;
-                self.listing.note(key, true);
+                self.listing.note(key, Written::Put(data.len() as u64));
                 return Ok(());
             }
         }
@@ -231,7 +231,7 @@ impl DropboxStore {
         };
         self.commits
             .commit(staged, &|batch| self.finish_batch(batch))?;
-        self.listing.note(key, true);
+        self.listing.note(key, Written::Put(size));
         Ok(())
     }
 
@@ -379,14 +379,22 @@ impl ObjectStore for DropboxStore {
             .listing
             .keys(&self.api, prefix, listing::FRESH_FOR)?
             .into_iter()
+            .map(|(k, _)| k)
             .filter(|k| start_after.is_none_or(|s| k.as_str() > s))
             .collect())
+    }
+
+    fn list_sized(&self, prefix: &str) -> BackendResult<Vec<(String, Option<u64>)>> {
+        self.listing.keys(&self.api, prefix, listing::FRESH_FOR)
     }
 
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
         // A new look always: the engine's polls start here.
         let keys = self.listing.keys(&self.api, prefix, Duration::ZERO)?;
-        Ok(super::dirs_below(prefix, keys))
+        Ok(super::dirs_below(
+            prefix,
+            keys.into_iter().map(|(k, _)| k).collect(),
+        ))
     }
 
     fn delete(&self, key: &str) -> BackendResult<()> {
@@ -400,7 +408,7 @@ impl ObjectStore for DropboxStore {
             Err(e) if e.summary().is_some_and(|s| s.contains("not_found")) => {}
             Err(e) => return Err(e.into_backend(key)),
         }
-        self.listing.note(key, false);
+        self.listing.note(key, Written::Deleted);
         Ok(())
     }
 

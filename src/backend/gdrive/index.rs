@@ -32,6 +32,8 @@ pub(crate) struct Entry {
     /// RFC 3339 as Drive writes it (always with milliseconds and `Z`), so text
     /// order is time order.
     pub created: String,
+    /// Bytes, where the answer told them.
+    pub size: Option<u64>,
 }
 
 impl Entry {
@@ -44,7 +46,12 @@ impl Entry {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        Some((name, Entry { id, created }))
+        // Drive writes an int64 as a JSON string.
+        let size = file.get("size").and_then(|v| match v {
+            Value::String(text) => text.parse().ok(),
+            other => other.as_u64(),
+        });
+        Some((name, Entry { id, created, size }))
     }
 
     fn order(&self) -> (&str, &str) {
@@ -277,13 +284,14 @@ impl Index {
         self.view().by_key.get(key).cloned().unwrap_or_default()
     }
 
-    /// The keys under `prefix`, in order.
-    pub fn keys(&self, prefix: &str) -> Vec<String> {
+    /// The keys under `prefix`, in order, each with the size of the file that
+    /// holds it.
+    pub fn keys(&self, prefix: &str) -> Vec<(String, Option<u64>)> {
         self.view()
             .by_key
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, _)| k.clone())
+            .map(|(k, files)| (k.clone(), files.first().and_then(|f| f.size)))
             .collect()
     }
 
@@ -318,6 +326,7 @@ mod tests {
         Entry {
             id: id.into(),
             created: created.into(),
+            size: None,
         }
     }
 
@@ -358,6 +367,30 @@ mod tests {
         for (i, k) in ["v/b", "v/a", "w/a", "v0"].iter().enumerate() {
             index.note_holds(k, entry(&i.to_string(), "1"));
         }
-        assert_eq!(index.keys("v/"), vec!["v/a".to_owned(), "v/b".to_owned()]);
+        let names: Vec<String> = index.keys("v/").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(names, vec!["v/a".to_owned(), "v/b".to_owned()]);
+    }
+
+    #[test]
+    fn a_key_is_listed_with_the_size_of_the_file_that_holds_it() {
+        let index = Index::default();
+        let file = |id: &str, created: &str, size: Value| {
+            Entry::of(&serde_json::json!({
+                "id": id, "name": "k", "createdTime": created, "size": size,
+            }))
+            .map(|(_, e)| e)
+        };
+        // Drive's string, and a number too; the later file does not hold the name.
+        let (first, later) = (file("a", "1", "1234".into()), file("b", "2", 99.into()));
+        assert_eq!(later.as_ref().and_then(|e| e.size), Some(99));
+        index.note_holds("k", later.unwrap());
+        index.note_holds("k", first.unwrap());
+        assert_eq!(index.keys(""), vec![("k".to_owned(), Some(1234))]);
+        // Written again: the answer's size replaces the one seen before.
+        index.note_holds("k", file("a", "1", "7".into()).unwrap());
+        assert_eq!(index.keys(""), vec![("k".to_owned(), Some(7))]);
+        // An answer without a size leaves it unknown, not zero.
+        index.note_holds("k", file("a", "1", Value::Null).unwrap());
+        assert_eq!(index.keys(""), vec![("k".to_owned(), None)]);
     }
 }

@@ -194,7 +194,11 @@ impl GdriveStore {
         }
         if let Some(holder) = self.index.holder(key) {
             match upload::upload(&self.api, Target::Existing { id: &holder.id }, &source) {
-                Ok(_) => {
+                Ok(file) => {
+                    // Its new size, for listings until the changes feed tells it.
+                    if let Ok(written) = self.entry_of(key, &file) {
+                        self.index.note_holds(key, written);
+                    }
                     self.remove_others(key, &holder.id);
                     return Ok(());
                 }
@@ -303,14 +307,26 @@ impl ObjectStore for GdriveStore {
             .index
             .keys(prefix)
             .into_iter()
+            .map(|(k, _)| k)
             .filter(|k| start_after.is_none_or(|s| k.as_str() > s))
             .collect())
+    }
+
+    fn list_sized(&self, prefix: &str) -> BackendResult<Vec<(String, Option<u64>)>> {
+        self.index.fresh(&self.api, index::FRESH_FOR)?;
+        Ok(self.index.keys(prefix))
     }
 
     fn list_dirs(&self, prefix: &str) -> BackendResult<Vec<String>> {
         // A new look always: the engine's polls start here.
         self.index.fresh(&self.api, Duration::ZERO)?;
-        Ok(super::dirs_below(prefix, self.index.keys(prefix)))
+        let keys = self
+            .index
+            .keys(prefix)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        Ok(super::dirs_below(prefix, keys))
     }
 
     fn delete(&self, key: &str) -> BackendResult<()> {
