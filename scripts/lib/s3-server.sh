@@ -19,10 +19,20 @@ s3_version=4.48
 s3_pid=
 s3_base=
 
-# s3_free_base: a port P such that P..P+9 and P+10000..P+10009 are all free.
+# s3_free_base: a port P such that P..P+10 are all free and below the kernel's
+# ephemeral range. Every port the server listens on (its gRPC ports too) is named
+# from P: SeaweedFS's default gRPC ports (HTTP port + 10000) fall inside the
+# ephemeral range, where any outgoing connection may take one while a test has
+# the server stopped, and it then cannot start again on its old ports.
 s3_free_base() {
     python3 - <<'PY'
 import random, socket
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+except (OSError, ValueError, IndexError):
+    ephemeral_low = 32768
+top = ephemeral_low - 20 if ephemeral_low > 16000 else 30000
 def free(p):
     s = socket.socket()
     try:
@@ -33,8 +43,8 @@ def free(p):
     finally:
         s.close()
 for _ in range(200):
-    base = random.randrange(20000, 29990, 10)
-    if all(free(base + i) and free(base + 10000 + i) for i in range(10)):
+    base = random.randrange(15000, top, 20)
+    if all(free(base + i) for i in range(11)):
         print(base)
         break
 else:
@@ -81,6 +91,9 @@ s3_server_start() {
         -bucket="$GHOSTIE_TEST_S3_BUCKET" \
         -master.port=$((base + 0)) -volume.port=$((base + 1)) -filer.port=$((base + 2)) \
         -s3.port=$((base + 3)) -admin.port=$((base + 4)) -webdav.port=$((base + 5)) \
+        -master.port.grpc=$((base + 6)) -volume.port.grpc=$((base + 7)) \
+        -filer.port.grpc=$((base + 8)) -s3.port.grpc=$((base + 9)) \
+        -admin.port.grpc=$((base + 10)) \
         -s3.port.iceberg=0 -s3.port.lance=0 -admin.ui=false \
         >>"$log" 2>&1 &
     s3_pid=$!
