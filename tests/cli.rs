@@ -211,6 +211,7 @@ fn usage_mistakes_exit_with_the_usage_code() {
         (vec!["mount", "--cache-size", "64XB"], "'64XB'"),
         (vec!["mount", "--fsync", "sometimes"], "'sometimes'"),
         (vec!["gc", "--grace", "a while"], "a while"),
+        (vec!["gc", "--repack-limit", "64XB"], "'64XB'"),
         (vec!["remember", "--for", "ever"], "ever"),
         (vec!["conflict", "resolve", "", "--keep", "laptop"], "path"),
         (vec!["conflict", "resolve", "x.json"], "--keep"),

@@ -468,6 +468,84 @@ fn a_mostly_superseded_pack_is_repacked_and_every_device_reads_what_it_held() {
     assert_eq!(r["repacked"]["packs"], 0, "{r}");
 }
 
+/// One collection reads a bounded amount of old packs to repack (each is read whole
+/// while uploads and polls wait): the packs beyond it wait for the next collection,
+/// the most superseded first.
+#[test]
+fn a_collection_repacks_at_most_its_limit_and_leaves_the_rest_for_the_next() {
+    let vault = TempVault::new();
+    let a = TempHome::joined("laptop", &vault);
+    let b = TempHome::joined("phone", &vault);
+    // Two pushes of 40 memories: two packs of about 160 KiB each.
+    for i in 0..40 {
+        a.write(&format!("m{i:02}.json"), memory_json(i, 4096));
+    }
+    a.ok(&["push"]);
+    for i in 0..40 {
+        a.write(&format!("n{i:02}.json"), memory_json(100 + i, 4096));
+    }
+    a.ok(&["push"]);
+    b.ok(&["pull"]);
+    assert!(eventually(10, || packs_of_device(&vault, &a).len() == 2));
+    // 36 of the first edited, 39 of the second: both packs are candidates, the
+    // second more superseded (one live file in it, four in the first).
+    for i in 0..36 {
+        a.write(&format!("m{i:02}.json"), memory_json(1000 + i, 4096));
+    }
+    for i in 0..39 {
+        a.write(&format!("n{i:02}.json"), memory_json(2000 + i, 4096));
+    }
+    a.ok(&["push"]);
+    assert!(eventually(10, || packs_of_device(&vault, &a).len() == 3));
+    // A limit of nothing moves nothing, and says both wait.
+    let none = gc(&a, &["--repack-limit", "0"]);
+    assert_eq!(none["repacked"]["packs"], 0, "{none}");
+    assert_eq!(none["repacked"]["packs_left"], 2, "{none}");
+    // A limit below one pack's size still repacks one: the most superseded.
+    let dry = gc(&a, &["--dry-run", "--repack-limit", "1"]);
+    assert_eq!(dry["repacked"]["packs"], 1, "{dry}");
+    assert_eq!(dry["repacked"]["blobs"], 1, "{dry}");
+    assert_eq!(dry["repacked"]["packs_left"], 1, "{dry}");
+    // Sizes add up: room for one pack of about 165 KiB, then for both.
+    let one = gc(&a, &["--dry-run", "--repack-limit", "200KiB"]);
+    assert_eq!(one["repacked"]["packs"], 1, "{one}");
+    assert_eq!(one["repacked"]["packs_left"], 1, "{one}");
+    let both = gc(&a, &["--dry-run", "--repack-limit", "400KiB"]);
+    assert_eq!(both["repacked"]["packs"], 2, "{both}");
+    assert_eq!(both["repacked"]["packs_left"], 0, "{both}");
+    let first = a.run(&["gc", "--grace", "0", "--repack-limit", "1"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let said = stdout(&first);
+    assert!(
+        said.contains("Repacked 1 pack") && said.contains("1 more mostly superseded pack is left"),
+        "{said}"
+    );
+    // The next collection, with the default limit, takes the other.
+    let next = gc(&a, &[]);
+    assert_eq!(next["repacked"]["packs"], 1, "{next}");
+    assert_eq!(next["repacked"]["blobs"], 4, "{next}");
+    assert_eq!(next["repacked"]["packs_left"], 0, "{next}");
+    let again = gc(&a, &[]);
+    assert_eq!(again["repacked"]["packs"], 0, "{again}");
+    assert_eq!(again["repacked"]["packs_left"], 0, "{again}");
+    // Every file reads as last written on the other device, taken as moves.
+    let pulled = b.json(&["pull", "--json"]);
+    assert_eq!(pulled["conflicts"], 0, "{pulled}");
+    for i in 0..40 {
+        let m = if i < 36 { 1000 + i } else { i };
+        let n = if i < 39 { 2000 + i } else { 100 + i };
+        assert_eq!(
+            b.read(&format!("m{i:02}.json")).unwrap(),
+            memory_json(m, 4096)
+        );
+        assert_eq!(
+            b.read(&format!("n{i:02}.json")).unwrap(),
+            memory_json(n, 4096)
+        );
+    }
+    vault_verifies(&b);
+}
+
 #[test]
 fn an_open_file_whose_pack_was_repacked_and_reclaimed_still_reads() {
     let vault = TempVault::new();

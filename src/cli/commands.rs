@@ -435,6 +435,7 @@ fn gc(cli: &Cli, vault: &Vault, pass: &CliPassphrase, a: &GcArgs) -> CmdResult {
     let r = vault.collect_garbage(&GcOptions {
         dry_run: a.dry_run,
         grace: a.grace,
+        repack_limit: a.repack_limit,
     })?;
     confirm(vault, pass)?;
     if a.json {
@@ -454,6 +455,14 @@ fn gc(cli: &Cli, vault: &Vault, pass: &CliPassphrase, a: &GcArgs) -> CmdResult {
             plural(r.repacked.packs, "one", "ones"),
             human_bytes(r.repacked.bytes_superseded),
             plural(r.repacked.packs, "goes", "go"),
+        );
+    }
+    if r.repacked.packs_left > 0 {
+        say!(
+            cli,
+            "📦 {} more mostly superseded {} left for the next collection (--repack-limit)",
+            r.repacked.packs_left,
+            plural(r.repacked.packs_left, "pack is", "packs are"),
         );
     }
     if r.packs_waiting > 0 {

@@ -310,6 +310,12 @@ pub struct GcArgs {
     /// flight: seconds, or a number with s, m, h or d.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub grace: std::time::Duration,
+    /// How much of its mostly superseded packs this collection reads to repack them
+    /// (bytes, or with a unit: 16M, 1GiB); the others wait for the next collection.
+    /// Each is read whole while other commands and the mount wait to upload and to
+    /// look for changes. 0 repacks nothing.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = units::parse_size)]
+    pub repack_limit: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

@@ -911,8 +911,8 @@ fn a_read_of_a_repacked_blob_whose_old_pack_is_gone_reads_it_where_it_moved() {
     }
     a.sync_once().unwrap();
     let options = crate::sync::GcOptions {
-        dry_run: false,
         grace: std::time::Duration::ZERO,
+        ..crate::sync::GcOptions::default()
     };
     assert_eq!(a.vault.collect_garbage(&options).unwrap().repacked.packs, 1);
     // The phone's index knows of the move; its tree not yet, and the old pack

@@ -277,6 +277,13 @@ fn housekeeping(fs: &MountFs) {
         if r.repacked.packs > 0 || r.resealed > 0 {
             lock(&fs.activity).view_stale = true;
         }
+        if r.repacked.packs_left > 0 {
+            tracing::info!(
+                "repacked {} packs; {} more mostly superseded packs wait for the next collection",
+                r.repacked.packs,
+                r.repacked.packs_left
+            );
+        }
     }
     match collected {
         Ok(Some(r)) if r.objects_deleted() > 0 => tracing::info!(

@@ -32,7 +32,7 @@ pub use rules::{After, Change, LocalChange, Seen};
 /// What the mount keeps on this device only (see `Vault::mount_local`).
 pub use vault::{
     gc_auto_timing, GcOptions, GcReport, LocalSpecial, MountLocal, RepackReport, SpecialKind,
-    DEFAULT_GRACE, REPACK_AT_LEAST, REPACK_DEAD_SHARE,
+    DEFAULT_GRACE, REPACK_AT_LEAST, REPACK_DEAD_SHARE, REPACK_LIMIT,
 };
 pub use vault::{
     kept_name, setup, setup_vault, setup_with_login, Conflict, ConflictSibling, Keep, NewLogin,

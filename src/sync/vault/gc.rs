@@ -65,6 +65,10 @@ pub struct GcOptions {
     /// Say what would go, delete nothing.
     pub dry_run: bool,
     pub grace: Duration,
+    /// The bytes of old packs one collection reads to repack them (each is read
+    /// whole while the publishing and polling locks are held); the packs beyond it
+    /// wait for the next collection. Zero repacks nothing.
+    pub repack_limit: u64,
 }
 
 impl Default for GcOptions {
@@ -72,6 +76,7 @@ impl Default for GcOptions {
         Self {
             dry_run: false,
             grace: DEFAULT_GRACE,
+            repack_limit: super::repack::REPACK_LIMIT,
         }
     }
 }
@@ -151,7 +156,7 @@ impl Vault {
                 .into_iter()
                 .filter_map(|(k, size)| Some((Layout::pack_of(&packs_prefix, &k)?, size)))
                 .collect();
-            let repacked = self.repack(&listed, options.dry_run)?;
+            let repacked = self.repack(&listed, options.dry_run, options.repack_limit)?;
             (listed, repacked)
         };
         // The moves go out first: the old packs are dead once they are published,
@@ -449,8 +454,8 @@ impl Vault {
             return Ok(None);
         }
         self.collect_garbage(&GcOptions {
-            dry_run: false,
             grace,
+            ..GcOptions::default()
         })
         .map(Some)
     }

@@ -75,7 +75,7 @@ pub use mount_local::{LocalSpecial, MountLocal, SpecialKind};
 pub use poll::PollReport;
 pub use publish::PublishReport;
 pub use rekey::RekeyReport;
-pub use repack::{RepackReport, REPACK_AT_LEAST, REPACK_DEAD_SHARE};
+pub use repack::{RepackReport, REPACK_AT_LEAST, REPACK_DEAD_SHARE, REPACK_LIMIT};
 pub use repair::Retake;
 pub use rewrite::RewriteReport;
 pub use setup::{setup, setup_vault, setup_with_login, NewLogin, SetupOutcome, SetupRequest};

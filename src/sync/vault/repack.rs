@@ -10,7 +10,13 @@
 //! Only this device's own versions are moved (one writer per key): a pack another
 //! device's version names (a file renamed over there) is left as it is. A repack
 //! runs only when it frees at least [`REPACK_AT_LEAST`] bytes in all, so a vault of a
-//! few small files is not rewritten for a few bytes.
+//! few small files is not rewritten for a few bytes. Each pack is read whole while
+//! the collection holds the publishing and polling locks, so one collection reads
+//! at most [`REPACK_LIMIT`] bytes of them (those freeing the most per byte read
+//! first; at least one pack, however large); the rest wait for the next
+//! collection, and a vault full of candidates (the first collection after a long
+//! time) is worked through in bounded steps. A pack barely past the threshold may
+//! wait a while behind packs more superseded: those free more per byte read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
@@ -24,6 +30,9 @@ use crate::model::ObjectId;
 pub const REPACK_DEAD_SHARE: (u64, u64) = (3, 4);
 /// ...and only when the repack frees at least this many bytes in all.
 pub const REPACK_AT_LEAST: u64 = 64 * 1024;
+/// The bytes of old packs one collection reads to repack them, by default: 16
+/// packs of 4 MiB.
+pub const REPACK_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// What a repack did (or, dry, would do).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -34,6 +43,9 @@ pub struct RepackReport {
     pub blobs: usize,
     /// Bytes the old packs hold beyond what was copied: what deleting them frees.
     pub bytes_superseded: u64,
+    /// Packs worth repacking left for a later collection (beyond the bytes one
+    /// collection reads).
+    pub packs_left: usize,
 }
 
 /// One pack to repack: its size and the own heads that name it.
@@ -132,6 +144,7 @@ impl Vault {
         &self,
         listed: &[(ObjectId, Option<u64>)],
         dry_run: bool,
+        limit: u64,
     ) -> SyncResult<RepackReport> {
         let mut report = RepackReport::default();
         // A version not published yet may be replaced before it is: moving the
@@ -139,8 +152,9 @@ impl Vault {
         if self.index().unpublished_count()? > 0 {
             return Ok(report);
         }
-        let candidates = self.repack_candidates(listed)?;
+        let (candidates, left) = within_limit(self.repack_candidates(listed)?, limit);
         if candidates.is_empty() {
+            report.packs_left = left;
             return Ok(report);
         }
         let older = self.devices_not_reading_moves()?;
@@ -151,6 +165,7 @@ impl Vault {
             );
             return Ok(report);
         }
+        report.packs_left = left;
         let keys = self.keys()?.clone();
         let me = self.device.clone();
         let mut moves: Vec<(Version, Version)> = Vec::new();
@@ -245,6 +260,36 @@ impl Vault {
         writer.registered(&register);
         Ok(report)
     }
+}
+
+/// The candidates one collection repacks, those freeing the most per byte read
+/// first, while their sizes add up to at most `limit` (a first one larger than
+/// `limit` still goes, so that a small limit does not stop repacking for good;
+/// a limit of zero takes none); and how many are left for a later collection
+/// (none when together they free too little for one to repack them).
+fn within_limit(mut candidates: Vec<Candidate>, limit: u64) -> (Vec<Candidate>, usize) {
+    let freed = |c: &Candidate| u128::from(c.size.saturating_sub(live_bytes(c)));
+    // a before b when freed(a) / size(a) > freed(b) / size(b), without division.
+    candidates
+        .sort_by(|a, b| (freed(b) * u128::from(a.size)).cmp(&(freed(a) * u128::from(b.size))));
+    let mut taken = Vec::new();
+    let mut left = 0;
+    let mut left_frees = 0u128;
+    let mut read = 0u64;
+    for c in candidates {
+        let fits = read.saturating_add(c.size) <= limit || (taken.is_empty() && limit > 0);
+        if fits && left == 0 {
+            read = read.saturating_add(c.size);
+            taken.push(c);
+        } else {
+            left += 1;
+            left_frees += freed(&c);
+        }
+    }
+    if left_frees < u128::from(REPACK_AT_LEAST) {
+        left = 0;
+    }
+    (taken, left)
 }
 
 /// The bytes of the blobs still named in `c` (two heads naming one blob, a copy,
