@@ -660,6 +660,18 @@ fn sigterm_and_fusermount_unmount_cleanly_and_keep_the_queue() {
     assert!(m.drained(WAIT));
     f.ok(&["pull"]);
     assert_eq!(f.read("after.json"), Some(b"{}".to_vec()));
+
+    // `ghostie-fs unmount`: the same, and the log says each unmount plainly, with
+    // no warning that the mount point was already gone (fuser's own, at the end of
+    // a session someone else unmounted).
+    b.ok(&["unmount"]);
+    std::mem::forget(m);
+    assert!(!mounted(&at));
+    let log = fs::read_to_string(b.home().join("sync/mount.log")).unwrap();
+    let said = format!("unmounted {}", at.display());
+    assert_eq!(log.matches(&said).count(), 3, "{log}");
+    assert!(!log.contains("Failed to umount"), "{log}");
+    assert!(!log.contains("still mounted"), "{log}");
 }
 
 #[test]

@@ -23,11 +23,13 @@ fn filter(
     rust_log: Option<&str>,
 ) -> tracing_subscriber::EnvFilter {
     let from_flags = |level: &str| tracing_subscriber::EnvFilter::new(level);
-    // Other crates' warnings (the AWS SDK's, say) are not the user's business.
+    // Other crates' warnings (the AWS SDK's, say) are not the user's business; and
+    // fuser's session warns at every unmount done from outside it (the mount says
+    // itself whether the mount point is left mounted).
     match (quiet, verbose) {
         (true, _) => return from_flags("error"),
-        (false, 1) => return from_flags("warn,ghostie_fs=info"),
-        (false, 2) => return from_flags("warn,ghostie_fs=debug"),
+        (false, 1) => return from_flags("warn,fuser::session=error,ghostie_fs=info"),
+        (false, 2) => return from_flags("warn,fuser::session=error,ghostie_fs=debug"),
         (false, 3..) => return from_flags("info,ghostie_fs=trace"),
         (false, 0) => {}
     }
@@ -217,11 +219,11 @@ mod tests {
         );
         assert_eq!(
             directives(1, false, None, None),
-            set("warn,ghostie_fs=info")
+            set("warn,fuser::session=error,ghostie_fs=info")
         );
         assert_eq!(
             directives(2, false, None, None),
-            set("warn,ghostie_fs=debug")
+            set("warn,fuser::session=error,ghostie_fs=debug")
         );
         assert_eq!(
             directives(3, false, None, None),
@@ -240,7 +242,7 @@ mod tests {
         assert_eq!(directives(0, true, debug, trace), set("error"));
         assert_eq!(
             directives(1, false, debug, trace),
-            set("warn,ghostie_fs=info")
+            set("warn,fuser::session=error,ghostie_fs=info")
         );
         // A filter with a mistake in it keeps what it can read.
         assert_eq!(

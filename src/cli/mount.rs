@@ -11,7 +11,9 @@ use zeroize::Zeroizing;
 
 use ghostie_fs::config::Home;
 use ghostie_fs::folder;
-use ghostie_fs::fs::{is_mounted, serve, MountError, MountHome, MountOptions, MountStatus};
+use ghostie_fs::fs::{
+    is_ghostie_mount, is_mounted, serve, MountError, MountHome, MountOptions, MountStatus,
+};
 use ghostie_fs::sync::{Holder, PassphraseSource, SyncError, Vault};
 
 use super::errors::{CliError, EXIT_FAILURE, EXIT_USAGE};
@@ -190,43 +192,6 @@ fn clear_dead_mount(mountpoint: &Path) -> Result<(), CliError> {
             mountpoint.display()
         ))),
     }
-}
-
-/// Whether /proc/self/mounts lists `mountpoint` as a ghostie-fs mount.
-fn is_ghostie_mount(mountpoint: &Path) -> bool {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
-        return false;
-    };
-    // /proc lists the real path; the dead mount point itself cannot be resolved
-    // (it answers nothing), its parent can.
-    let real = match (mountpoint.parent(), mountpoint.file_name()) {
-        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
-            .map(|p| p.join(name))
-            .unwrap_or_else(|_| mountpoint.to_path_buf()),
-        _ => mountpoint.to_path_buf(),
-    };
-    mounts.lines().any(|l| {
-        let mut fields = l.split(' ');
-        let (Some(source), Some(at), Some(kind)) = (fields.next(), fields.next(), fields.next())
-        else {
-            return false;
-        };
-        // Mounted through fusermount the type is fuse.ghostie-fs; mounted by root
-        // directly it is plain fuse, with our name as the source.
-        let ours = kind == "fuse.ghostie-fs" || (kind == "fuse" && source == "ghostie-fs");
-        let listed = PathBuf::from(unescape_mount_path(at));
-        ours && (listed == real || listed == mountpoint)
-    })
-}
-
-/// /proc/self/mounts writes a space, tab, newline and backslash in a path as octal
-/// escapes (`\040`, `\011`, `\012`, `\134`).
-fn unescape_mount_path(field: &str) -> String {
-    field
-        .replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 pub fn mount(cli: &Cli, home: Home, pass: &CliPassphrase, args: &MountArgs) -> CmdResult {

@@ -51,7 +51,7 @@ use std::path::{Path, PathBuf};
 pub use errno::{Errno, FsResult};
 pub use mount_fs::{Attr, MountFs, MountOptions};
 pub use read::ReadData;
-pub use status::{is_mounted, MountHome, MountStatus};
+pub use status::{is_ghostie_mount, is_mounted, MountHome, MountStatus};
 pub use tree::Invalidation;
 pub use worker::Invalidator;
 pub use write::Times;
@@ -153,6 +153,18 @@ pub fn serve(
         });
     ready();
     let served = mounted.run();
+    // fuser unmounts once more when its session ends, and warns when someone else
+    // (`ghostie-fs unmount`, fusermount3 -u) already has: the log is filtered of
+    // that warning, and says here what the mount point really is now.
+    if is_ghostie_mount(mountpoint) {
+        tracing::warn!(
+            "{} is still mounted after the mount ended; unmount it with 'fusermount3 -u {}'",
+            mountpoint.display(),
+            mountpoint.display()
+        );
+    } else {
+        tracing::info!("unmounted {}", mountpoint.display());
+    }
     fs.shutdown();
     worker.join();
     MountStatus::remove(&home);

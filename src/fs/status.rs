@@ -134,7 +134,44 @@ pub fn is_mounted(path: &Path) -> bool {
     mounts.lines().any(|l| {
         l.split(' ')
             .nth(1)
-            .map(|mp| mp.replace("\\040", " "))
+            .map(unescape_mount_path)
             .is_some_and(|mp| Path::new(&mp) == canon || Path::new(&mp) == path)
     })
+}
+
+/// Whether /proc/self/mounts lists `mountpoint` as a ghostie-fs mount.
+pub fn is_ghostie_mount(mountpoint: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    // /proc lists the real path; the dead mount point itself cannot be resolved
+    // (it answers nothing), its parent can.
+    let real = match (mountpoint.parent(), mountpoint.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or_else(|_| mountpoint.to_path_buf()),
+        _ => mountpoint.to_path_buf(),
+    };
+    mounts.lines().any(|l| {
+        let mut fields = l.split(' ');
+        let (Some(source), Some(at), Some(kind)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return false;
+        };
+        // Mounted through fusermount the type is fuse.ghostie-fs; mounted by root
+        // directly it is plain fuse, with our name as the source.
+        let ours = kind == "fuse.ghostie-fs" || (kind == "fuse" && source == "ghostie-fs");
+        let listed = PathBuf::from(unescape_mount_path(at));
+        ours && (listed == real || listed == mountpoint)
+    })
+}
+
+/// /proc/self/mounts writes a space, tab, newline and backslash in a path as octal
+/// escapes (`\040`, `\011`, `\012`, `\134`).
+fn unescape_mount_path(field: &str) -> String {
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
