@@ -384,24 +384,28 @@ fn packs_of_device(vault: &TempVault, device: &TempHome) -> Vec<String> {
     p
 }
 
+/// Writes `{prefix}00.json`… : `count` memories of about 4 KiB, the i-th with
+/// content `seed + i`.
+fn write_memories(home: &TempHome, prefix: &str, count: usize, seed: usize) {
+    for i in 0..count {
+        home.write(&format!("{prefix}{i:02}.json"), memory_json(seed + i, 4096));
+    }
+}
+
 #[test]
 fn a_mostly_superseded_pack_is_repacked_and_every_device_reads_what_it_held() {
     let vault = TempVault::new();
     let a = TempHome::joined("laptop", &vault);
     let b = TempHome::joined("phone", &vault);
     // One push of 40 memories: one pack of about 160 KiB.
-    for i in 0..40 {
-        a.write(&format!("m{i:02}.json"), memory_json(i, 4096));
-    }
+    write_memories(&a, "m", 40, 0);
     a.ok(&["push"]);
     b.ok(&["pull"]);
     // (A provider's listing may lag a write by a moment.)
     assert!(eventually(10, || packs_of_device(&vault, &a).len() == 1));
     let first = packs_of_device(&vault, &a);
     // 36 of them edited: nine tenths of that pack superseded, four files live in it.
-    for i in 0..36 {
-        a.write(&format!("m{i:02}.json"), memory_json(1000 + i, 4096));
-    }
+    write_memories(&a, "m", 36, 1000);
     a.ok(&["push"]);
     // Not past the threshold in a dry run's eyes either way: it says, moves nothing.
     let dry = gc(&a, &["--dry-run"]);
@@ -477,24 +481,16 @@ fn a_collection_repacks_at_most_its_limit_and_leaves_the_rest_for_the_next() {
     let a = TempHome::joined("laptop", &vault);
     let b = TempHome::joined("phone", &vault);
     // Two pushes of 40 memories: two packs of about 160 KiB each.
-    for i in 0..40 {
-        a.write(&format!("m{i:02}.json"), memory_json(i, 4096));
-    }
+    write_memories(&a, "m", 40, 0);
     a.ok(&["push"]);
-    for i in 0..40 {
-        a.write(&format!("n{i:02}.json"), memory_json(100 + i, 4096));
-    }
+    write_memories(&a, "n", 40, 100);
     a.ok(&["push"]);
     b.ok(&["pull"]);
     assert!(eventually(10, || packs_of_device(&vault, &a).len() == 2));
     // 36 of the first edited, 39 of the second: both packs are candidates, the
     // second more superseded (one live file in it, four in the first).
-    for i in 0..36 {
-        a.write(&format!("m{i:02}.json"), memory_json(1000 + i, 4096));
-    }
-    for i in 0..39 {
-        a.write(&format!("n{i:02}.json"), memory_json(2000 + i, 4096));
-    }
+    write_memories(&a, "m", 36, 1000);
+    write_memories(&a, "n", 39, 2000);
     a.ok(&["push"]);
     assert!(eventually(10, || packs_of_device(&vault, &a).len() == 3));
     // A limit of nothing moves nothing, and says both wait.
@@ -551,9 +547,7 @@ fn an_open_file_whose_pack_was_repacked_and_reclaimed_still_reads() {
     let vault = TempVault::new();
     let a = TempHome::joined("laptop", &vault);
     let b = TempHome::joined("desktop", &vault);
-    for i in 0..40 {
-        a.write(&format!("m{i:02}.json"), memory_json(i, 4096));
-    }
+    write_memories(&a, "m", 40, 0);
     a.ok(&["push"]);
     b.ok(&["pull"]);
     // The mount says how far it read every second (its own collection finds
@@ -561,9 +555,7 @@ fn an_open_file_whose_pack_was_repacked_and_reclaimed_still_reads() {
     let m = b.mount_with(&["--poll", "1"], &[("GHOSTIE_GC_EVERY", "1")]);
     // Opened, not read: nothing of it is cached in the mount.
     let mut kept = fs::File::open(m.path("m39.json")).unwrap();
-    for i in 0..36 {
-        a.write(&format!("m{i:02}.json"), memory_json(1000 + i, 4096));
-    }
+    write_memories(&a, "m", 36, 1000);
     a.ok(&["push"]);
     assert_eq!(gc(&a, &[])["repacked"]["packs"], 1);
     // The mount reads the move and says so; then the laptop reclaims the old pack.
@@ -593,13 +585,9 @@ fn no_pack_is_repacked_while_a_device_runs_a_version_that_would_not_follow_the_m
 
     let vault = TempVault::new();
     let a = TempHome::joined("laptop", &vault);
-    for i in 0..40 {
-        a.write(&format!("m{i:02}.json"), memory_json(i, 4096));
-    }
+    write_memories(&a, "m", 40, 0);
     a.ok(&["push"]);
-    for i in 0..36 {
-        a.write(&format!("m{i:02}.json"), memory_json(1000 + i, 4096));
-    }
+    write_memories(&a, "m", 36, 1000);
     a.ok(&["push"]);
     // A device on a version before moves existed: its records do not say it
     // follows them (written here as that version would).
