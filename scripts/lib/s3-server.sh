@@ -19,20 +19,27 @@ s3_version=4.48
 s3_pid=
 s3_base=
 
-# s3_free_base: a port P such that P..P+10 are all free and below the kernel's
-# ephemeral range. Every port the server listens on (its gRPC ports too) is named
+# s3_free_base: a port P such that P..P+10 are all free and outside the kernel's
+# ephemeral range. Every port the server listens on (its gRPC ones too) is named
 # from P: SeaweedFS's default gRPC ports (HTTP port + 10000) fall inside the
 # ephemeral range, where any outgoing connection may take one while a test has
 # the server stopped, and it then cannot start again on its old ports.
 s3_free_base() {
     python3 - <<'PY'
-import random, socket
+import random, socket, sys
 try:
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-        ephemeral_low = int(f.read().split()[0])
-except (OSError, ValueError, IndexError):
-    ephemeral_low = 32768
-top = ephemeral_low - 20 if ephemeral_low > 16000 else 30000
+        low, high = (int(x) for x in f.read().split()[:2])
+except (OSError, ValueError):
+    low, high = 32768, 60999
+# Bases step by 20 (11 ports each), below the ephemeral range or else above it.
+below = range(max(1024, min(15000, low - 2000)) // 20 * 20, low - 20, 20)
+above = range((high + 40) // 20 * 20, 65500, 20)
+bases = below if len(below) >= 50 else above
+if len(bases) < 50:
+    print("warning: the ephemeral port range leaves no room for the S3 server's ports; "
+          "a restarted test server may find one taken", file=sys.stderr)
+    bases = range(20000, 30000, 20)
 def free(p):
     s = socket.socket()
     try:
@@ -43,7 +50,7 @@ def free(p):
     finally:
         s.close()
 for _ in range(200):
-    base = random.randrange(15000, top, 20)
+    base = random.choice(bases)
     if all(free(base + i) for i in range(11)):
         print(base)
         break
@@ -95,6 +102,7 @@ s3_server_start() {
         -filer.port.grpc=$((base + 8)) -s3.port.grpc=$((base + 9)) \
         -admin.port.grpc=$((base + 10)) \
         -s3.port.iceberg=0 -s3.port.lance=0 -admin.ui=false \
+        -master.telemetry=false \
         >>"$log" 2>&1 &
     s3_pid=$!
     # Ready when a signed HEAD of the bucket says it exists.

@@ -114,6 +114,9 @@ pub fn serve(
     let signals = block_exit_signals();
     let home = vault.home().clone();
     let fs = MountFs::new(vault, opts)?;
+    // As the kernel will list it (fuser mounts the resolved path), while it still
+    // resolves.
+    let listed_as = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let (mounted, inval, mut unmounter) = fuse::mount(fs.clone(), mountpoint, mount_options)
         .map_err(|source| MountError::Fuse {
             path: mountpoint.to_path_buf(),
@@ -156,10 +159,9 @@ pub fn serve(
     // fuser unmounts once more when its session ends, and warns when someone else
     // (`ghostie-fs unmount`, fusermount3 -u) already has: the log is filtered of
     // that warning, and says here what the mount point really is now.
-    if is_ghostie_mount(mountpoint) {
+    if is_ghostie_mount(&listed_as) {
         tracing::warn!(
-            "{} is still mounted after the mount ended; unmount it with 'fusermount3 -u {}'",
-            mountpoint.display(),
+            "{} is still mounted after the mount ended; unmount it with 'ghostie-fs unmount'",
             mountpoint.display()
         );
     } else {

@@ -152,6 +152,8 @@ pub fn is_ghostie_mount(mountpoint: &Path) -> bool {
             .unwrap_or_else(|_| mountpoint.to_path_buf()),
         _ => mountpoint.to_path_buf(),
     };
+    // A live one resolves whole (its last part may be a symbolic link).
+    let resolved = std::fs::canonicalize(mountpoint).ok();
     mounts.lines().any(|l| {
         let mut fields = l.split(' ');
         let (Some(source), Some(at), Some(kind)) = (fields.next(), fields.next(), fields.next())
@@ -162,7 +164,7 @@ pub fn is_ghostie_mount(mountpoint: &Path) -> bool {
         // directly it is plain fuse, with our name as the source.
         let ours = kind == "fuse.ghostie-fs" || (kind == "fuse" && source == "ghostie-fs");
         let listed = PathBuf::from(unescape_mount_path(at));
-        ours && (listed == real || listed == mountpoint)
+        ours && (listed == real || listed == mountpoint || Some(&listed) == resolved.as_ref())
     })
 }
 

@@ -152,9 +152,8 @@ impl Vault {
         if self.index().unpublished_count()? > 0 {
             return Ok(report);
         }
-        let (candidates, left) = within_limit(self.repack_candidates(listed)?, limit);
-        if candidates.is_empty() {
-            report.packs_left = left;
+        let worth = self.repack_candidates(listed)?;
+        if worth.is_empty() {
             return Ok(report);
         }
         let older = self.devices_not_reading_moves()?;
@@ -165,6 +164,7 @@ impl Vault {
             );
             return Ok(report);
         }
+        let (candidates, left) = within_limit(worth, limit);
         report.packs_left = left;
         let keys = self.keys()?.clone();
         let me = self.device.clone();
