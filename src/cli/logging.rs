@@ -24,12 +24,16 @@ fn filter(
 ) -> tracing_subscriber::EnvFilter {
     let from_flags = |level: &str| tracing_subscriber::EnvFilter::new(level);
     // Other crates' warnings (the AWS SDK's, say) are not the user's business; and
-    // fuser's session warns at every unmount done from outside it (the mount says
+    // the FUSE library warns at every unmount done from outside it (the mount says
     // itself whether the mount point is left mounted).
+    let quieted = |levels: &str| match ghostie_fs::fs::QUIET_LOG {
+        "" => from_flags(levels),
+        quiet => from_flags(&format!("{levels},{quiet}")),
+    };
     match (quiet, verbose) {
         (true, _) => return from_flags("error"),
-        (false, 1) => return from_flags("warn,fuser::session=error,ghostie_fs=info"),
-        (false, 2) => return from_flags("warn,fuser::session=error,ghostie_fs=debug"),
+        (false, 1) => return quieted("warn,ghostie_fs=info"),
+        (false, 2) => return quieted("warn,ghostie_fs=debug"),
         (false, 3..) => return from_flags("info,ghostie_fs=trace"),
         (false, 0) => {}
     }
@@ -211,6 +215,18 @@ mod tests {
         text.split(',').map(str::to_owned).collect()
     }
 
+    /// `text` and the directives that keep the FUSE library quiet.
+    fn quieted(text: &str) -> std::collections::BTreeSet<String> {
+        let mut out = set(text);
+        out.extend(
+            ghostie_fs::fs::QUIET_LOG
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned),
+        );
+        out
+    }
+
     #[test]
     fn flags_win_then_the_environment_then_the_default() {
         assert_eq!(
@@ -219,11 +235,11 @@ mod tests {
         );
         assert_eq!(
             directives(1, false, None, None),
-            set("warn,fuser::session=error,ghostie_fs=info")
+            quieted("warn,ghostie_fs=info")
         );
         assert_eq!(
             directives(2, false, None, None),
-            set("warn,fuser::session=error,ghostie_fs=debug")
+            quieted("warn,ghostie_fs=debug")
         );
         assert_eq!(
             directives(3, false, None, None),
@@ -242,7 +258,7 @@ mod tests {
         assert_eq!(directives(0, true, debug, trace), set("error"));
         assert_eq!(
             directives(1, false, debug, trace),
-            set("warn,fuser::session=error,ghostie_fs=info")
+            quieted("warn,ghostie_fs=info")
         );
         // A filter with a mistake in it keeps what it can read.
         assert_eq!(

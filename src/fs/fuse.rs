@@ -21,6 +21,11 @@ use super::tree::Kind;
 use super::worker::Invalidator;
 use super::write::Times;
 
+/// A log filter's directives that keep fuser's own noise out of the log: its session
+/// warns at the end of every session someone else unmounted (`serve` says itself
+/// whether the mount point is left mounted).
+pub const QUIET_LOG: &str = "fuser::session=error";
+
 fn kerr(e: Errno) -> KErrno {
     KErrno::from_i32(e.0)
 }

@@ -49,6 +49,11 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use errno::{Errno, FsResult};
+#[cfg(feature = "fuse")]
+pub use fuse::QUIET_LOG;
+/// Without FUSE there is no FUSE library to keep quiet.
+#[cfg(not(feature = "fuse"))]
+pub const QUIET_LOG: &str = "";
 pub use mount_fs::{Attr, MountFs, MountOptions};
 pub use read::ReadData;
 pub use status::{is_ghostie_mount, is_mounted, MountHome, MountStatus};
