@@ -10,6 +10,12 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The tests talk to loopback only: no proxy may carry a request elsewhere, and the
+# live provider tests (real tokens, real services) are for a developer by hand.
+unset HTTP_PROXY HTTPS_PROXY ALL_PROXY http_proxy https_proxy all_proxy
+export NO_PROXY=127.0.0.1,localhost,::1 no_proxy=127.0.0.1,localhost,::1
+unset GHOSTIE_LIVE_GITHUB_TOKEN GHOSTIE_LIVE_DROPBOX_TOKEN GHOSTIE_LIVE_GDRIVE_TOKEN
+
 # Collect failures of the cheap checks instead of stopping at the first one,
 # so one run shows everything that needs fixing; cargo steps still stop early
 # because their output is what needs reading.

@@ -107,6 +107,9 @@ fn a_device_without_a_keyring_logs_in_as_it_sets_up() {
                 "dropbox",
                 "--app-key",
                 DROPBOX_APP_KEY,
+                // Were a keyring to answer, the code would go to the fake.
+                "--api-url",
+                &d.relays[0].url(),
                 "--code-stdin",
             ])
             .write_stdin("code\n")

@@ -113,7 +113,7 @@ s3_server_start() {
             echo "the S3 server exited at start" >&2
             return 1
         fi
-        if [[ $(curl -s -o /dev/null -w '%{http_code}' --head \
+        if [[ $(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' --head \
             --aws-sigv4 "aws:amz:$GHOSTIE_TEST_S3_REGION:s3" \
             --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
             "$GHOSTIE_TEST_S3_ENDPOINT/$GHOSTIE_TEST_S3_BUCKET") = 200 ]]; then

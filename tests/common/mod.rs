@@ -898,6 +898,19 @@ impl TempHome {
             ),
             ("GHOSTIE_GDRIVE_TOKEN", None),
             ("DBUS_SESSION_BUS_ADDRESS", None),
+            // Every request of a test goes to loopback: no proxy may carry it
+            // (and the fakes' tokens) elsewhere, and the AWS SDK's chains never
+            // ask a metadata service or a container endpoint.
+            ("HTTP_PROXY", None),
+            ("HTTPS_PROXY", None),
+            ("ALL_PROXY", None),
+            ("http_proxy", None),
+            ("https_proxy", None),
+            ("all_proxy", None),
+            ("AWS_EC2_METADATA_DISABLED", Some("true".into())),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", None),
+            ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", None),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", None),
             ("XDG_STATE_HOME", Some(self.state_dir().into_os_string())),
             (
                 "XDG_RUNTIME_DIR",
